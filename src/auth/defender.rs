@@ -1,0 +1,137 @@
+//! The brute-force defender shared by every listener.
+//!
+//! Failed logins are counted per IP address; after `ban_after_failures` the
+//! address is banned for `ban_secs`, doubling with each further ban up to
+//! `ban_max_secs`. A banned address is refused before its connection reaches
+//! a protocol library. The table is bounded: when full, the entry seen least
+//! recently is forgotten.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::limits::Limits;
+
+#[derive(Debug, Clone)]
+struct Record {
+    failures: u32,
+    bans: u32,
+    banned_until: Option<Instant>,
+    last_seen: Instant,
+}
+
+pub struct Defender {
+    after: u32,
+    base: Duration,
+    max: Duration,
+    cap: usize,
+    table: Mutex<HashMap<IpAddr, Record>>,
+}
+
+impl Defender {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            after: limits.ban_after_failures,
+            base: Duration::from_secs(limits.ban_secs),
+            max: Duration::from_secs(limits.ban_max_secs.max(limits.ban_secs)),
+            cap: limits.defender_table_size,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `ip` is banned now; returns the time left.
+    pub fn banned(&self, ip: IpAddr) -> Option<Duration> {
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let until = table.get(&ip)?.banned_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Records a failed login; returns the ban length when this failure starts one.
+    pub fn failure(&self, ip: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if table.len() >= self.cap && !table.contains_key(&ip) {
+            if let Some(oldest) = table
+                .iter()
+                .min_by_key(|(_, r)| r.last_seen)
+                .map(|(k, _)| *k)
+            {
+                table.remove(&oldest);
+            }
+        }
+        let r = table.entry(ip).or_insert(Record {
+            failures: 0,
+            bans: 0,
+            banned_until: None,
+            last_seen: now,
+        });
+        r.last_seen = now;
+        r.failures += 1;
+        if r.failures < self.after {
+            return None;
+        }
+        let factor = 1u32.checked_shl(r.bans.min(20)).unwrap_or(u32::MAX);
+        let len = self.base.saturating_mul(factor).min(self.max);
+        r.failures = 0;
+        r.bans = r.bans.saturating_add(1);
+        r.banned_until = Some(now + len);
+        Some(len)
+    }
+
+    /// A successful login clears the address's failures (not its ban history).
+    pub fn success(&self, ip: IpAddr) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = table.get_mut(&ip) {
+            r.failures = 0;
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            ban_after_failures: 3,
+            ban_secs: 10,
+            ban_max_secs: 25,
+            defender_table_size: 4,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn bans_grow_and_are_capped() {
+        let d = Defender::new(&limits());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(d.failure(ip), None);
+        assert_eq!(d.failure(ip), None);
+        assert_eq!(d.failure(ip), Some(Duration::from_secs(10)));
+        assert!(d.banned(ip).is_some());
+        for _ in 0..2 {
+            d.failure(ip);
+        }
+        assert_eq!(d.failure(ip), Some(Duration::from_secs(20)));
+        for _ in 0..2 {
+            d.failure(ip);
+        }
+        assert_eq!(d.failure(ip), Some(Duration::from_secs(25)));
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(d.banned(other).is_none());
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let d = Defender::new(&limits());
+        for i in 0..100u8 {
+            d.failure(IpAddr::from([198, 51, 100, i]));
+        }
+        assert_eq!(d.tracked(), 4);
+    }
+}

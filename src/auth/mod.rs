@@ -1,0 +1,138 @@
+//! Users, their credentials and the shared brute-force defender.
+//!
+//! User names are unique across tenants, so a login names its tenant. Every
+//! protocol authenticates through [`Users`]; a successful login yields the
+//! user's [`Vfs`](crate::vfs::Vfs).
+
+pub mod defender;
+pub mod password;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use russh::keys::PublicKey;
+
+use crate::config::{self, Config};
+use crate::vfs::{Perms, Producer, Tenant, VPath, Vfs};
+
+pub struct User {
+    pub name: String,
+    pub tenant: Arc<Tenant>,
+    password: Option<String>,
+    keys: Vec<PublicKey>,
+    pub perms: Perms,
+    pub scope: VPath,
+}
+
+impl User {
+    pub fn vfs(&self, producers: Arc<[Arc<dyn Producer>]>) -> Vfs {
+        Vfs::new(
+            self.tenant.clone(),
+            self.scope.clone(),
+            self.perms,
+            producers,
+        )
+    }
+}
+
+/// Every user of every tenant, by login name.
+#[derive(Default)]
+pub struct Users {
+    by_name: HashMap<String, Arc<User>>,
+}
+
+impl Users {
+    /// Builds the user table; reads `password_file` and `authorized_keys_file`.
+    pub fn from_config(
+        cfg: &Config,
+        tenants: &HashMap<String, Arc<Tenant>>,
+    ) -> Result<Users, String> {
+        let mut by_name = HashMap::new();
+        for t in &cfg.tenants {
+            let tenant = tenants
+                .get(t.id.get_ref())
+                .ok_or_else(|| format!("tenant {:?} has no storage", t.id.get_ref()))?;
+            for u in &t.users {
+                let name = u.name.get_ref().clone();
+                let password = match (&u.password, &u.password_file) {
+                    (Some(p), _) => Some(p.get_ref().clone()),
+                    (None, Some(f)) => {
+                        let phc = config::read_secret_file(f.get_ref())?;
+                        password::check_phc(&phc).map_err(|e| {
+                            format!("user {name:?}: {}: password {e}", f.get_ref().display())
+                        })?;
+                        Some(phc)
+                    }
+                    (None, None) => None,
+                };
+                let mut keys = Vec::new();
+                for k in &u.authorized_keys {
+                    keys.push(
+                        PublicKey::from_openssh(k.get_ref())
+                            .map_err(|e| format!("user {name:?}: authorized key: {e}"))?,
+                    );
+                }
+                if let Some(f) = &u.authorized_keys_file {
+                    let text = std::fs::read_to_string(f.get_ref()).map_err(|e| {
+                        format!("user {name:?}: cannot read {}: {e}", f.get_ref().display())
+                    })?;
+                    for line in text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    {
+                        keys.push(PublicKey::from_openssh(line).map_err(|e| {
+                            format!("user {name:?}: {}: {e}", f.get_ref().display())
+                        })?);
+                    }
+                }
+                let scope = match &u.scope {
+                    Some(s) => VPath::parse_absolute(s.get_ref())
+                        .map_err(|e| format!("user {name:?}: scope: {e}"))?,
+                    None => VPath::root(),
+                };
+                let user = User {
+                    name: name.clone(),
+                    tenant: tenant.clone(),
+                    password,
+                    keys,
+                    perms: Perms::from_list(&u.permissions),
+                    scope,
+                };
+                by_name.insert(name, Arc::new(user));
+            }
+        }
+        Ok(Users { by_name })
+    }
+
+    /// Checks a password; takes as long for unknown users as for known ones.
+    pub async fn check_password(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        let user = self.by_name.get(name).cloned();
+        let phc = user
+            .as_ref()
+            .and_then(|u| u.password.clone())
+            .unwrap_or_else(|| password::decoy().to_string());
+        let password = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || password::verify(&phc, &password))
+            .await
+            .unwrap_or(false);
+        user.filter(|u| ok && u.password.is_some())
+    }
+
+    /// The user, if `key` is one of its authorized keys.
+    pub fn check_key(&self, name: &str, key: &PublicKey) -> Option<Arc<User>> {
+        let user = self.by_name.get(name)?;
+        user.keys
+            .iter()
+            .any(|k| k.key_data() == key.key_data())
+            .then(|| user.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}

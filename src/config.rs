@@ -1,0 +1,559 @@
+//! TOML configuration: parsed once into typed structs, validated once.
+//!
+//! Unknown keys are refused and every error names the line it comes from
+//! (parse errors through `toml`'s spans, semantic errors through `Spanned`
+//! fields). Secrets may be given inline or through `*_file` paths.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::limits::Limits;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub sftp: SftpConfig,
+    /// Parsed and validated so that one file serves every version; FTPS is
+    /// not served by this build yet.
+    #[serde(default)]
+    pub ftps: Option<FtpsConfig>,
+    /// Parsed and validated; the ingest listener is not served by this build yet.
+    #[serde(default)]
+    pub ingest: Option<IngestConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    S3,
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: Spanned<Backend>,
+    /// S3: bucket name.
+    pub bucket: Option<Spanned<String>>,
+    /// S3: region (defaults to the AWS chain's region, else `us-east-1`).
+    pub region: Option<String>,
+    /// S3: endpoint of an S3-compatible store.
+    pub endpoint: Option<Spanned<String>>,
+    /// S3: path-style addressing (`http://host/bucket/key`).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Local: the directory that holds the objects.
+    pub path: Option<Spanned<PathBuf>>,
+    /// S3 server-side encryption passed through on writes: "AES256" or "aws:kms".
+    pub sse: Option<Spanned<String>>,
+    /// S3: KMS key id for `sse = "aws:kms"`.
+    pub sse_kms_key_id: Option<String>,
+    /// S3: file holding a 32-byte SSE-C key (raw or base64); sent on every request.
+    pub sse_c_key_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    #[serde(default = "default_sftp_listen")]
+    pub listen: Spanned<String>,
+    #[serde(default = "default_host_key")]
+    pub host_key: PathBuf,
+}
+
+impl Default for SftpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_sftp_listen(),
+            host_key: default_host_key(),
+        }
+    }
+}
+
+fn default_sftp_listen() -> Spanned<String> {
+    Spanned::new(0..0, "0.0.0.0:2222".to_string())
+}
+
+fn default_host_key() -> PathBuf {
+    PathBuf::from("keys/ssh_host_ed25519_key")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtpsConfig {
+    pub listen: Spanned<String>,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub passive_ports: Option<Spanned<String>>,
+    pub passive_host: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub listen: Spanned<String>,
+    pub spool_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as "info" or "recvault=debug,info"; `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// File the JSON audit lines are appended to; standard output when unset.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: Spanned<String>,
+    pub prefix: Spanned<String>,
+    #[serde(default)]
+    pub ingest_tokens: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    List,
+    Download,
+    Delete,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: Spanned<String>,
+    /// argon2id PHC string (`recvault hash-password`).
+    pub password: Option<Spanned<String>>,
+    /// File holding the PHC string instead of `password`.
+    pub password_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub authorized_keys: Vec<Spanned<String>>,
+    /// File in `authorized_keys` format, read in addition to `authorized_keys`.
+    pub authorized_keys_file: Option<Spanned<PathBuf>>,
+    #[serde(default = "default_permissions")]
+    pub permissions: Vec<Permission>,
+    /// Optional sub-folder of the tenant tree shown to this user as `/`.
+    pub scope: Option<Spanned<String>>,
+}
+
+fn default_permissions() -> Vec<Permission> {
+    vec![Permission::List, Permission::Download]
+}
+
+/// A configuration error that says where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Loads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates configuration text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    Validator { text, origin }.validate(&config)?;
+    Ok(config)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        let line = if span.start == 0 && span.end == 0 {
+            0
+        } else {
+            self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1
+        };
+        Err(ConfigError::Invalid {
+            path: self.origin.to_string(),
+            line,
+            message: message.into(),
+        })
+    }
+
+    fn validate(&self, c: &Config) -> Result<(), ConfigError> {
+        self.storage(&c.storage)?;
+        self.listen(&c.sftp.listen, "[sftp] listen")?;
+        if let Some(f) = &c.ftps {
+            self.listen(&f.listen, "[ftps] listen")?;
+            if let Some(p) = &f.passive_ports {
+                if parse_port_range(p.get_ref()).is_none() {
+                    return self.err(
+                        p.span(),
+                        "[ftps] passive_ports must look like \"50000-50100\" (low <= high)",
+                    );
+                }
+            }
+        }
+        if let Some(i) = &c.ingest {
+            self.listen(&i.listen, "[ingest] listen")?;
+        }
+        if let Err(msg) = c.limits.check() {
+            return self.err(0..0, format!("[limits] {msg}"));
+        }
+        let mut ids = HashSet::new();
+        let mut prefixes: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+        let mut users = HashSet::new();
+        for t in &c.tenants {
+            let id = t.id.get_ref();
+            if !is_tenant_id(id) {
+                return self.err(
+                    t.id.span(),
+                    format!("tenant id {id:?} must match [a-z0-9_-]{{1,64}}"),
+                );
+            }
+            if !ids.insert(id.clone()) {
+                return self.err(t.id.span(), format!("tenant id {id:?} is defined twice"));
+            }
+            let prefix = t.prefix.get_ref();
+            if let Err(msg) = check_prefix(prefix) {
+                return self.err(
+                    t.prefix.span(),
+                    format!("tenant {id:?}: prefix {prefix:?} {msg}"),
+                );
+            }
+            for (other, _) in &prefixes {
+                if prefix.starts_with(other.as_str()) || other.starts_with(prefix.as_str()) {
+                    return self.err(
+                        t.prefix.span(),
+                        format!("tenant {id:?}: prefix {prefix:?} overlaps prefix {other:?} of another tenant"),
+                    );
+                }
+            }
+            prefixes.push((prefix.clone(), t.prefix.span()));
+            for tok in &t.ingest_tokens {
+                let ok = tok
+                    .get_ref()
+                    .strip_prefix("sha256:")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                if !ok {
+                    return self.err(tok.span(), "ingest token must be \"sha256:<64 hex digits>\" (see `recvault gen-token`)");
+                }
+            }
+            for u in &t.users {
+                self.user(id, u, &mut users)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn storage(&self, s: &StorageConfig) -> Result<(), ConfigError> {
+        match s.backend.get_ref() {
+            Backend::S3 => {
+                if s.bucket.as_ref().is_none_or(|b| b.get_ref().is_empty()) {
+                    return self.err(
+                        s.backend.span(),
+                        "[storage] backend = \"s3\" needs `bucket`",
+                    );
+                }
+                if let Some(e) = &s.endpoint {
+                    let v = e.get_ref();
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return self.err(
+                            e.span(),
+                            "[storage] endpoint must start with http:// or https://",
+                        );
+                    }
+                }
+                if let Some(sse) = &s.sse {
+                    if !matches!(sse.get_ref().as_str(), "AES256" | "aws:kms") {
+                        return self.err(
+                            sse.span(),
+                            "[storage] sse must be \"AES256\" or \"aws:kms\"",
+                        );
+                    }
+                }
+                if s.sse.is_some() && s.sse_c_key_file.is_some() {
+                    return self.err(
+                        s.backend.span(),
+                        "[storage] sse and sse_c_key_file exclude each other",
+                    );
+                }
+            }
+            Backend::Local => {
+                if s.path.is_none() {
+                    return self.err(
+                        s.backend.span(),
+                        "[storage] backend = \"local\" needs `path`",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn listen(&self, v: &Spanned<String>, what: &str) -> Result<(), ConfigError> {
+        if v.get_ref().parse::<SocketAddr>().is_err() {
+            return self.err(
+                v.span(),
+                format!(
+                    "{what} must be an address like \"0.0.0.0:2222\", not {:?}",
+                    v.get_ref()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn user(
+        &self,
+        tenant: &str,
+        u: &UserConfig,
+        seen: &mut HashSet<String>,
+    ) -> Result<(), ConfigError> {
+        let name = u.name.get_ref();
+        if !is_user_name(name) {
+            return self.err(
+                u.name.span(),
+                format!("user name {name:?} must match [A-Za-z0-9._-]{{1,64}}"),
+            );
+        }
+        if !seen.insert(name.clone()) {
+            return self.err(
+                u.name.span(),
+                format!("user {name:?} is defined twice (user names are unique across tenants)"),
+            );
+        }
+        if u.password.is_some() && u.password_file.is_some() {
+            return self.err(
+                u.name.span(),
+                format!("user {name:?}: give `password` or `password_file`, not both"),
+            );
+        }
+        if let Some(p) = &u.password {
+            if let Err(msg) = crate::auth::password::check_phc(p.get_ref()) {
+                return self.err(p.span(), format!("user {name:?}: password {msg}"));
+            }
+        }
+        for k in &u.authorized_keys {
+            if let Err(e) = russh::keys::PublicKey::from_openssh(k.get_ref()) {
+                return self.err(
+                    k.span(),
+                    format!("user {name:?}: authorized key does not parse: {e}"),
+                );
+            }
+        }
+        if u.password.is_none()
+            && u.password_file.is_none()
+            && u.authorized_keys.is_empty()
+            && u.authorized_keys_file.is_none()
+        {
+            return self.err(u.name.span(), format!("user {name:?} of tenant {tenant:?} has no password and no key: it could never log in"));
+        }
+        if let Some(s) = &u.scope {
+            if let Err(e) = crate::vfs::VPath::parse_absolute(s.get_ref()) {
+                return self.err(
+                    s.span(),
+                    format!("user {name:?}: scope {:?}: {e}", s.get_ref()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tenant ids are short and safe in logs and metrics.
+pub fn is_tenant_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_user_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_prefix(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() || !p.ends_with('/') || p.starts_with('/') {
+        return Err("must be non-empty, must not start with '/' and must end with '/'");
+    }
+    for part in p.trim_end_matches('/').split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err("must not contain empty, '.' or '..' segments");
+        }
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err("may hold only [A-Za-z0-9._-] and '/'");
+        }
+    }
+    Ok(())
+}
+
+/// Parses "low-high" into an inclusive port range.
+pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+    (a > 0 && a <= b).then_some((a, b))
+}
+
+/// Reads a secret file, refusing files that other users may read.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Parses a duration given in seconds in the config (helper for limits).
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[storage]
+backend = "local"
+path = "/tmp/x"
+
+[[tenants]]
+id = "acme"
+prefix = "tenants/acme/"
+
+[[tenants.users]]
+name = "qa"
+password = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Oq7yFqFy9OhY6oGmRZ7ZbOrq4Q2a7gTaH9aUmBq2Xzo"
+"#;
+
+    #[test]
+    fn minimal_config_parses() {
+        let c = parse(MINIMAL, "t.toml").expect("valid");
+        assert_eq!(c.tenants[0].users[0].name.get_ref(), "qa");
+        assert_eq!(c.sftp.listen.get_ref(), "0.0.0.0:2222");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_line() {
+        let text = MINIMAL.replace("path = \"/tmp/x\"", "path = \"/tmp/x\"\nbukket = \"x\"");
+        let e = parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("bukket"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused() {
+        let text = format!("{MINIMAL}\n[[tenants]]\nid = \"b\"\nprefix = \"tenants/acme/x/\"\n");
+        let e = parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("overlaps"), "{e}");
+        assert!(e.contains("t.toml:16"), "{e}");
+    }
+
+    #[test]
+    fn sibling_prefixes_that_share_a_stem_are_allowed() {
+        let text = format!("{MINIMAL}\n[[tenants]]\nid = \"acme2\"\nprefix = \"tenants/acme2/\"\n");
+        parse(&text, "t.toml").expect("acme/ and acme2/ do not overlap");
+    }
+
+    #[test]
+    fn plaintext_password_is_refused() {
+        let text = MINIMAL.replace("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Oq7yFqFy9OhY6oGmRZ7ZbOrq4Q2a7gTaH9aUmBq2Xzo", "hunter2");
+        let e = parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml:12"), "{e}");
+        assert!(!e.contains("hunter2"), "secrets never echo: {e}");
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("50000-50100"), Some((50000, 50100)));
+        assert_eq!(parse_port_range("5-1"), None);
+        assert_eq!(parse_port_range("x"), None);
+    }
+}

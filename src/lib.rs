@@ -1,0 +1,14 @@
+//! recvault: contact-centre call recordings in S3, exported over SFTP.
+#![forbid(unsafe_code)]
+
+pub mod audit; // the JSON audit trail (logins, downloads)
+pub mod auth; // users, argon2id passwords, public keys, the brute-force defender
+pub mod config; // TOML → typed, validated configuration
+pub mod demo; // `recvault demo`: the embedded default
+pub mod hostkey; // SSH host key: load or generate
+pub mod limits; // every limit, with safe defaults
+pub mod sample; // writes sessions in the archived layout (demo, tests)
+pub mod server; // `recvault serve`: wiring, signals, readiness
+pub mod sftp; // SFTP over SSH: accept loop, russh handler, SFTP request loop
+pub mod store; // object storage: one trait; S3 and local-directory backends
+pub mod vfs; // the tenant-scoped read-only virtual tree

@@ -1,0 +1,115 @@
+//! Every limit recvault enforces, with safe defaults, in one place.
+//!
+//! Each field is documented in `config/recvault.example.toml` under `[limits]`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections per protocol listener (authenticated or not).
+    pub max_connections: usize,
+    /// Connections that have not authenticated yet, per listener.
+    pub max_unauthenticated: usize,
+    /// Seconds a connection may take to authenticate before it is closed.
+    pub login_grace_secs: u64,
+    /// Authentication attempts allowed on one SSH connection.
+    pub max_auth_attempts: usize,
+    /// Milliseconds every rejected SSH authentication takes (hides which check failed).
+    pub auth_reject_ms: u64,
+    /// Seconds without traffic before an SSH connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Largest SFTP packet accepted from a client, in bytes; larger ones close the channel.
+    pub sftp_max_packet: u32,
+    /// Largest SFTP read served in one reply (advertised through limits@openssh.com).
+    pub sftp_max_read: u32,
+    /// Open file and directory handles per SFTP session.
+    pub sftp_max_handles: usize,
+    /// SFTP requests processed concurrently per session.
+    pub sftp_max_inflight: usize,
+    /// Bytes read ahead from storage per open file handle.
+    pub read_ahead_bytes: usize,
+    /// SSH channels per connection.
+    pub ssh_max_channels: usize,
+    /// Failed logins from one IP address before it is banned.
+    pub ban_after_failures: u32,
+    /// First ban length in seconds; each further ban of the same address doubles it.
+    pub ban_secs: u64,
+    /// Longest ban in seconds.
+    pub ban_max_secs: u64,
+    /// Addresses the brute-force defender remembers (oldest forgotten first).
+    pub defender_table_size: usize,
+    /// Seconds a loaded session index or directory time is cached.
+    pub metadata_cache_secs: u64,
+    /// Session indexes kept in the cache.
+    pub metadata_cache_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_unauthenticated: 64,
+            login_grace_secs: 30,
+            max_auth_attempts: 6,
+            auth_reject_ms: 300,
+            idle_timeout_secs: 900,
+            sftp_max_packet: 256 * 1024 + 1024,
+            sftp_max_read: 255 * 1024,
+            sftp_max_handles: 64,
+            sftp_max_inflight: 64,
+            read_ahead_bytes: 2 * 1024 * 1024,
+            ssh_max_channels: 8,
+            ban_after_failures: 10,
+            ban_secs: 60,
+            ban_max_secs: 3600,
+            defender_table_size: 65536,
+            metadata_cache_secs: 60,
+            metadata_cache_entries: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Rejects values that would break the server rather than limit it.
+    pub fn check(&self) -> Result<(), String> {
+        let nonzero: [(&str, u64); 9] = [
+            ("max_connections", self.max_connections as u64),
+            ("max_unauthenticated", self.max_unauthenticated as u64),
+            ("login_grace_secs", self.login_grace_secs),
+            ("max_auth_attempts", self.max_auth_attempts as u64),
+            ("sftp_max_handles", self.sftp_max_handles as u64),
+            ("sftp_max_inflight", self.sftp_max_inflight as u64),
+            ("ssh_max_channels", self.ssh_max_channels as u64),
+            ("ban_after_failures", self.ban_after_failures as u64),
+            ("defender_table_size", self.defender_table_size as u64),
+        ];
+        for (name, v) in nonzero {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.sftp_max_packet < 34_000 {
+            return Err(
+                "sftp_max_packet must be at least 34000 (SFTP clients send 32 KiB packets)".into(),
+            );
+        }
+        if !(4096..=4 * 1024 * 1024).contains(&self.sftp_max_read) {
+            return Err("sftp_max_read must be between 4096 and 4194304".into());
+        }
+        if self.read_ahead_bytes < 64 * 1024 {
+            return Err("read_ahead_bytes must be at least 65536".into());
+        }
+        Ok(())
+    }
+
+    pub fn login_grace(&self) -> Duration {
+        Duration::from_secs(self.login_grace_secs)
+    }
+
+    pub fn metadata_ttl(&self) -> Duration {
+        Duration::from_secs(self.metadata_cache_secs)
+    }
+}

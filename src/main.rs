@@ -1,0 +1,127 @@
+#![forbid(unsafe_code)]
+//! The `recvault` command: CLI parsing and logging set-up; the work is in the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+#[derive(Parser)]
+#[command(name = "recvault", version, about = "Contact-centre call recordings in S3, exported over SFTP", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server with a configuration file (see config/recvault.example.toml).
+    Serve {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run on the embedded default: local storage, a demo tenant and user
+    /// (password printed), a generated host key and sample sessions.
+    Demo {
+        /// Folder for the demo's objects and keys.
+        #[arg(long, default_value = "recvault-demo")]
+        dir: PathBuf,
+        /// Address the SFTP listener binds.
+        #[arg(long, default_value = "127.0.0.1:2222")]
+        listen: String,
+    },
+    /// Validate a configuration file and exit (status 0 when valid).
+    CheckConfig { file: PathBuf },
+    /// Print an argon2id hash for a password read from the terminal or stdin (never argv).
+    HashPassword,
+    /// Print a new random ingest token and the `sha256:` line for the config.
+    GenToken,
+}
+
+fn init_tracing(format: recvault::config::LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        recvault::config::LogFormat::Json => builder.json().init(),
+        recvault::config::LogFormat::Text => builder.init(),
+    }
+}
+
+fn read_password() -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("Password: ")?;
+        let b = rpassword::prompt_password("Again: ")?;
+        if a != b {
+            bail!("the two passwords differ");
+        }
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => {
+            let cfg = recvault::config::load(&file)?;
+            let users: usize = cfg.tenants.iter().map(|t| t.users.len()).sum();
+            println!(
+                "{}: valid ({} tenants, {} users)",
+                file.display(),
+                cfg.tenants.len(),
+                users
+            );
+            Ok(())
+        }
+        Command::HashPassword => {
+            let password = read_password()?;
+            if password.is_empty() {
+                bail!("refusing to hash an empty password");
+            }
+            println!(
+                "{}",
+                recvault::auth::password::hash(&password).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
+        Command::GenToken => {
+            let mut raw = [0u8; 32];
+            getrandom::getrandom(&mut raw).context("no randomness")?;
+            let token = hex::encode(raw);
+            println!("token: {token}");
+            println!(
+                "config: ingest_tokens = [\"sha256:{}\"]",
+                hex::encode(Sha256::digest(token.as_bytes()))
+            );
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let cfg = recvault::config::load(&config)?;
+            init_tracing(cfg.log.format, &cfg.log.level);
+            runtime()?
+                .block_on(recvault::server::serve(cfg, Some(config)))
+                .map_err(anyhow::Error::msg)
+        }
+        Command::Demo { dir, listen } => {
+            init_tracing(recvault::config::LogFormat::Text, "info");
+            runtime()?
+                .block_on(recvault::demo::run(&dir, &listen))
+                .map_err(anyhow::Error::msg)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

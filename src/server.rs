@@ -1,0 +1,163 @@
+//! `recvault serve`: wires storage, tenants, users and listeners together,
+//! handles signals (SIGINT/SIGTERM stop and drain, SIGHUP reloads users and
+//! keys) and tells systemd when it is ready.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::audit::Audit;
+use crate::auth::defender::Defender;
+use crate::auth::Users;
+use crate::config::Config;
+use crate::limits::Limits;
+use crate::store::SharedStore;
+use crate::vfs::{Producer, Tenant};
+
+/// What every connection shares.
+pub struct Shared {
+    users: RwLock<Arc<Users>>,
+    pub defender: Defender,
+    pub limits: Limits,
+    pub audit: Arc<Audit>,
+    pub producers: Arc<[Arc<dyn Producer>]>,
+}
+
+impl Shared {
+    /// The current user table (replaced whole on reload).
+    pub fn users(&self) -> Arc<Users> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn build_tenants(
+    cfg: &Config,
+    store: &SharedStore,
+    existing: &HashMap<String, Arc<Tenant>>,
+) -> HashMap<String, Arc<Tenant>> {
+    cfg.tenants
+        .iter()
+        .map(|t| {
+            let id = t.id.get_ref().clone();
+            let tenant = match existing.get(&id) {
+                Some(old) if old.prefix == *t.prefix.get_ref() => old.clone(),
+                _ => Arc::new(Tenant::new(
+                    id.clone(),
+                    t.prefix.get_ref().clone(),
+                    store.clone(),
+                    &cfg.limits,
+                )),
+            };
+            (id, tenant)
+        })
+        .collect()
+}
+
+/// Runs the server until SIGINT/SIGTERM. `config_path` is re-read on SIGHUP.
+pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<(), String> {
+    if cfg.ftps.is_some() {
+        warn!("[ftps] is configured but this build does not serve FTPS yet; only SFTP is started");
+    }
+    if cfg.ingest.is_some() {
+        warn!("[ingest] is configured but this build does not serve the ingest API yet");
+    }
+    let store = crate::store::open(&cfg.storage).await?;
+    let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
+    let users = Users::from_config(&cfg, &tenants)?;
+    if users.is_empty() {
+        warn!("no users are configured: nobody can log in");
+    }
+    let audit = Arc::new(match &cfg.audit.path {
+        Some(p) => {
+            Audit::file(p).map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?
+        }
+        None => Audit::stdout(),
+    });
+    let host_key = crate::hostkey::load_or_generate(&cfg.sftp.host_key)?;
+    let shared = Arc::new(Shared {
+        users: RwLock::new(Arc::new(users)),
+        defender: Defender::new(&cfg.limits),
+        limits: cfg.limits.clone(),
+        audit,
+        producers: Arc::from(Vec::<Arc<dyn Producer>>::new()),
+    });
+    let addr = cfg.sftp.listen.get_ref();
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for SFTP on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let ssh_config = Arc::new(crate::sftp::ssh_config(host_key, &cfg.limits));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain = Duration::from_secs(10);
+    let sftp = tokio::spawn(crate::sftp::run(
+        listener,
+        shared.clone(),
+        ssh_config,
+        stop_rx,
+        drain,
+    ));
+    // A fixed line scripts and tests can wait for, whatever the log format.
+    eprintln!("recvault: sftp listening on {bound}");
+    info!(%bound, tenants = tenants.len(), users = shared.users().len(), "SFTP listening");
+    notify_systemd("READY=1");
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let Some(path) = &config_path else {
+                    warn!("SIGHUP: no config file to reload (demo mode)");
+                    continue;
+                };
+                match crate::config::load(path) {
+                    Ok(new_cfg) => {
+                        let new_tenants = build_tenants(&new_cfg, &store, &tenants);
+                        match Users::from_config(&new_cfg, &new_tenants) {
+                            Ok(users) => {
+                                let n = users.len();
+                                *shared.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+                                tenants = new_tenants;
+                                info!(users = n, tenants = tenants.len(), "reloaded users and keys; open connections keep running");
+                            }
+                            Err(e) => error!(error = %e, "SIGHUP: reload refused, keeping the running configuration"),
+                        }
+                    }
+                    Err(e) => error!(error = %e, "SIGHUP: reload refused, keeping the running configuration"),
+                }
+            }
+        }
+    }
+    info!(
+        "stopping: no new connections; waiting up to {}s for open ones",
+        drain.as_secs()
+    );
+    notify_systemd("STOPPING=1");
+    let _ = stop_tx.send(true);
+    let _ = sftp.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Sends a state line to systemd when started with `Type=notify`.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    if path.as_os_str().as_encoded_bytes().first() == Some(&b'@') {
+        // Abstract sockets need platform-specific addressing; systemd uses a path by default.
+        return;
+    }
+    let _ = sock.send_to(state.as_bytes(), &path);
+}

@@ -1,0 +1,399 @@
+//! SFTP over SSH: recvault's accept loop, the russh handler (authentication,
+//! channel policy) and the SFTP subsystem (`protocol`).
+//!
+//! The defender and the connection limits act in the accept loop, before a
+//! socket reaches russh. After authentication a session may open a few
+//! channels and start the `sftp` subsystem on them; shells, commands,
+//! terminals and forwarding are refused.
+
+mod protocol;
+mod reader;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::PrivateKey;
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::auth::User;
+use crate::server::Shared;
+
+/// Builds russh's configuration from the limits: modern algorithms only
+/// (russh's defaults, which include strict key exchange), password and
+/// public-key authentication, large windows for fast downloads.
+pub fn ssh_config(host_key: PrivateKey, limits: &crate::limits::Limits) -> russh::server::Config {
+    russh::server::Config {
+        server_id: russh::SshId::Standard(
+            concat!("SSH-2.0-recvault_", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        auth_rejection_time: Duration::from_millis(limits.auth_reject_ms),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        max_auth_attempts: limits.max_auth_attempts,
+        inactivity_timeout: Some(Duration::from_secs(limits.idle_timeout_secs)),
+        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Accepts SSH connections until `shutdown` turns true, then waits (up to
+/// `drain`) for open connections to finish.
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let limits = shared.limits.clone();
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let preauth = Arc::new(Semaphore::new(limits.max_unauthenticated));
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        if let Some(left) = shared.defender.banned(peer.ip()) {
+            debug!(%peer, secs_left = left.as_secs(), "refused: address is banned");
+            continue;
+        }
+        let Ok(conn_permit) = conns.clone().try_acquire_owned() else {
+            warn!(%peer, max = limits.max_connections, "refused: connection limit reached");
+            continue;
+        };
+        let Ok(pre_permit) = preauth.clone().try_acquire_owned() else {
+            warn!(%peer, max = limits.max_unauthenticated, "refused: too many connections still authenticating");
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let authed = Arc::new(AtomicBool::new(false));
+        let handler = SshHandler {
+            shared: shared.clone(),
+            peer,
+            user: None,
+            authed: authed.clone(),
+            pre_permit: Some(pre_permit),
+            channels: HashMap::new(),
+            opened: 0,
+        };
+        let config = config.clone();
+        let grace = limits.login_grace();
+        let span = tracing::info_span!("ssh", %peer);
+        tokio::spawn(
+            async move {
+                let running = match russh::server::run_stream(config, sock, handler).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        debug!(error = %e, "SSH handshake failed");
+                        return;
+                    }
+                };
+                let handle = running.handle();
+                let watchdog = tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if !authed.load(Ordering::Acquire) {
+                        info!("closing: not authenticated within the login grace time");
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "login grace time exceeded".into(),
+                                "en".into(),
+                            )
+                            .await;
+                    }
+                });
+                match running.await {
+                    Ok(()) => debug!("connection closed"),
+                    Err(e) => debug!(error = %e, "connection ended"),
+                }
+                watchdog.abort();
+                drop(conn_permit);
+            }
+            .instrument(span),
+        );
+    }
+    // Drain: wait for connections to end, bounded.
+    let all = limits.max_connections as u32;
+    if tokio::time::timeout(drain, conns.acquire_many(all))
+        .await
+        .is_err()
+    {
+        info!(
+            "shutdown: closing connections still open after {}s",
+            drain.as_secs()
+        );
+    }
+}
+
+struct SshHandler {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    user: Option<Arc<User>>,
+    authed: Arc<AtomicBool>,
+    pre_permit: Option<OwnedSemaphorePermit>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    opened: usize,
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: None,
+        partial_success: false,
+    }
+}
+
+impl SshHandler {
+    fn failed(&self, user: &str, method: &str) {
+        self.shared
+            .audit
+            .login("sftp", self.peer, user, None, method, false);
+        if let Some(ban) = self.shared.defender.failure(self.peer.ip()) {
+            warn!(peer = %self.peer, secs = ban.as_secs(), "address banned after repeated failed logins");
+        }
+    }
+
+    fn accepted(&mut self, user: Arc<User>, method: &str) -> Auth {
+        self.shared.audit.login(
+            "sftp",
+            self.peer,
+            &user.name,
+            Some(&user.tenant.id),
+            method,
+            true,
+        );
+        self.shared.defender.success(self.peer.ip());
+        info!(user = %user.name, tenant = %user.tenant.id, method, "login");
+        self.user = Some(user);
+        Auth::Accept
+    }
+}
+
+impl russh::server::Handler for SshHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.shared.defender.banned(self.peer.ip()).is_some() {
+            return Ok(reject());
+        }
+        let users = self.shared.users();
+        match users.check_password(user, password).await {
+            Some(u) => Ok(self.accepted(u, "password")),
+            None => {
+                self.failed(user, "password");
+                Ok(reject())
+            }
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Probing keys is not a failed login: clients offer every key they hold.
+        if self
+            .shared
+            .users()
+            .check_key(user, offer.public_key)
+            .is_some()
+        {
+            Ok(Auth::Accept)
+        } else {
+            Ok(reject())
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.shared.defender.banned(self.peer.ip()).is_some() {
+            return Ok(reject());
+        }
+        match self.shared.users().check_key(user, key.public_key) {
+            Some(u) => Ok(self.accepted(u, "publickey")),
+            None => {
+                self.failed(user, "publickey");
+                Ok(reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.authed.store(true, Ordering::Release);
+        self.pre_permit = None;
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.user.is_none() || self.opened >= self.shared.limits.ssh_max_channels {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        self.opened += 1;
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(user), true) = (self.user.clone(), name == "sftp") else {
+            warn!(subsystem = name, "refused subsystem");
+            session.channel_failure(id)?;
+            return Ok(());
+        };
+        let Some(channel) = self.channels.remove(&id) else {
+            session.channel_failure(id)?;
+            return Ok(());
+        };
+        session.channel_success(id)?;
+        let vfs = user.vfs(self.shared.producers.clone());
+        let peer = protocol::Peer {
+            addr: self.peer,
+            user: user.name.clone(),
+        };
+        let (limits, audit) = (self.shared.limits.clone(), self.shared.audit.clone());
+        let span = tracing::info_span!("sftp", user = %user.name, tenant = %user.tenant.id);
+        tokio::spawn(
+            protocol::serve(channel.into_stream(), vfs, limits, audit, peer).instrument(span),
+        );
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command: String = String::from_utf8_lossy(data).chars().take(80).collect();
+        warn!(command = %command.escape_debug(), "refused command execution");
+        session.channel_failure(id)?;
+        let _ = session.extended_data(
+            id,
+            1,
+            b"recvault: this server offers SFTP only; commands are not allowed\r\n".as_slice(),
+        );
+        let _ = session.close(id);
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        id: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        warn!("refused shell");
+        session.channel_failure(id)?;
+        let _ = session.extended_data(
+            id,
+            1,
+            b"recvault: this server offers SFTP only; no shell\r\n".as_slice(),
+        );
+        let _ = session.close(id);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(id)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        id: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(id)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        id: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(id)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        id: ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        session.channel_failure(id)?;
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        warn!("refused remote port forwarding");
+        Ok(false)
+    }
+
+    async fn channel_close(
+        &mut self,
+        id: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&id);
+        Ok(())
+    }
+}

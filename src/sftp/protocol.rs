@@ -1,0 +1,636 @@
+//! The SFTP (version 3) request loop over one channel.
+//!
+//! russh-sftp provides the packet codec; the loop is ours because russh-sftp's
+//! own server answers one request at a time and keeps reading after a packet
+//! that is over its length limit. Here:
+//! - a packet longer than `limits.sftp_max_packet` closes the channel before
+//!   anything is allocated for it;
+//! - path requests (stat, realpath, open, …) run concurrently, bounded by
+//!   `limits.sftp_max_inflight`, so a slow storage round trip never holds up
+//!   the next request;
+//! - each open handle has its own worker that serves its requests in arrival
+//!   order (reads then come from a read-ahead buffer, see `reader`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use russh_sftp::protocol::{
+    Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, warn};
+
+use super::reader::ReadAhead;
+use crate::audit::Audit;
+use crate::limits::Limits;
+use crate::vfs::{DirLister, Entry, Kind, VPath, Vfs, VfsError};
+
+const SSH_FXP_DATA: u8 = 103;
+/// Entries per READDIR reply (as OpenSSH's server).
+const READDIR_BATCH: usize = 100;
+
+/// Who is on the other end, for logs and audit.
+#[derive(Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub user: String,
+}
+
+struct Ctx {
+    vfs: Vfs,
+    limits: Limits,
+    audit: Arc<Audit>,
+    peer: Peer,
+    out: mpsc::Sender<Bytes>,
+    handles: Mutex<HashMap<String, mpsc::Sender<HandleOp>>>,
+    next_handle: AtomicU64,
+}
+
+enum HandleOp {
+    Read { id: u32, offset: u64, len: u32 },
+    ReadDir { id: u32 },
+    Fstat { id: u32 },
+    Close { id: u32 },
+}
+
+/// Serves SFTP on `stream` until the client closes it or breaks the protocol.
+pub async fn serve<S>(stream: S, vfs: Vfs, limits: Limits, audit: Arc<Audit>, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (out, mut out_rx) = mpsc::channel::<Bytes>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let inflight = Arc::new(Semaphore::new(limits.sftp_max_inflight));
+    let max_packet = limits.sftp_max_packet;
+    let ctx = Arc::new(Ctx {
+        vfs,
+        limits,
+        audit,
+        peer,
+        out,
+        handles: Mutex::new(HashMap::new()),
+        next_handle: AtomicU64::new(1),
+    });
+    while let Ok(len) = rd.read_u32().await {
+        if len == 0 || len > max_packet {
+            warn!(user = %ctx.peer.user, peer = %ctx.peer.addr, len, max_packet, "SFTP packet length out of bounds; closing the channel");
+            break;
+        }
+        let mut buf = vec![0u8; len as usize];
+        if rd.read_exact(&mut buf).await.is_err() {
+            break;
+        }
+        let mut bytes = Bytes::from(buf);
+        let request_id = if bytes.len() >= 5 {
+            u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]])
+        } else {
+            0
+        };
+        let packet = match Packet::try_from(&mut bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(error = %e, "undecodable SFTP packet");
+                ctx.reply(status(
+                    request_id,
+                    StatusCode::BadMessage,
+                    "malformed or unknown SFTP request",
+                ))
+                .await;
+                continue;
+            }
+        };
+        if !dispatch(&ctx, &inflight, packet).await {
+            break;
+        }
+    }
+    // Closing every handle ends its worker; then the writer drains and stops.
+    let workers: Vec<_> = ctx
+        .handles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .collect();
+    drop(workers);
+    drop(ctx);
+    let _ = writer.await;
+}
+
+/// Routes one request; returns false when the session must end.
+async fn dispatch(ctx: &Arc<Ctx>, inflight: &Arc<Semaphore>, packet: Packet) -> bool {
+    match packet {
+        Packet::Init(_) => {
+            let mut v = Version::new();
+            v.extensions
+                .insert(russh_sftp::extensions::LIMITS.to_string(), "1".to_string());
+            ctx.reply(Packet::Version(v)).await;
+        }
+        Packet::Read(r) => {
+            ctx.to_handle(
+                &r.handle,
+                r.id,
+                HandleOp::Read {
+                    id: r.id,
+                    offset: r.offset,
+                    len: r.len,
+                },
+            )
+            .await
+        }
+        Packet::ReadDir(r) => {
+            ctx.to_handle(&r.handle, r.id, HandleOp::ReadDir { id: r.id })
+                .await
+        }
+        Packet::Fstat(r) => {
+            ctx.to_handle(&r.handle, r.id, HandleOp::Fstat { id: r.id })
+                .await
+        }
+        Packet::Close(r) => {
+            let worker = ctx
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&r.handle);
+            match worker {
+                Some(tx) => {
+                    if tx.send(HandleOp::Close { id: r.id }).await.is_err() {
+                        ctx.reply(ok(r.id)).await;
+                    }
+                }
+                None => {
+                    ctx.reply(status(r.id, StatusCode::Failure, "invalid handle"))
+                        .await
+                }
+            }
+        }
+        Packet::SetStat(r) => ctx.reply(ok(r.id)).await,
+        Packet::FSetStat(r) => ctx.reply(ok(r.id)).await,
+        Packet::Write(r) => ctx.reply(refused(r.id)).await,
+        Packet::MkDir(r) => ctx.reply(refused(r.id)).await,
+        Packet::RmDir(r) => ctx.reply(refused(r.id)).await,
+        Packet::Remove(r) => ctx.reply(refused(r.id)).await,
+        Packet::Rename(r) => ctx.reply(refused(r.id)).await,
+        Packet::Symlink(r) => ctx.reply(refused(r.id)).await,
+        Packet::ReadLink(r) => {
+            ctx.reply(status(
+                r.id,
+                StatusCode::Failure,
+                "not a symbolic link: this server has none",
+            ))
+            .await
+        }
+        Packet::Extended(r) => {
+            if r.request == russh_sftp::extensions::LIMITS {
+                ctx.reply(limits_reply(r.id, &ctx.limits)).await;
+            } else {
+                ctx.reply(status(
+                    r.id,
+                    StatusCode::OpUnsupported,
+                    "extension not supported",
+                ))
+                .await;
+            }
+        }
+        Packet::RealPath(_)
+        | Packet::Stat(_)
+        | Packet::Lstat(_)
+        | Packet::Open(_)
+        | Packet::OpenDir(_) => {
+            let Ok(permit) = inflight.clone().acquire_owned().await else {
+                return false;
+            };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let reply = path_request(&ctx, packet).await;
+                ctx.reply(reply).await;
+                drop(permit);
+            });
+        }
+        other => {
+            let id = other.get_request_id();
+            ctx.reply(status(
+                id,
+                StatusCode::BadMessage,
+                "not a request a client may send",
+            ))
+            .await;
+        }
+    }
+    true
+}
+
+async fn path_request(ctx: &Arc<Ctx>, packet: Packet) -> Packet {
+    let root = VPath::root();
+    match packet {
+        Packet::RealPath(r) => match ctx.vfs.resolve(&root, &r.path) {
+            Ok(p) => Packet::Name(Name {
+                id: r.id,
+                files: vec![File::dummy(p.to_string())],
+            }),
+            Err(e) => error_status(r.id, &e),
+        },
+        Packet::Stat(r) => stat(ctx, r.id, &r.path).await,
+        Packet::Lstat(r) => stat(ctx, r.id, &r.path).await,
+        Packet::Open(r) => {
+            if r.pflags.intersects(
+                OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+            ) {
+                return refused(r.id);
+            }
+            let opened = async {
+                let p = ctx.vfs.resolve(&root, &r.filename)?;
+                let f = ctx.vfs.open(&p).await?;
+                Ok::<_, VfsError>((p, f))
+            };
+            match opened.await {
+                Ok((p, f)) => {
+                    let reader = ReadAhead::new(Arc::new(f), ctx.limits.read_ahead_bytes);
+                    ctx.new_handle(
+                        r.id,
+                        Worker::File {
+                            reader,
+                            path: p,
+                            served: 0,
+                            started: Instant::now(),
+                        },
+                    )
+                }
+                Err(e) => error_status(r.id, &e),
+            }
+        }
+        Packet::OpenDir(r) => {
+            let listed = async {
+                let p = ctx.vfs.resolve(&root, &r.path)?;
+                ctx.vfs.list(&p).await
+            };
+            match listed.await {
+                Ok(lister) => ctx.new_handle(
+                    r.id,
+                    Worker::Dir {
+                        lister,
+                        pending: Vec::new(),
+                        done: false,
+                    },
+                ),
+                Err(e) => error_status(r.id, &e),
+            }
+        }
+        other => status(
+            other.get_request_id(),
+            StatusCode::BadMessage,
+            "unexpected request",
+        ),
+    }
+}
+
+async fn stat(ctx: &Ctx, id: u32, raw: &str) -> Packet {
+    let res = async {
+        let p = ctx.vfs.resolve(&VPath::root(), raw)?;
+        ctx.vfs.stat(&p).await
+    };
+    match res.await {
+        Ok(e) => Packet::Attrs(Attrs {
+            id,
+            attrs: attrs(&e),
+        }),
+        Err(e) => error_status(id, &e),
+    }
+}
+
+enum Worker {
+    File {
+        reader: ReadAhead,
+        path: VPath,
+        served: u64,
+        started: Instant,
+    },
+    Dir {
+        lister: DirLister,
+        pending: Vec<Entry>,
+        done: bool,
+    },
+}
+
+impl Ctx {
+    async fn reply(&self, packet: Packet) {
+        match Bytes::try_from(packet) {
+            Ok(b) => {
+                let _ = self.out.send(b).await;
+            }
+            Err(e) => warn!(error = %e, "cannot encode SFTP reply"),
+        }
+    }
+
+    async fn to_handle(&self, handle: &str, id: u32, op: HandleOp) {
+        let tx = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(handle)
+            .cloned();
+        match tx {
+            Some(tx) if tx.send(op).await.is_ok() => {}
+            _ => {
+                self.reply(status(id, StatusCode::Failure, "invalid handle"))
+                    .await
+            }
+        }
+    }
+
+    /// Registers a handle and starts its worker; returns the HANDLE reply.
+    fn new_handle(self: &Arc<Self>, id: u32, worker: Worker) -> Packet {
+        let (tx, rx) = mpsc::channel(128);
+        let name = {
+            let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            if handles.len() >= self.limits.sftp_max_handles {
+                return status(
+                    id,
+                    StatusCode::Failure,
+                    "too many open handles: close some first",
+                );
+            }
+            let name = self.next_handle.fetch_add(1, Ordering::Relaxed).to_string();
+            handles.insert(name.clone(), tx);
+            name
+        };
+        tokio::spawn(run_worker(self.clone(), worker, rx));
+        Packet::Handle(Handle { id, handle: name })
+    }
+}
+
+async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleOp>) {
+    while let Some(op) = rx.recv().await {
+        match op {
+            HandleOp::Close { id } => {
+                ctx.reply(ok(id)).await;
+                break;
+            }
+            HandleOp::Fstat { id } => {
+                let reply = match &w {
+                    Worker::File { reader, .. } => Packet::Attrs(Attrs {
+                        id,
+                        attrs: attrs(&reader.file().entry),
+                    }),
+                    Worker::Dir { .. } => status(id, StatusCode::Failure, "not a file handle"),
+                };
+                ctx.reply(reply).await;
+            }
+            HandleOp::Read { id, offset, len } => match &mut w {
+                Worker::File {
+                    reader,
+                    path,
+                    served,
+                    ..
+                } => {
+                    let len = len.min(ctx.limits.sftp_max_read);
+                    match reader.read(offset, len).await {
+                        Ok(Some(data)) => {
+                            *served += data.len() as u64;
+                            let _ = ctx.out.send(data_frame(id, &data)).await;
+                        }
+                        Ok(None) => ctx.reply(status(id, StatusCode::Eof, "end of file")).await,
+                        Err(e) => {
+                            warn!(user = %ctx.peer.user, path = %path, error = %e, "read failed");
+                            ctx.reply(error_status(id, &e)).await;
+                        }
+                    }
+                }
+                Worker::Dir { .. } => {
+                    ctx.reply(status(id, StatusCode::Failure, "not a file handle"))
+                        .await
+                }
+            },
+            HandleOp::ReadDir { id } => match &mut w {
+                Worker::Dir {
+                    lister,
+                    pending,
+                    done,
+                } => {
+                    let reply = readdir(lister, pending, done, id).await;
+                    ctx.reply(reply).await;
+                }
+                Worker::File { .. } => {
+                    ctx.reply(status(id, StatusCode::Failure, "not a folder handle"))
+                        .await
+                }
+            },
+        }
+    }
+    if let Worker::File {
+        reader,
+        path,
+        served,
+        started,
+    } = &w
+    {
+        ctx.audit.download(
+            "sftp",
+            ctx.peer.addr,
+            &ctx.peer.user,
+            &ctx.vfs.tenant().id,
+            &path.to_string(),
+            *served,
+            reader.file().entry.size,
+            started.elapsed(),
+        );
+    }
+}
+
+async fn readdir(
+    lister: &mut DirLister,
+    pending: &mut Vec<Entry>,
+    done: &mut bool,
+    id: u32,
+) -> Packet {
+    while pending.len() < READDIR_BATCH && !*done {
+        match lister.next_batch().await {
+            Ok(Some(batch)) => pending.extend(batch),
+            Ok(None) => *done = true,
+            Err(e) => return error_status(id, &e),
+        }
+    }
+    if pending.is_empty() {
+        return status(id, StatusCode::Eof, "end of folder");
+    }
+    let n = pending.len().min(READDIR_BATCH);
+    let now = Utc::now();
+    let files = pending
+        .drain(..n)
+        .map(|e| File {
+            filename: e.name.clone(),
+            longname: longname(&e, now),
+            attrs: attrs(&e),
+        })
+        .collect();
+    Packet::Name(Name { id, files })
+}
+
+fn attrs(e: &Entry) -> FileAttributes {
+    let t = e.mtime.timestamp().clamp(0, u32::MAX as i64) as u32;
+    FileAttributes {
+        size: Some(e.size),
+        uid: Some(0),
+        user: None,
+        gid: Some(0),
+        group: None,
+        permissions: Some(match e.kind {
+            Kind::Dir => 0o040555,
+            Kind::File => 0o100444,
+        }),
+        atime: Some(t),
+        mtime: Some(t),
+    }
+}
+
+/// An `ls -l` line as OpenSSH's server writes it (time for recent entries, year otherwise).
+fn longname(e: &Entry, now: DateTime<Utc>) -> String {
+    let (mode, links) = match e.kind {
+        Kind::Dir => ("dr-xr-xr-x", 2),
+        Kind::File => ("-r--r--r--", 1),
+    };
+    let six_months = chrono::Duration::days(182);
+    let when = if e.mtime > now - six_months && e.mtime <= now + chrono::Duration::days(1) {
+        e.mtime.format("%b %e %H:%M")
+    } else {
+        e.mtime.format("%b %e  %Y")
+    };
+    format!(
+        "{mode} {links:>3} recvault recvault {:>8} {when} {}",
+        e.size, e.name
+    )
+}
+
+fn data_frame(id: u32, data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(13 + data.len());
+    b.put_u32(9 + data.len() as u32);
+    b.put_u8(SSH_FXP_DATA);
+    b.put_u32(id);
+    b.put_u32(data.len() as u32);
+    b.put_slice(data);
+    b.freeze()
+}
+
+fn limits_reply(id: u32, l: &Limits) -> Packet {
+    let mut data = BytesMut::with_capacity(32);
+    data.put_u64(l.sftp_max_packet as u64);
+    data.put_u64(l.sftp_max_read as u64);
+    // Writes are refused, but clients size their buffers from this; 0 would mean "no limit".
+    data.put_u64(32768);
+    data.put_u64(l.sftp_max_handles as u64);
+    Packet::ExtendedReply(ExtendedReply {
+        id,
+        data: data.to_vec(),
+    })
+}
+
+fn status(id: u32, code: StatusCode, msg: &str) -> Packet {
+    Packet::Status(Status {
+        id,
+        status_code: code,
+        error_message: msg.to_string(),
+        language_tag: "en-US".to_string(),
+    })
+}
+
+fn ok(id: u32) -> Packet {
+    status(id, StatusCode::Ok, "ok")
+}
+
+fn refused(id: u32) -> Packet {
+    status(
+        id,
+        StatusCode::PermissionDenied,
+        "read-only: recordings cannot be written, renamed or removed",
+    )
+}
+
+/// The one mapping from tree errors to SFTP status codes. Storage details
+/// (keys, buckets) are logged, never sent.
+fn error_status(id: u32, e: &VfsError) -> Packet {
+    match e {
+        VfsError::NotFound(_) | VfsError::InvalidPath(crate::vfs::PathError::InvalidName) => {
+            status(id, StatusCode::NoSuchFile, &e.to_string())
+        }
+        VfsError::InvalidPath(_) => status(id, StatusCode::Failure, &e.to_string()),
+        VfsError::PermissionDenied(_) | VfsError::ReadOnly => {
+            status(id, StatusCode::PermissionDenied, &e.to_string())
+        }
+        VfsError::NotADirectory(_) | VfsError::IsADirectory(_) | VfsError::Producer(_) => {
+            status(id, StatusCode::Failure, &e.to_string())
+        }
+        VfsError::Storage(inner) => {
+            warn!(error = %inner, "storage error");
+            let msg = if inner.is_transient() {
+                "storage is unavailable right now; try again later"
+            } else {
+                "storage refused the request; the operator's log has details"
+            };
+            status(id, StatusCode::Failure, msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longname_shows_time_for_recent_and_year_for_old() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut e = Entry {
+            name: "a.tar.gz".into(),
+            kind: Kind::File,
+            size: 1234,
+            mtime: DateTime::parse_from_rfc3339("2026-11-23T14:05:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        };
+        assert_eq!(
+            longname(&e, now),
+            "-r--r--r--   1 recvault recvault     1234 Nov 23 14:05 a.tar.gz"
+        );
+        e.mtime = DateTime::parse_from_rfc3339("2024-01-02T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            longname(&e, now),
+            "-r--r--r--   1 recvault recvault     1234 Jan  2  2024 a.tar.gz"
+        );
+    }
+
+    #[test]
+    fn data_frames_are_well_formed() {
+        let f = data_frame(7, b"abc");
+        assert_eq!(
+            &f[..],
+            &[0, 0, 0, 12, 103, 0, 0, 0, 7, 0, 0, 0, 3, b'a', b'b', b'c']
+        );
+    }
+
+    #[test]
+    fn storage_errors_do_not_leak_keys() {
+        let e = VfsError::Storage(crate::store::StoreError::Permanent(
+            "tenants/acme/sessions/x: HTTP 403".into(),
+        ));
+        let Packet::Status(s) = error_status(1, &e) else {
+            panic!()
+        };
+        assert!(!s.error_message.contains("tenants/"), "{}", s.error_message);
+    }
+}

@@ -1,0 +1,245 @@
+//! Object storage: one trait, one method per operation, and its backends.
+//!
+//! `s3` speaks to S3 (or any S3-compatible store) through aws-sdk-s3; `local`
+//! keeps objects as files under a directory with the same semantics (atomic
+//! writes, conditional create), for `recvault demo` and unit tests. Nothing
+//! above this module knows which one it talks to.
+
+pub mod local;
+pub mod s3;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+
+/// What one stored object looks like from a listing or a HEAD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    /// Objects directly matching, in key order.
+    pub objects: Vec<ObjectMeta>,
+    /// With a delimiter: the rolled-up "sub-folders", each ending with the delimiter.
+    pub common_prefixes: Vec<String>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A body being streamed from storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// Options of a write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions {
+    /// Create only if no object has the key (`If-None-Match: *`).
+    pub if_absent: bool,
+}
+
+/// Storage errors, each knowing whether a retry may help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("object already exists: {0}")]
+    AlreadyExists(String),
+    #[error("storage request failed (transient, may be retried): {0}")]
+    Transient(String),
+    #[error("storage request failed: {0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+/// The operations recvault needs from an object store.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Size and time of one object, `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Streams `[offset, offset+len)` of an object (to its end when `len` is `None`).
+    async fn get(&self, key: &str, offset: u64, len: Option<u64>)
+        -> Result<ByteStream, StoreError>;
+
+    /// One page of keys under `prefix`, in key order, rolled up at `delimiter`.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Writes a whole object atomically.
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError>;
+
+    /// Starts a multipart upload and returns its id.
+    async fn multipart_start(&self, key: &str) -> Result<String, StoreError>;
+
+    /// Uploads part `number` (1-based) and returns its tag.
+    async fn multipart_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, StoreError>;
+
+    /// Completes an upload from its parts' tags, in order; the object appears atomically.
+    async fn multipart_complete(
+        &self,
+        key: &str,
+        upload: &str,
+        tags: Vec<String>,
+    ) -> Result<(), StoreError>;
+
+    /// Abandons an upload and frees its parts.
+    async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError>;
+
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+pub type SharedStore = Arc<dyn ObjectStore>;
+
+/// Reads a whole (small) object into memory, refusing ones above `max` bytes.
+pub async fn read_all(store: &dyn ObjectStore, key: &str, max: u64) -> Result<Bytes, StoreError> {
+    use futures::StreamExt;
+    let mut body = store.get(key, 0, None).await?;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Err(StoreError::Permanent(format!(
+                "{key} is larger than {max} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Opens the store the configuration names.
+pub async fn open(cfg: &crate::config::StorageConfig) -> Result<SharedStore, String> {
+    match cfg.backend.get_ref() {
+        crate::config::Backend::Local => {
+            let path = cfg.path.as_ref().ok_or("[storage] path is required")?;
+            Ok(Arc::new(
+                local::LocalStore::open(path.get_ref()).map_err(|e| e.to_string())?,
+            ))
+        }
+        crate::config::Backend::S3 => Ok(Arc::new(s3::S3Store::connect(cfg).await?)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! Behaviour every backend must show; run against each backend.
+    use super::*;
+    use futures::StreamExt;
+
+    async fn body(store: &dyn ObjectStore, key: &str, off: u64, len: Option<u64>) -> Vec<u8> {
+        let mut s = store.get(key, off, len).await.expect("get");
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.expect("chunk"));
+        }
+        out
+    }
+
+    pub async fn run(store: &dyn ObjectStore) {
+        assert!(store.head("p/a").await.unwrap().is_none());
+        store
+            .put(
+                "p/a",
+                Bytes::from_static(b"hello world"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        store
+            .put("p/empty", Bytes::new(), PutOptions::default())
+            .await
+            .unwrap();
+        store
+            .put("p/d/x", Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .unwrap();
+        store
+            .put("p/d/y", Bytes::from_static(b"yy"), PutOptions::default())
+            .await
+            .unwrap();
+        store
+            .put("q/z", Bytes::from_static(b"z"), PutOptions::default())
+            .await
+            .unwrap();
+
+        let meta = store.head("p/a").await.unwrap().unwrap();
+        assert_eq!(meta.size, 11);
+        assert_eq!(body(store, "p/a", 0, None).await, b"hello world");
+        assert_eq!(body(store, "p/a", 6, None).await, b"world");
+        assert_eq!(body(store, "p/a", 0, Some(5)).await, b"hello");
+        assert_eq!(body(store, "p/empty", 0, None).await, b"");
+        assert!(matches!(
+            store.get("p/missing", 0, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        let err = store
+            .put(
+                "p/a",
+                Bytes::from_static(b"other"),
+                PutOptions { if_absent: true },
+            )
+            .await;
+        assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{err:?}");
+        assert_eq!(body(store, "p/a", 0, None).await, b"hello world");
+
+        let page = store.list_page("p/", Some("/"), None).await.unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["p/a", "p/empty"]);
+        assert_eq!(page.common_prefixes, ["p/d/"]);
+        let page = store.list_page("p/", None, None).await.unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["p/a", "p/d/x", "p/d/y", "p/empty"]);
+
+        let up = store.multipart_start("p/big").await.unwrap();
+        let t1 = store
+            .multipart_part("p/big", &up, 1, Bytes::from(vec![1u8; 5 * 1024 * 1024]))
+            .await
+            .unwrap();
+        let t2 = store
+            .multipart_part("p/big", &up, 2, Bytes::from_static(b"tail"))
+            .await
+            .unwrap();
+        assert!(
+            store.head("p/big").await.unwrap().is_none(),
+            "invisible until complete"
+        );
+        store
+            .multipart_complete("p/big", &up, vec![t1, t2])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.head("p/big").await.unwrap().unwrap().size,
+            5 * 1024 * 1024 + 4
+        );
+        assert_eq!(body(store, "p/big", 5 * 1024 * 1024, None).await, b"tail");
+
+        store.delete("p/a").await.unwrap();
+        store.delete("p/a").await.unwrap();
+        assert!(store.head("p/a").await.unwrap().is_none());
+    }
+}

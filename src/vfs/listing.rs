@@ -1,0 +1,149 @@
+//! Folder listings that stream page by page.
+//!
+//! A day folder is read one storage page at a time (never the whole prefix
+//! at once); a session appears when its `info.json` key is seen. Date folders
+//! list their children's names with one delimited LIST, then each child's
+//! time, a few at a time.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::tree::Loc;
+use super::{child_loc, meta, Entry, Kind, Tenant, VfsError};
+
+/// Children whose times are looked up per batch of a date listing.
+const DATE_BATCH: usize = 64;
+/// Concurrent time look-ups in a date listing.
+const DATE_CONCURRENCY: usize = 8;
+
+pub struct DirLister(State);
+
+enum State {
+    Fixed(Option<Vec<Entry>>),
+    Day {
+        tenant: Arc<Tenant>,
+        prefix: String,
+        token: Option<String>,
+        done: bool,
+    },
+    Dates {
+        tenant: Arc<Tenant>,
+        loc: Loc,
+        names: Option<Vec<String>>,
+        pos: usize,
+    },
+}
+
+impl DirLister {
+    pub(super) fn fixed(entries: Vec<Entry>) -> Self {
+        DirLister(State::Fixed(Some(entries)))
+    }
+
+    pub(super) fn day(tenant: Arc<Tenant>, prefix: String) -> Self {
+        DirLister(State::Day {
+            tenant,
+            prefix,
+            token: None,
+            done: false,
+        })
+    }
+
+    pub(super) fn dates(tenant: Arc<Tenant>, loc: Loc) -> Self {
+        DirLister(State::Dates {
+            tenant,
+            loc,
+            names: None,
+            pos: 0,
+        })
+    }
+
+    /// The next batch of entries; `None` once the listing is complete. A
+    /// batch may be empty while more follow.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Entry>>, VfsError> {
+        match &mut self.0 {
+            State::Fixed(entries) => Ok(entries.take()),
+            State::Day {
+                tenant,
+                prefix,
+                token,
+                done,
+            } => {
+                if *done {
+                    return Ok(None);
+                }
+                let page = tenant.store.list_page(prefix, None, token.take()).await?;
+                let entries = page
+                    .objects
+                    .iter()
+                    .filter_map(|o| {
+                        meta::session_of_index_key(prefix, &o.key).map(|id| Entry {
+                            name: id.to_string(),
+                            kind: Kind::Dir,
+                            size: 0,
+                            mtime: o.last_modified,
+                        })
+                    })
+                    .collect();
+                *token = page.next;
+                *done = token.is_none();
+                Ok(Some(entries))
+            }
+            State::Dates {
+                tenant,
+                loc,
+                names,
+                pos,
+            } => {
+                if names.is_none() {
+                    let prefix = loc.dir_prefix(&tenant.prefix).unwrap_or_default();
+                    let depth = match loc {
+                        Loc::Root => 0,
+                        Loc::Year(_) => 1,
+                        _ => 2,
+                    };
+                    *names = Some(meta::child_dirs(tenant.store.as_ref(), &prefix, depth).await?);
+                }
+                let all = names.as_deref().unwrap_or_default();
+                if *pos >= all.len() {
+                    return Ok(None);
+                }
+                let batch = &all[*pos..(*pos + DATE_BATCH).min(all.len())];
+                *pos += batch.len();
+                let tenant = tenant.clone();
+                let loc = loc.clone();
+                let times: Vec<_> = futures::stream::iter(batch.iter().cloned())
+                    .map(|name| {
+                        let (tenant, child) = (tenant.clone(), child_loc(&loc, &name));
+                        async move { tenant.dir_time(&child).await.map(|t| (name, t)) }
+                    })
+                    .buffered(DATE_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                // Folders without any archived session are not shown.
+                Ok(Some(
+                    times
+                        .into_iter()
+                        .filter_map(|(name, t)| {
+                            t.map(|mtime| Entry {
+                                name,
+                                kind: Kind::Dir,
+                                size: 0,
+                                mtime,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    /// Collects the whole listing (for tests and small folders).
+    pub async fn collect_all(mut self) -> Result<Vec<Entry>, VfsError> {
+        let mut out = Vec::new();
+        while let Some(batch) = self.next_batch().await? {
+            out.extend(batch);
+        }
+        Ok(out)
+    }
+}

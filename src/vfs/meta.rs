@@ -1,0 +1,202 @@
+//! Session metadata and folder times, loaded from storage and cached.
+//!
+//! A session is described by two requests made together: GET of its
+//! `info.json` and one LIST of its folder (real sizes of stored objects). A
+//! date folder's time is the newest session inside it, found by scanning the
+//! day's keys; both are cached for `limits.metadata_cache_secs`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::Deserialize;
+
+use super::tree::SessionRef;
+use crate::store::{ObjectStore, StoreError};
+
+/// Largest `info.json` read (it is an index, not media).
+pub const MAX_INFO_BYTES: u64 = 1024 * 1024;
+
+/// The fields of `info.json` the tree needs; everything else is kept raw.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SessionIndex {
+    pub session_id: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+/// A stored object shown in a session folder.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub name: String,
+    pub key: String,
+    pub size: u64,
+}
+
+/// What the tree knows of one session.
+#[derive(Debug, Clone)]
+pub struct SessionMeta {
+    pub session: SessionRef,
+    /// Time of the session folder: when its index was written (stable).
+    pub folder_time: DateTime<Utc>,
+    /// Time of every entry in the session: the call's end.
+    pub ended_at: DateTime<Utc>,
+    pub files: Vec<StoredFile>,
+    pub index: SessionIndex,
+    /// The whole `info.json`, for entries that need more of it.
+    pub raw_index: serde_json::Value,
+}
+
+impl SessionMeta {
+    /// Loads a session; `Ok(None)` when it has no `info.json` (not archived).
+    pub async fn load(
+        store: &dyn ObjectStore,
+        tenant_prefix: &str,
+        s: &SessionRef,
+    ) -> Result<Option<SessionMeta>, StoreError> {
+        let prefix = s.prefix(tenant_prefix);
+        let info_key = s.info_key(tenant_prefix);
+        let (info, listing) = tokio::join!(
+            crate::store::read_all(store, &info_key, MAX_INFO_BYTES),
+            store.list_page(&prefix, Some("/"), None)
+        );
+        let info = match info {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let listing = listing?;
+        let Some(info_obj) = listing.objects.iter().find(|o| o.key == info_key) else {
+            return Ok(None);
+        };
+        let raw_index: serde_json::Value =
+            serde_json::from_slice(&info).unwrap_or(serde_json::Value::Null);
+        let index: SessionIndex = serde_json::from_value(raw_index.clone()).unwrap_or_default();
+        let ended_at = index
+            .ended_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(info_obj.last_modified);
+        let names = s.stored_names();
+        let mut files: Vec<StoredFile> = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let name = o.key.strip_prefix(&prefix)?;
+                names.iter().any(|n| n == name).then(|| StoredFile {
+                    name: name.to_string(),
+                    key: o.key.clone(),
+                    size: o.size,
+                })
+            })
+            .collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(SessionMeta {
+            session: s.clone(),
+            folder_time: info_obj.last_modified,
+            ended_at,
+            files,
+            index,
+            raw_index,
+        }))
+    }
+}
+
+/// If `key` (below `day_prefix`) is a session's index, the session id.
+pub fn session_of_index_key<'a>(day_prefix: &str, key: &'a str) -> Option<&'a str> {
+    let rest = key.strip_prefix(day_prefix)?;
+    let id = rest.strip_suffix("/info.json")?;
+    super::path::is_name(id).then_some(id)
+}
+
+/// Scans a whole day and returns its newest session time.
+pub async fn newest_in_day(
+    store: &dyn ObjectStore,
+    day_prefix: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut token = None;
+    let mut newest: Option<DateTime<Utc>> = None;
+    loop {
+        let page = store.list_page(day_prefix, None, token).await?;
+        for o in &page.objects {
+            if session_of_index_key(day_prefix, &o.key).is_some() {
+                newest = newest.max(Some(o.last_modified));
+            }
+        }
+        token = page.next;
+        if token.is_none() {
+            return Ok(newest);
+        }
+    }
+}
+
+/// Lists the valid child folder names of a date folder, in order.
+pub async fn child_dirs(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    depth: usize,
+) -> Result<Vec<String>, StoreError> {
+    let pages = futures::stream::try_unfold((Some(None::<String>), ()), |(token, ())| async move {
+        let Some(token) = token else { return Ok(None) };
+        let page = store.list_page(prefix, Some("/"), token).await?;
+        let next = page.next.clone().map(Some);
+        Ok::<_, StoreError>(Some((page.common_prefixes, (next, ()))))
+    });
+    let all: Vec<Vec<String>> = pages.try_collect().await?;
+    Ok(all
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            p.strip_prefix(prefix)
+                .map(|n| n.trim_end_matches('/').to_string())
+        })
+        .filter(|n| super::tree::valid_child(depth, n))
+        .collect())
+}
+
+/// A small time-bounded cache; when full it drops expired entries, then everything.
+pub struct TtlCache<V> {
+    ttl: Duration,
+    cap: usize,
+    map: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V: Clone> TtlCache<V> {
+    pub fn new(ttl: Duration, cap: usize) -> Self {
+        Self {
+            ttl,
+            cap: cap.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn put(&self, key: String, v: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.cap {
+            let ttl = self.ttl;
+            map.retain(|_, (at, _)| at.elapsed() < ttl);
+            if map.len() >= self.cap {
+                map.clear();
+            }
+        }
+        map.insert(key, (Instant::now(), v));
+    }
+
+    pub fn remove_prefix(&self, prefix: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|k, _| !k.starts_with(prefix));
+    }
+}

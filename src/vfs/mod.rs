@@ -1,0 +1,403 @@
+//! The tenant-scoped, read-only virtual tree every protocol serves.
+//!
+//! A [`Vfs`] is one user's view: a tenant, an optional scope (a sub-folder
+//! shown as `/`) and the user's permissions. Protocol adapters resolve client
+//! paths with [`Vfs::resolve`] into [`VPath`]s and call `stat`, `list` and
+//! `open`; they never see storage keys. Entries whose bytes are produced
+//! rather than stored (derived media) plug in through [`Producer`].
+
+mod listing;
+pub mod meta;
+pub mod path;
+pub mod tree;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use listing::DirLister;
+use meta::{SessionMeta, TtlCache};
+pub use path::{PathError, VPath};
+use tree::{Loc, SessionRef};
+
+use crate::config::Permission;
+use crate::store::{ByteStream, SharedStore, StoreError};
+
+/// One tenant: its storage, its key prefix and its metadata caches.
+pub struct Tenant {
+    pub id: String,
+    pub prefix: String,
+    pub store: SharedStore,
+    sessions: TtlCache<Arc<SessionMeta>>,
+    dir_times: TtlCache<Option<DateTime<Utc>>>,
+    /// Time shown for an empty tenant root.
+    empty_root_time: DateTime<Utc>,
+}
+
+impl Tenant {
+    pub fn new(
+        id: String,
+        prefix: String,
+        store: SharedStore,
+        limits: &crate::limits::Limits,
+    ) -> Self {
+        Self {
+            id,
+            prefix,
+            store,
+            sessions: TtlCache::new(limits.metadata_ttl(), limits.metadata_cache_entries),
+            dir_times: TtlCache::new(limits.metadata_ttl(), limits.metadata_cache_entries),
+            empty_root_time: Utc::now(),
+        }
+    }
+
+    async fn session(&self, s: &SessionRef) -> Result<Option<Arc<SessionMeta>>, StoreError> {
+        let key = s.prefix(&self.prefix);
+        if let Some(m) = self.sessions.get(&key) {
+            return Ok(Some(m));
+        }
+        let Some(m) = SessionMeta::load(self.store.as_ref(), &self.prefix, s).await? else {
+            return Ok(None);
+        };
+        let m = Arc::new(m);
+        self.sessions.put(key, m.clone());
+        Ok(Some(m))
+    }
+
+    /// The newest session time under a date folder; `None` when it holds none.
+    async fn dir_time(&self, loc: &Loc) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let Some(prefix) = loc.dir_prefix(&self.prefix) else {
+            return Ok(None);
+        };
+        if let Some(v) = self.dir_times.get(&prefix) {
+            return Ok(v);
+        }
+        let found = match loc {
+            Loc::Day(..) => meta::newest_in_day(self.store.as_ref(), &prefix).await?,
+            Loc::Root | Loc::Year(_) | Loc::Month(..) => {
+                // Sessions are filed by start date, so the newest one lives in the
+                // last non-empty child; walk children from the end.
+                let depth = match loc {
+                    Loc::Root => 0,
+                    Loc::Year(_) => 1,
+                    _ => 2,
+                };
+                let mut found = None;
+                for name in meta::child_dirs(self.store.as_ref(), &prefix, depth)
+                    .await?
+                    .iter()
+                    .rev()
+                {
+                    let child = child_loc(loc, name);
+                    if let Some(t) = Box::pin(self.dir_time(&child)).await? {
+                        found = Some(t);
+                        break;
+                    }
+                }
+                found
+            }
+            Loc::Session(_) | Loc::File(..) => None,
+        };
+        self.dir_times.put(prefix, found);
+        Ok(found)
+    }
+}
+
+fn child_loc(parent: &Loc, name: &str) -> Loc {
+    let n = name.to_string();
+    match parent {
+        Loc::Root => Loc::Year(n),
+        Loc::Year(y) => Loc::Month(y.clone(), n),
+        Loc::Month(y, m) => Loc::Day(y.clone(), m.clone(), n),
+        Loc::Day(y, m, d) => Loc::Session(SessionRef {
+            year: y.clone(),
+            month: m.clone(),
+            day: d.clone(),
+            id: n,
+        }),
+        Loc::Session(s) => Loc::File(s.clone(), n),
+        Loc::File(..) => parent.clone(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// What a listing or stat shows of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub kind: Kind,
+    /// Bytes a read returns; 0 for folders.
+    pub size: u64,
+    pub mtime: DateTime<Utc>,
+}
+
+/// Errors of the tree, mapped once per protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum VfsError {
+    #[error("no such file or folder: {0}")]
+    NotFound(String),
+    #[error("not a folder: {0}")]
+    NotADirectory(String),
+    #[error("is a folder: {0}")]
+    IsADirectory(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("read-only: recordings cannot be changed over this protocol")]
+    ReadOnly,
+    #[error("{0}")]
+    InvalidPath(#[from] PathError),
+    #[error("storage unavailable, try again later: {0}")]
+    Storage(#[from] StoreError),
+    #[error("{0}")]
+    Producer(String),
+}
+
+/// Produces the bytes of entries that are not stored objects (derived media).
+#[async_trait]
+pub trait Producer: Send + Sync + 'static {
+    /// Entries (name, exact size) this producer adds to a session folder.
+    fn entries(&self, session: &SessionMeta) -> Vec<(String, u64)>;
+    /// Streams the bytes of entry `name` from `offset`.
+    async fn open(
+        &self,
+        tenant: &Tenant,
+        session: &SessionMeta,
+        name: &str,
+        offset: u64,
+    ) -> Result<ByteStream, VfsError>;
+}
+
+/// A user's permissions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Perms {
+    pub list: bool,
+    pub download: bool,
+    pub delete: bool,
+}
+
+impl Perms {
+    pub fn from_list(list: &[Permission]) -> Self {
+        Self {
+            list: list.contains(&Permission::List),
+            download: list.contains(&Permission::Download),
+            delete: list.contains(&Permission::Delete),
+        }
+    }
+}
+
+/// One user's view of one tenant's tree.
+#[derive(Clone)]
+pub struct Vfs {
+    tenant: Arc<Tenant>,
+    scope: VPath,
+    perms: Perms,
+    producers: Arc<[Arc<dyn Producer>]>,
+}
+
+/// An open file: its entry and where its bytes come from.
+pub struct OpenFile {
+    pub entry: Entry,
+    source: Source,
+    tenant: Arc<Tenant>,
+}
+
+enum Source {
+    Stored(String),
+    Produced(Arc<dyn Producer>, Arc<SessionMeta>),
+}
+
+impl OpenFile {
+    /// Streams the file's bytes from `offset` to its end.
+    pub async fn stream_from(&self, offset: u64) -> Result<ByteStream, VfsError> {
+        if offset >= self.entry.size {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        match &self.source {
+            Source::Stored(key) => Ok(self.tenant.store.get(key, offset, None).await?),
+            Source::Produced(p, session) => {
+                p.open(&self.tenant, session, &self.entry.name, offset)
+                    .await
+            }
+        }
+    }
+}
+
+impl Vfs {
+    pub fn new(
+        tenant: Arc<Tenant>,
+        scope: VPath,
+        perms: Perms,
+        producers: Arc<[Arc<dyn Producer>]>,
+    ) -> Self {
+        Self {
+            tenant,
+            scope,
+            perms,
+            producers,
+        }
+    }
+
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    pub fn perms(&self) -> Perms {
+        self.perms
+    }
+
+    /// Resolves a client path (absolute, or relative to `cwd`) in this view.
+    pub fn resolve(&self, cwd: &VPath, raw: &str) -> Result<VPath, VfsError> {
+        Ok(VPath::resolve(cwd, raw)?)
+    }
+
+    fn locate(&self, p: &VPath) -> Result<Loc, VfsError> {
+        Loc::of(&self.scope.join(p)).ok_or_else(|| VfsError::NotFound(p.to_string()))
+    }
+
+    fn need_list(&self) -> Result<(), VfsError> {
+        if self.perms.list {
+            Ok(())
+        } else {
+            Err(VfsError::PermissionDenied(
+                "this user may not list or stat".into(),
+            ))
+        }
+    }
+
+    /// The entries a session folder shows: stored objects, then produced ones.
+    fn session_entries(&self, m: &Arc<SessionMeta>) -> Vec<(Entry, Source)> {
+        let mut out: Vec<(Entry, Source)> = m
+            .files
+            .iter()
+            .map(|f| {
+                let e = Entry {
+                    name: f.name.clone(),
+                    kind: Kind::File,
+                    size: f.size,
+                    mtime: m.ended_at,
+                };
+                (e, Source::Stored(f.key.clone()))
+            })
+            .collect();
+        for p in self.producers.iter() {
+            for (name, size) in p.entries(m) {
+                if out.iter().any(|(e, _)| e.name == name) {
+                    continue;
+                }
+                let e = Entry {
+                    name,
+                    kind: Kind::File,
+                    size,
+                    mtime: m.ended_at,
+                };
+                out.push((e, Source::Produced(p.clone(), m.clone())));
+            }
+        }
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        out
+    }
+
+    async fn session_meta(&self, s: &SessionRef, p: &VPath) -> Result<Arc<SessionMeta>, VfsError> {
+        self.tenant
+            .session(s)
+            .await?
+            .ok_or_else(|| VfsError::NotFound(p.to_string()))
+    }
+
+    /// Finds one entry and where its bytes come from.
+    async fn find(&self, p: &VPath) -> Result<(Entry, Option<Source>), VfsError> {
+        let name = p.name().unwrap_or("/").to_string();
+        let dir = |mtime| Entry {
+            name: name.clone(),
+            kind: Kind::Dir,
+            size: 0,
+            mtime,
+        };
+        match self.locate(p)? {
+            Loc::Session(s) => Ok((dir(self.session_meta(&s, p).await?.folder_time), None)),
+            Loc::File(s, file) => {
+                let m = self.session_meta(&s, p).await?;
+                let found = self
+                    .session_entries(&m)
+                    .into_iter()
+                    .find(|(e, _)| e.name == file);
+                let (e, src) = found.ok_or_else(|| VfsError::NotFound(p.to_string()))?;
+                Ok((e, Some(src)))
+            }
+            loc => match self.tenant.dir_time(&loc).await? {
+                Some(t) => Ok((dir(t), None)),
+                None if p.is_root() => Ok((
+                    dir(loc.date_floor().unwrap_or(self.tenant.empty_root_time)),
+                    None,
+                )),
+                None => Err(VfsError::NotFound(p.to_string())),
+            },
+        }
+    }
+
+    /// Size, kind and time of one entry.
+    pub async fn stat(&self, p: &VPath) -> Result<Entry, VfsError> {
+        self.need_list()?;
+        Ok(self.find(p).await?.0)
+    }
+
+    /// Starts listing a folder; entries come in batches from [`DirLister::next_batch`].
+    pub async fn list(&self, p: &VPath) -> Result<DirLister, VfsError> {
+        self.need_list()?;
+        let loc = self.locate(p)?;
+        match &loc {
+            Loc::File(..) => {
+                // Distinguish "not a folder" from "missing".
+                self.find(p).await?;
+                Err(VfsError::NotADirectory(p.to_string()))
+            }
+            Loc::Session(s) => {
+                let m = self.session_meta(s, p).await?;
+                let entries = self
+                    .session_entries(&m)
+                    .into_iter()
+                    .map(|(e, _)| e)
+                    .collect();
+                Ok(DirLister::fixed(entries))
+            }
+            Loc::Day(..) => {
+                if !p.is_root() && self.tenant.dir_time(&loc).await?.is_none() {
+                    return Err(VfsError::NotFound(p.to_string()));
+                }
+                let prefix = loc.dir_prefix(&self.tenant.prefix).unwrap_or_default();
+                Ok(DirLister::day(self.tenant.clone(), prefix))
+            }
+            Loc::Root | Loc::Year(_) | Loc::Month(..) => {
+                if !p.is_root() && self.tenant.dir_time(&loc).await?.is_none() {
+                    return Err(VfsError::NotFound(p.to_string()));
+                }
+                Ok(DirLister::dates(self.tenant.clone(), loc))
+            }
+        }
+    }
+
+    /// Opens a file for reading.
+    pub async fn open(&self, p: &VPath) -> Result<OpenFile, VfsError> {
+        if !self.perms.download {
+            return Err(VfsError::PermissionDenied(
+                "this user may not download".into(),
+            ));
+        }
+        let (entry, source) = self.find(p).await?;
+        let source = source.ok_or_else(|| VfsError::IsADirectory(p.to_string()))?;
+        Ok(OpenFile {
+            entry,
+            source,
+            tenant: self.tenant.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
