@@ -100,10 +100,20 @@ pub async fn run(
         let span = tracing::info_span!("ssh", %peer);
         tokio::spawn(
             async move {
-                let running = match russh::server::run_stream(config, sock, handler).await {
-                    Ok(r) => r,
-                    Err(e) => {
+                // A client that never sends its SSH banner must not hold a slot either.
+                let running = match tokio::time::timeout(
+                    grace,
+                    russh::server::run_stream(config, sock, handler),
+                )
+                .await
+                {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
                         debug!(error = %e, "SSH handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        info!("closing: no SSH banner within the login grace time");
                         return;
                     }
                 };

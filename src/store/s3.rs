@@ -33,7 +33,31 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// Connects with credentials from the standard AWS chain.
     pub async fn connect(cfg: &StorageConfig) -> Result<Self, String> {
+        Self::connect_inner(cfg, None).await
+    }
+
+    /// Connects with explicit static credentials (tools and tests).
+    pub async fn connect_with_key(
+        cfg: &StorageConfig,
+        access_key: &str,
+        secret_key: &str,
+    ) -> Result<Self, String> {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            access_key,
+            secret_key,
+            None,
+            None,
+            "recvault-static",
+        );
+        Self::connect_inner(cfg, Some(creds)).await
+    }
+
+    async fn connect_inner(
+        cfg: &StorageConfig,
+        creds: Option<aws_sdk_s3::config::Credentials>,
+    ) -> Result<Self, String> {
         let bucket = cfg
             .bucket
             .as_ref()
@@ -56,6 +80,9 @@ impl S3Store {
         }
         if let Some(ep) = &cfg.endpoint {
             b = b.endpoint_url(ep.get_ref());
+        }
+        if let Some(c) = creds {
+            b = b.credentials_provider(c);
         }
         let sse = cfg
             .sse

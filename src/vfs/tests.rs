@@ -9,7 +9,7 @@ use futures::StreamExt;
 use super::*;
 use crate::limits::Limits;
 use crate::store::local::LocalStore;
-use crate::store::{ObjectStore, PutOptions};
+use crate::store::PutOptions;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -1,0 +1,385 @@
+//! Test harness: one moto S3 server per test binary (signature checking on),
+//! recvault started as a real process per test, client keys, and helpers to
+//! seed sessions and drive OpenSSH's `sftp`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use recvault::store::s3::S3Store;
+use recvault::store::ObjectStore;
+
+pub struct S3 {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+    _wrapper: Mutex<Child>,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// The shared moto server (started on first use; it exits with this process,
+/// because it stops when its standard input closes).
+pub fn s3() -> &'static S3 {
+    static S3_SERVER: OnceLock<S3> = OnceLock::new();
+    S3_SERVER.get_or_init(|| {
+        let mut child = Command::new(python())
+            .arg(repo().join("tests/support/moto_s3.py"))
+            .arg("recordings")
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start moto (install with scripts/test.sh, or set MOTO_PYTHON)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read moto's ready line");
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("moto did not start: {e}: {line:?}"));
+        assert!(v.get("error").is_none(), "moto did not start: {line}");
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        S3 {
+            endpoint: s("endpoint"),
+            access_key: s("access_key"),
+            secret_key: s("secret_key"),
+            bucket: s("bucket"),
+            _wrapper: Mutex::new(child),
+        }
+    })
+}
+
+impl S3 {
+    /// The `[storage]` section for this server.
+    pub fn storage_toml(&self) -> String {
+        format!(
+            "[storage]\nbackend = \"s3\"\nbucket = \"{}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\n",
+            self.bucket, self.endpoint
+        )
+    }
+
+    /// A store client for seeding and inspecting objects.
+    pub async fn store(&self) -> Arc<dyn ObjectStore> {
+        let cfg = recvault::config::parse(&format!("{}\n", self.storage_toml()), "test")
+            .expect("storage config")
+            .storage;
+        Arc::new(
+            S3Store::connect_with_key(&cfg, &self.access_key, &self.secret_key)
+                .await
+                .expect("connect to moto"),
+        )
+    }
+}
+
+/// A client key pair made by ssh-keygen (one per name per test binary).
+pub struct ClientKey {
+    pub private: PathBuf,
+    pub public: String,
+}
+
+pub fn client_key(name: &str) -> &'static ClientKey {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static KEYS: OnceLock<Mutex<Vec<(String, &'static ClientKey)>>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"));
+    let keys = KEYS.get_or_init(|| Mutex::new(Vec::new()));
+    let mut keys = keys.lock().unwrap();
+    if let Some((_, k)) = keys.iter().find(|(n, _)| n == name) {
+        return k;
+    }
+    let private = dir.path().join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&private)
+        .output()
+        .expect("ssh-keygen");
+    assert!(
+        out.status.success(),
+        "ssh-keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(private.with_extension("pub"))
+        .expect("public key")
+        .trim()
+        .to_string();
+    let key: &'static ClientKey = Box::leak(Box::new(ClientKey { private, public }));
+    keys.push((name.to_string(), key));
+    key
+}
+
+/// A running recvault process; killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `recvault serve` with `[storage]` for moto plus `rest` (tenants, limits…).
+    pub fn start(rest: &str) -> Server {
+        let s3 = s3();
+        Self::start_with(&format!("{}\n{rest}", s3.storage_toml()))
+    }
+
+    /// Starts `recvault serve` with a whole configuration (minus [sftp] and [audit]).
+    pub fn start_with(config: &str) -> Server {
+        let s3 = s3();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+            dir.path().join("host_key").display(),
+            dir.path().join("audit.log").display()
+        );
+        let path = dir.path().join("recvault.toml");
+        std::fs::write(&path, text).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_recvault"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+            .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", "info")
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start recvault");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("recvault: sftp listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("recvault did not start; its log:\n{}", log.lock().unwrap());
+            }
+        };
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        Server {
+            child,
+            port,
+            dir,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn audit(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `[[tenants]]` block with one key-authenticated user per (name, key, extra) triple.
+pub fn tenant_toml(id: &str, prefix: &str, users: &[(&str, &ClientKey, &str)]) -> String {
+    let mut s = format!("\n[[tenants]]\nid = \"{id}\"\nprefix = \"{prefix}\"\n");
+    for (name, key, extra) in users {
+        s.push_str(&format!(
+            "\n[[tenants.users]]\nname = \"{name}\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\"]\n{extra}\n",
+            key.public
+        ));
+    }
+    s
+}
+
+/// A unique tenant prefix per test, so tests sharing one bucket never meet.
+pub fn unique_prefix(test: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("it/{}-{}-{n}/", test.replace('_', "-"), std::process::id())
+}
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .with_timezone(&Utc)
+}
+
+/// Stores a session with `archive` as its RAW archive bytes.
+pub async fn seed(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    id: &str,
+    started: &str,
+    ended: &str,
+    archive: Vec<u8>,
+) {
+    recvault::sample::put_session(
+        store,
+        prefix,
+        id,
+        t(started),
+        t(ended),
+        Bytes::from(archive),
+    )
+    .await
+    .expect("seed session");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so large objects need no RNG crate.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    sha256(&std::fs::read(path).expect("read downloaded file"))
+}
+
+/// Common OpenSSH client options: no host-key prompts, quiet, no config file.
+fn ssh_opts(port: u16) -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+        "-P",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([port.to_string()])
+    .collect()
+}
+
+/// Runs an `sftp -b` batch as `user` with `key`, in `cwd`.
+pub fn sftp_batch(port: u16, user: &str, key: &ClientKey, batch: &str, cwd: &Path) -> Output {
+    let file = cwd.join(format!("batch-{}", rand_suffix()));
+    std::fs::write(&file, batch).expect("write batch");
+    let out = Command::new("sftp")
+        .args(ssh_opts(port))
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&key.private)
+        .arg("-b")
+        .arg(&file)
+        .arg(format!("{user}@127.0.0.1"))
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sftp");
+    let _ = std::fs::remove_file(file);
+    out
+}
+
+/// Runs an `sftp -b` batch with password authentication through sshpass.
+pub fn sftp_batch_password(
+    port: u16,
+    user: &str,
+    password: &str,
+    batch: &str,
+    cwd: &Path,
+) -> Output {
+    let file = cwd.join(format!("batch-{}", rand_suffix()));
+    std::fs::write(&file, batch).expect("write batch");
+    let out = Command::new("sshpass")
+        .arg("-p")
+        .arg(password)
+        .arg("sftp")
+        .args(ssh_opts(port))
+        .args([
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-b",
+        ])
+        .arg(&file)
+        .arg(format!("{user}@127.0.0.1"))
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sshpass sftp");
+    let _ = std::fs::remove_file(file);
+    out
+}
+
+fn rand_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Writes `data` to a file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).expect("create");
+    f.write_all(data).expect("write");
+    p
+}

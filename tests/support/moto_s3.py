@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Start moto's S3 server on a free loopback port with signature checking on.
+
+Prints one JSON line once the server is ready:
+  {"endpoint": "http://127.0.0.1:PORT", "access_key": "...", "secret_key": "...", "bucket": "..."}
+then keeps running until its standard input closes (so a test process that dies
+takes its S3 server with it), or until it is killed.
+
+The first three requests run unauthenticated (INITIAL_NO_AUTH_ACTION_COUNT=3):
+they create an IAM user, give it an S3 policy and create its access key. Every
+later request must be signed with that key.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+BUCKETS = sys.argv[1:] or ["recordings"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    port = free_port()
+    env = dict(os.environ)
+    env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
+    for k in ("AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        env.pop(k, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).read()
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                print(json.dumps({"error": "moto did not start"}), flush=True)
+                sys.exit(1)
+            time.sleep(0.1)
+
+    import boto3  # installed with moto
+
+    def client(service, **kw):
+        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", **kw)
+
+    iam = client("iam", aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam.create_user(UserName="recvault")
+    iam.put_user_policy(
+        UserName="recvault",
+        PolicyName="s3",
+        PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }),
+    )
+    key = iam.create_access_key(UserName="recvault")["AccessKey"]
+    s3 = client("s3", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+    for b in BUCKETS:
+        s3.create_bucket(Bucket=b)
+
+    print(json.dumps({
+        "endpoint": endpoint,
+        "access_key": key["AccessKeyId"],
+        "secret_key": key["SecretAccessKey"],
+        "bucket": BUCKETS[0],
+        "pid": proc.pid,
+    }), flush=True)
+
+    def watch_stdin():
+        try:
+            while sys.stdin.read(1):
+                pass
+        except Exception:
+            pass
+        proc.terminate()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    try:
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+
+
+if __name__ == "__main__":
+    main()
