@@ -557,3 +557,30 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Oq7yFqFy9OhY6o
         assert_eq!(parse_port_range("x"), None);
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn the_example_config_is_valid_and_documents_every_limit() {
+        let text = include_str!("../config/recvault.example.toml");
+        let cfg =
+            super::parse(text, "recvault.example.toml").expect("example config must stay valid");
+        let defaults = crate::limits::Limits::default();
+        assert_eq!(
+            format!("{:?}", cfg.limits),
+            format!("{defaults:?}"),
+            "the example shows the defaults"
+        );
+        let debug = format!("{defaults:?}");
+        let fields = debug
+            .trim_start_matches("Limits {")
+            .split(", ")
+            .filter_map(|f| f.trim().split(':').next());
+        for field in fields.filter(|f| !f.is_empty() && *f != "}") {
+            assert!(
+                text.contains(&format!("\n{field} =")),
+                "limit {field} is missing from the example config"
+            );
+        }
+    }
+}

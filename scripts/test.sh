@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs what the tests need when it is missing:
+# OpenSSH's client tools and sshpass (Debian packages) and moto's S3 server
+# (PyPI, in ./.venv). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! .venv/bin/python -c "import moto, flask, flask_cors, boto3" >/dev/null 2>&1; then
+  echo "installing moto's S3 server into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q "moto[s3]" flask flask-cors
+fi
+export MOTO_PYTHON="$PWD/.venv/bin/python"
+
+cargo test --all-targets "$@"
