@@ -69,12 +69,18 @@ permissions = ["list", "download"]
             .map_err(|e| e.to_string())?;
         }
     }
-    let port = listen.rsplit(':').next().unwrap_or("2222");
-    println!("recvault demo");
-    println!("  data folder : {}", dir.display());
-    println!("  user        : demo");
-    println!("  password    : {password}   (new on every start)");
-    println!("  connect     : sftp -P {port} demo@127.0.0.1");
-    println!("  stop        : Ctrl-C");
-    crate::server::serve(cfg, None).await
+    let shown = dir.display().to_string();
+    let banner = Box::new(move |bound: std::net::SocketAddr| {
+        println!("recvault demo");
+        println!("  data folder : {shown}");
+        println!("  user        : demo");
+        println!("  password    : {password}   (new on every start)");
+        println!(
+            "  connect     : sftp -P {} demo@{}",
+            bound.port(),
+            bound.ip()
+        );
+        println!("  stop        : Ctrl-C");
+    });
+    crate::server::serve(cfg, None, Some(banner)).await
 }

@@ -45,7 +45,8 @@ fn init_tracing(format: recvault::config::LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         recvault::config::LogFormat::Json => builder.json().init(),
         recvault::config::LogFormat::Text => builder.init(),
@@ -107,7 +108,7 @@ fn main() -> Result<()> {
             let cfg = recvault::config::load(&config)?;
             init_tracing(cfg.log.format, &cfg.log.level);
             runtime()?
-                .block_on(recvault::server::serve(cfg, Some(config)))
+                .block_on(recvault::server::serve(cfg, Some(config), None))
                 .map_err(anyhow::Error::msg)
         }
         Command::Demo { dir, listen } => {

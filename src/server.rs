@@ -58,8 +58,15 @@ fn build_tenants(
         .collect()
 }
 
+/// Called once the listeners are bound, with the SFTP address.
+pub type OnReady = Box<dyn FnOnce(std::net::SocketAddr) + Send>;
+
 /// Runs the server until SIGINT/SIGTERM. `config_path` is re-read on SIGHUP.
-pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<(), String> {
+pub async fn serve(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    on_ready: Option<OnReady>,
+) -> Result<(), String> {
     if cfg.ftps.is_some() {
         warn!("[ftps] is configured but this build does not serve FTPS yet; only SFTP is started");
     }
@@ -68,6 +75,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Stri
     }
     let store = crate::store::open(&cfg.storage).await?;
     let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
+    probe_storage(&tenants).await;
     let users = Users::from_config(&cfg, &tenants)?;
     if users.is_empty() {
         warn!("no users are configured: nobody can log in");
@@ -105,6 +113,9 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Stri
     eprintln!("recvault: sftp listening on {bound}");
     info!(%bound, tenants = tenants.len(), users = shared.users().len(), "SFTP listening");
     notify_systemd("READY=1");
+    if let Some(f) = on_ready {
+        f(bound);
+    }
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -144,6 +155,17 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Stri
     let _ = sftp.await;
     info!("stopped");
     Ok(())
+}
+
+/// One listing per tenant at start, so that wrong credentials, a missing
+/// bucket or an unreachable endpoint show in the log at once, not at the
+/// first login. Not fatal: storage may come back while we run.
+async fn probe_storage(tenants: &HashMap<String, Arc<Tenant>>) {
+    for t in tenants.values() {
+        if let Err(e) = t.store.list_page(&t.prefix, Some("/"), None).await {
+            error!(tenant = %t.id, error = %e, "storage check failed: listings and downloads will fail until storage answers");
+        }
+    }
 }
 
 /// Sends a state line to systemd when started with `Type=notify`.

@@ -25,9 +25,21 @@ use tracing::{debug, info, warn, Instrument};
 use crate::auth::User;
 use crate::server::Shared;
 
+/// Ciphers offered, best first: russh's AEAD and CTR defaults plus
+/// aes128-gcm@openssh.com, which OpenSSH and rclone clients prefer.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 /// Builds russh's configuration from the limits: modern algorithms only
-/// (russh's defaults, which include strict key exchange), password and
-/// public-key authentication, large windows for fast downloads.
+/// (russh's safe key exchange list, which includes strict-kex, and no CBC,
+/// 3DES or SHA-1 MACs), password and public-key authentication, large
+/// windows for fast downloads.
 pub fn ssh_config(host_key: PrivateKey, limits: &crate::limits::Limits) -> russh::server::Config {
     russh::server::Config {
         server_id: russh::SshId::Standard(
@@ -44,6 +56,10 @@ pub fn ssh_config(host_key: PrivateKey, limits: &crate::limits::Limits) -> russh
         keepalive_interval: Some(Duration::from_secs(60)),
         keepalive_max: 3,
         nodelay: true,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

@@ -73,8 +73,14 @@ impl S3Store {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
         let shared = loader.load().await;
-        let mut b =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.force_path_style);
+        // Objects uploaded in parts carry part-level checksums the SDK cannot
+        // check on a whole-object GET (it would warn on every download);
+        // integrity is checked against the SHA-256s in each session's index.
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(cfg.force_path_style)
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
         if shared.region().is_none() {
             b = b.region(aws_config::Region::new("us-east-1"));
         }

@@ -483,3 +483,34 @@ async fn slowloris_connection_is_closed_after_the_login_grace_time() {
     .is_ok();
     assert!(gone, "an unauthenticated session must be closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_to_weak_ssh_algorithms_is_refused() {
+    let (server, _) = two_tenants("algorithms", "").await;
+    let work = tempfile::tempdir().unwrap();
+    let key = client_key("qa");
+    let batch = format!("ls {DAY}\n");
+    for good in [
+        vec!["-c", "aes128-gcm@openssh.com"],
+        vec!["-c", "aes256-gcm@openssh.com"],
+        vec!["-c", "chacha20-poly1305@openssh.com"],
+    ] {
+        let out = sftp_batch_with(server.port, "qa", key, &batch, work.path(), &good);
+        assert!(out.status.success(), "{good:?}: {}", text(&out));
+    }
+    for weak in [
+        vec!["-c", "aes128-cbc"],
+        vec!["-c", "3des-cbc"],
+        vec!["-c", "aes128-ctr", "-o", "MACs=hmac-sha1"],
+        vec!["-o", "KexAlgorithms=diffie-hellman-group1-sha1"],
+        vec!["-o", "KexAlgorithms=diffie-hellman-group14-sha1"],
+        vec!["-o", "HostKeyAlgorithms=ssh-rsa"],
+    ] {
+        let out = sftp_batch_with(server.port, "qa", key, &batch, work.path(), &weak);
+        assert!(
+            !out.status.success(),
+            "{weak:?} was accepted: {}",
+            text(&out)
+        );
+    }
+}

@@ -146,13 +146,7 @@ impl Server {
     pub fn start_with(config: &str) -> Server {
         let s3 = s3();
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = format!(
-            "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n[audit]\npath = \"{}\"\n",
-            dir.path().join("host_key").display(),
-            dir.path().join("audit.log").display()
-        );
-        let path = dir.path().join("recvault.toml");
-        std::fs::write(&path, text).expect("write config");
+        let path = write_config(dir.path(), config);
         let mut child = Command::new(env!("CARGO_BIN_EXE_recvault"))
             .arg("serve")
             .arg("--config")
@@ -200,6 +194,22 @@ impl Server {
         }
     }
 
+    /// Replaces the configuration file (same listener, key and audit log)
+    /// with `[storage]` for moto plus `rest`, then sends SIGHUP.
+    pub fn reload(&self, rest: &str) {
+        write_config(self.dir.path(), &format!("{}\n{rest}", s3().storage_toml()));
+        self.signal("HUP");
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -218,6 +228,17 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn write_config(dir: &Path, config: &str) -> PathBuf {
+    let text = format!(
+        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+        dir.join("host_key").display(),
+        dir.join("audit.log").display()
+    );
+    let path = dir.join("recvault.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
 }
 
 /// A `[[tenants]]` block with one key-authenticated user per (name, key, extra) triple.
@@ -312,10 +333,23 @@ fn ssh_opts(port: u16) -> Vec<String> {
 
 /// Runs an `sftp -b` batch as `user` with `key`, in `cwd`.
 pub fn sftp_batch(port: u16, user: &str, key: &ClientKey, batch: &str, cwd: &Path) -> Output {
+    sftp_batch_with(port, user, key, batch, cwd, &[])
+}
+
+/// As [`sftp_batch`], with extra `sftp` options (ciphers, algorithms…).
+pub fn sftp_batch_with(
+    port: u16,
+    user: &str,
+    key: &ClientKey,
+    batch: &str,
+    cwd: &Path,
+    extra: &[&str],
+) -> Output {
     let file = cwd.join(format!("batch-{}", rand_suffix()));
     std::fs::write(&file, batch).expect("write batch");
     let out = Command::new("sftp")
         .args(ssh_opts(port))
+        .args(extra)
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
         .arg(&key.private)
         .arg("-b")

@@ -5,6 +5,7 @@
 mod attacks;
 mod harness;
 mod listing;
+mod operation;
 mod protocol;
 mod rawsftp;
 mod sftp_openssh;

@@ -1,0 +1,148 @@
+//! Operating the server: the demo command, reload on SIGHUP, clean stop.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::rawsftp::*;
+
+#[test]
+fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path().join("demo"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut password, mut connect) = (String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(p) = line.trim().strip_prefix("password    : ") {
+            password = p.split_whitespace().next().unwrap().to_string();
+        }
+        if let Some(c) = line.trim().strip_prefix("connect     : ") {
+            connect = c.to_string();
+            break;
+        }
+    }
+    // "sftp -P PORT demo@127.0.0.1"
+    let words: Vec<&str> = connect.split_whitespace().collect();
+    assert_eq!(
+        (words[0], words[1], words[3]),
+        ("sftp", "-P", "demo@127.0.0.1"),
+        "{connect}"
+    );
+    let port: u16 = words[2].parse().unwrap();
+    assert_eq!(password.len(), 16);
+
+    let work = tempfile::tempdir().unwrap();
+    let out = sftp_batch_password(
+        port,
+        "demo",
+        &password,
+        "ls /2026/11/23\nget /2026/11/23/demo-call-0001/demo-call-0001.tar.gz c.tgz\n",
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for id in ["demo-call-0001", "demo-call-0002", "demo-call-0003"] {
+        assert!(listing.contains(id), "{listing}");
+    }
+    let tar = Command::new("tar")
+        .arg("tzf")
+        .arg(work.path().join("c.tgz"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&tar.stdout).contains("agent-audio.mjr"),
+        "{}",
+        text(&tar)
+    );
+
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("demo did not stop on Ctrl-C")
+    });
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_users_without_dropping_connections_and_refuses_a_broken_file() {
+    let prefix = unique_prefix("reload");
+    let store = s3().store().await;
+    seed(
+        store.as_ref(),
+        &prefix,
+        "r-1",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:05:00Z",
+        b"r".to_vec(),
+    )
+    .await;
+    let (qa, newbie) = (client_key("qa"), client_key("newbie"));
+    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", qa, "")]));
+    let mut h = connect(server.port).await;
+    assert!(auth_key(&mut h, "qa", qa).await);
+    let (mut open_session, _) = RawSftp::start(&h).await;
+    let mut nh = connect(server.port).await;
+    assert!(
+        !auth_key(&mut nh, "newbie", newbie).await,
+        "not configured yet"
+    );
+
+    server.reload(&tenant_toml(
+        "acme",
+        &prefix,
+        &[("qa", qa, ""), ("newbie", newbie, "")],
+    ));
+    let mut admitted = false;
+    for _ in 0..100 {
+        let mut nh = connect(server.port).await;
+        if auth_key(&mut nh, "newbie", newbie).await {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        admitted,
+        "SIGHUP did not add the user; log:\n{}",
+        server.log()
+    );
+    assert_eq!(
+        open_session.list(b"/2026/11/23").await.unwrap(),
+        ["r-1"],
+        "the open session survived the reload"
+    );
+
+    // A broken file is refused and the running configuration stays.
+    std::fs::write(server.dir.path().join("recvault.toml"), "this is [not toml").unwrap();
+    server.signal("HUP");
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        server.log().contains("reload refused")
+    });
+    assert!(refused, "{}", server.log());
+    let mut again = connect(server.port).await;
+    assert!(
+        auth_key(&mut again, "newbie", newbie).await,
+        "running configuration kept"
+    );
+}
