@@ -33,6 +33,9 @@ use crate::limits::Limits;
 use crate::vfs::{DirLister, Entry, Kind, VPath, Vfs, VfsError};
 
 const SSH_FXP_DATA: u8 = 103;
+
+/// One reply, as the pieces to write one after another.
+type Frame = Vec<Bytes>;
 /// Entries per READDIR reply (as OpenSSH's server).
 const READDIR_BATCH: usize = 100;
 
@@ -48,7 +51,7 @@ struct Ctx {
     limits: Limits,
     audit: Arc<Audit>,
     peer: Peer,
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Frame>,
     handles: Mutex<HashMap<String, mpsc::Sender<HandleOp>>>,
     next_handle: AtomicU64,
 }
@@ -66,11 +69,13 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (out, mut out_rx) = mpsc::channel::<Bytes>(256);
+    let (out, mut out_rx) = mpsc::channel::<Frame>(256);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                break;
+        'frames: while let Some(frame) = out_rx.recv().await {
+            for part in frame {
+                if wr.write_all(&part).await.is_err() {
+                    break 'frames;
+                }
             }
         }
         let _ = wr.shutdown().await;
@@ -329,7 +334,7 @@ impl Ctx {
     async fn reply(&self, packet: Packet) {
         match Bytes::try_from(packet) {
             Ok(b) => {
-                let _ = self.out.send(b).await;
+                let _ = self.out.send(vec![b]).await;
             }
             Err(e) => warn!(error = %e, "cannot encode SFTP reply"),
         }
@@ -398,9 +403,13 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
                 } => {
                     let len = len.min(ctx.limits.sftp_max_read);
                     match reader.read(offset, len).await {
-                        Ok(Some(data)) => {
-                            *served += data.len() as u64;
-                            let _ = ctx.out.send(data_frame(id, &data)).await;
+                        Ok(Some(parts)) => {
+                            let n: usize = parts.iter().map(Bytes::len).sum();
+                            *served += n as u64;
+                            let mut frame = Vec::with_capacity(parts.len() + 1);
+                            frame.push(data_header(id, n as u32));
+                            frame.extend(parts);
+                            let _ = ctx.out.send(frame).await;
                         }
                         Ok(None) => ctx.reply(status(id, StatusCode::Eof, "end of file")).await,
                         Err(e) => {
@@ -514,13 +523,14 @@ fn longname(e: &Entry, now: DateTime<Utc>) -> String {
     )
 }
 
-fn data_frame(id: u32, data: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(13 + data.len());
-    b.put_u32(9 + data.len() as u32);
+/// The header of an SSH_FXP_DATA reply carrying `len` bytes that follow it
+/// (sent as separate writes, so data is never copied into a frame).
+fn data_header(id: u32, len: u32) -> Bytes {
+    let mut b = BytesMut::with_capacity(13);
+    b.put_u32(9 + len);
     b.put_u8(SSH_FXP_DATA);
     b.put_u32(id);
-    b.put_u32(data.len() as u32);
-    b.put_slice(data);
+    b.put_u32(len);
     b.freeze()
 }
 
@@ -615,12 +625,9 @@ mod tests {
     }
 
     #[test]
-    fn data_frames_are_well_formed() {
-        let f = data_frame(7, b"abc");
-        assert_eq!(
-            &f[..],
-            &[0, 0, 0, 12, 103, 0, 0, 0, 7, 0, 0, 0, 3, b'a', b'b', b'c']
-        );
+    fn data_headers_are_well_formed() {
+        let h = data_header(7, 3);
+        assert_eq!(&h[..], &[0, 0, 0, 12, 103, 0, 0, 0, 7, 0, 0, 0, 3]);
     }
 
     #[test]

@@ -2,33 +2,40 @@
 //!
 //! SFTP clients read a file as many pipelined `READ(offset, len)` requests.
 //! Rather than one storage request per READ, a background task keeps one
-//! streaming GET open from the current offset and fills a bounded buffer
-//! (`read_ahead_bytes`); READs at the expected offset are served from it. A
-//! READ elsewhere (a resumed or random read) starts a new stream there, so
+//! streaming GET open from the current offset and fills a buffer bounded by
+//! `read_ahead_bytes` (a byte semaphore); READs at the expected offset are
+//! served from it as zero-copy slices of the chunks storage delivered. A READ
+//! elsewhere (a resumed or random read) starts a new stream there, so
 //! sequential readers cost one request per file and seekers one per seek.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::vfs::{OpenFile, VfsError};
 
-/// Pieces the prefetcher hands over; the buffer holds `budget / PIECE` of them.
-const PIECE: usize = 64 * 1024;
 /// A forward jump up to this many bytes is read through instead of re-requested.
 const SKIP_THROUGH: u64 = 1024 * 1024;
+
+/// A chunk in the buffer and the budget it holds until it is consumed.
+struct Piece {
+    data: Bytes,
+    charge: u32,
+}
 
 pub struct ReadAhead {
     file: Arc<OpenFile>,
     budget: usize,
     /// File offset of the first byte in `buf`.
     pos: u64,
-    buf: VecDeque<Bytes>,
-    rx: Option<mpsc::Receiver<Result<Bytes, VfsError>>>,
+    buf: VecDeque<Piece>,
+    buffered: u64,
+    budget_sem: Arc<Semaphore>,
+    rx: Option<mpsc::UnboundedReceiver<Result<Piece, VfsError>>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -39,6 +46,8 @@ impl ReadAhead {
             budget,
             pos: 0,
             buf: VecDeque::new(),
+            buffered: 0,
+            budget_sem: Arc::new(Semaphore::new(0)),
             rx: None,
             task: None,
         }
@@ -53,25 +62,30 @@ impl ReadAhead {
             t.abort();
         }
         self.buf.clear();
+        self.buffered = 0;
         self.pos = offset;
-        let (tx, rx) = mpsc::channel((self.budget / PIECE).max(2));
-        let file = self.file.clone();
-        self.task = Some(tokio::spawn(prefetch(file, offset, tx)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.budget_sem = Arc::new(Semaphore::new(self.budget));
+        let cap = u32::try_from(self.budget).unwrap_or(u32::MAX);
+        self.task = Some(tokio::spawn(prefetch(
+            self.file.clone(),
+            offset,
+            tx,
+            self.budget_sem.clone(),
+            cap,
+        )));
         self.rx = Some(rx);
     }
 
-    fn buffered(&self) -> u64 {
-        self.buf.iter().map(|b| b.len() as u64).sum()
-    }
-
-    /// Pulls one more piece into the buffer; false at the end of the stream.
+    /// Pulls one more chunk into the buffer; false at the end of the stream.
     async fn fill(&mut self) -> Result<bool, VfsError> {
         let Some(rx) = self.rx.as_mut() else {
             return Ok(false);
         };
         match rx.recv().await {
-            Some(Ok(b)) => {
-                self.buf.push_back(b);
+            Some(Ok(p)) => {
+                self.buffered += p.data.len() as u64;
+                self.buf.push_back(p);
                 Ok(true)
             }
             Some(Err(e)) => {
@@ -87,66 +101,61 @@ impl ReadAhead {
 
     fn consume(&mut self, mut n: u64) {
         self.pos += n;
+        self.buffered -= n.min(self.buffered);
         while n > 0 {
             let Some(front) = self.buf.front_mut() else {
                 break;
             };
-            if (front.len() as u64) <= n {
-                n -= front.len() as u64;
+            if (front.data.len() as u64) <= n {
+                n -= front.data.len() as u64;
+                let charge = front.charge;
                 self.buf.pop_front();
+                self.budget_sem.add_permits(charge as usize);
             } else {
-                let _ = front.split_to(n as usize);
+                let _ = front.data.split_to(n as usize);
                 n = 0;
             }
         }
     }
 
-    /// Reads up to `len` bytes at `offset`: `Ok(None)` at end of file. Fewer
-    /// than `len` bytes come back only at the end of the file.
-    pub async fn read(&mut self, offset: u64, len: u32) -> Result<Option<Bytes>, VfsError> {
+    /// Reads up to `len` bytes at `offset` as slices of the buffer (no copy):
+    /// `Ok(None)` at end of file. Fewer than `len` bytes come back only at
+    /// the end of the file.
+    pub async fn read(&mut self, offset: u64, len: u32) -> Result<Option<Vec<Bytes>>, VfsError> {
         let size = self.file.entry.size;
         if offset >= size || len == 0 {
             return Ok(None);
         }
-        let want = (len as u64).min(size - offset) as usize;
+        let want = (len as u64).min(size - offset);
         let streaming = self.rx.is_some() || !self.buf.is_empty();
-        if !streaming || offset < self.pos || offset - self.pos > SKIP_THROUGH + self.buffered() {
+        if !streaming || offset < self.pos || offset - self.pos > SKIP_THROUGH + self.buffered {
             self.restart(offset);
         }
         // Read through a short forward gap.
         while self.pos < offset {
-            if self.buf.is_empty() && !self.fill().await? {
+            if self.buffered == 0 && !self.fill().await? {
                 return Err(truncated());
             }
-            let skip = (offset - self.pos).min(self.buffered());
-            self.consume(skip);
+            self.consume((offset - self.pos).min(self.buffered));
         }
-        while self.buffered() < want as u64 {
+        while self.buffered < want {
             if !self.fill().await? {
+                // The object ended before the size the listing promised.
+                self.rx = None;
+                return Err(truncated());
+            }
+        }
+        let mut out = Vec::new();
+        let mut need = want as usize;
+        for p in &self.buf {
+            let take = need.min(p.data.len());
+            out.push(p.data.slice(..take));
+            need -= take;
+            if need == 0 {
                 break;
             }
         }
-        let have = (self.buffered() as usize).min(want);
-        if have < want {
-            // The object ended before the size the listing promised.
-            self.rx = None;
-            return Err(truncated());
-        }
-        let out = if self.buf.front().is_some_and(|b| b.len() >= want) {
-            let front = self.buf.front().cloned().unwrap_or_default();
-            front.slice(..want)
-        } else {
-            let mut out = BytesMut::with_capacity(want);
-            for b in &self.buf {
-                let take = (want - out.len()).min(b.len());
-                out.extend_from_slice(&b[..take]);
-                if out.len() == want {
-                    break;
-                }
-            }
-            out.freeze()
-        };
-        self.consume(want as u64);
+        self.consume(want);
         Ok(Some(out))
     }
 }
@@ -166,39 +175,37 @@ fn truncated() -> VfsError {
     )
 }
 
-async fn prefetch(file: Arc<OpenFile>, offset: u64, tx: mpsc::Sender<Result<Bytes, VfsError>>) {
+/// Streams the file from `offset` into `tx`, holding `budget` bytes at most.
+async fn prefetch(
+    file: Arc<OpenFile>,
+    offset: u64,
+    tx: mpsc::UnboundedSender<Result<Piece, VfsError>>,
+    budget: Arc<Semaphore>,
+    cap: u32,
+) {
     let mut stream = match file.stream_from(offset).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = tx.send(Err(e)).await;
+            let _ = tx.send(Err(e));
             return;
         }
     };
-    let mut acc = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let mut chunk = match chunk {
+        let data = match chunk {
+            Ok(c) if c.is_empty() => continue,
             Ok(c) => c,
             Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
+                let _ = tx.send(Err(e.into()));
                 return;
             }
         };
-        if acc.is_empty() {
-            // Large chunks are split without copying.
-            while chunk.len() >= PIECE {
-                if tx.send(Ok(chunk.split_to(PIECE))).await.is_err() {
-                    return;
-                }
-            }
+        let charge = u32::try_from(data.len()).unwrap_or(u32::MAX).min(cap);
+        match budget.acquire_many(charge).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
         }
-        acc.extend_from_slice(&chunk);
-        while acc.len() >= PIECE {
-            if tx.send(Ok(acc.split_to(PIECE).freeze())).await.is_err() {
-                return;
-            }
+        if tx.send(Ok(Piece { data, charge })).is_err() {
+            return;
         }
-    }
-    if !acc.is_empty() {
-        let _ = tx.send(Ok(acc.freeze())).await;
     }
 }

@@ -395,7 +395,7 @@ mod tests {
     async fn local_store_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        super::super::contract::run(&store).await;
+        super::super::contract::run(&store, "").await;
     }
 
     #[tokio::test]

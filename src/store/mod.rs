@@ -144,9 +144,10 @@ pub async fn open(cfg: &crate::config::StorageConfig) -> Result<SharedStore, Str
     }
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
-    //! Behaviour every backend must show; run against each backend.
+#[doc(hidden)]
+pub mod contract {
+    //! Behaviour every backend must show; the unit tests run it on the local
+    //! backend and the integration tests on S3 (moto). Not an API.
     use super::*;
     use futures::StreamExt;
 
@@ -159,87 +160,84 @@ pub(crate) mod contract {
         out
     }
 
-    pub async fn run(store: &dyn ObjectStore) {
-        assert!(store.head("p/a").await.unwrap().is_none());
-        store
-            .put(
-                "p/a",
-                Bytes::from_static(b"hello world"),
-                PutOptions::default(),
-            )
-            .await
-            .unwrap();
-        store
-            .put("p/empty", Bytes::new(), PutOptions::default())
-            .await
-            .unwrap();
-        store
-            .put("p/d/x", Bytes::from_static(b"x"), PutOptions::default())
-            .await
-            .unwrap();
-        store
-            .put("p/d/y", Bytes::from_static(b"yy"), PutOptions::default())
-            .await
-            .unwrap();
-        store
-            .put("q/z", Bytes::from_static(b"z"), PutOptions::default())
-            .await
-            .unwrap();
+    /// Runs the contract under `base` (a prefix ending with '/').
+    pub async fn run(store: &dyn ObjectStore, base: &str) {
+        let k = |s: &str| format!("{base}{s}");
+        let put = |key: String, data: &'static [u8]| async move {
+            store
+                .put(&key, Bytes::from_static(data), PutOptions::default())
+                .await
+                .unwrap()
+        };
+        assert!(store.head(&k("p/a")).await.unwrap().is_none());
+        put(k("p/a"), b"hello world").await;
+        put(k("p/empty"), b"").await;
+        put(k("p/d/x"), b"x").await;
+        put(k("p/d/y"), b"yy").await;
+        put(k("q/z"), b"z").await;
 
-        let meta = store.head("p/a").await.unwrap().unwrap();
-        assert_eq!(meta.size, 11);
-        assert_eq!(body(store, "p/a", 0, None).await, b"hello world");
-        assert_eq!(body(store, "p/a", 6, None).await, b"world");
-        assert_eq!(body(store, "p/a", 0, Some(5)).await, b"hello");
-        assert_eq!(body(store, "p/empty", 0, None).await, b"");
-        assert!(matches!(
-            store.get("p/missing", 0, None).await,
-            Err(StoreError::NotFound(_))
-        ));
+        assert_eq!(store.head(&k("p/a")).await.unwrap().unwrap().size, 11);
+        assert_eq!(body(store, &k("p/a"), 0, None).await, b"hello world");
+        assert_eq!(body(store, &k("p/a"), 6, None).await, b"world");
+        assert_eq!(body(store, &k("p/a"), 0, Some(5)).await, b"hello");
+        assert_eq!(
+            body(store, &k("p/a"), 11, None).await,
+            b"",
+            "a range at the end is empty"
+        );
+        assert_eq!(body(store, &k("p/empty"), 0, None).await, b"");
+        let missing = store.get(&k("p/missing"), 0, None).await;
+        assert!(matches!(missing, Err(StoreError::NotFound(_))));
 
+        let opts = PutOptions { if_absent: true };
         let err = store
-            .put(
-                "p/a",
-                Bytes::from_static(b"other"),
-                PutOptions { if_absent: true },
-            )
+            .put(&k("p/a"), Bytes::from_static(b"other"), opts)
             .await;
         assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{err:?}");
-        assert_eq!(body(store, "p/a", 0, None).await, b"hello world");
-
-        let page = store.list_page("p/", Some("/"), None).await.unwrap();
-        let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["p/a", "p/empty"]);
-        assert_eq!(page.common_prefixes, ["p/d/"]);
-        let page = store.list_page("p/", None, None).await.unwrap();
-        let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["p/a", "p/d/x", "p/d/y", "p/empty"]);
-
-        let up = store.multipart_start("p/big").await.unwrap();
-        let t1 = store
-            .multipart_part("p/big", &up, 1, Bytes::from(vec![1u8; 5 * 1024 * 1024]))
+        assert_eq!(body(store, &k("p/a"), 0, None).await, b"hello world");
+        store
+            .put(&k("p/new"), Bytes::from_static(b"n"), opts)
             .await
             .unwrap();
+
+        let page = store.list_page(&k("p/"), Some("/"), None).await.unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|o| o.key.clone()).collect();
+        assert_eq!(keys, [k("p/a"), k("p/empty"), k("p/new")]);
+        assert_eq!(page.common_prefixes, [k("p/d/")]);
+        let page = store.list_page(&k("p/"), None, None).await.unwrap();
+        let keys: Vec<_> = page.objects.iter().map(|o| o.key.clone()).collect();
+        assert_eq!(
+            keys,
+            [k("p/a"), k("p/d/x"), k("p/d/y"), k("p/empty"), k("p/new")]
+        );
+
+        let big = k("p/big");
+        let up = store.multipart_start(&big).await.unwrap();
+        let part = Bytes::from(vec![1u8; 5 * 1024 * 1024]);
+        let t1 = store.multipart_part(&big, &up, 1, part).await.unwrap();
         let t2 = store
-            .multipart_part("p/big", &up, 2, Bytes::from_static(b"tail"))
+            .multipart_part(&big, &up, 2, Bytes::from_static(b"tail"))
             .await
             .unwrap();
         assert!(
-            store.head("p/big").await.unwrap().is_none(),
+            store.head(&big).await.unwrap().is_none(),
             "invisible until complete"
         );
         store
-            .multipart_complete("p/big", &up, vec![t1, t2])
+            .multipart_complete(&big, &up, vec![t1, t2])
             .await
             .unwrap();
         assert_eq!(
-            store.head("p/big").await.unwrap().unwrap().size,
+            store.head(&big).await.unwrap().unwrap().size,
             5 * 1024 * 1024 + 4
         );
-        assert_eq!(body(store, "p/big", 5 * 1024 * 1024, None).await, b"tail");
+        assert_eq!(body(store, &big, 5 * 1024 * 1024, None).await, b"tail");
+        let aborted = store.multipart_start(&k("p/gone")).await.unwrap();
+        store.multipart_abort(&k("p/gone"), &aborted).await.unwrap();
+        assert!(store.head(&k("p/gone")).await.unwrap().is_none());
 
-        store.delete("p/a").await.unwrap();
-        store.delete("p/a").await.unwrap();
-        assert!(store.head("p/a").await.unwrap().is_none());
+        store.delete(&k("p/a")).await.unwrap();
+        store.delete(&k("p/a")).await.unwrap();
+        assert!(store.head(&k("p/a")).await.unwrap().is_none());
     }
 }

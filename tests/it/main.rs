@@ -9,3 +9,4 @@ mod operation;
 mod protocol;
 mod rawsftp;
 mod sftp_openssh;
+mod storage;

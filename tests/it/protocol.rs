@@ -53,6 +53,14 @@ async fn limits_extension_stat_lstat_and_listing_agree() {
 
     // Reads: large, at an odd offset, past the end, and after a backwards seek.
     let fh = s.open(path, 1).await.unwrap();
+    let fst = s.request(FXP_FSTAT, |b| put_string(b, &fh)).await;
+    assert_eq!(fst.ty, FXP_ATTRS);
+    let fattrs = get_attrs(&mut fst.body.clone());
+    assert_eq!(
+        (fattrs.size, fattrs.mtime),
+        (st.size, st.mtime),
+        "fstat agrees with stat"
+    );
     let first = s.read(&fh, 0, max_read as u32).await.unwrap();
     assert_eq!(&first[..], &data[..max_read as usize]);
     let mid = s.read(&fh, 123_457, 1000).await.unwrap();

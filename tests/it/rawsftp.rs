@@ -16,6 +16,7 @@ pub const FXP_CLOSE: u8 = 4;
 pub const FXP_READ: u8 = 5;
 pub const FXP_WRITE: u8 = 6;
 pub const FXP_LSTAT: u8 = 7;
+pub const FXP_FSTAT: u8 = 8;
 pub const FXP_SETSTAT: u8 = 9;
 pub const FXP_OPENDIR: u8 = 11;
 pub const FXP_READDIR: u8 = 12;
