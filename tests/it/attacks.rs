@@ -275,19 +275,8 @@ async fn exec_shell_and_port_forwarding_are_refused() {
     let marker = tempfile::tempdir().unwrap();
     let target = marker.path().join("pwned");
     let out = std::process::Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-i",
-        ])
+        .args(OPENSSH_OPTS)
+        .args(["-o", "BatchMode=yes", "-i"])
         .arg(&client_key("qa").private)
         .arg("-p")
         .arg(server.port.to_string())

@@ -310,25 +310,43 @@ pub fn sha256_file(path: &Path) -> String {
     sha256(&std::fs::read(path).expect("read downloaded file"))
 }
 
-/// Common OpenSSH client options: no host-key prompts, quiet, no config file.
+/// OpenSSH client options every test uses: no config file, no host-key
+/// prompts, quiet, bounded connect time.
+pub const OPENSSH_OPTS: [&str; 10] = [
+    "-F",
+    "/dev/null",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=20",
+];
+
 fn ssh_opts(port: u16) -> Vec<String> {
-    [
-        "-F",
-        "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "ConnectTimeout=20",
-        "-P",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([port.to_string()])
-    .collect()
+    OPENSSH_OPTS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-P".to_string(), port.to_string()])
+        .collect()
+}
+
+/// Seeds one tenant with `sessions` (id, start, end, archive bytes) and
+/// starts a server where user "qa" (key "qa") sees it.
+pub async fn serve_sessions(
+    test: &str,
+    sessions: Vec<(&str, &str, &str, Vec<u8>)>,
+) -> (Server, &'static ClientKey, tempfile::TempDir) {
+    let prefix = unique_prefix(test);
+    let store = s3().store().await;
+    for (id, started, ended, data) in sessions {
+        seed(store.as_ref(), &prefix, id, started, ended, data).await;
+    }
+    let key = client_key("qa");
+    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", key, "")]));
+    (server, key, tempfile::tempdir().expect("tempdir"))
 }
 
 /// Runs an `sftp -b` batch as `user` with `key`, in `cwd`.

@@ -7,20 +7,17 @@ use crate::rawsftp::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_extension_stat_lstat_and_listing_agree() {
-    let prefix = unique_prefix("protocol");
-    let store = s3().store().await;
     let data = pseudo_random(300_000, 11);
-    seed(
-        store.as_ref(),
-        &prefix,
-        "c-1",
-        "2026-11-23T09:00:00Z",
-        "2026-11-23T09:59:30Z",
-        data.clone(),
+    let (server, key, _work) = serve_sessions(
+        "protocol",
+        vec![(
+            "c-1",
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T09:59:30Z",
+            data.clone(),
+        )],
     )
     .await;
-    let key = client_key("qa");
-    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", key, "")]));
     let mut h = connect(server.port).await;
     assert!(auth_key(&mut h, "qa", key).await);
     let (mut s, version) = RawSftp::start(&h).await;

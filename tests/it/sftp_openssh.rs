@@ -7,30 +7,25 @@ const DAY: &str = "/2026/11/23";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_are_byte_identical_for_empty_and_small_objects() {
-    let prefix = unique_prefix("bytes");
-    let store = s3().store().await;
     let small = pseudo_random(1500, 1);
-    seed(
-        store.as_ref(),
-        &prefix,
-        "empty-1",
-        "2026-11-23T09:00:00Z",
-        "2026-11-23T09:01:00Z",
-        Vec::new(),
+    let (server, key, work) = serve_sessions(
+        "bytes",
+        vec![
+            (
+                "empty-1",
+                "2026-11-23T09:00:00Z",
+                "2026-11-23T09:01:00Z",
+                Vec::new(),
+            ),
+            (
+                "small-1",
+                "2026-11-23T10:00:00Z",
+                "2026-11-23T10:07:00Z",
+                small.clone(),
+            ),
+        ],
     )
     .await;
-    seed(
-        store.as_ref(),
-        &prefix,
-        "small-1",
-        "2026-11-23T10:00:00Z",
-        "2026-11-23T10:07:00Z",
-        small.clone(),
-    )
-    .await;
-    let key = client_key("qa");
-    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", key, "")]));
-    let work = tempfile::tempdir().unwrap();
     let out = sftp_batch(
         server.port,
         "qa",
@@ -63,22 +58,13 @@ async fn downloads_are_byte_identical_for_empty_and_small_objects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_mib_recording_downloads_byte_identical() {
-    let prefix = unique_prefix("big");
-    let store = s3().store().await;
     let big = pseudo_random(200 * 1024 * 1024, 7);
     let want = sha256(&big);
-    seed(
-        store.as_ref(),
-        &prefix,
-        "big-1",
-        "2026-11-23T11:00:00Z",
-        "2026-11-23T12:00:00Z",
-        big,
+    let (server, key, work) = serve_sessions(
+        "big",
+        vec![("big-1", "2026-11-23T11:00:00Z", "2026-11-23T12:00:00Z", big)],
     )
     .await;
-    let key = client_key("qa");
-    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", key, "")]));
-    let work = tempfile::tempdir().unwrap();
     let out = sftp_batch(
         server.port,
         "qa",
@@ -103,26 +89,28 @@ async fn a_200_mib_recording_downloads_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recursive_get_copies_a_whole_day() {
-    let prefix = unique_prefix("recursive");
-    let store = s3().store().await;
-    let mut expected = Vec::new();
-    for i in 0..4u64 {
-        let id = format!("call-{i}");
-        let data = pseudo_random(10_000 + i as usize * 333, i + 10);
-        seed(
-            store.as_ref(),
-            &prefix,
-            &id,
-            &format!("2026-11-23T0{i}:00:00Z"),
-            &format!("2026-11-23T0{i}:30:00Z"),
-            data.clone(),
-        )
-        .await;
-        expected.push((id, data));
-    }
-    let key = client_key("qa");
-    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", key, "")]));
-    let work = tempfile::tempdir().unwrap();
+    let expected: Vec<(String, Vec<u8>)> = (0..4u64)
+        .map(|i| {
+            (
+                format!("call-{i}"),
+                pseudo_random(10_000 + i as usize * 333, i + 10),
+            )
+        })
+        .collect();
+    let times: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            (
+                format!("2026-11-23T0{i}:00:00Z"),
+                format!("2026-11-23T0{i}:30:00Z"),
+            )
+        })
+        .collect();
+    let sessions = expected
+        .iter()
+        .zip(&times)
+        .map(|((id, data), (a, b))| (id.as_str(), a.as_str(), b.as_str(), data.clone()))
+        .collect();
+    let (server, key, work) = serve_sessions("recursive", sessions).await;
     let out = sftp_batch(
         server.port,
         "qa",
@@ -149,21 +137,17 @@ async fn recursive_get_copies_a_whole_day() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reget_resumes_an_interrupted_download() {
-    let prefix = unique_prefix("reget");
-    let store = s3().store().await;
     let data = pseudo_random(8 * 1024 * 1024 + 123, 3);
-    seed(
-        store.as_ref(),
-        &prefix,
-        "long-1",
-        "2026-11-23T09:00:00Z",
-        "2026-11-23T09:45:00Z",
-        data.clone(),
+    let (server, key, work) = serve_sessions(
+        "reget",
+        vec![(
+            "long-1",
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T09:45:00Z",
+            data.clone(),
+        )],
     )
     .await;
-    let key = client_key("qa");
-    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", key, "")]));
-    let work = tempfile::tempdir().unwrap();
     // What an interrupted download leaves behind: the first 3 MiB.
     let partial = 3 * 1024 * 1024;
     write_file(work.path(), "long.bin", &data[..partial]);
@@ -187,20 +171,16 @@ async fn reget_resumes_an_interrupted_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_are_stable_between_runs() {
-    let prefix = unique_prefix("stable");
-    let store = s3().store().await;
-    seed(
-        store.as_ref(),
-        &prefix,
-        "s-1",
-        "2026-11-23T09:00:00Z",
-        "2026-11-23T09:10:00Z",
-        pseudo_random(4096, 5),
+    let (server, key, work) = serve_sessions(
+        "stable",
+        vec![(
+            "s-1",
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T09:10:00Z",
+            pseudo_random(4096, 5),
+        )],
     )
     .await;
-    let key = client_key("qa");
-    let server = Server::start(&tenant_toml("acme", &prefix, &[("qa", key, "")]));
-    let work = tempfile::tempdir().unwrap();
     let batch = format!("ls -l /\nls -l /2026\nls -l /2026/11\nls -l {DAY}\nls -l {DAY}/s-1\n");
     let first = sftp_batch(server.port, "qa", key, &batch, work.path());
     assert!(first.status.success(), "{}", text(&first));
