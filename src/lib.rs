@@ -6,7 +6,10 @@ pub mod auth; // users, argon2id passwords, public keys, the brute-force defende
 pub mod config; // TOML → typed, validated configuration
 pub mod demo; // `recvault demo`: the embedded default
 pub mod hostkey; // SSH host key: load or generate
+pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
 pub mod limits; // every limit, with safe defaults
+pub mod media; // Janus MJR recordings and RTP
+pub mod push; // `recvault push`: the gateway-side upload client
 pub mod sample; // writes sessions in the archived layout (demo, tests)
 pub mod server; // `recvault serve`: wiring, signals, readiness
 pub mod sftp; // SFTP over SSH: accept loop, russh handler, SFTP request loop

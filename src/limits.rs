@@ -45,6 +45,18 @@ pub struct Limits {
     pub metadata_cache_secs: u64,
     /// Session indexes kept in the cache.
     pub metadata_cache_entries: usize,
+    /// Largest file one ingest upload may hold, in bytes.
+    pub ingest_max_file_bytes: u64,
+    /// Largest session (all its files), in bytes.
+    pub ingest_max_session_bytes: u64,
+    /// Ingest uploads streamed at once; more get 503 and retry.
+    pub ingest_max_concurrent_uploads: usize,
+    /// Seconds an ingest client may send nothing (headers or body) before it is dropped.
+    pub ingest_idle_timeout_secs: u64,
+    /// Free bytes the spool's disk must keep; uploads get 507 below it.
+    pub ingest_min_free_bytes: u64,
+    /// Sessions archived at once.
+    pub archive_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +80,12 @@ impl Default for Limits {
             defender_table_size: 65536,
             metadata_cache_secs: 60,
             metadata_cache_entries: 10_000,
+            ingest_max_file_bytes: 4 * 1024 * 1024 * 1024,
+            ingest_max_session_bytes: 16 * 1024 * 1024 * 1024,
+            ingest_max_concurrent_uploads: 32,
+            ingest_idle_timeout_secs: 60,
+            ingest_min_free_bytes: 1024 * 1024 * 1024,
+            archive_concurrency: 2,
         }
     }
 }
@@ -75,7 +93,14 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 9] = [
+        let nonzero: [(&str, u64); 13] = [
+            ("ingest_max_file_bytes", self.ingest_max_file_bytes),
+            (
+                "ingest_max_concurrent_uploads",
+                self.ingest_max_concurrent_uploads as u64,
+            ),
+            ("ingest_idle_timeout_secs", self.ingest_idle_timeout_secs),
+            ("archive_concurrency", self.archive_concurrency as u64),
             ("max_connections", self.max_connections as u64),
             ("max_unauthenticated", self.max_unauthenticated as u64),
             ("login_grace_secs", self.login_grace_secs),

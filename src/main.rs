@@ -38,6 +38,21 @@ enum Command {
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
     GenToken,
+    /// Upload a session folder (MJR streams + info.json) to an ingest
+    /// listener, complete it and wait until it is archived. Exit status: 0
+    /// archived, 1 failed (the reason is printed), 3 still pending at --wait.
+    Push {
+        dir: PathBuf,
+        /// The ingest listener, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        url: String,
+        /// The tenant's ingest token; or set RECVAULT_TOKEN.
+        #[arg(long, env = "RECVAULT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Seconds to wait for the session to be archived.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+    },
 }
 
 fn init_tracing(format: recvault::config::LogFormat, level: &str) {
@@ -103,6 +118,35 @@ fn main() -> Result<()> {
                 hex::encode(Sha256::digest(token.as_bytes()))
             );
             Ok(())
+        }
+        Command::Push {
+            dir,
+            url,
+            token,
+            wait,
+        } => {
+            let outcome = runtime()?
+                .block_on(recvault::push::push(
+                    &dir,
+                    &url,
+                    &token,
+                    std::time::Duration::from_secs(wait),
+                ))
+                .map_err(anyhow::Error::msg)?;
+            match outcome {
+                recvault::push::Outcome::Archived => {
+                    println!("archived");
+                    Ok(())
+                }
+                recvault::push::Outcome::Failed(reason) => {
+                    eprintln!("recvault push: failed: {reason}");
+                    std::process::exit(1)
+                }
+                recvault::push::Outcome::TimedOut(what) => {
+                    eprintln!("recvault push: not archived yet: {what}");
+                    std::process::exit(3)
+                }
+            }
         }
         Command::Serve { config } => {
             let cfg = recvault::config::load(&config)?;

@@ -70,9 +70,6 @@ pub async fn serve(
     if cfg.ftps.is_some() {
         warn!("[ftps] is configured but this build does not serve FTPS yet; only SFTP is started");
     }
-    if cfg.ingest.is_some() {
-        warn!("[ingest] is configured but this build does not serve the ingest API yet");
-    }
     let store = crate::store::open(&cfg.storage).await?;
     let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
     probe_storage(&tenants).await;
@@ -102,6 +99,18 @@ pub async fn serve(
     let ssh_config = Arc::new(crate::sftp::ssh_config(host_key, &cfg.limits));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = Duration::from_secs(10);
+    let ingest = match &cfg.ingest {
+        Some(i) => {
+            let (l, addr) = crate::ingest::bind(i.listen.get_ref()).await?;
+            let state = crate::ingest::Ingest::start(&cfg, &store, shared.clone())?;
+            let task = tokio::spawn(crate::ingest::run(l, state, stop_rx.clone()));
+            // Fixed lines scripts and tests can wait for, whatever the log format.
+            eprintln!("recvault: ingest listening on {addr}");
+            info!(%addr, "ingest listening");
+            Some(task)
+        }
+        None => None,
+    };
     let sftp = tokio::spawn(crate::sftp::run(
         listener,
         shared.clone(),
@@ -109,7 +118,6 @@ pub async fn serve(
         stop_rx,
         drain,
     ));
-    // A fixed line scripts and tests can wait for, whatever the log format.
     eprintln!("recvault: sftp listening on {bound}");
     info!(%bound, tenants = tenants.len(), users = shared.users().len(), "SFTP listening");
     notify_systemd("READY=1");
@@ -153,6 +161,9 @@ pub async fn serve(
     notify_systemd("STOPPING=1");
     let _ = stop_tx.send(true);
     let _ = sftp.await;
+    if let Some(t) = ingest {
+        let _ = t.await;
+    }
     info!("stopped");
     Ok(())
 }

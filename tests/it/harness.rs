@@ -131,6 +131,8 @@ pub fn client_key(name: &str) -> &'static ClientKey {
 pub struct Server {
     child: Child,
     pub port: u16,
+    /// Port of the ingest listener.
+    pub ingest_port: u16,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
 }
@@ -142,10 +144,20 @@ impl Server {
         Self::start_with(&format!("{}\n{rest}", s3.storage_toml()))
     }
 
-    /// Starts `recvault serve` with a whole configuration (minus [sftp] and [audit]).
+    /// Starts `recvault serve` with a whole configuration (minus [sftp], [ingest] and [audit]).
     pub fn start_with(config: &str) -> Server {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    /// Starts again in the folder of a killed server (its spool, host key,
+    /// audit log), with `[storage]` for moto plus `rest`.
+    pub fn restart(dir: tempfile::TempDir, rest: &str) -> Server {
+        Self::start_in(dir, &format!("{}\n{rest}", s3().storage_toml()))
+    }
+
+    /// Starts in `dir` (its spool, host key and audit log) with a whole configuration.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Server {
         let s3 = s3();
-        let dir = tempfile::tempdir().expect("tempdir");
         let path = write_config(dir.path(), config);
         let mut child = Command::new(env!("CARGO_BIN_EXE_recvault"))
             .arg("serve")
@@ -168,27 +180,37 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("recvault: sftp listening on ") {
-                    let _ = tx.send(addr.to_string());
+                for what in ["sftp", "ingest"] {
+                    if let Some(addr) =
+                        line.strip_prefix(&format!("recvault: {what} listening on "))
+                    {
+                        let _ = tx.send((what, addr.to_string()));
+                    }
                 }
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
+        let (mut port, mut ingest_port) = (0u16, 0u16);
+        while port == 0 || ingest_port == 0 {
+            let Ok((what, addr)) = rx.recv_timeout(Duration::from_secs(60)) else {
                 let _ = child.kill();
                 panic!("recvault did not start; its log:\n{}", log.lock().unwrap());
+            };
+            let p = addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            if what == "sftp" {
+                port = p;
+            } else {
+                ingest_port = p;
             }
-        };
-        let port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
+        }
         Server {
             child,
             port,
+            ingest_port,
             dir,
             log,
         }
@@ -221,6 +243,21 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Kills the process with SIGKILL and hands back its folder (spool, keys).
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn ingest_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ingest_port)
+    }
 }
 
 impl Drop for Server {
@@ -232,8 +269,9 @@ impl Drop for Server {
 
 fn write_config(dir: &Path, config: &str) -> PathBuf {
     let text = format!(
-        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n[ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\n\n[audit]\npath = \"{}\"\n",
         dir.join("host_key").display(),
+        dir.join("spool").display(),
         dir.join("audit.log").display()
     );
     let path = dir.join("recvault.toml");

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod harness;
+mod ingest;
 mod listing;
 mod operation;
 mod protocol;

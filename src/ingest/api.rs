@@ -1,0 +1,414 @@
+//! Ingest HTTP handlers: routing, authentication, uploads, completion,
+//! status. Errors are JSON `{"error": "...", "status": N}` with one mapping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+
+use super::archive::same_files;
+use super::spool::{self, FileRecord, SessionState, Status, ALLOWED};
+use super::validate::parse_info;
+use super::Ingest;
+
+type Reply = Response<Full<Bytes>>;
+
+/// An API error: its HTTP status and a message that says what to do.
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(code: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError(code, msg.into())
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        warn!(error = %e, "ingest: local storage error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the spool could not be written; nothing was acknowledged",
+        )
+    }
+}
+
+fn json_reply(code: StatusCode, body: Value) -> Reply {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn error_reply(e: ApiError) -> Reply {
+    json_reply(e.0, json!({"error": e.1, "status": e.0.as_u16()}))
+}
+
+pub async fn handle(ingest: Arc<Ingest>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    match route(&ingest, req, peer).await {
+        Ok(r) => r,
+        Err(e) => error_reply(e),
+    }
+}
+
+async fn route(
+    ingest: &Arc<Ingest>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Reply, ApiError> {
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if req.method() == Method::GET && parts == ["healthz"] {
+        return Ok(json_reply(StatusCode::OK, json!({"ok": true})));
+    }
+    if parts.len() < 3 || parts[0] != "v1" || parts[1] != "sessions" {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {} {path}", req.method()),
+        ));
+    }
+    let tenant = authenticate(ingest, &req, peer)?;
+    let id = parts[2];
+    if !crate::vfs::path::is_name(id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "session id must match [A-Za-z0-9._-]{1,128} (and not be . or ..)",
+        ));
+    }
+    match (req.method().clone(), &parts[3..]) {
+        (Method::PUT, ["files", name]) => put_file(ingest, &tenant, id, name, req).await,
+        (Method::POST, ["complete"]) => complete(ingest, &tenant, id).await,
+        (Method::GET, []) => status(ingest, &tenant, id),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {} {path}", req.method()),
+        )),
+    }
+}
+
+fn authenticate(
+    ingest: &Ingest,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<String, ApiError> {
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`",
+        ));
+    };
+    match ingest.tokens.get(&super::token_hash(token.trim())) {
+        Some(t) => Ok(t.clone()),
+        None => {
+            if let Some(ban) = ingest.shared.defender.failure(peer.ip()) {
+                warn!(%peer, secs = ban.as_secs(), "ingest: address banned after repeated bad tokens");
+            }
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown ingest token",
+            ))
+        }
+    }
+}
+
+fn status(ingest: &Ingest, tenant: &str, id: &str) -> Result<Reply, ApiError> {
+    let st = ingest
+        .spool
+        .load(tenant, id)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no session {id:?}")))?;
+    Ok(json_reply(StatusCode::OK, state_json(&st)))
+}
+
+fn state_json(st: &SessionState) -> Value {
+    json!({
+        "session": st.id,
+        "status": st.status,
+        "reason": st.reason,
+        "files": st.files,
+        "status_url": format!("/v1/sessions/{}", st.id),
+    })
+}
+
+async fn put_file(
+    ingest: &Arc<Ingest>,
+    tenant: &str,
+    id: &str,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Reply, ApiError> {
+    if !ALLOWED.contains(&name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("file name must be one of {}", ALLOWED.join(", ")),
+        ));
+    }
+    let limits = &ingest.shared.limits;
+    let declared: Option<u64> = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > limits.ingest_max_file_bytes) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a file may hold at most {} bytes",
+                limits.ingest_max_file_bytes
+            ),
+        ));
+    }
+    check_disk(ingest, declared.unwrap_or(0))?;
+    let Ok(_slot) = ingest.uploads.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads in progress; retry shortly",
+        ));
+    };
+
+    // Stream into a part file outside the session folder, hashing as we go.
+    let incoming = ingest.spool.root().join(tenant).join(".incoming");
+    tokio::fs::create_dir_all(&incoming).await?;
+    let part = incoming.join(format!("{id}.{name}.{:016x}", rand::random::<u64>()));
+    let received = receive(ingest, req, &part).await;
+    let (size, sha) = match received {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+    };
+    let result = commit(ingest, tenant, id, name, &part, size, &sha).await;
+    let _ = tokio::fs::remove_file(&part).await;
+    result
+}
+
+fn check_disk(ingest: &Ingest, incoming: u64) -> Result<(), ApiError> {
+    let floor = ingest.shared.limits.ingest_min_free_bytes;
+    let free = spool::free_bytes(ingest.spool.root())?;
+    if free < floor.saturating_add(incoming) {
+        warn!(
+            free,
+            floor, "ingest: refusing an upload, the spool disk is at its floor"
+        );
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the spool disk is full; retry later (earlier sessions are safe)",
+        ));
+    }
+    Ok(())
+}
+
+/// Streams the request body into `part` and fsyncs it; returns size and SHA-256.
+async fn receive(
+    ingest: &Ingest,
+    req: Request<Incoming>,
+    part: &std::path::Path,
+) -> Result<(u64, String), ApiError> {
+    let limits = &ingest.shared.limits;
+    let idle = Duration::from_secs(limits.ingest_idle_timeout_secs);
+    let mut file = tokio::fs::File::create(part).await?;
+    let mut body = req.into_body();
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    let mut next_disk_check = 64 * 1024 * 1024u64;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no data for {}s; upload abandoned", idle.as_secs()),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("upload broken off: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > limits.ingest_max_file_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a file may hold at most {} bytes",
+                    limits.ingest_max_file_bytes
+                ),
+            ));
+        }
+        if size >= next_disk_check {
+            check_disk(ingest, 0)?;
+            next_disk_check += 64 * 1024 * 1024;
+        }
+        sha.update(&data);
+        file.write_all(&data).await?;
+    }
+    file.sync_all().await?;
+    Ok((size, hex::encode(sha.finalize())))
+}
+
+/// Makes a received file part of the session (or compares it with what
+/// the session already holds, once it is complete).
+async fn commit(
+    ingest: &Arc<Ingest>,
+    tenant: &str,
+    id: &str,
+    name: &str,
+    part: &std::path::Path,
+    size: u64,
+    sha: &str,
+) -> Result<Reply, ApiError> {
+    let lock = ingest.lock_for(tenant, id);
+    let _guard = lock.lock().await;
+    let mut st = ingest
+        .spool
+        .load(tenant, id)?
+        .unwrap_or_else(|| SessionState::new(tenant, id));
+    let record = FileRecord {
+        size,
+        sha256: sha.to_string(),
+    };
+    if st.status != Status::Receiving {
+        return match st.files.get(name) {
+            Some(r) if *r == record && st.status != Status::Failed => Ok(json_reply(
+                StatusCode::OK,
+                json!({"name": name, "size": size, "sha256": sha, "unchanged": true}),
+            )),
+            _ if st.status == Status::Failed => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "session {id:?} failed: {}",
+                    st.reason.clone().unwrap_or_default()
+                ),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("session {id:?} is already complete with a different {name}"),
+            )),
+        };
+    }
+    let previous = st.files.get(name).map_or(0, |r| r.size);
+    let total = st.bytes() - previous + size;
+    let max = ingest.shared.limits.ingest_max_session_bytes;
+    if total > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a session may hold at most {max} bytes"),
+        ));
+    }
+    let files = ingest.spool.files_dir(tenant, id);
+    std::fs::create_dir_all(&files)?;
+    std::fs::rename(part, files.join(name))?;
+    spool::sync_dir(&files)?;
+    let replaced = st.files.insert(name.to_string(), record).is_some();
+    ingest.spool.save(&st)?;
+    let code = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json_reply(
+        code,
+        json!({"name": name, "size": size, "sha256": sha}),
+    ))
+}
+
+async fn complete(ingest: &Arc<Ingest>, tenant: &str, id: &str) -> Result<Reply, ApiError> {
+    let lock = ingest.lock_for(tenant, id);
+    let _guard = lock.lock().await;
+    let Some(mut st) = ingest.spool.load(tenant, id)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no files were received for session {id:?}"),
+        ));
+    };
+    match st.status {
+        Status::Archived => return Ok(json_reply(StatusCode::OK, state_json(&st))),
+        Status::Queued | Status::Archiving => {
+            return Ok(json_reply(StatusCode::ACCEPTED, state_json(&st)))
+        }
+        Status::Failed => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("session {id:?} failed: {}", st.reason.unwrap_or_default()),
+            ))
+        }
+        Status::Receiving => {}
+    }
+    let files = ingest.spool.files_dir(tenant, id);
+    let Ok(info_bytes) = std::fs::read(files.join("info.json")) else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "info.json was not received; send it, then complete again",
+        ));
+    };
+    let info = match parse_info(id, &info_bytes) {
+        Ok(i) => i,
+        Err(reason) => {
+            st.status = Status::Failed;
+            st.reason = Some(reason.clone());
+            ingest.spool.quarantine(&st)?;
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason));
+        }
+    };
+    // A re-delivery of an archived session: settle it now when storage answers.
+    if let Some(target) = ingest.targets.get(tenant) {
+        let key = format!(
+            "{}info.json",
+            crate::sample::session_prefix(&target.prefix, info.started, id)
+        );
+        if let Ok(b) = crate::store::read_all(
+            target.store.as_ref(),
+            &key,
+            crate::vfs::meta::MAX_INFO_BYTES,
+        )
+        .await
+        {
+            let existing: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            if same_files(&existing, &st.files) {
+                st.status = Status::Archived;
+                st.index_key = Some(key);
+                ingest.spool.finish(&st)?;
+                return Ok(json_reply(StatusCode::OK, state_json(&st)));
+            }
+            st.status = Status::Failed;
+            st.reason = Some(
+                "conflict: a session with this id and different files is already archived".into(),
+            );
+            ingest.spool.quarantine(&st)?;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                st.reason.unwrap_or_default(),
+            ));
+        }
+    }
+    st.status = Status::Queued;
+    st.completed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    ingest.spool.save(&st)?;
+    ingest.archiver.enqueue(tenant, id);
+    info!(
+        tenant,
+        session = id,
+        files = st.files.len(),
+        bytes = st.bytes(),
+        "session complete; queued for archiving"
+    );
+    Ok(json_reply(StatusCode::ACCEPTED, state_json(&st)))
+}

@@ -1,0 +1,387 @@
+//! The archiver: turns a completed, spooled session into its storage objects.
+//!
+//! For each queued session, in a bounded pool: validate; stream the RAW
+//! archive (`<id>.tar.gz`: the files in name order, fixed headers, so the
+//! same files always give the same bytes) into a multipart upload with
+//! bounded memory; write the indexed `info.json` **last** with
+//! `If-None-Match: *`; verify both with HEAD; only then record the session as
+//! archived and delete the spool copy. Storage errors are retried with
+//! backoff without limit; a restart resumes every queued or interrupted
+//! session. A session whose index already exists is compared, not rewritten:
+//! the same files make it archived, different ones a conflict.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Mutex};
+use tracing::{error, info, warn};
+
+use super::spool::{FileRecord, SessionState, Spool, Status};
+use super::validate::{validate, Validated};
+use crate::store::{PutOptions, SharedStore, StoreError};
+
+/// Multipart part size (S3's minimum is 5 MiB for all parts but the last).
+const PART: usize = 8 * 1024 * 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Where a tenant's sessions are archived.
+#[derive(Clone)]
+pub struct Target {
+    pub prefix: String,
+    pub store: SharedStore,
+}
+
+pub struct Archiver {
+    spool: Spool,
+    targets: HashMap<String, Target>,
+    tx: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl Archiver {
+    /// Starts `workers` archiving tasks and queues every pending session.
+    pub fn start(
+        spool: Spool,
+        targets: HashMap<String, Target>,
+        workers: usize,
+    ) -> std::io::Result<Arc<Archiver>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let archiver = Arc::new(Archiver { spool, targets, tx });
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..workers.max(1) {
+            let (a, rx) = (archiver.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let job = rx.lock().await.recv().await;
+                    let Some((tenant, id)) = job else { break };
+                    a.archive_with_retry(&tenant, &id).await;
+                }
+            });
+        }
+        let pending = archiver.spool.pending()?;
+        if !pending.is_empty() {
+            info!(
+                sessions = pending.len(),
+                "resuming sessions waiting to be archived"
+            );
+        }
+        for s in pending {
+            archiver.enqueue(&s.tenant, &s.id);
+        }
+        Ok(archiver)
+    }
+
+    pub fn enqueue(&self, tenant: &str, id: &str) {
+        let _ = self.tx.send((tenant.to_string(), id.to_string()));
+    }
+
+    async fn archive_with_retry(&self, tenant: &str, id: &str) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.archive_once(tenant, id).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(tenant, session = id, error = %e, retry_in_secs = delay.as_secs(), "archiving failed; will retry");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// One attempt. `Err` means "try again later"; a session that can never
+    /// be archived is quarantined and returns `Ok`.
+    async fn archive_once(&self, tenant: &str, id: &str) -> Result<(), String> {
+        let spool = &self.spool;
+        let Some(mut st) = spool.load(tenant, id).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        if !matches!(st.status, Status::Queued | Status::Archiving) {
+            return Ok(());
+        }
+        let target = self
+            .targets
+            .get(tenant)
+            .ok_or_else(|| format!("tenant {tenant:?} is not configured"))?
+            .clone();
+        if st.status == Status::Queued {
+            st.status = Status::Archiving;
+            spool.save(&st).map_err(|e| e.to_string())?;
+        }
+        let files = spool.files_dir(tenant, id);
+        let v = {
+            let (files, st) = (files.clone(), st.clone());
+            tokio::task::spawn_blocking(move || validate(&files, &st))
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let v = match v {
+            Ok(v) => v,
+            Err(reason) => return self.fail(st, reason),
+        };
+        let prefix = crate::sample::session_prefix(&target.prefix, v.info.started, id);
+        let index_key = format!("{prefix}info.json");
+        let archive_key = format!("{prefix}{id}.tar.gz");
+
+        if let Some(existing) = read_index(&target, &index_key).await? {
+            return self.settle_existing(st, &existing, &index_key);
+        }
+        if let Some((key, upload)) = st.upload.take() {
+            let _ = target.store.multipart_abort(&key, &upload).await;
+            spool.save(&st).map_err(|e| e.to_string())?;
+        }
+        let (size, sha) = self
+            .upload_archive(&mut st, &target, &archive_key, files, v.info.ended)
+            .await?;
+        let index = build_index(&v, &st, id, size, &sha);
+        match target
+            .store
+            .put(
+                &index_key,
+                Bytes::from(index),
+                PutOptions { if_absent: true },
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists(_)) => {
+                // Another node archived the same session meanwhile.
+                let existing = read_index(&target, &index_key)
+                    .await?
+                    .ok_or("index vanished")?;
+                return self.settle_existing(st, &existing, &index_key);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        let stored = target
+            .store
+            .head(&archive_key)
+            .await
+            .map_err(|e| e.to_string())?;
+        if stored.map(|m| m.size) != Some(size) {
+            return Err(format!(
+                "verification: {archive_key} does not have the {size} bytes uploaded"
+            ));
+        }
+        if target
+            .store
+            .head(&index_key)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            return Err(format!(
+                "verification: {index_key} is missing after it was written"
+            ));
+        }
+        st.status = Status::Archived;
+        st.index_key = Some(index_key);
+        st.upload = None;
+        spool.finish(&st).map_err(|e| e.to_string())?;
+        info!(tenant, session = id, bytes = size, "archived");
+        Ok(())
+    }
+
+    fn fail(&self, mut st: SessionState, reason: String) -> Result<(), String> {
+        error!(tenant = %st.tenant, session = %st.id, %reason, "session failed validation; quarantined");
+        st.status = Status::Failed;
+        st.reason = Some(reason);
+        self.spool.quarantine(&st).map_err(|e| e.to_string())
+    }
+
+    /// An index already exists: the same files make this an archived
+    /// re-delivery; different files are a conflict.
+    fn settle_existing(
+        &self,
+        mut st: SessionState,
+        existing: &Value,
+        index_key: &str,
+    ) -> Result<(), String> {
+        if same_files(existing, &st.files) {
+            st.status = Status::Archived;
+            st.index_key = Some(index_key.to_string());
+            st.upload = None;
+            self.spool.finish(&st).map_err(|e| e.to_string())?;
+            info!(tenant = %st.tenant, session = %st.id, "already archived with identical files");
+            Ok(())
+        } else {
+            self.fail(
+                st,
+                "conflict: a session with this id and different files is already archived".into(),
+            )
+        }
+    }
+
+    async fn upload_archive(
+        &self,
+        st: &mut SessionState,
+        target: &Target,
+        key: &str,
+        files: PathBuf,
+        mtime: DateTime<Utc>,
+    ) -> Result<(u64, String), String> {
+        let store = &target.store;
+        let upload = store
+            .multipart_start(key)
+            .await
+            .map_err(|e| e.to_string())?;
+        st.upload = Some((key.to_string(), upload.clone()));
+        self.spool.save(st).map_err(|e| e.to_string())?;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1);
+        let names: Vec<String> = st.files.keys().cloned().collect();
+        let builder = tokio::task::spawn_blocking(move || write_tar_gz(&files, &names, mtime, tx));
+        let mut tags = Vec::new();
+        let mut failure = None;
+        while let Some(part) = rx.recv().await {
+            match store
+                .multipart_part(key, &upload, tags.len() as u32 + 1, Bytes::from(part))
+                .await
+            {
+                Ok(tag) => tags.push(tag),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let built = builder.await.map_err(|e| e.to_string())?;
+        let result = match (failure, built) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(format!("building the archive: {e}")),
+            (None, Ok(done)) => store
+                .multipart_complete(key, &upload, tags)
+                .await
+                .map(|_| done)
+                .map_err(|e| e.to_string()),
+        };
+        if result.is_err() {
+            let _ = store.multipart_abort(key, &upload).await;
+        }
+        result
+    }
+}
+
+async fn read_index(target: &Target, key: &str) -> Result<Option<Value>, String> {
+    match crate::store::read_all(target.store.as_ref(), key, crate::vfs::meta::MAX_INFO_BYTES).await
+    {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).unwrap_or(Value::Null))),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Whether an existing index records exactly these received files.
+pub fn same_files(index: &Value, files: &std::collections::BTreeMap<String, FileRecord>) -> bool {
+    let Some(recorded) = index
+        .pointer("/recvault/raw_files")
+        .and_then(Value::as_object)
+    else {
+        return false;
+    };
+    recorded.len() == files.len()
+        && files.iter().all(|(name, f)| {
+            recorded
+                .get(name)
+                .and_then(|r| r.get("sha256"))
+                .and_then(Value::as_str)
+                == Some(f.sha256.as_str())
+        })
+}
+
+/// The indexed `info.json`: the gateway's fields plus what ingest learned.
+fn build_index(v: &Validated, st: &SessionState, id: &str, size: u64, sha: &str) -> Vec<u8> {
+    let mut index = v.info.original.clone();
+    if let Some(obj) = index.as_object_mut() {
+        obj.insert(
+            "recvault".into(),
+            json!({
+                "version": 1,
+                "ingested_at": st.completed_at,
+                "objects": { format!("{id}.tar.gz"): { "size": size, "sha256": sha } },
+                "raw_files": st.files,
+                "streams": v.streams,
+            }),
+        );
+    }
+    serde_json::to_vec_pretty(&index).unwrap_or_default()
+}
+
+/// Hands the archive to the uploader in parts while hashing it.
+struct PartWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    sha: Sha256,
+    total: u64,
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.sha.update(data);
+        self.total += data.len() as u64;
+        if self.buf.len() >= PART {
+            let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART + 64 * 1024));
+            self.tx
+                .blocking_send(part)
+                .map_err(|_| std::io::Error::other("upload stopped"))?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the deterministic tar.gz of `names` (in order) to the uploader.
+fn write_tar_gz(
+    files: &std::path::Path,
+    names: &[String],
+    mtime: DateTime<Utc>,
+    tx: mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<(u64, String)> {
+    let out = PartWriter {
+        tx,
+        buf: Vec::with_capacity(PART + 64 * 1024),
+        sha: Sha256::new(),
+        total: 0,
+    };
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(out, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for name in names {
+        let f = std::fs::File::open(files.join(name))?;
+        let len = f.metadata()?.len();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(len);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime.timestamp().max(0) as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.append_data(
+            &mut h,
+            name,
+            std::io::BufReader::with_capacity(256 * 1024, f),
+        )?;
+    }
+    let gz = tar.into_inner()?;
+    let mut out = gz.finish()?;
+    let last = std::mem::take(&mut out.buf);
+    if !last.is_empty() {
+        out.tx
+            .blocking_send(last)
+            .map_err(|_| std::io::Error::other("upload stopped"))?;
+    }
+    Ok((out.total, hex::encode(out.sha.finalize())))
+}

@@ -1,0 +1,159 @@
+//! Ingest: the gateway pushes a call's RAW files over HTTP; recvault spools
+//! them durably and archives them into the tenant's storage prefix.
+//!
+//! API (bearer token per tenant, JSON errors):
+//! - `PUT  /v1/sessions/{id}/files/{name}`: one file, streamed to the spool;
+//!   the 2xx comes after the file and its folder are fsync'd.
+//! - `POST /v1/sessions/{id}/complete`: the call is over; 202 and a status URL.
+//! - `GET  /v1/sessions/{id}`: `receiving`, `queued`, `archiving`, `archived`
+//!   or `failed` with a reason.
+//! - `GET  /healthz`.
+
+mod api;
+pub mod archive;
+pub mod spool;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::server::Shared;
+use crate::store::SharedStore;
+use archive::{Archiver, Target};
+use spool::Spool;
+
+/// Everything the ingest handlers share.
+pub struct Ingest {
+    spool: Spool,
+    /// SHA-256 (hex) of each token → tenant id.
+    tokens: HashMap<String, String>,
+    targets: HashMap<String, Target>,
+    archiver: Arc<Archiver>,
+    shared: Arc<Shared>,
+    uploads: Arc<Semaphore>,
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The hex SHA-256 of a bearer token, as configured in `ingest_tokens`.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Ingest {
+    /// Opens the spool and starts the archiver (which resumes pending sessions).
+    pub fn start(
+        cfg: &Config,
+        store: &SharedStore,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Ingest>, String> {
+        let ingest_cfg = cfg.ingest.as_ref().ok_or("[ingest] is not configured")?;
+        let spool = Spool::open(&ingest_cfg.spool_dir).map_err(|e| {
+            format!(
+                "cannot open the spool {}: {e}",
+                ingest_cfg.spool_dir.display()
+            )
+        })?;
+        let mut tokens = HashMap::new();
+        let mut targets = HashMap::new();
+        for t in &cfg.tenants {
+            for tok in &t.ingest_tokens {
+                if let Some(hash) = tok.get_ref().strip_prefix("sha256:") {
+                    tokens.insert(hash.to_ascii_lowercase(), t.id.get_ref().clone());
+                }
+            }
+            targets.insert(
+                t.id.get_ref().clone(),
+                Target {
+                    prefix: t.prefix.get_ref().clone(),
+                    store: store.clone(),
+                },
+            );
+        }
+        let archiver = Archiver::start(
+            spool.clone(),
+            targets.clone(),
+            shared.limits.archive_concurrency,
+        )
+        .map_err(|e| format!("cannot read the spool: {e}"))?;
+        Ok(Arc::new(Ingest {
+            spool,
+            tokens,
+            targets,
+            archiver,
+            uploads: Arc::new(Semaphore::new(shared.limits.ingest_max_concurrent_uploads)),
+            shared,
+            locks: std::sync::Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The per-session lock that serialises state changes of one session.
+    fn lock_for(&self, tenant: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.len() > 10_000 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(format!("{tenant}/{id}")).or_default().clone()
+    }
+}
+
+/// Serves the ingest API until `shutdown` turns true.
+pub async fn run(listener: TcpListener, ingest: Arc<Ingest>, mut shutdown: watch::Receiver<bool>) {
+    let limits = ingest.shared.limits.clone();
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "ingest accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        if ingest.shared.defender.banned(peer.ip()).is_some() {
+            debug!(%peer, "ingest: refused a banned address");
+            continue;
+        }
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            warn!(%peer, "ingest: connection limit reached");
+            continue;
+        };
+        let ingest = ingest.clone();
+        let header_timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let ingest = ingest.clone();
+                async move { Ok::<_, std::convert::Infallible>(api::handle(ingest, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(sock), service);
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "ingest connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Binds the ingest listener named in the configuration.
+pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), String> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for ingest on {addr}: {e}"))?;
+    let a = l.local_addr().map_err(|e| e.to_string())?;
+    Ok((l, a))
+}
