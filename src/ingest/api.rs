@@ -86,6 +86,7 @@ async fn route(
     match (req.method().clone(), &parts[3..]) {
         (Method::PUT, ["files", name]) => put_file(ingest, &tenant, id, name, req).await,
         (Method::POST, ["complete"]) => complete(ingest, &tenant, id).await,
+        (Method::POST, []) => one_shot(ingest, &tenant, id, req).await,
         (Method::GET, []) => status(ingest, &tenant, id),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -181,7 +182,7 @@ async fn put_file(
     let incoming = ingest.spool.root().join(tenant).join(".incoming");
     tokio::fs::create_dir_all(&incoming).await?;
     let part = incoming.join(format!("{id}.{name}.{:016x}", rand::random::<u64>()));
-    let received = receive(ingest, req, &part).await;
+    let received = receive(ingest, req, &part, limits.ingest_max_file_bytes).await;
     let (size, sha) = match received {
         Ok(x) => x,
         Err(e) => {
@@ -210,11 +211,13 @@ fn check_disk(ingest: &Ingest, incoming: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Streams the request body into `part` and fsyncs it; returns size and SHA-256.
+/// Streams the request body (at most `max` bytes) into `part` and fsyncs
+/// it; returns size and SHA-256.
 async fn receive(
     ingest: &Ingest,
     req: Request<Incoming>,
     part: &std::path::Path,
+    max: u64,
 ) -> Result<(u64, String), ApiError> {
     let limits = &ingest.shared.limits;
     let idle = Duration::from_secs(limits.ingest_idle_timeout_secs);
@@ -244,13 +247,10 @@ async fn receive(
             continue;
         };
         size += data.len() as u64;
-        if size > limits.ingest_max_file_bytes {
+        if size > max {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "a file may hold at most {} bytes",
-                    limits.ingest_max_file_bytes
-                ),
+                format!("this upload may hold at most {max} bytes"),
             ));
         }
         if size >= next_disk_check {
@@ -411,4 +411,171 @@ async fn complete(ingest: &Arc<Ingest>, tenant: &str, id: &str) -> Result<Reply,
         "session complete; queued for archiving"
     );
     Ok(json_reply(StatusCode::ACCEPTED, state_json(&st)))
+}
+
+/// `POST /v1/sessions/{id}` with a tar of the session's files: each entry is
+/// spooled like a PUT, then the session is completed.
+async fn one_shot(
+    ingest: &Arc<Ingest>,
+    tenant: &str,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Reply, ApiError> {
+    let limits = &ingest.shared.limits;
+    let declared: Option<u64> = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > limits.ingest_max_session_bytes) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a session may hold at most {} bytes",
+                limits.ingest_max_session_bytes
+            ),
+        ));
+    }
+    check_disk(ingest, declared.unwrap_or(0).saturating_mul(2))?;
+    let Ok(_slot) = ingest.uploads.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads in progress; retry shortly",
+        ));
+    };
+    let incoming = ingest.spool.root().join(tenant).join(".incoming");
+    tokio::fs::create_dir_all(&incoming).await?;
+    let tar_path = incoming.join(format!("{id}.tar.{:016x}", rand::random::<u64>()));
+    let received = receive(ingest, req, &tar_path, limits.ingest_max_session_bytes).await;
+    let result = match received {
+        Ok(_) => {
+            let (tar, dir, id2, max) = (
+                tar_path.clone(),
+                incoming.clone(),
+                id.to_string(),
+                limits.ingest_max_file_bytes,
+            );
+            match tokio::task::spawn_blocking(move || unpack(&tar, &dir, &id2, max)).await {
+                Ok(Ok(parts)) => commit_all(ingest, tenant, id, parts).await,
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.to_string(),
+                )),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&tar_path).await;
+    result?;
+    complete(ingest, tenant, id).await
+}
+
+/// A spooled file waiting to be committed: name, part path, size, SHA-256.
+type Part = (String, std::path::PathBuf, u64, String);
+
+async fn commit_all(
+    ingest: &Arc<Ingest>,
+    tenant: &str,
+    id: &str,
+    parts: Vec<Part>,
+) -> Result<(), ApiError> {
+    let mut result = Ok(());
+    for (name, path, size, sha) in &parts {
+        if result.is_ok() {
+            result = commit(ingest, tenant, id, name, path, *size, sha)
+                .await
+                .map(|_| ());
+        }
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result
+}
+
+/// Unpacks a session tar into part files, refusing anything but the allowed
+/// regular files (no links, no paths, no duplicates, no oversize entries).
+fn unpack(
+    tar_path: &std::path::Path,
+    dir: &std::path::Path,
+    id: &str,
+    max: u64,
+) -> Result<Vec<Part>, ApiError> {
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
+    let file = std::fs::File::open(tar_path)?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut parts: Vec<Part> = Vec::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(format!("the body is not a tar archive: {e}")))?;
+    let cleanup = |parts: &Vec<Part>| parts.iter().for_each(|p| drop(std::fs::remove_file(&p.1)));
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                cleanup(&parts);
+                return Err(bad(format!("the tar archive is damaged: {e}")));
+            }
+        };
+        let kind = entry.header().entry_type();
+        let raw = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = raw.trim_start_matches("./").to_string();
+        if kind.is_dir() && (name.is_empty() || name == ".") {
+            continue;
+        }
+        let refuse = if !kind.is_file() {
+            Some(format!("tar entry {raw:?} is not a regular file"))
+        } else if !ALLOWED.contains(&name.as_str()) {
+            Some(format!(
+                "tar entry {raw:?}: names must be one of {}",
+                ALLOWED.join(", ")
+            ))
+        } else if parts.iter().any(|p| p.0 == name) {
+            Some(format!("tar entry {name:?} appears twice"))
+        } else if entry.size() > max {
+            Some(format!("tar entry {name:?} is larger than {max} bytes"))
+        } else {
+            None
+        };
+        if let Some(msg) = refuse {
+            cleanup(&parts);
+            return Err(bad(msg));
+        }
+        let path = dir.join(format!("{id}.{name}.{:016x}", rand::random::<u64>()));
+        let mut out = std::fs::File::create(&path)?;
+        let mut hasher = HashingWriter {
+            inner: &mut out,
+            sha: Sha256::new(),
+            n: 0,
+        };
+        std::io::copy(&mut entry, &mut hasher)?;
+        let (size, sha) = (hasher.n, hex::encode(hasher.sha.finalize()));
+        out.sync_all()?;
+        parts.push((name, path, size, sha));
+    }
+    if parts.is_empty() {
+        return Err(bad("the tar archive holds no session files".into()));
+    }
+    Ok(parts)
+}
+
+struct HashingWriter<'a> {
+    inner: &'a mut std::fs::File,
+    sha: Sha256,
+    n: u64,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -655,3 +655,110 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_session() {
         sessions.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_tar_upload_archives_and_tar_slip_is_refused() {
+    let prefix = unique_prefix("ingest-oneshot");
+    let server = Server::start(&tenants(&prefix, ""));
+    let work = tempfile::tempdir().unwrap();
+    let dir = make_session(work.path(), "call-tar-1", 30, 120);
+    let tarball = work.path().join("s.tar");
+    assert!(Command::new("tar")
+        .arg("cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dir)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let (code, body) = curl(
+        "POST",
+        &format!("{}/v1/sessions/call-tar-1", server.ingest_url()),
+        Some(TOKEN_A),
+        Some(&tarball),
+    );
+    assert_eq!(code, 202, "{body}");
+    assert!(wait_status(
+        &server,
+        "call-tar-1",
+        TOKEN_A,
+        "archived",
+        Duration::from_secs(60)
+    )
+    .contains("archived"));
+
+    // Tar slip, links and foreign names: refused, nothing lands outside the spool.
+    let evil = work.path().join("evil");
+    std::fs::create_dir_all(evil.join("sub")).unwrap();
+    std::fs::write(evil.join("sub/agent-audio.mjr"), b"x").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", evil.join("info.json")).unwrap();
+    std::fs::write(evil.join("notes.txt"), b"x").unwrap();
+    let cases = [
+        (
+            vec![
+                "--transform",
+                "s,sub/agent-audio.mjr,../../escaped.mjr,",
+                "-P",
+                "sub/agent-audio.mjr",
+            ],
+            "escaped",
+        ),
+        (vec!["info.json"], "not a regular file"),
+        (vec!["notes.txt"], "names must be one of"),
+        (vec!["sub/agent-audio.mjr"], "names must be one of"),
+    ];
+    for (i, (args, why)) in cases.iter().enumerate() {
+        let t = work.path().join(format!("evil-{i}.tar"));
+        let out = Command::new("tar")
+            .arg("cf")
+            .arg(&t)
+            .arg("-C")
+            .arg(&evil)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let (code, body) = curl(
+            "POST",
+            &format!("{}/v1/sessions/evil-{i}", server.ingest_url()),
+            Some(TOKEN_A),
+            Some(&t),
+        );
+        assert_eq!(code, 400, "{args:?}: {body}");
+        assert!(
+            body.contains(why) || (*why == "escaped" && body.contains("names must be one of")),
+            "{args:?}: {body}"
+        );
+    }
+    let garbage = write_file(work.path(), "garbage.tar", &vec![0x5a; 4096]);
+    let (code, _) = curl(
+        "POST",
+        &format!("{}/v1/sessions/evil-g", server.ingest_url()),
+        Some(TOKEN_A),
+        Some(&garbage),
+    );
+    assert_eq!(code, 400);
+    let escaped: Vec<_> = walk(server.dir.path().parent().unwrap())
+        .into_iter()
+        .filter(|p| p.ends_with("escaped.mjr"))
+        .collect();
+    assert!(escaped.is_empty(), "{escaped:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if p.components().count() < 12 {
+                    out.extend(walk(&p));
+                }
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
