@@ -62,6 +62,14 @@ impl Ingest {
                 ingest_cfg.spool_dir.display()
             )
         })?;
+        match spool.clear_incoming() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                files = n,
+                "removed parts of uploads cut off before the last stop"
+            ),
+            Err(e) => warn!(error = %e, "cannot clean the spool's incoming folders"),
+        }
         let mut tokens = HashMap::new();
         let mut targets = HashMap::new();
         for t in &cfg.tenants {

@@ -198,6 +198,24 @@ impl Spool {
         sync_dir(&self.root.join(&s.tenant))
     }
 
+    /// Removes part files of uploads that were cut off (by a crash or a
+    /// dropped client); call at start, when no upload is in flight.
+    pub fn clear_incoming(&self) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for tenant in std::fs::read_dir(&self.root)? {
+            let incoming = tenant?.path().join(".incoming");
+            let Ok(rd) = std::fs::read_dir(&incoming) else {
+                continue;
+            };
+            for f in rd.flatten() {
+                if std::fs::remove_file(f.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every session waiting to be archived (queued or interrupted while archiving).
     pub fn pending(&self) -> std::io::Result<Vec<SessionState>> {
         let mut out = Vec::new();

@@ -649,6 +649,23 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_session() {
             );
         }
     }
+    let leftovers: Vec<_> = std::fs::read_dir(server.dir.path().join("spool/acme/.incoming"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "parts of cut-off uploads are cleaned: {leftovers:?}"
+    );
+    let spooled: Vec<_> = std::fs::read_dir(server.dir.path().join("spool/acme"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        spooled.is_empty(),
+        "every spool copy is gone once archived: {spooled:?}"
+    );
     eprintln!(
         "crash loop: {iterations} SIGKILLs ({kills_mid_request} cut a request short), {acknowledged_during_kills} of {} sessions acknowledged during the loop, all {} archived with correct bytes",
         sessions.len(),
