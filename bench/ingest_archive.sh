@@ -1,0 +1,468 @@
+#!/usr/bin/env bash
+# Ingest + archive benchmark: one call session (four Janus MJR streams and
+# info.json, BENCH_SESSION_MB of MJR in total) pushed to recvault's ingest
+# listener and archived as a tar.gz into moto's S3 server, against what a
+# script would do with the same files: `tar czf` then `aws s3 cp` into the
+# same bucket. Also recvault's peak RSS (VmHWM) for the full session and for a
+# session a quarter of its size, each on a fresh process.
+#
+# A benchmark, not a test: it prints figures and ratios and never fails on
+# timing. It exits non-zero only when the setup itself breaks (a server does
+# not start, a push does not end archived, an object is missing).
+#
+# Environment (defaults in brackets):
+#   RECVAULT_BIN      recvault binary, relative to the repo root [target/release/recvault]
+#   BENCH_SESSION_MB  MJR bytes of the full session, in MB (10^6 bytes) [780, about a 1-hour call]
+#   MOTO_PYTHON       python with moto and boto3 [.venv/bin/python if present, else python3];
+#                     the AWS CLI (awscli) is used from it and pip-installed into it if it is a
+#                     venv without one; failing that the script side uploads with boto3
+#   BENCH_KEEP_TMP    set to keep the work directory (sessions, configs, logs) after the run
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+
+RECVAULT_BIN=${RECVAULT_BIN:-target/release/recvault}
+BENCH_SESSION_MB=${BENCH_SESSION_MB:-780}
+if [[ -z ${MOTO_PYTHON:-} ]]; then
+    if [[ -x .venv/bin/python ]]; then MOTO_PYTHON=.venv/bin/python; else MOTO_PYTHON=python3; fi
+fi
+# Everything that talks to moto speaks plain HTTP with moto's own key.
+unset AWS_CA_BUNDLE AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[[ $BENCH_SESSION_MB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SESSION_MB must be a positive integer"
+((BENCH_SESSION_MB >= 4)) || die "BENCH_SESSION_MB must be at least 4 (the quarter session is BENCH_SESSION_MB/4)"
+[[ -x $RECVAULT_BIN ]] || die "$RECVAULT_BIN not found or not executable (cargo build --release?)"
+RECVAULT_BIN=$(cd "$(dirname "$RECVAULT_BIN")" && pwd)/$(basename "$RECVAULT_BIN")
+for tool in tar gzip sha256sum awk sed; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+"$MOTO_PYTHON" -c 'import boto3, moto' 2>/dev/null || die "$MOTO_PYTHON cannot import boto3 and moto"
+MOTO_PYTHON=$(command -v "$MOTO_PYTHON")
+[[ $MOTO_PYTHON == /* ]] || MOTO_PYTHON=$REPO_ROOT/$MOTO_PYTHON
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/recvault-bench.XXXXXX")
+
+# ---------------------------------------------------------------- cleanup
+PIDS=()          # long-running servers, killed on exit
+MOTO_HELPER_PID=
+MOTO_SERVER_PID=
+
+kill_wait() { # pid...: TERM, up to 5 s grace, then KILL
+    local pid alive i
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for ((i = 0; i < 50; i++)); do
+        alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+    local rc=$?
+    # A child forked but not yet exec'd may still carry this trap: only the script cleans up.
+    [[ $BASHPID == "$$" ]] || exit "$rc"
+    trap - EXIT
+    trap '' INT TERM   # finish cleaning up even if interrupted again
+    exec 3>&-   # close the fifo: the moto helper sees EOF
+    ((${#PIDS[@]})) && kill_wait "${PIDS[@]}"
+    [[ -n $MOTO_HELPER_PID ]] && kill_wait "$MOTO_HELPER_PID"
+    [[ -n $MOTO_SERVER_PID ]] && kill_wait "$MOTO_SERVER_PID"
+    if [[ -n ${BENCH_KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+now() { printf '%s' "$EPOCHREALTIME"; }
+secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+
+status_kib() { # pid field: a /proc/PID/status field (VmHWM, VmRSS) in KiB
+    awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || true
+}
+
+# Flush dirty pages (the generated sessions, the previous run's spool and
+# tarball) so their writeback is not billed to the next timed step.
+settle() { sync -f "$TMP" 2>/dev/null || sync; }
+
+# ---------------------------------------------------------------- sessions
+# gen_session.py DIR SESSION_ID MB: writes the four MJR streams and info.json
+# into DIR and prints a JSON manifest (per stream: bytes, packets; duration).
+# The call lasts 3600 * MB / 780 s (780 MB per hour); audio is opus, 20 ms
+# packets of 160 bytes; video is vp8 at 30 fps, each frame split into RTP
+# packets of at most 1200 bytes; the video streams take the bytes the audio
+# leaves. Payloads come from os.urandom: real media does not compress.
+cat >"$TMP/gen_session.py" <<'EOF'
+import calendar, json, os, random, struct, sys, time
+
+out_dir, sid, mb = sys.argv[1], sys.argv[2], float(sys.argv[3])
+total = int(mb * 1e6)
+duration_s = 3600.0 * mb / 780.0
+start = calendar.timegm(time.strptime("2026-11-23T09:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))
+iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+rng = random.Random(sid)
+FRAME = struct.Struct(">4sIHBBHII")   # MEET, time ms, length, then the 12-byte RTP header
+OVERHEAD = FRAME.size                 # 10 + 12 = 22 bytes per packet besides the payload
+MAX_RTP = 1200
+
+class Rand:
+    """Random bytes from os.urandom, fetched 4 MiB at a time."""
+    def __init__(self):
+        self.buf, self.pos = b"", 0
+    def take(self, n):
+        if self.pos + n > len(self.buf):
+            self.buf, self.pos = os.urandom(max(n, 4 << 20)), 0
+        self.pos += n
+        return self.buf[self.pos - n:self.pos]
+
+rand = Rand()
+
+class Stream:
+    def __init__(self, name, kind, codec, pt):
+        self.path = os.path.join(out_dir, name)
+        self.f = open(self.path, "wb")
+        hdr = json.dumps({"t": kind, "c": codec, "s": start * 1000000,
+                          "u": (start + 1) * 1000000}, separators=(",", ":")).encode()
+        self.f.write(b"MJR00002" + struct.pack(">H", len(hdr)) + hdr)
+        self.size = 10 + len(hdr)
+        self.pt, self.packets, self.out = pt, 0, bytearray()
+        self.seq, self.ts, self.ssrc = rng.randrange(1 << 16), rng.randrange(1 << 32), rng.randrange(1, 1 << 32)
+    def packet(self, t_ms, payload_len, ts, marker=False):
+        self.out += FRAME.pack(b"MEET", t_ms, 12 + payload_len, 0x80,
+                               self.pt | (0x80 if marker else 0), self.seq, ts & 0xFFFFFFFF, self.ssrc)
+        self.out += rand.take(payload_len)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.packets += 1
+        self.size += OVERHEAD + payload_len
+        if len(self.out) >= 4 << 20:
+            self.f.write(self.out)
+            self.out = bytearray()
+    def close(self):
+        self.f.write(self.out)
+        self.f.close()
+
+os.makedirs(out_dir, exist_ok=True)
+audio_packets = max(1, round(duration_s * 50))
+streams = {}
+for who in ("agent", "user"):
+    a = streams[f"{who}-audio.mjr"] = Stream(f"{who}-audio.mjr", "a", "opus", 111)
+    for i in range(audio_packets):
+        a.packet(i * 20, 160, a.ts + i * 960)
+    a.close()
+for who in ("agent", "user"):
+    streams[f"{who}-video.mjr"] = Stream(f"{who}-video.mjr", "v", "vp8", 96)
+video = [streams["agent-video.mjr"], streams["user-video.mjr"]]
+frames = max(1, round(duration_s * 30))
+left = total - sum(s.size for s in streams.values())
+if left < len(video) * frames * (OVERHEAD + 1):
+    sys.exit(f"{mb} MB is too small for {frames} video frames per stream")
+for n, v in enumerate(video):
+    budget = left // 2 if n == 0 else left - (left // 2)
+    base = v.ts
+    for i in range(frames):
+        rest = frames - i
+        want = budget if rest == 1 else int(budget / rest * rng.uniform(0.6, 1.4))
+        want = max(OVERHEAD + 1, min(want, budget - (rest - 1) * (OVERHEAD + 1)))
+        k = -(-want // (MAX_RTP + 10))          # packets (each at most 1200 bytes of RTP)
+        payload = want - k * OVERHEAD
+        if payload < k:                          # too small to split that way: one packet
+            k, payload = 1, want - OVERHEAD
+        budget -= payload + k * OVERHEAD
+        for j in range(k):
+            part = payload // k + (1 if j < payload % k else 0)
+            v.packet(i * 1000 // 30, part, base + i * 3000, marker=(j == k - 1))
+    v.close()
+
+info = {"session_id": sid, "started_at": iso(start), "ended_at": iso(start + round(duration_s)),
+        "agent": {"id": "a1", "name": "A"}, "user": {"id": "u1", "name": "U"}}
+with open(os.path.join(out_dir, "info.json"), "w") as f:
+    f.write(json.dumps(info, separators=(",", ":")))
+json.dump({"session_id": sid, "duration_s": round(duration_s), "info": info,
+           "mjr_bytes": sum(os.path.getsize(s.path) for s in streams.values()),
+           "streams": {k: {"bytes": os.path.getsize(s.path), "packets": s.packets}
+                       for k, s in streams.items()}}, sys.stdout)
+EOF
+
+# s3check.py ID MANIFEST: checks that session ID's archive and index exist in
+# moto, that the index records every stream with the generator's packet
+# count and no loss, and prints "ARCHIVE_BYTES summary".
+cat >"$TMP/s3check.py" <<'EOF'
+import json, os, sys
+import boto3
+
+sid, manifest = sys.argv[1], json.load(open(sys.argv[2]))
+s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name="us-east-1")
+bucket = os.environ["MOTO_BUCKET"]
+prefix = f"tenants/bench/sessions/2026/11/23/{sid}/"
+try:
+    size = s3.head_object(Bucket=bucket, Key=f"{prefix}{sid}.tar.gz")["ContentLength"]
+    index = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}info.json")["Body"].read())
+except Exception as e:
+    sys.exit(f"{prefix}: {e}")
+got = index.get("recvault", {}).get("streams", {})
+problems = []
+for name, want in manifest["streams"].items():
+    s = got.get(name)
+    if s is None:
+        problems.append(f"{name} not indexed")
+    elif s.get("packets") != want["packets"] or s.get("lost"):
+        problems.append(f"{name}: {s.get('packets')} packets, {s.get('lost')} lost (generated {want['packets']})")
+recorded = index.get("recvault", {}).get("objects", {}).get(f"{sid}.tar.gz", {}).get("size")
+if recorded != size:
+    problems.append(f"index records {recorded} archive bytes, the object has {size}")
+if problems:
+    sys.exit(f"{prefix}: " + "; ".join(problems))
+print(size, f"{prefix}{{{sid}.tar.gz,info.json}} present; index lists {len(got)} streams, packet counts match")
+EOF
+
+QUARTER_MB=$(awk -v m="$BENCH_SESSION_MB" 'BEGIN {printf "%.2f", m / 4}')
+S1=$TMP/sessions/bench-1
+S2=$TMP/sessions/bench-2
+log "work dir $TMP; generating session bench-1 ($BENCH_SESSION_MB MB of MJR) and bench-2 ($QUARTER_MB MB)"
+t0=$(now)
+"$MOTO_PYTHON" "$TMP/gen_session.py" "$S1" bench-1 "$BENCH_SESSION_MB" >"$TMP/bench-1.manifest.json" ||
+    die "generating bench-1 failed"
+"$MOTO_PYTHON" "$TMP/gen_session.py" "$S2" bench-2 "$QUARTER_MB" >"$TMP/bench-2.manifest.json" ||
+    die "generating bench-2 failed"
+log "generated in $(secs_since "$t0") s:"
+for id in bench-1 bench-2; do
+    "$MOTO_PYTHON" -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+print("  %s: %d MJR bytes, %d s call; " % (m["session_id"], m["mjr_bytes"], m["duration_s"]) + ", ".join(
+    "%s %.1f MB / %d packets" % (k, v["bytes"] / 1e6, v["packets"]) for k, v in m["streams"].items()))' \
+        "$TMP/$id.manifest.json" >&2
+done
+MJR_BYTES_1=$("$MOTO_PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["mjr_bytes"])' "$TMP/bench-1.manifest.json")
+MJR_BYTES_2=$("$MOTO_PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["mjr_bytes"])' "$TMP/bench-2.manifest.json")
+
+# ---------------------------------------------------------------- AWS CLI
+# The script side uses the AWS CLI from MOTO_PYTHON's venv, installing it
+# there (with the venv's botocore kept as it is) when it is missing.
+UPLOADER=
+if "$MOTO_PYTHON" -c 'import awscli' 2>/dev/null; then
+    UPLOADER=awscli
+elif "$MOTO_PYTHON" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+    log "installing awscli into $(dirname "$(dirname "$MOTO_PYTHON")") (pip)"
+    botocore_v=$("$MOTO_PYTHON" -c 'import botocore; print(botocore.__version__)')
+    if "$MOTO_PYTHON" -m pip install -q --disable-pip-version-check awscli "botocore==$botocore_v" \
+        >"$TMP/pip.log" 2>&1 && "$MOTO_PYTHON" -c 'import awscli' 2>/dev/null; then
+        UPLOADER=awscli
+    else
+        tail -n 5 "$TMP/pip.log" >&2
+    fi
+else
+    log "$MOTO_PYTHON is not a venv: not installing awscli into it"
+fi
+if [[ $UPLOADER == awscli ]]; then
+    UPLOADER_LABEL="aws s3 cp (awscli $("$MOTO_PYTHON" -c 'import awscli; print(awscli.__version__)'))"
+else
+    UPLOADER=boto3
+    UPLOADER_LABEL="boto3 upload_file (multipart; the AWS CLI could not be installed)"
+    log "WARNING: no AWS CLI; the script side uploads with boto3's upload_file instead"
+fi
+
+# ---------------------------------------------------------------- moto
+mkfifo "$TMP/moto.stdin"
+"$MOTO_PYTHON" tests/support/moto_s3.py recordings <"$TMP/moto.stdin" >"$TMP/moto.json" 2>"$TMP/moto.err" &
+MOTO_HELPER_PID=$!
+exec 3>"$TMP/moto.stdin"   # held open until exit: the helper stops moto when it closes
+deadline=$((SECONDS + 90))
+until [[ -s $TMP/moto.json ]] && grep -q '}' "$TMP/moto.json"; do
+    if ! kill -0 "$MOTO_HELPER_PID" 2>/dev/null || ((SECONDS >= deadline)); then
+        cat "$TMP/moto.json" "$TMP/moto.err" >&2
+        die "moto did not start"
+    fi
+    sleep 0.2
+done
+read -r MOTO_ENDPOINT MOTO_KEY MOTO_SECRET MOTO_BUCKET MOTO_SERVER_PID < <("$MOTO_PYTHON" -c '
+import json, sys
+d = json.loads(open(sys.argv[1]).readline())
+if "error" in d: sys.exit(d["error"])
+print(d["endpoint"], d["access_key"], d["secret_key"], d["bucket"], d.get("pid", ""))' "$TMP/moto.json") || true
+[[ -n $MOTO_ENDPOINT ]] || die "cannot parse moto's JSON line: $(cat "$TMP/moto.json")"
+log "moto at $MOTO_ENDPOINT (bucket $MOTO_BUCKET)"
+export MOTO_ENDPOINT MOTO_BUCKET
+# For every S3 client below (boto3, the AWS CLI, recvault): moto's key, no user config
+# (empty config and credentials files, so ~/.aws is not read).
+: >"$TMP/aws-config"
+: >"$TMP/aws-credentials"
+export AWS_ACCESS_KEY_ID=$MOTO_KEY AWS_SECRET_ACCESS_KEY=$MOTO_SECRET AWS_REGION=us-east-1 \
+    AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=$TMP/aws-config AWS_SHARED_CREDENTIALS_FILE=$TMP/aws-credentials \
+    AWS_EC2_METADATA_DISABLED=true
+
+# ---------------------------------------------------------------- recvault
+TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+TOKEN_HASH=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
+cat >"$TMP/recvault.toml" <<EOF
+[storage]
+backend = "s3"
+bucket = "$MOTO_BUCKET"
+region = "us-east-1"
+endpoint = "$MOTO_ENDPOINT"
+force_path_style = true
+
+[sftp]
+listen = "127.0.0.1:0"
+host_key = "$TMP/host_key"
+
+[ingest]
+listen = "127.0.0.1:0"
+spool_dir = "$TMP/spool"
+
+[audit]
+path = "$TMP/audit.log"
+
+[log]
+level = "warn"
+
+[limits]
+ingest_min_free_bytes = 1048576
+
+[[tenants]]
+id = "bench"
+prefix = "tenants/bench/"
+ingest_tokens = ["sha256:$TOKEN_HASH"]
+EOF
+
+# start_recvault name: starts `serve`, sets RV_PID and RV_PORT (ingest).
+start_recvault() {
+    local name=$1 logf="$TMP/$1.log" deadline=$((SECONDS + 60))
+    : >"$logf"
+    "$RECVAULT_BIN" serve --config "$TMP/recvault.toml" </dev/null >>"$TMP/$name.stdout" 2>"$logf" 3>&- &
+    RV_PID=$!
+    PIDS+=("$RV_PID")
+    RV_PORT=
+    while [[ -z $RV_PORT ]]; do
+        RV_PORT=$(sed -n 's/^recvault: ingest listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p' "$logf" | head -n1) || true
+        [[ -n $RV_PORT ]] && break
+        if ! kill -0 "$RV_PID" 2>/dev/null || ((SECONDS >= deadline)); then
+            cat "$logf" >&2
+            die "recvault ($name) did not print its ingest listening line within 60 s"
+        fi
+        sleep 0.1
+    done
+    log "recvault ($name) pid $RV_PID, ingest on 127.0.0.1:$RV_PORT"
+}
+
+stop_pid() { # pid: stop one server and drop it from PIDS
+    local pid=$1 p keep=()
+    kill_wait "$pid"
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+declare -A PUSH_SECS=() HWM_KIB=() IDLE_HWM_KIB=() ARCHIVE_BYTES=() CHECK=()
+
+# bench_push id dir: a fresh recvault, one timed `recvault push`, its VmHWM, the objects checked.
+bench_push() {
+    local id=$1 dir=$2 t0 rc=0 out
+    start_recvault "recvault-$id"
+    sleep 0.5
+    IDLE_HWM_KIB[$id]=$(status_kib "$RV_PID" VmHWM)
+    settle
+    log "$id: recvault push (upload, complete, wait until archived)..."
+    t0=$(now)
+    "$RECVAULT_BIN" push "$dir" --url "http://127.0.0.1:$RV_PORT" --token "$TOKEN" --wait 1800 \
+        </dev/null >"$TMP/push-$id.out" 2>"$TMP/push-$id.err" 3>&- || rc=$?
+    PUSH_SECS[$id]=$(secs_since "$t0")
+    HWM_KIB[$id]=$(status_kib "$RV_PID" VmHWM)
+    if ((rc != 0)) || ! grep -qx archived "$TMP/push-$id.out"; then
+        log "push exit status $rc after ${PUSH_SECS[$id]} s; its stdout and stderr:"
+        cat "$TMP/push-$id.out" "$TMP/push-$id.err" >&2
+        log "recvault ($id) stderr:"
+        sed 's/\x1b\[[0-9;]*m//g' "$TMP/recvault-$id.log" | tail -n 30 >&2
+        kill -0 "$RV_PID" 2>/dev/null || log "recvault (pid $RV_PID) is no longer running"
+        die "$id: recvault push did not end archived"
+    fi
+    [[ -n ${HWM_KIB[$id]} ]] || { sed 's/\x1b\[[0-9;]*m//g' "$TMP/recvault-$id.log" | tail -n 30 >&2; die "recvault ($id) exited during the push"; }
+    log "$id: archived in ${PUSH_SECS[$id]} s; recvault VmHWM ${HWM_KIB[$id]} KiB (${IDLE_HWM_KIB[$id]} KiB when idle)"
+    stop_pid "$RV_PID"
+    out=$("$MOTO_PYTHON" "$TMP/s3check.py" "$id" "$TMP/$id.manifest.json") || die "$id: the archived objects do not check out"
+    ARCHIVE_BYTES[$id]=${out%% *}
+    CHECK[$id]=${out#* }
+    log "$id: ${CHECK[$id]}; archive ${ARCHIVE_BYTES[$id]} bytes"
+}
+
+bench_push bench-1 "$S1"
+
+# ---------------------------------------------------------------- the script: tar czf + aws s3 cp
+TARBALL=$TMP/bench-1.tar.gz
+SCRIPT_KEY=script/bench-1.tar.gz
+settle
+log "script: tar czf $TARBALL -C $S1 ."
+t0=$(now)
+tar czf "$TARBALL" -C "$S1" . || die "tar czf failed"
+TAR_SECS=$(secs_since "$t0")
+TAR_BYTES=$(stat -c %s "$TARBALL")
+log "script: tar czf took $TAR_SECS s ($TAR_BYTES bytes); uploading with $UPLOADER_LABEL"
+t0=$(now)
+if [[ $UPLOADER == awscli ]]; then
+    "$MOTO_PYTHON" -m awscli s3 cp "$TARBALL" "s3://$MOTO_BUCKET/$SCRIPT_KEY" \
+        --endpoint-url "$MOTO_ENDPOINT" --only-show-errors </dev/null 3>&- || die "aws s3 cp failed"
+else
+    "$MOTO_PYTHON" -c 'import os, sys, boto3; boto3.client("s3", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name="us-east-1").upload_file(sys.argv[1], os.environ["MOTO_BUCKET"], sys.argv[2])' \
+        "$TARBALL" "$SCRIPT_KEY" </dev/null 3>&- || die "boto3 upload_file failed"
+fi
+UPLOAD_SECS=$(secs_since "$t0")
+SCRIPT_SECS=$(awk -v a="$TAR_SECS" -v b="$UPLOAD_SECS" 'BEGIN {printf "%.2f", a + b}')
+stored=$("$MOTO_PYTHON" -c 'import os, sys, boto3; print(boto3.client("s3", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name="us-east-1").head_object(Bucket=os.environ["MOTO_BUCKET"], Key=sys.argv[1])["ContentLength"])' "$SCRIPT_KEY") ||
+    die "s3://$MOTO_BUCKET/$SCRIPT_KEY is missing after the upload"
+[[ $stored == "$TAR_BYTES" ]] || die "s3://$MOTO_BUCKET/$SCRIPT_KEY has $stored bytes, the tarball $TAR_BYTES"
+log "script: upload took $UPLOAD_SECS s; tar + upload $SCRIPT_SECS s"
+rm -f "$TARBALL"
+
+# ---------------------------------------------------------------- the quarter session, fresh process
+bench_push bench-2 "$S2"
+
+# ---------------------------------------------------------------- server logs
+for f in recvault-bench-1 recvault-bench-2; do
+    [[ -f $TMP/$f.log ]] || continue
+    if grep -qv '^recvault: \(ingest\|sftp\) listening on' "$TMP/$f.log"; then
+        log "$f stderr (warnings and errors):"
+        grep -v '^recvault: \(ingest\|sftp\) listening on' "$TMP/$f.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 20 >&2
+    fi
+done
+
+# ---------------------------------------------------------------- report
+mb() { awk -v n="$1" 'BEGIN {printf "%.1f", n / 1e6}'; }
+mbs() { awk -v n="$1" -v s="$2" 'BEGIN {if (s > 0) printf "%.1f", n / 1e6 / s; else print "n/a"}'; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+RATIO=$(awk -v a="${PUSH_SECS[bench-1]}" -v b="$SCRIPT_SECS" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')
+RATIO_OK=$(awk -v r="$RATIO" 'BEGIN {if (r == "n/a") print "n/a"; else print (r + 0 <= 1.0 ? "met" : "NOT met")}')
+HWM_RATIO=$(awk -v a="${HWM_KIB[bench-1]}" -v b="${HWM_KIB[bench-2]}" 'BEGIN {printf "%.2f", a / b}')
+HWM_OK=$(awk -v a="${HWM_KIB[bench-1]}" -v b="${HWM_KIB[bench-2]}" 'BEGIN {print (a <= 1.25 * b ? "met" : "NOT met")}')
+
+echo
+echo "== recvault ingest + archive benchmark =="
+printf 'session bench-1: %s MJR bytes (%s MB) in 4 streams + info.json; bench-2: %s MJR bytes (%s MB)\n' \
+    "$MJR_BYTES_1" "$(mb "$MJR_BYTES_1")" "$MJR_BYTES_2" "$(mb "$MJR_BYTES_2")"
+printf 'recvault %s, S3 = moto on loopback (%s)\n' "$RECVAULT_BIN" "$MOTO_ENDPOINT"
+printf 'script uploader: %s\n' "$UPLOADER_LABEL"
+echo
+printf '%-44s %9s %8s %14s\n' "bench-1 ($(mb "$MJR_BYTES_1") MB)" "seconds" "MB/s" "archive bytes"
+printf '%-44s %9s %8s %14s\n' "recvault push -> archived" "${PUSH_SECS[bench-1]}" \
+    "$(mbs "$MJR_BYTES_1" "${PUSH_SECS[bench-1]}")" "${ARCHIVE_BYTES[bench-1]}"
+printf '%-44s %9s %8s %14s\n' "script: tar czf + upload" "$SCRIPT_SECS" "$(mbs "$MJR_BYTES_1" "$SCRIPT_SECS")" "$TAR_BYTES"
+printf '%-44s %9s %8s\n' "  tar czf" "$TAR_SECS" "$(mbs "$MJR_BYTES_1" "$TAR_SECS")"
+printf '%-44s %9s %8s\n' "  ${UPLOADER_LABEL%% (*}" "$UPLOAD_SECS" "$(mbs "$TAR_BYTES" "$UPLOAD_SECS")"
+echo
+printf '%-44s %9s   target <= 1.0: %s\n' "ratio recvault / script" "$RATIO" "$RATIO_OK"
+echo
+printf '%-44s %12s %12s %9s\n' "recvault peak RSS (VmHWM, fresh process)" "after push" "idle" "push s"
+printf '%-44s %8s MiB %8s MiB %9s\n' "bench-1, $(mb "$MJR_BYTES_1") MB" "$(mib "${HWM_KIB[bench-1]}")" \
+    "$(mib "${IDLE_HWM_KIB[bench-1]}")" "${PUSH_SECS[bench-1]}"
+printf '%-44s %8s MiB %8s MiB %9s\n' "bench-2, $(mb "$MJR_BYTES_2") MB (1/4)" "$(mib "${HWM_KIB[bench-2]}")" \
+    "$(mib "${IDLE_HWM_KIB[bench-2]}")" "${PUSH_SECS[bench-2]}"
+printf '%-44s %9s   target: independent of session size (<= 1.25): %s\n' "peak RSS full / quarter" "$HWM_RATIO" "$HWM_OK"
+echo
+echo "checks: bench-1 ${CHECK[bench-1]}"
+echo "        bench-2 ${CHECK[bench-2]}"
