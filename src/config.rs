@@ -109,6 +109,10 @@ pub struct FtpsConfig {
 pub struct IngestConfig {
     pub listen: Spanned<String>,
     pub spool_dir: PathBuf,
+    /// PEM certificate chain; with `tls_private_key`, the listener speaks HTTPS.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key (mode 0600).
+    pub tls_private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -269,6 +273,12 @@ impl Validator<'_> {
         }
         if let Some(i) = &c.ingest {
             self.listen(&i.listen, "[ingest] listen")?;
+            if i.tls_certificate.is_some() != i.tls_private_key.is_some() {
+                return self.err(
+                    i.listen.span(),
+                    "[ingest] tls_certificate and tls_private_key go together",
+                );
+            }
         }
         if let Err(msg) = c.limits.check() {
             return self.err(0..0, format!("[limits] {msg}"));

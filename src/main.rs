@@ -52,6 +52,9 @@ enum Command {
         /// Seconds to wait for the session to be archived.
         #[arg(long, default_value_t = 600)]
         wait: u64,
+        /// PEM CA certificate(s) to trust for an https:// --url (default: the system's).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -124,12 +127,14 @@ fn main() -> Result<()> {
             url,
             token,
             wait,
+            ca_file,
         } => {
             let outcome = runtime()?
                 .block_on(recvault::push::push(
                     &dir,
                     &url,
                     &token,
+                    ca_file.as_deref(),
                     std::time::Duration::from_secs(wait),
                 ))
                 .map_err(anyhow::Error::msg)?;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, StreamBody};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
@@ -27,7 +28,7 @@ pub enum Outcome {
 }
 
 struct Api {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     base: String,
     token: String,
 }
@@ -55,7 +56,7 @@ impl Api {
             .client
             .request(req)
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+            .map_err(|e| format!("cannot reach {}: {}", self.base, chain(&e)))?;
         let code = resp.status();
         let bytes = resp
             .into_body()
@@ -98,6 +99,18 @@ impl Api {
     }
 }
 
+/// An error and its causes, e.g. "client error (Connect): invalid peer certificate: UnknownIssuer".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 fn describe(r: &Result<(StatusCode, Value), String>) -> String {
     match r {
         Ok((c, v)) => format!(
@@ -114,13 +127,50 @@ fn empty() -> Body {
         .boxed()
 }
 
+/// An HTTP(S) connector trusting `ca_file` (PEM) if given, else the system roots.
+fn connector(ca_file: Option<&Path>) -> Result<HttpsConnector<HttpConnector>, String> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match ca_file {
+        Some(path) => {
+            use rustls_pki_types::{pem::PemObject, CertificateDer};
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            }
+            let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            builder.with_tls_config(tls)
+        }
+        None => builder
+            .with_provider_and_native_roots(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .map_err(|e| format!("cannot load the system's CA certificates: {e}"))?,
+    };
+    Ok(builder.https_or_http().enable_http1().build())
+}
+
 /// Pushes the session in `dir` and waits up to `wait` for it to be archived.
-pub async fn push(dir: &Path, url: &str, token: &str, wait: Duration) -> Result<Outcome, String> {
+pub async fn push(
+    dir: &Path,
+    url: &str,
+    token: &str,
+    ca_file: Option<&Path>,
+    wait: Duration,
+) -> Result<Outcome, String> {
     let base = url.trim_end_matches('/').to_string();
-    if !base.starts_with("http://") {
-        return Err(format!(
-            "--url must be http://HOST:PORT (got {url:?}); HTTPS ingest is not supported yet"
-        ));
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(format!("--url must be http(s)://HOST:PORT (got {url:?})"));
     }
     let info = std::fs::read(dir.join("info.json"))
         .map_err(|e| format!("{}: {e}", dir.join("info.json").display()))?;
@@ -137,7 +187,7 @@ pub async fn push(dir: &Path, url: &str, token: &str, wait: Duration) -> Result<
         ));
     }
     let api = Api {
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: Client::builder(TokioExecutor::new()).build(connector(ca_file)?),
         base,
         token: token.to_string(),
     };

@@ -103,7 +103,14 @@ pub async fn serve(
         Some(i) => {
             let (l, addr) = crate::ingest::bind(i.listen.get_ref()).await?;
             let state = crate::ingest::Ingest::start(&cfg, &store, shared.clone())?;
-            let task = tokio::spawn(crate::ingest::run(l, state, stop_rx.clone()));
+            let tls = match (&i.tls_certificate, &i.tls_private_key) {
+                (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
+                _ => None,
+            };
+            if tls.is_none() && !addr.ip().is_loopback() {
+                warn!(%addr, "ingest listens without TLS on a non-loopback address: tokens travel in clear text");
+            }
+            let task = tokio::spawn(crate::ingest::run(l, state, tls, stop_rx.clone()));
             // Fixed lines scripts and tests can wait for, whatever the log format.
             eprintln!("recvault: ingest listening on {addr}");
             info!(%addr, "ingest listening");

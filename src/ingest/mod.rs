@@ -12,6 +12,7 @@
 mod api;
 pub mod archive;
 pub mod spool;
+pub mod tls;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -113,8 +114,13 @@ impl Ingest {
     }
 }
 
-/// Serves the ingest API until `shutdown` turns true.
-pub async fn run(listener: TcpListener, ingest: Arc<Ingest>, mut shutdown: watch::Receiver<bool>) {
+/// Serves the ingest API (over TLS when `tls` is set) until `shutdown` turns true.
+pub async fn run(
+    listener: TcpListener,
+    ingest: Arc<Ingest>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let limits = ingest.shared.limits.clone();
     let conns = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -137,23 +143,41 @@ pub async fn run(listener: TcpListener, ingest: Arc<Ingest>, mut shutdown: watch
             warn!(%peer, "ingest: connection limit reached");
             continue;
         };
-        let ingest = ingest.clone();
-        let header_timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
+        let (ingest, tls) = (ingest.clone(), tls.clone());
+        let timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let ingest = ingest.clone();
-                async move { Ok::<_, std::convert::Infallible>(api::handle(ingest, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(sock), service);
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "ingest connection ended");
+            match tls {
+                None => serve_connection(TokioIo::new(sock), ingest, peer, timeout).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(TokioIo::new(stream), ingest, peer, timeout).await
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "ingest TLS handshake failed"),
+                        Err(_) => debug!(%peer, "ingest TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
+    }
+}
+
+async fn serve_connection<I>(io: I, ingest: Arc<Ingest>, peer: SocketAddr, header_timeout: Duration)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let ingest = ingest.clone();
+        async move { Ok::<_, std::convert::Infallible>(api::handle(ingest, req, peer).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service);
+    if let Err(e) = conn.await {
+        debug!(%peer, error = %e, "ingest connection ended");
     }
 }
 

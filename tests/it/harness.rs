@@ -268,10 +268,18 @@ impl Drop for Server {
 }
 
 fn write_config(dir: &Path, config: &str) -> PathBuf {
+    // A test that brings its own [ingest] section (TLS) keeps it.
+    let ingest = if config.contains("\n[ingest]") {
+        String::new()
+    } else {
+        format!(
+            "[ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\n",
+            dir.join("spool").display()
+        )
+    };
     let text = format!(
-        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n[ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n{ingest}\n[audit]\npath = \"{}\"\n",
         dir.join("host_key").display(),
-        dir.join("spool").display(),
         dir.join("audit.log").display()
     );
     let path = dir.join("recvault.toml");

@@ -779,3 +779,156 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_over_tls_and_plaintext_or_untrusted_clients_fail() {
+    let prefix = unique_prefix("ingest-tls");
+    let work = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        work.path().join("ca.pem"),
+        work.path().join("cert.pem"),
+        work.path().join("key.pem"),
+    );
+    let ext = write_file(
+        work.path(),
+        "leaf.ext",
+        b"subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<String>> = vec![
+        ["req", "-x509"]
+            .iter()
+            .chain(&ec)
+            .chain(&["-days", "2", "-subj", "/CN=recvault test CA", "-keyout"])
+            .map(|s| s.to_string())
+            .chain([
+                work.path().join("ca.key").display().to_string(),
+                "-out".into(),
+                ca.display().to_string(),
+            ])
+            .collect(),
+        ["req"]
+            .iter()
+            .chain(&ec)
+            .chain(&["-subj", "/CN=localhost", "-keyout"])
+            .map(|s| s.to_string())
+            .chain([
+                key.display().to_string(),
+                "-out".into(),
+                work.path().join("leaf.csr").display().to_string(),
+            ])
+            .collect(),
+        ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                work.path().join("leaf.csr").display().to_string(),
+                "-CA".into(),
+                ca.display().to_string(),
+                "-CAkey".into(),
+                work.path().join("ca.key").display().to_string(),
+                "-extfile".into(),
+                ext.display().to_string(),
+                "-out".into(),
+                cert.display().to_string(),
+            ])
+            .collect(),
+    ];
+    for step in steps {
+        let out = Command::new("openssl").args(&step).output().unwrap();
+        assert!(out.status.success(), "openssl {step:?}: {}", text(&out));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let spool = work.path().join("spool");
+    let ingest = |key: &Path| {
+        format!("[ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\n", spool.display(), cert.display(), key.display())
+    };
+    let server = Server::start(&format!("{}\n{}", ingest(&key), tenants(&prefix, "")));
+    let https = format!("https://127.0.0.1:{}", server.ingest_port);
+
+    let ok = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg(format!("{https}/healthz"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200");
+    assert_eq!(
+        curl(
+            "GET",
+            &format!("http://127.0.0.1:{}/healthz", server.ingest_port),
+            None,
+            None
+        )
+        .0,
+        0,
+        "plain HTTP is not served on a TLS port"
+    );
+
+    let dir = make_session(work.path(), "call-tls-1", 40, 60);
+    let untrusted = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .arg("push")
+        .arg(&dir)
+        .args(["--url", &https, "--token", TOKEN_A, "--wait", "10"])
+        .output()
+        .unwrap();
+    assert!(
+        !untrusted.status.success(),
+        "a server the client cannot verify is refused: {}",
+        text(&untrusted)
+    );
+    let pushed = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .arg("push")
+        .arg(&dir)
+        .args([
+            "--url",
+            &https,
+            "--token",
+            TOKEN_A,
+            "--wait",
+            "60",
+            "--ca-file",
+        ])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}\n{}",
+        text(&pushed),
+        server.log()
+    );
+
+    // A private key others can read is refused at start, with the fix named.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = work.path().join("loose.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n{}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n",
+            s3().storage_toml(),
+            ingest(&key),
+            work.path().join("hk").display()
+        ),
+    )
+    .unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("chmod 600"),
+        "{}",
+        text(&refused)
+    );
+}
