@@ -9,6 +9,9 @@ missing=()
 command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -11,3 +11,4 @@ mod protocol;
 mod rawsftp;
 mod sftp_openssh;
 mod storage;
+mod sync_tools;
