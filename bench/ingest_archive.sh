@@ -19,74 +19,26 @@
 #   BENCH_KEEP_TMP    set to keep the work directory (sessions, configs, logs) after the run
 set -euo pipefail
 
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO_ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # cd to the repo root, RECVAULT_BIN, MOTO_PYTHON, log, die, cleanup
 
-RECVAULT_BIN=${RECVAULT_BIN:-target/release/recvault}
 BENCH_SESSION_MB=${BENCH_SESSION_MB:-780}
-if [[ -z ${MOTO_PYTHON:-} ]]; then
-    if [[ -x .venv/bin/python ]]; then MOTO_PYTHON=.venv/bin/python; else MOTO_PYTHON=python3; fi
-fi
-# Everything that talks to moto speaks plain HTTP with moto's own key.
-unset AWS_CA_BUNDLE AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3
-
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ $BENCH_SESSION_MB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SESSION_MB must be a positive integer"
 ((BENCH_SESSION_MB >= 4)) || die "BENCH_SESSION_MB must be at least 4 (the quarter session is BENCH_SESSION_MB/4)"
-[[ -x $RECVAULT_BIN ]] || die "$RECVAULT_BIN not found or not executable (cargo build --release?)"
-RECVAULT_BIN=$(cd "$(dirname "$RECVAULT_BIN")" && pwd)/$(basename "$RECVAULT_BIN")
-for tool in tar gzip sha256sum awk sed; do
-    command -v "$tool" >/dev/null || die "$tool is not installed"
-done
-"$MOTO_PYTHON" -c 'import boto3, moto' 2>/dev/null || die "$MOTO_PYTHON cannot import boto3 and moto"
+require_recvault_bin
+require_tools tar gzip sha256sum awk sed
+require_moto_python
 MOTO_PYTHON=$(command -v "$MOTO_PYTHON")
 [[ $MOTO_PYTHON == /* ]] || MOTO_PYTHON=$REPO_ROOT/$MOTO_PYTHON
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/recvault-bench.XXXXXX")
-
-# ---------------------------------------------------------------- cleanup
-PIDS=()          # long-running servers, killed on exit
-MOTO_HELPER_PID=
-MOTO_SERVER_PID=
-
-kill_wait() { # pid...: TERM, up to 5 s grace, then KILL
-    local pid alive i
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
-
-cleanup() {
-    local rc=$?
-    # A child forked but not yet exec'd may still carry this trap: only the script cleans up.
-    [[ $BASHPID == "$$" ]] || exit "$rc"
-    trap - EXIT
-    trap '' INT TERM   # finish cleaning up even if interrupted again
-    exec 3>&-   # close the fifo: the moto helper sees EOF
-    ((${#PIDS[@]})) && kill_wait "${PIDS[@]}"
-    [[ -n $MOTO_HELPER_PID ]] && kill_wait "$MOTO_HELPER_PID"
-    [[ -n $MOTO_SERVER_PID ]] && kill_wait "$MOTO_SERVER_PID"
-    if [[ -n ${BENCH_KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_work_dir   # $TMP, and the trap that stops every server and removes it on exit
 
 # ---------------------------------------------------------------- helpers
-now() { printf '%s' "$EPOCHREALTIME"; }
 secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 
-status_kib() { # pid field: a /proc/PID/status field (VmHWM, VmRSS) in KiB
-    awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || true
+status_kib() { # pid field: a /proc/PID/status field (VmHWM, VmRSS) in KiB, empty once it is gone
+    proc_kib "$@" || true
 }
 
 # Flush dirty pages (the generated sessions, the previous run's spool and
@@ -271,25 +223,7 @@ else
 fi
 
 # ---------------------------------------------------------------- moto
-mkfifo "$TMP/moto.stdin"
-"$MOTO_PYTHON" tests/support/moto_s3.py recordings <"$TMP/moto.stdin" >"$TMP/moto.json" 2>"$TMP/moto.err" &
-MOTO_HELPER_PID=$!
-exec 3>"$TMP/moto.stdin"   # held open until exit: the helper stops moto when it closes
-deadline=$((SECONDS + 90))
-until [[ -s $TMP/moto.json ]] && grep -q '}' "$TMP/moto.json"; do
-    if ! kill -0 "$MOTO_HELPER_PID" 2>/dev/null || ((SECONDS >= deadline)); then
-        cat "$TMP/moto.json" "$TMP/moto.err" >&2
-        die "moto did not start"
-    fi
-    sleep 0.2
-done
-read -r MOTO_ENDPOINT MOTO_KEY MOTO_SECRET MOTO_BUCKET MOTO_SERVER_PID < <("$MOTO_PYTHON" -c '
-import json, sys
-d = json.loads(open(sys.argv[1]).readline())
-if "error" in d: sys.exit(d["error"])
-print(d["endpoint"], d["access_key"], d["secret_key"], d["bucket"], d.get("pid", ""))' "$TMP/moto.json") || true
-[[ -n $MOTO_ENDPOINT ]] || die "cannot parse moto's JSON line: $(cat "$TMP/moto.json")"
-log "moto at $MOTO_ENDPOINT (bucket $MOTO_BUCKET)"
+start_moto
 export MOTO_ENDPOINT MOTO_BUCKET
 # For every S3 client below (boto3, the AWS CLI, recvault): moto's key, no user config
 # (empty config and credentials files, so ~/.aws is not read).
@@ -335,29 +269,8 @@ EOF
 
 # start_recvault name: starts `serve`, sets RV_PID and RV_PORT (ingest).
 start_recvault() {
-    local name=$1 logf="$TMP/$1.log" deadline=$((SECONDS + 60))
-    : >"$logf"
-    "$RECVAULT_BIN" serve --config "$TMP/recvault.toml" </dev/null >>"$TMP/$name.stdout" 2>"$logf" 3>&- &
-    RV_PID=$!
-    PIDS+=("$RV_PID")
-    RV_PORT=
-    while [[ -z $RV_PORT ]]; do
-        RV_PORT=$(sed -n 's/^recvault: ingest listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p' "$logf" | head -n1) || true
-        [[ -n $RV_PORT ]] && break
-        if ! kill -0 "$RV_PID" 2>/dev/null || ((SECONDS >= deadline)); then
-            cat "$logf" >&2
-            die "recvault ($name) did not print its ingest listening line within 60 s"
-        fi
-        sleep 0.1
-    done
-    log "recvault ($name) pid $RV_PID, ingest on 127.0.0.1:$RV_PORT"
-}
-
-stop_pid() { # pid: stop one server and drop it from PIDS
-    local pid=$1 p keep=()
-    kill_wait "$pid"
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
+    run_recvault "$1" "$TMP/recvault.toml" ingest
+    log "recvault ($1) pid $RV_PID, ingest on 127.0.0.1:$RV_PORT"
 }
 
 declare -A PUSH_SECS=() HWM_KIB=() IDLE_HWM_KIB=() ARCHIVE_BYTES=() CHECK=()
@@ -424,13 +337,7 @@ rm -f "$TARBALL"
 bench_push bench-2 "$S2"
 
 # ---------------------------------------------------------------- server logs
-for f in recvault-bench-1 recvault-bench-2; do
-    [[ -f $TMP/$f.log ]] || continue
-    if grep -qv '^recvault: \(ingest\|sftp\) listening on' "$TMP/$f.log"; then
-        log "$f stderr (warnings and errors):"
-        grep -v '^recvault: \(ingest\|sftp\) listening on' "$TMP/$f.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 20 >&2
-    fi
-done
+show_server_logs '^recvault: \(ingest\|sftp\) listening on' recvault-bench-1 recvault-bench-2
 
 # ---------------------------------------------------------------- report
 mb() { awk -v n="$1" 'BEGIN {printf "%.1f", n / 1e6}'; }

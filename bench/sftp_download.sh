@@ -20,76 +20,28 @@
 #   BENCH_KEEP_TMP       set to keep the work directory (logs, configs) after the run
 set -euo pipefail
 
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO_ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # cd to the repo root, RECVAULT_BIN, MOTO_PYTHON, log, die, cleanup
 
-RECVAULT_BIN=${RECVAULT_BIN:-target/release/recvault}
 BENCH_SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_IDLE_SESSIONS=${BENCH_IDLE_SESSIONS:-200}
 BENCH_CIPHERS=${BENCH_CIPHERS:-aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com}
-if [[ -z ${MOTO_PYTHON:-} ]]; then
-    if [[ -x .venv/bin/python ]]; then MOTO_PYTHON=.venv/bin/python; else MOTO_PYTHON=python3; fi
-fi
-# Everything that talks to moto speaks plain HTTP with moto's own key.
-unset AWS_CA_BUNDLE AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3
-
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ $BENCH_SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MIB must be a positive integer"
 [[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 [[ $BENCH_IDLE_SESSIONS =~ ^[0-9]+$ ]] || die "BENCH_IDLE_SESSIONS must be a non-negative integer"
-[[ -x $RECVAULT_BIN ]] || die "$RECVAULT_BIN not found or not executable (cargo build --release?)"
-RECVAULT_BIN=$(cd "$(dirname "$RECVAULT_BIN")" && pwd)/$(basename "$RECVAULT_BIN")
-for tool in sftp ssh-keygen rclone ss sha256sum awk; do
-    command -v "$tool" >/dev/null || die "$tool is not installed"
-done
+require_recvault_bin
+require_tools sftp ssh-keygen rclone ss sha256sum awk
 [[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd is not installed (openssh-server)"
-"$MOTO_PYTHON" -c 'import boto3, moto' 2>/dev/null || die "$MOTO_PYTHON cannot import boto3 and moto"
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/recvault-bench.XXXXXX")
+require_moto_python
 
 # ---------------------------------------------------------------- cleanup
-PIDS=()          # long-running servers, killed on exit
-IDLE_PIDS=()     # idle sftp clients
-MOTO_HELPER_PID=
-MOTO_SERVER_PID=
-
-kill_wait() { # pid...: TERM, up to 5 s grace, then KILL
-    local pid alive i
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
-
-cleanup() {
-    local rc=$?
-    # A child forked but not yet exec'd may still carry this trap: only the script cleans up.
-    [[ $BASHPID == "$$" ]] || exit "$rc"
-    trap - EXIT
-    trap '' INT TERM   # finish cleaning up even if interrupted again
-    exec 3>&- 4>&-   # close the fifos: moto helper and idle sftp clients see EOF
-    ((${#IDLE_PIDS[@]})) && kill_wait "${IDLE_PIDS[@]}"
-    ((${#PIDS[@]})) && kill_wait "${PIDS[@]}"
-    [[ -n $MOTO_HELPER_PID ]] && kill_wait "$MOTO_HELPER_PID"
-    [[ -n $MOTO_SERVER_PID ]] && kill_wait "$MOTO_SERVER_PID"
-    if [[ -n ${BENCH_KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+IDLE_PIDS=()     # idle sftp clients, killed on exit before the servers (PIDS, in lib.sh)
+on_cleanup() { ((${#IDLE_PIDS[@]})) && kill_wait "${IDLE_PIDS[@]}"; }
+make_work_dir
 
 # ---------------------------------------------------------------- helpers
-now() { printf '%s' "$EPOCHREALTIME"; }
-
 free_port() {
     "$MOTO_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -104,7 +56,7 @@ wait_port() { # port timeout_s pid
 }
 
 rss_kib() { # pid: resident set size in KiB
-    awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null ||
+    proc_kib "$1" VmRSS ||
         { tail -n 20 "$TMP/recvault-idle.log" >&2; die "recvault (pid $1) is gone"; }
 }
 
@@ -168,30 +120,9 @@ bench_download() {
 
 # start_recvault name config: starts it, sets RV_PID and RV_PORT.
 start_recvault() {
-    local name=$1 config=$2 logf="$TMP/$1.log" deadline=$((SECONDS + 60))
-    : >"$logf"
     AWS_ACCESS_KEY_ID=$MOTO_KEY AWS_SECRET_ACCESS_KEY=$MOTO_SECRET AWS_REGION=us-east-1 \
-        "$RECVAULT_BIN" serve --config "$config" </dev/null >>"$TMP/$name.stdout" 2>"$logf" 3>&- 4>&- &
-    RV_PID=$!
-    PIDS+=("$RV_PID")
-    RV_PORT=
-    while [[ -z $RV_PORT ]]; do
-        RV_PORT=$(sed -n 's/^recvault: sftp listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p' "$logf" | head -n1) || true
-        [[ -n $RV_PORT ]] && break
-        if ! kill -0 "$RV_PID" 2>/dev/null || ((SECONDS >= deadline)); then
-            cat "$logf" >&2
-            die "recvault ($name) did not print its listening line within 60 s"
-        fi
-        sleep 0.1
-    done
-    log "recvault ($name) pid $RV_PID listening on 127.0.0.1:$RV_PORT"
-}
-
-stop_pid() { # pid: stop one server and drop it from PIDS
-    local pid=$1 p keep=()
-    kill_wait "$pid"
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
+        run_recvault "$1" "$2" sftp "listening line"
+    log "recvault ($1) pid $RV_PID listening on 127.0.0.1:$RV_PORT"
 }
 
 # ---------------------------------------------------------------- data
@@ -216,26 +147,7 @@ ssh-keygen -q -t ed25519 -N '' -C bench-rclone -f "$TMP/rclone_host_key"
 CLIENT_PUB=$(cat "$TMP/client.pub")
 
 # ---------------------------------------------------------------- moto
-mkfifo "$TMP/moto.stdin"
-MOTO_RECORDER_FILEPATH="$TMP/moto_recording" \
-    "$MOTO_PYTHON" tests/support/moto_s3.py recordings <"$TMP/moto.stdin" >"$TMP/moto.json" 2>"$TMP/moto.err" &
-MOTO_HELPER_PID=$!
-exec 3>"$TMP/moto.stdin"   # held open until exit: the helper stops moto when it closes
-deadline=$((SECONDS + 90))
-until [[ -s $TMP/moto.json ]] && grep -q '}' "$TMP/moto.json"; do
-    if ! kill -0 "$MOTO_HELPER_PID" 2>/dev/null || ((SECONDS >= deadline)); then
-        cat "$TMP/moto.json" "$TMP/moto.err" >&2
-        die "moto did not start"
-    fi
-    sleep 0.2
-done
-read -r MOTO_ENDPOINT MOTO_KEY MOTO_SECRET MOTO_BUCKET MOTO_SERVER_PID < <("$MOTO_PYTHON" -c '
-import json, sys
-d = json.loads(open(sys.argv[1]).readline())
-if "error" in d: sys.exit(d["error"])
-print(d["endpoint"], d["access_key"], d["secret_key"], d["bucket"], d.get("pid", ""))' "$TMP/moto.json") || true
-[[ -n $MOTO_ENDPOINT ]] || die "cannot parse moto's JSON line: $(cat "$TMP/moto.json")"
-log "moto at $MOTO_ENDPOINT (bucket $MOTO_BUCKET)"
+MOTO_RECORDER_FILEPATH="$TMP/moto_recording" start_moto
 
 log "uploading to s3://$MOTO_BUCKET/$OBJ_KEY"
 t0=$(now)
@@ -438,13 +350,7 @@ if ((BENCH_IDLE_SESSIONS > 0)); then
 fi
 
 # ---------------------------------------------------------------- server logs
-for f in recvault-s3 recvault-local recvault-idle; do
-    [[ -f $TMP/$f.log ]] || continue
-    if grep -qv '^recvault: sftp listening on' "$TMP/$f.log"; then
-        log "$f stderr (warnings and errors):"
-        grep -v '^recvault: sftp listening on' "$TMP/$f.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 20 >&2
-    fi
-done
+show_server_logs '^recvault: sftp listening on' recvault-s3 recvault-local recvault-idle
 
 # ---------------------------------------------------------------- report
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }

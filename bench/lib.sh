@@ -1,0 +1,171 @@
+# Shared setup for the benchmarks in this folder; each script sources it
+# (after `set -euo pipefail`) and runs nothing of it on its own:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Sourcing it changes to the repo root, sets the RECVAULT_BIN and MOTO_PYTHON
+# defaults, unsets the AWS variables that would redirect moto's clients, and
+# defines the helpers below. A script then checks its own settings, calls the
+# require_* checks it needs, and make_work_dir, which creates $TMP and installs
+# the exit trap: on exit (also on Ctrl-C or TERM) every process in PIDS, the
+# moto helper and moto's server are stopped and $TMP is removed, unless
+# BENCH_KEEP_TMP is set. A script with more to stop defines on_cleanup, which
+# runs first.
+#
+# File descriptors: 3 holds moto's fifo open (start_moto); 4 is free for a
+# script's own fifo. Both are closed when cleanup starts, and background
+# processes should be started with `3>&- 4>&-`.
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+
+RECVAULT_BIN=${RECVAULT_BIN:-target/release/recvault}
+if [[ -z ${MOTO_PYTHON:-} ]]; then
+    if [[ -x .venv/bin/python ]]; then MOTO_PYTHON=.venv/bin/python; else MOTO_PYTHON=python3; fi
+fi
+# Everything that talks to moto speaks plain HTTP with moto's own key.
+unset AWS_CA_BUNDLE AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- checks
+require_recvault_bin() { # RECVAULT_BIN must be executable; makes it absolute
+    [[ -x $RECVAULT_BIN ]] || die "$RECVAULT_BIN not found or not executable (cargo build --release?)"
+    RECVAULT_BIN=$(cd "$(dirname "$RECVAULT_BIN")" && pwd)/$(basename "$RECVAULT_BIN")
+}
+
+require_tools() { # tool...
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "$tool is not installed"
+    done
+}
+
+require_moto_python() {
+    "$MOTO_PYTHON" -c 'import boto3, moto' 2>/dev/null || die "$MOTO_PYTHON cannot import boto3 and moto"
+}
+
+# ---------------------------------------------------------------- cleanup
+PIDS=()          # long-running servers, killed on exit
+MOTO_HELPER_PID=
+MOTO_SERVER_PID=
+
+kill_wait() { # pid...: TERM, up to 5 s grace, then KILL
+    local pid alive i
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for ((i = 0; i < 50; i++)); do
+        alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+stop_pid() { # pid: stop one server and drop it from PIDS
+    local pid=$1 p keep=()
+    kill_wait "$pid"
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$?
+    # A child forked but not yet exec'd may still carry this trap: only the script cleans up.
+    [[ $BASHPID == "$$" ]] || exit "$rc"
+    trap - EXIT
+    trap '' INT TERM   # finish cleaning up even if interrupted again
+    exec 3>&- 4>&-   # close the fifos: the moto helper (and a script's fd-4 readers) see EOF
+    if declare -F on_cleanup >/dev/null; then on_cleanup || true; fi
+    ((${#PIDS[@]})) && kill_wait "${PIDS[@]}"
+    [[ -n $MOTO_HELPER_PID ]] && kill_wait "$MOTO_HELPER_PID"
+    [[ -n $MOTO_SERVER_PID ]] && kill_wait "$MOTO_SERVER_PID"
+    if [[ -n ${BENCH_KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+
+make_work_dir() { # creates $TMP and installs the cleanup trap
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/recvault-bench.XXXXXX")
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# ---------------------------------------------------------------- helpers
+now() { printf '%s' "$EPOCHREALTIME"; }
+
+# proc_kib pid field: a /proc/PID/status field (VmRSS, VmHWM) in KiB; fails
+# when the process is gone.
+proc_kib() {
+    awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null
+}
+
+# start_moto: moto's S3 server through tests/support/moto_s3.py, whose stdin
+# is a fifo held open on fd 3 until exit (the helper stops moto when it
+# closes); sets MOTO_ENDPOINT, MOTO_KEY, MOTO_SECRET, MOTO_BUCKET,
+# MOTO_HELPER_PID and MOTO_SERVER_PID. Environment assignments put before the
+# call (MOTO_RECORDER_FILEPATH=...) reach the helper and moto.
+start_moto() {
+    local deadline
+    mkfifo "$TMP/moto.stdin"
+    "$MOTO_PYTHON" tests/support/moto_s3.py recordings <"$TMP/moto.stdin" >"$TMP/moto.json" 2>"$TMP/moto.err" &
+    MOTO_HELPER_PID=$!
+    exec 3>"$TMP/moto.stdin"
+    deadline=$((SECONDS + 90))
+    until [[ -s $TMP/moto.json ]] && grep -q '}' "$TMP/moto.json"; do
+        if ! kill -0 "$MOTO_HELPER_PID" 2>/dev/null || ((SECONDS >= deadline)); then
+            cat "$TMP/moto.json" "$TMP/moto.err" >&2
+            die "moto did not start"
+        fi
+        sleep 0.2
+    done
+    read -r MOTO_ENDPOINT MOTO_KEY MOTO_SECRET MOTO_BUCKET MOTO_SERVER_PID < <("$MOTO_PYTHON" -c '
+import json, sys
+d = json.loads(open(sys.argv[1]).readline())
+if "error" in d: sys.exit(d["error"])
+print(d["endpoint"], d["access_key"], d["secret_key"], d["bucket"], d.get("pid", ""))' "$TMP/moto.json") || true
+    [[ -n $MOTO_ENDPOINT ]] || die "cannot parse moto's JSON line: $(cat "$TMP/moto.json")"
+    log "moto at $MOTO_ENDPOINT (bucket $MOTO_BUCKET)"
+}
+
+# run_recvault name config service [line]: starts `recvault serve --config
+# CONFIG` (stderr in $TMP/NAME.log, stdout appended to $TMP/NAME.stdout), adds
+# it to PIDS and waits up to 60 s for its "recvault: SERVICE listening on
+# 127.0.0.1:PORT" line; sets RV_PID and RV_PORT. If the process exits or the
+# time runs out, shows the log and dies ("did not print its LINE", LINE
+# defaulting to "SERVICE listening line"). Environment assignments put before
+# the call reach recvault.
+run_recvault() {
+    local name=$1 config=$2 service=$3 line=${4:-"$3 listening line"} logf="$TMP/$1.log" deadline=$((SECONDS + 60))
+    : >"$logf"
+    "$RECVAULT_BIN" serve --config "$config" </dev/null >>"$TMP/$name.stdout" 2>"$logf" 3>&- 4>&- &
+    RV_PID=$!
+    PIDS+=("$RV_PID")
+    RV_PORT=
+    while [[ -z $RV_PORT ]]; do
+        RV_PORT=$(sed -n "s/^recvault: $service listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p" "$logf" | head -n1) || true
+        [[ -n $RV_PORT ]] && break
+        if ! kill -0 "$RV_PID" 2>/dev/null || ((SECONDS >= deadline)); then
+            cat "$logf" >&2
+            die "recvault ($name) did not print its $line within 60 s"
+        fi
+        sleep 0.1
+    done
+}
+
+# show_server_logs pattern name...: for each $TMP/NAME.log with lines other
+# than those matching pattern (grep's basic regex: the listening lines), the
+# last 20 of those lines, without ANSI colour codes, on stderr.
+show_server_logs() {
+    local pattern=$1 f
+    shift
+    for f in "$@"; do
+        [[ -f $TMP/$f.log ]] || continue
+        if grep -qv "$pattern" "$TMP/$f.log"; then
+            log "$f stderr (warnings and errors):"
+            grep -v "$pattern" "$TMP/$f.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 20 >&2
+        fi
+    done
+}
