@@ -110,11 +110,11 @@ pub async fn serve(
             if tls.is_none() && !addr.ip().is_loopback() {
                 warn!(%addr, "ingest listens without TLS on a non-loopback address: tokens travel in clear text");
             }
-            let task = tokio::spawn(crate::ingest::run(l, state, tls, stop_rx.clone()));
+            let task = tokio::spawn(crate::ingest::run(l, state.clone(), tls, stop_rx.clone()));
             // Fixed lines scripts and tests can wait for, whatever the log format.
             eprintln!("recvault: ingest listening on {addr}");
             info!(%addr, "ingest listening");
-            Some(task)
+            Some((task, state))
         }
         None => None,
     };
@@ -150,6 +150,9 @@ pub async fn serve(
                             Ok(users) => {
                                 let n = users.len();
                                 *shared.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+                                if let Some((_, state)) = &ingest {
+                                    state.reload_tokens(&new_cfg);
+                                }
                                 tenants = new_tenants;
                                 info!(users = n, tenants = tenants.len(), "reloaded users and keys; open connections keep running");
                             }
@@ -168,8 +171,8 @@ pub async fn serve(
     notify_systemd("STOPPING=1");
     let _ = stop_tx.send(true);
     let _ = sftp.await;
-    if let Some(t) = ingest {
-        let _ = t.await;
+    if let Some((task, _)) = ingest {
+        let _ = task.await;
     }
     info!("stopped");
     Ok(())

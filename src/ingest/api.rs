@@ -110,8 +110,8 @@ fn authenticate(
             "missing `Authorization: Bearer <token>`",
         ));
     };
-    match ingest.tokens.get(&super::token_hash(token.trim())) {
-        Some(t) => Ok(t.clone()),
+    match ingest.tenant_of(token.trim()) {
+        Some(t) => Ok(t),
         None => {
             if let Some(ban) = ingest.shared.defender.failure(peer.ip()) {
                 warn!(%peer, secs = ban.as_secs(), "ingest: address banned after repeated bad tokens");

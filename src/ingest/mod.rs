@@ -35,8 +35,8 @@ use spool::Spool;
 /// Everything the ingest handlers share.
 pub struct Ingest {
     spool: Spool,
-    /// SHA-256 (hex) of each token → tenant id.
-    tokens: HashMap<String, String>,
+    /// SHA-256 (hex) of each token → tenant id; replaced on SIGHUP.
+    tokens: std::sync::RwLock<HashMap<String, String>>,
     targets: HashMap<String, Target>,
     archiver: Arc<Archiver>,
     shared: Arc<Shared>,
@@ -71,22 +71,18 @@ impl Ingest {
             ),
             Err(e) => warn!(error = %e, "cannot clean the spool's incoming folders"),
         }
-        let mut tokens = HashMap::new();
-        let mut targets = HashMap::new();
-        for t in &cfg.tenants {
-            for tok in &t.ingest_tokens {
-                if let Some(hash) = tok.get_ref().strip_prefix("sha256:") {
-                    tokens.insert(hash.to_ascii_lowercase(), t.id.get_ref().clone());
-                }
-            }
-            targets.insert(
-                t.id.get_ref().clone(),
-                Target {
+        let tokens = token_map(cfg);
+        let targets: HashMap<String, Target> = cfg
+            .tenants
+            .iter()
+            .map(|t| {
+                let target = Target {
                     prefix: t.prefix.get_ref().clone(),
                     store: store.clone(),
-                },
-            );
-        }
+                };
+                (t.id.get_ref().clone(), target)
+            })
+            .collect();
         let archiver = Archiver::start(
             spool.clone(),
             targets.clone(),
@@ -95,13 +91,33 @@ impl Ingest {
         .map_err(|e| format!("cannot read the spool: {e}"))?;
         Ok(Arc::new(Ingest {
             spool,
-            tokens,
+            tokens: std::sync::RwLock::new(tokens),
             targets,
             archiver,
             uploads: Arc::new(Semaphore::new(shared.limits.ingest_max_concurrent_uploads)),
             shared,
             locks: std::sync::Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The tenant a bearer token belongs to.
+    fn tenant_of(&self, token: &str) -> Option<String> {
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        tokens.get(&token_hash(token)).cloned()
+    }
+
+    /// Replaces the accepted tokens (SIGHUP). Tenants added since the start
+    /// need a restart before their sessions can be archived.
+    pub fn reload_tokens(&self, cfg: &Config) {
+        let mut fresh = token_map(cfg);
+        fresh.retain(|_, tenant| {
+            let known = self.targets.contains_key(tenant);
+            if !known {
+                warn!(tenant = %tenant, "ingest tokens of a tenant added since the start are ignored until a restart");
+            }
+            known
+        });
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
     /// The per-session lock that serialises state changes of one session.
@@ -112,6 +128,19 @@ impl Ingest {
         }
         locks.entry(format!("{tenant}/{id}")).or_default().clone()
     }
+}
+
+/// SHA-256 (hex) of every configured token → its tenant.
+fn token_map(cfg: &Config) -> HashMap<String, String> {
+    let mut tokens = HashMap::new();
+    for t in &cfg.tenants {
+        for tok in &t.ingest_tokens {
+            if let Some(hash) = tok.get_ref().strip_prefix("sha256:") {
+                tokens.insert(hash.to_ascii_lowercase(), t.id.get_ref().clone());
+            }
+        }
+    }
+    tokens
 }
 
 /// Serves the ingest API (over TLS when `tls` is set) until `shutdown` turns true.

@@ -932,3 +932,38 @@ async fn ingest_over_tls_and_plaintext_or_untrusted_clients_fail() {
         text(&refused)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_ingest_tokens() {
+    let prefix = unique_prefix("ingest-rotate");
+    let server = Server::start(&tenants(&prefix, ""));
+    let url = format!("{}/v1/sessions/nothing-yet", server.ingest_url());
+    assert_eq!(
+        curl("GET", &url, Some(TOKEN_A), None).0,
+        404,
+        "token A is accepted"
+    );
+    let rotated = "rotated-token-for-acme-fedcba9876543210";
+    server.reload(&tenants(&prefix, "").replace(
+        &recvault::ingest::token_hash(TOKEN_A),
+        &recvault::ingest::token_hash(rotated),
+    ));
+    let mut switched = false;
+    for _ in 0..100 {
+        if curl("GET", &url, Some(rotated), None).0 == 404 {
+            switched = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        switched,
+        "the new token is accepted after SIGHUP:\n{}",
+        server.log()
+    );
+    assert_eq!(
+        curl("GET", &url, Some(TOKEN_A), None).0,
+        401,
+        "the old token is refused"
+    );
+}
