@@ -156,32 +156,16 @@ async fn put_file(
         ));
     }
     let limits = &ingest.shared.limits;
-    let declared: Option<u64> = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n| n > limits.ingest_max_file_bytes) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "a file may hold at most {} bytes",
-                limits.ingest_max_file_bytes
-            ),
-        ));
-    }
-    check_disk(ingest, declared.unwrap_or(0))?;
-    let Ok(_slot) = ingest.uploads.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many uploads in progress; retry shortly",
-        ));
-    };
-
-    // Stream into a part file outside the session folder, hashing as we go.
-    let incoming = ingest.spool.root().join(tenant).join(".incoming");
-    tokio::fs::create_dir_all(&incoming).await?;
-    let part = incoming.join(format!("{id}.{name}.{:016x}", rand::random::<u64>()));
+    let (_slot, part) = admit(
+        ingest,
+        tenant,
+        &req,
+        limits.ingest_max_file_bytes,
+        "a file",
+        1,
+        &format!("{id}.{name}"),
+    )
+    .await?;
     let received = receive(ingest, req, &part, limits.ingest_max_file_bytes).await;
     let (size, sha) = match received {
         Ok(x) => x,
@@ -193,6 +177,44 @@ async fn put_file(
     let result = commit(ingest, tenant, id, name, &part, size, &sha).await;
     let _ = tokio::fs::remove_file(&part).await;
     result
+}
+
+/// Admits an upload: its declared size within `max`, room on the spool disk
+/// for `room` times that size, a free upload slot; returns the slot and a
+/// fresh part path in the tenant's incoming folder.
+async fn admit(
+    ingest: &Ingest,
+    tenant: &str,
+    req: &Request<Incoming>,
+    max: u64,
+    what: &str,
+    room: u64,
+    stem: &str,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, std::path::PathBuf), ApiError> {
+    let declared: Option<u64> = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} may hold at most {max} bytes"),
+        ));
+    }
+    check_disk(ingest, declared.unwrap_or(0).saturating_mul(room))?;
+    let Ok(slot) = ingest.uploads.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads in progress; retry shortly",
+        ));
+    };
+    let incoming = ingest.spool.root().join(tenant).join(".incoming");
+    tokio::fs::create_dir_all(&incoming).await?;
+    Ok((
+        slot,
+        incoming.join(format!("{stem}.{:016x}", rand::random::<u64>())),
+    ))
 }
 
 fn check_disk(ingest: &Ingest, incoming: u64) -> Result<(), ApiError> {
@@ -422,30 +444,21 @@ async fn one_shot(
     req: Request<Incoming>,
 ) -> Result<Reply, ApiError> {
     let limits = &ingest.shared.limits;
-    let declared: Option<u64> = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n| n > limits.ingest_max_session_bytes) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "a session may hold at most {} bytes",
-                limits.ingest_max_session_bytes
-            ),
-        ));
-    }
-    check_disk(ingest, declared.unwrap_or(0).saturating_mul(2))?;
-    let Ok(_slot) = ingest.uploads.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many uploads in progress; retry shortly",
-        ));
-    };
-    let incoming = ingest.spool.root().join(tenant).join(".incoming");
-    tokio::fs::create_dir_all(&incoming).await?;
-    let tar_path = incoming.join(format!("{id}.tar.{:016x}", rand::random::<u64>()));
+    // The tar is spooled, then unpacked beside it: room for twice its size.
+    let (_slot, tar_path) = admit(
+        ingest,
+        tenant,
+        &req,
+        limits.ingest_max_session_bytes,
+        "a session",
+        2,
+        &format!("{id}.tar"),
+    )
+    .await?;
+    let incoming = tar_path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
     let received = receive(ingest, req, &tar_path, limits.ingest_max_session_bytes).await;
     let result = match received {
         Ok(_) => {
