@@ -32,10 +32,6 @@ impl Audit {
         })
     }
 
-    pub fn sink(w: Box<dyn Write + Send>) -> Self {
-        Self { out: Mutex::new(w) }
-    }
-
     fn emit(&self, mut event: serde_json::Value) {
         if let Some(obj) = event.as_object_mut() {
             obj.insert(

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -498,11 +497,6 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// Parses a duration given in seconds in the config (helper for limits).
-pub fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
 }
 
 #[cfg(test)]

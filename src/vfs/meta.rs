@@ -194,9 +194,4 @@ impl<V: Clone> TtlCache<V> {
         }
         map.insert(key, (Instant::now(), v));
     }
-
-    pub fn remove_prefix(&self, prefix: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|k, _| !k.starts_with(prefix));
-    }
 }

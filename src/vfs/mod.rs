@@ -247,10 +247,6 @@ impl Vfs {
         &self.tenant
     }
 
-    pub fn perms(&self) -> Perms {
-        self.perms
-    }
-
     /// Resolves a client path (absolute, or relative to `cwd`) in this view.
     pub fn resolve(&self, cwd: &VPath, raw: &str) -> Result<VPath, VfsError> {
         Ok(VPath::resolve(cwd, raw)?)

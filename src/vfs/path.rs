@@ -95,16 +95,6 @@ impl VPath {
         v.extend(other.0.iter().cloned());
         VPath(v)
     }
-
-    /// `self` with one more component; `name` must satisfy [`is_name`].
-    pub fn child(&self, name: &str) -> Option<VPath> {
-        if !is_name(name) || self.0.len() == MAX_DEPTH {
-            return None;
-        }
-        let mut v = self.0.clone();
-        v.push(name.to_string());
-        Some(VPath(v))
-    }
 }
 
 impl fmt::Display for VPath {
