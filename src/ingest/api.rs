@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
-use super::archive::same_files;
 use super::spool::{self, FileRecord, SessionState, Status, ALLOWED};
 use super::validate::parse_info;
 use super::Ingest;
@@ -391,35 +390,22 @@ async fn complete(ingest: &Arc<Ingest>, tenant: &str, id: &str) -> Result<Reply,
         }
     };
     // A re-delivery of an archived session: settle it now when storage answers.
-    if let Some(target) = ingest.targets.get(tenant) {
-        let key = format!(
-            "{}info.json",
-            crate::sample::session_prefix(&target.prefix, info.started, id)
-        );
-        if let Ok(b) = crate::store::read_all(
-            target.store.as_ref(),
-            &key,
-            crate::vfs::meta::MAX_INFO_BYTES,
-        )
+    match ingest
+        .archiver
+        .settle_if_stored(st.clone(), info.started)
         .await
-        {
-            let existing: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-            if same_files(&existing, &st.files) {
-                st.status = Status::Archived;
-                st.index_key = Some(key);
-                ingest.spool.finish(&st)?;
-                return Ok(json_reply(StatusCode::OK, state_json(&st)));
-            }
-            st.status = Status::Failed;
-            st.reason = Some(
-                "conflict: a session with this id and different files is already archived".into(),
-            );
-            ingest.spool.quarantine(&st)?;
+    {
+        Ok(Some(done)) if done.status == Status::Archived => {
+            return Ok(json_reply(StatusCode::OK, state_json(&done)))
+        }
+        Ok(Some(done)) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                st.reason.unwrap_or_default(),
-            ));
+                done.reason.unwrap_or_default(),
+            ))
         }
+        Ok(None) => {}
+        Err(e) => return Err(std::io::Error::other(e).into()),
     }
     st.status = Status::Queued;
     st.completed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));

@@ -123,14 +123,12 @@ impl Archiver {
         };
         let v = match v {
             Ok(v) => v,
-            Err(reason) => return self.fail(st, reason),
+            Err(reason) => return self.fail(st, reason).map(drop),
         };
-        let prefix = crate::sample::session_prefix(&target.prefix, v.info.started, id);
-        let index_key = format!("{prefix}info.json");
-        let archive_key = format!("{prefix}{id}.tar.gz");
+        let (index_key, archive_key) = session_keys(&target, v.info.started, id);
 
         if let Some(existing) = read_index(&target, &index_key).await? {
-            return self.settle_existing(st, &existing, &index_key);
+            return self.settle_existing(st, &existing, &index_key).map(drop);
         }
         if let Some((key, upload)) = st.upload.take() {
             let _ = target.store.multipart_abort(&key, &upload).await;
@@ -155,7 +153,7 @@ impl Archiver {
                 let existing = read_index(&target, &index_key)
                     .await?
                     .ok_or("index vanished")?;
-                return self.settle_existing(st, &existing, &index_key);
+                return self.settle_existing(st, &existing, &index_key).map(drop);
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -188,28 +186,52 @@ impl Archiver {
         Ok(())
     }
 
-    fn fail(&self, mut st: SessionState, reason: String) -> Result<(), String> {
+    fn fail(&self, mut st: SessionState, reason: String) -> Result<SessionState, String> {
         error!(tenant = %st.tenant, session = %st.id, %reason, "session failed validation; quarantined");
         st.status = Status::Failed;
         st.reason = Some(reason);
-        self.spool.quarantine(&st).map_err(|e| e.to_string())
+        self.spool.quarantine(&st).map_err(|e| e.to_string())?;
+        Ok(st)
+    }
+
+    /// Settles a session whose index may already be stored (a re-delivery):
+    /// `Some(final state)`, archived or failed as a conflict, when it is;
+    /// `None` when it is not, or when storage does not answer (the archiver
+    /// checks again). `Err` only when the spool cannot be written.
+    pub(super) async fn settle_if_stored(
+        &self,
+        st: SessionState,
+        started: DateTime<Utc>,
+    ) -> Result<Option<SessionState>, String> {
+        let Some(target) = self.targets.get(&st.tenant) else {
+            return Ok(None);
+        };
+        let (index_key, _) = session_keys(target, started, &st.id);
+        match read_index(target, &index_key).await {
+            Ok(Some(existing)) => self.settle_existing(st, &existing, &index_key).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                warn!(tenant = %st.tenant, session = %st.id, error = %e, "cannot check storage for an earlier delivery; the archiver will");
+                Ok(None)
+            }
+        }
     }
 
     /// An index already exists: the same files make this an archived
-    /// re-delivery; different files are a conflict.
+    /// re-delivery; different files are a conflict. Returns the final state.
     fn settle_existing(
         &self,
         mut st: SessionState,
         existing: &Value,
         index_key: &str,
-    ) -> Result<(), String> {
+    ) -> Result<SessionState, String> {
         if same_files(existing, &st.files) {
             st.status = Status::Archived;
             st.index_key = Some(index_key.to_string());
             st.upload = None;
             self.spool.finish(&st).map_err(|e| e.to_string())?;
             info!(tenant = %st.tenant, session = %st.id, "already archived with identical files");
-            Ok(())
+            Ok(st)
         } else {
             self.fail(
                 st,
@@ -268,6 +290,12 @@ impl Archiver {
     }
 }
 
+/// Storage keys of a session's index and RAW archive.
+fn session_keys(target: &Target, started: DateTime<Utc>, id: &str) -> (String, String) {
+    let prefix = crate::sample::session_prefix(&target.prefix, started, id);
+    (format!("{prefix}info.json"), format!("{prefix}{id}.tar.gz"))
+}
+
 async fn read_index(target: &Target, key: &str) -> Result<Option<Value>, String> {
     match crate::store::read_all(target.store.as_ref(), key, crate::vfs::meta::MAX_INFO_BYTES).await
     {
@@ -278,7 +306,7 @@ async fn read_index(target: &Target, key: &str) -> Result<Option<Value>, String>
 }
 
 /// Whether an existing index records exactly these received files.
-pub fn same_files(index: &Value, files: &std::collections::BTreeMap<String, FileRecord>) -> bool {
+fn same_files(index: &Value, files: &std::collections::BTreeMap<String, FileRecord>) -> bool {
     let Some(recorded) = index
         .pointer("/recvault/raw_files")
         .and_then(Value::as_object)
