@@ -63,11 +63,11 @@ impl Ingest {
                 ingest_cfg.spool_dir.display()
             )
         })?;
-        match spool.clear_incoming() {
+        match spool.clear_leftovers() {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 files = n,
-                "removed parts of uploads cut off before the last stop"
+                "removed leftovers of the last stop (cut-off uploads, half-deleted folders)"
             ),
             Err(e) => warn!(error = %e, "cannot clean the spool's incoming folders"),
         }

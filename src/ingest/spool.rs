@@ -6,6 +6,7 @@
 //! SPOOL/<tenant>/<id>/files/.<name>.part  a file being received
 //! SPOOL/<tenant>/.archived/<id>.json   what was archived (status, hashes)
 //! SPOOL/<tenant>/.quarantine/<id>/     sessions that failed validation, for an operator
+//! SPOOL/<tenant>/.trash-<id>-<n>/      an archived session's folder being deleted
 //! ```
 //! Every state change is written to a temporary file, fsync'd, renamed over
 //! `state.json` and the folder fsync'd, so a crash at any moment leaves
@@ -177,13 +178,18 @@ impl Spool {
     /// Records the session as archived, then removes its spooled files.
     pub fn finish(&self, s: &SessionState) -> std::io::Result<()> {
         self.save(s)?;
-        let dir = self.session_dir(&s.tenant, &s.id);
-        match std::fs::remove_dir_all(&dir) {
+        // Rename the folder aside first, so that it disappears at once: a
+        // reader never sees a half-deleted session. A crash mid-delete
+        // leaves only a `.trash-*` folder, cleared at the next start.
+        let tenant_dir = self.root.join(&s.tenant);
+        let trash = tenant_dir.join(format!(".trash-{}-{:016x}", s.id, rand::random::<u64>()));
+        match std::fs::rename(self.session_dir(&s.tenant, &s.id), &trash) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
-        sync_dir(&self.root.join(&s.tenant))
+        sync_dir(&tenant_dir)?;
+        std::fs::remove_dir_all(&trash)
     }
 
     /// Moves a failed session into quarantine, keeping its files for an operator.
@@ -198,20 +204,28 @@ impl Spool {
         sync_dir(&self.root.join(&s.tenant))
     }
 
-    /// Removes part files of uploads that were cut off (by a crash or a
-    /// dropped client); call at start, when no upload is in flight.
-    pub fn clear_incoming(&self) -> std::io::Result<usize> {
+    /// Removes what a crash can leave behind: part files of uploads that
+    /// were cut off, and archived sessions' folders caught mid-delete. Call
+    /// at start, when no upload is in flight.
+    pub fn clear_leftovers(&self) -> std::io::Result<usize> {
         let mut removed = 0;
         for tenant in std::fs::read_dir(&self.root)? {
-            let incoming = tenant?.path().join(".incoming");
-            let Ok(rd) = std::fs::read_dir(&incoming) else {
+            let tenant = tenant?.path();
+            if let Ok(rd) = std::fs::read_dir(tenant.join(".incoming")) {
+                removed += rd
+                    .flatten()
+                    .filter(|f| std::fs::remove_file(f.path()).is_ok())
+                    .count();
+            }
+            let Ok(rd) = std::fs::read_dir(&tenant) else {
                 continue;
             };
-            for f in rd.flatten() {
-                if std::fs::remove_file(f.path()).is_ok() {
-                    removed += 1;
-                }
-            }
+            let trash = rd
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".trash-"));
+            removed += trash
+                .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+                .count();
         }
         Ok(removed)
     }
