@@ -8,6 +8,7 @@ pub mod demo; // `recvault demo`: the embedded default
 pub mod hostkey; // SSH host key: load or generate
 pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
 pub mod limits; // every limit, with safe defaults
+pub mod listener; // the shared accept loop: defender, connection cap, drain
 pub mod media; // Janus MJR recordings and RTP
 pub mod push; // `recvault push`: the gateway-side upload client
 pub mod sample; // writes sessions in the archived layout (demo, tests)

@@ -27,6 +27,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::listener::{Admitted, Gate};
 use crate::server::Shared;
 use crate::store::SharedStore;
 use archive::{Archiver, Target};
@@ -151,27 +152,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = ingest.shared.limits.clone();
-    let conns = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "ingest accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        if ingest.shared.defender.banned(peer.ip()).is_some() {
-            debug!(%peer, "ingest: refused a banned address");
-            continue;
-        }
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            warn!(%peer, "ingest: connection limit reached");
-            continue;
-        };
+    let gate = Gate::new("ingest", limits.max_connections);
+    while let Some(Admitted { sock, peer, permit }) = gate
+        .accept(&listener, &ingest.shared.defender, &mut shutdown)
+        .await
+    {
         let (ingest, tls) = (ingest.clone(), tls.clone());
         let timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
         tokio::spawn(async move {

@@ -23,6 +23,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::User;
+use crate::listener::{Admitted, Gate};
 use crate::server::Shared;
 
 /// Ciphers offered, best first: russh's AEAD and CTR defaults plus
@@ -74,28 +75,16 @@ pub async fn run(
     drain: Duration,
 ) {
     let limits = shared.limits.clone();
-    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let gate = Gate::new("ssh", limits.max_connections);
     let preauth = Arc::new(Semaphore::new(limits.max_unauthenticated));
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        if let Some(left) = shared.defender.banned(peer.ip()) {
-            debug!(%peer, secs_left = left.as_secs(), "refused: address is banned");
-            continue;
-        }
-        let Ok(conn_permit) = conns.clone().try_acquire_owned() else {
-            warn!(%peer, max = limits.max_connections, "refused: connection limit reached");
-            continue;
-        };
+    while let Some(Admitted {
+        sock,
+        peer,
+        permit: conn_permit,
+    }) = gate
+        .accept(&listener, &shared.defender, &mut shutdown)
+        .await
+    {
         let Ok(pre_permit) = preauth.clone().try_acquire_owned() else {
             warn!(%peer, max = limits.max_unauthenticated, "refused: too many connections still authenticating");
             continue;
@@ -158,11 +147,7 @@ pub async fn run(
         );
     }
     // Drain: wait for connections to end, bounded.
-    let all = limits.max_connections as u32;
-    if tokio::time::timeout(drain, conns.acquire_many(all))
-        .await
-        .is_err()
-    {
+    if !gate.drain(drain).await {
         info!(
             "shutdown: closing connections still open after {}s",
             drain.as_secs()
