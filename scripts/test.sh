@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need when it is missing:
-# OpenSSH's client tools and sshpass (Debian packages) and moto's S3 server
-# (PyPI, in ./.venv). Extra arguments go to `cargo test`.
+# the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
+# curl, openssl, tar, kill; Debian packages) and moto's S3 server (PyPI, in
+# ./.venv). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v tar >/dev/null 2>&1 || missing+=(tar)
+command -v kill >/dev/null 2>&1 || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

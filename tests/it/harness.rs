@@ -409,22 +409,12 @@ pub fn sftp_batch_with(
     cwd: &Path,
     extra: &[&str],
 ) -> Output {
-    let file = cwd.join(format!("batch-{}", rand_suffix()));
-    std::fs::write(&file, batch).expect("write batch");
-    let out = Command::new("sftp")
-        .args(ssh_opts(port))
+    let mut cmd = Command::new("sftp");
+    cmd.args(ssh_opts(port))
         .args(extra)
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
-        .arg(&key.private)
-        .arg("-b")
-        .arg(&file)
-        .arg(format!("{user}@127.0.0.1"))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sftp");
-    let _ = std::fs::remove_file(file);
-    out
+        .arg(&key.private);
+    run_batch(cmd, user, batch, cwd)
 }
 
 /// Runs an `sftp -b` batch with password authentication through sshpass.
@@ -435,10 +425,8 @@ pub fn sftp_batch_password(
     batch: &str,
     cwd: &Path,
 ) -> Output {
-    let file = cwd.join(format!("batch-{}", rand_suffix()));
-    std::fs::write(&file, batch).expect("write batch");
-    let out = Command::new("sshpass")
-        .arg("-p")
+    let mut cmd = Command::new("sshpass");
+    cmd.arg("-p")
         .arg(password)
         .arg("sftp")
         .args(ssh_opts(port))
@@ -449,14 +437,22 @@ pub fn sftp_batch_password(
             "PubkeyAuthentication=no",
             "-o",
             "NumberOfPasswordPrompts=1",
-            "-b",
-        ])
+        ]);
+    run_batch(cmd, user, batch, cwd)
+}
+
+/// Finishes an `sftp` command line with `-b BATCH user@127.0.0.1` and runs it in `cwd`.
+fn run_batch(mut cmd: Command, user: &str, batch: &str, cwd: &Path) -> Output {
+    let file = cwd.join(format!("batch-{}", rand_suffix()));
+    std::fs::write(&file, batch).expect("write batch");
+    let out = cmd
+        .arg("-b")
         .arg(&file)
         .arg(format!("{user}@127.0.0.1"))
         .current_dir(cwd)
         .stdin(Stdio::null())
         .output()
-        .expect("run sshpass sftp");
+        .expect("run sftp");
     let _ = std::fs::remove_file(file);
     out
 }

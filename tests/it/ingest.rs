@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use recvault::ingest::spool::ALLOWED;
 use recvault::media::mjr::{rtp_packet, write_mjr, Kind};
 
 use crate::harness::*;
@@ -68,6 +69,26 @@ fn make_session(root: &Path, id: &str, seed: u8, packets: u32) -> PathBuf {
     )
     .unwrap();
     dir
+}
+
+/// PUT one session file: (status, body).
+fn put_file(server: &Server, id: &str, name: &str, token: &str, file: &Path) -> (u16, String) {
+    curl(
+        "PUT",
+        &format!("{}/v1/sessions/{id}/files/{name}", server.ingest_url()),
+        Some(token),
+        Some(file),
+    )
+}
+
+/// POST complete: (status, body).
+fn complete(server: &Server, id: &str, token: &str) -> (u16, String) {
+    curl(
+        "POST",
+        &format!("{}/v1/sessions/{id}/complete", server.ingest_url()),
+        Some(token),
+        None,
+    )
 }
 
 /// One HTTP request with curl: (status, body).
@@ -163,13 +184,7 @@ async fn push_archives_a_session_that_sftp_then_serves_byte_for_byte() {
     assert!(tar.status.success(), "{}", text(&tar));
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(work.path().join("info.json")).unwrap()).unwrap();
-    for name in [
-        "agent-audio.mjr",
-        "agent-video.mjr",
-        "user-audio.mjr",
-        "user-video.mjr",
-        "info.json",
-    ] {
+    for name in ALLOWED {
         let original = std::fs::read(dir.join(name)).unwrap();
         assert_eq!(
             std::fs::read(unpacked.join(name)).unwrap(),
@@ -329,35 +344,19 @@ async fn redelivery_is_idempotent_and_different_bytes_conflict() {
     let n = mjr.len();
     mjr[n - 1] ^= 0xff;
     std::fs::write(dir.join("agent-audio.mjr"), mjr).unwrap();
-    let (code, body) = curl(
-        "PUT",
-        &format!(
-            "{}/v1/sessions/call-again-1/files/agent-audio.mjr",
-            server.ingest_url()
-        ),
-        Some(TOKEN_A),
-        Some(&dir.join("agent-audio.mjr")),
+    let (code, body) = put_file(
+        &server,
+        "call-again-1",
+        "agent-audio.mjr",
+        TOKEN_A,
+        &dir.join("agent-audio.mjr"),
     );
     assert_eq!(code, 409, "{body}");
 
     // Two concurrent completes of one session: both acknowledged, one archive.
     let d2 = make_session(work.path(), "call-twice-1", 5, 60);
-    for name in [
-        "agent-audio.mjr",
-        "user-audio.mjr",
-        "agent-video.mjr",
-        "user-video.mjr",
-        "info.json",
-    ] {
-        let (code, _) = curl(
-            "PUT",
-            &format!(
-                "{}/v1/sessions/call-twice-1/files/{name}",
-                server.ingest_url()
-            ),
-            Some(TOKEN_A),
-            Some(&d2.join(name)),
-        );
+    for name in ALLOWED {
+        let (code, _) = put_file(&server, "call-twice-1", name, TOKEN_A, &d2.join(name));
         assert_eq!(code, 201);
     }
     let url = format!("{}/v1/sessions/call-twice-1/complete", server.ingest_url());
@@ -398,14 +397,12 @@ async fn full_spool_disk_answers_507_and_earlier_sessions_are_untouched() {
         ),
     );
     let second = make_session(work.path(), "call-floor-2", 7, 60);
-    let (code, body) = curl(
-        "PUT",
-        &format!(
-            "{}/v1/sessions/call-floor-2/files/info.json",
-            server.ingest_url()
-        ),
-        Some(TOKEN_A),
-        Some(&second.join("info.json")),
+    let (code, body) = put_file(
+        &server,
+        "call-floor-2",
+        "info.json",
+        TOKEN_A,
+        &second.join("info.json"),
     );
     assert_eq!(code, 507, "{body}");
     let out = sftp_batch(
@@ -480,27 +477,11 @@ async fn s3_outage_keeps_sessions_queued_until_storage_returns() {
     let ids = ["call-out-1", "call-out-2"];
     for (i, id) in ids.iter().enumerate() {
         let dir = make_session(work.path(), id, 10 + i as u8, 80);
-        for name in [
-            "agent-audio.mjr",
-            "user-audio.mjr",
-            "agent-video.mjr",
-            "user-video.mjr",
-            "info.json",
-        ] {
-            let (code, body) = curl(
-                "PUT",
-                &format!("{}/v1/sessions/{id}/files/{name}", server.ingest_url()),
-                Some(TOKEN_A),
-                Some(&dir.join(name)),
-            );
+        for name in ALLOWED {
+            let (code, body) = put_file(&server, id, name, TOKEN_A, &dir.join(name));
             assert_eq!(code, 201, "{body}");
         }
-        let (code, body) = curl(
-            "POST",
-            &format!("{}/v1/sessions/{id}/complete", server.ingest_url()),
-            Some(TOKEN_A),
-            None,
-        );
+        let (code, body) = complete(&server, id, TOKEN_A);
         assert_eq!(code, 202, "accepted while storage is down: {body}");
     }
     std::thread::sleep(Duration::from_secs(3));
@@ -528,13 +509,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_session() {
     let prefix = unique_prefix("ingest-crash");
     let config = tenants(&prefix, "");
     let work = tempfile::tempdir().unwrap();
-    let names = [
-        "agent-audio.mjr",
-        "user-audio.mjr",
-        "agent-video.mjr",
-        "user-video.mjr",
-        "info.json",
-    ];
+    let names = ALLOWED;
     let sessions: Vec<(String, PathBuf)> = (0..16)
         .map(|i| {
             let id = format!("call-crash-{i}");
@@ -606,12 +581,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_session() {
                     Some(&path.join(names[next[i]])),
                 )
             } else {
-                curl(
-                    "POST",
-                    &format!("{}/v1/sessions/{id}/complete", server.ingest_url()),
-                    Some(TOKEN_A),
-                    None,
-                )
+                complete(&server, id, TOKEN_A)
             };
             assert!((200..300).contains(&code), "{id}: {code} {body}");
             next[i] += 1;
