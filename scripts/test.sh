@@ -14,7 +14,7 @@ command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
-command -v kill >/dev/null 2>&1 || missing+=(procps)
+type -P kill >/dev/null 2>&1 || missing+=(procps)  # the binary: `command -v` finds the builtin
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
