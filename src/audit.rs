@@ -1,6 +1,7 @@
 //! The audit trail: one JSON object per line, a stable stream apart from logs.
 //!
-//! Events: `login` (success or failure), `download` (bytes served, duration).
+//! Events: `login` (success or failure), `download` (bytes served,
+//! duration), `erase` (a session removed by a user holding `delete`).
 //! Field names are a contract for compliance tooling; add fields, never rename.
 
 use std::io::Write;
@@ -77,6 +78,21 @@ impl Audit {
             "event": "download", "protocol": protocol, "peer": peer.to_string(), "user": user,
             "tenant": tenant, "path": path, "bytes": bytes, "size": size,
             "duration_ms": took.as_millis() as u64,
+        }));
+    }
+
+    pub fn erase(
+        &self,
+        protocol: &str,
+        peer: SocketAddr,
+        user: &str,
+        tenant: &str,
+        path: &str,
+        objects: usize,
+    ) {
+        self.emit(json!({
+            "event": "erase", "protocol": protocol, "peer": peer.to_string(), "user": user,
+            "tenant": tenant, "path": path, "objects": objects,
         }));
     }
 }

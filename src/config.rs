@@ -20,11 +20,10 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub sftp: SftpConfig,
-    /// Parsed and validated so that one file serves every version; FTPS is
-    /// not served by this build yet.
+    /// FTPS (explicit, and implicit when `implicit_listen` is set).
     #[serde(default)]
     pub ftps: Option<FtpsConfig>,
-    /// Parsed and validated; the ingest listener is not served by this build yet.
+    /// The HTTP intake of RAW sessions; omitted, no ingest listener runs.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
     #[serde(default)]
@@ -96,11 +95,36 @@ fn default_host_key() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtpsConfig {
+    /// Explicit FTPS: clients connect in clear and send `AUTH TLS`.
     pub listen: Spanned<String>,
+    /// Implicit FTPS (TLS from the first byte, usually port 990); optional.
+    pub implicit_listen: Option<Spanned<String>>,
+    /// PEM certificate chain.
     pub certificate: PathBuf,
+    /// PEM private key (mode 0600).
     pub private_key: PathBuf,
+    /// "low-high": ports PASV/EPSV may use; any free port when omitted.
     pub passive_ports: Option<Spanned<String>>,
-    pub passive_host: Option<String>,
+    /// The IPv4 address PASV announces (the public address behind NAT).
+    pub passive_host: Option<Spanned<String>>,
+    /// Refuse data connections whose TLS session is not a resumption of an
+    /// earlier one (FileZilla Server's "require TLS session resumption").
+    #[serde(default)]
+    pub require_tls_resumption: bool,
+}
+
+impl FtpsConfig {
+    /// The passive port range, validated at load.
+    pub fn passive_range(&self) -> Option<(u16, u16)> {
+        self.passive_ports
+            .as_ref()
+            .and_then(|p| parse_port_range(p.get_ref()))
+    }
+
+    /// The address PASV announces, validated at load.
+    pub fn passive_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.passive_host.as_ref().and_then(|h| h.get_ref().parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +285,17 @@ impl Validator<'_> {
         self.listen(&c.sftp.listen, "[sftp] listen")?;
         if let Some(f) = &c.ftps {
             self.listen(&f.listen, "[ftps] listen")?;
+            if let Some(l) = &f.implicit_listen {
+                self.listen(l, "[ftps] implicit_listen")?;
+            }
+            if let Some(h) = &f.passive_host {
+                if h.get_ref().parse::<std::net::Ipv4Addr>().is_err() {
+                    return self.err(
+                        h.span(),
+                        "[ftps] passive_host must be an IPv4 address such as \"203.0.113.10\" (PASV replies carry IPv4 only)",
+                    );
+                }
+            }
             if let Some(p) = &f.passive_ports {
                 if parse_port_range(p.get_ref()).is_none() {
                     return self.err(
@@ -479,6 +514,25 @@ pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     let (a, b) = s.split_once('-')?;
     let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
     (a > 0 && a <= b).then_some((a, b))
+}
+
+/// Creates a secret file (mode 0600, never overwriting) and syncs it.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Reads a secret file, refusing files that other users may read.

@@ -1,6 +1,6 @@
 //! `recvault demo`: the embedded default. Local storage in a data folder, a
 //! `demo` tenant and user with a fresh printed password, a generated host
-//! key and a few sample sessions; then it serves like `recvault serve`.
+//! key and self-signed FTPS certificate, and a few sample sessions; then it serves like `recvault serve`.
 
 use std::path::Path;
 
@@ -9,12 +9,15 @@ use rand::distributions::{Alphanumeric, DistString};
 
 use crate::config;
 
-pub async fn run(dir: &Path, listen: &str) -> Result<(), String> {
+pub async fn run(dir: &Path, listen: &str, ftps_listen: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
     let password = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 16);
     let hash = crate::auth::password::hash(&password)?;
     let objects = dir.join("objects");
+    let cert = dir.join("keys/ftps.crt");
+    let key = dir.join("keys/ftps.key");
+    crate::tls::ensure_self_signed(&cert, &key, &["localhost", "127.0.0.1"])?;
     let text = format!(
         r#"
 [storage]
@@ -24,6 +27,11 @@ path = {objects:?}
 [sftp]
 listen = {listen:?}
 host_key = {host_key:?}
+
+[ftps]
+listen = {ftps_listen:?}
+certificate = {cert:?}
+private_key = {key:?}
 
 [[tenants]]
 id = "demo"
@@ -36,6 +44,8 @@ permissions = ["list", "download"]
 "#,
         objects = objects.display().to_string(),
         host_key = dir.join("keys/ssh_host_ed25519_key").display().to_string(),
+        cert = cert.display().to_string(),
+        key = key.display().to_string(),
     );
     let cfg = config::parse(&text, "embedded demo config").map_err(|e| e.to_string())?;
     let store = crate::store::open(&cfg.storage).await?;
@@ -70,6 +80,7 @@ permissions = ["list", "download"]
         }
     }
     let shown = dir.display().to_string();
+    let ftps_shown = ftps_listen.to_string();
     let banner = Box::new(move |bound: std::net::SocketAddr| {
         println!("recvault demo");
         println!("  data folder : {shown}");
@@ -79,6 +90,9 @@ permissions = ["list", "download"]
             "  connect     : sftp -P {} demo@{}",
             bound.port(),
             bound.ip()
+        );
+        println!(
+            "  ftps        : curl --ssl-reqd -k -u demo ftp://{ftps_shown}/ (self-signed certificate in keys/)"
         );
         println!("  stop        : Ctrl-C");
     });

@@ -1,8 +1,7 @@
 //! The SSH host key: loaded from disk, or generated (ed25519, mode 0600) on
 //! first start when missing.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use russh::keys::ssh_key::{private::Ed25519Keypair, LineEnding};
@@ -29,19 +28,8 @@ pub fn load_or_generate(path: &Path) -> Result<PrivateKey, String> {
     getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness for the host key: {e}"))?;
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     let pem = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot create host key {}: {e}", path.display()))?;
-    f.write_all(pem.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write host key {}: {e}", path.display()))?;
+    crate::config::write_secret_file(path, pem.as_bytes())
+        .map_err(|e| format!("host key: {e}"))?;
     if let Ok(public) = key.public_key().to_openssh() {
         let _ = std::fs::write(path.with_extension("pub"), format!("{public}\n"));
     }

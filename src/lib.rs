@@ -1,4 +1,4 @@
-//! recvault: contact-centre call recordings in S3, exported over SFTP.
+//! recvault: contact-centre call recordings in S3, exported over SFTP and FTPS.
 #![forbid(unsafe_code)]
 
 pub mod audit; // the JSON audit trail (logins, downloads)
@@ -13,6 +13,8 @@ pub mod media; // Janus MJR recordings and RTP
 pub mod push; // `recvault push`: the gateway-side upload client
 pub mod sample; // writes sessions in the archived layout (demo, tests)
 pub mod server; // `recvault serve`: wiring, signals, readiness
+pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 pub mod sftp; // SFTP over SSH: accept loop, russh handler, SFTP request loop
 pub mod store; // object storage: one trait; S3 and local-directory backends
+pub mod tls; // TLS server configuration (rustls + ring) shared by ingest and FTPS
 pub mod vfs; // the tenant-scoped read-only virtual tree

@@ -33,6 +33,10 @@ pub struct Limits {
     pub read_ahead_bytes: usize,
     /// SSH channels per connection.
     pub ssh_max_channels: usize,
+    /// Longest FTP command line in bytes; a longer one closes the connection.
+    pub ftp_max_line: usize,
+    /// Seconds an FTP client has to open the data connection after PASV/EPSV.
+    pub ftp_data_connect_secs: u64,
     /// Failed logins from one IP address before it is banned.
     pub ban_after_failures: u32,
     /// First ban length in seconds; each further ban of the same address doubles it.
@@ -74,6 +78,8 @@ impl Default for Limits {
             sftp_max_inflight: 64,
             read_ahead_bytes: 2 * 1024 * 1024,
             ssh_max_channels: 8,
+            ftp_max_line: 4096,
+            ftp_data_connect_secs: 30,
             ban_after_failures: 10,
             ban_secs: 60,
             ban_max_secs: 3600,
@@ -93,7 +99,8 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 13] = [
+        let nonzero: [(&str, u64); 14] = [
+            ("ftp_data_connect_secs", self.ftp_data_connect_secs),
             ("ingest_max_file_bytes", self.ingest_max_file_bytes),
             (
                 "ingest_max_concurrent_uploads",
@@ -123,6 +130,9 @@ impl Limits {
         }
         if !(4096..=4 * 1024 * 1024).contains(&self.sftp_max_read) {
             return Err("sftp_max_read must be between 4096 and 4194304".into());
+        }
+        if !(512..=65536).contains(&self.ftp_max_line) {
+            return Err("ftp_max_line must be between 512 and 65536".into());
         }
         if self.read_ahead_bytes < 64 * 1024 {
             return Err("read_ahead_bytes must be at least 65536".into());

@@ -31,6 +31,9 @@ enum Command {
         /// Address the SFTP listener binds.
         #[arg(long, default_value = "127.0.0.1:2222")]
         listen: String,
+        /// Address the explicit FTPS listener binds.
+        #[arg(long, default_value = "127.0.0.1:2121")]
+        ftps_listen: String,
     },
     /// Validate a configuration file and exit (status 0 when valid).
     CheckConfig { file: PathBuf },
@@ -160,10 +163,14 @@ fn main() -> Result<()> {
                 .block_on(recvault::server::serve(cfg, Some(config), None))
                 .map_err(anyhow::Error::msg)
         }
-        Command::Demo { dir, listen } => {
+        Command::Demo {
+            dir,
+            listen,
+            ftps_listen,
+        } => {
             init_tracing(recvault::config::LogFormat::Text, "info");
             runtime()?
-                .block_on(recvault::demo::run(&dir, &listen))
+                .block_on(recvault::demo::run(&dir, &listen, &ftps_listen))
                 .map_err(anyhow::Error::msg)
         }
     }

@@ -67,9 +67,6 @@ pub async fn serve(
     config_path: Option<PathBuf>,
     on_ready: Option<OnReady>,
 ) -> Result<(), String> {
-    if cfg.ftps.is_some() {
-        warn!("[ftps] is configured but this build does not serve FTPS yet; only SFTP is started");
-    }
     let store = crate::store::open(&cfg.storage).await?;
     let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
     probe_storage(&tenants).await;
@@ -118,6 +115,10 @@ pub async fn serve(
         }
         None => None,
     };
+    let ftps = match &cfg.ftps {
+        Some(f) => Some(start_ftps(f, shared.clone(), &stop_rx, drain).await?),
+        None => None,
+    };
     let sftp = tokio::spawn(crate::sftp::run(
         listener,
         shared.clone(),
@@ -153,6 +154,12 @@ pub async fn serve(
                                 if let Some((_, state)) = &ingest {
                                     state.reload_tokens(&new_cfg);
                                 }
+                                if let Some((_, f)) = &ftps {
+                                    match f.tls.reload() {
+                                        Ok(()) => info!("reloaded the FTPS certificate"),
+                                        Err(e) => error!(error = %e, "SIGHUP: FTPS certificate not reloaded, keeping the running one"),
+                                    }
+                                }
                                 tenants = new_tenants;
                                 info!(users = n, tenants = tenants.len(), "reloaded users and keys; open connections keep running");
                             }
@@ -174,8 +181,47 @@ pub async fn serve(
     if let Some((task, _)) = ingest {
         let _ = task.await;
     }
+    if let Some((tasks, _)) = ftps {
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Binds the FTPS listeners (explicit, and implicit when configured).
+async fn start_ftps(
+    f: &crate::config::FtpsConfig,
+    shared: Arc<Shared>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    drain: Duration,
+) -> Result<(Vec<tokio::task::JoinHandle<()>>, Arc<crate::ftps::Ftps>), String> {
+    use crate::ftps::{bind, Ftps, Mode};
+    let ftps = Arc::new(Ftps::from_config(f, shared)?);
+    let mut listeners = vec![(f.listen.get_ref().clone(), Mode::Explicit)];
+    if let Some(l) = &f.implicit_listen {
+        listeners.push((l.get_ref().clone(), Mode::Implicit));
+    }
+    let mut tasks = Vec::new();
+    for (addr, mode) in listeners {
+        let name = match mode {
+            Mode::Explicit => "ftps",
+            Mode::Implicit => "ftps-implicit",
+        };
+        let (l, bound) = bind(&addr, name).await?;
+        tasks.push(tokio::spawn(crate::ftps::run(
+            l,
+            mode,
+            ftps.clone(),
+            stop.clone(),
+            drain,
+        )));
+        // Fixed lines scripts and tests can wait for, whatever the log format.
+        eprintln!("recvault: {name} listening on {bound}");
+        info!(%bound, "{name} listening");
+    }
+    Ok((tasks, ftps))
 }
 
 /// One listing per tenant at start, so that wrong credentials, a missing

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use russh_sftp::protocol::{
     Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
     StatusCode, Version,
@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 use super::reader::ReadAhead;
 use crate::audit::Audit;
 use crate::limits::Limits;
-use crate::vfs::{DirLister, Entry, Kind, VPath, Vfs, VfsError};
+use crate::vfs::{ls_line, DirLister, Entry, Kind, VPath, Vfs, VfsError};
 
 const SSH_FXP_DATA: u8 = 103;
 
@@ -481,7 +481,7 @@ async fn readdir(
         .drain(..n)
         .map(|e| File {
             filename: e.name.clone(),
-            longname: longname(&e, now),
+            longname: ls_line(&e, now),
             attrs: attrs(&e),
         })
         .collect();
@@ -503,24 +503,6 @@ fn attrs(e: &Entry) -> FileAttributes {
         atime: Some(t),
         mtime: Some(t),
     }
-}
-
-/// An `ls -l` line as OpenSSH's server writes it (time for recent entries, year otherwise).
-fn longname(e: &Entry, now: DateTime<Utc>) -> String {
-    let (mode, links) = match e.kind {
-        Kind::Dir => ("dr-xr-xr-x", 2),
-        Kind::File => ("-r--r--r--", 1),
-    };
-    let six_months = chrono::Duration::days(182);
-    let when = if e.mtime > now - six_months && e.mtime <= now + chrono::Duration::days(1) {
-        e.mtime.format("%b %e %H:%M")
-    } else {
-        e.mtime.format("%b %e  %Y")
-    };
-    format!(
-        "{mode} {links:>3} recvault recvault {:>8} {when} {}",
-        e.size, e.name
-    )
 }
 
 /// The header of an SSH_FXP_DATA reply carrying `len` bytes that follow it
@@ -612,14 +594,14 @@ mod tests {
                 .with_timezone(&Utc),
         };
         assert_eq!(
-            longname(&e, now),
+            ls_line(&e, now),
             "-r--r--r--   1 recvault recvault     1234 Nov 23 14:05 a.tar.gz"
         );
         e.mtime = DateTime::parse_from_rfc3339("2024-01-02T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(
-            longname(&e, now),
+            ls_line(&e, now),
             "-r--r--r--   1 recvault recvault     1234 Jan  2  2024 a.tar.gz"
         );
     }

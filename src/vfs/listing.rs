@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::tree::Loc;
@@ -146,4 +147,22 @@ impl DirLister {
         }
         Ok(out)
     }
+}
+
+/// An `ls -l` line as OpenSSH's server writes it, also the FTP LIST format (time for recent entries, year otherwise).
+pub fn ls_line(e: &Entry, now: DateTime<Utc>) -> String {
+    let (mode, links) = match e.kind {
+        Kind::Dir => ("dr-xr-xr-x", 2),
+        Kind::File => ("-r--r--r--", 1),
+    };
+    let six_months = chrono::Duration::days(182);
+    let when = if e.mtime > now - six_months && e.mtime <= now + chrono::Duration::days(1) {
+        e.mtime.format("%b %e %H:%M")
+    } else {
+        e.mtime.format("%b %e  %Y")
+    };
+    format!(
+        "{mode} {links:>3} recvault recvault {:>8} {when} {}",
+        e.size, e.name
+    )
 }

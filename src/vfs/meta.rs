@@ -180,6 +180,14 @@ impl<V: Clone> TtlCache<V> {
             .map(|(_, v)| v.clone())
     }
 
+    pub fn forget(&self, key: &str) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     pub fn put(&self, key: String, v: V) {
         if self.ttl.is_zero() {
             return;

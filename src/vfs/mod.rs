@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use listing::DirLister;
+pub use listing::{ls_line, DirLister};
 use meta::{SessionMeta, TtlCache};
 pub use path::{PathError, VPath};
 use tree::{Loc, SessionRef};
@@ -247,6 +247,20 @@ impl Vfs {
         &self.tenant
     }
 
+    pub fn perms(&self) -> Perms {
+        self.perms
+    }
+
+    /// Whether `p` has the shape of a session folder (it may not exist).
+    pub fn is_session(&self, p: &VPath) -> bool {
+        matches!(self.locate(p), Ok(Loc::Session(_)))
+    }
+
+    /// Whether `p` has the shape of a day folder (its entries are sessions).
+    pub fn is_day(&self, p: &VPath) -> bool {
+        matches!(self.locate(p), Ok(Loc::Day(..)))
+    }
+
     /// Resolves a client path (absolute, or relative to `cwd`) in this view.
     pub fn resolve(&self, cwd: &VPath, raw: &str) -> Result<VPath, VfsError> {
         Ok(VPath::resolve(cwd, raw)?)
@@ -376,6 +390,59 @@ impl Vfs {
                 Ok(DirLister::dates(self.tenant.clone(), loc))
             }
         }
+    }
+
+    /// The SHA-256 (hex) of a stored file, when ingest recorded it; `None`
+    /// for files whose hash is not known without reading them.
+    pub async fn sha256(&self, p: &VPath) -> Result<Option<String>, VfsError> {
+        self.need_list()?;
+        let Loc::File(s, name) = self.locate(p)? else {
+            return Err(VfsError::IsADirectory(p.to_string()));
+        };
+        let m = self.session_meta(&s, p).await?;
+        self.find(p).await?;
+        Ok(m.raw_index
+            .pointer(&format!("/recvault/objects/{name}/sha256"))
+            .and_then(|v| v.as_str())
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase))
+    }
+
+    /// Erases a whole session folder: every object under it, the index
+    /// last (so an interrupted erase is still visible and can be repeated).
+    /// Needs the `delete` permission. Returns the number of objects removed.
+    pub async fn erase(&self, p: &VPath) -> Result<usize, VfsError> {
+        if !self.perms.delete {
+            return Err(VfsError::PermissionDenied(
+                "this user may not delete".into(),
+            ));
+        }
+        let Loc::Session(s) = self.locate(p)? else {
+            return Err(VfsError::PermissionDenied(
+                "only a whole session folder can be erased".into(),
+            ));
+        };
+        self.session_meta(&s, p).await?;
+        let prefix = s.prefix(&self.tenant.prefix);
+        let index = s.info_key(&self.tenant.prefix);
+        let mut keys = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self.tenant.store.list_page(&prefix, None, next).await?;
+            keys.extend(page.objects.into_iter().map(|o| o.key));
+            next = page.next;
+            if next.is_none() {
+                break;
+            }
+        }
+        keys.retain(|k| *k != index);
+        for k in &keys {
+            self.tenant.store.delete(k).await?;
+        }
+        self.tenant.store.delete(&index).await?;
+        self.tenant.sessions.forget(&prefix);
+        self.tenant.dir_times.clear();
+        Ok(keys.len() + 1)
     }
 
     /// Opens a file for reading.
