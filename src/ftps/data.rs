@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::HandshakeKind;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -140,11 +141,14 @@ pub async fn secure(
     require_resumption: bool,
     within: Duration,
 ) -> Result<TlsStream<TcpStream>, DataError> {
-    let tls = tokio::time::timeout(within, acceptor.accept(sock))
+    let mut tls = tokio::time::timeout(within, acceptor.accept(sock))
         .await
         .map_err(|_| DataError::Timeout(within.as_secs()))?
         .map_err(DataError::Tls)?;
     if require_resumption && tls.get_ref().1.handshake_kind() != Some(HandshakeKind::Resumed) {
+        // A clean close (close_notify), so the client reads the 522 reply
+        // rather than a TLS error.
+        let _ = tokio::time::timeout(Duration::from_secs(2), tls.shutdown()).await;
         return Err(DataError::NotResumed);
     }
     Ok(tls)

@@ -166,3 +166,34 @@ pub fn ls_line(e: &Entry, now: DateTime<Utc>) -> String {
         e.size, e.name
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ls_line_shows_time_for_recent_and_year_for_old() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut e = Entry {
+            name: "a.tar.gz".into(),
+            kind: Kind::File,
+            size: 1234,
+            mtime: DateTime::parse_from_rfc3339("2026-11-23T14:05:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        };
+        assert_eq!(
+            ls_line(&e, now),
+            "-r--r--r--   1 recvault recvault     1234 Nov 23 14:05 a.tar.gz"
+        );
+        e.mtime = DateTime::parse_from_rfc3339("2024-01-02T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            ls_line(&e, now),
+            "-r--r--r--   1 recvault recvault     1234 Jan  2  2024 a.tar.gz"
+        );
+    }
+}

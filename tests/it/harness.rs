@@ -133,6 +133,10 @@ pub struct Server {
     pub port: u16,
     /// Port of the ingest listener.
     pub ingest_port: u16,
+    /// Port of the explicit FTPS listener.
+    pub ftps_port: u16,
+    /// Port of the implicit FTPS listener (0 when not configured).
+    pub ftps_implicit_port: u16,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
 }
@@ -180,7 +184,7 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for what in ["sftp", "ingest"] {
+                for what in ["sftp", "ingest", "ftps", "ftps-implicit"] {
                     if let Some(addr) =
                         line.strip_prefix(&format!("recvault: {what} listening on "))
                     {
@@ -190,7 +194,8 @@ impl Server {
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let (mut port, mut ingest_port) = (0u16, 0u16);
+        let (mut port, mut ingest_port, mut ftps_port, mut ftps_implicit_port) = (0u16, 0, 0, 0);
+        // The SFTP line comes last: every other listener is bound by then.
         while port == 0 || ingest_port == 0 {
             let Ok((what, addr)) = rx.recv_timeout(Duration::from_secs(60)) else {
                 let _ = child.kill();
@@ -201,16 +206,19 @@ impl Server {
                 .next()
                 .and_then(|p| p.parse().ok())
                 .expect("port");
-            if what == "sftp" {
-                port = p;
-            } else {
-                ingest_port = p;
+            match what {
+                "sftp" => port = p,
+                "ingest" => ingest_port = p,
+                "ftps" => ftps_port = p,
+                _ => ftps_implicit_port = p,
             }
         }
         Server {
             child,
             port,
             ingest_port,
+            ftps_port,
+            ftps_implicit_port,
             dir,
             log,
         }
@@ -277,14 +285,47 @@ fn write_config(dir: &Path, config: &str) -> PathBuf {
             dir.join("spool").display()
         )
     };
+    // A test that brings its own [ftps] section (a port range, resumption) keeps it.
+    let ftps = if config.contains("\n[ftps]") {
+        String::new()
+    } else {
+        ftps_toml("")
+    };
     let text = format!(
-        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n{ingest}\n[audit]\npath = \"{}\"\n",
+        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n{ingest}\n{ftps}\n[audit]\npath = \"{}\"\n",
         dir.join("host_key").display(),
         dir.join("audit.log").display()
     );
     let path = dir.join("recvault.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// The test certificate for FTPS (self-signed for localhost and 127.0.0.1):
+/// (certificate, key) paths.
+pub fn ftps_cert() -> &'static (PathBuf, PathBuf) {
+    static CERT: OnceLock<(tempfile::TempDir, (PathBuf, PathBuf))> = OnceLock::new();
+    &CERT
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cert = dir.path().join("ftps.crt");
+            let key = dir.path().join("ftps.key");
+            recvault::tls::ensure_self_signed(&cert, &key, &["localhost", "127.0.0.1"])
+                .expect("test certificate");
+            (dir, (cert, key))
+        })
+        .1
+}
+
+/// An `[ftps]` section on free loopback ports (explicit and implicit), with
+/// the test certificate and `extra` lines.
+pub fn ftps_toml(extra: &str) -> String {
+    let (cert, key) = ftps_cert();
+    format!(
+        "[ftps]\nlisten = \"127.0.0.1:0\"\nimplicit_listen = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n{extra}\n",
+        cert.display(),
+        key.display()
+    )
 }
 
 /// A `[[tenants]]` block with one key-authenticated user per (name, key, extra) triple.

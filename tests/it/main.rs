@@ -1,13 +1,15 @@
 //! Integration tests: the real `recvault` binary, over real sockets, against
-//! moto's S3 server (signature checking on), with OpenSSH's `sftp`/`ssh` and
-//! a russh-based protocol client. One test binary, so one build serves all.
+//! moto's S3 server (signature checking on), with OpenSSH's `sftp`/`ssh`, lftp, curl,
+//! rclone and Python's ftplib, and russh- and rustls-based protocol clients. One test binary, so one build serves all.
 
 mod attacks;
+mod ftps;
 mod harness;
 mod ingest;
 mod listing;
 mod operation;
 mod protocol;
+mod rawftp;
 mod rawsftp;
 mod sftp_openssh;
 mod storage;
