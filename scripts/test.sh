@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need when it is missing:
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
-# curl, openssl, tar, kill; Debian packages) and moto's S3 server (PyPI, in
+# lftp, curl, python3 for ftplib, openssl, tar, kill; Debian packages) and moto's S3 server (PyPI, in
 # ./.venv). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,9 @@ command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+command -v lftp >/dev/null 2>&1 || missing+=(lftp)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
 type -P kill >/dev/null 2>&1 || missing+=(procps)  # the binary: `command -v` finds the builtin

@@ -123,7 +123,9 @@ impl FtpsConfig {
 
     /// The address PASV announces, validated at load.
     pub fn passive_ip(&self) -> Option<std::net::Ipv4Addr> {
-        self.passive_host.as_ref().and_then(|h| h.get_ref().parse().ok())
+        self.passive_host
+            .as_ref()
+            .and_then(|h| h.get_ref().parse().ok())
     }
 }
 

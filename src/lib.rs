@@ -5,6 +5,7 @@ pub mod audit; // the JSON audit trail (logins, downloads)
 pub mod auth; // users, argon2id passwords, public keys, the brute-force defender
 pub mod config; // TOML → typed, validated configuration
 pub mod demo; // `recvault demo`: the embedded default
+pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 pub mod hostkey; // SSH host key: load or generate
 pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
 pub mod limits; // every limit, with safe defaults
@@ -13,7 +14,6 @@ pub mod media; // Janus MJR recordings and RTP
 pub mod push; // `recvault push`: the gateway-side upload client
 pub mod sample; // writes sessions in the archived layout (demo, tests)
 pub mod server; // `recvault serve`: wiring, signals, readiness
-pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 pub mod sftp; // SFTP over SSH: accept loop, russh handler, SFTP request loop
 pub mod store; // object storage: one trait; S3 and local-directory backends
 pub mod tls; // TLS server configuration (rustls + ring) shared by ingest and FTPS

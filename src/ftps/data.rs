@@ -194,6 +194,9 @@ mod tests {
             p.accept("127.0.0.1".parse().unwrap(), Duration::from_secs(5)),
             clients
         );
-        assert_eq!(got.unwrap().peer_addr().unwrap(), mine.local_addr().unwrap());
+        assert_eq!(
+            got.unwrap().peer_addr().unwrap(),
+            mine.local_addr().unwrap()
+        );
     }
 }

@@ -114,7 +114,10 @@ mod tests {
             pasv_text(Ipv4Addr::new(203, 0, 113, 10), 50001),
             "Entering Passive Mode (203,0,113,10,195,81)"
         );
-        assert_eq!(epsv_text(50001), "Entering Extended Passive Mode (|||50001|)");
+        assert_eq!(
+            epsv_text(50001),
+            "Entering Extended Passive Mode (|||50001|)"
+        );
     }
 
     #[test]

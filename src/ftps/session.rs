@@ -263,7 +263,10 @@ impl Session {
             "CLNT" | "ACCT" => return self.go(202, "Not needed").await,
             "HELP" => {
                 return self
-                    .go(214, "See RFC 959, 2228, 2428, 3659 and 4217; writes are refused")
+                    .go(
+                        214,
+                        "See RFC 959, 2228, 2428, 3659 and 4217; writes are refused",
+                    )
                     .await
             }
             _ => {}
@@ -353,7 +356,10 @@ impl Session {
         // Nothing the client sent in clear text after AUTH may be obeyed.
         let dropped = self.lines.discard_buffered();
         if dropped > 0 {
-            warn!(bytes = dropped, "discarded clear-text input sent after AUTH TLS");
+            warn!(
+                bytes = dropped,
+                "discarded clear-text input sent after AUTH TLS"
+            );
         }
         let Some(Control::Plain(sock)) = self.ctl.take() else {
             return Ok(Flow::Close);
@@ -400,8 +406,11 @@ impl Session {
                 self.go(200, "Data connections will be encrypted").await
             }
             "C" => {
-                self.go(536, "Clear-text data connections are not allowed: use PROT P")
-                    .await
+                self.go(
+                    536,
+                    "Clear-text data connections are not allowed: use PROT P",
+                )
+                .await
             }
             "S" | "E" => self.go(536, "Only PROT P is supported").await,
             _ => self.go(504, "Unknown protection level: use PROT P").await,
@@ -440,7 +449,10 @@ impl Session {
         if !self.tls {
             // The password is not even looked at: it travelled in clear text.
             return self
-                .go(530, "This server requires TLS: send AUTH TLS before logging in")
+                .go(
+                    530,
+                    "This server requires TLS: send AUTH TLS before logging in",
+                )
                 .await;
         }
         if self.login.is_some() {
@@ -453,7 +465,10 @@ impl Session {
         let ip = self.peer.ip();
         if shared.defender.banned(ip).is_some() {
             return self
-                .close(421, "Too many failed logins from your address: try again later")
+                .close(
+                    421,
+                    "Too many failed logins from your address: try again later",
+                )
                 .await;
         }
         match shared.users().check_password(&name, arg).await {
@@ -481,9 +496,15 @@ impl Session {
                     .login("ftps", self.peer, &name, None, "password", false);
                 self.failures += 1;
                 if let Some(ban) = shared.defender.failure(ip) {
-                    warn!(secs = ban.as_secs(), "address banned after repeated failed logins");
+                    warn!(
+                        secs = ban.as_secs(),
+                        "address banned after repeated failed logins"
+                    );
                     return self
-                        .close(421, "Too many failed logins from your address: try again later")
+                        .close(
+                            421,
+                            "Too many failed logins from your address: try again later",
+                        )
                         .await;
                 }
                 if self.failures >= shared.limits.max_auth_attempts {
@@ -674,7 +695,11 @@ impl Session {
                 return self.go(200, "EPSV ALL: only EPSV from now on").await;
             }
             "" | "1" | "2" => {}
-            _ => return self.go(522, "Network protocol not supported, use (1,2)").await,
+            _ => {
+                return self
+                    .go(522, "Network protocol not supported, use (1,2)")
+                    .await
+            }
         }
         self.pending = None;
         match self.ftps.passive.open(self.passive_ip()).await {
@@ -725,7 +750,9 @@ impl Session {
         let (p, source) = match self.entries(vfs, arg).await {
             Ok((_, Listing::One(_))) if style == Style::Mlsd => {
                 self.pending = None;
-                return self.go(501, "MLSD needs a folder: use MLST for a file").await;
+                return self
+                    .go(501, "MLSD needs a folder: use MLST for a file")
+                    .await;
             }
             Ok(x) => x,
             Err(e) => {
@@ -734,7 +761,15 @@ impl Session {
             }
         };
         let sessions = vfs.is_day(&p);
-        self.transfer(vfs, Payload::Listing { source, style, sessions }).await
+        self.transfer(
+            vfs,
+            Payload::Listing {
+                source,
+                style,
+                sessions,
+            },
+        )
+        .await
     }
 
     async fn retr(&mut self, vfs: &Vfs, arg: &str) -> Reply {
@@ -755,11 +790,15 @@ impl Session {
         };
         if offset > file.entry.size {
             self.pending = None;
-            let text = format!("REST {offset} is past the end of the file ({} bytes)", file.entry.size);
+            let text = format!(
+                "REST {offset} is past the end of the file ({} bytes)",
+                file.entry.size
+            );
             return self.go(554, &text).await;
         }
         let path = p.to_string();
-        self.transfer(vfs, Payload::File { file, offset, path }).await
+        self.transfer(vfs, Payload::File { file, offset, path })
+            .await
     }
 
     /// Runs one data transfer while still answering ABOR, NOOP and STAT on
@@ -846,15 +885,18 @@ impl Session {
                 self.send(426, "Transfer aborted").await?;
                 self.go(226, "ABOR successful").await
             }
-            Some(Ok(n)) => self.go(226, &format!("Transfer complete ({n} bytes)")).await,
+            Some(Ok(n)) => {
+                self.go(226, &format!("Transfer complete ({n} bytes)"))
+                    .await
+            }
             Some(Err(e)) => {
                 let (code, text) = match &e {
-                    TransferError::Data(DataError::Timeout(_)) | TransferError::Data(DataError::Io(_)) => {
+                    TransferError::Data(DataError::Timeout(_))
+                    | TransferError::Data(DataError::Io(_)) => {
                         (425, format!("Cannot open data connection: {e}"))
                     }
-                    TransferError::Data(DataError::Tls(_)) | TransferError::Data(DataError::NotResumed) => {
-                        (522, e.to_string())
-                    }
+                    TransferError::Data(DataError::Tls(_))
+                    | TransferError::Data(DataError::NotResumed) => (522, e.to_string()),
                     TransferError::Source(_) => (
                         451,
                         format!("{e}; resume with REST {}", sent.load(Ordering::Relaxed)),
@@ -915,8 +957,13 @@ impl Job {
                 .pending
                 .accept(self.client, self.connect_within)
                 .await?;
-            data::secure(sock, self.acceptor.clone(), self.require_resumption, self.connect_within)
-                .await
+            data::secure(
+                sock,
+                self.acceptor.clone(),
+                self.require_resumption,
+                self.connect_within,
+            )
+            .await
         };
         match payload {
             Payload::File { file, offset, .. } => {

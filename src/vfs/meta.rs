@@ -181,7 +181,10 @@ impl<V: Clone> TtlCache<V> {
     }
 
     pub fn forget(&self, key: &str) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     pub fn clear(&self) {

@@ -35,10 +35,34 @@ async fn setup(test: &str, extra: &str) -> (Server, String) {
     let acme2 = format!("{base}acme2/");
     let store = s3().store().await;
     let sessions: [(&str, &str, &str, &str, Vec<u8>); 4] = [
-        (&acme, "call-1", "2026-11-23T09:00:00Z", "2026-11-23T09:05:00Z", pseudo_random(3 << 20, 1)),
-        (&acme, "call-2", "2026-11-23T10:00:00Z", "2026-11-23T10:01:30Z", b"small".to_vec()),
-        (&acme, "old-1", "2026-10-01T09:00:00Z", "2026-10-01T09:05:00Z", b"october".to_vec()),
-        (&acme2, "secret-1", "2026-11-23T09:00:00Z", "2026-11-23T09:05:00Z", b"acme2 secret".to_vec()),
+        (
+            &acme,
+            "call-1",
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T09:05:00Z",
+            pseudo_random(3 << 20, 1),
+        ),
+        (
+            &acme,
+            "call-2",
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:01:30Z",
+            b"small".to_vec(),
+        ),
+        (
+            &acme,
+            "old-1",
+            "2026-10-01T09:00:00Z",
+            "2026-10-01T09:05:00Z",
+            b"october".to_vec(),
+        ),
+        (
+            &acme2,
+            "secret-1",
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T09:05:00Z",
+            b"acme2 secret".to_vec(),
+        ),
     ];
     for (prefix, id, start, end, data) in sessions {
         seed(store.as_ref(), prefix, id, start, end, data).await;
@@ -167,7 +191,10 @@ async fn lftp_mirror_continue_resumes_an_interrupted_download() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let partial = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0).max(partial);
+    let partial = std::fs::metadata(&target)
+        .map(|m| m.len())
+        .unwrap_or(0)
+        .max(partial);
     assert!(partial > 0 && partial < 3 << 20, "partial {partial}");
 
     let out = lftp(
@@ -194,7 +221,10 @@ async fn curl_lists_downloads_and_resumes_over_explicit_and_implicit_tls() {
     let out = curl(&[&format!("{base}{DAY}/")]);
     assert!(out.status.success(), "{}", text(&out));
     let listing = String::from_utf8_lossy(&out.stdout);
-    let names: Vec<&str> = listing.lines().filter_map(|l| l.split(' ').next_back()).collect();
+    let names: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split(' ').next_back())
+        .collect();
     assert_eq!(names, ["call-1", "call-2"], "{listing}");
     assert!(!listing.contains("1970"), "{listing}");
 
@@ -215,10 +245,15 @@ async fn curl_lists_downloads_and_resumes_over_explicit_and_implicit_tls() {
     assert_eq!(g.code, 220);
     assert_eq!(c.cmd("USER qa").await.code, 331);
     assert_eq!(c.cmd(&format!("PASS {PW}")).await.code, 230);
-    let (body, end) = c.data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz")).await;
+    let (body, end) = c
+        .data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz"))
+        .await;
     assert_eq!((body.as_slice(), end.code), (&b"small"[..], 226));
     // curl's ftps:// is implicit FTPS and gets the same bytes.
-    let url = format!("ftps://127.0.0.1:{}{DAY}/call-1/call-1.tar.gz", server.ftps_implicit_port);
+    let url = format!(
+        "ftps://127.0.0.1:{}{DAY}/call-1/call-1.tar.gz",
+        server.ftps_implicit_port
+    );
     let out = curl(&["-o", file.to_str().unwrap(), &url]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sha256_file(&file), sha256(&want));
@@ -248,7 +283,9 @@ def connect(cls=ftplib.FTP_TLS):
 "#,
         cert = cert.display().to_string()
     );
-    run(Command::new("python3").arg("-c").arg(format!("{prelude}\n{script}")))
+    run(Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}\n{script}")))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,8 +314,14 @@ print(json.dumps(out))
     assert_eq!(facts["modify"], "20261123090500");
     assert_eq!(v["size"], 3u64 << 20);
     assert_eq!(v["mdtm"], "213 20261123090500");
-    assert!(v["mlst"].as_str().unwrap().contains("type=file;size="), "{v}");
-    assert!(v["feat"].as_str().unwrap().contains("MLST type*;size*;modify*;perm*;"));
+    assert!(
+        v["mlst"].as_str().unwrap().contains("type=file;size="),
+        "{v}"
+    );
+    assert!(v["feat"]
+        .as_str()
+        .unwrap()
+        .contains("MLST type*;size*;modify*;perm*;"));
     assert_eq!(v["pwd"], "/");
 
     // SFTP reports the same size and time for every entry.
@@ -301,11 +344,7 @@ print(json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread")]
 async fn required_tls_resumption_admits_resuming_clients_and_refuses_others() {
-    let (server, _) = setup(
-        "ftps-resume",
-        &ftps_toml("require_tls_resumption = true"),
-    )
-    .await;
+    let (server, _) = setup("ftps-resume", &ftps_toml("require_tls_resumption = true")).await;
     // ftplib without session reuse: the data connection is refused.
     let out = ftplib(
         server.ftps_port,
@@ -327,7 +366,11 @@ except OSError as e:
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.starts_with("522"), "{said}");
-    assert!(server.log().contains("TLS session reuse required"), "{}", server.log());
+    assert!(
+        server.log().contains("TLS session reuse required"),
+        "{}",
+        server.log()
+    );
     // ftplib passing the control session to the data connection: accepted.
     let out = ftplib(
         server.ftps_port,
@@ -340,39 +383,61 @@ print(sorted(f.nlst("/2026/11/23")))
     assert!(String::from_utf8_lossy(&out.stdout).contains("'call-1', 'call-2'"));
     // rustls (the raw client), curl and lftp resume sessions.
     let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
-    let (body, end) = c.data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz")).await;
+    let (body, end) = c
+        .data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz"))
+        .await;
     assert_eq!(end.code, 226, "{end:?}");
     assert_eq!(body, b"small");
-    let url = format!("ftp://127.0.0.1:{}{DAY}/call-2/call-2.tar.gz", server.ftps_port);
+    let url = format!(
+        "ftp://127.0.0.1:{}{DAY}/call-2/call-2.tar.gz",
+        server.ftps_port
+    );
     let out = curl(&[&url]);
     assert!(out.status.success(), "curl: {}", text(&out));
     assert_eq!(out.stdout, b"small");
     let work = tempfile::tempdir().unwrap();
-    let out = lftp(server.ftps_port, &format!("get {DAY}/call-2/call-2.tar.gz -o x"), work.path());
+    let out = lftp(
+        server.ftps_port,
+        &format!("get {DAY}/call-2/call-2.tar.gz -o x"),
+        work.path(),
+    );
     assert!(out.status.success(), "lftp: {}", text(&out));
     assert_eq!(std::fs::read(work.path().join("x")).unwrap(), b"small");
+    let out = rclone_ftp(
+        server.ftps_port,
+        &["cat", &format!("f:{DAY}/call-2/call-2.tar.gz")],
+        work.path(),
+    );
+    assert!(out.status.success(), "rclone: {}", text(&out));
+    assert_eq!(out.stdout, b"small");
+}
+
+/// rclone's ftp backend with explicit TLS against the explicit listener.
+fn rclone_ftp(port: u16, args: &[&str], cwd: &Path) -> Output {
+    static OBSCURED: OnceLock<String> = OnceLock::new();
+    let pass = OBSCURED.get_or_init(|| {
+        let o = run(Command::new("rclone").args(["obscure", PW]));
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    });
+    run(Command::new("rclone")
+        .args(args)
+        .env("RCLONE_CONFIG", "/dev/null")
+        .env("RCLONE_CONFIG_F_TYPE", "ftp")
+        .env("RCLONE_CONFIG_F_HOST", "127.0.0.1")
+        .env("RCLONE_CONFIG_F_PORT", port.to_string())
+        .env("RCLONE_CONFIG_F_USER", "qa")
+        .env("RCLONE_CONFIG_F_PASS", pass)
+        .env("RCLONE_CONFIG_F_EXPLICIT_TLS", "true")
+        .env("RCLONE_CONFIG_F_NO_CHECK_CERTIFICATE", "true")
+        .current_dir(cwd))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rclone_ftp_copy_then_check_over_explicit_tls() {
     let (server, _) = setup("ftps-rclone", "").await;
     let work = tempfile::tempdir().unwrap();
-    let obscured = run(Command::new("rclone").args(["obscure", PW]));
-    assert!(obscured.status.success());
-    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
-    let rclone = |args: &[&str]| {
-        run(Command::new("rclone")
-            .args(args)
-            .env("RCLONE_CONFIG", "/dev/null")
-            .env("RCLONE_CONFIG_F_TYPE", "ftp")
-            .env("RCLONE_CONFIG_F_HOST", "127.0.0.1")
-            .env("RCLONE_CONFIG_F_PORT", server.ftps_port.to_string())
-            .env("RCLONE_CONFIG_F_USER", "qa")
-            .env("RCLONE_CONFIG_F_PASS", &pass)
-            .env("RCLONE_CONFIG_F_EXPLICIT_TLS", "true")
-            .env("RCLONE_CONFIG_F_NO_CHECK_CERTIFICATE", "true")
-            .current_dir(work.path()))
-    };
+    let rclone = |args: &[&str]| rclone_ftp(server.ftps_port, args, work.path());
     let out = rclone(&["copy", &format!("f:{DAY}"), "out"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(files_under(&work.path().join("out")).len(), 4);
@@ -381,7 +446,11 @@ async fn rclone_ftp_copy_then_check_over_explicit_tls() {
     let before = downloads(&server).len();
     let out = rclone(&["copy", &format!("f:{DAY}"), "out"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(downloads(&server).len(), before, "second copy transferred files");
+    assert_eq!(
+        downloads(&server).len(),
+        before,
+        "second copy transferred files"
+    );
 }
 
 // ------------------------------------------------------------- attacks --
@@ -430,19 +499,30 @@ async fn plaintext_commands_pipelined_after_auth_tls_are_discarded() {
         assert_eq!(r.code, 530, "{r:?}");
     }
     assert!(!server.audit().contains("\"login\""), "{}", server.audit());
-    assert!(server.log().contains("discarded clear-text input"), "{}", server.log());
+    assert!(
+        server.log().contains("discarded clear-text input"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ftp_bounce_with_port_or_eprt_is_refused() {
     let (server, _) = setup("ftps-bounce", "").await;
     let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
-    for cmd in ["PORT 10,0,0,1,0,80", "EPRT |1|10.0.0.1|80|", "EPRT |2|::1|80|", "LPRT 4,4,10,0,0,1,2,0,80"] {
+    for cmd in [
+        "PORT 10,0,0,1,0,80",
+        "EPRT |1|10.0.0.1|80|",
+        "EPRT |2|::1|80|",
+        "LPRT 4,4,10,0,0,1,2,0,80",
+    ] {
         let r = c.cmd(cmd).await;
         assert_eq!(r.code, 502, "{cmd}: {r:?}");
     }
     // The session goes on.
-    let (body, end) = c.data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz")).await;
+    let (body, end) = c
+        .data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz"))
+        .await;
     assert_eq!((body.as_slice(), end.code), (&b"small"[..], 226));
 }
 
@@ -467,7 +547,9 @@ async fn data_connection_stealing_from_another_address_gets_nothing() {
     data.read_to_end(&mut body).await.unwrap();
     assert_eq!(body, b"small");
     assert_eq!(c.reply().await.unwrap().code, 226);
-    assert!(server.log().contains("refused a data connection from another address"));
+    assert!(server
+        .log()
+        .contains("refused a data connection from another address"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -537,7 +619,9 @@ async fn path_traversal_over_cwd_retr_mlst_and_size_never_leaves_the_tenant() {
         assert_eq!(c.cmd("CWD /").await.code, 250);
     }
     // And the session still works.
-    let (body, _) = c.data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz")).await;
+    let (body, _) = c
+        .data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz"))
+        .await;
     assert_eq!(body, b"small");
 }
 
@@ -557,7 +641,11 @@ async fn tenant_isolation_between_prefixes_sharing_a_stem_over_ftps() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn brute_force_over_ftps_bans_the_address_across_connections_and_protocols() {
-    let (server, _) = setup("ftps-brute", "[limits]\nban_after_failures = 3\nauth_reject_ms = 10\n").await;
+    let (server, _) = setup(
+        "ftps-brute",
+        "[limits]\nban_after_failures = 3\nauth_reject_ms = 10\n",
+    )
+    .await;
     for _ in 0..3 {
         let (c, _) = RawFtp::connect(server.ftps_port).await;
         let mut c = c.auth_tls().await;
@@ -572,7 +660,9 @@ async fn brute_force_over_ftps_bans_the_address_across_connections_and_protocols
     let o = sftp_batch(server.port, "qa", client_key("qa"), "ls /\n", work.path());
     assert!(!o.status.success(), "SFTP let a banned address in");
     // Another address still logs in, even with the right password.
-    let (c, g) = RawFtp::connect_from("127.0.0.2", server.ftps_port).await.unwrap();
+    let (c, g) = RawFtp::connect_from("127.0.0.2", server.ftps_port)
+        .await
+        .unwrap();
     assert_eq!(g.code, 220);
     let mut c = c.auth_tls().await;
     assert_eq!(c.cmd("USER qa").await.code, 331);
@@ -583,7 +673,13 @@ async fn brute_force_over_ftps_bans_the_address_across_connections_and_protocols
 async fn writes_are_refused_and_only_delete_holders_erase_whole_sessions() {
     let (server, acme) = setup("ftps-erase", "").await;
     let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
-    for cmd in ["MKD /x", "DELE /2026/11/23/call-2/info.json", "RNFR /2026", "SITE CHMOD 777 /2026", "RMD /2026/11/23/call-2"] {
+    for cmd in [
+        "MKD /x",
+        "DELE /2026/11/23/call-2/info.json",
+        "RNFR /2026",
+        "SITE CHMOD 777 /2026",
+        "RMD /2026/11/23/call-2",
+    ] {
         let r = c.cmd(cmd).await;
         assert_eq!(r.code, 550, "{cmd}: {r:?}");
     }
@@ -594,7 +690,11 @@ async fn writes_are_refused_and_only_delete_holders_erase_whole_sessions() {
     let r = e.cmd(&format!("DELE {DAY}/call-2/info.json")).await;
     assert_eq!(r.code, 550);
     assert!(r.text.contains("RMD"), "{r:?}");
-    assert_eq!(e.cmd(&format!("RMD {DAY}")).await.code, 550, "a day is not a session");
+    assert_eq!(
+        e.cmd(&format!("RMD {DAY}")).await.code,
+        550,
+        "a day is not a session"
+    );
     let r = e.cmd(&format!("RMD {DAY}/call-2")).await;
     assert_eq!(r.code, 250, "{r:?}");
     let (body, _) = e.data_cmd(&format!("NLST {DAY}")).await;
@@ -605,7 +705,11 @@ async fn writes_are_refused_and_only_delete_holders_erase_whole_sessions() {
         .await
         .unwrap();
     assert!(left.objects.is_empty(), "{:?}", left.objects);
-    assert!(server.audit().contains("\"event\":\"erase\""), "{}", server.audit());
+    assert!(
+        server.audit().contains("\"event\":\"erase\""),
+        "{}",
+        server.audit()
+    );
     // The other user's view agrees (no stale cache in another session).
     assert_eq!(c.cmd(&format!("CWD {DAY}/call-2")).await.code, 550);
 }
@@ -627,8 +731,12 @@ async fn exhausted_passive_port_range_gets_a_readable_error() {
     assert_eq!(r.code, 425, "{r:?}");
     assert!(r.text.contains("busy"), "{r:?}");
     // Once a's transfer is done, b gets the port.
-    let (_, end) = a.data_cmd_on(port, &format!("RETR {DAY}/call-2/call-2.tar.gz")).await;
+    let (_, end) = a
+        .data_cmd_on(port, &format!("RETR {DAY}/call-2/call-2.tar.gz"))
+        .await;
     assert_eq!(end.code, 226);
-    let (body, end) = b.data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz")).await;
+    let (body, end) = b
+        .data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz"))
+        .await;
     assert_eq!((body.as_slice(), end.code), (&b"small"[..], 226));
 }

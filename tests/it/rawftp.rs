@@ -60,7 +60,9 @@ pub struct Reply {
 impl RawFtp {
     /// Connects from 127.0.0.1 to the explicit listener and reads the greeting.
     pub async fn connect(port: u16) -> (RawFtp, Reply) {
-        Self::connect_from("127.0.0.1", port).await.expect("connect")
+        Self::connect_from("127.0.0.1", port)
+            .await
+            .expect("connect")
     }
 
     pub async fn connect_from(source: &str, port: u16) -> std::io::Result<(RawFtp, Reply)> {
@@ -110,7 +112,9 @@ impl RawFtp {
             let line = self.line().await?;
             let done = match lines.first() {
                 None => line.len() >= 4 && line.as_bytes()[3] == b' ',
-                Some(first) => line.len() >= 4 && line[..3] == first[..3] && line.as_bytes()[3] == b' ',
+                Some(first) => {
+                    line.len() >= 4 && line[..3] == first[..3] && line.as_bytes()[3] == b' '
+                }
             };
             lines.push(line);
             if done {
