@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# FTPS download benchmark: recvault (S3 backend on moto, and local backend)
+# against vsftpd (Debian, ssl_enable=YES, local disk), all on loopback, with
+# the same client (curl --ssl-reqd, explicit FTPS, passive, PROT P) and the
+# same TLS settings (TLS 1.2, ECDHE-RSA-AES128-GCM-SHA256, one RSA-2048
+# certificate for every server).
+#
+# A benchmark, not a test: it prints figures and ratios and never fails on
+# timing. It exits non-zero only when the setup itself breaks.
+#
+# Environment (defaults in brackets):
+#   RECVAULT_BIN     recvault binary, relative to the repo root [target/release/recvault]
+#   BENCH_SIZE_MIB   size of the random file in MiB [1024]
+#   BENCH_RUNS       downloads per peer; the best run is reported [3]
+#   MOTO_PYTHON      python with moto and boto3 [.venv/bin/python if present, else python3]
+#   BENCH_KEEP_TMP   set to keep the work directory (logs, configs) after the run
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BENCH_SIZE_MIB=${BENCH_SIZE_MIB:-1024}
+BENCH_RUNS=${BENCH_RUNS:-3}
+[[ $BENCH_SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MIB must be a positive integer"
+[[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+require_recvault_bin
+require_tools curl openssl sha256sum awk
+[[ -x /usr/sbin/vsftpd ]] || die "/usr/sbin/vsftpd is not installed (apt-get install vsftpd)"
+require_moto_python
+make_work_dir
+
+TLS_OPTS=(--tls-max 1.2 --ciphers ECDHE-RSA-AES128-GCM-SHA256)
+declare -A BEST_MBS=() RUNS_MBS=()
+
+free_port() {
+    "$MOTO_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# bench_download label url user:password
+bench_download() {
+    local label=$1 url=$2 cred=$3 i t0 t1 secs mbs sum best=0 list="" out="$TMP/download.bin"
+    for ((i = 1; i <= BENCH_RUNS; i++)); do
+        rm -f "$out"
+        t0=$(now)
+        curl -sS --ssl-reqd --cacert "$TMP/cert.pem" "${TLS_OPTS[@]}" --user "$cred" -o "$out" "$url" ||
+            die "$label: download failed (run $i)"
+        t1=$(now)
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
+        mbs=$(awk -v n="$SIZE_BYTES" -v s="$secs" 'BEGIN {printf "%.1f", n / 1e6 / s}')
+        sum=$(sha256sum "$out" | cut -d' ' -f1)
+        [[ $sum == "$SRC_SHA" ]] || die "$label run $i: sha256 mismatch ($(stat -c %s "$out") of $SIZE_BYTES bytes)"
+        log "$label run $i: ${secs} s, ${mbs} MB/s"
+        list+="${list:+ }$mbs"
+        awk -v a="$mbs" -v b="$best" 'BEGIN {exit !(a > b)}' && best=$mbs
+    done
+    rm -f "$out"
+    BEST_MBS[$label]=$best
+    RUNS_MBS[$label]=$list
+}
+
+# ---------------------------------------------------------------- data
+SIZE_BYTES=$((BENCH_SIZE_MIB * 1024 * 1024))
+SESSION_DIR=tenants/bench/sessions/2026/11/23/bench-1
+OBJ_KEY=$SESSION_DIR/bench-1.tar.gz
+INFO_KEY=$SESSION_DIR/info.json
+INFO_JSON='{"session_id":"bench-1","started_at":"2026-11-23T09:00:00Z","ended_at":"2026-11-23T10:00:00Z"}'
+FTP_PATH=/2026/11/23/bench-1/bench-1.tar.gz
+
+log "work dir $TMP; writing $BENCH_SIZE_MIB MiB of random data"
+head -c "$SIZE_BYTES" /dev/urandom >"$TMP/src.bin"
+SRC_SHA=$(sha256sum "$TMP/src.bin" | cut -d' ' -f1)
+mkdir -p "$TMP/objects/$SESSION_DIR" "$TMP/vsroot"
+chmod 755 "$TMP" "$TMP/vsroot"
+ln "$TMP/src.bin" "$TMP/objects/$OBJ_KEY" 2>/dev/null || cp "$TMP/src.bin" "$TMP/objects/$OBJ_KEY"
+ln "$TMP/src.bin" "$TMP/vsroot/bench-1.tar.gz" 2>/dev/null || cp "$TMP/src.bin" "$TMP/vsroot/bench-1.tar.gz"
+chmod 644 "$TMP/vsroot/bench-1.tar.gz"
+printf '%s' "$INFO_JSON" >"$TMP/objects/$INFO_KEY"
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+chmod 600 "$TMP/key.pem"
+
+# ---------------------------------------------------------------- moto
+start_moto
+MOTO_ENDPOINT=$MOTO_ENDPOINT AWS_ACCESS_KEY_ID=$MOTO_KEY AWS_SECRET_ACCESS_KEY=$MOTO_SECRET AWS_REGION=us-east-1 \
+    "$MOTO_PYTHON" - "$TMP/src.bin" "$MOTO_BUCKET" "$OBJ_KEY" "$INFO_KEY" "$INFO_JSON" <<'EOF'
+import os, sys
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+src, bucket, key, info_key, info = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name="us-east-1")
+mib = 1024 * 1024
+s3.upload_file(src, bucket, key, Config=TransferConfig(
+    multipart_threshold=16 * mib, multipart_chunksize=64 * mib, max_concurrency=4))
+s3.put_object(Bucket=bucket, Key=info_key, Body=info.encode(), ContentType="application/json")
+EOF
+
+# ---------------------------------------------------------------- recvault
+PASSWORD=bench-password-1
+HASH=$(printf '%s' "$PASSWORD" | "$RECVAULT_BIN" hash-password 2>/dev/null | tail -n1)
+write_config() { # file storage-block
+    cat >"$1" <<EOF
+[storage]
+$2
+
+[sftp]
+listen = "127.0.0.1:0"
+host_key = "$TMP/recvault_host_key"
+
+[ftps]
+listen = "127.0.0.1:0"
+certificate = "$TMP/cert.pem"
+private_key = "$TMP/key.pem"
+
+[audit]
+path = "$TMP/audit.log"
+
+[log]
+level = "warn"
+
+[[tenants]]
+id = "bench"
+prefix = "tenants/bench/"
+
+[[tenants.users]]
+name = "bench"
+password = "$HASH"
+permissions = ["list", "download"]
+EOF
+}
+write_config "$TMP/recvault-s3.toml" "backend = \"s3\"
+bucket = \"$MOTO_BUCKET\"
+region = \"us-east-1\"
+endpoint = \"$MOTO_ENDPOINT\"
+force_path_style = true"
+write_config "$TMP/recvault-local.toml" "backend = \"local\"
+path = \"$TMP/objects\""
+
+for backend in s3 local; do
+    label="recvault ($([[ $backend == s3 ]] && echo moto || echo local))"
+    AWS_ACCESS_KEY_ID=$MOTO_KEY AWS_SECRET_ACCESS_KEY=$MOTO_SECRET AWS_REGION=us-east-1 \
+        run_recvault "recvault-$backend" "$TMP/recvault-$backend.toml" ftps
+    bench_download "$label" "ftp://127.0.0.1:$RV_PORT$FTP_PATH" "bench:$PASSWORD"
+    stop_pid "$RV_PID"
+done
+
+# ---------------------------------------------------------------- vsftpd
+VS_PORT=$(free_port)
+PASV_LO=$(free_port)
+cat >"$TMP/vsftpd.conf" <<EOF
+listen=YES
+listen_address=127.0.0.1
+listen_port=$VS_PORT
+background=NO
+anonymous_enable=YES
+anon_root=$TMP/vsroot
+no_anon_password=YES
+local_enable=NO
+write_enable=NO
+ssl_enable=YES
+allow_anon_ssl=YES
+force_anon_logins_ssl=YES
+force_anon_data_ssl=YES
+require_ssl_reuse=NO
+ssl_tlsv1_2=YES
+rsa_cert_file=$TMP/cert.pem
+rsa_private_key_file=$TMP/key.pem
+pasv_enable=YES
+pasv_min_port=$PASV_LO
+pasv_max_port=$((PASV_LO + 20))
+seccomp_sandbox=NO
+xferlog_enable=NO
+EOF
+/usr/sbin/vsftpd "$TMP/vsftpd.conf" </dev/null >"$TMP/vsftpd.log" 2>&1 3>&- 4>&- &
+PIDS+=("$!")
+deadline=$((SECONDS + 20))
+until (exec 5<>"/dev/tcp/127.0.0.1/$VS_PORT") 2>/dev/null; do
+    ((SECONDS < deadline)) || { cat "$TMP/vsftpd.log" >&2; die "vsftpd did not start"; }
+    sleep 0.1
+done
+bench_download "vsftpd (local)" "ftp://127.0.0.1:$VS_PORT/bench-1.tar.gz" "anonymous:"
+
+# ---------------------------------------------------------------- report
+ratio() { awk -v a="${BEST_MBS[$1]}" -v b="${BEST_MBS[$2]}" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+printf '\nFTPS single-stream download, %d MiB, curl --ssl-reqd, TLS 1.2 AES128-GCM, best of %d\n' "$BENCH_SIZE_MIB" "$BENCH_RUNS"
+printf '%-18s %10s   %s\n' peer "MB/s" "runs"
+for label in "recvault (moto)" "recvault (local)" "vsftpd (local)"; do
+    printf '%-18s %10s   %s\n' "$label" "${BEST_MBS[$label]}" "${RUNS_MBS[$label]}"
+done
+printf '\nrecvault(moto)/vsftpd  = %s (target >= 0.9)\n' "$(ratio "recvault (moto)" "vsftpd (local)")"
+printf 'recvault(local)/vsftpd = %s (target >= 0.9)\n' "$(ratio "recvault (local)" "vsftpd (local)")"
