@@ -80,20 +80,21 @@ permissions = ["list", "download"]
         }
     }
     let shown = dir.display().to_string();
-    let ftps_shown = ftps_listen.to_string();
-    let banner = Box::new(move |bound: std::net::SocketAddr| {
+    let banner = Box::new(move |bound: &crate::server::Listening| {
         println!("recvault demo");
         println!("  data folder : {shown}");
         println!("  user        : demo");
         println!("  password    : {password}   (new on every start)");
         println!(
             "  connect     : sftp -P {} demo@{}",
-            bound.port(),
-            bound.ip()
+            bound.sftp.port(),
+            bound.sftp.ip()
         );
-        println!(
-            "  ftps        : curl --ssl-reqd -k -u demo ftp://{ftps_shown}/ (self-signed certificate in keys/)"
-        );
+        if let Some(f) = bound.ftps {
+            println!(
+                "  ftps        : curl --ssl-reqd -k -u demo ftp://{f}/ (self-signed certificate in keys/)"
+            );
+        }
         println!("  stop        : Ctrl-C");
     });
     crate::server::serve(cfg, None, Some(banner)).await

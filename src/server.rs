@@ -58,8 +58,15 @@ fn build_tenants(
         .collect()
 }
 
-/// Called once the listeners are bound, with the SFTP address.
-pub type OnReady = Box<dyn FnOnce(std::net::SocketAddr) + Send>;
+/// Where the listeners are bound, once they are.
+pub struct Listening {
+    pub sftp: std::net::SocketAddr,
+    /// The explicit FTPS listener, when `[ftps]` is configured.
+    pub ftps: Option<std::net::SocketAddr>,
+}
+
+/// Called once the listeners are bound.
+pub type OnReady = Box<dyn FnOnce(&Listening) + Send>;
 
 /// Runs the server until SIGINT/SIGTERM. `config_path` is re-read on SIGHUP.
 pub async fn serve(
@@ -130,7 +137,10 @@ pub async fn serve(
     info!(%bound, tenants = tenants.len(), users = shared.users().len(), "SFTP listening");
     notify_systemd("READY=1");
     if let Some(f) = on_ready {
-        f(bound);
+        f(&Listening {
+            sftp: bound,
+            ftps: ftps.as_ref().and_then(|(_, _, a)| *a),
+        });
     }
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -154,7 +164,7 @@ pub async fn serve(
                                 if let Some((_, state)) = &ingest {
                                     state.reload_tokens(&new_cfg);
                                 }
-                                if let Some((_, f)) = &ftps {
+                                if let Some((_, f, _)) = &ftps {
                                     match f.tls.reload() {
                                         Ok(()) => info!("reloaded the FTPS certificate"),
                                         Err(e) => error!(error = %e, "SIGHUP: FTPS certificate not reloaded, keeping the running one"),
@@ -181,7 +191,7 @@ pub async fn serve(
     if let Some((task, _)) = ingest {
         let _ = task.await;
     }
-    if let Some((tasks, _)) = ftps {
+    if let Some((tasks, _, _)) = ftps {
         for t in tasks {
             let _ = t.await;
         }
@@ -196,7 +206,7 @@ async fn start_ftps(
     shared: Arc<Shared>,
     stop: &tokio::sync::watch::Receiver<bool>,
     drain: Duration,
-) -> Result<(Vec<tokio::task::JoinHandle<()>>, Arc<crate::ftps::Ftps>), String> {
+) -> Result<FtpsRunning, String> {
     use crate::ftps::{bind, Ftps, Mode};
     let ftps = Arc::new(Ftps::from_config(f, shared)?);
     let mut listeners = vec![(f.listen.get_ref().clone(), Mode::Explicit)];
@@ -204,12 +214,16 @@ async fn start_ftps(
         listeners.push((l.get_ref().clone(), Mode::Implicit));
     }
     let mut tasks = Vec::new();
+    let mut explicit = None;
     for (addr, mode) in listeners {
         let name = match mode {
             Mode::Explicit => "ftps",
             Mode::Implicit => "ftps-implicit",
         };
         let (l, bound) = bind(&addr, name).await?;
+        if mode == Mode::Explicit {
+            explicit = Some(bound);
+        }
         tasks.push(tokio::spawn(crate::ftps::run(
             l,
             mode,
@@ -221,8 +235,15 @@ async fn start_ftps(
         eprintln!("recvault: {name} listening on {bound}");
         info!(%bound, "{name} listening");
     }
-    Ok((tasks, ftps))
+    Ok((tasks, ftps, explicit))
 }
+
+/// The FTPS listener tasks, their shared state and the explicit address.
+type FtpsRunning = (
+    Vec<tokio::task::JoinHandle<()>>,
+    Arc<crate::ftps::Ftps>,
+    Option<std::net::SocketAddr>,
+);
 
 /// One listing per tenant at start, so that wrong credentials, a missing
 /// bucket or an unreachable endpoint show in the log at once, not at the

@@ -11,14 +11,21 @@ use crate::rawsftp::*;
 fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_recvault"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--ftps-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--dir")
         .arg(dir.path().join("demo"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut password, mut connect) = (String::new(), String::new());
+    let (mut password, mut connect, mut ftps) = (String::new(), String::new(), String::new());
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(p) = line.trim().strip_prefix("password    : ") {
@@ -26,6 +33,9 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
         }
         if let Some(c) = line.trim().strip_prefix("connect     : ") {
             connect = c.to_string();
+        }
+        if let Some(c) = line.trim().strip_prefix("ftps        : ") {
+            ftps = c.to_string();
             break;
         }
     }
@@ -52,6 +62,19 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
     for id in ["demo-call-0001", "demo-call-0002", "demo-call-0003"] {
         assert!(listing.contains(id), "{listing}");
     }
+    // The printed FTPS line works as printed (with the password added).
+    let url = ftps
+        .split_whitespace()
+        .find(|w| w.starts_with("ftp://"))
+        .unwrap_or_else(|| panic!("no ftp:// URL in {ftps:?}"));
+    let out = Command::new("curl")
+        .args(["-sS", "--ssl-reqd", "-k", "-u", &format!("demo:{password}")])
+        .arg(format!("{url}2026/11/23/"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().count(), 3, "{listing}");
     let tar = Command::new("tar")
         .arg("tzf")
         .arg(work.path().join("c.tgz"))
