@@ -59,22 +59,12 @@ bench_download() {
 }
 
 # ---------------------------------------------------------------- data
-SIZE_BYTES=$((BENCH_SIZE_MIB * 1024 * 1024))
-SESSION_DIR=tenants/bench/sessions/2026/11/23/bench-1
-OBJ_KEY=$SESSION_DIR/bench-1.tar.gz
-INFO_KEY=$SESSION_DIR/info.json
-INFO_JSON='{"session_id":"bench-1","started_at":"2026-11-23T09:00:00Z","ended_at":"2026-11-23T10:00:00Z"}'
-FTP_PATH=/2026/11/23/bench-1/bench-1.tar.gz
-
-log "work dir $TMP; writing $BENCH_SIZE_MIB MiB of random data"
-head -c "$SIZE_BYTES" /dev/urandom >"$TMP/src.bin"
-SRC_SHA=$(sha256sum "$TMP/src.bin" | cut -d' ' -f1)
-mkdir -p "$TMP/objects/$SESSION_DIR" "$TMP/vsroot"
+write_bench_file
+FTP_PATH=$BENCH_TREE_PATH
+mkdir -p "$TMP/vsroot"
 chmod 755 "$TMP" "$TMP/vsroot"
-ln "$TMP/src.bin" "$TMP/objects/$OBJ_KEY" 2>/dev/null || cp "$TMP/src.bin" "$TMP/objects/$OBJ_KEY"
 ln "$TMP/src.bin" "$TMP/vsroot/bench-1.tar.gz" 2>/dev/null || cp "$TMP/src.bin" "$TMP/vsroot/bench-1.tar.gz"
 chmod 644 "$TMP/vsroot/bench-1.tar.gz"
-printf '%s' "$INFO_JSON" >"$TMP/objects/$INFO_KEY"
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
@@ -83,19 +73,7 @@ chmod 600 "$TMP/key.pem"
 
 # ---------------------------------------------------------------- moto
 start_moto
-MOTO_ENDPOINT=$MOTO_ENDPOINT AWS_ACCESS_KEY_ID=$MOTO_KEY AWS_SECRET_ACCESS_KEY=$MOTO_SECRET AWS_REGION=us-east-1 \
-    "$MOTO_PYTHON" - "$TMP/src.bin" "$MOTO_BUCKET" "$OBJ_KEY" "$INFO_KEY" "$INFO_JSON" <<'EOF'
-import os, sys
-import boto3
-from boto3.s3.transfer import TransferConfig
-
-src, bucket, key, info_key, info = sys.argv[1:6]
-s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name="us-east-1")
-mib = 1024 * 1024
-s3.upload_file(src, bucket, key, Config=TransferConfig(
-    multipart_threshold=16 * mib, multipart_chunksize=64 * mib, max_concurrency=4))
-s3.put_object(Bucket=bucket, Key=info_key, Body=info.encode(), ContentType="application/json")
-EOF
+upload_bench_file
 
 # ---------------------------------------------------------------- recvault
 PASSWORD=bench-password-1

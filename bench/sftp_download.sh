@@ -126,20 +126,8 @@ start_recvault() {
 }
 
 # ---------------------------------------------------------------- data
-SIZE_BYTES=$((BENCH_SIZE_MIB * 1024 * 1024))
-SESSION_DIR=tenants/bench/sessions/2026/11/23/bench-1
-OBJ_KEY=$SESSION_DIR/bench-1.tar.gz
-INFO_KEY=$SESSION_DIR/info.json
-INFO_JSON='{"session_id":"bench-1","started_at":"2026-11-23T09:00:00Z","ended_at":"2026-11-23T10:00:00Z"}'
-SFTP_PATH=/2026/11/23/bench-1/bench-1.tar.gz
-
-log "work dir $TMP; writing $BENCH_SIZE_MIB MiB of random data"
-head -c "$SIZE_BYTES" /dev/urandom >"$TMP/src.bin"
-SRC_SHA=$(sha256sum "$TMP/src.bin" | cut -d' ' -f1)
-
-mkdir -p "$TMP/objects/$SESSION_DIR"
-ln "$TMP/src.bin" "$TMP/objects/$OBJ_KEY" 2>/dev/null || cp "$TMP/src.bin" "$TMP/objects/$OBJ_KEY"
-printf '%s' "$INFO_JSON" >"$TMP/objects/$INFO_KEY"
+write_bench_file
+SFTP_PATH=$BENCH_TREE_PATH
 
 ssh-keygen -q -t ed25519 -N '' -C bench-client -f "$TMP/client"
 ssh-keygen -q -t ed25519 -N '' -C bench-sshd -f "$TMP/sshd_host_key"
@@ -149,25 +137,7 @@ CLIENT_PUB=$(cat "$TMP/client.pub")
 # ---------------------------------------------------------------- moto
 MOTO_RECORDER_FILEPATH="$TMP/moto_recording" start_moto
 
-log "uploading to s3://$MOTO_BUCKET/$OBJ_KEY"
-t0=$(now)
-MOTO_ENDPOINT=$MOTO_ENDPOINT AWS_ACCESS_KEY_ID=$MOTO_KEY AWS_SECRET_ACCESS_KEY=$MOTO_SECRET AWS_REGION=us-east-1 \
-    "$MOTO_PYTHON" - "$TMP/src.bin" "$MOTO_BUCKET" "$OBJ_KEY" "$INFO_KEY" "$INFO_JSON" <<'EOF'
-import os, sys
-import boto3
-from boto3.s3.transfer import TransferConfig
-
-src, bucket, key, info_key, info = sys.argv[1:6]
-s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name="us-east-1")
-mib = 1024 * 1024
-s3.upload_file(src, bucket, key, Config=TransferConfig(
-    multipart_threshold=16 * mib, multipart_chunksize=64 * mib, max_concurrency=4))
-s3.put_object(Bucket=bucket, Key=info_key, Body=info.encode(), ContentType="application/json")
-size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
-if size != os.path.getsize(src):
-    sys.exit(f"uploaded object has {size} bytes, expected {os.path.getsize(src)}")
-EOF
-log "upload took $(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}') s"
+upload_bench_file
 
 moto_api() { curl -fsS -X POST "$MOTO_ENDPOINT/moto-api/recorder/$1" >/dev/null 2>&1 || true; }
 if ! command -v curl >/dev/null; then

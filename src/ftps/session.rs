@@ -674,18 +674,8 @@ impl Session {
                 None => return self.go(425, "PASV works over IPv4 only: use EPSV").await,
             },
         };
-        self.pending = None;
-        match self.ftps.passive.open(self.passive_ip()).await {
-            Ok(p) => {
-                let text = format::pasv_text(announce, p.port);
-                self.pending = Some(p);
-                self.go(227, &text).await
-            }
-            Err(e) => {
-                warn!(error = %e, "no passive port");
-                self.go(425, &format!("Cannot open a data port: {e}")).await
-            }
-        }
+        self.open_passive(227, |port| format::pasv_text(announce, port))
+            .await
     }
 
     async fn epsv(&mut self, arg: &str) -> Reply {
@@ -701,12 +691,18 @@ impl Session {
                     .await
             }
         }
+        self.open_passive(229, format::epsv_text).await
+    }
+
+    /// Opens a passive port (dropping an unused earlier one) and replies
+    /// `code` with `text(port)`.
+    async fn open_passive(&mut self, code: u16, text: impl Fn(u16) -> String) -> Reply {
         self.pending = None;
         match self.ftps.passive.open(self.passive_ip()).await {
             Ok(p) => {
-                let text = format::epsv_text(p.port);
+                let text = text(p.port);
                 self.pending = Some(p);
-                self.go(229, &text).await
+                self.go(code, &text).await
             }
             Err(e) => {
                 warn!(error = %e, "no passive port");
