@@ -524,6 +524,30 @@ async fn ftp_bounce_with_port_or_eprt_is_refused() {
         .data_cmd(&format!("RETR {DAY}/call-2/call-2.tar.gz"))
         .await;
     assert_eq!((body.as_slice(), end.code), (&b"small"[..], 226));
+    // HASH answers from the SHA-256 ingest recorded.
+    let r = c.cmd(&format!("HASH {DAY}/call-2/call-2.tar.gz")).await;
+    assert_eq!(r.code, 213, "{r:?}");
+    assert!(
+        r.text
+            .contains(&format!("SHA-256 0-4 {}", sha256(b"small"))),
+        "{r:?}"
+    );
+    let r = c.cmd(&format!("XSHA256 {DAY}/call-2/call-2.tar.gz")).await;
+    assert_eq!(r.text, format!("213 {}", sha256(b"small")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_ftps_connection_is_closed_after_the_login_grace_time() {
+    let (server, _) = setup("ftps-slowloris", "[limits]\nlogin_grace_secs = 1\n").await;
+    let (c, _) = RawFtp::connect(server.ftps_port).await;
+    let mut c = c.auth_tls().await;
+    // Say nothing more: the server closes with 421.
+    let r = c.reply().await.expect("a 421 before the close");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(c.reply().await.is_none());
+    // And keeps serving others.
+    let mut ok = RawFtp::login(server.ftps_port, "qa", PW).await;
+    assert_eq!(ok.cmd("NOOP").await.code, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -721,11 +745,17 @@ async fn exhausted_passive_port_range_gets_a_readable_error() {
     drop(probe);
     let (server, _) = setup(
         "ftps-ports",
-        &ftps_toml(&format!("passive_ports = \"{port}-{port}\"")),
+        &ftps_toml(&format!(
+            "passive_ports = \"{port}-{port}\"\npassive_host = \"203.0.113.10\""
+        )),
     )
     .await;
     let mut a = RawFtp::login(server.ftps_port, "qa", PW).await;
     let mut b = RawFtp::login(server.ftps_port, "qa", PW).await;
+    // PASV announces the NAT address with the range's port.
+    let r = a.cmd("PASV").await;
+    let want = format!("(203,0,113,10,{},{})", port >> 8, port & 0xff);
+    assert!(r.code == 227 && r.text.contains(&want), "{r:?}");
     assert_eq!(a.epsv().await, port);
     let r = b.cmd("EPSV").await;
     assert_eq!(r.code, 425, "{r:?}");
