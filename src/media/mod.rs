@@ -1,4 +1,6 @@
 //! Media: Janus MJR recordings and RTP. Ingest scans streams with it; the
-//! derived-media renderer (MP4/MP3/WebM) will build on the same parser.
+//! derived-media renderer (MP4/MP3/WebM) builds on the same parser, the
+//! depacketizers and the container writers.
 
+pub mod depacketize;
 pub mod mjr;
