@@ -61,6 +61,8 @@ pub struct Limits {
     pub ingest_min_free_bytes: u64,
     /// Sessions archived at once.
     pub archive_concurrency: usize,
+    /// Derived-media renders (ffmpeg) run at once; more wait in a queue.
+    pub render_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +94,7 @@ impl Default for Limits {
             ingest_idle_timeout_secs: 60,
             ingest_min_free_bytes: 1024 * 1024 * 1024,
             archive_concurrency: 2,
+            render_concurrency: 2,
         }
     }
 }
@@ -99,7 +102,8 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 14] = [
+        let nonzero: [(&str, u64); 15] = [
+            ("render_concurrency", self.render_concurrency as u64),
             ("ftp_data_connect_secs", self.ftp_data_connect_secs),
             ("ingest_max_file_bytes", self.ingest_max_file_bytes),
             (

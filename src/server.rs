@@ -93,7 +93,9 @@ pub async fn serve(
         defender: Defender::new(&cfg.limits),
         limits: cfg.limits.clone(),
         audit,
-        producers: Arc::from(Vec::<Arc<dyn Producer>>::new()),
+        producers: Arc::from(vec![Arc::new(crate::media::producer::MediaProducer::new(
+            cfg.limits.render_concurrency,
+        )) as Arc<dyn Producer>]),
     });
     let addr = cfg.sftp.listen.get_ref();
     let listener = TcpListener::bind(addr)

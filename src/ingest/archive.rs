@@ -335,6 +335,7 @@ fn build_index(v: &Validated, st: &SessionState, id: &str, size: u64, sha: &str)
                 "objects": { format!("{id}.tar.gz"): { "size": size, "sha256": sha } },
                 "raw_files": st.files,
                 "streams": v.streams,
+                "derived": crate::media::producer::reserve(id, v.info.started, v.info.ended),
             }),
         );
     }

@@ -130,80 +130,161 @@ struct JsonHeader {
     u: Option<i64>,
 }
 
+/// What an MJR header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub codec: String,
+    /// `MJR00001` or `MJR00002`.
+    pub format: &'static str,
+    pub created_us: Option<i64>,
+    pub first_frame_us: Option<i64>,
+    /// RTP clock rate (Hz); 1000 for data streams.
+    pub clock_rate: u32,
+}
+
+/// Reads an MJR stream frame by frame.
+pub struct MjrReader<R> {
+    r: Reader<R>,
+    pub header: Header,
+    legacy: bool,
+    packet: Vec<u8>,
+}
+
+/// One frame: where it starts, when it was received (MJR00002) and its packet.
+pub struct MjrFrame<'a> {
+    pub offset: u64,
+    pub received_ms: Option<u32>,
+    pub packet: &'a [u8],
+}
+
+impl<R: Read> MjrReader<R> {
+    /// Reads and checks the header.
+    pub fn open(input: R) -> Result<Self, MjrError> {
+        let mut r = Reader {
+            inner: input,
+            offset: 0,
+        };
+        let mut magic = [0u8; 8];
+        if !r.fill(&mut magic, "the file magic")? {
+            return Err(MjrError::NotMjr);
+        }
+        let legacy = match &magic {
+            b"MJR00002" => false,
+            b"MJR00001" | b"MEETECHO" => true,
+            _ => return Err(MjrError::NotMjr),
+        };
+        let mut len = [0u8; 2];
+        r.exact(&mut len, "the header length")?;
+        let hlen = u16::from_be_bytes(len) as usize;
+        let header_at = r.offset;
+        if hlen == 0 || hlen > MAX_HEADER {
+            return Err(MjrError::BadHeader {
+                offset: header_at,
+                reason: format!("header length {hlen} is out of range"),
+            });
+        }
+        let mut hbuf = vec![0u8; hlen];
+        r.exact(&mut hbuf, "the header")?;
+        let (kind, codec, created_us, first_frame_us) = if legacy {
+            // The legacy header is just "audio" or "video"; the codec is not recorded.
+            let word = String::from_utf8_lossy(&hbuf)
+                .trim_end_matches('\0')
+                .to_string();
+            match word.as_str() {
+                "audio" => (Kind::Audio, "opus".to_string(), None, None),
+                "video" => (Kind::Video, "vp8".to_string(), None, None),
+                other => {
+                    return Err(MjrError::BadHeader {
+                        offset: header_at,
+                        reason: format!("legacy header names {other:?}, not audio or video"),
+                    })
+                }
+            }
+        } else {
+            let h: JsonHeader = serde_json::from_slice(&hbuf).map_err(|e| MjrError::BadHeader {
+                offset: header_at,
+                reason: format!("header is not the expected JSON: {e}"),
+            })?;
+            let kind = match h.t.as_str() {
+                "a" => Kind::Audio,
+                "v" => Kind::Video,
+                "d" => Kind::Data,
+                other => {
+                    return Err(MjrError::BadHeader {
+                        offset: header_at,
+                        reason: format!("unknown media type {other:?}"),
+                    })
+                }
+            };
+            (kind, h.c.to_ascii_lowercase(), h.s, h.u)
+        };
+        let clock_rate = match kind {
+            Kind::Data => 1000,
+            _ => clock_rate(&codec).ok_or_else(|| MjrError::BadHeader {
+                offset: header_at,
+                reason: format!("unsupported codec {codec:?}"),
+            })?,
+        };
+        Ok(Self {
+            r,
+            header: Header {
+                kind,
+                codec,
+                format: if legacy { "MJR00001" } else { "MJR00002" },
+                created_us,
+                first_frame_us,
+                clock_rate,
+            },
+            legacy,
+            packet: vec![0u8; u16::MAX as usize],
+        })
+    }
+
+    /// The next frame; `None` at a clean end of the file.
+    pub fn next_frame(&mut self) -> Result<Option<MjrFrame<'_>>, MjrError> {
+        let r = &mut self.r;
+        let offset = r.offset;
+        let mut tag = [0u8; 4];
+        if !r.fill(&mut tag, "a frame tag")? {
+            return Ok(None);
+        }
+        if &tag != b"MEET" {
+            return Err(MjrError::BadFrame {
+                offset,
+                reason: "expected a MEET frame tag".into(),
+            });
+        }
+        let received_ms = if self.legacy {
+            None
+        } else {
+            let mut t = [0u8; 4];
+            r.exact(&mut t, "a frame's time")?;
+            Some(u32::from_be_bytes(t))
+        };
+        let mut l = [0u8; 2];
+        r.exact(&mut l, "a frame's length")?;
+        let plen = u16::from_be_bytes(l) as usize;
+        let body = &mut self.packet[..plen];
+        r.exact(body, "a frame's packet")?;
+        Ok(Some(MjrFrame {
+            offset,
+            received_ms,
+            packet: body,
+        }))
+    }
+}
+
 /// Scans a whole MJR stream.
 pub fn scan(input: impl Read) -> Result<StreamSummary, MjrError> {
-    let mut r = Reader {
-        inner: input,
-        offset: 0,
-    };
-    let mut magic = [0u8; 8];
-    if !r.fill(&mut magic, "the file magic")? {
-        return Err(MjrError::NotMjr);
-    }
-    let legacy = match &magic {
-        b"MJR00002" => false,
-        b"MJR00001" | b"MEETECHO" => true,
-        _ => return Err(MjrError::NotMjr),
-    };
-    let mut len = [0u8; 2];
-    r.exact(&mut len, "the header length")?;
-    let hlen = u16::from_be_bytes(len) as usize;
-    let header_at = r.offset;
-    if hlen == 0 || hlen > MAX_HEADER {
-        return Err(MjrError::BadHeader {
-            offset: header_at,
-            reason: format!("header length {hlen} is out of range"),
-        });
-    }
-    let mut hbuf = vec![0u8; hlen];
-    r.exact(&mut hbuf, "the header")?;
-    let (kind, codec, created_us, first_frame_us) = if legacy {
-        // The legacy header is just "audio" or "video"; the codec is not recorded.
-        let word = String::from_utf8_lossy(&hbuf)
-            .trim_end_matches('\0')
-            .to_string();
-        match word.as_str() {
-            "audio" => (Kind::Audio, "opus".to_string(), None, None),
-            "video" => (Kind::Video, "vp8".to_string(), None, None),
-            other => {
-                return Err(MjrError::BadHeader {
-                    offset: header_at,
-                    reason: format!("legacy header names {other:?}, not audio or video"),
-                })
-            }
-        }
-    } else {
-        let h: JsonHeader = serde_json::from_slice(&hbuf).map_err(|e| MjrError::BadHeader {
-            offset: header_at,
-            reason: format!("header is not the expected JSON: {e}"),
-        })?;
-        let kind = match h.t.as_str() {
-            "a" => Kind::Audio,
-            "v" => Kind::Video,
-            "d" => Kind::Data,
-            other => {
-                return Err(MjrError::BadHeader {
-                    offset: header_at,
-                    reason: format!("unknown media type {other:?}"),
-                })
-            }
-        };
-        (kind, h.c.to_ascii_lowercase(), h.s, h.u)
-    };
-    let clock = match kind {
-        Kind::Data => 1000,
-        _ => clock_rate(&codec).ok_or_else(|| MjrError::BadHeader {
-            offset: header_at,
-            reason: format!("unsupported codec {codec:?}"),
-        })?,
-    };
-
+    let mut m = MjrReader::open(input)?;
+    let h = m.header.clone();
     let mut s = StreamSummary {
-        kind,
-        codec,
-        format: if legacy { "MJR00001" } else { "MJR00002" }.to_string(),
-        created_us,
-        first_frame_us,
+        kind: h.kind,
+        codec: h.codec,
+        format: h.format.to_string(),
+        created_us: h.created_us,
+        first_frame_us: h.first_frame_us,
         packets: 0,
         padding_only: 0,
         lost: 0,
@@ -211,44 +292,24 @@ pub fn scan(input: impl Read) -> Result<StreamSummary, MjrError> {
         ssrc_changes: 0,
         first_rtp: None,
         last_rtp: None,
-        clock_rate: clock,
+        clock_rate: h.clock_rate,
         duration_ms: 0,
         received_span_ms: 0,
     };
     let mut seg = Segment::default();
     let mut ssrc: Option<u32> = None;
     let (mut first_recv, mut last_recv) = (None::<u32>, 0u32);
-    let mut packet = vec![0u8; u16::MAX as usize];
-    loop {
-        let frame_at = r.offset;
-        let mut tag = [0u8; 4];
-        if !r.fill(&mut tag, "a frame tag")? {
-            break;
-        }
-        if &tag != b"MEET" {
-            return Err(MjrError::BadFrame {
-                offset: frame_at,
-                reason: "expected a MEET frame tag".into(),
-            });
-        }
-        if !legacy {
-            let mut t = [0u8; 4];
-            r.exact(&mut t, "a frame's time")?;
-            let t = u32::from_be_bytes(t);
+    while let Some(f) = m.next_frame()? {
+        if let Some(t) = f.received_ms {
             first_recv.get_or_insert(t);
             last_recv = last_recv.max(t);
         }
-        let mut l = [0u8; 2];
-        r.exact(&mut l, "a frame's length")?;
-        let plen = u16::from_be_bytes(l) as usize;
-        let body = &mut packet[..plen];
-        r.exact(body, "a frame's packet")?;
         s.packets += 1;
-        if kind == Kind::Data {
+        if h.kind == Kind::Data {
             continue;
         }
-        let rtp = Rtp::parse(body).map_err(|reason| MjrError::BadFrame {
-            offset: frame_at,
+        let rtp = Rtp::parse(f.packet).map_err(|reason| MjrError::BadFrame {
+            offset: f.offset,
             reason,
         })?;
         if ssrc.is_some_and(|x| x != rtp.ssrc) {
@@ -318,12 +379,12 @@ impl Segment {
 /// Unwraps a BITS-bit counter that wraps around: each value is placed
 /// within half a cycle of the previous one.
 #[derive(Default)]
-struct Unwrap<const BITS: u32> {
+pub(crate) struct Unwrap<const BITS: u32> {
     last: Option<u64>,
 }
 
 impl<const BITS: u32> Unwrap<BITS> {
-    fn next(&mut self, raw: u64) -> u64 {
+    pub(crate) fn next(&mut self, raw: u64) -> u64 {
         let m = 1i64 << BITS;
         let v = match self.last {
             // Start one cycle up, so that packets just before the first stay positive.

@@ -2,5 +2,10 @@
 //! derived-media renderer (MP4/MP3/WebM) builds on the same parser, the
 //! depacketizers and the container writers.
 
+pub mod container;
 pub mod depacketize;
 pub mod mjr;
+pub mod order;
+pub mod producer;
+pub mod raw;
+pub mod render;

@@ -7,6 +7,7 @@ mod ftps;
 mod harness;
 mod ingest;
 mod listing;
+mod media;
 mod operation;
 mod protocol;
 mod rawftp;

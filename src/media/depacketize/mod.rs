@@ -4,6 +4,11 @@
 //! waits for the next keyframe; audio losses become silence of the right
 //! length.
 
+pub mod audio;
+pub mod h264;
+pub mod vp8;
+pub mod vp9;
+
 /// One RTP packet of a stream, after ordering (see `media::order`):
 /// `seq` and `ts` are unwrapped (they never wrap around) and continue across
 /// SSRC changes, so a gap in `seq` is a loss and `ts` only moves forward

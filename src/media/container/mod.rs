@@ -1,0 +1,2 @@
+pub mod ivf;
+pub mod ogg;

@@ -1,0 +1,797 @@
+//! VP8 over RTP (RFC 7741): the payload descriptor, frame assembly and a
+//! packetizer for tests and synthetic recordings.
+//!
+//! Every VP8 payload starts with a descriptor (`X R N S R PID`, then, when
+//! `X` is set, an extension byte `I L T K` and the optional PictureID,
+//! TL0PICIDX and TID/Y/KEYIDX bytes). A frame is the run of packets with the
+//! same RTP timestamp from the one with `S=1, PID=0` to the marker bit; its
+//! data is the concatenation of what follows each descriptor. The first byte
+//! of that data is the VP8 payload header: bit 0 clear is a key frame, which
+//! also carries the start code `9d 01 2a` at offset 3.
+//!
+//! The frame assembly ([`assemble`]) is shared with VP9: a packet whose `seq`
+//! does not follow the previous one is a loss, the frame it hits is dropped,
+//! and so is every frame after it until a keyframe, as at the start of the
+//! stream. Duplicated sequence numbers are ignored.
+
+use super::{Frame, Packet, Stats};
+
+/// The VP8 payload descriptor of one packet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Descriptor {
+    /// `N`: a non-reference frame (may be discarded).
+    pub non_reference: bool,
+    /// `S`: this packet starts a VP8 partition.
+    pub start: bool,
+    /// `PID`: the partition index (0..=7).
+    pub partition: u8,
+    /// The PictureID (7 or 15 bits) when `I` is set.
+    pub picture_id: Option<u16>,
+    /// TL0PICIDX when `L` is set.
+    pub tl0_pic_idx: Option<u8>,
+    /// The temporal layer index (TID) when `T` is set.
+    pub tid: Option<u8>,
+    /// `Y`: layer sync (meaningful only when `T` is set).
+    pub layer_sync: bool,
+    /// KEYIDX when `K` is set.
+    pub key_idx: Option<u8>,
+    /// Length of the descriptor in bytes: the VP8 data starts there.
+    pub len: usize,
+}
+
+/// Reads the payload descriptor at the start of an RTP payload; `None` when
+/// the payload is too short for the fields its bits announce.
+pub fn parse_descriptor(payload: &[u8]) -> Option<Descriptor> {
+    let first = *payload.first()?;
+    let mut d = Descriptor {
+        non_reference: first & 0x20 != 0,
+        start: first & 0x10 != 0,
+        partition: first & 0x07,
+        len: 1,
+        ..Descriptor::default()
+    };
+    if first & 0x80 == 0 {
+        return Some(d);
+    }
+    let ext = *payload.get(d.len)?;
+    d.len += 1;
+    if ext & 0x80 != 0 {
+        let b = *payload.get(d.len)?;
+        d.len += 1;
+        if b & 0x80 != 0 {
+            let lo = *payload.get(d.len)?;
+            d.len += 1;
+            d.picture_id = Some(u16::from(b & 0x7f) << 8 | u16::from(lo));
+        } else {
+            d.picture_id = Some(u16::from(b));
+        }
+    }
+    if ext & 0x40 != 0 {
+        d.tl0_pic_idx = Some(*payload.get(d.len)?);
+        d.len += 1;
+    }
+    let (t, k) = (ext & 0x20 != 0, ext & 0x10 != 0);
+    if t || k {
+        let b = *payload.get(d.len)?;
+        d.len += 1;
+        if t {
+            d.tid = Some(b >> 6);
+            d.layer_sync = b & 0x20 != 0;
+        }
+        if k {
+            d.key_idx = Some(b & 0x1f);
+        }
+    }
+    Some(d)
+}
+
+/// Splits one VP8 frame into RTP payloads of at most `max_payload` bytes
+/// (descriptor included), each with a 15-bit PictureID; the marker is set on
+/// the last one. The whole frame is sent as partition 0, so only the first
+/// payload has `S=1`. A `max_payload` too small for the descriptor and one
+/// byte of data is raised to that; an empty frame gives no payloads. `_ts`
+/// (the RTP timestamp) goes in the RTP header the caller writes, not here.
+pub fn packetize(
+    frame: &[u8],
+    _ts: u32,
+    max_payload: usize,
+    picture_id: u16,
+) -> Vec<(bool, Vec<u8>)> {
+    const DESCRIPTOR: usize = 4;
+    let chunk = max_payload.max(DESCRIPTOR + 1) - DESCRIPTOR;
+    let pid = picture_id & 0x7fff;
+    let count = frame.chunks(chunk).count();
+    frame
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, data)| {
+            let first = if i == 0 { 0x90 } else { 0x80 };
+            let mut payload = Vec::with_capacity(DESCRIPTOR + data.len());
+            payload.extend_from_slice(&[first, 0x80, 0x80 | (pid >> 8) as u8, pid as u8]);
+            payload.extend_from_slice(data);
+            (i + 1 == count, payload)
+        })
+        .collect()
+}
+
+/// Assembles the VP8 frames of one stream; see the module documentation.
+pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
+    assemble(packets, unit, classify)
+}
+
+fn unit(payload: &[u8]) -> Unit<'_> {
+    match parse_descriptor(payload) {
+        Some(d) => Unit::Piece {
+            start: d.start && d.partition == 0,
+            end: false,
+            independent: true,
+            data: payload.get(d.len..).unwrap_or_default(),
+        },
+        None => Unit::Malformed,
+    }
+}
+
+/// The VP8 payload header: 3 bytes, bit 0 of the first clear on key frames,
+/// which then carry the start code and 4 bytes of dimensions.
+fn classify(_independent: bool, data: &[u8]) -> Kind {
+    match data.first() {
+        Some(b) if b & 1 == 1 && data.len() >= 3 => Kind::Delta,
+        Some(b)
+            if b & 1 == 0
+                && data.len() >= 10
+                && data.get(3..6) == Some(&[0x9d, 0x01, 0x2a][..]) =>
+        {
+            Kind::Key
+        }
+        _ => Kind::Malformed,
+    }
+}
+
+/// What a codec's descriptor parser makes of one packet, for [`assemble`].
+pub(super) enum Unit<'a> {
+    /// A piece of a frame: `start` opens a frame, `end` closes it (as does
+    /// the marker bit); `independent` (on a frame's first packet) says the
+    /// descriptor allows a keyframe; `data` is what follows the descriptor.
+    Piece {
+        start: bool,
+        end: bool,
+        independent: bool,
+        data: &'a [u8],
+    },
+    /// A packet that fills its sequence number without joining a frame
+    /// (a spatial layer that is not kept). Empty payloads (padding) are
+    /// skipped without asking the codec.
+    Skip,
+    /// A descriptor that does not parse: its frame is lost.
+    Malformed,
+}
+
+/// What a codec says about an assembled frame's data, for [`assemble`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Key,
+    Delta,
+    /// Not a frame the decoder could use: dropped as incomplete.
+    Malformed,
+}
+
+/// A frame being put together.
+struct Assembly {
+    ts: u64,
+    /// Started properly and no malformed packet so far.
+    ok: bool,
+    independent: bool,
+    data: Vec<u8>,
+}
+
+/// Frame assembly shared by VP8 and VP9: `unit` parses each packet's
+/// descriptor, `classify` judges a finished frame (given whether its first
+/// packet allowed a keyframe). A frame ends at its `end` flag or marker, or,
+/// when no packet is missing, where the next frame visibly starts (new
+/// timestamp or a new start); one still open when the packets run out is
+/// incomplete.
+pub(super) fn assemble(
+    packets: &[Packet],
+    unit: impl Fn(&[u8]) -> Unit<'_>,
+    classify: impl Fn(bool, &[u8]) -> Kind,
+) -> (Vec<Frame>, Stats) {
+    let mut out = Assembler {
+        frames: Vec::new(),
+        stats: Stats::default(),
+        waiting: true,
+        classify,
+    };
+    let mut current: Option<Assembly> = None;
+    let mut last_seq: Option<u64> = None;
+    for p in packets {
+        if let Some(last) = last_seq {
+            if p.seq <= last {
+                continue; // a duplicate (the input is ordered)
+            }
+            if p.seq != last + 1 {
+                // The frame being assembled has a hole (it is counted once,
+                // when it ends); whole frames may have gone too.
+                if let Some(c) = current.as_mut() {
+                    c.ok = false;
+                }
+                out.waiting = true;
+            }
+        }
+        last_seq = Some(p.seq);
+        let parsed = if p.payload.is_empty() {
+            Unit::Skip
+        } else {
+            unit(&p.payload)
+        };
+        let (start, end, independent, data, bad) = match parsed {
+            Unit::Skip => continue,
+            Unit::Malformed => (false, false, false, &[][..], true),
+            Unit::Piece {
+                start,
+                end,
+                independent,
+                data,
+            } => (start, end, independent, data, false),
+        };
+        if current.as_ref().is_some_and(|c| c.ts != p.ts || start) {
+            out.finish(current.take());
+        }
+        let c = current.get_or_insert_with(|| Assembly {
+            ts: p.ts,
+            ok: start,
+            independent,
+            data: Vec::new(),
+        });
+        c.ok &= !bad;
+        if c.ok {
+            c.data.extend_from_slice(data);
+        }
+        if end || p.marker {
+            out.finish(current.take());
+        }
+    }
+    if current.is_some() {
+        out.stats.incomplete += 1;
+    }
+    (out.frames, out.stats)
+}
+
+struct Assembler<C> {
+    frames: Vec<Frame>,
+    stats: Stats,
+    /// Dropping complete frames until a keyframe.
+    waiting: bool,
+    classify: C,
+}
+
+impl<C: Fn(bool, &[u8]) -> Kind> Assembler<C> {
+    /// A frame that ended with no packet missing.
+    fn finish(&mut self, a: Option<Assembly>) {
+        let Some(a) = a else { return };
+        let kind = if a.ok {
+            (self.classify)(a.independent, &a.data)
+        } else {
+            Kind::Malformed
+        };
+        match kind {
+            Kind::Malformed => {
+                self.stats.incomplete += 1;
+                self.waiting = true;
+                return;
+            }
+            Kind::Delta if self.waiting => {
+                self.stats.waiting_for_keyframe += 1;
+                return;
+            }
+            Kind::Key => self.waiting = false,
+            Kind::Delta => {}
+        }
+        self.stats.frames += 1;
+        self.frames.push(Frame {
+            ts: a.ts,
+            keyframe: kind == Kind::Key,
+            data: a.data,
+        });
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A fake VP8 key frame of `len` (≥ 10) bytes: payload header with bit 0
+    /// clear, the start code, then a pattern from `seed`.
+    pub(crate) fn key(len: usize, seed: u8) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
+        f[0] = 0x10; // bit 0 clear: key frame; show_frame set
+        f[1] = seed;
+        f[2] = 0;
+        f[3..6].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+        f
+    }
+
+    /// A fake VP8 delta frame of `len` (≥ 3) bytes.
+    pub(crate) fn delta(len: usize, seed: u8) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..len)
+            .map(|i| seed.wrapping_mul(7).wrapping_add(i as u8))
+            .collect();
+        f[0] = 0x11;
+        f
+    }
+
+    pub(crate) struct XorShift(pub u64);
+    impl XorShift {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+        pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// Packetizes `frames` with consecutive sequence numbers, 3000 ticks apart.
+    fn packets(frames: &[Vec<u8>], max: usize) -> Vec<Packet> {
+        let mut out = Vec::new();
+        let mut seq = 65_530u64;
+        for (i, f) in frames.iter().enumerate() {
+            let ts = 90_000 + 3000 * i as u64;
+            for (marker, payload) in packetize(f, ts as u32, max, 32_760 + i as u16) {
+                out.push(Packet {
+                    seq,
+                    ts,
+                    marker,
+                    payload,
+                });
+                seq += 1;
+            }
+        }
+        out
+    }
+
+    fn expected(frames: &[Vec<u8>], keep: &[usize]) -> Vec<Frame> {
+        keep.iter()
+            .map(|&i| Frame {
+                ts: 90_000 + 3000 * i as u64,
+                keyframe: frames[i][0] & 1 == 0,
+                data: frames[i].clone(),
+            })
+            .collect()
+    }
+
+    /// key, delta, delta, delta, key, delta, delta (big enough for 3+ packets at 100 bytes).
+    fn gop() -> Vec<Vec<u8>> {
+        vec![
+            key(450, 1),
+            delta(260, 2),
+            delta(120, 3),
+            delta(230, 4),
+            key(500, 5),
+            delta(210, 6),
+            delta(60, 7),
+        ]
+    }
+
+    #[test]
+    fn descriptor_minimal() {
+        let d = parse_descriptor(&[0x10, 0xaa]).unwrap();
+        assert!(d.start && !d.non_reference);
+        assert_eq!((d.partition, d.len, d.picture_id), (0, 1, None));
+        let d = parse_descriptor(&[0x27]).unwrap();
+        assert!(!d.start && d.non_reference);
+        assert_eq!((d.partition, d.len), (7, 1));
+        assert_eq!(parse_descriptor(&[]), None);
+    }
+
+    #[test]
+    fn descriptor_picture_ids() {
+        let d = parse_descriptor(&[0x90, 0x80, 0x55, 0xff]).unwrap();
+        assert_eq!((d.picture_id, d.len), (Some(0x55), 3));
+        let d = parse_descriptor(&[0x90, 0x80, 0xd5, 0x01, 0xff]).unwrap();
+        assert_eq!((d.picture_id, d.len), (Some(0x5501), 4));
+        assert_eq!(parse_descriptor(&[0x90, 0x80, 0xd5]), None);
+        assert_eq!(parse_descriptor(&[0x90, 0x80]), None);
+        assert_eq!(parse_descriptor(&[0x90]), None);
+        // X with no optional field: a 2-byte descriptor.
+        let d = parse_descriptor(&[0x90, 0x00, 1]).unwrap();
+        assert_eq!((d.picture_id, d.len), (None, 2));
+    }
+
+    #[test]
+    fn descriptor_all_fields() {
+        // I (15-bit), L, T, K.
+        let d = parse_descriptor(&[0xb3, 0xf0, 0x81, 0x02, 0x09, 0b1011_0101, 0xee]).unwrap();
+        assert!(d.start && d.non_reference);
+        assert_eq!(d.partition, 3);
+        assert_eq!(d.picture_id, Some(0x0102));
+        assert_eq!(d.tl0_pic_idx, Some(9));
+        assert_eq!(d.tid, Some(2));
+        assert!(d.layer_sync);
+        assert_eq!(d.key_idx, Some(0x15));
+        assert_eq!(d.len, 6);
+        // Each truncation of it fails.
+        let full = [0xb3, 0xf0, 0x81, 0x02, 0x09, 0b1011_0101];
+        for n in 0..full.len() {
+            assert_eq!(parse_descriptor(&full[..n]), None, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn descriptor_t_or_k_alone() {
+        let d = parse_descriptor(&[0x80, 0x20, 0b0100_0011]).unwrap();
+        assert_eq!(
+            (d.tid, d.layer_sync, d.key_idx, d.len),
+            (Some(1), false, None, 3)
+        );
+        let d = parse_descriptor(&[0x80, 0x10, 0b1110_0011]).unwrap();
+        assert_eq!(
+            (d.tid, d.layer_sync, d.key_idx, d.len),
+            (None, false, Some(3), 3)
+        );
+        let d = parse_descriptor(&[0x80, 0x40, 0x07]).unwrap();
+        assert_eq!((d.tl0_pic_idx, d.tid, d.len), (Some(7), None, 3));
+        // Reserved bits are ignored.
+        let d = parse_descriptor(&[0xc8, 0x0f]).unwrap();
+        assert_eq!(d.len, 2);
+    }
+
+    #[test]
+    fn packetize_layout() {
+        let f = key(25, 9);
+        let p = packetize(&f, 0, 14, 0x8123);
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert_eq!(&p[0].1[..4], &[0x90, 0x80, 0x81, 0x23]);
+        assert_eq!(&p[1].1[..4], &[0x80, 0x80, 0x81, 0x23]);
+        assert!(p.iter().all(|(_, x)| x.len() <= 14));
+        let data: Vec<u8> = p.iter().flat_map(|(_, x)| x[4..].to_vec()).collect();
+        assert_eq!(data, f);
+        for (_, payload) in &p {
+            let d = parse_descriptor(payload).unwrap();
+            assert_eq!((d.picture_id, d.len), (Some(0x0123), 4));
+        }
+        // A too small limit still progresses; an empty frame gives nothing.
+        assert_eq!(packetize(&f, 0, 0, 1).len(), 25);
+        assert!(packetize(&[], 0, 1200, 1).is_empty());
+        assert_eq!(packetize(&f, 0, 1200, 1).len(), 1);
+    }
+
+    #[test]
+    fn round_trip() {
+        let frames = gop();
+        for max in [5, 17, 100, 1200] {
+            let (out, stats) = depacketize(&packets(&frames, max));
+            assert_eq!(out, expected(&frames, &[0, 1, 2, 3, 4, 5, 6]), "max {max}");
+            assert_eq!(
+                stats,
+                Stats {
+                    frames: 7,
+                    ..Stats::default()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn starts_waiting_for_a_keyframe() {
+        let frames = vec![delta(50, 1), delta(50, 2), key(50, 3), delta(50, 4)];
+        let (out, stats) = depacketize(&packets(&frames, 1200));
+        assert_eq!(out, expected(&frames, &[2, 3]));
+        assert_eq!(
+            stats,
+            Stats {
+                frames: 2,
+                waiting_for_keyframe: 2,
+                ..Stats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn lost_middle_packet_drops_until_keyframe() {
+        let frames = gop();
+        let mut p = packets(&frames, 100);
+        // Frame 1 (260 bytes) spans packets 5, 6, 7 (450 bytes of key frame take 5).
+        assert_eq!(p[5].ts, p[7].ts);
+        assert!(p[7].marker && !p[6].marker);
+        p.remove(6);
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 4, 5, 6]));
+        assert_eq!(
+            stats,
+            Stats {
+                frames: 4,
+                incomplete: 1,
+                waiting_for_keyframe: 2,
+                ..Stats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn lost_first_or_last_packet() {
+        let frames = gop();
+        let base = packets(&frames, 100);
+        // First packet of frame 1: the rest has no S=1.
+        let mut p = base.clone();
+        p.remove(5);
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 4, 5, 6]));
+        assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 2));
+        // Last (marker) packet of frame 1.
+        let mut p = base.clone();
+        p.remove(7);
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 4, 5, 6]));
+        assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 2));
+        // The last packet of the key frame: everything waits for frame 4.
+        let mut p = base;
+        p.remove(4);
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[4, 5, 6]));
+        assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 3));
+    }
+
+    #[test]
+    fn a_whole_lost_frame_still_waits() {
+        let frames = vec![key(40, 1), delta(40, 2), delta(40, 3), key(40, 4)];
+        let mut p = packets(&frames, 1200);
+        p.remove(1); // frame 1 in a single packet, gone
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 3]));
+        assert_eq!(
+            stats,
+            Stats {
+                frames: 2,
+                incomplete: 0,
+                waiting_for_keyframe: 1,
+                ..Stats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn duplicates_are_ignored() {
+        let frames = gop();
+        let p = packets(&frames, 100);
+        let mut dup = Vec::new();
+        for (i, x) in p.iter().enumerate() {
+            dup.push(x.clone());
+            if i % 2 == 0 {
+                dup.push(x.clone());
+            }
+            if i % 5 == 0 {
+                // A stale copy of an earlier packet.
+                dup.push(p[i / 2].clone());
+            }
+        }
+        let (out, stats) = depacketize(&dup);
+        assert_eq!(out, expected(&frames, &[0, 1, 2, 3, 4, 5, 6]));
+        assert_eq!(stats.frames, 7);
+    }
+
+    #[test]
+    fn timestamp_change_ends_a_frame_without_marker() {
+        let frames = vec![key(300, 1), delta(300, 2)];
+        let mut p = packets(&frames, 100);
+        let last_of_first = p.iter().position(|x| x.marker).unwrap();
+        p[last_of_first].marker = false;
+        let (out, _) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 1]));
+        // At the very end, though, a frame without marker may be cut short.
+        let last = p.len() - 1;
+        p[last].marker = false;
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0]));
+        assert_eq!(stats.incomplete, 1);
+    }
+
+    #[test]
+    fn malformed_packets() {
+        let frames = vec![key(300, 1), delta(300, 2), delta(300, 3), key(30, 4)];
+        let mut p = packets(&frames, 100);
+        // Frame 1's middle packet loses its descriptor (X set, nothing after).
+        let i = p.iter().position(|x| x.ts == 93_000).unwrap() + 1;
+        p[i].payload = vec![0x80];
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 3]));
+        assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 1));
+    }
+
+    #[test]
+    fn bad_keyframe_header_is_incomplete() {
+        let mut bad = key(40, 1);
+        bad[4] = 0; // broken start code
+        let frames = vec![key(40, 0), bad, delta(40, 2), key(9, 3), key(40, 4)];
+        let (out, stats) = depacketize(&packets(&frames, 1200));
+        // The 9-byte "key frame" is too short to be one.
+        assert_eq!(out, expected(&frames, &[0, 4]));
+        assert_eq!(
+            stats,
+            Stats {
+                frames: 2,
+                incomplete: 2,
+                waiting_for_keyframe: 1,
+                ..Stats::default()
+            }
+        );
+        // A delta frame shorter than its 3-byte header.
+        let frames = vec![key(40, 0), vec![0x01, 0x00]];
+        let (_, stats) = depacketize(&packets(&frames, 1200));
+        assert_eq!((stats.frames, stats.incomplete), (1, 1));
+    }
+
+    #[test]
+    fn empty_payloads_are_padding() {
+        let frames = gop();
+        let mut p = packets(&frames, 100);
+        // Insert padding packets (own seq) between frames and renumber.
+        let mut out = Vec::new();
+        for x in p.drain(..) {
+            let marker = x.marker;
+            let ts = x.ts;
+            out.push(x);
+            if marker {
+                out.push(Packet {
+                    seq: 0,
+                    ts,
+                    marker: false,
+                    payload: Vec::new(),
+                });
+            }
+        }
+        for (i, x) in out.iter_mut().enumerate() {
+            x.seq = 10 + i as u64;
+        }
+        let (got, stats) = depacketize(&out);
+        assert_eq!(got, expected(&frames, &[0, 1, 2, 3, 4, 5, 6]));
+        assert_eq!(stats.frames, 7);
+    }
+
+    #[test]
+    fn restart_with_same_timestamp() {
+        // Two S=1/PID=0 starts on one timestamp: two frames.
+        let a = key(20, 1);
+        let b = delta(20, 2);
+        let mut p = Vec::new();
+        for (i, f) in [&a, &b].iter().enumerate() {
+            for (_, payload) in packetize(f, 0, 1200, i as u16) {
+                p.push(Packet {
+                    seq: i as u64,
+                    ts: 7,
+                    marker: false,
+                    payload,
+                });
+            }
+        }
+        p[1].marker = true;
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].data, a);
+        assert_eq!(out[1].data, b);
+        assert_eq!(stats.frames, 2);
+    }
+
+    #[test]
+    fn partitions_other_than_zero_continue_a_frame() {
+        // S=1 with PID=1 continues; S=1 PID=1 alone cannot start a frame.
+        let f = key(30, 1);
+        let p = vec![
+            Packet {
+                seq: 1,
+                ts: 5,
+                marker: false,
+                payload: [&[0x10][..], &f[..10]].concat(),
+            },
+            Packet {
+                seq: 2,
+                ts: 5,
+                marker: true,
+                payload: [&[0x11][..], &f[10..]].concat(),
+            },
+            Packet {
+                seq: 3,
+                ts: 6,
+                marker: true,
+                payload: [&[0x11][..], &delta(5, 1)[..]].concat(),
+            },
+        ];
+        let (out, stats) = depacketize(&p);
+        assert_eq!(
+            out,
+            vec![Frame {
+                ts: 5,
+                keyframe: true,
+                data: f
+            }]
+        );
+        assert_eq!(stats.incomplete, 1);
+    }
+
+    #[test]
+    fn random_payloads_never_panic() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..200 {
+            let mut p = Vec::new();
+            let mut seq = rng.next() >> 20;
+            let mut ts = rng.next() >> 20;
+            for _ in 0..rng.below(60) {
+                seq += if rng.below(10) == 0 { rng.below(4) } else { 1 };
+                if rng.below(4) == 0 {
+                    ts += rng.below(5000);
+                }
+                let len = rng.below(40) as usize;
+                let mut payload = rng.bytes(len);
+                if round % 2 == 0 && !payload.is_empty() {
+                    payload[0] &= 0xb7; // more plausible starts
+                }
+                p.push(Packet {
+                    seq,
+                    ts,
+                    marker: rng.below(3) == 0,
+                    payload,
+                });
+            }
+            let (out, stats) = depacketize(&p);
+            assert_eq!(stats.frames, out.len() as u64);
+            assert!(out.first().is_none_or(|f| f.keyframe));
+            for x in &p {
+                let _ = parse_descriptor(&x.payload);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_streams_never_hand_out_a_broken_frame() {
+        let frames = gop();
+        let clean = packets(&frames, 60);
+        let mut rng = XorShift(42);
+        for _ in 0..2000 {
+            let mut p = clean.clone();
+            match rng.below(4) {
+                0 => {
+                    let i = rng.below(p.len() as u64) as usize;
+                    let j = rng.below(p[i].payload.len() as u64) as usize;
+                    p[i].payload[j] ^= 1 << rng.below(8);
+                }
+                1 => {
+                    let i = rng.below(p.len() as u64) as usize;
+                    let n = rng.below(p[i].payload.len() as u64 + 1) as usize;
+                    p[i].payload.truncate(n);
+                }
+                2 => {
+                    let i = rng.below(p.len() as u64) as usize;
+                    p.remove(i);
+                }
+                _ => {
+                    let i = rng.below(p.len() as u64) as usize;
+                    p[i].marker = !p[i].marker;
+                }
+            }
+            let (out, stats) = depacketize(&p);
+            assert_eq!(stats.frames, out.len() as u64);
+            assert!(out.first().is_none_or(|f| f.keyframe));
+        }
+        // Losses alone: every frame handed out is one of the originals.
+        for _ in 0..500 {
+            let mut p = clean.clone();
+            for _ in 0..=rng.below(3) {
+                let i = rng.below(p.len() as u64) as usize;
+                p.remove(i);
+            }
+            let (out, _) = depacketize(&p);
+            for f in &out {
+                let i = ((f.ts - 90_000) / 3000) as usize;
+                assert_eq!(f.data, frames[i]);
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Derived media as entries of the tree. Sizes are the reservations ingest
+//! stored in the session index (`recvault.derived`), so a listing never
+//! changes after the first read. A read serves `derived/<name>` when it is
+//! cached; otherwise it starts the render (one per entry: concurrent readers
+//! share it), streams bytes as they are produced from the reader's offset,
+//! and stores the finished file in `derived/` for later ranged reads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::{info, warn};
+
+use super::render::{self, audio};
+use crate::store::{ByteStream, PutOptions, StoreError};
+use crate::vfs::meta::SessionMeta;
+use crate::vfs::{Producer, Tenant, VfsError};
+
+/// Where a render stands: bytes produced so far, and its end.
+#[derive(Clone, Default)]
+struct Progress {
+    chunks: usize,
+    end: Option<Result<(), String>>,
+}
+
+struct Render {
+    chunks: Mutex<Vec<Bytes>>,
+    progress: watch::Sender<Progress>,
+}
+
+type Renders = Arc<Mutex<HashMap<String, Arc<Render>>>>;
+
+/// The derived-media producer (MP3 now; MP4 and WebM to come).
+pub struct MediaProducer {
+    renders: Renders,
+    pool: Arc<Semaphore>,
+    /// Renders started, for tests and metrics.
+    pub started: std::sync::atomic::AtomicU64,
+}
+
+impl MediaProducer {
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            renders: Arc::new(Mutex::new(HashMap::new())),
+            pool: Arc::new(Semaphore::new(concurrency.max(1))),
+            started: Default::default(),
+        }
+    }
+}
+
+/// The `recvault.derived` section ingest writes for a call from `started`
+/// to `ended`: each entry's reserved size and what the render needs.
+pub fn reserve(
+    id: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    ended: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    let ms = (ended - started).num_milliseconds().max(0) as u64;
+    let samples = audio::samples_for_ms(ms);
+    serde_json::json!({
+        format!("{id}.mp3"): { "size": render::mp3_size(samples), "samples": samples },
+    })
+}
+
+fn derived<'a>(m: &'a SessionMeta, name: &str) -> Option<&'a serde_json::Value> {
+    m.raw_index.pointer("/recvault/derived")?.get(name)
+}
+
+#[async_trait]
+impl Producer for MediaProducer {
+    fn entries(&self, m: &SessionMeta) -> Vec<(String, u64)> {
+        let Some(d) = m
+            .raw_index
+            .pointer("/recvault/derived")
+            .and_then(|v| v.as_object())
+        else {
+            return Vec::new();
+        };
+        d.iter()
+            .filter(|(name, _)| name.ends_with(".mp3"))
+            .filter_map(|(name, v)| Some((name.clone(), v.get("size")?.as_u64()?)))
+            .collect()
+    }
+
+    async fn open(
+        &self,
+        tenant: &Tenant,
+        m: &SessionMeta,
+        name: &str,
+        offset: u64,
+    ) -> Result<ByteStream, VfsError> {
+        let key = format!("{}derived/{name}", m.session.prefix(&tenant.prefix));
+        if tenant.store.head(&key).await?.is_some() {
+            return Ok(tenant.store.get(&key, offset, None).await?);
+        }
+        let spec = derived(m, name).ok_or_else(|| VfsError::NotFound(name.to_string()))?;
+        let samples = spec
+            .get("samples")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| VfsError::Producer("the session index has no sample count".into()))?;
+        let render = {
+            let mut map = self.renders.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&key) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = Arc::new(Render {
+                        chunks: Mutex::new(Vec::new()),
+                        progress: watch::Sender::new(Progress::default()),
+                    });
+                    map.insert(key.clone(), r.clone());
+                    self.started
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let job = Job {
+                        render: r.clone(),
+                        store: tenant.store.clone(),
+                        key: key.clone(),
+                        tar_key: m
+                            .files
+                            .iter()
+                            .find(|f| f.name.ends_with(".tar.gz"))
+                            .map(|f| f.key.clone())
+                            .unwrap_or_default(),
+                        start_us: m
+                            .index
+                            .started_at
+                            .as_deref()
+                            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                            .map(|t| t.timestamp_micros())
+                            .unwrap_or(0),
+                        samples,
+                        pool: self.pool.clone(),
+                    };
+                    info!(key = %key, "render started");
+                    tokio::spawn(job.run(self.renders.clone()));
+                    r
+                }
+            }
+        };
+        let rx = render.progress.subscribe();
+        Ok(follow(render, rx, offset))
+    }
+}
+
+struct Job {
+    render: Arc<Render>,
+    store: crate::store::SharedStore,
+    key: String,
+    tar_key: String,
+    start_us: i64,
+    samples: u64,
+    pool: Arc<Semaphore>,
+}
+
+impl Job {
+    /// Renders, then leaves the in-flight table: later reads use the cached
+    /// file, or render again after a failure.
+    async fn run(self, renders: Renders) {
+        let result = self.render_and_store().await;
+        if let Err(e) = &result {
+            warn!(key = %self.key, error = %e, "render failed");
+        }
+        renders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        self.render.progress.send_modify(|p| p.end = Some(result));
+    }
+
+    async fn render_and_store(&self) -> Result<(), String> {
+        let _permit = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|_| "render pool closed".to_string())?;
+        let began = std::time::Instant::now();
+        let streams = super::raw::entries(self.store.as_ref(), &self.tar_key, |n| {
+            n.ends_with("-audio.mjr")
+        })
+        .await?;
+        let mut parties = Vec::new();
+        for (name, bytes) in &streams {
+            parties.push(audio::prepare(name, bytes, self.start_us)?);
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        let encode = render::render_mp3(parties, self.samples, tx);
+        let collect = async {
+            while let Some(b) = rx.recv().await {
+                self.render
+                    .chunks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(b);
+                self.render.progress.send_modify(|p| p.chunks += 1);
+            }
+        };
+        let (size, ()) = tokio::join!(encode, collect);
+        let size = size?;
+        let mut whole = BytesMut::with_capacity(size as usize);
+        for c in self
+            .render
+            .chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            whole.extend_from_slice(c);
+        }
+        match self
+            .store
+            .put(&self.key, whole.freeze(), PutOptions { if_absent: true })
+            .await
+        {
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => warn!(key = %self.key, error = %e, "rendered file not cached"),
+        }
+        info!(key = %self.key, bytes = size, ms = began.elapsed().as_millis() as u64, "rendered");
+        Ok(())
+    }
+}
+
+/// The bytes of a render from `offset`, as they are produced.
+fn follow(render: Arc<Render>, rx: watch::Receiver<Progress>, offset: u64) -> ByteStream {
+    let state = (render, rx, 0usize, offset);
+    Box::pin(futures::stream::unfold(Some(state), |state| async move {
+        let (render, mut rx, mut next, mut skip) = state?;
+        loop {
+            let chunk = render
+                .chunks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(next)
+                .cloned();
+            if let Some(c) = chunk {
+                next += 1;
+                if skip >= c.len() as u64 {
+                    skip -= c.len() as u64;
+                    continue;
+                }
+                let c = c.slice(skip as usize..);
+                return Some((Ok(c), Some((render, rx, next, 0))));
+            }
+            let end = rx.borrow().end.clone();
+            match end {
+                Some(Ok(())) => return None,
+                Some(Err(e)) => {
+                    return Some((
+                        Err(StoreError::Permanent(format!("render failed: {e}"))),
+                        None,
+                    ))
+                }
+                None => {
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }))
+}

@@ -1,0 +1,236 @@
+//! The session's mixed audio: each party's stream depacketized (Opus,
+//! G.711), decoded to 48 kHz mono by ffmpeg through pipes, placed on the
+//! session timeline from its MJR first-frame time and RTP clock, summed, and
+//! cut or padded to an exact number of samples so that encoded sizes are
+//! known before rendering.
+
+use std::process::Stdio;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use crate::media::container::ogg::OggOpusWriter;
+use crate::media::depacketize::{audio, Frame};
+use crate::media::order::read_stream;
+
+/// Sample rate of every mix.
+pub const RATE: u64 = 48_000;
+
+/// One party's audio, ready to decode.
+pub struct Party {
+    pub name: String,
+    /// Where its first sample lands on the session timeline (may be negative).
+    pub start: i64,
+    source: Source,
+}
+
+enum Source {
+    Opus(Vec<Frame>),
+    /// 48 kHz samples, already decoded (G.711).
+    Pcm(Vec<i16>),
+}
+
+/// Samples in `ms` milliseconds at [`RATE`].
+pub fn samples_for_ms(ms: u64) -> u64 {
+    ms * RATE / 1000
+}
+
+/// Reads one audio stream of a session starting at `session_start_us`.
+pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Party, String> {
+    let stream = read_stream(mjr).map_err(|e| format!("{name}: {e}"))?;
+    let first = stream.packets.first().map(|p| p.ts);
+    let u = stream
+        .header
+        .first_frame_us
+        .or(stream.header.created_us)
+        .unwrap_or(session_start_us);
+    let offset_us = u - session_start_us + first.map_or(0, |ts| stream.offset_us(ts));
+    let start = offset_us * RATE as i64 / 1_000_000;
+    let source = match stream.header.codec.as_str() {
+        "opus" => Source::Opus(audio::opus(&stream.packets).0),
+        "pcmu" | "pcma" => {
+            let (pcm8k, _) = audio::g711(&stream.packets, stream.header.codec == "pcma");
+            Source::Pcm(upsample6(&pcm8k))
+        }
+        other => {
+            return Err(format!(
+                "{name}: audio codec {other:?} is not supported yet"
+            ))
+        }
+    };
+    Ok(Party {
+        name: name.to_string(),
+        start,
+        source,
+    })
+}
+
+/// 8 kHz → 48 kHz by linear interpolation (deterministic, no filter state).
+fn upsample6(x: &[i16]) -> Vec<i16> {
+    let mut out = Vec::with_capacity(x.len() * 6);
+    for (i, &a) in x.iter().enumerate() {
+        let b = *x.get(i + 1).unwrap_or(&a) as i32;
+        for k in 0..6 {
+            out.push((a as i32 + (b - a as i32) * k / 6) as i16);
+        }
+    }
+    out
+}
+
+/// An ffmpeg child with fixed settings, killed when dropped.
+pub fn ffmpeg(args: &[&str]) -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(["-protocol_whitelist", "pipe"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// The party's 48 kHz mono samples as a byte stream (s16le).
+async fn decoded(party: Party) -> Result<Box<dyn AsyncRead + Unpin + Send>, String> {
+    match party.source {
+        Source::Pcm(samples) => {
+            let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+            Ok(Box::new(std::io::Cursor::new(bytes)))
+        }
+        Source::Opus(frames) => {
+            let mut w = OggOpusWriter::new(1, 1, 0, 48_000);
+            let mut granule = 0u64;
+            for f in &frames {
+                granule += audio::opus_packet_samples(&f.data).unwrap_or(960) as u64;
+                w.push(&f.data, granule);
+            }
+            let ogg = w.finish();
+            let mut child = ffmpeg(&[
+                "-f", "ogg", "-i", "pipe:0", "-f", "s16le", "-ar", "48000", "-ac", "1", "-threads",
+                "1", "pipe:1",
+            ])
+            .spawn()
+            .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
+            let mut stdin = child.stdin.take().ok_or("ffmpeg has no stdin")?;
+            let stdout = child.stdout.take().ok_or("ffmpeg has no stdout")?;
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&ogg).await;
+                drop(stdin);
+                let _ = child.wait().await;
+            });
+            Ok(Box::new(stdout))
+        }
+    }
+}
+
+/// Writes the mix of `parties` over exactly `total` samples (s16le) to `out`.
+pub async fn mix<W: tokio::io::AsyncWrite + Unpin>(
+    parties: Vec<Party>,
+    total: u64,
+    out: &mut W,
+) -> Result<(), String> {
+    const CHUNK: u64 = 48_000;
+    let mut inputs = Vec::new();
+    for p in parties {
+        let start = p.start;
+        inputs.push((start, decoded(p).await?, false));
+    }
+    let mut acc = vec![0i32; CHUNK as usize];
+    let mut buf = vec![0u8; CHUNK as usize * 2];
+    let mut pos: u64 = 0;
+    // Samples before the session start are skipped once.
+    for (start, input, _) in inputs.iter_mut() {
+        if *start < 0 {
+            let mut skip = (-*start) as u64 * 2;
+            while skip > 0 {
+                let n = (skip as usize).min(buf.len());
+                match input.read(&mut buf[..n]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => skip -= k as u64,
+                }
+            }
+            *start = 0;
+        }
+    }
+    while pos < total {
+        let len = CHUNK.min(total - pos) as usize;
+        acc[..len].iter_mut().for_each(|a| *a = 0);
+        for (start, input, done) in inputs.iter_mut() {
+            let begin = *start as u64;
+            if *done || begin >= pos + len as u64 {
+                continue;
+            }
+            let from = begin.saturating_sub(pos) as usize;
+            let want = (len - from) * 2;
+            let got = read_full(input, &mut buf[..want]).await;
+            if got < want {
+                *done = true;
+            }
+            for (i, s) in buf[..got & !1].chunks_exact(2).enumerate() {
+                acc[from + i] += i16::from_le_bytes([s[0], s[1]]) as i32;
+            }
+        }
+        let bytes: Vec<u8> = acc[..len]
+            .iter()
+            .flat_map(|&v| (v.clamp(i16::MIN as i32, i16::MAX as i32) as i16).to_le_bytes())
+            .collect();
+        out.write_all(&bytes)
+            .await
+            .map_err(|e| format!("encoder input: {e}"))?;
+        pos += len as u64;
+    }
+    Ok(())
+}
+
+async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsampling_keeps_length_and_endpoints() {
+        let y = upsample6(&[0, 600, -600]);
+        assert_eq!(y.len(), 18);
+        assert_eq!((y[0], y[6], y[12]), (0, 600, -600));
+        assert_eq!(y[3], 300);
+    }
+
+    #[tokio::test]
+    async fn the_mix_has_exactly_the_asked_length() {
+        let a = Party {
+            name: "a".into(),
+            start: -10,
+            source: Source::Pcm(vec![100; 100]),
+        };
+        let b = Party {
+            name: "b".into(),
+            start: 50,
+            source: Source::Pcm(vec![1000; 30]),
+        };
+        let mut out = Vec::new();
+        mix(vec![a, b], 120, &mut out).await.unwrap();
+        let s: Vec<i16> = out
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(s.len(), 120);
+        assert_eq!(s[0], 100);
+        assert_eq!(s[49], 100);
+        assert_eq!(s[50], 1100);
+        assert_eq!(s[79], 1100);
+        assert_eq!(s[80], 100);
+        assert_eq!(s[89], 100);
+        assert_eq!(s[90], 0);
+        assert_eq!(s[119], 0);
+    }
+}

@@ -1,0 +1,207 @@
+//! Each party's video: depacketized (VP8, VP9, H.264), wrapped in IVF in
+//! memory, decoded by ffmpeg through pipes to constant-rate 640x480 YUV
+//! tiles, and placed side by side (agent left) on the session timeline, with
+//! a black tile where a party has no video yet or any more.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::audio::ffmpeg;
+use crate::media::container::ivf;
+use crate::media::depacketize::{h264, vp8, vp9};
+use crate::media::order::read_stream;
+
+/// Output frame rate, tile and canvas sizes.
+pub const FPS: u64 = 15;
+pub const TILE_W: usize = 640;
+pub const TILE_H: usize = 480;
+pub const W: usize = TILE_W * 2;
+pub const H: usize = TILE_H;
+
+const TILE_BYTES: usize = TILE_W * TILE_H * 3 / 2;
+
+/// One party's video, ready to decode.
+pub struct Party {
+    pub name: String,
+    /// Output frame index at which its first frame shows.
+    pub start_frame: i64,
+    ivf: Vec<u8>,
+}
+
+/// Reads one video stream of a session starting at `session_start_us`;
+/// `None` when it holds no decodable frame.
+pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Option<Party>, String> {
+    let stream = read_stream(mjr).map_err(|e| format!("{name}: {e}"))?;
+    let (frames, _) = match stream.header.codec.as_str() {
+        "vp8" => vp8::depacketize(&stream.packets),
+        "vp9" => vp9::depacketize(&stream.packets),
+        "h264" => h264::depacketize(&stream.packets),
+        other => {
+            return Err(format!(
+                "{name}: video codec {other:?} is not supported yet"
+            ))
+        }
+    };
+    let Some(first) = frames.first() else {
+        return Ok(None);
+    };
+    let fourcc = match stream.header.codec.as_str() {
+        "vp8" => b"VP80",
+        "vp9" => b"VP90",
+        _ => b"H264",
+    };
+    let u = stream
+        .header
+        .first_frame_us
+        .or(stream.header.created_us)
+        .unwrap_or(session_start_us);
+    let offset_us = u - session_start_us + stream.offset_us(first.ts);
+    let mut out = ivf::header(
+        fourcc,
+        TILE_W as u16,
+        TILE_H as u16,
+        90_000,
+        1,
+        frames.len() as u32,
+    )
+    .to_vec();
+    for f in &frames {
+        out.extend_from_slice(&ivf::frame_header(f.data.len() as u32, f.ts - first.ts));
+        out.extend_from_slice(&f.data);
+    }
+    Ok(Some(Party {
+        name: name.to_string(),
+        start_frame: (offset_us * FPS as i64).div_euclid(1_000_000),
+        ivf: out,
+    }))
+}
+
+/// Starts the party's decoder: constant-rate tiles from its first frame.
+fn decoder(party: Party) -> Result<(i64, Box<dyn AsyncRead + Unpin + Send>), String> {
+    let filter = format!(
+        "fps={FPS},scale={TILE_W}:{TILE_H}:force_original_aspect_ratio=decrease,pad={TILE_W}:{TILE_H}:(ow-iw)/2:(oh-ih)/2,format=yuv420p"
+    );
+    let mut child = ffmpeg(&[
+        "-f", "ivf", "-i", "pipe:0", "-an", "-vf", &filter, "-threads", "1", "-f", "rawvideo",
+        "pipe:1",
+    ])
+    .spawn()
+    .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("ffmpeg has no stdin")?;
+    let stdout = child.stdout.take().ok_or("ffmpeg has no stdout")?;
+    let ivf = party.ivf;
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&ivf).await;
+        drop(stdin);
+        let _ = child.wait().await;
+    });
+    Ok((party.start_frame, Box::new(stdout)))
+}
+
+/// A black 640x480 YUV 4:2:0 tile.
+fn black() -> Vec<u8> {
+    let mut t = vec![16u8; TILE_W * TILE_H];
+    t.resize(TILE_BYTES, 128);
+    t
+}
+
+/// Copies a tile into the left or right half of a canvas.
+fn place(canvas: &mut [u8], tile: &[u8], right: bool) {
+    let x = if right { TILE_W } else { 0 };
+    for row in 0..TILE_H {
+        let src = &tile[row * TILE_W..(row + 1) * TILE_W];
+        canvas[row * W + x..row * W + x + TILE_W].copy_from_slice(src);
+    }
+    let (cw, ch) = (TILE_W / 2, TILE_H / 2);
+    for plane in 0..2 {
+        let src_base = TILE_W * TILE_H + plane * cw * ch;
+        let dst_base = W * H + plane * (W / 2) * ch;
+        for row in 0..ch {
+            let src = &tile[src_base + row * cw..src_base + (row + 1) * cw];
+            let d = dst_base + row * (W / 2) + x / 2;
+            canvas[d..d + cw].copy_from_slice(src);
+        }
+    }
+}
+
+/// Writes exactly `frames` side-by-side frames (1280x480 yuv420p) to `out`:
+/// `agent` on the left, `user` on the right.
+pub async fn compose<W2: AsyncWrite + Unpin>(
+    agent: Option<Party>,
+    user: Option<Party>,
+    frames: u64,
+    out: &mut W2,
+) -> Result<(), String> {
+    let mut sides = Vec::new();
+    for p in [agent, user] {
+        sides.push(match p {
+            Some(p) => {
+                let (start, r) = decoder(p)?;
+                Some((start, r, black(), -1i64, false))
+            }
+            None => None,
+        });
+    }
+    let blank = black();
+    let mut canvas = vec![0u8; W * H * 3 / 2];
+    for k in 0..frames as i64 {
+        for (i, side) in sides.iter_mut().enumerate() {
+            let right = i == 1;
+            match side {
+                None => place(&mut canvas, &blank, right),
+                Some((start, r, tile, shown, ended)) => {
+                    let want = k - *start;
+                    if want < 0 || *ended {
+                        place(&mut canvas, &blank, right);
+                        continue;
+                    }
+                    while *shown < want && !*ended {
+                        if read_exact(r, tile).await {
+                            *shown += 1;
+                        } else {
+                            *ended = true;
+                        }
+                    }
+                    if *ended {
+                        place(&mut canvas, &blank, right);
+                    } else {
+                        place(&mut canvas, tile, right);
+                    }
+                }
+            }
+        }
+        out.write_all(&canvas)
+            .await
+            .map_err(|e| format!("encoder video input: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got += n,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_land_in_their_half() {
+        let mut canvas = vec![0u8; W * H * 3 / 2];
+        let tile = vec![200u8; TILE_BYTES];
+        place(&mut canvas, &tile, true);
+        assert_eq!(canvas[0], 0);
+        assert_eq!(canvas[TILE_W], 200);
+        assert_eq!(canvas[W * H - 1], 200);
+        assert_eq!(canvas[W * H], 0);
+        assert_eq!(canvas[W * H + TILE_W / 2], 200);
+        place(&mut canvas, &black(), false);
+        assert_eq!((canvas[0], canvas[W * H]), (16, 128));
+    }
+}

@@ -1,0 +1,618 @@
+//! Media fidelity against the reference converter: synthetic sources are
+//! encoded with ffmpeg, packetized to RTP, written as MJR recordings with
+//! impairments (a late start, a loss burst, reordering, sequence and
+//! timestamp wrap-around, padding-only packets, an SSRC change), then
+//! depacketized by recvault and by `janus-pp-rec`. ffprobe counts what each
+//! yields; recvault must recover at least as many decodable frames and hand
+//! the decoder no frame it cannot decode.
+
+use std::path::Path;
+use std::process::Command;
+
+use recvault::media::container::{ivf, ogg};
+use recvault::media::depacketize::{audio, h264, vp8, vp9, Frame};
+use recvault::media::mjr::{rtp_packet, write_mjr, Kind};
+use recvault::media::order::read_stream;
+
+const T0: i64 = 1_763_888_400_000_000;
+
+/// One media unit (frame) at an RTP timestamp, as (marker, payload) packets.
+type Unit = (u32, Vec<(bool, Vec<u8>)>);
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.output().expect("run tool")
+}
+
+fn ffmpeg(args: &[&str]) {
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args));
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Frames ffmpeg can decode from `file`, and the errors its decoder printed.
+fn decode(file: &Path) -> (u64, String) {
+    let probe = run(Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file));
+    let frames = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or(0);
+    let dec = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"]));
+    (frames, String::from_utf8_lossy(&dec.stderr).into_owned())
+}
+
+/// Audio duration in seconds as ffprobe reports it after decoding.
+fn decoded_seconds(file: &Path) -> f64 {
+    let out = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
+/// RTP packets with impairments, as (received ms, packet) frames:
+/// - sequence numbers start near 65535 and timestamps near 2^32 (both wrap),
+/// - a burst of `loss` packets is dropped around packet `loss_at`,
+/// - every 37th pair is swapped (reordering),
+/// - a padding-only packet every 50 packets,
+/// - from unit `ssrc_change_at` on, a new SSRC with its own numbering.
+struct Impair {
+    loss_at: usize,
+    loss: usize,
+    ssrc_change_at: usize,
+}
+
+fn rtp_stream(pt: u8, units: &[Unit], ms_per_tick: f64, imp: &Impair) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let (mut seq, mut ts0, mut ssrc) = (65_400u16, u32::MAX - 200_000, 0x1111u32);
+    let mut n = 0usize;
+    for (i, (ts, payloads)) in units.iter().enumerate() {
+        if i == imp.ssrc_change_at {
+            seq = 12_345;
+            ts0 = 7_000u32.wrapping_sub(*ts);
+            ssrc = 0x2222;
+        }
+        let recv = (*ts as f64 * ms_per_tick) as u32;
+        for (marker, payload) in payloads {
+            n += 1;
+            let lost = n > imp.loss_at && n <= imp.loss_at + imp.loss;
+            if !lost {
+                out.push((
+                    recv,
+                    rtp_packet(pt, *marker, seq, ts0.wrapping_add(*ts), ssrc, payload),
+                ));
+            }
+            seq = seq.wrapping_add(1);
+            if n.is_multiple_of(50) {
+                out.push((
+                    recv,
+                    rtp_packet(pt, false, seq, ts0.wrapping_add(*ts), ssrc, &[]),
+                ));
+                seq = seq.wrapping_add(1);
+            }
+        }
+    }
+    for i in (0..out.len().saturating_sub(1)).step_by(37) {
+        out.swap(i, i + 1);
+    }
+    out
+}
+
+fn janus(mjr: &Path, out: &Path) {
+    let o = run(Command::new("janus-pp-rec").arg(mjr).arg(out));
+    assert!(
+        out.exists(),
+        "janus-pp-rec made no {}: {}{}",
+        out.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn write_ivf(path: &Path, fourcc: &[u8; 4], frames: &[Frame]) {
+    let mut out = ivf::header(fourcc, 320, 240, 90_000, 1, frames.len() as u32).to_vec();
+    let base = frames.first().map_or(0, |f| f.ts);
+    for f in frames {
+        out.extend_from_slice(&ivf::frame_header(f.data.len() as u32, f.ts - base));
+        out.extend_from_slice(&f.data);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Encodes 6 s of test video at 15 fps with a keyframe every 30 frames.
+fn video_units(dir: &Path, codec: &str) -> Vec<(u32, Vec<u8>)> {
+    let src = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=15",
+        "-t",
+        "6",
+    ];
+    match codec {
+        "h264" => {
+            let f = dir.join("src.h264");
+            let mut args = src.to_vec();
+            args.extend([
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-bf",
+                "0",
+                "-g",
+                "30",
+                "-x264-params",
+                "threads=1",
+                "-f",
+                "h264",
+            ]);
+            args.push(f.to_str().unwrap());
+            ffmpeg(&args);
+            h264::split_access_units(&std::fs::read(&f).unwrap())
+                .into_iter()
+                .enumerate()
+                .map(|(i, au)| (i as u32 * 6000, au))
+                .collect()
+        }
+        _ => {
+            let f = dir.join("src.ivf");
+            let enc = if codec == "vp8" {
+                "libvpx"
+            } else {
+                "libvpx-vp9"
+            };
+            let mut args = src.to_vec();
+            args.extend([
+                "-c:v", enc, "-g", "30", "-b:v", "300k", "-threads", "1", "-f", "ivf",
+            ]);
+            args.push(f.to_str().unwrap());
+            ffmpeg(&args);
+            let (_, frames) = ivf::read(&std::fs::read(&f).unwrap()).unwrap();
+            frames
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, data))| (i as u32 * 6000, data))
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_rec() {
+    for codec in ["vp8", "vp9", "h264"] {
+        let dir = tempfile::tempdir().unwrap();
+        let units = video_units(dir.path(), codec);
+        assert_eq!(units.len(), 90, "{codec}: encoded frames");
+        let packets: Vec<Unit> = units
+            .iter()
+            .enumerate()
+            .map(|(i, (ts, data))| {
+                let p = match codec {
+                    "vp8" => vp8::packetize(data, *ts, 1100, i as u16),
+                    "vp9" => vp9::packetize(data, *ts, 1100, i as u16),
+                    _ => h264::packetize(data, 1100),
+                };
+                (*ts, p)
+            })
+            .collect();
+        let imp = Impair {
+            loss_at: packets.iter().take(20).map(|(_, p)| p.len()).sum::<usize>() + 1,
+            loss: 3,
+            ssrc_change_at: 60,
+        };
+        let frames = rtp_stream(96, &packets, 1.0 / 90.0, &imp);
+        let mjr = dir.path().join(format!("{codec}.mjr"));
+        // The video starts 2 s after the session.
+        std::fs::write(
+            &mjr,
+            write_mjr(Kind::Video, codec, T0, T0 + 2_000_000, &frames),
+        )
+        .unwrap();
+
+        let stream = read_stream(std::fs::File::open(&mjr).unwrap()).unwrap();
+        let (ours, stats) = match codec {
+            "vp8" => vp8::depacketize(&stream.packets),
+            "vp9" => vp9::depacketize(&stream.packets),
+            _ => h264::depacketize(&stream.packets),
+        };
+        let fourcc = match codec {
+            "vp8" => b"VP80",
+            "vp9" => b"VP90",
+            _ => b"H264",
+        };
+        let ours_file = dir.path().join("ours.ivf");
+        write_ivf(&ours_file, fourcc, &ours);
+        let (ours_frames, ours_errors) = decode(&ours_file);
+
+        let reference = dir.path().join(if codec == "h264" {
+            "janus.mkv"
+        } else {
+            "janus.webm"
+        });
+        janus(&mjr, &reference);
+        let (janus_frames, janus_errors) = decode(&reference);
+        eprintln!(
+            "{codec}: encoded 90, recvault {ours_frames} decodable ({stats:?}), janus-pp-rec {janus_frames} (decoder errors: {})",
+            janus_errors.lines().count()
+        );
+        assert!(
+            ours_errors.is_empty(),
+            "{codec}: decoder errors on recvault's output:\n{ours_errors}"
+        );
+        assert_eq!(
+            ours_frames,
+            ours.len() as u64,
+            "{codec}: every frame handed out decodes"
+        );
+        assert!(
+            ours_frames >= janus_frames,
+            "{codec}: recvault {ours_frames} < janus-pp-rec {janus_frames}"
+        );
+        // The loss burst costs the rest of that GOP (frames 20..29) at most.
+        assert!(ours_frames >= 80, "{codec}: only {ours_frames} of 90");
+        // The stream is placed at the header's first-frame time.
+        assert_eq!(stream.header.first_frame_us, Some(T0 + 2_000_000));
+    }
+}
+
+#[test]
+fn opus_losses_become_silence_of_the_right_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.ogg");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "6",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        "-frame_duration",
+        "20",
+        "-ac",
+        "1",
+        src.to_str().unwrap(),
+    ]);
+    let packets = ogg::read_opus_packets(&std::fs::read(&src).unwrap()).unwrap();
+    // 6 s of 20 ms packets, plus the encoder's look-ahead packet.
+    let n = packets.len();
+    assert!((300..=302).contains(&n), "{n} packets");
+    let units: Vec<Unit> = packets
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| (i as u32 * 960, vec![(i == 0, p.clone())]))
+        .collect();
+    let imp = Impair {
+        loss_at: 100,
+        loss: 10,
+        ssrc_change_at: 200,
+    };
+    let frames = rtp_stream(111, &units, 1.0 / 48.0, &imp);
+    let mjr = dir.path().join("a.mjr");
+    std::fs::write(&mjr, write_mjr(Kind::Audio, "opus", T0, T0, &frames)).unwrap();
+    let stream = read_stream(std::fs::File::open(&mjr).unwrap()).unwrap();
+    let (ours, stats) = audio::opus(&stream.packets);
+    assert_eq!(stats.concealed, 10, "{stats:?}");
+    assert_eq!(ours.len(), n, "losses are concealed frame for frame");
+    let mut w = ogg::OggOpusWriter::new(1, 1, 312, 48_000);
+    let mut granule = 312u64;
+    for f in &ours {
+        granule += audio::opus_packet_samples(&f.data).unwrap() as u64;
+        w.push(&f.data, granule);
+    }
+    let ours_file = dir.path().join("ours.ogg");
+    std::fs::write(&ours_file, w.finish()).unwrap();
+    let (_, errors) = decode(&ours_file);
+    assert!(errors.is_empty(), "{errors}");
+    let secs = decoded_seconds(&ours_file);
+    assert!((secs - 6.0).abs() < 0.03, "recvault: {secs} s");
+    let reference = dir.path().join("janus.opus");
+    janus(&mjr, &reference);
+    eprintln!(
+        "opus: recvault {secs:.3} s ({stats:?}), janus-pp-rec {:.3} s",
+        decoded_seconds(&reference)
+    );
+}
+
+#[test]
+fn g711_losses_become_silence_at_the_right_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.ul");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=8000",
+        "-t",
+        "4",
+        "-f",
+        "mulaw",
+        "-ar",
+        "8000",
+        "-ac",
+        "1",
+        src.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&src).unwrap();
+    assert_eq!(bytes.len(), 32_000);
+    let units: Vec<Unit> = bytes
+        .chunks(160)
+        .enumerate()
+        .map(|(i, c)| (i as u32 * 160, vec![(false, c.to_vec())]))
+        .collect();
+    let imp = Impair {
+        loss_at: 50,
+        loss: 5,
+        ssrc_change_at: usize::MAX,
+    };
+    let frames = rtp_stream(0, &units, 1.0 / 8.0, &imp);
+    let mjr = dir.path().join("a.mjr");
+    std::fs::write(&mjr, write_mjr(Kind::Audio, "pcmu", T0, T0, &frames)).unwrap();
+    let stream = read_stream(std::fs::File::open(&mjr).unwrap()).unwrap();
+    let (samples, stats) = audio::g711(&stream.packets, false);
+    assert_eq!(samples.len(), 32_000, "{stats:?}");
+    // Packets 50..55 (samples 8000..8800) were lost: silence there only.
+    assert!(samples[8000..8800].iter().all(|&s| s == 0));
+    assert!(samples[7000..8000].iter().any(|&s| s.abs() > 1000));
+    assert!(samples[8800..9800].iter().any(|&s| s.abs() > 1000));
+    let reference = dir.path().join("janus.wav");
+    janus(&mjr, &reference);
+    eprintln!(
+        "pcmu: recvault {} samples ({stats:?}), janus-pp-rec {:.3} s",
+        samples.len(),
+        decoded_seconds(&reference)
+    );
+}
+
+// ------------------------------------------------------------ derived MP3 --
+
+const TOKEN: &str = "token-for-media-0123456789abcdef";
+
+/// A 6-second session: the agent speaks PCMU from 1 s, the user Opus from
+/// 2 s (both 3 s of tone); video streams are token frames.
+fn media_session(root: &Path, id: &str) -> std::path::PathBuf {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let t0 = 1_795_428_000_000_000i64; // 2026-11-23T10:00:00Z
+                                       // Agent: PCMU 440 Hz, 3 s.
+    let ul = dir.join("src.ul");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=8000",
+        "-t",
+        "3",
+        "-f",
+        "mulaw",
+        "-ar",
+        "8000",
+        "-ac",
+        "1",
+        ul.to_str().unwrap(),
+    ]);
+    let agent: Vec<(u32, Vec<u8>)> = std::fs::read(&ul)
+        .unwrap()
+        .chunks(160)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                i as u32 * 20,
+                rtp_packet(0, false, i as u16, i as u32 * 160, 5, c),
+            )
+        })
+        .collect();
+    std::fs::remove_file(&ul).unwrap();
+    // User: Opus 880 Hz, 3 s.
+    let og = dir.join("src.ogg");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=880:sample_rate=48000",
+        "-t",
+        "3",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        "-frame_duration",
+        "20",
+        "-ac",
+        "1",
+        og.to_str().unwrap(),
+    ]);
+    let user: Vec<(u32, Vec<u8>)> = ogg::read_opus_packets(&std::fs::read(&og).unwrap())
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, p))| {
+            (
+                i as u32 * 20,
+                rtp_packet(111, false, i as u16, i as u32 * 960, 6, &p),
+            )
+        })
+        .collect();
+    std::fs::remove_file(&og).unwrap();
+    let video: Vec<(u32, Vec<u8>)> = (0..10)
+        .map(|i| {
+            (
+                i * 100,
+                rtp_packet(96, true, i as u16, i * 9000, 7, &[0x10, 1, 2, 3]),
+            )
+        })
+        .collect();
+    let files = [
+        (
+            "agent-audio.mjr",
+            write_mjr(Kind::Audio, "pcmu", t0, t0 + 1_000_000, &agent),
+        ),
+        (
+            "user-audio.mjr",
+            write_mjr(Kind::Audio, "opus", t0, t0 + 2_000_000, &user),
+        ),
+        (
+            "agent-video.mjr",
+            write_mjr(Kind::Video, "vp8", t0, t0, &video),
+        ),
+        (
+            "user-video.mjr",
+            write_mjr(Kind::Video, "vp8", t0, t0, &video),
+        ),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    std::fs::write(
+        dir.join("info.json"),
+        format!(r#"{{"session_id":"{id}","started_at":"2026-11-23T10:00:00Z","ended_at":"2026-11-23T10:00:06Z","agent":{{"id":"a1"}},"user":{{"id":"u1"}}}}"#),
+    )
+    .unwrap();
+    dir
+}
+
+fn listed_size(server: &crate::harness::Server, dir: &Path, path: &str, name: &str) -> u64 {
+    use crate::harness::*;
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("ls -l {path}\n"),
+        dir,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    listing
+        .lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-mp3");
+    let config = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
+        recvault::ingest::token_hash(TOKEN),
+        client_key("qa").public
+    );
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    let dir = media_session(work.path(), "call-mp3");
+    let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .arg("push")
+        .arg(&dir)
+        .args([
+            "--url",
+            &server.ingest_url(),
+            "--token",
+            TOKEN,
+            "--wait",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+
+    // 6 s at 48 kHz = 288,000 samples: 251 frames of 384 bytes and the 128-byte tag.
+    let want = 128 + 384 * (288_000u64.div_ceil(1152) + 1);
+    let session = "/2026/11/23/call-mp3";
+    assert_eq!(
+        listed_size(&server, work.path(), session, "call-mp3.mp3"),
+        want
+    );
+
+    // Eight simultaneous first reads: one render, identical bytes.
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let port = server.port;
+            let cwd = work.path().to_path_buf();
+            std::thread::spawn(move || {
+                let out = sftp_batch(
+                    port,
+                    "qa",
+                    client_key("qa"),
+                    &format!("get {session}/call-mp3.mp3 r{i}.mp3\n"),
+                    &cwd,
+                );
+                assert!(out.status.success(), "{}", text(&out));
+                std::fs::read(cwd.join(format!("r{i}.mp3"))).unwrap()
+            })
+        })
+        .collect();
+    let bodies: Vec<Vec<u8>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    for b in &bodies {
+        assert_eq!(b.len() as u64, want);
+        assert_eq!(b, &bodies[0]);
+    }
+    assert_eq!(
+        server.log().matches("render started").count(),
+        1,
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        listed_size(&server, work.path(), session, "call-mp3.mp3"),
+        want
+    );
+    let secs = decoded_seconds(&work.path().join("r0.mp3"));
+    assert!((secs - 6.0).abs() < 0.06, "MP3 lasts {secs} s");
+    let (_, errors) = decode(&work.path().join("r0.mp3"));
+    assert!(errors.is_empty(), "{errors}");
+
+    // The finished file is stored in derived/ (shortly after the last byte).
+    let store = s3().store().await;
+    let derived_key = format!("{prefix}acme/sessions/2026/11/23/call-mp3/derived/call-mp3.mp3");
+    let mut cached = None;
+    for _ in 0..100 {
+        cached = store.head(&derived_key).await.unwrap();
+        if cached.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(cached.expect("cached in derived/").size, want);
+
+    // Later reads come from derived/ in storage; a resumed download is identical.
+    std::fs::write(work.path().join("part.mp3"), &bodies[0][..40_000]).unwrap();
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("reget {session}/call-mp3.mp3 part.mp3\n"),
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(work.path().join("part.mp3")).unwrap(),
+        bodies[0]
+    );
+    assert_eq!(server.log().matches("render started").count(), 1);
+}
