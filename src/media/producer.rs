@@ -1,4 +1,4 @@
-//! Derived media as entries of the tree. Sizes are the reservations ingest
+//! Derived media (the mixed MP3 and the side-by-side MP4) as entries of the tree. Sizes are the reservations ingest
 //! stored in the session index (`recvault.derived`), so a listing never
 //! changes after the first read. A read serves `derived/<name>` when it is
 //! cached; otherwise it starts the render (one per entry: concurrent readers
@@ -32,7 +32,7 @@ struct Render {
 
 type Renders = Arc<Mutex<HashMap<String, Arc<Render>>>>;
 
-/// The derived-media producer (MP3 now; MP4 and WebM to come).
+/// The derived-media producer (MP3 and MP4; per-party WebM to come).
 pub struct MediaProducer {
     renders: Renders,
     pool: Arc<Semaphore>,
@@ -61,6 +61,7 @@ pub fn reserve(
     let samples = audio::samples_for_ms(ms);
     serde_json::json!({
         format!("{id}.mp3"): { "size": render::mp3_size(samples), "samples": samples },
+        format!("{id}.mp4"): { "size": render::mp4_size(ms), "duration_ms": ms },
     })
 }
 
@@ -79,7 +80,7 @@ impl Producer for MediaProducer {
             return Vec::new();
         };
         d.iter()
-            .filter(|(name, _)| name.ends_with(".mp3"))
+            .filter(|(name, _)| name.ends_with(".mp3") || name.ends_with(".mp4"))
             .filter_map(|(name, v)| Some((name.clone(), v.get("size")?.as_u64()?)))
             .collect()
     }
@@ -96,10 +97,23 @@ impl Producer for MediaProducer {
             return Ok(tenant.store.get(&key, offset, None).await?);
         }
         let spec = derived(m, name).ok_or_else(|| VfsError::NotFound(name.to_string()))?;
-        let samples = spec
-            .get("samples")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| VfsError::Producer("the session index has no sample count".into()))?;
+        let what = if name.ends_with(".mp4") {
+            let ms = spec
+                .get("duration_ms")
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| {
+                    VfsError::Producer("the session index has no duration for the MP4".into())
+                })?;
+            What::Mp4 { ms }
+        } else {
+            let samples = spec
+                .get("samples")
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| {
+                    VfsError::Producer("the session index has no sample count".into())
+                })?;
+            What::Mp3 { samples }
+        };
         let render = {
             let mut map = self.renders.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&key) {
@@ -129,7 +143,7 @@ impl Producer for MediaProducer {
                             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
                             .map(|t| t.timestamp_micros())
                             .unwrap_or(0),
-                        samples,
+                        what,
                         pool: self.pool.clone(),
                     };
                     info!(key = %key, "render started");
@@ -149,8 +163,15 @@ struct Job {
     key: String,
     tar_key: String,
     start_us: i64,
-    samples: u64,
+    what: What,
     pool: Arc<Semaphore>,
+}
+
+/// What a render makes.
+#[derive(Clone, Copy)]
+enum What {
+    Mp3 { samples: u64 },
+    Mp4 { ms: u64 },
 }
 
 impl Job {
@@ -175,16 +196,31 @@ impl Job {
             .await
             .map_err(|_| "render pool closed".to_string())?;
         let began = std::time::Instant::now();
-        let streams = super::raw::entries(self.store.as_ref(), &self.tar_key, |n| {
-            n.ends_with("-audio.mjr")
-        })
-        .await?;
+        let video = matches!(self.what, What::Mp4 { .. });
+        let want: fn(&str) -> bool = if video {
+            |n| n.ends_with(".mjr")
+        } else {
+            |n| n.ends_with("-audio.mjr")
+        };
+        let streams = super::raw::entries(self.store.as_ref(), &self.tar_key, want).await?;
         let mut parties = Vec::new();
+        let (mut agent, mut user) = (None, None);
         for (name, bytes) in &streams {
-            parties.push(audio::prepare(name, bytes, self.start_us)?);
+            if name.ends_with("-audio.mjr") {
+                parties.push(audio::prepare(name, bytes, self.start_us)?);
+            } else if name == "agent-video.mjr" {
+                agent = render::video::prepare(name, bytes, self.start_us)?;
+            } else if name == "user-video.mjr" {
+                user = render::video::prepare(name, bytes, self.start_us)?;
+            }
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-        let encode = render::render_mp3(parties, self.samples, tx);
+        let encode = async {
+            match self.what {
+                What::Mp3 { samples } => render::render_mp3(parties, samples, tx).await,
+                What::Mp4 { ms } => render::render_mp4(parties, agent, user, ms, tx).await,
+            }
+        };
         let collect = async {
             while let Some(b) = rx.recv().await {
                 self.render

@@ -616,3 +616,302 @@ async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render()
     );
     assert_eq!(server.log().matches("render started").count(), 1);
 }
+
+// ------------------------------------------------------------ derived MP4 --
+
+/// RTP frames for `units` video frames at 15 fps (ts step 6000).
+fn video_frames(units: Vec<Vec<u8>>, codec: &str, ssrc: u32) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut seq = 0u16;
+    for (i, data) in units.iter().enumerate() {
+        let ts = i as u32 * 6000;
+        let packets = match codec {
+            "vp8" => vp8::packetize(data, ts, 1100, i as u16),
+            _ => h264::packetize(data, 1100),
+        };
+        for (marker, p) in packets {
+            out.push((
+                i as u32 * 1000 / 15,
+                rtp_packet(96, marker, seq, ts, ssrc, &p),
+            ));
+            seq = seq.wrapping_add(1);
+        }
+    }
+    out
+}
+
+/// A 6-second session with events at known times: the agent's camera
+/// flashes white and their microphone beeps at session time 2.0 s (both
+/// streams start 1 s into the session, the event 1 s into them); the user
+/// joins at 3 s with H.264 video and Opus audio (a tone from 3 s).
+fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let t0 = 1_795_428_000_000_000i64; // 2026-11-23T10:00:00Z
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    ffmpeg(&[
+        "-f", "lavfi", "-i",
+        "color=c=black:s=320x240:r=15:d=4,drawbox=x=0:y=0:w=320:h=240:color=white:t=fill:enable='between(t,1,1.19)'",
+        "-c:v", "libvpx", "-g", "15", "-b:v", "200k", "-threads", "1", "-f", "ivf", &f("a.ivf"),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=15",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-bf",
+        "0",
+        "-g",
+        "15",
+        "-x264-params",
+        "threads=1",
+        "-f",
+        "h264",
+        &f("u.h264"),
+    ]);
+    ffmpeg(&[
+        "-f", "lavfi", "-i",
+        "sine=frequency=1000:sample_rate=8000:samples_per_frame=80,volume=volume=0:enable='not(between(t,1,1.2))'",
+        "-t", "4", "-f", "mulaw", "-ar", "8000", "-ac", "1", &f("a.ul"),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:sample_rate=48000",
+        "-t",
+        "3",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        "-frame_duration",
+        "20",
+        "-ac",
+        "1",
+        &f("u.ogg"),
+    ]);
+    let (_, agent_v) = ivf::read(&std::fs::read(f("a.ivf")).unwrap()).unwrap();
+    let agent_v: Vec<Vec<u8>> = agent_v.into_iter().map(|(_, d)| d).collect();
+    let user_v = h264::split_access_units(&std::fs::read(f("u.h264")).unwrap());
+    let agent_a: Vec<(u32, Vec<u8>)> = std::fs::read(f("a.ul"))
+        .unwrap()
+        .chunks(160)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                i as u32 * 20,
+                rtp_packet(0, false, i as u16, i as u32 * 160, 5, c),
+            )
+        })
+        .collect();
+    let user_a: Vec<(u32, Vec<u8>)> = ogg::read_opus_packets(&std::fs::read(f("u.ogg")).unwrap())
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, p))| {
+            (
+                i as u32 * 20,
+                rtp_packet(111, false, i as u16, i as u32 * 960, 6, &p),
+            )
+        })
+        .collect();
+    for n in ["a.ivf", "u.h264", "a.ul", "u.ogg"] {
+        std::fs::remove_file(dir.join(n)).unwrap();
+    }
+    let files = [
+        (
+            "agent-video.mjr",
+            write_mjr(
+                Kind::Video,
+                "vp8",
+                t0,
+                t0 + 1_000_000,
+                &video_frames(agent_v, "vp8", 7),
+            ),
+        ),
+        (
+            "user-video.mjr",
+            write_mjr(
+                Kind::Video,
+                "h264",
+                t0,
+                t0 + 3_000_000,
+                &video_frames(user_v, "h264", 8),
+            ),
+        ),
+        (
+            "agent-audio.mjr",
+            write_mjr(Kind::Audio, "pcmu", t0, t0 + 1_000_000, &agent_a),
+        ),
+        (
+            "user-audio.mjr",
+            write_mjr(Kind::Audio, "opus", t0, t0 + 3_000_000, &user_a),
+        ),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    std::fs::write(
+        dir.join("info.json"),
+        format!(r#"{{"session_id":"{id}","started_at":"2026-11-23T10:00:00Z","ended_at":"2026-11-23T10:00:06Z","agent":{{"id":"a1"}},"user":{{"id":"u1"}}}}"#),
+    )
+    .unwrap();
+    dir
+}
+
+/// Bytes before the trailing `free` box of an MP4.
+fn content_bytes(file: &Path) -> u64 {
+    let b = std::fs::read(file).unwrap();
+    let mut at = 0usize;
+    while at + 8 <= b.len() {
+        let size = u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        if &b[at + 4..at + 8] == b"free" && at + size == b.len() {
+            return at as u64;
+        }
+        at += size.max(8);
+    }
+    b.len() as u64
+}
+
+fn probe(file: &Path, args: &[&str]) -> String {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(file));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-mp4");
+    let config = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
+        recvault::ingest::token_hash(TOKEN),
+        client_key("qa").public
+    );
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    let dir = mp4_session(work.path(), "call-mp4");
+    let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .arg("push")
+        .arg(&dir)
+        .args([
+            "--url",
+            &server.ingest_url(),
+            "--token",
+            TOKEN,
+            "--wait",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    let session = "/2026/11/23/call-mp4";
+    let listed = listed_size(&server, work.path(), session, "call-mp4.mp4");
+    assert_eq!(listed, recvault::media::render::mp4_size(6000));
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("get {session}/call-mp4.mp4 c.mp4\n"),
+        work.path(),
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    let mp4 = work.path().join("c.mp4");
+    assert_eq!(
+        std::fs::metadata(&mp4).unwrap().len(),
+        listed,
+        "bytes read = listed size"
+    );
+    assert_eq!(
+        listed_size(&server, work.path(), session, "call-mp4.mp4"),
+        listed
+    );
+
+    let streams = probe(
+        &mp4,
+        &[
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ],
+    );
+    assert!(streams.contains("h264,1280,480"), "{streams}");
+    assert!(streams.contains("aac"), "{streams}");
+    let secs: f64 = probe(
+        &mp4,
+        &["-show_entries", "format=duration", "-of", "csv=p=0"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let per_stream = probe(
+        &mp4,
+        &[
+            "-show_entries",
+            "stream=codec_name,start_time,duration,nb_frames",
+            "-of",
+            "csv=p=0",
+        ],
+    );
+    assert!(
+        (secs - 6.0).abs() <= 1.0 / 15.0 + 0.03,
+        "duration {secs}: {per_stream}"
+    );
+    let (frames, errors) = decode(&mp4);
+    assert!(errors.is_empty(), "{errors}");
+    assert!((89..=91).contains(&frames), "{frames} video frames");
+
+    // The agent's flash: the first frame whose left half is bright.
+    let luma = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(&mp4)
+        .args([
+            "-vf",
+            "crop=640:480:0:0,signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-",
+        ])
+        .args(["-an", "-f", "null", "-"]));
+    let text_out = String::from_utf8_lossy(&luma.stdout);
+    let yavg: Vec<f64> = text_out
+        .lines()
+        .filter_map(|l| l.strip_prefix("lavfi.signalstats.YAVG="))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let flash = yavg
+        .iter()
+        .position(|&y| y > 128.0)
+        .expect("a bright frame");
+    // Session time 2.0 s = frame 30 at 15 fps.
+    assert!(
+        (29..=31).contains(&flash),
+        "flash at frame {flash}: {yavg:?}"
+    );
+
+    // The agent's beep: the first loud sample of the decoded mix.
+    let pcm = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(&mp4)
+        .args(["-vn", "-f", "s16le", "-ac", "1", "-ar", "48000", "-"]));
+    let samples: Vec<i16> = pcm
+        .stdout
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let onset = samples.iter().position(|s| s.abs() > 1000).expect("a beep");
+    let at = onset as f64 / 48_000.0;
+    let padding = listed - content_bytes(&mp4);
+    eprintln!(
+        "mp4: flash at frame {flash} (expected 30), beep at {at:.4} s (expected 2.0), reserved {listed} bytes of which {padding} are the free box ({:.1} %)",
+        padding as f64 * 100.0 / listed as f64
+    );
+    assert!((at - 2.0).abs() <= 0.02, "beep at {at} s");
+}

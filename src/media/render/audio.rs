@@ -16,6 +16,9 @@ use crate::media::order::read_stream;
 /// Sample rate of every mix.
 pub const RATE: u64 = 48_000;
 
+/// The look-ahead of libopus encoders at 48 kHz.
+const OPUS_PRE_SKIP: u16 = 312;
+
 /// One party's audio, ready to decode.
 pub struct Party {
     pub name: String,
@@ -98,8 +101,10 @@ async fn decoded(party: Party) -> Result<Box<dyn AsyncRead + Unpin + Send>, Stri
             Ok(Box::new(std::io::Cursor::new(bytes)))
         }
         Source::Opus(frames) => {
-            let mut w = OggOpusWriter::new(1, 1, 0, 48_000);
-            let mut granule = 0u64;
+            // Opus encoders delay their output by 312 samples (6.5 ms) and
+            // RTP does not say so: pre-skip them, as an Ogg Opus file would.
+            let mut w = OggOpusWriter::new(1, 1, OPUS_PRE_SKIP, 48_000);
+            let mut granule = OPUS_PRE_SKIP as u64;
             for f in &frames {
                 granule += audio::opus_packet_samples(&f.data).unwrap_or(960) as u64;
                 w.push(&f.data, granule);

@@ -150,6 +150,9 @@ pub fn mp4_size(ms: u64) -> u64 {
     video + audio + boxes + 8
 }
 
+/// Samples of priming the AAC encoder puts before the first input sample.
+const AAC_PRIMING: i64 = 1024;
+
 /// A `free` box of exactly `n` (>= 8) bytes.
 fn free_box(n: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(n as usize);
@@ -244,7 +247,8 @@ pub async fn render_mp4(
             "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "veryfast",
         ])
         .args([
-            "-threads", "1", "-g", "30", "-b:v", &rate, "-maxrate", &rate, "-bufsize", &buf,
+            "-threads", "1", "-g", "30", "-bf", "0", "-b:v", &rate, "-maxrate", &rate, "-bufsize",
+            &buf,
         ])
         .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", &abr])
         .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
@@ -266,6 +270,13 @@ pub async fn render_mp4(
         video::compose(agent, user, frames, &mut f).await?;
         f.flush().await.map_err(|e| e.to_string())
     };
+    // The AAC encoder puts 1024 samples of priming before the first one and
+    // a fragmented MP4 has no edit list to hide them: start the mix 1024
+    // samples later, so decoded audio lines up with the video.
+    let mut audio_parties = audio_parties;
+    for p in &mut audio_parties {
+        p.start -= AAC_PRIMING;
+    }
     let feed_audio = async {
         let mut f = tokio::fs::OpenOptions::new()
             .write(true)
