@@ -395,6 +395,11 @@ const TOKEN: &str = "token-for-media-0123456789abcdef";
 /// A 6-second session: the agent speaks PCMU from 1 s, the user Opus from
 /// 2 s (both 3 s of tone); video streams are token frames.
 fn media_session(root: &Path, id: &str) -> std::path::PathBuf {
+    media_session_until(root, id, "2026-11-23T10:00:06Z")
+}
+
+/// [`media_session`] with another end time.
+fn media_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::PathBuf {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let t0 = 1_795_428_000_000_000i64; // 2026-11-23T10:00:00Z
@@ -489,10 +494,28 @@ fn media_session(root: &Path, id: &str) -> std::path::PathBuf {
     }
     std::fs::write(
         dir.join("info.json"),
-        format!(r#"{{"session_id":"{id}","started_at":"2026-11-23T10:00:00Z","ended_at":"2026-11-23T10:00:06Z","agent":{{"id":"a1"}},"user":{{"id":"u1"}}}}"#),
+        format!(r#"{{"session_id":"{id}","started_at":"2026-11-23T10:00:00Z","ended_at":"{ended_at}","agent":{{"id":"a1"}},"user":{{"id":"u1"}}}}"#),
     )
     .unwrap();
     dir
+}
+
+fn media_config(prefix: &str) -> String {
+    format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
+        recvault::ingest::token_hash(TOKEN),
+        crate::harness::client_key("qa").public
+    )
+}
+
+fn push_session(server: &crate::harness::Server, dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .arg("push")
+        .arg(dir)
+        .args(["--url", &server.ingest_url(), "--token", TOKEN, "--wait", "120"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", crate::harness::text(&out), server.log());
 }
 
 fn listed_size(server: &crate::harness::Server, dir: &Path, path: &str, name: &str) -> u64 {
@@ -914,4 +937,115 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
         padding as f64 * 100.0 / listed as f64
     );
     assert!((at - 2.0).abs() <= 0.02, "beep at {at} s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_render_killed_half_way_renders_again_byte_for_byte_and_reget_completes_it() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-kill");
+    let config = media_config(&prefix);
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    // A 20-minute call: its MP3 takes seconds to render.
+    let dir = media_session_until(work.path(), "call-long", "2026-11-23T10:20:00Z");
+    push_session(&server, &dir);
+    let session = "/2026/11/23/call-long";
+    let want = listed_size(&server, work.path(), session, "call-long.mp3");
+    assert_eq!(want, 128 + 384 * ((20 * 60 * 48_000u64).div_ceil(1152) + 1));
+
+    // Start downloading; kill the server once bytes have arrived.
+    let batch = work.path().join("get-batch");
+    std::fs::write(&batch, format!("get {session}/call-long.mp3 part.mp3\n")).unwrap();
+    let mut get = Command::new("sftp")
+        .args(["-q", "-P", &server.port.to_string(), "-i"])
+        .arg(&client_key("qa").private)
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-b"])
+        .arg(&batch)
+        .arg("qa@127.0.0.1")
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = work.path().join("part.mp3");
+    for _ in 0..600 {
+        if std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) >= 64 * 1024 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dir_back = server.kill9();
+    let _ = get.wait();
+    let partial = std::fs::read(&part).unwrap_or_default();
+    assert!(
+        !partial.is_empty() && (partial.len() as u64) < want,
+        "the kill came at {} of {want} bytes",
+        partial.len()
+    );
+
+    // A new process renders again: the same bytes, so `reget` completes the file.
+    let server = Server::restart(dir_back, &config);
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("reget {session}/call-long.mp3 part.mp3\nget {session}/call-long.mp3 full.mp3\n"),
+        work.path(),
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    let full = std::fs::read(work.path().join("full.mp3")).unwrap();
+    assert_eq!(full.len() as u64, want);
+    assert_eq!(std::fs::read(&part).unwrap(), full, "resumed file differs");
+    assert_eq!(&full[..partial.len()], &partial[..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_recording_fails_the_read_clearly_and_the_server_keeps_serving() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-corrupt");
+    let server = Server::start(&media_config(&prefix));
+    let work = tempfile::tempdir().unwrap();
+    let dir = media_session(work.path(), "call-bad");
+    push_session(&server, &dir);
+    // Replace the archive in storage with one whose agent stream is cut short.
+    let mut mjr = std::fs::read(dir.join("agent-audio.mjr")).unwrap();
+    mjr.truncate(mjr.len() - 50);
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(mjr.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "call-bad/agent-audio.mjr", &mjr[..]).unwrap();
+    let gz = tar.into_inner().unwrap().finish().unwrap();
+    let store = s3().store().await;
+    store
+        .put(
+            &format!("{prefix}acme/sessions/2026/11/23/call-bad/call-bad.tar.gz"),
+            bytes::Bytes::from(gz),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        "get /2026/11/23/call-bad/call-bad.mp3 x.mp3\n",
+        work.path(),
+    );
+    assert!(!out.status.success(), "a corrupt recording rendered: {}", text(&out));
+    assert!(server.log().contains("render failed"), "{}", server.log());
+    assert!(server.log().contains("agent-audio.mjr"), "the error names the stream: {}", server.log());
+    // Other reads still work.
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        "get /2026/11/23/call-bad/info.json i.json\n",
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }
