@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod depacketize;
+pub mod lease;
 pub mod mjr;
 pub mod order;
 pub mod producer;

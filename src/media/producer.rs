@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
+use super::lease;
 use super::render::{self, audio};
 use crate::store::{ByteStream, PutOptions, StoreError};
 use crate::vfs::meta::SessionMeta;
@@ -146,7 +147,6 @@ impl Producer for MediaProducer {
                         what,
                         pool: self.pool.clone(),
                     };
-                    info!(key = %key, "render started");
                     tokio::spawn(job.run(self.renders.clone()));
                     r
                 }
@@ -189,12 +189,86 @@ impl Job {
         self.render.progress.send_modify(|p| p.end = Some(result));
     }
 
+    /// Renders under the bucket-wide lease, or, when another process holds
+    /// it, waits for that process's file and serves it.
     async fn render_and_store(&self) -> Result<(), String> {
+        let lease = format!("{}.lease", self.key);
+        loop {
+            match lease::acquire(self.store.as_ref(), &lease).await? {
+                lease::Outcome::Mine => break,
+                lease::Outcome::Theirs => {
+                    if self.follow_other_process(&lease).await? {
+                        return Ok(());
+                    }
+                    // Their lease expired without a file: try to take over.
+                }
+            }
+        }
+        // The file may have been finished just before the lease was free.
+        if self
+            .store
+            .head(&self.key)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            let _ = self.store.delete(&lease).await;
+            return self.follow_other_process(&lease).await.map(|_| ());
+        }
+        let renew = lease::keep(self.store.clone(), lease.clone());
+        let result = self.render_here().await;
+        renew.abort();
+        let _ = self.store.delete(&lease).await;
+        result
+    }
+
+    /// Waits for another process's render; true once its file was served,
+    /// false when its lease ran out first.
+    async fn follow_other_process(&self, lease: &str) -> Result<bool, String> {
+        info!(key = %self.key, "another process is rendering; waiting for its file");
+        loop {
+            if self
+                .store
+                .head(&self.key)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                let mut body = self
+                    .store
+                    .get(&self.key, 0, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                use futures::StreamExt;
+                while let Some(c) = body.next().await {
+                    let c = c.map_err(|e| e.to_string())?;
+                    self.push(c);
+                }
+                return Ok(true);
+            }
+            if !lease::alive(self.store.as_ref(), lease).await? {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    fn push(&self, b: Bytes) {
+        self.render
+            .chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(b);
+        self.render.progress.send_modify(|p| p.chunks += 1);
+    }
+
+    async fn render_here(&self) -> Result<(), String> {
         let _permit = self
             .pool
             .acquire()
             .await
             .map_err(|_| "render pool closed".to_string())?;
+        info!(key = %self.key, "render started");
         let began = std::time::Instant::now();
         let video = matches!(self.what, What::Mp4 { .. });
         let want: fn(&str) -> bool = if video {
@@ -223,12 +297,7 @@ impl Job {
         };
         let collect = async {
             while let Some(b) = rx.recv().await {
-                self.render
-                    .chunks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(b);
-                self.render.progress.send_modify(|p| p.chunks += 1);
+                self.push(b);
             }
         };
         let (size, ()) = tokio::join!(encode, collect);

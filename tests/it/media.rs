@@ -512,10 +512,22 @@ fn push_session(server: &crate::harness::Server, dir: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
         .arg("push")
         .arg(dir)
-        .args(["--url", &server.ingest_url(), "--token", TOKEN, "--wait", "120"])
+        .args([
+            "--url",
+            &server.ingest_url(),
+            "--token",
+            TOKEN,
+            "--wait",
+            "120",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}\n{}", crate::harness::text(&out), server.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        crate::harness::text(&out),
+        server.log()
+    );
 }
 
 fn listed_size(server: &crate::harness::Server, dir: &Path, path: &str, name: &str) -> u64 {
@@ -959,7 +971,13 @@ async fn a_render_killed_half_way_renders_again_byte_for_byte_and_reget_complete
     let mut get = Command::new("sftp")
         .args(["-q", "-P", &server.port.to_string(), "-i"])
         .arg(&client_key("qa").private)
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-b"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-b",
+        ])
         .arg(&batch)
         .arg("qa@127.0.0.1")
         .current_dir(work.path())
@@ -1018,7 +1036,8 @@ async fn a_corrupt_recording_fails_the_read_clearly_and_the_server_keeps_serving
     h.set_size(mjr.len() as u64);
     h.set_mode(0o644);
     h.set_cksum();
-    tar.append_data(&mut h, "call-bad/agent-audio.mjr", &mjr[..]).unwrap();
+    tar.append_data(&mut h, "call-bad/agent-audio.mjr", &mjr[..])
+        .unwrap();
     let gz = tar.into_inner().unwrap().finish().unwrap();
     let store = s3().store().await;
     store
@@ -1036,9 +1055,17 @@ async fn a_corrupt_recording_fails_the_read_clearly_and_the_server_keeps_serving
         "get /2026/11/23/call-bad/call-bad.mp3 x.mp3\n",
         work.path(),
     );
-    assert!(!out.status.success(), "a corrupt recording rendered: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "a corrupt recording rendered: {}",
+        text(&out)
+    );
     assert!(server.log().contains("render failed"), "{}", server.log());
-    assert!(server.log().contains("agent-audio.mjr"), "the error names the stream: {}", server.log());
+    assert!(
+        server.log().contains("agent-audio.mjr"),
+        "the error names the stream: {}",
+        server.log()
+    );
     // Other reads still work.
     let out = sftp_batch(
         server.port,
@@ -1048,4 +1075,51 @@ async fn a_corrupt_recording_fails_the_read_clearly_and_the_server_keeps_serving
         work.path(),
     );
     assert!(out.status.success(), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_server_processes_on_one_bucket_render_once() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-two");
+    let config = media_config(&prefix);
+    let a = Server::start(&config);
+    let b = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    // Two minutes of call: long enough that both processes ask at once.
+    let dir = media_session_until(work.path(), "call-two", "2026-11-23T10:02:00Z");
+    push_session(&a, &dir);
+    let session = "/2026/11/23/call-two";
+    let want = listed_size(&b, work.path(), session, "call-two.mp3");
+    let readers: Vec<_> = (0..6)
+        .map(|i| {
+            let port = if i % 2 == 0 { a.port } else { b.port };
+            let cwd = work.path().to_path_buf();
+            std::thread::spawn(move || {
+                let out = sftp_batch(
+                    port,
+                    "qa",
+                    client_key("qa"),
+                    &format!("get {session}/call-two.mp3 r{i}.mp3\n"),
+                    &cwd,
+                );
+                assert!(out.status.success(), "{}", text(&out));
+                std::fs::read(cwd.join(format!("r{i}.mp3"))).unwrap()
+            })
+        })
+        .collect();
+    let bodies: Vec<Vec<u8>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    for body in &bodies {
+        assert_eq!(body.len() as u64, want);
+        assert_eq!(body, &bodies[0]);
+    }
+    let renders =
+        a.log().matches("render started").count() + b.log().matches("render started").count();
+    assert_eq!(renders, 1, "A:\n{}\nB:\n{}", a.log(), b.log());
+    let waited = a.log().matches("another process is rendering").count()
+        + b.log().matches("another process is rendering").count();
+    eprintln!("two processes: 1 render, {waited} waiting for the other process's file");
+    // The lease is gone once the file is stored.
+    let store = s3().store().await;
+    let lease = format!("{prefix}acme/sessions/2026/11/23/call-two/derived/call-two.mp3.lease");
+    assert!(store.head(&lease).await.unwrap().is_none());
 }
