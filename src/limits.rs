@@ -63,6 +63,8 @@ pub struct Limits {
     pub archive_concurrency: usize,
     /// Derived-media renders (ffmpeg) run at once; more wait in a queue.
     pub render_concurrency: usize,
+    /// Seconds a render may run before it is stopped (and the read fails).
+    pub render_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -95,6 +97,7 @@ impl Default for Limits {
             ingest_min_free_bytes: 1024 * 1024 * 1024,
             archive_concurrency: 2,
             render_concurrency: 2,
+            render_timeout_secs: 3600,
         }
     }
 }
@@ -102,7 +105,8 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 15] = [
+        let nonzero: [(&str, u64); 16] = [
+            ("render_timeout_secs", self.render_timeout_secs),
             ("render_concurrency", self.render_concurrency as u64),
             ("ftp_data_connect_secs", self.ftp_data_connect_secs),
             ("ingest_max_file_bytes", self.ingest_max_file_bytes),

@@ -95,6 +95,7 @@ pub async fn serve(
         audit,
         producers: Arc::from(vec![Arc::new(crate::media::producer::MediaProducer::new(
             cfg.limits.render_concurrency,
+            Duration::from_secs(cfg.limits.render_timeout_secs),
         )) as Arc<dyn Producer>]),
     });
     let addr = cfg.sftp.listen.get_ref();

@@ -1,7 +1,8 @@
 //! One render per derived file across every process on a bucket: a lease
 //! object created with `If-None-Match: *` next to the file. Its holder
 //! renews it while rendering and deletes it when done; a lease whose expiry
-//! has passed (a crashed holder) may be taken over. Stores that ignore
+//! has passed (a crashed holder), or whose holder was a process of this host
+//! that no longer runs, may be taken over. Stores that ignore
 //! conditional writes (Garage, per the spec) get at most duplicate work:
 //! renders are deterministic, so both copies are identical.
 
@@ -30,7 +31,8 @@ fn now() -> u64 {
 fn body() -> Bytes {
     Bytes::from(
         serde_json::json!({
-            "holder": format!("pid {} on {}", std::process::id(), hostname()),
+            "host": hostname(),
+            "pid": std::process::id(),
             "expires_unix": now() + TTL.as_secs(),
         })
         .to_string(),
@@ -43,15 +45,25 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// When the lease at `key` expires; `None` when there is none.
+/// When the lease at `key` expires (0 when its holder is a dead process on
+/// this host: no need to wait for the expiry); `None` when there is none.
 async fn expiry(store: &dyn ObjectStore, key: &str) -> Result<Option<u64>, String> {
     match crate::store::read_all(store, key, 4096).await {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice::<serde_json::Value>(&b)
-                .ok()
-                .and_then(|v| v.get("expires_unix")?.as_u64())
-                .unwrap_or(0),
-        )),
+        Ok(b) => {
+            let v = serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default();
+            let here = v.get("host").and_then(|h| h.as_str()) == Some(hostname().as_str());
+            let pid = v.get("pid").and_then(|p| p.as_u64());
+            if let (true, Some(pid)) = (here, pid) {
+                let dead = pid != std::process::id() as u64
+                    && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+                if dead {
+                    return Ok(Some(0));
+                }
+            }
+            Ok(Some(
+                v.get("expires_unix").and_then(|t| t.as_u64()).unwrap_or(0),
+            ))
+        }
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(format!("render lease: {e}")),
     }

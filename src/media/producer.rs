@@ -19,6 +19,9 @@ use crate::store::{ByteStream, PutOptions, StoreError};
 use crate::vfs::meta::SessionMeta;
 use crate::vfs::{Producer, Tenant, VfsError};
 
+/// How long a render goes on with no reader before it is stopped.
+const READERLESS_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Where a render stands: bytes produced so far, and its end.
 #[derive(Clone, Default)]
 struct Progress {
@@ -39,14 +42,17 @@ pub struct MediaProducer {
     pool: Arc<Semaphore>,
     /// Renders started, for tests and metrics.
     pub started: std::sync::atomic::AtomicU64,
+    /// Longest a render may run before it is killed.
+    timeout: std::time::Duration,
 }
 
 impl MediaProducer {
-    pub fn new(concurrency: usize) -> Self {
+    pub fn new(concurrency: usize, timeout: std::time::Duration) -> Self {
         Self {
             renders: Arc::new(Mutex::new(HashMap::new())),
             pool: Arc::new(Semaphore::new(concurrency.max(1))),
             started: Default::default(),
+            timeout,
         }
     }
 }
@@ -115,10 +121,11 @@ impl Producer for MediaProducer {
                 })?;
             What::Mp3 { samples }
         };
-        let render = {
+        // Subscribed before the render starts, so it never runs readerless.
+        let (render, rx) = {
             let mut map = self.renders.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&key) {
-                Some(r) => r.clone(),
+                Some(r) => (r.clone(), r.progress.subscribe()),
                 None => {
                     let r = Arc::new(Render {
                         chunks: Mutex::new(Vec::new()),
@@ -146,13 +153,14 @@ impl Producer for MediaProducer {
                             .unwrap_or(0),
                         what,
                         pool: self.pool.clone(),
+                        timeout: self.timeout,
                     };
+                    let rx = r.progress.subscribe();
                     tokio::spawn(job.run(self.renders.clone()));
-                    r
+                    (r, rx)
                 }
             }
         };
-        let rx = render.progress.subscribe();
         Ok(follow(render, rx, offset))
     }
 }
@@ -165,6 +173,7 @@ struct Job {
     start_us: i64,
     what: What,
     pool: Arc<Semaphore>,
+    timeout: std::time::Duration,
 }
 
 /// What a render makes.
@@ -216,7 +225,13 @@ impl Job {
             return self.follow_other_process(&lease).await.map(|_| ());
         }
         let renew = lease::keep(self.store.clone(), lease.clone());
-        let result = self.render_here().await;
+        let result = match tokio::time::timeout(self.timeout, self.render_here()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the render took longer than {} s and was stopped",
+                self.timeout.as_secs()
+            )),
+        };
         renew.abort();
         let _ = self.store.delete(&lease).await;
         result
@@ -295,12 +310,22 @@ impl Job {
                 What::Mp4 { ms } => render::render_mp4(parties, agent, user, ms, tx).await,
             }
         };
-        let collect = async {
+        // Nobody reading for a while (a seek reopens a reader at once, so
+        // allow a grace period): stop; ffmpeg is killed with its handle.
+        let collect = async move {
+            let mut last_reader = std::time::Instant::now();
             while let Some(b) = rx.recv().await {
                 self.push(b);
+                if self.render.progress.receiver_count() > 0 {
+                    last_reader = std::time::Instant::now();
+                } else if last_reader.elapsed() > READERLESS_GRACE {
+                    return Err("every reader left; render stopped".to_string());
+                }
             }
+            Ok(())
         };
-        let (size, ()) = tokio::join!(encode, collect);
+        let (size, readers) = tokio::join!(encode, collect);
+        readers?;
         let size = size?;
         let mut whole = BytesMut::with_capacity(size as usize);
         for c in self
