@@ -135,9 +135,11 @@ impl Archiver {
             spool.save(&st).map_err(|e| e.to_string())?;
         }
         let (size, sha) = self
-            .upload_archive(&mut st, &target, &archive_key, files, v.info.ended)
+            .upload_archive(&mut st, &target, &archive_key, files.clone(), v.info.ended)
             .await?;
-        let index = build_index(&v, &st, id, size, &sha);
+        let derived_prefix = format!("{}derived/", index_key.trim_end_matches("info.json"));
+        let webm = store_webms(&target, &files, &derived_prefix).await;
+        let index = build_index(&v, &st, id, size, &sha, &webm);
         match target
             .store
             .put(
@@ -324,7 +326,56 @@ fn same_files(index: &Value, files: &std::collections::BTreeMap<String, FileReco
 }
 
 /// The indexed `info.json`: the gateway's fields plus what ingest learned.
-fn build_index(v: &Validated, st: &SessionState, id: &str, size: u64, sha: &str) -> Vec<u8> {
+/// Remuxes and stores each party's WebM (cheap: no video re-encoding) so its
+/// exact size can go into the index. A party whose WebM cannot be made is
+/// logged and left out: the RAW recording is what must not be lost.
+async fn store_webms(
+    target: &Target,
+    files: &std::path::Path,
+    derived_prefix: &str,
+) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for party in ["agent", "user"] {
+        let read = |kind: &str| std::fs::read(files.join(format!("{party}-{kind}.mjr"))).ok();
+        let (video, audio) = (read("video"), read("audio"));
+        let name = format!("{party}.webm");
+        match crate::media::render::webm::party(video.as_deref(), audio.as_deref()).await {
+            Ok(Some(bytes)) => {
+                let n = bytes.len() as u64;
+                let key = format!("{derived_prefix}{name}");
+                match target
+                    .store
+                    .put(&key, Bytes::from(bytes), PutOptions { if_absent: true })
+                    .await
+                {
+                    // Made before (a retried archive): the same RAW gives the same bytes.
+                    Ok(()) | Err(StoreError::AlreadyExists(_)) => out.push((name, n)),
+                    Err(e) => {
+                        warn!(%key, error = %e, "WebM not stored; the session is archived without it")
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(party, error = %e, "WebM not made; the session is archived without it"),
+        }
+    }
+    out
+}
+
+fn build_index(
+    v: &Validated,
+    st: &SessionState,
+    id: &str,
+    size: u64,
+    sha: &str,
+    webm: &[(String, u64)],
+) -> Vec<u8> {
+    let mut derived = crate::media::producer::reserve(id, v.info.started, v.info.ended);
+    if let Some(d) = derived.as_object_mut() {
+        for (name, n) in webm {
+            d.insert(name.clone(), json!({ "size": n, "stored": true }));
+        }
+    }
     let mut index = v.info.original.clone();
     if let Some(obj) = index.as_object_mut() {
         obj.insert(
@@ -335,7 +386,7 @@ fn build_index(v: &Validated, st: &SessionState, id: &str, size: u64, sha: &str)
                 "objects": { format!("{id}.tar.gz"): { "size": size, "sha256": sha } },
                 "raw_files": st.files,
                 "streams": v.streams,
-                "derived": crate::media::producer::reserve(id, v.info.started, v.info.ended),
+                "derived": derived,
             }),
         );
     }

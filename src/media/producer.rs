@@ -87,7 +87,7 @@ impl Producer for MediaProducer {
             return Vec::new();
         };
         d.iter()
-            .filter(|(name, _)| name.ends_with(".mp3") || name.ends_with(".mp4"))
+            .filter(|(name, _)| [".mp3", ".mp4", ".webm"].iter().any(|x| name.ends_with(x)))
             .filter_map(|(name, v)| Some((name.clone(), v.get("size")?.as_u64()?)))
             .collect()
     }
@@ -104,6 +104,12 @@ impl Producer for MediaProducer {
             return Ok(tenant.store.get(&key, offset, None).await?);
         }
         let spec = derived(m, name).ok_or_else(|| VfsError::NotFound(name.to_string()))?;
+        if spec.get("stored").and_then(|v| v.as_bool()) == Some(true) {
+            // Made at archive time (WebM); only storage can serve it.
+            return Err(VfsError::Producer(format!(
+                "{name} is missing from storage"
+            )));
+        }
         let what = if name.ends_with(".mp4") {
             let ms = spec
                 .get("duration_ms")

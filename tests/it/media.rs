@@ -949,6 +949,44 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
         padding as f64 * 100.0 / listed as f64
     );
     assert!((at - 2.0).abs() <= 0.02, "beep at {at} s");
+
+    // A resumed MP4 download equals the full one.
+    let full = std::fs::read(&mp4).unwrap();
+    std::fs::write(work.path().join("part.mp4"), &full[..full.len() / 3]).unwrap();
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("reget {session}/call-mp4.mp4 part.mp4\n"),
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(work.path().join("part.mp4")).unwrap(), full);
+
+    // Per-party WebM, made at archive time: the agent's VP8 with its PCMU
+    // encoded to Opus; the user's H.264 cannot be remuxed into WebM, so
+    // their WebM carries Opus audio only.
+    for (party, want) in [("agent", "vp8\nopus\n"), ("user", "opus\n")] {
+        let name = format!("{party}.webm");
+        let listed = listed_size(&server, work.path(), session, &name);
+        let out = sftp_batch(
+            server.port,
+            "qa",
+            client_key("qa"),
+            &format!("get {session}/{name} {name}\n"),
+            work.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let file = work.path().join(&name);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), listed, "{name}");
+        let codecs = probe(
+            &file,
+            &["-show_entries", "stream=codec_name", "-of", "csv=p=0"],
+        );
+        assert_eq!(codecs, want, "{name}");
+        let (_, errors) = decode(&file);
+        assert!(errors.is_empty(), "{name}: {errors}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod video;
+pub mod webm;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,24 +163,47 @@ fn free_box(n: u64) -> Vec<u8> {
     b
 }
 
-/// Creates a named pipe (through `mkfifo`, so no unsafe code here).
-async fn fifo(path: &std::path::Path) -> Result<(), String> {
-    let st = tokio::process::Command::new("mkfifo")
-        .arg("-m")
-        .arg("600")
-        .arg(path)
-        .status()
-        .await
-        .map_err(|e| format!("mkfifo: {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("mkfifo {} failed", path.display()))
+/// A private folder holding named pipes `video` and `audio` for an
+/// encoder's two inputs (made with `mkfifo`, so no unsafe code here);
+/// removed when dropped.
+pub(crate) struct PipeDir(std::path::PathBuf);
+
+impl PipeDir {
+    pub(crate) async fn new() -> Result<Self, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!(
+            "recvault-render-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let pipes = PipeDir(dir);
+        for name in ["video", "audio"] {
+            let st = tokio::process::Command::new("mkfifo")
+                .arg("-m")
+                .arg("600")
+                .arg(pipes.0.join(name))
+                .status()
+                .await
+                .map_err(|e| format!("mkfifo: {e}"))?;
+            if !st.success() {
+                return Err(format!("mkfifo in {} failed", pipes.0.display()));
+            }
+        }
+        Ok(pipes)
+    }
+
+    pub(crate) fn video(&self) -> std::path::PathBuf {
+        self.0.join("video")
+    }
+
+    pub(crate) fn audio(&self) -> std::path::PathBuf {
+        self.0.join("audio")
     }
 }
-
-/// A private folder for the encoder's two input pipes, removed when dropped.
-struct PipeDir(std::path::PathBuf);
 
 impl Drop for PipeDir {
     fn drop(&mut self) {
@@ -197,20 +221,8 @@ pub async fn render_mp4(
     ms: u64,
     out: mpsc::Sender<Bytes>,
 ) -> Result<u64, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = std::env::temp_dir().join(format!(
-        "recvault-render-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let dir = PipeDir(dir);
-    let (vpath, apath) = (dir.0.join("video"), dir.0.join("audio"));
-    fifo(&vpath).await?;
-    fifo(&apath).await?;
+    let dir = PipeDir::new().await?;
+    let (vpath, apath) = (dir.video(), dir.audio());
     let frames = (ms * video::FPS).div_ceil(1000);
     let samples = audio::samples_for_ms(ms);
     let (rate, buf, abr) = (
