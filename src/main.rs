@@ -41,6 +41,16 @@ enum Command {
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
     GenToken,
+    /// Write a synthetic call (four MJR streams and info.json) for benchmarks.
+    #[command(hide = true)]
+    Fixture {
+        /// Folder to write the session folder into.
+        dir: PathBuf,
+        #[arg(long, default_value = "fixture-1")]
+        id: String,
+        #[arg(long, default_value_t = 300)]
+        seconds: u32,
+    },
     /// Upload a session folder (MJR streams + info.json) to an ingest
     /// listener, complete it and wait until it is archived. Exit status: 0
     /// archived, 1 failed (the reason is printed), 3 still pending at --wait.
@@ -112,6 +122,12 @@ fn main() -> Result<()> {
                 "{}",
                 recvault::auth::password::hash(&password).map_err(anyhow::Error::msg)?
             );
+            Ok(())
+        }
+        Command::Fixture { dir, id, seconds } => {
+            let made = recvault::media::fixture::session(&dir, &id, seconds)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", made.display());
             Ok(())
         }
         Command::GenToken => {

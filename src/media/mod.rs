@@ -4,6 +4,8 @@
 
 pub mod container;
 pub mod depacketize;
+#[doc(hidden)]
+pub mod fixture;
 pub mod lease;
 pub mod mjr;
 pub mod order;

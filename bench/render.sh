@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Derived-media benchmark: recvault's first-read render of a call's MP4 and
+# MP3 against (b) what a contact centre runs today (janus-pp-rec on the four
+# MJR files, then one ffmpeg command composing and encoding with the same
+# encoder settings) and (c) the encoder's own limit (ffmpeg encoding
+# generated 1280x480 frames / PCM at the same settings, no decoding). Also
+# recvault's time to first byte for a short and a long call.
+#
+# A benchmark, not a test: it prints figures and ratios and never fails on
+# timing. It exits non-zero only when the setup breaks.
+#
+# Environment (defaults in brackets):
+#   RECVAULT_BIN     recvault binary, relative to the repo root [target/release/recvault]
+#   BENCH_SECONDS    length of the benchmark call [300]
+#   BENCH_LONG       length of the call for the long time-to-first-byte figure [3600]; 0 skips it
+#   BENCH_KEEP_TMP   set to keep the work directory
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BENCH_SECONDS=${BENCH_SECONDS:-300}
+BENCH_LONG=${BENCH_LONG:-3600}
+[[ $BENCH_SECONDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer"
+[[ $BENCH_LONG =~ ^[0-9]+$ ]] || die "BENCH_LONG must be a non-negative integer"
+require_recvault_bin
+require_tools ffmpeg janus-pp-rec curl openssl awk
+make_work_dir
+
+secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+
+# ---------------------------------------------------------------- recvault
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+chmod 600 "$TMP/key.pem"
+PASSWORD=bench-password-1
+HASH=$(printf '%s' "$PASSWORD" | "$RECVAULT_BIN" hash-password 2>/dev/null | tail -n1)
+TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+TOKEN_HASH=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
+cat >"$TMP/recvault.toml" <<EOF
+[storage]
+backend = "local"
+path = "$TMP/objects"
+
+[sftp]
+listen = "127.0.0.1:0"
+host_key = "$TMP/host_key"
+
+[ftps]
+listen = "127.0.0.1:0"
+certificate = "$TMP/cert.pem"
+private_key = "$TMP/key.pem"
+
+[ingest]
+listen = "127.0.0.1:0"
+spool_dir = "$TMP/spool"
+
+[audit]
+path = "$TMP/audit.log"
+
+[log]
+level = "warn"
+
+[[tenants]]
+id = "bench"
+prefix = "tenants/bench/"
+ingest_tokens = ["sha256:$TOKEN_HASH"]
+
+[[tenants.users]]
+name = "bench"
+password = "$HASH"
+permissions = ["list", "download"]
+EOF
+run_recvault recvault "$TMP/recvault.toml" ftps
+FTPS_PORT=$RV_PORT
+INGEST_PORT=$(sed -n 's/^recvault: ingest listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p' "$TMP/recvault.log" | head -n1)
+[[ -n $INGEST_PORT ]] || die "no ingest port in the log"
+
+# ingest ID SECONDS: makes a synthetic call and pushes it.
+ingest() {
+    local t0
+    t0=$(now)
+    "$RECVAULT_BIN" fixture "$TMP/calls" --id "$1" --seconds "$2" >/dev/null
+    log "fixture $1 ($2 s) written in $(secs_since "$t0") s"
+    "$RECVAULT_BIN" push "$TMP/calls/$1" --url "http://127.0.0.1:$INGEST_PORT" --token "$TOKEN" --wait 600 >/dev/null ||
+        die "push of $1 failed"
+}
+
+# fetch URL-PATH [range]: downloads over FTPS; prints "first_byte_s total_s bytes".
+fetch() {
+    local range=()
+    [[ -n ${2:-} ]] && range=(-r "$2")
+    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" -k --user "bench:$PASSWORD" "${range[@]}" \
+        -o "$TMP/out.bin" -w '%{time_starttransfer} %{time_total} %{size_download}\n' \
+        "ftp://127.0.0.1:$FTPS_PORT$1"
+}
+
+ID=call-$BENCH_SECONDS
+ingest "$ID" "$BENCH_SECONDS"
+DAY=/2026/11/23/$ID
+
+read -r MP4_TTFB MP4_TOTAL MP4_BYTES < <(fetch "$DAY/$ID.mp4")
+log "recvault MP4: first byte ${MP4_TTFB} s, whole ${MP4_TOTAL} s, $MP4_BYTES bytes"
+read -r MP3_TTFB MP3_TOTAL MP3_BYTES < <(fetch "$DAY/$ID.mp3")
+log "recvault MP3: first byte ${MP3_TTFB} s, whole ${MP3_TOTAL} s, $MP3_BYTES bytes"
+
+# ---------------------------------------------------------------- (b) janus-pp-rec + ffmpeg
+CALL=$TMP/calls/$ID
+X264=(-c:v libx264 -preset veryfast -threads 1 -bf 0 -g 30 -b:v 800k -maxrate 800k -bufsize 1600k -pix_fmt yuv420p)
+AAC=(-c:a aac -b:a 64k)
+FRAG=(-movflags frag_keyframe+empty_moov+default_base_moof)
+TILE="fps=15,scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,format=yuv420p"
+t0=$(now)
+janus-pp-rec "$CALL/agent-video.mjr" "$TMP/a.webm" >/dev/null 2>&1
+janus-pp-rec "$CALL/user-video.mjr" "$TMP/u.mkv" >/dev/null 2>&1
+janus-pp-rec "$CALL/agent-audio.mjr" "$TMP/a.wav" >/dev/null 2>&1
+janus-pp-rec "$CALL/user-audio.mjr" "$TMP/u.opus" >/dev/null 2>&1
+JANUS_S=$(secs_since "$t0")
+t1=$(now)
+ffmpeg -hide_banner -loglevel error -y -i "$TMP/a.webm" -i "$TMP/u.mkv" -i "$TMP/a.wav" -i "$TMP/u.opus" \
+    -filter_complex "[0:v]$TILE[l];[1:v]$TILE[r];[l][r]hstack[v];[2:a][3:a]amix=inputs=2:normalize=0,aresample=48000[a]" \
+    -map '[v]' -map '[a]' "${X264[@]}" "${AAC[@]}" "${FRAG[@]}" -t "$BENCH_SECONDS" "$TMP/script.mp4"
+SCRIPT_MP4=$(awk -v a="$JANUS_S" -v b="$(secs_since "$t1")" 'BEGIN {printf "%.2f", a + b}')
+t1=$(now)
+ffmpeg -hide_banner -loglevel error -y -i "$TMP/a.wav" -i "$TMP/u.opus" \
+    -filter_complex "[0:a][1:a]amix=inputs=2:normalize=0,aresample=48000[a]" -map '[a]' -ac 1 \
+    -c:a libmp3lame -b:a 128k -t "$BENCH_SECONDS" "$TMP/script.mp3"
+SCRIPT_MP3=$(secs_since "$t1")
+log "script: janus-pp-rec x4 ${JANUS_S} s; MP4 total ${SCRIPT_MP4} s; MP3 (ffmpeg after janus-pp-rec) ${SCRIPT_MP3} s"
+
+# ---------------------------------------------------------------- (c) encoder limit
+t0=$(now)
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1280x480:rate=15" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$BENCH_SECONDS" \
+    -map 0:v -map 1:a "${X264[@]}" "${AAC[@]}" "${FRAG[@]}" "$TMP/limit.mp4"
+LIMIT_MP4=$(secs_since "$t0")
+t0=$(now)
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$BENCH_SECONDS" \
+    -ac 1 -c:a libmp3lame -b:a 128k "$TMP/limit.mp3"
+LIMIT_MP3=$(secs_since "$t0")
+log "encoder alone: MP4 ${LIMIT_MP4} s, MP3 ${LIMIT_MP3} s"
+
+# ---------------------------------------------------------------- long call: first byte
+if ((BENCH_LONG > 0)); then
+    LID=call-$BENCH_LONG
+    ingest "$LID" "$BENCH_LONG"
+    read -r LONG_MP4_TTFB _ _ < <(fetch "/2026/11/23/$LID/$LID.mp4" 0-65535)
+    sleep 20   # let the abandoned render stop (no reader for 15 s)
+    read -r LONG_MP3_TTFB _ _ < <(fetch "/2026/11/23/$LID/$LID.mp3" 0-65535)
+fi
+
+# ---------------------------------------------------------------- report
+printf '\nDerived media, %d-second synthetic call (VP8 + H.264 320x240@15, PCMU + Opus), one machine\n' "$BENCH_SECONDS"
+printf '%-44s %10s\n' "" "seconds"
+printf '%-44s %10s\n' "(a) recvault MP4, first read (whole file)" "$MP4_TOTAL"
+printf '%-44s %10s\n' "(b) janus-pp-rec x4 + ffmpeg compose/encode" "$SCRIPT_MP4"
+printf '%-44s %10s\n' "(c) ffmpeg encoding generated frames" "$LIMIT_MP4"
+printf 'MP4 (a)/(c) = %s (target <= 1.1)   (a)/(b) = %s (target <= 0.9)\n' \
+    "$(ratio "$MP4_TOTAL" "$LIMIT_MP4")" "$(ratio "$MP4_TOTAL" "$SCRIPT_MP4")"
+printf '%-44s %10s\n' "(a) recvault MP3, first read (whole file)" "$MP3_TOTAL"
+printf '%-44s %10s\n' "(b) janus-pp-rec x2 (audio) + ffmpeg mix/encode" \
+    "$(awk -v a="$JANUS_S" -v b="$SCRIPT_MP3" 'BEGIN {printf "%.2f", a / 2 + b}')"
+printf '%-44s %10s\n' "(c) ffmpeg encoding generated PCM" "$LIMIT_MP3"
+printf 'MP3 (a)/(c) = %s   (a)/(b) = %s   ((b) counts half of the four janus-pp-rec runs)\n' \
+    "$(ratio "$MP3_TOTAL" "$LIMIT_MP3")" \
+    "$(ratio "$MP3_TOTAL" "$(awk -v a="$JANUS_S" -v b="$SCRIPT_MP3" 'BEGIN {printf "%.2f", a / 2 + b}')")"
+printf 'time to first byte, %d s call: MP4 %s s, MP3 %s s (target <= 3)\n' "$BENCH_SECONDS" "$MP4_TTFB" "$MP3_TTFB"
+if ((BENCH_LONG > 0)); then
+    printf 'time to first byte, %d s call: MP4 %s s, MP3 %s s (target <= 3)\n' "$BENCH_LONG" "$LONG_MP4_TTFB" "$LONG_MP3_TTFB"
+fi
