@@ -500,9 +500,14 @@ fn media_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::Path
     dir
 }
 
+const PW: &str = "media-Passw0rd-1";
+
+/// Tenant acme with ingest token TOKEN and user qa (key "qa", password PW).
 fn media_config(prefix: &str) -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| recvault::auth::password::hash(PW).unwrap());
     format!(
-        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\npassword = \"{hash}\"\nauthorized_keys = [\"{}\"]\n",
         recvault::ingest::token_hash(TOKEN),
         crate::harness::client_key("qa").public
     )
@@ -553,12 +558,7 @@ fn listed_size(server: &crate::harness::Server, dir: &Path, path: &str, name: &s
 async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render() {
     use crate::harness::*;
     let prefix = unique_prefix("media-mp3");
-    let config = format!(
-        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
-        recvault::ingest::token_hash(TOKEN),
-        client_key("qa").public
-    );
-    let server = Server::start(&config);
+    let server = Server::start(&media_config(&prefix));
     let work = tempfile::tempdir().unwrap();
     let dir = media_session(work.path(), "call-mp3");
     let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
@@ -617,6 +617,29 @@ async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render()
         listed_size(&server, work.path(), session, "call-mp3.mp3"),
         want
     );
+    // FTPS shows the same entry with the same size and serves the same bytes.
+    let (cert, _) = ftps_cert();
+    let url = format!("ftp://127.0.0.1:{}{session}/", server.ftps_port);
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--ssl-reqd", "--cacert"])
+            .arg(cert)
+            .args(["--user", &format!("qa:{PW}")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listing = curl(&[&url]);
+    assert!(listing.status.success(), "{}", text(&listing));
+    let line = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find(|l| l.ends_with(" call-mp3.mp3"))
+        .map(str::to_string)
+        .expect("mp3 listed over FTPS");
+    assert_eq!(line.split_whitespace().nth(4), Some(want.to_string().as_str()), "{line}");
+    let got = curl(&[&format!("{url}call-mp3.mp3")]);
+    assert_eq!(got.stdout, bodies[0], "FTPS bytes differ from SFTP's");
+
     let secs = decoded_seconds(&work.path().join("r0.mp3"));
     assert!((secs - 6.0).abs() < 0.06, "MP3 lasts {secs} s");
     let (_, errors) = decode(&work.path().join("r0.mp3"));
@@ -827,12 +850,7 @@ fn probe(file: &Path, args: &[&str]) -> String {
 async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     use crate::harness::*;
     let prefix = unique_prefix("media-mp4");
-    let config = format!(
-        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
-        recvault::ingest::token_hash(TOKEN),
-        client_key("qa").public
-    );
-    let server = Server::start(&config);
+    let server = Server::start(&media_config(&prefix));
     let work = tempfile::tempdir().unwrap();
     let dir = mp4_session(work.path(), "call-mp4");
     let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
