@@ -187,6 +187,10 @@ pub struct TenantConfig {
     pub ingest_tokens: Vec<Spanned<String>>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Video bitrate cap of the tenant's side-by-side MP4s, in kbit/s
+    /// (x264 `-maxrate`; the VBV buffer is twice that). Sessions keep the cap
+    /// they were archived with.
+    pub mp4_video_kbps: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -324,6 +328,11 @@ impl Validator<'_> {
         let mut users = HashSet::new();
         for t in &c.tenants {
             let id = t.id.get_ref();
+            if let Some(k) = &t.mp4_video_kbps {
+                if !(100..=20_000).contains(k.get_ref()) {
+                    return self.err(k.span(), "mp4_video_kbps must be between 100 and 20000");
+                }
+            }
             if !is_tenant_id(id) {
                 return self.err(
                     t.id.span(),
@@ -594,6 +603,33 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Oq7yFqFy9OhY6o
         let e = parse(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("overlaps"), "{e}");
         assert!(e.contains("t.toml:16"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_mp4_cap_and_non_ipv4_passive_host_are_refused_with_line() {
+        let text = MINIMAL.replace(
+            "prefix = \"tenants/acme/\"",
+            "prefix = \"tenants/acme/\"\nmp4_video_kbps = 50",
+        );
+        let e = parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("mp4_video_kbps") && e.contains("t.toml:9"),
+            "{e}"
+        );
+        let ok = MINIMAL.replace(
+            "prefix = \"tenants/acme/\"",
+            "prefix = \"tenants/acme/\"\nmp4_video_kbps = 1500",
+        );
+        let c = parse(&ok, "t.toml").expect("valid");
+        assert_eq!(
+            c.tenants[0].mp4_video_kbps.as_ref().map(|k| *k.get_ref()),
+            Some(1500)
+        );
+        let ftps = format!(
+            "{MINIMAL}\n[ftps]\nlisten = \"127.0.0.1:0\"\ncertificate = \"c\"\nprivate_key = \"k\"\npassive_host = \"example.com\"\n"
+        );
+        let e = parse(&ftps, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("passive_host must be an IPv4"), "{e}");
     }
 
     #[test]

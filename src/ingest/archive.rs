@@ -36,6 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Target {
     pub prefix: String,
     pub store: SharedStore,
+    /// The tenant's MP4 video cap (bits/s), recorded in each index it writes.
+    pub mp4_video_bps: u64,
 }
 
 pub struct Archiver {
@@ -139,7 +141,7 @@ impl Archiver {
             .await?;
         let derived_prefix = format!("{}derived/", index_key.trim_end_matches("info.json"));
         let webm = store_webms(&target, &files, &derived_prefix).await;
-        let index = build_index(&v, &st, id, size, &sha, &webm);
+        let index = build_index(&v, &st, id, size, &sha, &webm, target.mp4_video_bps);
         match target
             .store
             .put(
@@ -369,8 +371,10 @@ fn build_index(
     size: u64,
     sha: &str,
     webm: &[(String, u64)],
+    mp4_video_bps: u64,
 ) -> Vec<u8> {
-    let mut derived = crate::media::producer::reserve(id, v.info.started, v.info.ended);
+    let mut derived =
+        crate::media::producer::reserve(id, v.info.started, v.info.ended, mp4_video_bps);
     if let Some(d) = derived.as_object_mut() {
         for (name, n) in webm {
             d.insert(name.clone(), json!({ "size": n, "stored": true }));

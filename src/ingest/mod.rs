@@ -80,6 +80,12 @@ impl Ingest {
                 let target = Target {
                     prefix: t.prefix.get_ref().clone(),
                     store: store.clone(),
+                    mp4_video_bps: t
+                        .mp4_video_kbps
+                        .as_ref()
+                        .map_or(crate::media::render::VIDEO_BPS, |k| {
+                            *k.get_ref() as u64 * 1000
+                        }),
                 };
                 (t.id.get_ref().clone(), target)
             })

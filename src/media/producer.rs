@@ -63,12 +63,17 @@ pub fn reserve(
     id: &str,
     started: chrono::DateTime<chrono::Utc>,
     ended: chrono::DateTime<chrono::Utc>,
+    video_bps: u64,
 ) -> serde_json::Value {
     let ms = (ended - started).num_milliseconds().max(0) as u64;
     let samples = audio::samples_for_ms(ms);
     serde_json::json!({
         format!("{id}.mp3"): { "size": render::mp3_size(samples), "samples": samples },
-        format!("{id}.mp4"): { "size": render::mp4_size(ms), "duration_ms": ms },
+        format!("{id}.mp4"): {
+            "size": render::mp4_size(ms, video_bps),
+            "duration_ms": ms,
+            "video_bps": video_bps,
+        },
     })
 }
 
@@ -117,7 +122,12 @@ impl Producer for MediaProducer {
                 .ok_or_else(|| {
                     VfsError::Producer("the session index has no duration for the MP4".into())
                 })?;
-            What::Mp4 { ms }
+            // Indexes written before the cap was recorded used the default.
+            let video_bps = spec
+                .get("video_bps")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(render::VIDEO_BPS);
+            What::Mp4 { ms, video_bps }
         } else {
             let samples = spec
                 .get("samples")
@@ -186,7 +196,7 @@ struct Job {
 #[derive(Clone, Copy)]
 enum What {
     Mp3 { samples: u64 },
-    Mp4 { ms: u64 },
+    Mp4 { ms: u64, video_bps: u64 },
 }
 
 impl Job {
@@ -313,7 +323,9 @@ impl Job {
         let encode = async {
             match self.what {
                 What::Mp3 { samples } => render::render_mp3(parties, samples, tx).await,
-                What::Mp4 { ms } => render::render_mp4(parties, agent, user, ms, tx).await,
+                What::Mp4 { ms, video_bps } => {
+                    render::render_mp4(parties, agent, user, ms, video_bps, tx).await
+                }
             }
         };
         // Nobody reading for a while (a seek reopens a reader at once, so

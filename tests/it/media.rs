@@ -636,7 +636,11 @@ async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render()
         .find(|l| l.ends_with(" call-mp3.mp3"))
         .map(str::to_string)
         .expect("mp3 listed over FTPS");
-    assert_eq!(line.split_whitespace().nth(4), Some(want.to_string().as_str()), "{line}");
+    assert_eq!(
+        line.split_whitespace().nth(4),
+        Some(want.to_string().as_str()),
+        "{line}"
+    );
     let got = curl(&[&format!("{url}call-mp3.mp3")]);
     assert_eq!(got.stdout, bodies[0], "FTPS bytes differ from SFTP's");
 
@@ -869,7 +873,7 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     assert!(out.status.success(), "{}\n{}", text(&out), server.log());
     let session = "/2026/11/23/call-mp4";
     let listed = listed_size(&server, work.path(), session, "call-mp4.mp4");
-    assert_eq!(listed, recvault::media::render::mp4_size(6000));
+    assert_eq!(listed, recvault::media::render::mp4_size(6000, 800_000));
     let out = sftp_batch(
         server.port,
         "qa",

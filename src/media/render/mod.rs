@@ -131,18 +131,18 @@ pub async fn render_mp3(
     Ok(n)
 }
 
-/// Video bitrate cap (`-maxrate`, bits/s) and VBV buffer (`-bufsize`, bits)
-/// of the side-by-side MP4, and its AAC bitrate.
+/// Default video bitrate cap (`-maxrate`, bits/s) of the side-by-side MP4
+/// (per tenant: `mp4_video_kbps`); the VBV buffer (`-bufsize`) is twice the
+/// cap. And the AAC bitrate.
 pub const VIDEO_BPS: u64 = 800_000;
-pub const VIDEO_BUF_BITS: u64 = 1_600_000;
 pub const AUDIO_BPS: u64 = 64_000;
 
 /// The reserved size of the MP4 of a `ms`-long call: x264 with `-maxrate R
 /// -bufsize B` writes at most `(R·T + B)/8` bytes of video; AAC its bitrate
 /// plus 1 %; fragmented-MP4 boxes a bounded amount per sample and fragment;
 /// 8 more bytes so that a `free` box can always fill the rest.
-pub fn mp4_size(ms: u64) -> u64 {
-    let video = (VIDEO_BPS * ms / 1000 + VIDEO_BUF_BITS) / 8;
+pub fn mp4_size(ms: u64, video_bps: u64) -> u64 {
+    let video = (video_bps * ms / 1000 + 2 * video_bps) / 8;
     let audio = AUDIO_BPS * ms / 1000 / 8 * 101 / 100;
     let video_frames = (ms * video::FPS).div_ceil(1000);
     let audio_frames = (ms * audio::RATE / 1000).div_ceil(1024) + 2;
@@ -219,6 +219,7 @@ pub async fn render_mp4(
     agent: Option<video::Party>,
     user: Option<video::Party>,
     ms: u64,
+    video_bps: u64,
     out: mpsc::Sender<Bytes>,
 ) -> Result<u64, String> {
     let dir = PipeDir::new().await?;
@@ -226,8 +227,8 @@ pub async fn render_mp4(
     let frames = (ms * video::FPS).div_ceil(1000);
     let samples = audio::samples_for_ms(ms);
     let (rate, buf, abr) = (
-        VIDEO_BPS.to_string(),
-        VIDEO_BUF_BITS.to_string(),
+        video_bps.to_string(),
+        (2 * video_bps).to_string(),
         AUDIO_BPS.to_string(),
     );
     let size = format!("{}x{}", video::W, video::H);
@@ -298,7 +299,7 @@ pub async fn render_mp4(
         audio::mix(audio_parties, samples, &mut f).await?;
         f.flush().await.map_err(|e| e.to_string())
     };
-    let want = mp4_size(ms);
+    let want = mp4_size(ms, video_bps);
     let pump = async {
         let mut n = 0u64;
         let mut chunk = vec![0u8; 256 * 1024];
