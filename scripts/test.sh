@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need when it is missing:
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
-# lftp, curl, python3 for ftplib, openssl, tar, kill, ffmpeg/ffprobe and
+# lftp, curl, python3 (with venv) for ftplib and moto, openssl, tar, kill,
+# mkfifo, ffmpeg/ffprobe and
 # janus-pp-rec for the media tests; Debian packages) and moto's S3 server (PyPI, in
 # ./.venv). Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -15,8 +16,11 @@ command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v lftp >/dev/null 2>&1 || missing+=(lftp)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# Debian's python3 makes virtual environments only with python3-venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
+command -v mkfifo >/dev/null 2>&1 || missing+=(coreutils)  # the MP4/WebM renders' input pipes
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v janus-pp-rec >/dev/null 2>&1 || missing+=(janus-tools)
 type -P kill >/dev/null 2>&1 || missing+=(procps)  # the binary: `command -v` finds the builtin
