@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need when it is missing:
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
-# lftp, curl, python3 (with venv) for ftplib and moto, openssl, tar, kill,
-# mkfifo, ffmpeg/ffprobe and
-# janus-pp-rec for the media tests; Debian packages) and moto's S3 server (PyPI, in
-# ./.venv). Extra arguments go to `cargo test`.
+# lftp, curl, python3 with venv for ftplib and moto, openssl, tar, kill,
+# mkfifo, and ffmpeg/ffprobe and janus-pp-rec for the media tests; Debian
+# packages) and moto's S3 server (PyPI, in ./.venv). Extra arguments go to
+# `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
