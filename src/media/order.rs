@@ -30,6 +30,14 @@ impl Stream {
         let first = self.first_ts.unwrap_or(ts) as i64;
         (ts as i64 - first) * 1_000_000 / self.header.clock_rate.max(1) as i64
     }
+
+    /// Wall-clock time (µs since the epoch) of the frame at `ts`: the
+    /// header's first-frame time (or creation time, or `fallback_us` when
+    /// the recording has neither) plus the RTP clock's offset.
+    pub fn wall_us(&self, ts: u64, fallback_us: i64) -> i64 {
+        let u = self.header.first_frame_us.or(self.header.created_us);
+        u.unwrap_or(fallback_us) + self.offset_us(ts)
+    }
 }
 
 /// One SSRC's numbering, mapped onto the stream's continuous numbering.

@@ -4,11 +4,9 @@
 //! cut or padded to an exact number of samples so that encoded sizes are
 //! known before rendering.
 
-use std::process::Stdio;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 
+use super::ffmpeg::Ffmpeg;
 use crate::media::container::ogg::OggOpusWriter;
 use crate::media::depacketize::{audio, Frame};
 use crate::media::order::read_stream;
@@ -41,13 +39,8 @@ pub fn samples_for_ms(ms: u64) -> u64 {
 /// Reads one audio stream of a session starting at `session_start_us`.
 pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Party, String> {
     let stream = read_stream(mjr).map_err(|e| format!("{name}: {e}"))?;
-    let first = stream.packets.first().map(|p| p.ts);
-    let u = stream
-        .header
-        .first_frame_us
-        .or(stream.header.created_us)
-        .unwrap_or(session_start_us);
-    let offset_us = u - session_start_us + first.map_or(0, |ts| stream.offset_us(ts));
+    let first = stream.packets.first().map_or(0, |p| p.ts);
+    let offset_us = stream.wall_us(first, session_start_us) - session_start_us;
     let start = offset_us * RATE as i64 / 1_000_000;
     let source = match stream.header.codec.as_str() {
         "opus" => Source::Opus(audio::opus(&stream.packets).0),
@@ -80,17 +73,17 @@ fn upsample6(x: &[i16]) -> Vec<i16> {
     out
 }
 
-/// An ffmpeg child with fixed settings, killed when dropped.
-pub fn ffmpeg(args: &[&str]) -> Command {
-    let mut c = Command::new("ffmpeg");
-    c.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
-        .args(["-protocol_whitelist", "pipe"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    c
+/// Opus frames as an Ogg Opus file. Opus encoders delay their output by
+/// 312 samples (6.5 ms) and RTP does not say so: they are pre-skipped, as an
+/// Ogg Opus file from the encoder would.
+pub(crate) fn ogg_opus(frames: &[Frame], channels: u8) -> Vec<u8> {
+    let mut w = OggOpusWriter::new(1, channels, OPUS_PRE_SKIP, 48_000);
+    let mut granule = OPUS_PRE_SKIP as u64;
+    for f in frames {
+        granule += audio::opus_packet_samples(&f.data).unwrap_or(960) as u64;
+        w.push(&f.data, granule);
+    }
+    w.finish()
 }
 
 /// The party's 48 kHz mono samples as a byte stream (s16le).
@@ -101,28 +94,25 @@ async fn decoded(party: Party) -> Result<Box<dyn AsyncRead + Unpin + Send>, Stri
             Ok(Box::new(std::io::Cursor::new(bytes)))
         }
         Source::Opus(frames) => {
-            // Opus encoders delay their output by 312 samples (6.5 ms) and
-            // RTP does not say so: pre-skip them, as an Ogg Opus file would.
-            let mut w = OggOpusWriter::new(1, 1, OPUS_PRE_SKIP, 48_000);
-            let mut granule = OPUS_PRE_SKIP as u64;
-            for f in &frames {
-                granule += audio::opus_packet_samples(&f.data).unwrap_or(960) as u64;
-                w.push(&f.data, granule);
-            }
-            let ogg = w.finish();
-            let mut child = ffmpeg(&[
-                "-f", "ogg", "-i", "pipe:0", "-f", "s16le", "-ar", "48000", "-ac", "1", "-threads",
-                "1", "pipe:1",
-            ])
-            .spawn()
-            .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
-            let mut stdin = child.stdin.take().ok_or("ffmpeg has no stdin")?;
-            let stdout = child.stdout.take().ok_or("ffmpeg has no stdout")?;
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&ogg).await;
-                drop(stdin);
-                let _ = child.wait().await;
-            });
+            let ogg = ogg_opus(&frames, 1);
+            let stdout = Ffmpeg::spawn([
+                "-protocol_whitelist",
+                "pipe",
+                "-f",
+                "ogg",
+                "-i",
+                "pipe:0",
+                "-f",
+                "s16le",
+                "-ar",
+                "48000",
+                "-ac",
+                "1",
+                "-threads",
+                "1",
+                "pipe:1",
+            ])?
+            .decode(ogg)?;
             Ok(Box::new(stdout))
         }
     }

@@ -10,14 +10,18 @@
 //! exactly [`MP3_TAG`] bytes (a TSSE frame and padding).
 
 pub mod audio;
+pub mod ffmpeg;
 pub mod video;
 pub mod webm;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::ffi::OsStr;
+
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use audio::Party;
+use ffmpeg::{Ffmpeg, PipeDir};
 
 /// Bytes of the ID3v2.4 tag at the start of every rendered MP3.
 pub const MP3_TAG: usize = 128;
@@ -57,7 +61,9 @@ pub async fn render_mp3(
     samples: u64,
     out: mpsc::Sender<Bytes>,
 ) -> Result<u64, String> {
-    let mut child = audio::ffmpeg(&[
+    let mut enc = Ffmpeg::spawn([
+        "-protocol_whitelist",
+        "pipe",
         "-f",
         "s16le",
         "-ar",
@@ -79,12 +85,9 @@ pub async fn render_mp3(
         "-f",
         "mp3",
         "pipe:1",
-    ])
-    .spawn()
-    .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("ffmpeg has no stdin")?;
-    let mut stdout = child.stdout.take().ok_or("ffmpeg has no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("ffmpeg has no stderr")?;
+    ])?;
+    let mut stdin = enc.stdin.take().ok_or("ffmpeg has no stdin")?;
+    let mut stdout = enc.stdout.take().ok_or("ffmpeg has no stdout")?;
     let feed = async move {
         let r = audio::mix(parties, samples, &mut stdin).await;
         drop(stdin);
@@ -93,38 +96,16 @@ pub async fn render_mp3(
     let want = mp3_size(samples);
     let pump = async {
         let tag = id3_tag();
-        let mut n = tag.len() as u64;
+        let n = tag.len() as u64;
         out.send(Bytes::from(tag))
             .await
             .map_err(|_| "no reader".to_string())?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let k = stdout
-                .read(&mut buf)
-                .await
-                .map_err(|e| format!("encoder output: {e}"))?;
-            if k == 0 {
-                break;
-            }
-            n += k as u64;
-            if n > want {
-                return Err(format!("the MP3 is longer than its reserved {want} bytes"));
-            }
-            out.send(Bytes::copy_from_slice(&buf[..k]))
-                .await
-                .map_err(|_| "no reader".to_string())?;
-        }
-        Ok(n)
+        Ok::<u64, String>(n + ffmpeg::pump(&mut stdout, &out, want - n, "MP3").await?)
     };
     let (fed, pumped) = tokio::join!(feed, pump);
-    let mut errors = String::new();
-    let _ = stderr.read_to_string(&mut errors).await;
-    let status = child.wait().await.map_err(|e| e.to_string())?;
+    enc.finish().await?;
     fed?;
     let n = pumped?;
-    if !status.success() {
-        return Err(format!("ffmpeg failed: {}", errors.trim()));
-    }
     if n != want {
         return Err(format!("the MP3 has {n} bytes, {want} were reserved"));
     }
@@ -163,54 +144,6 @@ fn free_box(n: u64) -> Vec<u8> {
     b
 }
 
-/// A private folder holding named pipes `video` and `audio` for an
-/// encoder's two inputs (made with `mkfifo`, so no unsafe code here);
-/// removed when dropped.
-pub(crate) struct PipeDir(std::path::PathBuf);
-
-impl PipeDir {
-    pub(crate) async fn new() -> Result<Self, String> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = std::env::temp_dir().join(format!(
-            "recvault-render-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let pipes = PipeDir(dir);
-        for name in ["video", "audio"] {
-            let st = tokio::process::Command::new("mkfifo")
-                .arg("-m")
-                .arg("600")
-                .arg(pipes.0.join(name))
-                .status()
-                .await
-                .map_err(|e| format!("mkfifo: {e}"))?;
-            if !st.success() {
-                return Err(format!("mkfifo in {} failed", pipes.0.display()));
-            }
-        }
-        Ok(pipes)
-    }
-
-    pub(crate) fn video(&self) -> std::path::PathBuf {
-        self.0.join("video")
-    }
-
-    pub(crate) fn audio(&self) -> std::path::PathBuf {
-        self.0.join("audio")
-    }
-}
-
-impl Drop for PipeDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Renders the side-by-side MP4 (H.264 + AAC, fragmented so the header
 /// comes first) of a `ms`-long call, sending bytes as they are produced and
 /// padding with a `free` box to exactly [`mp4_size`].
@@ -231,55 +164,60 @@ pub async fn render_mp4(
         (2 * video_bps).to_string(),
         AUDIO_BPS.to_string(),
     );
-    let size = format!("{}x{}", video::W, video::H);
-    let mut child = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
-        .args([
-            "-protocol_whitelist",
-            "file,pipe",
-            "-f",
-            "rawvideo",
+    let (size, fps) = (format!("{}x{}", video::W, video::H), video::FPS.to_string());
+    let raw_video = [
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        "-s",
+        &size,
+        "-framerate",
+        &fps,
+    ];
+    let pcm = ["-f", "s16le", "-ar", "48000", "-ac", "1"];
+    let mut args = ffmpeg::pipe_input(&vpath, &raw_video);
+    args.extend(ffmpeg::pipe_input(&apath, &pcm));
+    args.extend(
+        [
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-threads",
+            "1",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-b:v",
+            &rate,
+            "-maxrate",
+            &rate,
+            "-bufsize",
+            &buf,
             "-pix_fmt",
             "yuv420p",
-        ])
-        .args(["-s", &size, "-framerate", &video::FPS.to_string(), "-i"])
-        .arg(&vpath)
-        .args([
-            "-protocol_whitelist",
-            "file,pipe",
+            "-c:a",
+            "aac",
+            "-b:a",
+            &abr,
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
             "-f",
-            "s16le",
-            "-ar",
-            "48000",
-            "-ac",
-            "1",
-            "-i",
-        ])
-        .arg(&apath)
-        .args([
-            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "veryfast",
-        ])
-        .args([
-            "-threads", "1", "-g", "30", "-bf", "0", "-b:v", &rate, "-maxrate", &rate, "-bufsize",
-            &buf,
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", &abr])
-        .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
-        .args(["-f", "mp4", "pipe:1"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
-    let mut stdout = child.stdout.take().ok_or("ffmpeg has no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("ffmpeg has no stderr")?;
+            "mp4",
+            "pipe:1",
+        ]
+        .map(OsStr::new),
+    );
+    let mut enc = Ffmpeg::spawn(args)?;
+    let mut stdout = enc.stdout.take().ok_or("ffmpeg has no stdout")?;
     let feed_video = async {
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&vpath)
-            .await
-            .map_err(|e| format!("video pipe: {e}"))?;
+        let mut f = ffmpeg::open_pipe(&vpath).await?;
         video::compose(agent, user, frames, &mut f).await?;
         f.flush().await.map_err(|e| e.to_string())
     };
@@ -291,49 +229,18 @@ pub async fn render_mp4(
         p.start -= AAC_PRIMING;
     }
     let feed_audio = async {
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&apath)
-            .await
-            .map_err(|e| format!("audio pipe: {e}"))?;
+        let mut f = ffmpeg::open_pipe(&apath).await?;
         audio::mix(audio_parties, samples, &mut f).await?;
         f.flush().await.map_err(|e| e.to_string())
     };
+    // 8 bytes stay free for the padding box's header.
     let want = mp4_size(ms, video_bps);
-    let pump = async {
-        let mut n = 0u64;
-        let mut chunk = vec![0u8; 256 * 1024];
-        loop {
-            let k = stdout
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("encoder output: {e}"))?;
-            if k == 0 {
-                break;
-            }
-            n += k as u64;
-            if n + 8 > want {
-                return Err(format!("the MP4 outgrew its reserved {want} bytes"));
-            }
-            out.send(Bytes::copy_from_slice(&chunk[..k]))
-                .await
-                .map_err(|_| "no reader".to_string())?;
-        }
-        Ok(n)
-    };
-    let errors = async {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    };
-    let (v, a, pumped, errors) = tokio::join!(feed_video, feed_audio, pump, errors);
-    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let pump = ffmpeg::pump(&mut stdout, &out, want - 8, "MP4");
+    let (v, a, pumped) = tokio::join!(feed_video, feed_audio, pump);
+    enc.finish().await?;
     v?;
     a?;
     let n = pumped?;
-    if !status.success() {
-        return Err(format!("ffmpeg failed: {}", errors.trim()));
-    }
     out.send(Bytes::from(free_box(want - n)))
         .await
         .map_err(|_| "no reader".to_string())?;

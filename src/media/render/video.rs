@@ -5,10 +5,10 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::audio::ffmpeg;
+use super::ffmpeg::Ffmpeg;
 use crate::media::container::ivf;
 use crate::media::depacketize::{h264, vp8, vp9};
-use crate::media::order::read_stream;
+use crate::media::order::{read_stream, Stream};
 
 /// Output frame rate, tile and canvas sizes.
 pub const FPS: u64 = 15;
@@ -27,51 +27,39 @@ pub struct Party {
     ivf: Vec<u8>,
 }
 
+/// The stream's frames, depacketized and wrapped in IVF (times from its
+/// first frame), and that frame's timestamp; `None` when no frame decodes.
+pub(crate) fn ivf_of(stream: &Stream) -> Result<Option<(Vec<u8>, u64)>, String> {
+    let (frames, fourcc) = match stream.header.codec.as_str() {
+        "vp8" => (vp8::depacketize(&stream.packets).0, b"VP80"),
+        "vp9" => (vp9::depacketize(&stream.packets).0, b"VP90"),
+        "h264" => (h264::depacketize(&stream.packets).0, b"H264"),
+        other => return Err(format!("video codec {other:?} is not supported yet")),
+    };
+    let Some(first) = frames.first().map(|f| f.ts) else {
+        return Ok(None);
+    };
+    let count = frames.len() as u32;
+    let mut out = ivf::header(fourcc, TILE_W as u16, TILE_H as u16, 90_000, 1, count).to_vec();
+    for f in &frames {
+        out.extend_from_slice(&ivf::frame_header(f.data.len() as u32, f.ts - first));
+        out.extend_from_slice(&f.data);
+    }
+    Ok(Some((out, first)))
+}
+
 /// Reads one video stream of a session starting at `session_start_us`;
 /// `None` when it holds no decodable frame.
 pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Option<Party>, String> {
     let stream = read_stream(mjr).map_err(|e| format!("{name}: {e}"))?;
-    let (frames, _) = match stream.header.codec.as_str() {
-        "vp8" => vp8::depacketize(&stream.packets),
-        "vp9" => vp9::depacketize(&stream.packets),
-        "h264" => h264::depacketize(&stream.packets),
-        other => {
-            return Err(format!(
-                "{name}: video codec {other:?} is not supported yet"
-            ))
-        }
-    };
-    let Some(first) = frames.first() else {
+    let Some((ivf, first)) = ivf_of(&stream).map_err(|e| format!("{name}: {e}"))? else {
         return Ok(None);
     };
-    let fourcc = match stream.header.codec.as_str() {
-        "vp8" => b"VP80",
-        "vp9" => b"VP90",
-        _ => b"H264",
-    };
-    let u = stream
-        .header
-        .first_frame_us
-        .or(stream.header.created_us)
-        .unwrap_or(session_start_us);
-    let offset_us = u - session_start_us + stream.offset_us(first.ts);
-    let mut out = ivf::header(
-        fourcc,
-        TILE_W as u16,
-        TILE_H as u16,
-        90_000,
-        1,
-        frames.len() as u32,
-    )
-    .to_vec();
-    for f in &frames {
-        out.extend_from_slice(&ivf::frame_header(f.data.len() as u32, f.ts - first.ts));
-        out.extend_from_slice(&f.data);
-    }
+    let offset_us = stream.wall_us(first, session_start_us) - session_start_us;
     Ok(Some(Party {
         name: name.to_string(),
         start_frame: (offset_us * FPS as i64).div_euclid(1_000_000),
-        ivf: out,
+        ivf,
     }))
 }
 
@@ -80,20 +68,23 @@ fn decoder(party: Party) -> Result<(i64, Box<dyn AsyncRead + Unpin + Send>), Str
     let filter = format!(
         "fps={FPS},scale={TILE_W}:{TILE_H}:force_original_aspect_ratio=decrease,pad={TILE_W}:{TILE_H}:(ow-iw)/2:(oh-ih)/2,format=yuv420p"
     );
-    let mut child = ffmpeg(&[
-        "-f", "ivf", "-i", "pipe:0", "-an", "-vf", &filter, "-threads", "1", "-f", "rawvideo",
+    let stdout = Ffmpeg::spawn([
+        "-protocol_whitelist",
+        "pipe",
+        "-f",
+        "ivf",
+        "-i",
+        "pipe:0",
+        "-an",
+        "-vf",
+        &filter,
+        "-threads",
+        "1",
+        "-f",
+        "rawvideo",
         "pipe:1",
-    ])
-    .spawn()
-    .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("ffmpeg has no stdin")?;
-    let stdout = child.stdout.take().ok_or("ffmpeg has no stdout")?;
-    let ivf = party.ivf;
-    tokio::spawn(async move {
-        let _ = stdin.write_all(&ivf).await;
-        drop(stdin);
-        let _ = child.wait().await;
-    });
+    ])?
+    .decode(party.ivf)?;
     Ok((party.start_frame, Box::new(stdout)))
 }
 

@@ -6,82 +6,58 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::PipeDir;
-use crate::media::container::{ivf, ogg::OggOpusWriter};
-use crate::media::depacketize::{audio, vp8, vp9, Frame};
-use crate::media::order::{read_stream, Stream};
+use super::audio::ogg_opus;
+use super::ffmpeg::{self, Ffmpeg, PipeDir};
+use super::video::ivf_of;
+use crate::media::depacketize::audio;
+use crate::media::order::read_stream;
 
-/// A stream's frames, its container bytes and where it starts (µs, wall clock).
+/// One input: its container bytes, where it starts (µs, wall clock), its
+/// ffmpeg input options and whether its audio needs encoding.
 struct Input {
     start_us: i64,
     bytes: Vec<u8>,
-    /// ffmpeg input format and whether the audio needs encoding.
-    format: &'static str,
+    format: &'static [&'static str],
     encode_opus: bool,
-}
-
-fn start_us(s: &Stream, first: Option<&Frame>) -> i64 {
-    let u = s.header.first_frame_us.or(s.header.created_us).unwrap_or(0);
-    u + first.map_or(0, |f| s.offset_us(f.ts))
 }
 
 fn video_input(mjr: &[u8]) -> Result<Option<Input>, String> {
     let s = read_stream(mjr).map_err(|e| e.to_string())?;
-    let (frames, fourcc) = match s.header.codec.as_str() {
-        "vp8" => (vp8::depacketize(&s.packets).0, b"VP80"),
-        "vp9" => (vp9::depacketize(&s.packets).0, b"VP90"),
-        // H.264 cannot go into WebM without re-encoding; such a party's
-        // WebM carries its audio only.
-        _ => return Ok(None),
-    };
-    let Some(first) = frames.first() else {
+    // H.264 cannot go into WebM without re-encoding; such a party's WebM
+    // carries its audio only.
+    if !matches!(s.header.codec.as_str(), "vp8" | "vp9") {
         return Ok(None);
-    };
-    let mut bytes = ivf::header(fourcc, 640, 480, 90_000, 1, frames.len() as u32).to_vec();
-    for f in &frames {
-        bytes.extend_from_slice(&ivf::frame_header(f.data.len() as u32, f.ts - first.ts));
-        bytes.extend_from_slice(&f.data);
     }
-    Ok(Some(Input {
-        start_us: start_us(&s, Some(first)),
+    Ok(ivf_of(&s)?.map(|(bytes, first)| Input {
+        start_us: s.wall_us(first, 0),
         bytes,
-        format: "ivf",
+        format: &["-f", "ivf"],
         encode_opus: false,
     }))
 }
 
 fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
     let s = read_stream(mjr).map_err(|e| e.to_string())?;
+    let Some(first) = s.packets.first().map(|p| p.ts) else {
+        return Ok(None);
+    };
+    let start_us = s.wall_us(first, 0);
     match s.header.codec.as_str() {
         "opus" => {
             let (frames, _) = audio::opus(&s.packets);
-            let Some(first) = frames.first() else {
-                return Ok(None);
-            };
-            let mut w = OggOpusWriter::new(1, 2, 312, 48_000);
-            let mut granule = 312u64;
-            for f in &frames {
-                granule += audio::opus_packet_samples(&f.data).unwrap_or(960) as u64;
-                w.push(&f.data, granule);
-            }
             Ok(Some(Input {
-                start_us: start_us(&s, Some(first)),
-                bytes: w.finish(),
-                format: "ogg",
+                start_us,
+                bytes: ogg_opus(&frames, 2),
+                format: &["-f", "ogg"],
                 encode_opus: false,
             }))
         }
         "pcmu" | "pcma" => {
             let (pcm, _) = audio::g711(&s.packets, s.header.codec == "pcma");
-            if pcm.is_empty() {
-                return Ok(None);
-            }
-            let first = s.packets.first().map(|p| p.ts);
-            let u = s.header.first_frame_us.or(s.header.created_us).unwrap_or(0);
             Ok(Some(Input {
-                start_us: u + first.map_or(0, |ts| s.offset_us(ts)),
+                start_us,
                 bytes: pcm.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                format: "s16le",
+                format: &["-f", "s16le", "-ar", "8000", "-ac", "1"],
                 encode_opus: true,
             }))
         }
@@ -91,96 +67,74 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
 
 /// The party's WebM, or `None` when it has neither VP8/VP9 video nor audio.
 pub async fn party(video: Option<&[u8]>, audio: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
-    let v = match video {
-        Some(m) => video_input(m)?,
-        None => None,
-    };
-    let a = match audio {
-        Some(m) => audio_input(m)?,
-        None => None,
-    };
-    if v.is_none() && a.is_none() {
+    let v = video.map(video_input).transpose()?.flatten();
+    let a = audio.map(audio_input).transpose()?.flatten();
+    let encode_opus = a.as_ref().is_some_and(|i| i.encode_opus);
+    let inputs: Vec<(Input, &str)> = [(v, "v"), (a, "a")]
+        .into_iter()
+        .filter_map(|(i, kind)| Some((i?, kind)))
+        .collect();
+    let Some(t0) = inputs.iter().map(|(i, _)| i.start_us).min() else {
         return Ok(None);
-    }
-    let t0 = v
-        .iter()
-        .chain(a.iter())
-        .map(|i| i.start_us)
-        .min()
-        .unwrap_or(0);
+    };
     let pipes = PipeDir::new().await?;
-    let mut cmd = tokio::process::Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"]);
-    let mut maps = Vec::new();
-    let mut inputs = Vec::new();
-    for (input, path, kind) in [(&v, pipes.video(), "v"), (&a, pipes.audio(), "a")] {
-        let Some(i) = input else { continue };
-        let offset = format!("{:.6}", (i.start_us - t0) as f64 / 1e6);
-        cmd.args([
-            "-itsoffset",
-            &offset,
-            "-protocol_whitelist",
-            "file,pipe",
-            "-f",
-            i.format,
-        ]);
-        if i.format == "s16le" {
-            cmd.args(["-ar", "8000", "-ac", "1"]);
-        }
-        cmd.arg("-i").arg(&path);
-        maps.push(format!("{}:{kind}", inputs.len()));
-        inputs.push((path, i.bytes.clone()));
+    let paths = [pipes.video(), pipes.audio()];
+    let offsets: Vec<String> = inputs
+        .iter()
+        .map(|(i, _)| format!("{:.6}", (i.start_us - t0) as f64 / 1e6))
+        .collect();
+    let maps: Vec<String> = (0..inputs.len())
+        .map(|n| format!("{n}:{}", inputs[n].1))
+        .collect();
+    let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+    for (n, (i, _)) in inputs.iter().enumerate() {
+        args.extend(["-itsoffset", &offsets[n]].map(std::ffi::OsStr::new));
+        args.extend(ffmpeg::pipe_input(&paths[n], i.format));
     }
     for m in &maps {
-        cmd.args(["-map", m]);
+        args.extend(["-map", m.as_str()].map(std::ffi::OsStr::new));
     }
-    cmd.args(["-c:v", "copy"]);
-    if a.as_ref().is_some_and(|i| i.encode_opus) {
-        cmd.args(["-c:a", "libopus", "-b:a", "32k", "-ar", "48000"]);
+    let codec_a: &[&str] = if encode_opus {
+        &["-c:a", "libopus", "-b:a", "32k", "-ar", "48000"]
     } else {
-        cmd.args(["-c:a", "copy"]);
-    }
-    cmd.args([
-        "-fflags",
-        "+bitexact",
-        "-flags:v",
-        "+bitexact",
-        "-flags:a",
-        "+bitexact",
-    ])
-    .args(["-f", "webm", "pipe:1"])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
-    let mut stdout = child.stdout.take().ok_or("ffmpeg has no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("ffmpeg has no stderr")?;
-    let feeds = inputs.into_iter().map(|(path, bytes)| async move {
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        // A closed pipe means ffmpeg stopped; its own error says why.
-        let _ = f.write_all(&bytes).await;
-        let _ = f.flush().await;
-        Ok::<(), String>(())
-    });
-    let mut out = Vec::new();
-    let mut errors = String::new();
-    let (fed, read, _) = tokio::join!(
-        futures::future::try_join_all(feeds),
-        stdout.read_to_end(&mut out),
-        stderr.read_to_string(&mut errors)
+        &["-c:a", "copy"]
+    };
+    args.extend(
+        ["-c:v", "copy"]
+            .iter()
+            .chain(codec_a)
+            .chain(&[
+                "-fflags",
+                "+bitexact",
+                "-flags:v",
+                "+bitexact",
+                "-flags:a",
+                "+bitexact",
+                "-f",
+                "webm",
+                "pipe:1",
+            ])
+            .map(std::ffi::OsStr::new),
     );
-    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let mut enc = Ffmpeg::spawn(args)?;
+    let mut stdout = enc.stdout.take().ok_or("ffmpeg has no stdout")?;
+    let feeds = inputs
+        .into_iter()
+        .zip(&paths)
+        .map(|((i, _), path)| async move {
+            let mut f = ffmpeg::open_pipe(path).await?;
+            // A closed pipe means ffmpeg stopped; its own error says why.
+            let _ = f.write_all(&i.bytes).await;
+            let _ = f.flush().await;
+            Ok::<(), String>(())
+        });
+    let mut out = Vec::new();
+    let (fed, read) = tokio::join!(
+        futures::future::try_join_all(feeds),
+        stdout.read_to_end(&mut out)
+    );
+    enc.finish().await?;
     fed?;
     read.map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("ffmpeg (WebM) failed: {}", errors.trim()));
-    }
     Ok(Some(out))
 }
