@@ -658,7 +658,8 @@ impl Session {
 
     // ------------------------------------------------------- data channel --
 
-    fn passive_ip(&self) -> IpAddr {
+    /// Passive ports listen on the address the client reached us at.
+    fn data_bind_ip(&self) -> IpAddr {
         self.local.ip()
     }
 
@@ -698,7 +699,7 @@ impl Session {
     /// `code` with `text(port)`.
     async fn open_passive(&mut self, code: u16, text: impl Fn(u16) -> String) -> Reply {
         self.pending = None;
-        match self.ftps.passive.open(self.passive_ip()).await {
+        match self.ftps.passive.open(self.data_bind_ip()).await {
             Ok(p) => {
                 let text = text(p.port);
                 self.pending = Some(p);

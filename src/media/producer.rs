@@ -40,8 +40,6 @@ type Renders = Arc<Mutex<HashMap<String, Arc<Render>>>>;
 pub struct MediaProducer {
     renders: Renders,
     pool: Arc<Semaphore>,
-    /// Renders started, for tests and metrics.
-    pub started: std::sync::atomic::AtomicU64,
     /// Longest a render may run before it is killed.
     timeout: std::time::Duration,
 }
@@ -51,7 +49,6 @@ impl MediaProducer {
         Self {
             renders: Arc::new(Mutex::new(HashMap::new())),
             pool: Arc::new(Semaphore::new(concurrency.max(1))),
-            started: Default::default(),
             timeout,
         }
     }
@@ -148,8 +145,6 @@ impl Producer for MediaProducer {
                         progress: watch::Sender::new(Progress::default()),
                     });
                     map.insert(key.clone(), r.clone());
-                    self.started
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let job = Job {
                         render: r.clone(),
                         store: tenant.store.clone(),
