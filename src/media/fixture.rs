@@ -12,7 +12,8 @@ use super::container::{ivf, ogg};
 use super::depacketize::{h264, vp8};
 use super::mjr::{rtp_packet, write_mjr, Kind};
 
-fn ffmpeg(args: &[&str]) -> Result<(), String> {
+/// Runs one ffmpeg command to completion.
+pub fn ffmpeg(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)
@@ -28,7 +29,9 @@ fn ffmpeg(args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn video_frames(units: &[Vec<u8>], vp8_codec: bool, ssrc: u32) -> Vec<(u32, Vec<u8>)> {
+/// MJR frames (received ms, RTP packet) of encoded video frames at 15 fps
+/// (VP8 when `vp8_codec`, else H.264 access units).
+pub fn video_rtp(units: &[Vec<u8>], vp8_codec: bool, ssrc: u32) -> Vec<(u32, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seq = 0u16;
     for (i, data) in units.iter().enumerate() {
@@ -47,6 +50,32 @@ fn video_frames(units: &[Vec<u8>], vp8_codec: bool, ssrc: u32) -> Vec<(u32, Vec<
         }
     }
     out
+}
+
+/// MJR frames of µ-law audio, 20 ms (160 bytes) per packet.
+pub fn pcmu_rtp(ulaw: &[u8], ssrc: u32) -> Vec<(u32, Vec<u8>)> {
+    ulaw.chunks(160)
+        .enumerate()
+        .map(|(i, c)| {
+            let ts = (i as u32).wrapping_mul(160);
+            ((i * 20) as u32, rtp_packet(0, false, i as u16, ts, ssrc, c))
+        })
+        .collect()
+}
+
+/// MJR frames of the 20 ms Opus packets of an Ogg Opus file.
+pub fn opus_rtp(ogg_file: &[u8], ssrc: u32) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    Ok(ogg::read_opus_packets(ogg_file)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, p))| {
+            let ts = (i as u32).wrapping_mul(960);
+            (
+                (i * 20) as u32,
+                rtp_packet(111, false, i as u16, ts, ssrc, &p),
+            )
+        })
+        .collect())
 }
 
 /// Writes session `id` of `seconds` seconds into `root/id` and returns the folder.
@@ -138,22 +167,8 @@ pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
     let (_, agent_v) = ivf::read(&read("a.ivf")?)?;
     let agent_v: Vec<Vec<u8>> = agent_v.into_iter().map(|(_, d)| d).collect();
     let user_v = h264::split_access_units(&read("u.h264")?);
-    let agent_a: Vec<(u32, Vec<u8>)> = read("a.ul")?
-        .chunks(160)
-        .enumerate()
-        .map(|(i, c)| {
-            let ts = (i as u32).wrapping_mul(160);
-            ((i * 20) as u32, rtp_packet(0, false, i as u16, ts, 5, c))
-        })
-        .collect();
-    let user_a: Vec<(u32, Vec<u8>)> = ogg::read_opus_packets(&read("u.ogg")?)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, p))| {
-            let ts = (i as u32).wrapping_mul(960);
-            ((i * 20) as u32, rtp_packet(111, false, i as u16, ts, 6, &p))
-        })
-        .collect();
+    let agent_a = pcmu_rtp(&read("a.ul")?, 5);
+    let user_a = opus_rtp(&read("u.ogg")?, 6)?;
     let _ = std::fs::remove_dir_all(&work);
     let start = Utc
         .with_ymd_and_hms(2026, 11, 23, 10, 0, 0)
@@ -163,17 +178,11 @@ pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
     let files = [
         (
             "agent-video.mjr",
-            write_mjr(Kind::Video, "vp8", t0, t0, &video_frames(&agent_v, true, 7)),
+            write_mjr(Kind::Video, "vp8", t0, t0, &video_rtp(&agent_v, true, 7)),
         ),
         (
             "user-video.mjr",
-            write_mjr(
-                Kind::Video,
-                "h264",
-                t0,
-                t0,
-                &video_frames(&user_v, false, 8),
-            ),
+            write_mjr(Kind::Video, "h264", t0, t0, &video_rtp(&user_v, false, 8)),
         ),
         (
             "agent-audio.mjr",

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use recvault::media::container::{ivf, ogg};
 use recvault::media::depacketize::{audio, h264, vp8, vp9, Frame};
+use recvault::media::fixture;
 use recvault::media::mjr::{rtp_packet, write_mjr, Kind};
 use recvault::media::order::read_stream;
 
@@ -24,14 +25,9 @@ fn run(cmd: &mut Command) -> std::process::Output {
 }
 
 fn ffmpeg(args: &[&str]) {
-    let out = run(Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args));
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = fixture::ffmpeg(args) {
+        panic!("{args:?}: {e}");
+    }
 }
 
 /// Frames ffmpeg can decode from `file`, and the errors its decoder printed.
@@ -420,17 +416,7 @@ fn media_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::Path
         "1",
         ul.to_str().unwrap(),
     ]);
-    let agent: Vec<(u32, Vec<u8>)> = std::fs::read(&ul)
-        .unwrap()
-        .chunks(160)
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                i as u32 * 20,
-                rtp_packet(0, false, i as u16, i as u32 * 160, 5, c),
-            )
-        })
-        .collect();
+    let agent = fixture::pcmu_rtp(&std::fs::read(&ul).unwrap(), 5);
     std::fs::remove_file(&ul).unwrap();
     // User: Opus 880 Hz, 3 s.
     let og = dir.join("src.ogg");
@@ -451,17 +437,7 @@ fn media_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::Path
         "1",
         og.to_str().unwrap(),
     ]);
-    let user: Vec<(u32, Vec<u8>)> = ogg::read_opus_packets(&std::fs::read(&og).unwrap())
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, p))| {
-            (
-                i as u32 * 20,
-                rtp_packet(111, false, i as u16, i as u32 * 960, 6, &p),
-            )
-        })
-        .collect();
+    let user = fixture::opus_rtp(&std::fs::read(&og).unwrap(), 6).unwrap();
     std::fs::remove_file(&og).unwrap();
     let video: Vec<(u32, Vec<u8>)> = (0..10)
         .map(|i| {
@@ -489,6 +465,12 @@ fn media_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::Path
             write_mjr(Kind::Video, "vp8", t0, t0, &video),
         ),
     ];
+    write_session(&dir, id, ended_at, files);
+    dir
+}
+
+/// Writes a session folder's MJR files and an `info.json` starting at 10:00:00.
+fn write_session(dir: &Path, id: &str, ended_at: &str, files: [(&str, Vec<u8>); 4]) {
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
@@ -497,7 +479,6 @@ fn media_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::Path
         format!(r#"{{"session_id":"{id}","started_at":"2026-11-23T10:00:00Z","ended_at":"{ended_at}","agent":{{"id":"a1"}},"user":{{"id":"u1"}}}}"#),
     )
     .unwrap();
-    dir
 }
 
 const PW: &str = "media-Passw0rd-1";
@@ -561,20 +542,7 @@ async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render()
     let server = Server::start(&media_config(&prefix));
     let work = tempfile::tempdir().unwrap();
     let dir = media_session(work.path(), "call-mp3");
-    let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
-        .arg("push")
-        .arg(&dir)
-        .args([
-            "--url",
-            &server.ingest_url(),
-            "--token",
-            TOKEN,
-            "--wait",
-            "120",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    push_session(&server, &dir);
 
     // 6 s at 48 kHz = 288,000 samples: 251 frames of 384 bytes and the 128-byte tag.
     let want = 128 + 384 * (288_000u64.div_ceil(1152) + 1);
@@ -681,27 +649,6 @@ async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render()
 
 // ------------------------------------------------------------ derived MP4 --
 
-/// RTP frames for `units` video frames at 15 fps (ts step 6000).
-fn video_frames(units: Vec<Vec<u8>>, codec: &str, ssrc: u32) -> Vec<(u32, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut seq = 0u16;
-    for (i, data) in units.iter().enumerate() {
-        let ts = i as u32 * 6000;
-        let packets = match codec {
-            "vp8" => vp8::packetize(data, ts, 1100, i as u16),
-            _ => h264::packetize(data, 1100),
-        };
-        for (marker, p) in packets {
-            out.push((
-                i as u32 * 1000 / 15,
-                rtp_packet(96, marker, seq, ts, ssrc, &p),
-            ));
-            seq = seq.wrapping_add(1);
-        }
-    }
-    out
-}
-
 /// A 6-second session with events at known times: the agent's camera
 /// flashes white and their microphone beeps at session time 2.0 s (both
 /// streams start 1 s into the session, the event 1 s into them); the user
@@ -762,28 +709,8 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
     let (_, agent_v) = ivf::read(&std::fs::read(f("a.ivf")).unwrap()).unwrap();
     let agent_v: Vec<Vec<u8>> = agent_v.into_iter().map(|(_, d)| d).collect();
     let user_v = h264::split_access_units(&std::fs::read(f("u.h264")).unwrap());
-    let agent_a: Vec<(u32, Vec<u8>)> = std::fs::read(f("a.ul"))
-        .unwrap()
-        .chunks(160)
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                i as u32 * 20,
-                rtp_packet(0, false, i as u16, i as u32 * 160, 5, c),
-            )
-        })
-        .collect();
-    let user_a: Vec<(u32, Vec<u8>)> = ogg::read_opus_packets(&std::fs::read(f("u.ogg")).unwrap())
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, p))| {
-            (
-                i as u32 * 20,
-                rtp_packet(111, false, i as u16, i as u32 * 960, 6, &p),
-            )
-        })
-        .collect();
+    let agent_a = fixture::pcmu_rtp(&std::fs::read(f("a.ul")).unwrap(), 5);
+    let user_a = fixture::opus_rtp(&std::fs::read(f("u.ogg")).unwrap(), 6).unwrap();
     for n in ["a.ivf", "u.h264", "a.ul", "u.ogg"] {
         std::fs::remove_file(dir.join(n)).unwrap();
     }
@@ -795,7 +722,7 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
                 "vp8",
                 t0,
                 t0 + 1_000_000,
-                &video_frames(agent_v, "vp8", 7),
+                &fixture::video_rtp(&agent_v, true, 7),
             ),
         ),
         (
@@ -805,7 +732,7 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
                 "h264",
                 t0,
                 t0 + 3_000_000,
-                &video_frames(user_v, "h264", 8),
+                &fixture::video_rtp(&user_v, false, 8),
             ),
         ),
         (
@@ -817,14 +744,7 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
             write_mjr(Kind::Audio, "opus", t0, t0 + 3_000_000, &user_a),
         ),
     ];
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    std::fs::write(
-        dir.join("info.json"),
-        format!(r#"{{"session_id":"{id}","started_at":"2026-11-23T10:00:00Z","ended_at":"2026-11-23T10:00:06Z","agent":{{"id":"a1"}},"user":{{"id":"u1"}}}}"#),
-    )
-    .unwrap();
+    write_session(&dir, id, "2026-11-23T10:00:06Z", files);
     dir
 }
 
@@ -857,20 +777,7 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     let server = Server::start(&media_config(&prefix));
     let work = tempfile::tempdir().unwrap();
     let dir = mp4_session(work.path(), "call-mp4");
-    let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
-        .arg("push")
-        .arg(&dir)
-        .args([
-            "--url",
-            &server.ingest_url(),
-            "--token",
-            TOKEN,
-            "--wait",
-            "120",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    push_session(&server, &dir);
     let session = "/2026/11/23/call-mp4";
     let listed = listed_size(&server, work.path(), session, "call-mp4.mp4");
     assert_eq!(listed, recvault::media::render::mp4_size(6000, 800_000));
