@@ -12,3 +12,5 @@ pub mod order;
 pub mod producer;
 pub mod raw;
 pub mod render;
+#[cfg(test)]
+mod testkit;

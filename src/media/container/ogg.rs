@@ -363,20 +363,7 @@ fn read(bytes: &[u8], check_crc: bool) -> Result<Vec<(u64, Vec<u8>)>, String> {
 mod tests {
     use super::*;
 
-    /// A tiny xorshift PRNG: deterministic test data without extra crates.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
+    use crate::media::testkit::Rng;
 
     /// The CRC by the definition: the message times x^32, modulo the
     /// generator polynomial, one bit at a time.

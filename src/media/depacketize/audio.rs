@@ -294,20 +294,7 @@ pub fn encode_alaw(sample: i16) -> u8 {
 mod tests {
     use super::*;
 
-    /// A tiny xorshift PRNG: deterministic test data without extra crates.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
+    use crate::media::testkit::Rng;
 
     fn pk(seq: u64, ts: u64, payload: &[u8]) -> Packet {
         Packet {

@@ -540,23 +540,7 @@ pub fn split_access_units(annexb_stream: &[u8]) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// A tiny xorshift PRNG: deterministic test data without extra crates.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
+    use crate::media::testkit::Rng;
 
     /// A NAL unit: `header`, then `body` bytes that never form a start code.
     fn nal(header: u8, first: u8, len: usize, seed: u64) -> Vec<u8> {

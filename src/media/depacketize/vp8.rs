@@ -319,21 +319,7 @@ pub(super) mod tests {
         f
     }
 
-    pub(crate) struct XorShift(pub u64);
-    impl XorShift {
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        pub(crate) fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-        pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
+    use crate::media::testkit::Rng;
 
     /// Packetizes `frames` with consecutive sequence numbers, 3000 ticks apart.
     fn packets(frames: &[Vec<u8>], max: usize) -> Vec<Packet> {
@@ -718,7 +704,7 @@ pub(super) mod tests {
 
     #[test]
     fn random_payloads_never_panic() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for round in 0..200 {
             let mut p = Vec::new();
             let mut seq = rng.next() >> 20;
@@ -753,7 +739,7 @@ pub(super) mod tests {
     fn mutated_streams_never_hand_out_a_broken_frame() {
         let frames = gop();
         let clean = packets(&frames, 60);
-        let mut rng = XorShift(42);
+        let mut rng = Rng(42);
         for _ in 0..2000 {
             let mut p = clean.clone();
             match rng.below(4) {

@@ -277,8 +277,8 @@ fn header_kind(data: &[u8]) -> Kind {
 
 #[cfg(test)]
 mod tests {
-    use super::super::vp8::tests::XorShift;
     use super::*;
+    use crate::media::testkit::Rng;
 
     /// A fake VP9 key frame (profile 0) of `len` (≥ 4) bytes.
     fn key(len: usize, seed: u8) -> Vec<u8> {
@@ -618,7 +618,7 @@ mod tests {
 
     #[test]
     fn random_payloads_never_panic() {
-        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..200 {
             let mut p = Vec::new();
             let mut seq = rng.next() >> 20;
@@ -660,7 +660,7 @@ mod tests {
     fn mutated_streams_never_hand_out_a_broken_frame() {
         let frames = gop();
         let clean = packets(&frames, 60);
-        let mut rng = XorShift(7);
+        let mut rng = Rng(7);
         for _ in 0..2000 {
             let mut p = clean.clone();
             let i = rng.below(p.len() as u64) as usize;
