@@ -78,43 +78,12 @@ upload_bench_file
 # ---------------------------------------------------------------- recvault
 PASSWORD=bench-password-1
 HASH=$(printf '%s' "$PASSWORD" | "$RECVAULT_BIN" hash-password 2>/dev/null | tail -n1)
-write_config() { # file storage-block
-    cat >"$1" <<EOF
-[storage]
-$2
-
-[sftp]
-listen = "127.0.0.1:0"
-host_key = "$TMP/recvault_host_key"
-
+write_recvault_configs "
 [ftps]
-listen = "127.0.0.1:0"
-certificate = "$TMP/cert.pem"
-private_key = "$TMP/key.pem"
-
-[audit]
-path = "$TMP/audit.log"
-
-[log]
-level = "warn"
-
-[[tenants]]
-id = "bench"
-prefix = "tenants/bench/"
-
-[[tenants.users]]
-name = "bench"
-password = "$HASH"
-permissions = ["list", "download"]
-EOF
-}
-write_config "$TMP/recvault-s3.toml" "backend = \"s3\"
-bucket = \"$MOTO_BUCKET\"
-region = \"us-east-1\"
-endpoint = \"$MOTO_ENDPOINT\"
-force_path_style = true"
-write_config "$TMP/recvault-local.toml" "backend = \"local\"
-path = \"$TMP/objects\""
+listen = \"127.0.0.1:0\"
+certificate = \"$TMP/cert.pem\"
+private_key = \"$TMP/key.pem\"
+" "password = \"$HASH\""
 
 for backend in s3 local; do
     label="recvault ($([[ $backend == s3 ]] && echo moto || echo local))"

@@ -215,3 +215,46 @@ if size != os.path.getsize(src):
 EOF
     log "upload took $(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}') s"
 }
+
+# write_recvault_configs extra-sections user-credential-line: writes
+# $TMP/recvault-s3.toml (the moto bucket; after start_moto) and
+# $TMP/recvault-local.toml ($TMP/objects) serving tenant "bench" to user
+# "bench", with SFTP on a free port and the given extra sections.
+write_recvault_configs() {
+    local extra=$1 credential=$2 file storage
+    for file in s3 local; do
+        if [[ $file == s3 ]]; then
+            storage="backend = \"s3\"
+bucket = \"$MOTO_BUCKET\"
+region = \"us-east-1\"
+endpoint = \"$MOTO_ENDPOINT\"
+force_path_style = true"
+        else
+            storage="backend = \"local\"
+path = \"$TMP/objects\""
+        fi
+        cat >"$TMP/recvault-$file.toml" <<EOF
+[storage]
+$storage
+
+[sftp]
+listen = "127.0.0.1:0"
+host_key = "$TMP/recvault_host_key"
+$extra
+[audit]
+path = "$TMP/audit.log"
+
+[log]
+level = "warn"
+
+[[tenants]]
+id = "bench"
+prefix = "tenants/bench/"
+
+[[tenants.users]]
+name = "bench"
+$credential
+permissions = ["list", "download"]
+EOF
+    done
+}

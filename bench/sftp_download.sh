@@ -164,38 +164,7 @@ print(", ".join(f"{n} {m}" for m, n in sorted(c.items())))' "$f"))"
 record_after_run() { record_stop; S3_REQS[$CUR_LABEL]=$RECORDED; }
 
 # ---------------------------------------------------------------- recvault configs
-write_config() { # file storage-block
-    cat >"$1" <<EOF
-[storage]
-$2
-
-[sftp]
-listen = "127.0.0.1:0"
-host_key = "$TMP/recvault_host_key"
-
-[audit]
-path = "$TMP/audit.log"
-
-[log]
-level = "warn"
-
-[[tenants]]
-id = "bench"
-prefix = "tenants/bench/"
-
-[[tenants.users]]
-name = "bench"
-authorized_keys = ["$CLIENT_PUB"]
-permissions = ["list", "download"]
-EOF
-}
-write_config "$TMP/recvault-s3.toml" "backend = \"s3\"
-bucket = \"$MOTO_BUCKET\"
-region = \"us-east-1\"
-endpoint = \"$MOTO_ENDPOINT\"
-force_path_style = true"
-write_config "$TMP/recvault-local.toml" "backend = \"local\"
-path = \"$TMP/objects\""
+write_recvault_configs "" "authorized_keys = [\"$CLIENT_PUB\"]"
 
 # ---------------------------------------------------------------- recvault on moto
 start_recvault recvault-s3 "$TMP/recvault-s3.toml"
