@@ -219,10 +219,7 @@ async fn start_ftps(
     let mut tasks = Vec::new();
     let mut explicit = None;
     for (addr, mode) in listeners {
-        let name = match mode {
-            Mode::Explicit => "ftps",
-            Mode::Implicit => "ftps-implicit",
-        };
+        let name = mode.name();
         let (l, bound) = bind(&addr, name).await?;
         if mode == Mode::Explicit {
             explicit = Some(bound);

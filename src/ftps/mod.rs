@@ -166,6 +166,16 @@ pub enum Mode {
     Implicit,
 }
 
+impl Mode {
+    /// The listener's name in logs and in its "listening on" line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Explicit => "ftps",
+            Mode::Implicit => "ftps-implicit",
+        }
+    }
+}
+
 /// Accepts FTPS connections until `shutdown` turns true, then waits (up to
 /// `drain`) for open connections to finish.
 pub async fn run(
@@ -176,11 +186,7 @@ pub async fn run(
     drain: Duration,
 ) {
     let limits = ftps.shared.limits.clone();
-    let protocol = match mode {
-        Mode::Explicit => "ftps",
-        Mode::Implicit => "ftps-implicit",
-    };
-    let gate = Gate::new(protocol, limits.max_connections);
+    let gate = Gate::new(mode.name(), limits.max_connections);
     let preauth = Arc::new(Semaphore::new(limits.max_unauthenticated));
     while let Some(Admitted { sock, peer, permit }) = gate
         .accept(&listener, &ftps.shared.defender, &mut shutdown)
