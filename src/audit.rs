@@ -1,7 +1,9 @@
 //! The audit trail: one JSON object per line, a stable stream apart from logs.
 //!
 //! Events: `login` (success or failure), `download` (bytes served,
-//! duration), `erase` (a session removed by a user holding `delete`).
+//! duration), `erase` (a session removed by a user holding `delete`),
+//! `render` (a derived entry rendered by this process: bytes and duration,
+//! or the error).
 //! Field names are a contract for compliance tooling; add fields, never rename.
 
 use std::io::Write;
@@ -94,5 +96,20 @@ impl Audit {
             "event": "erase", "protocol": protocol, "peer": peer.to_string(), "user": user,
             "tenant": tenant, "path": path, "objects": objects,
         }));
+    }
+
+    /// A derived entry rendered here: its size, or why it failed.
+    pub fn render(&self, tenant: &str, path: &str, outcome: Result<u64, &String>, took: Duration) {
+        let ms = took.as_millis() as u64;
+        self.emit(match outcome {
+            Ok(bytes) => json!({
+                "event": "render", "tenant": tenant, "path": path, "ok": true,
+                "bytes": bytes, "duration_ms": ms,
+            }),
+            Err(e) => json!({
+                "event": "render", "tenant": tenant, "path": path, "ok": false,
+                "error": e, "duration_ms": ms,
+            }),
+        });
     }
 }

@@ -65,6 +65,8 @@ pub struct Limits {
     pub render_concurrency: usize,
     /// Seconds a render may run before it is stopped (and the read fails).
     pub render_timeout_secs: u64,
+    /// Resident memory (MiB) one ffmpeg process may use before it is stopped.
+    pub render_memory_mib: u64,
 }
 
 impl Default for Limits {
@@ -98,6 +100,7 @@ impl Default for Limits {
             archive_concurrency: 2,
             render_concurrency: 2,
             render_timeout_secs: 3600,
+            render_memory_mib: 1024,
         }
     }
 }
@@ -105,8 +108,9 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 16] = [
+        let nonzero: [(&str, u64); 17] = [
             ("render_timeout_secs", self.render_timeout_secs),
+            ("render_memory_mib", self.render_memory_mib),
             ("render_concurrency", self.render_concurrency as u64),
             ("ftp_data_connect_secs", self.ftp_data_connect_secs),
             ("ingest_max_file_bytes", self.ingest_max_file_bytes),

@@ -88,15 +88,20 @@ pub async fn serve(
         None => Audit::stdout(),
     });
     let host_key = crate::hostkey::load_or_generate(&cfg.sftp.host_key)?;
+    crate::media::render::ffmpeg::set_memory_limit(
+        cfg.limits.render_memory_mib.saturating_mul(1 << 20),
+    );
+    let media = crate::media::producer::MediaProducer::new(
+        cfg.limits.render_concurrency,
+        Duration::from_secs(cfg.limits.render_timeout_secs),
+        audit.clone(),
+    );
     let shared = Arc::new(Shared {
         users: RwLock::new(Arc::new(users)),
         defender: Defender::new(&cfg.limits),
         limits: cfg.limits.clone(),
         audit,
-        producers: Arc::from(vec![Arc::new(crate::media::producer::MediaProducer::new(
-            cfg.limits.render_concurrency,
-            Duration::from_secs(cfg.limits.render_timeout_secs),
-        )) as Arc<dyn Producer>]),
+        producers: Arc::from(vec![Arc::new(media) as Arc<dyn Producer>]),
     });
     let addr = cfg.sftp.listen.get_ref();
     let listener = TcpListener::bind(addr)

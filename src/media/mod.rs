@@ -12,5 +12,6 @@ pub mod order;
 pub mod producer;
 pub mod raw;
 pub mod render;
+pub mod spill;
 #[cfg(test)]
 mod testkit;

@@ -2,8 +2,10 @@
 //! stored in the session index (`recvault.derived`), so a listing never
 //! changes after the first read. A read serves `derived/<name>` when it is
 //! cached; otherwise it starts the render (one per entry: concurrent readers
-//! share it), streams bytes as they are produced from the reader's offset,
-//! and stores the finished file in `derived/` for later ranged reads.
+//! share it), streams bytes as they are produced from the reader's offset
+//! (they wait in an unlinked spill file, not in memory), and uploads the
+//! file to `derived/` part by part while it is made (multipart, completed
+//! only when the render succeeded) for later ranged reads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,22 +17,30 @@ use tracing::{info, warn};
 
 use super::lease;
 use super::render::{self, audio};
-use crate::store::{ByteStream, PutOptions, StoreError};
+use super::spill::Spill;
+use crate::audit::Audit;
+use crate::store::{ByteStream, ObjectStore, StoreError};
 use crate::vfs::meta::SessionMeta;
 use crate::vfs::{Producer, Tenant, VfsError};
 
 /// How long a render goes on with no reader before it is stopped.
 const READERLESS_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Size of the parts of the upload to `derived/` (S3 wants >= 5 MiB but the last).
+const PART: usize = 8 << 20;
+
+/// Largest piece a reader takes from the spill file at once.
+const READ_CHUNK: u64 = 256 << 10;
+
 /// Where a render stands: bytes produced so far, and its end.
 #[derive(Clone, Default)]
 struct Progress {
-    chunks: usize,
+    len: u64,
     end: Option<Result<(), String>>,
 }
 
 struct Render {
-    chunks: Mutex<Vec<Bytes>>,
+    spill: Spill,
     progress: watch::Sender<Progress>,
 }
 
@@ -42,14 +52,16 @@ pub struct MediaProducer {
     pool: Arc<Semaphore>,
     /// Longest a render may run before it is killed.
     timeout: std::time::Duration,
+    audit: Arc<Audit>,
 }
 
 impl MediaProducer {
-    pub fn new(concurrency: usize, timeout: std::time::Duration) -> Self {
+    pub fn new(concurrency: usize, timeout: std::time::Duration, audit: Arc<Audit>) -> Self {
         Self {
             renders: Arc::new(Mutex::new(HashMap::new())),
             pool: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
+            audit,
         }
     }
 }
@@ -141,14 +153,18 @@ impl Producer for MediaProducer {
                 Some(r) => (r.clone(), r.progress.subscribe()),
                 None => {
                     let r = Arc::new(Render {
-                        chunks: Mutex::new(Vec::new()),
+                        spill: Spill::new().map_err(VfsError::Producer)?,
                         progress: watch::Sender::new(Progress::default()),
                     });
                     map.insert(key.clone(), r.clone());
+                    let s = &m.session;
                     let job = Job {
                         render: r.clone(),
                         store: tenant.store.clone(),
                         key: key.clone(),
+                        tenant: tenant.id.clone(),
+                        path: format!("/{}/{}/{}/{}/{name}", s.year, s.month, s.day, s.id),
+                        audit: self.audit.clone(),
                         tar_key: m
                             .files
                             .iter()
@@ -180,6 +196,10 @@ struct Job {
     render: Arc<Render>,
     store: crate::store::SharedStore,
     key: String,
+    tenant: String,
+    /// The entry's path in the tenant's tree (for the audit trail).
+    path: String,
+    audit: Arc<Audit>,
     tar_key: String,
     start_us: i64,
     what: What,
@@ -198,10 +218,24 @@ impl Job {
     /// Renders, then leaves the in-flight table: later reads use the cached
     /// file, or render again after a failure.
     async fn run(self, renders: Renders) {
+        let began = std::time::Instant::now();
         let result = self.render_and_store().await;
         if let Err(e) = &result {
             warn!(key = %self.key, error = %e, "render failed");
         }
+        match &result {
+            Ok(true) => self.audit.render(
+                &self.tenant,
+                &self.path,
+                Ok(self.render.progress.borrow().len),
+                began.elapsed(),
+            ),
+            Ok(false) => {}
+            Err(e) => self
+                .audit
+                .render(&self.tenant, &self.path, Err(e), began.elapsed()),
+        }
+        let result = result.map(drop);
         renders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -210,15 +244,16 @@ impl Job {
     }
 
     /// Renders under the bucket-wide lease, or, when another process holds
-    /// it, waits for that process's file and serves it.
-    async fn render_and_store(&self) -> Result<(), String> {
+    /// it, waits for that process's file and serves it. True when the file
+    /// was rendered here.
+    async fn render_and_store(&self) -> Result<bool, String> {
         let lease = format!("{}.lease", self.key);
         loop {
             match lease::acquire(self.store.as_ref(), &lease).await? {
                 lease::Outcome::Mine => break,
                 lease::Outcome::Theirs => {
                     if self.follow_other_process(&lease).await? {
-                        return Ok(());
+                        return Ok(false);
                     }
                     // Their lease expired without a file: try to take over.
                 }
@@ -233,7 +268,7 @@ impl Job {
             .is_some()
         {
             let _ = self.store.delete(&lease).await;
-            return self.follow_other_process(&lease).await.map(|_| ());
+            return self.follow_other_process(&lease).await.map(|_| false);
         }
         let renew = lease::keep(self.store.clone(), lease.clone());
         let result = match tokio::time::timeout(self.timeout, self.render_here()).await {
@@ -245,7 +280,7 @@ impl Job {
         };
         renew.abort();
         let _ = self.store.delete(&lease).await;
-        result
+        result.map(|()| true)
     }
 
     /// Waits for another process's render; true once its file was served,
@@ -268,7 +303,7 @@ impl Job {
                 use futures::StreamExt;
                 while let Some(c) = body.next().await {
                     let c = c.map_err(|e| e.to_string())?;
-                    self.push(c);
+                    self.push(&c)?;
                 }
                 return Ok(true);
             }
@@ -279,13 +314,14 @@ impl Job {
         }
     }
 
-    fn push(&self, b: Bytes) {
+    /// Appends produced bytes to the spill file and wakes the readers.
+    fn push(&self, b: &[u8]) -> Result<(), String> {
+        let at = self.render.progress.borrow().len;
+        self.render.spill.write_at(b, at)?;
         self.render
-            .chunks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(b);
-        self.render.progress.send_modify(|p| p.chunks += 1);
+            .progress
+            .send_modify(|p| p.len += b.len() as u64);
+        Ok(())
     }
 
     async fn render_here(&self) -> Result<(), String> {
@@ -323,82 +359,215 @@ impl Job {
                 }
             }
         };
-        // Nobody reading for a while (a seek reopens a reader at once, so
-        // allow a grace period): stop; ffmpeg is killed with its handle.
+        // Produced bytes go to the spill file for readers and, in parts,
+        // to the upload. Nobody reading for a while (a seek reopens a reader
+        // at once, so allow a grace period): stop; ffmpeg is killed with its
+        // handle.
+        let (parts_tx, parts_rx) = mpsc::channel::<Bytes>(1);
         let collect = async move {
             let mut last_reader = std::time::Instant::now();
+            let mut part = BytesMut::new();
             while let Some(b) = rx.recv().await {
-                self.push(b);
+                self.push(&b)?;
+                part.extend_from_slice(&b);
+                if part.len() >= PART {
+                    let _ = parts_tx.send(part.split().freeze()).await;
+                }
                 if self.render.progress.receiver_count() > 0 {
                     last_reader = std::time::Instant::now();
                 } else if last_reader.elapsed() > READERLESS_GRACE {
                     return Err("every reader left; render stopped".to_string());
                 }
             }
+            if !part.is_empty() {
+                let _ = parts_tx.send(part.freeze()).await;
+            }
             Ok(())
         };
-        let (size, readers) = tokio::join!(encode, collect);
-        readers?;
-        let size = size?;
-        let mut whole = BytesMut::with_capacity(size as usize);
-        for c in self
-            .render
-            .chunks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            whole.extend_from_slice(c);
+        let upload = upload_parts(self.store.as_ref(), &self.key, parts_rx);
+        let (size, readers, upload) = tokio::join!(encode, collect, upload);
+        let rendered = readers.and(size);
+        match (&rendered, upload) {
+            (Ok(_), Some((id, tags))) => {
+                if let Err(e) = self.store.multipart_complete(&self.key, &id, tags).await {
+                    warn!(key = %self.key, error = %e, "rendered file not cached");
+                    let _ = self.store.multipart_abort(&self.key, &id).await;
+                }
+            }
+            (Err(_), Some((id, _))) => {
+                let _ = self.store.multipart_abort(&self.key, &id).await;
+            }
+            (_, None) => {}
         }
-        match self
-            .store
-            .put(&self.key, whole.freeze(), PutOptions { if_absent: true })
-            .await
-        {
-            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
-            Err(e) => warn!(key = %self.key, error = %e, "rendered file not cached"),
-        }
+        let size = rendered?;
         info!(key = %self.key, bytes = size, ms = began.elapsed().as_millis() as u64, "rendered");
         Ok(())
     }
 }
 
+/// Uploads a render's parts to `key` as they arrive. Returns the upload and
+/// its tags for the caller to complete (or abort); `None` when storage
+/// refused (logged: readers are still served, the file is just not cached).
+async fn upload_parts(
+    store: &dyn ObjectStore,
+    key: &str,
+    mut parts: mpsc::Receiver<Bytes>,
+) -> Option<(String, Vec<String>)> {
+    let mut upload: Option<String> = None;
+    let mut tags = Vec::new();
+    let mut failed = false;
+    while let Some(part) = parts.recv().await {
+        if failed {
+            continue;
+        }
+        let step = async {
+            let id = match &upload {
+                Some(id) => id.clone(),
+                None => upload.insert(store.multipart_start(key).await?).clone(),
+            };
+            store
+                .multipart_part(key, &id, tags.len() as u32 + 1, part)
+                .await
+        };
+        match step.await {
+            Ok(tag) => tags.push(tag),
+            Err(e) => {
+                warn!(key = %key, error = %e, "rendered file not cached");
+                failed = true;
+            }
+        }
+    }
+    match (upload, failed) {
+        (Some(id), false) => Some((id, tags)),
+        (Some(id), true) => {
+            let _ = store.multipart_abort(key, &id).await;
+            None
+        }
+        (None, _) => None,
+    }
+}
+
 /// The bytes of a render from `offset`, as they are produced.
 fn follow(render: Arc<Render>, rx: watch::Receiver<Progress>, offset: u64) -> ByteStream {
-    let state = (render, rx, 0usize, offset);
-    Box::pin(futures::stream::unfold(Some(state), |state| async move {
-        let (render, mut rx, mut next, mut skip) = state?;
-        loop {
-            let chunk = render
-                .chunks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(next)
-                .cloned();
-            if let Some(c) = chunk {
-                next += 1;
-                if skip >= c.len() as u64 {
-                    skip -= c.len() as u64;
-                    continue;
+    Box::pin(futures::stream::unfold(
+        Some((render, rx, offset)),
+        |state| async move {
+            let (render, mut rx, at) = state?;
+            loop {
+                let (len, end) = {
+                    let p = rx.borrow_and_update();
+                    (p.len, p.end.clone())
+                };
+                if at < len {
+                    let want = (len - at).min(READ_CHUNK) as usize;
+                    return match render.spill.read_at(at, want) {
+                        Ok(b) if b.len() == want => {
+                            let next = at + want as u64;
+                            Some((Ok(Bytes::from(b)), Some((render, rx, next))))
+                        }
+                        Ok(_) => Some((
+                            Err(StoreError::Permanent(
+                                "render spill file ended early".into(),
+                            )),
+                            None,
+                        )),
+                        Err(e) => Some((Err(StoreError::Permanent(e)), None)),
+                    };
                 }
-                let c = c.slice(skip as usize..);
-                return Some((Ok(c), Some((render, rx, next, 0))));
-            }
-            let end = rx.borrow().end.clone();
-            match end {
-                Some(Ok(())) => return None,
-                Some(Err(e)) => {
-                    return Some((
-                        Err(StoreError::Permanent(format!("render failed: {e}"))),
-                        None,
-                    ))
-                }
-                None => {
-                    if rx.changed().await.is_err() {
-                        return None;
+                match end {
+                    Some(Ok(())) => return None,
+                    Some(Err(e)) => {
+                        return Some((
+                            Err(StoreError::Permanent(format!("render failed: {e}"))),
+                            None,
+                        ))
+                    }
+                    None => {
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
                     }
                 }
             }
-        }
-    }))
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+
+    #[tokio::test]
+    async fn parts_uploaded_as_they_come_complete_into_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        let feed = async move {
+            for b in [7u8, 8, 9] {
+                tx.send(Bytes::from(vec![b; 1000])).await.unwrap();
+            }
+        };
+        let (_, up) = tokio::join!(feed, upload_parts(&store, "d/x.mp4", rx));
+        let (id, tags) = up.expect("an upload");
+        assert_eq!(tags.len(), 3);
+        assert!(
+            store.head("d/x.mp4").await.unwrap().is_none(),
+            "not before completion"
+        );
+        store
+            .multipart_complete("d/x.mp4", &id, tags)
+            .await
+            .unwrap();
+        let got = crate::store::read_all(&store, "d/x.mp4", 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 3000);
+        assert_eq!((got[0], got[1000], got[2999]), (7, 8, 9));
+    }
+
+    #[tokio::test]
+    async fn a_render_is_read_from_any_offset_while_it_grows() {
+        let render = Arc::new(Render {
+            spill: Spill::new().unwrap(),
+            progress: watch::Sender::new(Progress::default()),
+        });
+        let reader = follow(render.clone(), render.progress.subscribe(), 3);
+        let writer = render.clone();
+        let produce = async move {
+            for piece in [&b"abcd"[..], b"efgh", b"ij"] {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let at = writer.progress.borrow().len;
+                writer.spill.write_at(piece, at).unwrap();
+                writer.progress.send_modify(|p| p.len += piece.len() as u64);
+            }
+            writer.progress.send_modify(|p| p.end = Some(Ok(())));
+        };
+        let read = async move {
+            use futures::StreamExt;
+            let chunks: Vec<_> = reader.collect().await;
+            chunks
+                .into_iter()
+                .flat_map(|c| c.unwrap().to_vec())
+                .collect::<Vec<u8>>()
+        };
+        let ((), got) = tokio::join!(produce, read);
+        assert_eq!(got, b"defghij");
+    }
+
+    #[tokio::test]
+    async fn a_failed_render_ends_its_readers_with_the_error() {
+        let render = Arc::new(Render {
+            spill: Spill::new().unwrap(),
+            progress: watch::Sender::new(Progress::default()),
+        });
+        let mut reader = follow(render.clone(), render.progress.subscribe(), 0);
+        render
+            .progress
+            .send_modify(|p| p.end = Some(Err("ffmpeg failed: boom".into())));
+        use futures::StreamExt;
+        let e = reader.next().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("boom"), "{e}");
+        assert!(reader.next().await.is_none());
+    }
 }

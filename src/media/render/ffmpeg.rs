@@ -1,27 +1,55 @@
 //! The one way recvault runs ffmpeg: quiet fixed flags, stdin/stdout piped,
 //! stderr drained in the background (a chatty decoder can never block on a
-//! full pipe) and kept for the error message, the child killed when its
-//! handle is dropped. Also the named pipes an encoder with two inputs reads.
+//! full pipe) and kept for the error message. A supervisor task owns each
+//! child: it kills it when its handle is dropped, and when its resident
+//! memory passes the limit (`[limits] render_memory_mib`, checked in
+//! `/proc` twice a second). Also the named pipes an encoder with two inputs
+//! reads.
 
 use std::ffi::OsStr;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// Resident memory one ffmpeg may use, in bytes (set once from the limits).
+static MEMORY_LIMIT: AtomicU64 = AtomicU64::new(1 << 30);
+
+/// Sets the memory limit of every ffmpeg started from now on.
+pub fn set_memory_limit(bytes: u64) {
+    MEMORY_LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// How often the supervisor looks at a child's memory.
+const MEMORY_CHECK: Duration = Duration::from_millis(500);
+
 pub struct Ffmpeg {
-    child: Child,
     pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
+    /// The child's end: its status, or why the supervisor killed it.
+    ended: oneshot::Receiver<Result<ExitStatus, String>>,
+    /// Dropping it tells the supervisor to kill the child.
+    _keep: oneshot::Sender<()>,
     errors: JoinHandle<String>,
 }
 
 impl Ffmpeg {
     /// Starts `ffmpeg -hide_banner -nostdin -loglevel error ARGS`.
     pub fn spawn<I, S>(args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::spawn_limited(args, MEMORY_LIMIT.load(Ordering::Relaxed))
+    }
+
+    /// [`Ffmpeg::spawn`] with its own memory limit in bytes.
+    pub fn spawn_limited<I, S>(args: I, memory_limit: u64) -> Result<Self, String>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -41,10 +69,15 @@ impl Ffmpeg {
             let _ = stderr.read_to_string(&mut s).await;
             s
         });
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let (keep, dropped) = oneshot::channel();
+        let (end_tx, ended) = oneshot::channel();
+        tokio::spawn(supervise(child, memory_limit, dropped, end_tx));
         Ok(Self {
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            child,
+            stdin,
+            stdout,
+            ended,
+            _keep: keep,
             errors,
         })
     }
@@ -54,10 +87,15 @@ impl Ffmpeg {
     pub fn decode(mut self, input: Vec<u8>) -> Result<ChildStdout, String> {
         let stdout = self.stdout.take().ok_or("ffmpeg has no stdout")?;
         let mut stdin = self.stdin.take().ok_or("ffmpeg has no stdin")?;
+        // The task holds `keep` until the end: dropping it kills the child.
+        let Ffmpeg {
+            ended, _keep: keep, ..
+        } = self;
         tokio::spawn(async move {
             let _ = stdin.write_all(&input).await;
             drop(stdin);
-            let _ = self.child.wait().await;
+            let _ = ended.await;
+            drop(keep);
         });
         Ok(stdout)
     }
@@ -65,7 +103,9 @@ impl Ffmpeg {
     /// Waits for the end; an error carries ffmpeg's own messages.
     pub async fn finish(mut self) -> Result<(), String> {
         drop(self.stdin.take());
-        let status = self.child.wait().await.map_err(|e| e.to_string())?;
+        let status = (&mut self.ended)
+            .await
+            .map_err(|_| "ffmpeg supervisor ended".to_string())??;
         let errors = (&mut self.errors).await.unwrap_or_default();
         if status.success() {
             Ok(())
@@ -73,6 +113,46 @@ impl Ffmpeg {
             Err(format!("ffmpeg failed: {}", errors.trim()))
         }
     }
+}
+
+/// Owns the child until it ends: kills it when its handle is dropped or
+/// when it holds more than `limit` bytes of memory, and reports the end.
+async fn supervise(
+    mut child: Child,
+    limit: u64,
+    mut dropped: oneshot::Receiver<()>,
+    end: oneshot::Sender<Result<ExitStatus, String>>,
+) {
+    let mut tick = tokio::time::interval(MEMORY_CHECK);
+    let result = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| format!("ffmpeg: {e}")),
+            _ = &mut dropped => {
+                let _ = child.kill().await;
+                return;
+            }
+            _ = tick.tick() => {
+                let used = child.id().and_then(resident_bytes).unwrap_or(0);
+                if used > limit {
+                    let _ = child.kill().await;
+                    break Err(format!(
+                        "ffmpeg used more than {} MiB of memory and was stopped \
+                         ([limits] render_memory_mib)",
+                        limit >> 20
+                    ));
+                }
+            }
+        }
+    };
+    let _ = end.send(result);
+}
+
+/// A process's resident memory from `/proc/<pid>/status` (`None` without /proc).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Sends what `r` produces to `out` as it comes; fails once more than
@@ -166,4 +246,47 @@ pub async fn open_pipe(path: &std::path::Path) -> Result<tokio::fs::File, String
         .open(path)
         .await
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_ffmpeg_over_its_memory_limit_is_stopped_with_a_clear_error() {
+        // A generator that would run for an hour; 1 MiB is less than ffmpeg needs to start.
+        let mut f = Ffmpeg::spawn_limited(
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:duration=3600",
+                "-f",
+                "null",
+                "-",
+            ],
+            1 << 20,
+        )
+        .unwrap();
+        let mut out = f.stdout.take().unwrap();
+        let e = f.finish().await.unwrap_err();
+        assert!(e.contains("more than 1 MiB of memory"), "{e}");
+        let mut rest = Vec::new();
+        let _ = out.read_to_end(&mut rest).await;
+    }
+
+    #[tokio::test]
+    async fn ffmpeg_within_its_limit_ends_normally() {
+        let f = Ffmpeg::spawn_limited(
+            ["-f", "lavfi", "-i", "sine=duration=0.1", "-f", "null", "-"],
+            1 << 30,
+        )
+        .unwrap();
+        f.finish().await.unwrap();
+    }
+
+    #[test]
+    fn this_process_has_a_resident_size() {
+        assert!(resident_bytes(std::process::id()).unwrap() > 0);
+    }
 }
