@@ -6,6 +6,7 @@ pub mod container;
 pub mod depacketize;
 #[doc(hidden)]
 pub mod fixture;
+pub mod g722;
 pub mod lease;
 pub mod mjr;
 pub mod order;

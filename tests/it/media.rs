@@ -384,6 +384,83 @@ fn g711_losses_become_silence_at_the_right_place() {
     );
 }
 
+#[test]
+fn g722_decodes_like_ffmpeg_and_losses_become_silence_at_the_right_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.g722");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=16000",
+        "-t",
+        "4",
+        "-c:a",
+        "g722",
+        "-f",
+        "g722",
+        src.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&src).unwrap();
+    assert_eq!(bytes.len(), 32_000);
+    // ffmpeg's own decoding of the whole stream, for comparison.
+    let pcm = dir.path().join("ffmpeg.s16");
+    ffmpeg(&[
+        "-f",
+        "g722",
+        "-i",
+        src.to_str().unwrap(),
+        "-f",
+        "s16le",
+        "-ar",
+        "16000",
+        pcm.to_str().unwrap(),
+    ]);
+    let reference: Vec<i16> = std::fs::read(&pcm)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    // 20 ms packets: 160 bytes, 160 ticks of the 8 kHz RTP clock.
+    let units: Vec<Unit> = bytes
+        .chunks(160)
+        .enumerate()
+        .map(|(i, c)| (i as u32 * 160, vec![(false, c.to_vec())]))
+        .collect();
+    let imp = Impair {
+        loss_at: 50,
+        loss: 5,
+        ssrc_change_at: usize::MAX,
+    };
+    let frames = rtp_stream(9, &units, 1.0 / 8.0, &imp);
+    let mjr = dir.path().join("a.mjr");
+    std::fs::write(&mjr, write_mjr(Kind::Audio, "g722", T0, T0, &frames)).unwrap();
+    let stream = read_stream(std::fs::File::open(&mjr).unwrap()).unwrap();
+    let (samples, stats) = audio::g722(&stream.packets);
+    assert_eq!(samples.len(), 64_000, "{stats:?}");
+    // Up to the loss, every sample is ffmpeg's.
+    assert_eq!(samples[..16_000], reference[..16_000]);
+    // Packets 50..55 (samples 16000..17600 at 16 kHz) were lost: silence there only.
+    assert!(samples[16_000..17_600].iter().all(|&s| s == 0));
+    assert!(samples[17_600..19_600].iter().any(|&s| s.abs() > 1000));
+    assert!(samples[60_000..].iter().any(|&s| s.abs() > 1000));
+    let janus_out = dir.path().join("janus.wav");
+    janus(&mjr, &janus_out);
+    // janus-pp-rec's WAV header states half the true byte rate (ffprobe
+    // says 8 s), so compare its samples, after the 44-byte header.
+    let wav = std::fs::read(&janus_out).unwrap();
+    let janus: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    eprintln!(
+        "g722: recvault {} samples ({stats:?}), janus-pp-rec {} samples",
+        samples.len(),
+        janus.len()
+    );
+    assert_eq!(janus, samples, "recvault and janus-pp-rec decode alike");
+}
+
 // ------------------------------------------------------------ derived MP3 --
 
 const TOKEN: &str = "token-for-media-0123456789abcdef";

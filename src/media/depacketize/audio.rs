@@ -1,4 +1,4 @@
-//! Audio over RTP: Opus (RFC 7587) and G.711 PCMU/PCMA (RFC 3551).
+//! Audio over RTP: Opus (RFC 7587), G.711 PCMU/PCMA and G.722 (RFC 3551).
 //!
 //! Audio has no keyframes, so a loss never drops what follows it; instead
 //! the hole becomes silence of the right length, so that the audio stays in
@@ -33,7 +33,7 @@ const OPUS_SILENCE: [(u64, [u8; 3]); 4] = [
     (120, [0xe0, 0xff, 0xfe]),
 ];
 
-/// The longest G.711 timeline [`g711`] builds: 4 hours at 8 kHz.
+/// The longest timeline [`g711`] and [`g722`] build: 4 hours of 8 kHz ticks.
 pub const G711_MAX_SAMPLES: u64 = 4 * 3600 * 8000;
 
 /// The number of 48 kHz samples in an Opus packet, from its TOC byte and
@@ -189,6 +189,27 @@ pub fn opus(packets: &[Packet]) -> (Vec<Frame>, Stats) {
 /// beyond it count as `incomplete`. `frames` counts the packets used.
 pub fn g711(packets: &[Packet], a_law: bool) -> (Vec<i16>, Stats) {
     let decode = if a_law { decode_alaw } else { decode_ulaw };
+    byte_timeline(packets, 1, |bytes, out| {
+        out.extend(bytes.iter().map(|&b| decode(b)))
+    })
+}
+
+/// 16 kHz mono samples of one G.722 (64 kbit/s) stream, laid on the
+/// timeline like [`g711`]'s. RFC 3551 keeps G.722's RTP clock at 8 kHz:
+/// one byte per tick, two samples per byte. The decoder's state runs on
+/// across a hole, as it would in a phone.
+pub fn g722(packets: &[Packet]) -> (Vec<i16>, Stats) {
+    let mut decoder = crate::media::g722::G722Decoder::new();
+    byte_timeline(packets, 2, |bytes, out| decoder.decode(bytes, out))
+}
+
+/// Lays payload bytes (one per RTP tick) on a timeline by timestamp;
+/// `decode` turns bytes into `per_byte` samples each. See [`g711`].
+fn byte_timeline(
+    packets: &[Packet],
+    per_byte: usize,
+    mut decode: impl FnMut(&[u8], &mut Vec<i16>),
+) -> (Vec<i16>, Stats) {
     let mut stats = Stats::default();
     let mut out: Vec<i16> = Vec::new();
     let mut base: Option<u64> = None;
@@ -205,23 +226,24 @@ pub fn g711(packets: &[Packet], a_law: bool) -> (Vec<i16>, Stats) {
             continue;
         }
         let base = *base.get_or_insert(p.ts);
-        // Where the packet's first byte lies on the timeline (negative
-        // only for a timestamp before the first packet's).
+        // Where the packet's first byte lies on the timeline, in ticks
+        // (negative only for a timestamp before the first packet's).
         let first = p.ts as i128 - base as i128;
         if first + p.payload.len() as i128 > G711_MAX_SAMPLES as i128 {
             stats.incomplete += 1;
             continue;
         }
-        if first > out.len() as i128 {
+        let written = (out.len() / per_byte) as i128;
+        if first > written {
             if missing == 0 {
                 stats.concealed += 1;
             }
-            out.resize(first as usize, 0);
+            out.resize(first as usize * per_byte, 0);
         }
-        // Bytes for samples before 0 or already written are skipped.
-        let skip = (out.len() as i128 - first).max(0) as usize;
+        // Bytes for ticks before 0 or already written are skipped.
+        let skip = ((out.len() / per_byte) as i128 - first).max(0) as usize;
         if let Some(new) = p.payload.get(skip..) {
-            out.extend(new.iter().map(|&b| decode(b)));
+            decode(new, &mut out);
         }
         stats.frames += 1;
     }

@@ -1,5 +1,5 @@
 //! The session's mixed audio: each party's stream depacketized (Opus,
-//! G.711), decoded to 48 kHz mono by ffmpeg through pipes, placed on the
+//! G.711, G.722), decoded to 48 kHz mono by ffmpeg through pipes, placed on the
 //! session timeline from its MJR first-frame time and RTP clock, summed, and
 //! cut or padded to an exact number of samples so that encoded sizes are
 //! known before rendering.
@@ -27,7 +27,7 @@ pub struct Party {
 
 enum Source {
     Opus(Vec<Frame>),
-    /// 48 kHz samples, already decoded (G.711).
+    /// 48 kHz samples, already decoded (G.711, G.722).
     Pcm(Vec<i16>),
 }
 
@@ -46,8 +46,9 @@ pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Party, S
         "opus" => Source::Opus(audio::opus(&stream.packets).0),
         "pcmu" | "pcma" => {
             let (pcm8k, _) = audio::g711(&stream.packets, stream.header.codec == "pcma");
-            Source::Pcm(upsample6(&pcm8k))
+            Source::Pcm(upsample(&pcm8k, 6))
         }
+        "g722" => Source::Pcm(upsample(&audio::g722(&stream.packets).0, 3)),
         other => {
             return Err(format!(
                 "{name}: audio codec {other:?} is not supported yet"
@@ -61,13 +62,14 @@ pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Party, S
     })
 }
 
-/// 8 kHz → 48 kHz by linear interpolation (deterministic, no filter state).
-fn upsample6(x: &[i16]) -> Vec<i16> {
-    let mut out = Vec::with_capacity(x.len() * 6);
+/// Raises the sample rate `factor` times (8 or 16 kHz → 48 kHz) by linear
+/// interpolation (deterministic, no filter state).
+fn upsample(x: &[i16], factor: i32) -> Vec<i16> {
+    let mut out = Vec::with_capacity(x.len() * factor as usize);
     for (i, &a) in x.iter().enumerate() {
         let b = *x.get(i + 1).unwrap_or(&a) as i32;
-        for k in 0..6 {
-            out.push((a as i32 + (b - a as i32) * k / 6) as i16);
+        for k in 0..factor {
+            out.push((a as i32 + (b - a as i32) * k / factor) as i16);
         }
     }
     out
@@ -194,7 +196,7 @@ mod tests {
 
     #[test]
     fn upsampling_keeps_length_and_endpoints() {
-        let y = upsample6(&[0, 600, -600]);
+        let y = upsample(&[0, 600, -600], 6);
         assert_eq!(y.len(), 18);
         assert_eq!((y[0], y[6], y[12]), (0, 600, -600));
         assert_eq!(y[3], 300);

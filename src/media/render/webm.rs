@@ -61,6 +61,15 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
                 encode_opus: true,
             }))
         }
+        "g722" => {
+            let (pcm, _) = audio::g722(&s.packets);
+            Ok(Some(Input {
+                start_us,
+                bytes: pcm.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                format: &["-f", "s16le", "-ar", "16000", "-ac", "1"],
+                encode_opus: true,
+            }))
+        }
         _ => Ok(None),
     }
 }
