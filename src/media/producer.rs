@@ -207,6 +207,12 @@ struct Job {
     timeout: std::time::Duration,
 }
 
+/// One stream of the RAW archive, ready to render.
+enum Input {
+    Audio(audio::Party),
+    Video(Option<render::video::Party>),
+}
+
 /// What a render makes.
 #[derive(Clone, Copy)]
 enum What {
@@ -338,18 +344,31 @@ impl Job {
         } else {
             |n| n.ends_with("-audio.mjr")
         };
-        let streams = super::raw::entries(self.store.as_ref(), &self.tar_key, want).await?;
+        let start_us = self.start_us;
+        let streams = super::raw::parse_entries(
+            self.store.as_ref(),
+            &self.tar_key,
+            want,
+            move |name, bytes| {
+                Ok(if name.ends_with("-audio.mjr") {
+                    Input::Audio(audio::prepare(name, &bytes, start_us)?)
+                } else {
+                    Input::Video(render::video::prepare(name, &bytes, start_us)?)
+                })
+            },
+        )
+        .await?;
         let mut parties = Vec::new();
         let (mut agent, mut user) = (None, None);
-        for (name, bytes) in &streams {
-            if name.ends_with("-audio.mjr") {
-                parties.push(audio::prepare(name, bytes, self.start_us)?);
-            } else if name == "agent-video.mjr" {
-                agent = render::video::prepare(name, bytes, self.start_us)?;
-            } else if name == "user-video.mjr" {
-                user = render::video::prepare(name, bytes, self.start_us)?;
+        for (name, input) in streams {
+            match input {
+                Input::Audio(p) => parties.push(p),
+                Input::Video(v) if name == "agent-video.mjr" => agent = v,
+                Input::Video(v) if name == "user-video.mjr" => user = v,
+                Input::Video(_) => {}
             }
         }
+        info!(key = %self.key, ms = began.elapsed().as_millis() as u64, "render inputs ready");
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
         let encode = async {
             match self.what {

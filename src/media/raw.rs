@@ -11,12 +11,20 @@ use crate::store::ObjectStore;
 /// Largest single stream kept in memory.
 const MAX_ENTRY: u64 = 2 * 1024 * 1024 * 1024;
 
-/// The entries of the archive at `key` whose names `want` accepts, as (name, bytes).
-pub async fn entries(
+/// The entries of the archive at `key` whose names `want` accepts, each
+/// handed to `parse` on a thread of its own as soon as it is unpacked, so
+/// parsing one stream overlaps unpacking the next; as (name, parsed), in
+/// archive order.
+pub async fn parse_entries<T, P>(
     store: &dyn ObjectStore,
     key: &str,
     want: fn(&str) -> bool,
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+    parse: P,
+) -> Result<Vec<(String, T)>, String>
+where
+    T: Send + 'static,
+    P: Fn(&str, Vec<u8>) -> Result<T, String> + Send + Sync + 'static,
+{
     let body = store
         .get(key, 0, None)
         .await
@@ -26,28 +34,86 @@ pub async fn entries(
     tokio::task::spawn_blocking(move || {
         let gz = flate2::read::GzDecoder::new(bridge);
         let mut ar = tar::Archive::new(gz);
-        let mut out = Vec::new();
-        for e in ar.entries().map_err(|e| format!("RAW archive: {e}"))? {
-            let mut e = e.map_err(|e| format!("RAW archive: {e}"))?;
-            let name = e
-                .path()
-                .map_err(|e| format!("RAW archive: {e}"))?
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !want(&name) {
-                continue;
+        let parse = &parse;
+        std::thread::scope(|scope| {
+            let mut parsing = Vec::new();
+            for e in ar.entries().map_err(|e| format!("RAW archive: {e}"))? {
+                let mut e = e.map_err(|e| format!("RAW archive: {e}"))?;
+                let name = e
+                    .path()
+                    .map_err(|e| format!("RAW archive: {e}"))?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !want(&name) {
+                    continue;
+                }
+                if e.size() > MAX_ENTRY {
+                    return Err(format!("{name} is larger than {MAX_ENTRY} bytes"));
+                }
+                let mut buf = Vec::with_capacity(e.size() as usize);
+                e.read_to_end(&mut buf)
+                    .map_err(|err| format!("RAW archive, {name}: {err}"))?;
+                parsing.push(scope.spawn(move || parse(&name, buf).map(|t| (name, t))));
             }
-            if e.size() > MAX_ENTRY {
-                return Err(format!("{name} is larger than {MAX_ENTRY} bytes"));
-            }
-            let mut buf = Vec::with_capacity(e.size() as usize);
-            e.read_to_end(&mut buf)
-                .map_err(|err| format!("RAW archive, {name}: {err}"))?;
-            out.push((name, buf));
-        }
-        Ok(out)
+            parsing
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| "a stream parser panicked".to_string())?
+                })
+                .collect()
+        })
     })
     .await
     .map_err(|e| format!("RAW reader: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{local::LocalStore, PutOptions};
+
+    #[tokio::test]
+    async fn wanted_entries_are_parsed_in_archive_order_and_errors_name_the_stream() {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, body) in [
+            ("a.mjr", &b"one"[..]),
+            ("info.json", b"{}"),
+            ("b.mjr", b"two!"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, body).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let body = bytes::Bytes::from(gz.finish().unwrap());
+        store
+            .put("s.tar.gz", body, PutOptions::default())
+            .await
+            .unwrap();
+        let mjr = |n: &str| n.ends_with(".mjr");
+        let got = parse_entries(&store, "s.tar.gz", mjr, |_, b| Ok(b.len()))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![("a.mjr".to_string(), 3), ("b.mjr".to_string(), 4)]
+        );
+        let e = parse_entries(&store, "s.tar.gz", mjr, |n, _| {
+            Err::<(), _>(format!("{n}: broken"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e, "a.mjr: broken");
+        let e = parse_entries(&store, "missing.tar.gz", mjr, |_, _| Ok(()))
+            .await
+            .unwrap_err();
+        assert!(e.contains("cannot read the RAW archive"), "{e}");
+    }
 }

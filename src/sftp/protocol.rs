@@ -25,7 +25,7 @@ use russh_sftp::protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::reader::ReadAhead;
 use crate::audit::Audit;
@@ -186,7 +186,6 @@ async fn dispatch(ctx: &Arc<Ctx>, inflight: &Arc<Semaphore>, packet: Packet) -> 
         Packet::FSetStat(r) => ctx.reply(ok(r.id)).await,
         Packet::Write(r) => ctx.reply(refused(r.id)).await,
         Packet::MkDir(r) => ctx.reply(refused(r.id)).await,
-        Packet::RmDir(r) => ctx.reply(refused(r.id)).await,
         Packet::Remove(r) => ctx.reply(refused(r.id)).await,
         Packet::Rename(r) => ctx.reply(refused(r.id)).await,
         Packet::Symlink(r) => ctx.reply(refused(r.id)).await,
@@ -214,7 +213,8 @@ async fn dispatch(ctx: &Arc<Ctx>, inflight: &Arc<Semaphore>, packet: Packet) -> 
         | Packet::Stat(_)
         | Packet::Lstat(_)
         | Packet::Open(_)
-        | Packet::OpenDir(_) => {
+        | Packet::OpenDir(_)
+        | Packet::RmDir(_) => {
             let Ok(permit) = inflight.clone().acquire_owned().await else {
                 return false;
             };
@@ -250,6 +250,7 @@ async fn path_request(ctx: &Arc<Ctx>, packet: Packet) -> Packet {
         },
         Packet::Stat(r) => stat(ctx, r.id, &r.path).await,
         Packet::Lstat(r) => stat(ctx, r.id, &r.path).await,
+        Packet::RmDir(r) => erase(ctx, r.id, &r.path).await,
         Packet::Open(r) => {
             if r.pflags.intersects(
                 OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
@@ -527,6 +528,25 @@ fn limits_reply(id: u32, l: &Limits) -> Packet {
         id,
         data: data.to_vec(),
     })
+}
+
+/// `rmdir` of a session folder erases the session (users holding `delete`);
+/// anything else is refused with the reason.
+async fn erase(ctx: &Ctx, id: u32, path: &str) -> Packet {
+    let p = match ctx.vfs.resolve(&VPath::root(), path) {
+        Ok(p) => p,
+        Err(e) => return error_status(id, &e),
+    };
+    match ctx.vfs.erase(&p).await {
+        Ok(n) => {
+            let (tenant, shown) = (&ctx.vfs.tenant().id, p.to_string());
+            ctx.audit
+                .erase("sftp", ctx.peer.addr, &ctx.peer.user, tenant, &shown, n);
+            info!(path = %p, objects = n, "session erased");
+            ok(id)
+        }
+        Err(e) => error_status(id, &e),
+    }
 }
 
 fn status(id: u32, code: StatusCode, msg: &str) -> Packet {

@@ -770,3 +770,59 @@ async fn exhausted_passive_port_range_gets_a_readable_error() {
         .await;
     assert_eq!((body.as_slice(), end.code), (&b"small"[..], 226));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sftp_rmdir_erases_a_whole_session_for_delete_holders_only() {
+    let (server, acme) = setup("sftp-erase", "").await;
+    let work = tempfile::tempdir().unwrap();
+    let key = client_key("qa");
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        key,
+        &format!("rmdir {DAY}/call-2\n"),
+        work.path(),
+    );
+    assert!(!out.status.success(), "qa has no delete permission");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not delete"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sftp_batch(
+        server.port,
+        "eraser",
+        key,
+        &format!("rmdir {DAY}\n"),
+        work.path(),
+    );
+    assert!(!out.status.success(), "a day is not a session");
+    let out = sftp_batch(
+        server.port,
+        "eraser",
+        key,
+        &format!("rmdir {DAY}/call-2\nls -1 {DAY}\n"),
+        work.path(),
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listing.contains("call-1") && !listing.contains("call-2"),
+        "{listing}"
+    );
+    let store = s3().store().await;
+    let left = store
+        .list_page(&format!("{acme}sessions/2026/11/23/call-2/"), None, None)
+        .await
+        .unwrap();
+    assert!(left.objects.is_empty(), "{:?}", left.objects);
+    let audit = server.audit();
+    assert!(
+        audit.contains("\"event\":\"erase\"") && audit.contains("\"protocol\":\"sftp\""),
+        "{audit}"
+    );
+}
