@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
 use super::lease;
 use super::render::{self, audio};
-use super::spill::Spill;
+use super::spill::Growing;
 use crate::audit::Audit;
-use crate::store::{ByteStream, ObjectStore, StoreError};
+use crate::store::{ByteStream, ObjectStore};
 use crate::vfs::meta::SessionMeta;
 use crate::vfs::{Producer, Tenant, VfsError};
 
@@ -29,20 +29,8 @@ const READERLESS_GRACE: std::time::Duration = std::time::Duration::from_secs(15)
 /// Size of the parts of the upload to `derived/` (S3 wants >= 5 MiB but the last).
 const PART: usize = 8 << 20;
 
-/// Largest piece a reader takes from the spill file at once.
-const READ_CHUNK: u64 = 256 << 10;
-
-/// Where a render stands: bytes produced so far, and its end.
-#[derive(Clone, Default)]
-struct Progress {
-    len: u64,
-    end: Option<Result<(), String>>,
-}
-
-struct Render {
-    spill: Spill,
-    progress: watch::Sender<Progress>,
-}
+/// A render's output as it grows, shared by its readers.
+type Render = Growing;
 
 type Renders = Arc<Mutex<HashMap<String, Arc<Render>>>>;
 
@@ -146,16 +134,13 @@ impl Producer for MediaProducer {
                 })?;
             What::Mp3 { samples }
         };
-        // Subscribed before the render starts, so it never runs readerless.
-        let (render, rx) = {
+        // Following before the render starts, so it never runs readerless.
+        let reader = {
             let mut map = self.renders.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&key) {
-                Some(r) => (r.clone(), r.progress.subscribe()),
+                Some(r) => r.follow(offset),
                 None => {
-                    let r = Arc::new(Render {
-                        spill: Spill::new().map_err(VfsError::Producer)?,
-                        progress: watch::Sender::new(Progress::default()),
-                    });
+                    let r = Arc::new(Render::new().map_err(VfsError::Producer)?);
                     map.insert(key.clone(), r.clone());
                     let s = &m.session;
                     let job = Job {
@@ -182,13 +167,13 @@ impl Producer for MediaProducer {
                         pool: self.pool.clone(),
                         timeout: self.timeout,
                     };
-                    let rx = r.progress.subscribe();
+                    let reader = r.follow(offset);
                     tokio::spawn(job.run(self.renders.clone()));
-                    (r, rx)
+                    reader
                 }
             }
         };
-        Ok(follow(render, rx, offset))
+        Ok(reader)
     }
 }
 
@@ -233,7 +218,7 @@ impl Job {
             Ok(true) => self.audit.render(
                 &self.tenant,
                 &self.path,
-                Ok(self.render.progress.borrow().len),
+                Ok(self.render.len()),
                 began.elapsed(),
             ),
             Ok(false) => {}
@@ -246,7 +231,7 @@ impl Job {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
-        self.render.progress.send_modify(|p| p.end = Some(result));
+        self.render.end(result);
     }
 
     /// Renders under the bucket-wide lease, or, when another process holds
@@ -309,7 +294,7 @@ impl Job {
                 use futures::StreamExt;
                 while let Some(c) = body.next().await {
                     let c = c.map_err(|e| e.to_string())?;
-                    self.push(&c)?;
+                    self.render.push(&c)?;
                 }
                 return Ok(true);
             }
@@ -318,16 +303,6 @@ impl Job {
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-    }
-
-    /// Appends produced bytes to the spill file and wakes the readers.
-    fn push(&self, b: &[u8]) -> Result<(), String> {
-        let at = self.render.progress.borrow().len;
-        self.render.spill.write_at(b, at)?;
-        self.render
-            .progress
-            .send_modify(|p| p.len += b.len() as u64);
-        Ok(())
     }
 
     async fn render_here(&self) -> Result<(), String> {
@@ -387,12 +362,12 @@ impl Job {
             let mut last_reader = std::time::Instant::now();
             let mut part = BytesMut::new();
             while let Some(b) = rx.recv().await {
-                self.push(&b)?;
+                self.render.push(&b)?;
                 part.extend_from_slice(&b);
                 if part.len() >= PART {
                     let _ = parts_tx.send(part.split().freeze()).await;
                 }
-                if self.render.progress.receiver_count() > 0 {
+                if self.render.readers() > 0 {
                     last_reader = std::time::Instant::now();
                 } else if last_reader.elapsed() > READERLESS_GRACE {
                     return Err("every reader left; render stopped".to_string());
@@ -466,52 +441,6 @@ async fn upload_parts(
     }
 }
 
-/// The bytes of a render from `offset`, as they are produced.
-fn follow(render: Arc<Render>, rx: watch::Receiver<Progress>, offset: u64) -> ByteStream {
-    Box::pin(futures::stream::unfold(
-        Some((render, rx, offset)),
-        |state| async move {
-            let (render, mut rx, at) = state?;
-            loop {
-                let (len, end) = {
-                    let p = rx.borrow_and_update();
-                    (p.len, p.end.clone())
-                };
-                if at < len {
-                    let want = (len - at).min(READ_CHUNK) as usize;
-                    return match render.spill.read_at(at, want) {
-                        Ok(b) if b.len() == want => {
-                            let next = at + want as u64;
-                            Some((Ok(Bytes::from(b)), Some((render, rx, next))))
-                        }
-                        Ok(_) => Some((
-                            Err(StoreError::Permanent(
-                                "render spill file ended early".into(),
-                            )),
-                            None,
-                        )),
-                        Err(e) => Some((Err(StoreError::Permanent(e)), None)),
-                    };
-                }
-                match end {
-                    Some(Ok(())) => return None,
-                    Some(Err(e)) => {
-                        return Some((
-                            Err(StoreError::Permanent(format!("render failed: {e}"))),
-                            None,
-                        ))
-                    }
-                    None => {
-                        if rx.changed().await.is_err() {
-                            return None;
-                        }
-                    }
-                }
-            }
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,50 +472,5 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), 3000);
         assert_eq!((got[0], got[1000], got[2999]), (7, 8, 9));
-    }
-
-    #[tokio::test]
-    async fn a_render_is_read_from_any_offset_while_it_grows() {
-        let render = Arc::new(Render {
-            spill: Spill::new().unwrap(),
-            progress: watch::Sender::new(Progress::default()),
-        });
-        let reader = follow(render.clone(), render.progress.subscribe(), 3);
-        let writer = render.clone();
-        let produce = async move {
-            for piece in [&b"abcd"[..], b"efgh", b"ij"] {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                let at = writer.progress.borrow().len;
-                writer.spill.write_at(piece, at).unwrap();
-                writer.progress.send_modify(|p| p.len += piece.len() as u64);
-            }
-            writer.progress.send_modify(|p| p.end = Some(Ok(())));
-        };
-        let read = async move {
-            use futures::StreamExt;
-            let chunks: Vec<_> = reader.collect().await;
-            chunks
-                .into_iter()
-                .flat_map(|c| c.unwrap().to_vec())
-                .collect::<Vec<u8>>()
-        };
-        let ((), got) = tokio::join!(produce, read);
-        assert_eq!(got, b"defghij");
-    }
-
-    #[tokio::test]
-    async fn a_failed_render_ends_its_readers_with_the_error() {
-        let render = Arc::new(Render {
-            spill: Spill::new().unwrap(),
-            progress: watch::Sender::new(Progress::default()),
-        });
-        let mut reader = follow(render.clone(), render.progress.subscribe(), 0);
-        render
-            .progress
-            .send_modify(|p| p.end = Some(Err("ffmpeg failed: boom".into())));
-        use futures::StreamExt;
-        let e = reader.next().await.unwrap().unwrap_err();
-        assert!(e.to_string().contains("boom"), "{e}");
-        assert!(reader.next().await.is_none());
     }
 }

@@ -18,6 +18,7 @@ pub const RATE: u64 = 48_000;
 const OPUS_PRE_SKIP: u16 = 312;
 
 /// One party's audio, ready to decode.
+#[derive(Clone)]
 pub struct Party {
     pub name: String,
     /// Where its first sample lands on the session timeline (may be negative).
@@ -25,10 +26,22 @@ pub struct Party {
     source: Source,
 }
 
+#[derive(Clone)]
 enum Source {
     Opus(Vec<Frame>),
     /// 48 kHz samples, already decoded (G.711, G.722).
     Pcm(Vec<i16>),
+}
+
+impl Party {
+    /// A party of already decoded 48 kHz samples starting at `start`.
+    pub fn pcm(name: &str, start: i64, samples: Vec<i16>) -> Self {
+        Self {
+            name: name.to_string(),
+            start,
+            source: Source::Pcm(samples),
+        }
+    }
 }
 
 /// Samples in `ms` milliseconds at [`RATE`].

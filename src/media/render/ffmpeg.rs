@@ -155,6 +155,27 @@ fn resident_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The error to report when a render step failed with `e`: an encoder's
+/// own message if one of them failed (it usually is the cause: its output
+/// ended), else `e`. Encoders still running are killed.
+pub async fn explain<const N: usize>(e: String, encoders: [Ffmpeg; N]) -> String {
+    for mut enc in encoders {
+        // A failed encoder has exited (or is exiting); a running one is
+        // killed when its handle is dropped.
+        let ended = tokio::time::timeout(Duration::from_millis(500), &mut enc.ended).await;
+        match ended {
+            Ok(Ok(Ok(status))) if !status.success() => {
+                let errors = (&mut enc.errors).await.unwrap_or_default();
+                return format!("ffmpeg failed: {}", errors.trim());
+            }
+            // Stopped by its supervisor (memory).
+            Ok(Ok(Err(why))) => return why,
+            _ => {}
+        }
+    }
+    e
+}
+
 /// Sends what `r` produces to `out` as it comes; fails once more than
 /// `limit` bytes arrive (`what` names the file in the error). Returns the count.
 pub async fn pump<R: AsyncRead + Unpin>(
@@ -180,6 +201,68 @@ pub async fn pump<R: AsyncRead + Unpin>(
         out.send(Bytes::copy_from_slice(&chunk[..k]))
             .await
             .map_err(|_| "no reader".to_string())?;
+    }
+}
+
+/// Sends exactly the first `n` bytes `r` produces to `out`; fails if it
+/// ends sooner. Returns `n`.
+pub async fn pump_exact<R: AsyncRead + Unpin>(
+    r: &mut R,
+    out: &mpsc::Sender<Bytes>,
+    n: u64,
+    what: &str,
+) -> Result<u64, String> {
+    let mut left = n;
+    let mut chunk = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let max = chunk.len().min(left as usize);
+        let k = r
+            .read(&mut chunk[..max])
+            .await
+            .map_err(|e| format!("encoder output: {e}"))?;
+        if k == 0 {
+            return Err(format!("the {what} encoder stopped {left} bytes short"));
+        }
+        left -= k as u64;
+        out.send(Bytes::copy_from_slice(&chunk[..k]))
+            .await
+            .map_err(|_| "no reader".to_string())?;
+    }
+    Ok(n)
+}
+
+/// Reads `r` to its end, discarding what it produces.
+pub async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
+    let _ = tokio::io::copy(r, &mut tokio::io::sink()).await;
+}
+
+/// Discards the first `skip` bytes `r` produces and hands the rest to
+/// `keep` as they come. Returns the bytes kept.
+pub async fn skip_then<R: AsyncRead + Unpin>(
+    r: &mut R,
+    mut skip: u64,
+    keep: impl Fn(&[u8]) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut kept = 0u64;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let k = r
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("encoder output: {e}"))?;
+        if k == 0 {
+            return if skip == 0 {
+                Ok(kept)
+            } else {
+                Err("the encoder ended inside the overlap".to_string())
+            };
+        }
+        let from = (skip.min(k as u64)) as usize;
+        skip -= from as u64;
+        if from < k {
+            keep(&chunk[from..k])?;
+            kept += (k - from) as u64;
+        }
     }
 }
 
