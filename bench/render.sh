@@ -130,7 +130,7 @@ SCRIPT_MP4=$(awk -v a="$JANUS_S" -v b="$(secs_since "$t1")" 'BEGIN {printf "%.2f
 t1=$(now)
 ffmpeg -hide_banner -loglevel error -y -i "$TMP/a.wav" -i "$TMP/u.opus" \
     -filter_complex "[0:a][1:a]amix=inputs=2:normalize=0,aresample=48000[a]" -map '[a]' -ac 1 \
-    -c:a libmp3lame -b:a 128k -t "$BENCH_SECONDS" "$TMP/script.mp3"
+    -c:a libmp3lame -b:a 128k -reservoir 0 -t "$BENCH_SECONDS" "$TMP/script.mp3"
 SCRIPT_MP3=$(secs_since "$t1")
 log "script: janus-pp-rec x4 ${JANUS_S} s; MP4 total ${SCRIPT_MP4} s; MP3 (ffmpeg after janus-pp-rec) ${SCRIPT_MP3} s"
 
@@ -148,7 +148,7 @@ LIMIT_MP4=$(secs_since "$t0")
 rm -f "$TMP/frames.yuv"
 t0=$(now)
 ffmpeg -hide_banner -loglevel error -y -f s16le -ar 48000 -ac 1 -i "$TMP/mix3.pcm" \
-    -c:a libmp3lame -b:a 128k -threads 1 -write_xing 0 -id3v2_version 0 -f mp3 "$TMP/limit.mp3"
+    -c:a libmp3lame -b:a 128k -reservoir 0 -threads 1 -write_xing 0 -id3v2_version 0 -f mp3 "$TMP/limit.mp3"
 LIMIT_MP3=$(secs_since "$t0")
 # For reference: generated content, easier to encode.
 t0=$(now)
@@ -158,7 +158,7 @@ ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1280x480:rate=
 GEN_MP4=$(secs_since "$t0")
 t0=$(now)
 ffmpeg -hide_banner -loglevel error -y -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$BENCH_SECONDS" \
-    -ac 1 -c:a libmp3lame -b:a 128k "$TMP/sine.mp3"
+    -ac 1 -c:a libmp3lame -b:a 128k -reservoir 0 "$TMP/sine.mp3"
 GEN_MP3=$(secs_since "$t0")
 log "encoder alone, recvault's content: MP4 ${LIMIT_MP4} s, MP3 ${LIMIT_MP3} s; generated content: MP4 ${GEN_MP4} s, MP3 ${GEN_MP3} s"
 

@@ -1,19 +1,35 @@
 //! `recvault demo`: the embedded default. Local storage in a data folder, a
 //! `demo` tenant and user with a fresh printed password, a generated host
-//! key and self-signed FTPS certificate, and a few sample sessions; then it serves like `recvault serve`.
+//! key and self-signed FTPS certificate, a loopback ingest listener with a
+//! printed token, and three sample calls; then it serves like `recvault
+//! serve`. When ffmpeg is installed the sample calls are real recordings
+//! (synthetic video and tones), pushed through ingest on first start, so
+//! their MP4, MP3 and WebM entries play; without it they are placeholders
+//! with only their RAW archive.
 
 use std::path::Path;
 
 use chrono::{Duration, TimeZone, Utc};
 use rand::distributions::{Alphanumeric, DistString};
+use sha2::{Digest, Sha256};
 
 use crate::config;
+use crate::store::SharedStore;
+
+/// The sample calls: id and length in seconds.
+const CALLS: [(&str, u32); 3] = [
+    ("demo-call-0001", 40),
+    ("demo-call-0002", 75),
+    ("demo-call-0003", 25),
+];
 
 pub async fn run(dir: &Path, listen: &str, ftps_listen: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
     let password = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 16);
     let hash = crate::auth::password::hash(&password)?;
+    let token = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32);
+    let token_hash = hex::encode(Sha256::digest(token.as_bytes()));
     let objects = dir.join("objects");
     let cert = dir.join("keys/ftps.crt");
     let key = dir.join("keys/ftps.key");
@@ -33,9 +49,14 @@ listen = {ftps_listen:?}
 certificate = {cert:?}
 private_key = {key:?}
 
+[ingest]
+listen = "127.0.0.1:0"
+spool_dir = {spool:?}
+
 [[tenants]]
 id = "demo"
 prefix = "tenants/demo/"
+ingest_tokens = ["sha256:{token_hash}"]
 
 [[tenants.users]]
 name = "demo"
@@ -46,9 +67,116 @@ permissions = ["list", "download"]
         host_key = dir.join("keys/ssh_host_ed25519_key").display().to_string(),
         cert = cert.display().to_string(),
         key = key.display().to_string(),
+        spool = dir.join("spool").display().to_string(),
     );
     let cfg = config::parse(&text, "embedded demo config").map_err(|e| e.to_string())?;
     let store = crate::store::open(&cfg.storage).await?;
+    let media = has_ffmpeg();
+    if !media {
+        placeholders(&store).await?;
+    }
+    let shown = dir.display().to_string();
+    let samples = dir.join("samples");
+    let banner = Box::new(move |bound: &crate::server::Listening| {
+        let bound = bound.clone();
+        tokio::spawn(async move {
+            if media {
+                if let Some(ingest) = bound.ingest {
+                    sample_calls(&store, &samples, ingest, &token).await;
+                }
+            }
+            print_banner(&shown, &password, &token, &bound, media);
+        });
+    });
+    crate::server::serve(cfg, None, Some(banner)).await
+}
+
+fn print_banner(
+    dir: &str,
+    password: &str,
+    token: &str,
+    bound: &crate::server::Listening,
+    media: bool,
+) {
+    println!("recvault demo");
+    println!("  data folder : {dir}");
+    println!("  user        : demo");
+    println!("  password    : {password}   (new on every start)");
+    println!(
+        "  connect     : sftp -P {} demo@{}",
+        bound.sftp.port(),
+        bound.sftp.ip()
+    );
+    if let Some(i) = bound.ingest {
+        println!("  ingest      : recvault push SESSION_DIR --url http://{i} --token {token}");
+    }
+    if !media {
+        println!(
+            "  note        : ffmpeg is not installed: the sample calls have no playable media"
+        );
+    }
+    // Last: scripts and tests wait for this line.
+    if let Some(f) = bound.ftps {
+        println!(
+            "  ftps        : curl --ssl-reqd -k -u demo ftp://{f}/ (self-signed certificate in keys/)"
+        );
+    }
+    println!("  stop        : Ctrl-C");
+}
+
+fn has_ffmpeg() -> bool {
+    std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Records the sample calls that are not archived yet (synthetic video and
+/// tones, through ffmpeg) and pushes them through ingest, waiting for each.
+async fn sample_calls(store: &SharedStore, root: &Path, ingest: std::net::SocketAddr, token: &str) {
+    let started = Utc
+        .with_ymd_and_hms(2026, 11, 23, 10, 0, 0)
+        .single()
+        .unwrap_or_default();
+    for (id, seconds) in CALLS {
+        let info = format!(
+            "{}info.json",
+            crate::sample::session_prefix("tenants/demo/", started, id)
+        );
+        if matches!(store.head(&info).await, Ok(Some(_))) {
+            continue;
+        }
+        eprintln!("recvault demo: recording sample call {id} ({seconds} s)...");
+        let made = {
+            let root = root.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::media::fixture::session(&root, id, seconds))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+        };
+        let pushed = match made {
+            Ok(dir) => {
+                let url = format!("http://{ingest}");
+                let wait = std::time::Duration::from_secs(300);
+                let r = crate::push::push(&dir, &url, token, None, wait).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match pushed {
+            Ok(crate::push::Outcome::Archived) => {}
+            Ok(crate::push::Outcome::Failed(e) | crate::push::Outcome::TimedOut(e)) | Err(e) => {
+                eprintln!("recvault demo: sample call {id} was not archived: {e}")
+            }
+        }
+    }
+}
+
+/// Placeholder sessions (a RAW archive of silent streams, no derived media).
+async fn placeholders(store: &SharedStore) -> Result<(), String> {
     let base = Utc
         .with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
         .single()
@@ -79,23 +207,5 @@ permissions = ["list", "download"]
             .map_err(|e| e.to_string())?;
         }
     }
-    let shown = dir.display().to_string();
-    let banner = Box::new(move |bound: &crate::server::Listening| {
-        println!("recvault demo");
-        println!("  data folder : {shown}");
-        println!("  user        : demo");
-        println!("  password    : {password}   (new on every start)");
-        println!(
-            "  connect     : sftp -P {} demo@{}",
-            bound.sftp.port(),
-            bound.sftp.ip()
-        );
-        if let Some(f) = bound.ftps {
-            println!(
-                "  ftps        : curl --ssl-reqd -k -u demo ftp://{f}/ (self-signed certificate in keys/)"
-            );
-        }
-        println!("  stop        : Ctrl-C");
-    });
-    crate::server::serve(cfg, None, Some(banner)).await
+    Ok(())
 }

@@ -59,10 +59,13 @@ fn build_tenants(
 }
 
 /// Where the listeners are bound, once they are.
+#[derive(Clone)]
 pub struct Listening {
     pub sftp: std::net::SocketAddr,
     /// The explicit FTPS listener, when `[ftps]` is configured.
     pub ftps: Option<std::net::SocketAddr>,
+    /// The ingest listener, when `[ingest]` is configured.
+    pub ingest: Option<std::net::SocketAddr>,
 }
 
 /// Called once the listeners are bound.
@@ -126,7 +129,7 @@ pub async fn serve(
             // Fixed lines scripts and tests can wait for, whatever the log format.
             eprintln!("recvault: ingest listening on {addr}");
             info!(%addr, "ingest listening");
-            Some((task, state))
+            Some((task, state, addr))
         }
         None => None,
     };
@@ -148,6 +151,7 @@ pub async fn serve(
         f(&Listening {
             sftp: bound,
             ftps: ftps.as_ref().and_then(|(_, _, a)| *a),
+            ingest: ingest.as_ref().map(|(_, _, a)| *a),
         });
     }
 
@@ -169,7 +173,7 @@ pub async fn serve(
                             Ok(users) => {
                                 let n = users.len();
                                 *shared.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
-                                if let Some((_, state)) = &ingest {
+                                if let Some((_, state, _)) = &ingest {
                                     state.reload_tokens(&new_cfg);
                                 }
                                 if let Some((_, f, _)) = &ftps {
@@ -196,7 +200,7 @@ pub async fn serve(
     notify_systemd("STOPPING=1");
     let _ = stop_tx.send(true);
     let _ = sftp.await;
-    if let Some((task, _)) = ingest {
+    if let Some((task, _, _)) = ingest {
         let _ = task.await;
     }
     if let Some((tasks, _, _)) = ftps {

@@ -85,6 +85,46 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
         "{}",
         text(&tar)
     );
+    // With ffmpeg installed (the suite needs it) the sample calls are real
+    // recordings: their derived media is listed and plays.
+    let session = "/2026/11/23/demo-call-0003";
+    let out = sftp_batch_password(
+        port,
+        "demo",
+        &password,
+        &format!("ls -l {session}\nget {session}/demo-call-0003.mp3 c.mp3\n"),
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let listed: u64 = listing
+        .lines()
+        .find(|l| l.ends_with("demo-call-0003.mp3"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MP3 in {listing}"));
+    for name in ["demo-call-0003.mp4", "agent.webm", "user.webm"] {
+        assert!(listing.contains(name), "{listing}");
+    }
+    let mp3 = std::fs::metadata(work.path().join("c.mp3")).unwrap().len();
+    assert_eq!(mp3, listed);
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(work.path().join("c.mp3"))
+        .output()
+        .unwrap();
+    let secs: f64 = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((secs - 25.0).abs() < 0.1, "{secs} s");
 
     assert!(Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -64,7 +64,7 @@ const MP3_OVERLAP_FRAMES: u64 = 4;
 /// Starts LAME on the mix of `parties` over samples `[from, from + len)`;
 /// returns the encoder (stdin taken) and the future that feeds it.
 fn mp3_encoder(
-    mut parties: Vec<Party>,
+    parties: Vec<Party>,
     from: u64,
     len: u64,
 ) -> Result<
@@ -102,9 +102,14 @@ fn mp3_encoder(
         "pipe:1",
     ])?;
     let mut stdin = enc.stdin.take().ok_or("ffmpeg has no stdin")?;
-    for p in &mut parties {
-        p.start -= from as i64;
-    }
+    let parties: Vec<Party> = parties
+        .into_iter()
+        .map(|p| {
+            let mut p = p.from_sample(from as i64);
+            p.start -= from as i64;
+            p
+        })
+        .collect();
     let feed = async move {
         let r = audio::mix(parties, len, &mut stdin).await;
         drop(stdin);
