@@ -723,12 +723,7 @@ async fn writes_are_refused_and_only_delete_holders_erase_whole_sessions() {
     assert_eq!(r.code, 250, "{r:?}");
     let (body, _) = e.data_cmd(&format!("NLST {DAY}")).await;
     assert_eq!(String::from_utf8_lossy(&body), "call-1\r\n");
-    let store = s3().store().await;
-    let left = store
-        .list_page(&format!("{acme}sessions/2026/11/23/call-2/"), None, None)
-        .await
-        .unwrap();
-    assert!(left.objects.is_empty(), "{:?}", left.objects);
+    assert_no_objects_left(&acme, "call-2").await;
     assert!(
         server.audit().contains("\"event\":\"erase\""),
         "{}",
@@ -816,15 +811,21 @@ async fn sftp_rmdir_erases_a_whole_session_for_delete_holders_only() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(listing, [format!("{DAY}/call-1")]);
-    let store = s3().store().await;
-    let left = store
-        .list_page(&format!("{acme}sessions/2026/11/23/call-2/"), None, None)
-        .await
-        .unwrap();
-    assert!(left.objects.is_empty(), "{:?}", left.objects);
+    assert_no_objects_left(&acme, "call-2").await;
     let audit = server.audit();
     assert!(
         audit.contains("\"event\":\"erase\"") && audit.contains("\"protocol\":\"sftp\""),
         "{audit}"
     );
+}
+
+/// Asserts that storage holds nothing of session `id` of 2026-11-23 under `prefix`.
+async fn assert_no_objects_left(prefix: &str, id: &str) {
+    let left = s3()
+        .store()
+        .await
+        .list_page(&format!("{prefix}sessions/2026/11/23/{id}/"), None, None)
+        .await
+        .unwrap();
+    assert!(left.objects.is_empty(), "{:?}", left.objects);
 }

@@ -49,7 +49,7 @@ fn decode(file: &Path) -> (u64, String) {
 }
 
 /// Audio duration in seconds as ffprobe reports it after decoding.
-fn decoded_seconds(file: &Path) -> f64 {
+pub(crate) fn decoded_seconds(file: &Path) -> f64 {
     let out = run(Command::new("ffprobe")
         .args([
             "-v",
@@ -334,6 +334,32 @@ fn opus_losses_become_silence_of_the_right_length() {
     );
 }
 
+/// A recording `dir/a.mjr` of a codec with one byte per 8 kHz RTP tick
+/// (G.711, G.722): 20 ms packets of 160 bytes, packets 50..55 lost, with the
+/// other impairments of [`rtp_stream`]; and that recording read back.
+fn byte_codec_recording(
+    dir: &Path,
+    bytes: &[u8],
+    pt: u8,
+    codec: &str,
+) -> (std::path::PathBuf, recvault::media::order::Stream) {
+    let units: Vec<Unit> = bytes
+        .chunks(160)
+        .enumerate()
+        .map(|(i, c)| (i as u32 * 160, vec![(false, c.to_vec())]))
+        .collect();
+    let imp = Impair {
+        loss_at: 50,
+        loss: 5,
+        ssrc_change_at: usize::MAX,
+    };
+    let frames = rtp_stream(pt, &units, 1.0 / 8.0, &imp);
+    let mjr = dir.join("a.mjr");
+    std::fs::write(&mjr, write_mjr(Kind::Audio, codec, T0, T0, &frames)).unwrap();
+    let stream = read_stream(std::fs::File::open(&mjr).unwrap()).unwrap();
+    (mjr, stream)
+}
+
 #[test]
 fn g711_losses_become_silence_at_the_right_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,20 +381,7 @@ fn g711_losses_become_silence_at_the_right_place() {
     ]);
     let bytes = std::fs::read(&src).unwrap();
     assert_eq!(bytes.len(), 32_000);
-    let units: Vec<Unit> = bytes
-        .chunks(160)
-        .enumerate()
-        .map(|(i, c)| (i as u32 * 160, vec![(false, c.to_vec())]))
-        .collect();
-    let imp = Impair {
-        loss_at: 50,
-        loss: 5,
-        ssrc_change_at: usize::MAX,
-    };
-    let frames = rtp_stream(0, &units, 1.0 / 8.0, &imp);
-    let mjr = dir.path().join("a.mjr");
-    std::fs::write(&mjr, write_mjr(Kind::Audio, "pcmu", T0, T0, &frames)).unwrap();
-    let stream = read_stream(std::fs::File::open(&mjr).unwrap()).unwrap();
+    let (mjr, stream) = byte_codec_recording(dir.path(), &bytes, 0, "pcmu");
     let (samples, stats) = audio::g711(&stream.packets, false);
     assert_eq!(samples.len(), 32_000, "{stats:?}");
     // Packets 50..55 (samples 8000..8800) were lost: silence there only.
@@ -421,21 +434,7 @@ fn g722_decodes_like_ffmpeg_and_losses_become_silence_at_the_right_place() {
         .chunks_exact(2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
         .collect();
-    // 20 ms packets: 160 bytes, 160 ticks of the 8 kHz RTP clock.
-    let units: Vec<Unit> = bytes
-        .chunks(160)
-        .enumerate()
-        .map(|(i, c)| (i as u32 * 160, vec![(false, c.to_vec())]))
-        .collect();
-    let imp = Impair {
-        loss_at: 50,
-        loss: 5,
-        ssrc_change_at: usize::MAX,
-    };
-    let frames = rtp_stream(9, &units, 1.0 / 8.0, &imp);
-    let mjr = dir.path().join("a.mjr");
-    std::fs::write(&mjr, write_mjr(Kind::Audio, "g722", T0, T0, &frames)).unwrap();
-    let stream = read_stream(std::fs::File::open(&mjr).unwrap()).unwrap();
+    let (mjr, stream) = byte_codec_recording(dir.path(), &bytes, 9, "g722");
     let (samples, stats) = audio::g722(&stream.packets);
     assert_eq!(samples.len(), 64_000, "{stats:?}");
     // Up to the loss, every sample is ffmpeg's.

@@ -108,22 +108,7 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
     }
     let mp3 = std::fs::metadata(work.path().join("c.mp3")).unwrap().len();
     assert_eq!(mp3, listed);
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(work.path().join("c.mp3"))
-        .output()
-        .unwrap();
-    let secs: f64 = String::from_utf8_lossy(&probe.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let secs = crate::media::decoded_seconds(&work.path().join("c.mp3"));
     assert!((secs - 25.0).abs() < 0.1, "{secs} s");
 
     assert!(Command::new("kill")
