@@ -338,10 +338,10 @@ async fn store_webms(
 ) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for party in ["agent", "user"] {
-        let read = |kind: &str| std::fs::read(files.join(format!("{party}-{kind}.mjr"))).ok();
-        let (video, audio) = (read("video"), read("audio"));
+        let read = |kind: &str| tokio::fs::read(files.join(format!("{party}-{kind}.mjr")));
+        let (video, audio) = (read("video").await.ok(), read("audio").await.ok());
         let name = format!("{party}.webm");
-        match crate::media::render::webm::party(video.as_deref(), audio.as_deref()).await {
+        match crate::media::render::webm::party(video, audio).await {
             Ok(Some(bytes)) => {
                 let n = bytes.len() as u64;
                 let key = format!("{derived_prefix}{name}");

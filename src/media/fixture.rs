@@ -78,6 +78,36 @@ pub fn opus_rtp(ogg_file: &[u8], ssrc: u32) -> Result<Vec<(u32, Vec<u8>)>, Strin
         .collect())
 }
 
+/// Encodes `secs` seconds of the lavfi audio source `src` to raw 8 kHz
+/// µ-law (PCMU) at `out`.
+pub fn pcmu_file(src: &str, secs: &str, out: &str) -> Result<(), String> {
+    ffmpeg(&[
+        "-f", "lavfi", "-i", src, "-t", secs, "-f", "mulaw", "-ar", "8000", "-ac", "1", out,
+    ])
+}
+
+/// Encodes `secs` seconds of the lavfi audio source `src` to mono Opus
+/// (32 kbps, 20 ms frames) in Ogg at `out`.
+pub fn opus_file(src: &str, secs: &str, out: &str) -> Result<(), String> {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        src,
+        "-t",
+        secs,
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        "-frame_duration",
+        "20",
+        "-ac",
+        "1",
+        out,
+    ])
+}
+
 /// Writes session `id` of `seconds` seconds into `root/id` and returns the folder.
 pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
     let dir = root.join(id);
@@ -131,38 +161,8 @@ pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
         "h264",
         &f("u.h264"),
     ])?;
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=8000",
-        "-t",
-        &t,
-        "-f",
-        "mulaw",
-        "-ar",
-        "8000",
-        "-ac",
-        "1",
-        &f("a.ul"),
-    ])?;
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=660:sample_rate=48000",
-        "-t",
-        &t,
-        "-c:a",
-        "libopus",
-        "-b:a",
-        "32k",
-        "-frame_duration",
-        "20",
-        "-ac",
-        "1",
-        &f("u.ogg"),
-    ])?;
+    pcmu_file("sine=frequency=440:sample_rate=8000", &t, &f("a.ul"))?;
+    opus_file("sine=frequency=660:sample_rate=48000", &t, &f("u.ogg"))?;
     let read = |n: &str| std::fs::read(work.join(n)).map_err(|e| format!("{n}: {e}"));
     let (_, agent_v) = ivf::read(&read("a.ivf")?)?;
     let agent_v: Vec<Vec<u8>> = agent_v.into_iter().map(|(_, d)| d).collect();

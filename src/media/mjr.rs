@@ -158,6 +158,16 @@ pub struct MjrFrame<'a> {
     pub packet: &'a [u8],
 }
 
+impl MjrFrame<'_> {
+    /// The frame's RTP header; a frame that is not RTP is a bad frame.
+    pub fn rtp(&self) -> Result<Rtp, MjrError> {
+        Rtp::parse(self.packet).map_err(|reason| MjrError::BadFrame {
+            offset: self.offset,
+            reason,
+        })
+    }
+}
+
 impl<R: Read> MjrReader<R> {
     /// Reads and checks the header.
     pub fn open(input: R) -> Result<Self, MjrError> {
@@ -308,10 +318,7 @@ pub fn scan(input: impl Read) -> Result<StreamSummary, MjrError> {
         if h.kind == Kind::Data {
             continue;
         }
-        let rtp = Rtp::parse(f.packet).map_err(|reason| MjrError::BadFrame {
-            offset: f.offset,
-            reason,
-        })?;
+        let rtp = f.rtp()?;
         if ssrc.is_some_and(|x| x != rtp.ssrc) {
             // A new source numbers its packets afresh: close the old segment.
             s.ssrc_changes += 1;

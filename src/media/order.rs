@@ -7,7 +7,7 @@
 use std::io::Read;
 
 use super::depacketize::Packet;
-use super::mjr::{Header, Kind, MjrError, MjrReader, Rtp, Unwrap};
+use super::mjr::{Header, Kind, MjrError, MjrReader, Unwrap};
 
 /// One stream of a recording, ready to depacketize.
 #[derive(Debug)]
@@ -69,61 +69,50 @@ pub fn read_stream(input: impl Read) -> Result<Stream, MjrError> {
         if data {
             continue;
         }
-        let rtp = Rtp::parse(f.packet).map_err(|reason| MjrError::BadFrame {
-            offset: f.offset,
-            reason,
-        })?;
-        let fresh = match &seg {
-            None => true,
-            Some(s) => s.ssrc != rtp.ssrc,
-        };
-        if fresh {
-            let mut s = Segment {
+        let rtp = f.rtp()?;
+        let new_source = seg.as_ref().is_none_or(|s| s.ssrc != rtp.ssrc);
+        let change = new_source && seg.is_some();
+        if new_source {
+            seg = Some(Segment {
                 ssrc: rtp.ssrc,
                 seq: Unwrap::default(),
                 ts: Unwrap::default(),
                 seq_shift: 0,
                 ts_shift: 0,
-            };
-            let useq = s.seq.next(rtp.seq as u64) as i64;
-            let uts = s.ts.next(rtp.timestamp as u64) as i64;
-            if seg.is_some() {
-                out.ssrc_changes += 1;
-                // Continue the numbering; place the new source by how much
-                // later it was received than the old one's last packet.
-                let gap_ms = match (last_recv, f.received_ms) {
-                    (Some(a), Some(b)) => b.saturating_sub(a) as i64,
-                    _ => 20,
-                };
-                s.seq_shift = max_seq + 1 - useq;
-                s.ts_shift = max_ts + (gap_ms * clock / 1000).max(1) - uts;
-            }
-            seg = Some(s);
-            let s = seg.as_mut().expect("just set");
-            push(
-                &mut out,
-                s,
-                useq,
-                uts,
-                &rtp,
-                f.packet,
-                &mut max_seq,
-                &mut max_ts,
-            );
-        } else if let Some(s) = seg.as_mut() {
-            let useq = s.seq.next(rtp.seq as u64) as i64;
-            let uts = s.ts.next(rtp.timestamp as u64) as i64;
-            push(
-                &mut out,
-                s,
-                useq,
-                uts,
-                &rtp,
-                f.packet,
-                &mut max_seq,
-                &mut max_ts,
-            );
+            });
         }
+        let s = seg.as_mut().expect("set above");
+        let useq = s.seq.next(rtp.seq as u64) as i64;
+        let uts = s.ts.next(rtp.timestamp as u64) as i64;
+        if change {
+            out.ssrc_changes += 1;
+            // Continue the numbering; place the new source by how much
+            // later it was received than the old one's last packet.
+            let gap_ms = match (last_recv, f.received_ms) {
+                (Some(a), Some(b)) => b.saturating_sub(a) as i64,
+                _ => 20,
+            };
+            s.seq_shift = max_seq + 1 - useq;
+            s.ts_shift = max_ts + (gap_ms * clock / 1000).max(1) - uts;
+        }
+        let seq = (useq + s.seq_shift).max(0);
+        let ts = (uts + s.ts_shift).max(0);
+        max_seq = max_seq.max(seq);
+        max_ts = max_ts.max(ts);
+        out.first_ts.get_or_insert(ts as u64);
+        // Padding-only packets stay until sorting (their sequence numbers
+        // are taken out afterwards, so they do not look like losses).
+        let payload = f
+            .packet
+            .get(rtp.payload_at..rtp.payload_at + rtp.payload_len)
+            .unwrap_or_default()
+            .to_vec();
+        out.packets.push(Packet {
+            seq: seq as u64,
+            ts: ts as u64,
+            marker: rtp.marker,
+            payload,
+        });
         if f.received_ms.is_some() {
             last_recv = f.received_ms;
         }
@@ -146,36 +135,6 @@ pub fn read_stream(input: impl Read) -> Result<Stream, MjrError> {
     });
     out.padding_dropped = removed;
     Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn push(
-    out: &mut Stream,
-    s: &Segment,
-    useq: i64,
-    uts: i64,
-    rtp: &Rtp,
-    packet: &[u8],
-    max_seq: &mut i64,
-    max_ts: &mut i64,
-) {
-    let seq = (useq + s.seq_shift).max(0);
-    let ts = (uts + s.ts_shift).max(0);
-    *max_seq = (*max_seq).max(seq);
-    *max_ts = (*max_ts).max(ts);
-    out.first_ts.get_or_insert(ts as u64);
-    // Padding-only packets stay until sorting (their sequence numbers are
-    // taken out afterwards, so they do not look like losses).
-    let payload = packet
-        .get(rtp.payload_at..rtp.payload_at + rtp.payload_len)
-        .unwrap_or_default()
-        .to_vec();
-    out.packets.push(Packet {
-        seq: seq as u64,
-        ts: ts as u64,
-        marker: rtp.marker,
-        payload,
-    });
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::lease;
 use super::render::{self, audio};
 use super::spill::Growing;
 use crate::audit::Audit;
-use crate::store::{ByteStream, ObjectStore};
+use crate::store::{ByteStream, ObjectStore, StoreError};
 use crate::vfs::meta::SessionMeta;
 use crate::vfs::{Producer, Tenant, VfsError};
 
@@ -102,8 +102,8 @@ impl Producer for MediaProducer {
         offset: u64,
     ) -> Result<ByteStream, VfsError> {
         let key = format!("{}derived/{name}", m.session.prefix(&tenant.prefix));
-        if tenant.store.head(&key).await?.is_some() {
-            return Ok(tenant.store.get(&key, offset, None).await?);
+        if let Some(cached) = cached(tenant.store.as_ref(), &key, offset).await? {
+            return Ok(cached);
         }
         let spec = derived(m, name).ok_or_else(|| VfsError::NotFound(name.to_string()))?;
         if spec.get("stored").and_then(|v| v.as_bool()) == Some(true) {
@@ -177,6 +177,20 @@ impl Producer for MediaProducer {
     }
 }
 
+/// The stored file at `key` from `offset`, `None` when it is not stored
+/// (one request: no HEAD before the GET).
+async fn cached(
+    store: &dyn ObjectStore,
+    key: &str,
+    offset: u64,
+) -> Result<Option<ByteStream>, StoreError> {
+    match store.get(key, offset, None).await {
+        Ok(body) => Ok(Some(body)),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 struct Job {
     render: Arc<Render>,
     store: crate::store::SharedStore,
@@ -211,9 +225,6 @@ impl Job {
     async fn run(self, renders: Renders) {
         let began = std::time::Instant::now();
         let result = self.render_and_store().await;
-        if let Err(e) = &result {
-            warn!(key = %self.key, error = %e, "render failed");
-        }
         match &result {
             Ok(true) => self.audit.render(
                 &self.tenant,
@@ -222,9 +233,11 @@ impl Job {
                 began.elapsed(),
             ),
             Ok(false) => {}
-            Err(e) => self
-                .audit
-                .render(&self.tenant, &self.path, Err(e), began.elapsed()),
+            Err(e) => {
+                warn!(key = %self.key, error = %e, "render failed");
+                self.audit
+                    .render(&self.tenant, &self.path, Err(e), began.elapsed())
+            }
         }
         let result = result.map(drop);
         renders
@@ -251,15 +264,12 @@ impl Job {
             }
         }
         // The file may have been finished just before the lease was free.
-        if self
-            .store
-            .head(&self.key)
+        let stored = cached(self.store.as_ref(), &self.key, 0)
             .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
+            .map_err(|e| e.to_string())?;
+        if let Some(body) = stored {
             let _ = self.store.delete(&lease).await;
-            return self.follow_other_process(&lease).await.map(|_| false);
+            return self.serve_stored(body).await.map(|()| false);
         }
         let renew = lease::keep(self.store.clone(), lease.clone());
         let result = match tokio::time::timeout(self.timeout, self.render_here()).await {
@@ -279,30 +289,26 @@ impl Job {
     async fn follow_other_process(&self, lease: &str) -> Result<bool, String> {
         info!(key = %self.key, "another process is rendering; waiting for its file");
         loop {
-            if self
-                .store
-                .head(&self.key)
+            let cached = cached(self.store.as_ref(), &self.key, 0)
                 .await
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
-                let mut body = self
-                    .store
-                    .get(&self.key, 0, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                use futures::StreamExt;
-                while let Some(c) = body.next().await {
-                    let c = c.map_err(|e| e.to_string())?;
-                    self.render.push(&c)?;
-                }
-                return Ok(true);
+                .map_err(|e| e.to_string())?;
+            if let Some(body) = cached {
+                return self.serve_stored(body).await.map(|()| true);
             }
             if !lease::alive(self.store.as_ref(), lease).await? {
                 return Ok(false);
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
+    }
+
+    /// Hands a stored copy of the file to this render's readers.
+    async fn serve_stored(&self, mut body: ByteStream) -> Result<(), String> {
+        use futures::StreamExt;
+        while let Some(c) = body.next().await {
+            self.render.push(&c.map_err(|e| e.to_string())?)?;
+        }
+        Ok(())
     }
 
     async fn render_here(&self) -> Result<(), String> {

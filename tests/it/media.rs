@@ -48,22 +48,24 @@ fn decode(file: &Path) -> (u64, String) {
     (frames, String::from_utf8_lossy(&dec.stderr).into_owned())
 }
 
-/// Audio duration in seconds as ffprobe reports it after decoding.
-pub(crate) fn decoded_seconds(file: &Path) -> f64 {
+/// What `ffprobe -v error ARGS FILE` prints.
+fn probe(file: &Path, args: &[&str]) -> String {
     let out = run(Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error"])
+        .args(args)
         .arg(file));
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A file's duration in seconds as ffprobe reports it (0 when it cannot).
+pub(crate) fn decoded_seconds(file: &Path) -> f64 {
+    probe(
+        file,
+        &["-show_entries", "format=duration", "-of", "csv=p=0"],
+    )
+    .trim()
+    .parse()
+    .unwrap_or(0.0)
 }
 
 /// RTP packets with impairments, as (received ms, packet) frames:
@@ -126,13 +128,7 @@ fn janus(mjr: &Path, out: &Path) {
 }
 
 fn write_ivf(path: &Path, fourcc: &[u8; 4], frames: &[Frame]) {
-    let mut out = ivf::header(fourcc, 320, 240, 90_000, 1, frames.len() as u32).to_vec();
-    let base = frames.first().map_or(0, |f| f.ts);
-    for f in frames {
-        out.extend_from_slice(&ivf::frame_header(f.data.len() as u32, f.ts - base));
-        out.extend_from_slice(&f.data);
-    }
-    std::fs::write(path, out).unwrap();
+    std::fs::write(path, ivf::write(fourcc, 320, 240, frames)).unwrap();
 }
 
 /// Encodes 6 s of test video at 15 fps with a keyframe every 30 frames.
@@ -276,23 +272,12 @@ fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_re
 fn opus_losses_become_silence_of_the_right_length() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.ogg");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
+    fixture::opus_file(
         "sine=frequency=440:sample_rate=48000",
-        "-t",
         "6",
-        "-c:a",
-        "libopus",
-        "-b:a",
-        "32k",
-        "-frame_duration",
-        "20",
-        "-ac",
-        "1",
         src.to_str().unwrap(),
-    ]);
+    )
+    .unwrap();
     let packets = ogg::read_opus_packets(&std::fs::read(&src).unwrap()).unwrap();
     // 6 s of 20 ms packets, plus the encoder's look-ahead packet.
     let n = packets.len();
@@ -364,21 +349,12 @@ fn byte_codec_recording(
 fn g711_losses_become_silence_at_the_right_place() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.ul");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
+    fixture::pcmu_file(
         "sine=frequency=440:sample_rate=8000",
-        "-t",
         "4",
-        "-f",
-        "mulaw",
-        "-ar",
-        "8000",
-        "-ac",
-        "1",
         src.to_str().unwrap(),
-    ]);
+    )
+    .unwrap();
     let bytes = std::fs::read(&src).unwrap();
     assert_eq!(bytes.len(), 32_000);
     let (mjr, stream) = byte_codec_recording(dir.path(), &bytes, 0, "pcmu");
@@ -477,42 +453,22 @@ fn media_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::Path
     let t0 = 1_795_428_000_000_000i64; // 2026-11-23T10:00:00Z
                                        // Agent: PCMU 440 Hz, 3 s.
     let ul = dir.join("src.ul");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
+    fixture::pcmu_file(
         "sine=frequency=440:sample_rate=8000",
-        "-t",
         "3",
-        "-f",
-        "mulaw",
-        "-ar",
-        "8000",
-        "-ac",
-        "1",
         ul.to_str().unwrap(),
-    ]);
+    )
+    .unwrap();
     let agent = fixture::pcmu_rtp(&std::fs::read(&ul).unwrap(), 5);
     std::fs::remove_file(&ul).unwrap();
     // User: Opus 880 Hz, 3 s.
     let og = dir.join("src.ogg");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
+    fixture::opus_file(
         "sine=frequency=880:sample_rate=48000",
-        "-t",
         "3",
-        "-c:a",
-        "libopus",
-        "-b:a",
-        "32k",
-        "-frame_duration",
-        "20",
-        "-ac",
-        "1",
         og.to_str().unwrap(),
-    ]);
+    )
+    .unwrap();
     let user = fixture::opus_rtp(&std::fs::read(&og).unwrap(), 6).unwrap();
     std::fs::remove_file(&og).unwrap();
     let video: Vec<(u32, Vec<u8>)> = (0..10)
@@ -592,6 +548,27 @@ fn push_session(server: &crate::harness::Server, dir: &Path) {
     );
 }
 
+/// `n` simultaneous `sftp get`s of `remote` (user qa), spread over the
+/// servers on `ports` in turn; each must succeed. Their files' bytes.
+fn parallel_gets(ports: &[u16], n: usize, remote: &str, cwd: &Path) -> Vec<Vec<u8>> {
+    use crate::harness::*;
+    let readers: Vec<_> = (0..n)
+        .map(|i| {
+            let port = ports[i % ports.len()];
+            let (cwd, remote) = (cwd.to_path_buf(), remote.to_string());
+            std::thread::spawn(move || {
+                let ext = Path::new(&remote).extension().unwrap_or_default();
+                let local = format!("r{i}.{}", ext.to_string_lossy());
+                let batch = format!("get {remote} {local}\n");
+                let out = sftp_batch(port, "qa", client_key("qa"), &batch, &cwd);
+                assert!(out.status.success(), "{}", text(&out));
+                std::fs::read(cwd.join(local)).unwrap()
+            })
+        })
+        .collect();
+    readers.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 fn listed_size(server: &crate::harness::Server, dir: &Path, path: &str, name: &str) -> u64 {
     use crate::harness::*;
     let out = sftp_batch(
@@ -629,24 +606,12 @@ async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render()
     );
 
     // Eight simultaneous first reads: one render, identical bytes.
-    let readers: Vec<_> = (0..8)
-        .map(|i| {
-            let port = server.port;
-            let cwd = work.path().to_path_buf();
-            std::thread::spawn(move || {
-                let out = sftp_batch(
-                    port,
-                    "qa",
-                    client_key("qa"),
-                    &format!("get {session}/call-mp3.mp3 r{i}.mp3\n"),
-                    &cwd,
-                );
-                assert!(out.status.success(), "{}", text(&out));
-                std::fs::read(cwd.join(format!("r{i}.mp3"))).unwrap()
-            })
-        })
-        .collect();
-    let bodies: Vec<Vec<u8>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    let bodies = parallel_gets(
+        &[server.port],
+        8,
+        &format!("{session}/call-mp3.mp3"),
+        work.path(),
+    );
     for b in &bodies {
         assert_eq!(b.len() as u64, want);
         assert_eq!(b, &bodies[0]);
@@ -760,28 +725,8 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
         "h264",
         &f("u.h264"),
     ]);
-    ffmpeg(&[
-        "-f", "lavfi", "-i",
-        "sine=frequency=1000:sample_rate=8000:samples_per_frame=80,volume=volume=0:enable='not(between(t,1,1.2))'",
-        "-t", "4", "-f", "mulaw", "-ar", "8000", "-ac", "1", &f("a.ul"),
-    ]);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=300:sample_rate=48000",
-        "-t",
-        "3",
-        "-c:a",
-        "libopus",
-        "-b:a",
-        "32k",
-        "-frame_duration",
-        "20",
-        "-ac",
-        "1",
-        &f("u.ogg"),
-    ]);
+    fixture::pcmu_file("sine=frequency=1000:sample_rate=8000:samples_per_frame=80,volume=volume=0:enable='not(between(t,1,1.2))'", "4", &f("a.ul")).unwrap();
+    fixture::opus_file("sine=frequency=300:sample_rate=48000", "3", &f("u.ogg")).unwrap();
     let (_, agent_v) = ivf::read(&std::fs::read(f("a.ivf")).unwrap()).unwrap();
     let agent_v: Vec<Vec<u8>> = agent_v.into_iter().map(|(_, d)| d).collect();
     let user_v = h264::split_access_units(&std::fs::read(f("u.h264")).unwrap());
@@ -838,14 +783,6 @@ fn content_bytes(file: &Path) -> u64 {
     b.len() as u64
 }
 
-fn probe(file: &Path, args: &[&str]) -> String {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .arg(file));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     use crate::harness::*;
@@ -887,13 +824,7 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     );
     assert!(streams.contains("h264,1280,480"), "{streams}");
     assert!(streams.contains("aac"), "{streams}");
-    let secs: f64 = probe(
-        &mp4,
-        &["-show_entries", "format=duration", "-of", "csv=p=0"],
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let secs = decoded_seconds(&mp4);
     let per_stream = probe(
         &mp4,
         &[
@@ -1133,24 +1064,12 @@ async fn two_server_processes_on_one_bucket_render_once() {
     push_session(&a, &dir);
     let session = "/2026/11/23/call-two";
     let want = listed_size(&b, work.path(), session, "call-two.mp3");
-    let readers: Vec<_> = (0..6)
-        .map(|i| {
-            let port = if i % 2 == 0 { a.port } else { b.port };
-            let cwd = work.path().to_path_buf();
-            std::thread::spawn(move || {
-                let out = sftp_batch(
-                    port,
-                    "qa",
-                    client_key("qa"),
-                    &format!("get {session}/call-two.mp3 r{i}.mp3\n"),
-                    &cwd,
-                );
-                assert!(out.status.success(), "{}", text(&out));
-                std::fs::read(cwd.join(format!("r{i}.mp3"))).unwrap()
-            })
-        })
-        .collect();
-    let bodies: Vec<Vec<u8>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    let bodies = parallel_gets(
+        &[a.port, b.port],
+        6,
+        &format!("{session}/call-two.mp3"),
+        work.path(),
+    );
     for body in &bodies {
         assert_eq!(body.len() as u64, want);
         assert_eq!(body, &bodies[0]);

@@ -4,9 +4,12 @@
 //! as a 12-byte header (length, 64-bit presentation time in time-base units)
 //! followed by the frame. Every number is little-endian.
 //!
-//! [`header`] and [`frame_header`] write it; [`read`] parses a whole file
+//! [`header`] and [`frame_header`] write it ([`write`] a whole file of
+//! depacketized frames); [`read`] parses a whole file
 //! back (for tests and checks) and refuses, with the byte offset, what it
 //! cannot read, without ever panicking.
+
+use crate::media::depacketize::Frame;
 
 /// Length of the file header.
 pub const HEADER_LEN: usize = 32;
@@ -57,6 +60,26 @@ pub fn frame_header(len: u32, pts: u64) -> [u8; 12] {
     h[0..4].copy_from_slice(&len.to_le_bytes());
     h[4..12].copy_from_slice(&pts.to_le_bytes());
     h
+}
+
+/// An IVF file of `frames` (90 kHz timestamps), times counted from the first frame's.
+pub fn write(fourcc: &[u8; 4], width: u16, height: u16, frames: &[Frame]) -> Vec<u8> {
+    let size = 32 + frames.iter().map(|f| 12 + f.data.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&header(
+        fourcc,
+        width,
+        height,
+        90_000,
+        1,
+        frames.len() as u32,
+    ));
+    let first = frames.first().map_or(0, |f| f.ts);
+    for f in frames {
+        out.extend_from_slice(&frame_header(f.data.len() as u32, f.ts - first));
+        out.extend_from_slice(&f.data);
+    }
+    out
 }
 
 fn le16(b: &[u8], at: usize) -> Option<u16> {

@@ -135,14 +135,9 @@ fn frame_length(bytes: &[u8]) -> Option<(usize, usize)> {
 pub fn opus(packets: &[Packet]) -> (Vec<Frame>, Stats) {
     let mut stats = Stats::default();
     let mut frames = Vec::with_capacity(packets.len());
-    let mut last_seq: Option<u64> = None;
     // Where the previous packet ends on the timeline.
     let mut end: Option<u64> = None;
-    for p in packets {
-        if last_seq.is_some_and(|last| p.seq <= last) {
-            continue;
-        }
-        last_seq = Some(p.seq);
+    for (p, _) in super::fresh(packets) {
         if p.payload.is_empty() {
             continue;
         }
@@ -213,14 +208,7 @@ fn byte_timeline(
     let mut stats = Stats::default();
     let mut out: Vec<i16> = Vec::new();
     let mut base: Option<u64> = None;
-    let mut last_seq: Option<u64> = None;
-    for p in packets {
-        let missing = match last_seq {
-            Some(last) if p.seq <= last => continue,
-            Some(last) => p.seq - last - 1,
-            None => 0,
-        };
-        last_seq = Some(p.seq);
+    for (p, missing) in super::fresh(packets) {
         stats.concealed += missing;
         if p.payload.is_empty() {
             continue;

@@ -305,18 +305,9 @@ pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
 
     // Media packets, each with "a packet is missing right before it".
     let mut media: Vec<(&Packet, bool)> = Vec::new();
-    let mut last_seq: Option<u64> = None;
     let mut gap = false;
-    for p in packets {
-        if let Some(last) = last_seq {
-            if p.seq <= last {
-                continue; // duplicate
-            }
-            if p.seq != last + 1 {
-                gap = true;
-            }
-        }
-        last_seq = Some(p.seq);
+    for (p, missing) in super::fresh(packets) {
+        gap |= missing > 0;
         if p.payload.is_empty() {
             continue;
         }

@@ -48,3 +48,19 @@ pub struct Stats {
     /// Audio frames made up (silence) for lost packets.
     pub concealed: u64,
 }
+
+/// The packets in order, each sequence number once (the input is ordered,
+/// so a repeat is a duplicate), with how many sequence numbers are missing
+/// right before each: the one place gaps are detected.
+pub(crate) fn fresh(packets: &[Packet]) -> impl Iterator<Item = (&Packet, u64)> {
+    let mut last: Option<u64> = None;
+    packets.iter().filter_map(move |p| {
+        let missing = match last {
+            Some(l) if p.seq <= l => return None,
+            Some(l) => p.seq - l - 1,
+            None => 0,
+        };
+        last = Some(p.seq);
+        Some((p, missing))
+    })
+}

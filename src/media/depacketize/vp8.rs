@@ -202,22 +202,15 @@ pub(super) fn assemble(
         classify,
     };
     let mut current: Option<Assembly> = None;
-    let mut last_seq: Option<u64> = None;
-    for p in packets {
-        if let Some(last) = last_seq {
-            if p.seq <= last {
-                continue; // a duplicate (the input is ordered)
+    for (p, missing) in super::fresh(packets) {
+        if missing > 0 {
+            // The frame being assembled has a hole (it is counted once,
+            // when it ends); whole frames may have gone too.
+            if let Some(c) = current.as_mut() {
+                c.ok = false;
             }
-            if p.seq != last + 1 {
-                // The frame being assembled has a hole (it is counted once,
-                // when it ends); whole frames may have gone too.
-                if let Some(c) = current.as_mut() {
-                    c.ok = false;
-                }
-                out.waiting = true;
-            }
+            out.waiting = true;
         }
-        last_seq = Some(p.seq);
         let parsed = if p.payload.is_empty() {
             Unit::Skip
         } else {

@@ -39,13 +39,8 @@ pub(crate) fn ivf_of(stream: &Stream) -> Result<Option<(Vec<u8>, u64)>, String> 
     let Some(first) = frames.first().map(|f| f.ts) else {
         return Ok(None);
     };
-    let count = frames.len() as u32;
-    let mut out = ivf::header(fourcc, TILE_W as u16, TILE_H as u16, 90_000, 1, count).to_vec();
-    for f in &frames {
-        out.extend_from_slice(&ivf::frame_header(f.data.len() as u32, f.ts - first));
-        out.extend_from_slice(&f.data);
-    }
-    Ok(Some((out, first)))
+    let ivf = ivf::write(fourcc, TILE_W as u16, TILE_H as u16, &frames);
+    Ok(Some((ivf, first)))
 }
 
 /// Reads one video stream of a session starting at `session_start_us`;

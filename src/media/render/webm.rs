@@ -75,9 +75,18 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
 }
 
 /// The party's WebM, or `None` when it has neither VP8/VP9 video nor audio.
-pub async fn party(video: Option<&[u8]>, audio: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
-    let v = video.map(video_input).transpose()?.flatten();
-    let a = audio.map(audio_input).transpose()?.flatten();
+/// The recordings are parsed on a blocking thread.
+pub async fn party(
+    video: Option<Vec<u8>>,
+    audio: Option<Vec<u8>>,
+) -> Result<Option<Vec<u8>>, String> {
+    let (v, a) = tokio::task::spawn_blocking(move || {
+        let v = video.as_deref().map(video_input).transpose()?.flatten();
+        let a = audio.as_deref().map(audio_input).transpose()?.flatten();
+        Ok::<_, String>((v, a))
+    })
+    .await
+    .map_err(|e| format!("WebM input parser: {e}"))??;
     let encode_opus = a.as_ref().is_some_and(|i| i.encode_opus);
     let inputs: Vec<(Input, &str)> = [(v, "v"), (a, "a")]
         .into_iter()
