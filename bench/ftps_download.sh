@@ -32,10 +32,6 @@ make_work_dir
 TLS_OPTS=(--tls-max 1.2 --ciphers ECDHE-RSA-AES128-GCM-SHA256)
 declare -A BEST_MBS=() RUNS_MBS=()
 
-free_port() {
-    "$MOTO_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # bench_download label url user:password
 bench_download() {
     local label=$1 url=$2 cred=$3 i t0 t1 secs mbs sum best=0 list="" out="$TMP/download.bin"
@@ -66,24 +62,15 @@ chmod 755 "$TMP" "$TMP/vsroot"
 ln "$TMP/src.bin" "$TMP/vsroot/bench-1.tar.gz" 2>/dev/null || cp "$TMP/src.bin" "$TMP/vsroot/bench-1.tar.gz"
 chmod 644 "$TMP/vsroot/bench-1.tar.gz"
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
-chmod 600 "$TMP/key.pem"
+make_test_cert
 
 # ---------------------------------------------------------------- moto
 start_moto
 upload_bench_file
 
 # ---------------------------------------------------------------- recvault
-PASSWORD=bench-password-1
-HASH=$(printf '%s' "$PASSWORD" | "$RECVAULT_BIN" hash-password 2>/dev/null | tail -n1)
-write_recvault_configs "
-[ftps]
-listen = \"127.0.0.1:0\"
-certificate = \"$TMP/cert.pem\"
-private_key = \"$TMP/key.pem\"
-" "password = \"$HASH\""
+make_password
+write_recvault_configs "password = \"$HASH\"" "$(ftps_toml)"
 
 for backend in s3 local; do
     label="recvault ($([[ $backend == s3 ]] && echo moto || echo local))"
@@ -121,20 +108,16 @@ seccomp_sandbox=NO
 xferlog_enable=NO
 EOF
 /usr/sbin/vsftpd "$TMP/vsftpd.conf" </dev/null >"$TMP/vsftpd.log" 2>&1 3>&- 4>&- &
-PIDS+=("$!")
-deadline=$((SECONDS + 20))
-until (exec 5<>"/dev/tcp/127.0.0.1/$VS_PORT") 2>/dev/null; do
-    ((SECONDS < deadline)) || { cat "$TMP/vsftpd.log" >&2; die "vsftpd did not start"; }
-    sleep 0.1
-done
+VS_PID=$!
+PIDS+=("$VS_PID")
+wait_port "$VS_PORT" 20 "$VS_PID" || { cat "$TMP/vsftpd.log" >&2; die "vsftpd did not start"; }
 bench_download "vsftpd (local)" "ftp://127.0.0.1:$VS_PORT/bench-1.tar.gz" "anonymous:"
 
 # ---------------------------------------------------------------- report
-ratio() { awk -v a="${BEST_MBS[$1]}" -v b="${BEST_MBS[$2]}" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 printf '\nFTPS single-stream download, %d MiB, curl --ssl-reqd, TLS 1.2 AES128-GCM, best of %d\n' "$BENCH_SIZE_MIB" "$BENCH_RUNS"
 printf '%-18s %10s   %s\n' peer "MB/s" "runs"
 for label in "recvault (moto)" "recvault (local)" "vsftpd (local)"; do
     printf '%-18s %10s   %s\n' "$label" "${BEST_MBS[$label]}" "${RUNS_MBS[$label]}"
 done
-printf '\nrecvault(moto)/vsftpd  = %s (target >= 0.9)\n' "$(ratio "recvault (moto)" "vsftpd (local)")"
-printf 'recvault(local)/vsftpd = %s (target >= 0.9)\n' "$(ratio "recvault (local)" "vsftpd (local)")"
+printf '\nrecvault(moto)/vsftpd  = %s (target >= 0.9)\n' "$(ratio "${BEST_MBS["recvault (moto)"]}" "${BEST_MBS["vsftpd (local)"]}")"
+printf 'recvault(local)/vsftpd = %s (target >= 0.9)\n' "$(ratio "${BEST_MBS["recvault (local)"]}" "${BEST_MBS["vsftpd (local)"]}")"

@@ -35,8 +35,6 @@ MOTO_PYTHON=$(command -v "$MOTO_PYTHON")
 make_work_dir   # $TMP, and the trap that stops every server and removes it on exit
 
 # ---------------------------------------------------------------- helpers
-secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
-
 status_kib() { # pid field: a /proc/PID/status field (VmHWM, VmRSS) in KiB, empty once it is gone
     proc_kib "$@" || true
 }
@@ -234,38 +232,9 @@ export AWS_ACCESS_KEY_ID=$MOTO_KEY AWS_SECRET_ACCESS_KEY=$MOTO_SECRET AWS_REGION
     AWS_EC2_METADATA_DISABLED=true
 
 # ---------------------------------------------------------------- recvault
-TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-TOKEN_HASH=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
-cat >"$TMP/recvault.toml" <<EOF
-[storage]
-backend = "s3"
-bucket = "$MOTO_BUCKET"
-region = "us-east-1"
-endpoint = "$MOTO_ENDPOINT"
-force_path_style = true
-
-[sftp]
-listen = "127.0.0.1:0"
-host_key = "$TMP/host_key"
-
-[ingest]
-listen = "127.0.0.1:0"
-spool_dir = "$TMP/spool"
-
-[audit]
-path = "$TMP/audit.log"
-
-[log]
-level = "warn"
-
-[limits]
-ingest_min_free_bytes = 1048576
-
-[[tenants]]
-id = "bench"
-prefix = "tenants/bench/"
-ingest_tokens = ["sha256:$TOKEN_HASH"]
-EOF
+make_ingest_token
+write_recvault_config "$TMP/recvault.toml" s3 "ingest_tokens = [\"sha256:$TOKEN_HASH\"]" "" \
+    "$(ingest_toml)" $'[limits]\ningest_min_free_bytes = 1048576'
 
 # start_recvault name: starts `serve`, sets RV_PID and RV_PORT (ingest).
 start_recvault() {
@@ -343,7 +312,7 @@ show_server_logs '^recvault: \(ingest\|sftp\) listening on' recvault-bench-1 rec
 mb() { awk -v n="$1" 'BEGIN {printf "%.1f", n / 1e6}'; }
 mbs() { awk -v n="$1" -v s="$2" 'BEGIN {if (s > 0) printf "%.1f", n / 1e6 / s; else print "n/a"}'; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-RATIO=$(awk -v a="${PUSH_SECS[bench-1]}" -v b="$SCRIPT_SECS" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')
+RATIO=$(ratio "${PUSH_SECS[bench-1]}" "$SCRIPT_SECS")
 RATIO_OK=$(awk -v r="$RATIO" 'BEGIN {if (r == "n/a") print "n/a"; else print (r + 0 <= 1.0 ? "met" : "NOT met")}')
 HWM_RATIO=$(awk -v a="${HWM_KIB[bench-1]}" -v b="${HWM_KIB[bench-2]}" 'BEGIN {printf "%.2f", a / b}')
 HWM_OK=$(awk -v a="${HWM_KIB[bench-1]}" -v b="${HWM_KIB[bench-2]}" 'BEGIN {print (a <= 1.25 * b ? "met" : "NOT met")}')

@@ -96,6 +96,29 @@ make_work_dir() { # creates $TMP and installs the cleanup trap
 # ---------------------------------------------------------------- helpers
 now() { printf '%s' "$EPOCHREALTIME"; }
 
+# secs_since t0 [decimals]: seconds from t0 (a `now`) to now, with 2 decimals
+# unless told.
+secs_since() { awk -v a="$1" -v b="$(now)" -v d="${2:-2}" 'BEGIN {printf "%." d "f", b - a}'; }
+
+# ratio a b: a / b with 2 decimals, "n/a" unless b > 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+    "$MOTO_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_port port timeout_s pid: waits until 127.0.0.1:PORT accepts a
+# connection; fails once PID has exited or the time is up.
+wait_port() {
+    local port=$1 deadline=$((SECONDS + $2)) pid=$3
+    until (exec 5<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
 # proc_kib pid field: a /proc/PID/status field (VmRSS, VmHWM) in KiB; fails
 # when the process is gone.
 proc_kib() {
@@ -145,7 +168,7 @@ run_recvault() {
     PIDS+=("$RV_PID")
     RV_PORT=
     while [[ -z $RV_PORT ]]; do
-        RV_PORT=$(sed -n "s/^recvault: $service listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p" "$logf" | head -n1) || true
+        RV_PORT=$(listening_port "$name" "$service")
         [[ -n $RV_PORT ]] && break
         if ! kill -0 "$RV_PID" 2>/dev/null || ((SECONDS >= deadline)); then
             cat "$logf" >&2
@@ -153,6 +176,13 @@ run_recvault() {
         fi
         sleep 0.1
     done
+}
+
+# listening_port name service: the port of the first "recvault: SERVICE
+# listening on 127.0.0.1:PORT" line in $TMP/NAME.log (run_recvault's log);
+# empty if there is none (yet).
+listening_port() {
+    sed -n "s/^recvault: $2 listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p" "$TMP/$1.log" 2>/dev/null | head -n1 || true
 }
 
 # show_server_logs pattern name...: for each $TMP/NAME.log with lines other
@@ -213,34 +243,65 @@ size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
 if size != os.path.getsize(src):
     sys.exit(f"uploaded object has {size} bytes, expected {os.path.getsize(src)}")
 EOF
-    log "upload took $(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}') s"
+    log "upload took $(secs_since "$t0" 1) s"
 }
 
-# write_recvault_configs extra-sections user-credential-line: writes
-# $TMP/recvault-s3.toml (the moto bucket; after start_moto) and
-# $TMP/recvault-local.toml ($TMP/objects) serving tenant "bench" to user
-# "bench", with SFTP on a free port and the given extra sections.
-write_recvault_configs() {
-    local extra=$1 credential=$2 file storage
-    for file in s3 local; do
-        if [[ $file == s3 ]]; then
-            storage="backend = \"s3\"
-bucket = \"$MOTO_BUCKET\"
-region = \"us-east-1\"
-endpoint = \"$MOTO_ENDPOINT\"
-force_path_style = true"
-        else
-            storage="backend = \"local\"
-path = \"$TMP/objects\""
-        fi
-        cat >"$TMP/recvault-$file.toml" <<EOF
-[storage]
-$storage
+# ---------------------------------------------------------------- credentials
+# make_test_cert: a self-signed RSA-2048 certificate for localhost and
+# 127.0.0.1 in $TMP/cert.pem (clients can verify it with --cacert), its key in
+# $TMP/key.pem.
+make_test_cert() {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+    chmod 600 "$TMP/key.pem"
+}
+
+# make_password: sets PASSWORD (user "bench"'s password) and HASH, its argon2id
+# PHC string from `recvault hash-password` (after require_recvault_bin).
+make_password() {
+    PASSWORD=bench-password-1
+    HASH=$(printf '%s' "$PASSWORD" | "$RECVAULT_BIN" hash-password 2>/dev/null | tail -n1)
+}
+
+# make_ingest_token: sets TOKEN, a random ingest bearer token, and TOKEN_HASH,
+# its hex SHA-256 (the config holds "sha256:$TOKEN_HASH").
+make_ingest_token() {
+    TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    TOKEN_HASH=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
+}
+
+# ---------------------------------------------------------------- recvault configs
+# write_recvault_config file storage tenant-keys user-credential [section...]:
+# writes a recvault config to FILE. STORAGE is "s3" (the moto bucket; after
+# start_moto) or "local" ($TMP/objects). Every config has SFTP on a free port
+# (host key $TMP/recvault_host_key, made on first start), the audit log in
+# $TMP/audit.log, log level warn, and tenant "bench" (prefix tenants/bench/)
+# with the TENANT-KEYS lines (e.g. ingest_tokens), if any; a non-empty
+# USER-CREDENTIAL line (password = ... or authorized_keys = ...) adds its user
+# "bench" with list and download permissions. Each SECTION (a whole TOML
+# table, e.g. from ftps_toml or ingest_toml) goes between [sftp] and [audit],
+# so all tables come before [[tenants]].
+write_recvault_config() {
+    local file=$1 storage=$2 tenant_keys=$3 credential=$4 section
+    shift 4
+    {
+        echo "[storage]"
+        case $storage in
+        s3) printf 'backend = "s3"\nbucket = "%s"\nregion = "us-east-1"\nendpoint = "%s"\nforce_path_style = true\n' \
+            "$MOTO_BUCKET" "$MOTO_ENDPOINT" ;;
+        local) printf 'backend = "local"\npath = "%s"\n' "$TMP/objects" ;;
+        *) die "write_recvault_config: storage must be s3 or local, not $storage" ;;
+        esac
+        cat <<EOF
 
 [sftp]
 listen = "127.0.0.1:0"
 host_key = "$TMP/recvault_host_key"
-$extra
+
+EOF
+        for section in "$@"; do printf '%s\n\n' "$section"; done
+        cat <<EOF
 [audit]
 path = "$TMP/audit.log"
 
@@ -250,11 +311,31 @@ level = "warn"
 [[tenants]]
 id = "bench"
 prefix = "tenants/bench/"
-
-[[tenants.users]]
-name = "bench"
-$credential
-permissions = ["list", "download"]
 EOF
-    done
+        if [[ -n $tenant_keys ]]; then printf '%s\n' "$tenant_keys"; fi
+        if [[ -n $credential ]]; then
+            printf '\n[[tenants.users]]\nname = "bench"\n%s\npermissions = ["list", "download"]\n' "$credential"
+        fi
+    } >"$file"
+}
+
+# ftps_toml: an [ftps] table on a free port with make_test_cert's certificate.
+ftps_toml() {
+    printf '[ftps]\nlisten = "127.0.0.1:0"\ncertificate = "%s"\nprivate_key = "%s"' "$TMP/cert.pem" "$TMP/key.pem"
+}
+
+# ingest_toml: an [ingest] table on a free port, spooling to $TMP/spool.
+ingest_toml() {
+    printf '[ingest]\nlisten = "127.0.0.1:0"\nspool_dir = "%s"' "$TMP/spool"
+}
+
+# write_recvault_configs user-credential [section...]: the download
+# benchmarks' two configs, $TMP/recvault-s3.toml (the moto bucket; after
+# start_moto) and $TMP/recvault-local.toml ($TMP/objects), serving tenant
+# "bench" to user "bench" (see write_recvault_config).
+write_recvault_configs() {
+    local credential=$1
+    shift
+    write_recvault_config "$TMP/recvault-s3.toml" s3 "" "$credential" "$@"
+    write_recvault_config "$TMP/recvault-local.toml" local "" "$credential" "$@"
 }

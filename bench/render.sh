@@ -32,54 +32,15 @@ require_recvault_bin
 require_tools ffmpeg janus-pp-rec curl openssl awk
 make_work_dir
 
-secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
-
 # ---------------------------------------------------------------- recvault
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
-chmod 600 "$TMP/key.pem"
-PASSWORD=bench-password-1
-HASH=$(printf '%s' "$PASSWORD" | "$RECVAULT_BIN" hash-password 2>/dev/null | tail -n1)
-TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-TOKEN_HASH=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
-cat >"$TMP/recvault.toml" <<EOF
-[storage]
-backend = "local"
-path = "$TMP/objects"
-
-[sftp]
-listen = "127.0.0.1:0"
-host_key = "$TMP/host_key"
-
-[ftps]
-listen = "127.0.0.1:0"
-certificate = "$TMP/cert.pem"
-private_key = "$TMP/key.pem"
-
-[ingest]
-listen = "127.0.0.1:0"
-spool_dir = "$TMP/spool"
-
-[audit]
-path = "$TMP/audit.log"
-
-[log]
-level = "warn"
-
-[[tenants]]
-id = "bench"
-prefix = "tenants/bench/"
-ingest_tokens = ["sha256:$TOKEN_HASH"]
-
-[[tenants.users]]
-name = "bench"
-password = "$HASH"
-permissions = ["list", "download"]
-EOF
+make_test_cert
+make_password
+make_ingest_token
+write_recvault_config "$TMP/recvault.toml" local "ingest_tokens = [\"sha256:$TOKEN_HASH\"]" "password = \"$HASH\"" \
+    "$(ftps_toml)" "$(ingest_toml)"
 run_recvault recvault "$TMP/recvault.toml" ftps
 FTPS_PORT=$RV_PORT
-INGEST_PORT=$(sed -n 's/^recvault: ingest listening on 127\.0\.0\.1:\([0-9]\+\).*/\1/p' "$TMP/recvault.log" | head -n1)
+INGEST_PORT=$(listening_port recvault ingest)
 [[ -n $INGEST_PORT ]] || die "no ingest port in the log"
 
 # ingest ID SECONDS: makes a synthetic call and pushes it.
@@ -96,7 +57,7 @@ ingest() {
 fetch() {
     local range=()
     [[ -n ${3:-} ]] && range=(-r "$3")
-    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" -k --user "bench:$PASSWORD" "${range[@]}" \
+    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" --user "bench:$PASSWORD" "${range[@]}" \
         -o "$2" -w '%{time_starttransfer} %{time_total} %{size_download}\n' \
         "ftp://127.0.0.1:$FTPS_PORT$1"
 }

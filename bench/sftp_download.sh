@@ -42,19 +42,6 @@ on_cleanup() { ((${#IDLE_PIDS[@]})) && kill_wait "${IDLE_PIDS[@]}"; }
 make_work_dir
 
 # ---------------------------------------------------------------- helpers
-free_port() {
-    "$MOTO_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port timeout_s pid
-    local port=$1 deadline=$((SECONDS + $2)) pid=$3
-    until (exec 5<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
 rss_kib() { # pid: resident set size in KiB
     proc_kib "$1" VmRSS ||
         { tail -n 20 "$TMP/recvault-idle.log" >&2; die "recvault (pid $1) is gone"; }
@@ -164,7 +151,7 @@ print(", ".join(f"{n} {m}" for m, n in sorted(c.items())))' "$f"))"
 record_after_run() { record_stop; S3_REQS[$CUR_LABEL]=$RECORDED; }
 
 # ---------------------------------------------------------------- recvault configs
-write_recvault_configs "" "authorized_keys = [\"$CLIENT_PUB\"]"
+write_recvault_configs "authorized_keys = [\"$CLIENT_PUB\"]"
 
 # ---------------------------------------------------------------- recvault on moto
 start_recvault recvault-s3 "$TMP/recvault-s3.toml"
@@ -292,7 +279,6 @@ fi
 show_server_logs '^recvault: sftp listening on' recvault-s3 recvault-local recvault-idle
 
 # ---------------------------------------------------------------- report
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN {if (r == "n/a") print "n/a"; else print (r + 0 >= t ? "met" : "NOT met")}'; }
 
 echo
