@@ -37,7 +37,7 @@ pub fn video_rtp(units: &[Vec<u8>], vp8_codec: bool, ssrc: u32) -> Vec<(u32, Vec
     for (i, data) in units.iter().enumerate() {
         let ts = (i as u32).wrapping_mul(6000);
         let packets = if vp8_codec {
-            vp8::packetize(data, ts, 1100, i as u16)
+            vp8::packetize(data, 1100, i as u16)
         } else {
             h264::packetize(data, 1100)
         };

@@ -201,8 +201,8 @@ fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_re
             .enumerate()
             .map(|(i, (ts, data))| {
                 let p = match codec {
-                    "vp8" => vp8::packetize(data, *ts, 1100, i as u16),
-                    "vp9" => vp9::packetize(data, *ts, 1100, i as u16),
+                    "vp8" => vp8::packetize(data, 1100, i as u16),
+                    "vp9" => vp9::packetize(data, 1100, i as u16),
                     _ => h264::packetize(data, 1100),
                 };
                 (*ts, p)

@@ -93,7 +93,6 @@ pub fn parse_descriptor(payload: &[u8]) -> Option<Descriptor> {
 /// (the RTP timestamp) goes in the RTP header the caller writes, not here.
 pub fn packetize(
     frame: &[u8],
-    _ts: u32,
     max_payload: usize,
     picture_id: u16,
 ) -> Vec<(bool, Vec<u8>)> {
@@ -320,7 +319,7 @@ pub(super) mod tests {
         let mut seq = 65_530u64;
         for (i, f) in frames.iter().enumerate() {
             let ts = 90_000 + 3000 * i as u64;
-            for (marker, payload) in packetize(f, ts as u32, max, 32_760 + i as u16) {
+            for (marker, payload) in packetize(f, max, 32_760 + i as u16) {
                 out.push(Packet {
                     seq,
                     ts,
@@ -422,7 +421,7 @@ pub(super) mod tests {
     #[test]
     fn packetize_layout() {
         let f = key(25, 9);
-        let p = packetize(&f, 0, 14, 0x8123);
+        let p = packetize(&f, 14, 0x8123);
         assert_eq!(p.len(), 3);
         assert_eq!(
             p.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
@@ -438,9 +437,9 @@ pub(super) mod tests {
             assert_eq!((d.picture_id, d.len), (Some(0x0123), 4));
         }
         // A too small limit still progresses; an empty frame gives nothing.
-        assert_eq!(packetize(&f, 0, 0, 1).len(), 25);
-        assert!(packetize(&[], 0, 1200, 1).is_empty());
-        assert_eq!(packetize(&f, 0, 1200, 1).len(), 1);
+        assert_eq!(packetize(&f, 0, 1).len(), 25);
+        assert!(packetize(&[], 1200, 1).is_empty());
+        assert_eq!(packetize(&f, 1200, 1).len(), 1);
     }
 
     #[test]
@@ -642,7 +641,7 @@ pub(super) mod tests {
         let b = delta(20, 2);
         let mut p = Vec::new();
         for (i, f) in [&a, &b].iter().enumerate() {
-            for (_, payload) in packetize(f, 0, 1200, i as u16) {
+            for (_, payload) in packetize(f, 1200, i as u16) {
                 p.push(Packet {
                     seq: i as u64,
                     ts: 7,

@@ -178,7 +178,6 @@ fn scalability(c: &mut Cursor<'_>) -> Option<Scalability> {
 /// caller writes, not here.
 pub fn packetize(
     frame: &[u8],
-    _ts: u32,
     max_payload: usize,
     picture_id: u16,
 ) -> Vec<(bool, Vec<u8>)> {
@@ -306,7 +305,7 @@ mod tests {
         let mut seq = 1u64 << 40;
         for (i, f) in frames.iter().enumerate() {
             let ts = 3000 * i as u64;
-            for (marker, payload) in packetize(f, ts as u32, max, 0x7ffe + i as u16) {
+            for (marker, payload) in packetize(f, max, 0x7ffe + i as u16) {
                 out.push(Packet {
                     seq,
                     ts,
@@ -470,7 +469,7 @@ mod tests {
     #[test]
     fn packetize_layout() {
         let f = key(25, 9);
-        let p = packetize(&f, 0, 13, 0x8123);
+        let p = packetize(&f, 13, 0x8123);
         assert_eq!(p.len(), 3);
         assert_eq!(
             p.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
@@ -480,11 +479,11 @@ mod tests {
         assert_eq!(&p[1].1[..3], &[0x80, 0x81, 0x23]);
         assert_eq!(&p[2].1[..3], &[0x84, 0x81, 0x23]);
         assert!(p.iter().all(|(_, x)| x.len() <= 13));
-        let d = packetize(&delta(5, 1), 0, 1200, 7);
+        let d = packetize(&delta(5, 1), 1200, 7);
         assert_eq!(d.len(), 1);
         assert_eq!(&d[0].1[..3], &[0xcc, 0x80, 0x07]);
-        assert_eq!(packetize(&f, 0, 2, 1).len(), 25);
-        assert!(packetize(&[], 0, 1200, 1).is_empty());
+        assert_eq!(packetize(&f, 2, 1).len(), 25);
+        assert!(packetize(&[], 1200, 1).is_empty());
     }
 
     #[test]
