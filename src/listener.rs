@@ -1,6 +1,6 @@
 //! The accept loop every listener shares: the brute-force defender decides
 //! before a socket reaches a protocol library, and a semaphore caps the
-//! connections a listener holds open.
+//! connections a listener holds open. Listeners are bound here too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,16 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::auth::defender::Defender;
+
+/// Binds a listener on `addr` and returns it with the address it got;
+/// errors name what listens (`what`: "SFTP", "ftps", "ingest", …).
+pub async fn bind(addr: &str, what: &str) -> Result<(TcpListener, SocketAddr), String> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))?;
+    let bound = l.local_addr().map_err(|e| e.to_string())?;
+    Ok((l, bound))
+}
 
 /// One listener's admission policy.
 pub struct Gate {

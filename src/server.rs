@@ -3,17 +3,17 @@
 //! keys) and tells systemd when it is ready.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::defender::Defender;
-use crate::auth::Users;
+use crate::auth::{User, Users};
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::store::SharedStore;
@@ -32,6 +32,40 @@ impl Shared {
     /// The current user table (replaced whole on reload).
     pub fn users(&self) -> Arc<Users> {
         self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records a successful login: the audit event, the defender's reset
+    /// of the address's failures, the "login" log line.
+    pub fn login_ok(&self, protocol: &str, peer: SocketAddr, user: &User, method: &str) {
+        self.audit.login(
+            protocol,
+            peer,
+            &user.name,
+            Some(&user.tenant.id),
+            method,
+            true,
+        );
+        self.defender.success(peer.ip());
+        info!(user = %user.name, tenant = %user.tenant.id, method, "login");
+    }
+
+    /// Records a failed login (audit event, defender) and returns the ban
+    /// this failure earned the address, if any, after logging it.
+    pub fn login_failed(
+        &self,
+        protocol: &str,
+        peer: SocketAddr,
+        user: &str,
+        method: &str,
+    ) -> Option<Duration> {
+        self.audit.login(protocol, peer, user, None, method, false);
+        let ban = self.defender.failure(peer.ip())?;
+        warn!(
+            %peer,
+            secs = ban.as_secs(),
+            "address banned after repeated failed logins"
+        );
+        Some(ban)
     }
 }
 
@@ -106,17 +140,13 @@ pub async fn serve(
         audit,
         producers: Arc::from(vec![Arc::new(media) as Arc<dyn Producer>]),
     });
-    let addr = cfg.sftp.listen.get_ref();
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen for SFTP on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, bound) = crate::listener::bind(cfg.sftp.listen.get_ref(), "SFTP").await?;
     let ssh_config = Arc::new(crate::sftp::ssh_config(host_key, &cfg.limits));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = Duration::from_secs(10);
     let ingest = match &cfg.ingest {
         Some(i) => {
-            let (l, addr) = crate::ingest::bind(i.listen.get_ref()).await?;
+            let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
             let state = crate::ingest::Ingest::start(&cfg, &store, shared.clone())?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
                 (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
@@ -219,7 +249,8 @@ async fn start_ftps(
     stop: &tokio::sync::watch::Receiver<bool>,
     drain: Duration,
 ) -> Result<FtpsRunning, String> {
-    use crate::ftps::{bind, Ftps, Mode};
+    use crate::ftps::{Ftps, Mode};
+    use crate::listener::bind;
     let ftps = Arc::new(Ftps::from_config(f, shared)?);
     let mut listeners = vec![(f.listen.get_ref().clone(), Mode::Explicit)];
     if let Some(l) = &f.implicit_listen {

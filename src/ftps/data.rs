@@ -109,11 +109,7 @@ impl PassivePorts {
 
 /// Same address, whether written as IPv4 or IPv4-mapped IPv6.
 fn same_host(a: IpAddr, b: IpAddr) -> bool {
-    let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    canon(a) == canon(b)
+    a.to_canonical() == b.to_canonical()
 }
 
 impl Pending {

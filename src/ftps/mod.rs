@@ -20,7 +20,7 @@ mod format;
 mod line;
 mod session;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -224,7 +224,7 @@ pub async fn run(
                         }
                     }
                 };
-                session::Session::new(ftps, control, peer, local, mode, pre_permit, stop)
+                session::Session::new(ftps, control, peer, local, pre_permit, stop)
                     .run()
                     .await;
                 debug!("connection closed");
@@ -235,13 +235,4 @@ pub async fn run(
     if !gate.drain(drain).await {
         warn!("FTPS connections still open after the drain period; closing them");
     }
-}
-
-/// Binds an FTPS listener; errors name the setting.
-pub async fn bind(addr: &str, what: &str) -> Result<(TcpListener, SocketAddr), String> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))?;
-    let bound = l.local_addr().map_err(|e| e.to_string())?;
-    Ok((l, bound))
 }

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::data::{self, DataError, Pending};
 use super::format;
 use super::line::{self, LineError, LineReader};
-use super::{Control, Ftps, Mode};
+use super::{Control, Ftps};
 use crate::auth::User;
 use crate::store::StoreError;
 use crate::vfs::{DirLister, Entry, Kind, OpenFile, VPath, Vfs, VfsError};
@@ -90,7 +90,6 @@ pub(super) struct Session {
     lines: LineReader,
     peer: SocketAddr,
     local: SocketAddr,
-    tls: bool,
     pre_permit: Option<OwnedSemaphorePermit>,
     stop: watch::Receiver<bool>,
     started: Instant,
@@ -117,19 +116,18 @@ impl Session {
         ctl: Control,
         peer: SocketAddr,
         local: SocketAddr,
-        mode: Mode,
         pre_permit: OwnedSemaphorePermit,
         stop: watch::Receiver<bool>,
     ) -> Self {
         let max_line = ftps.shared.limits.ftp_max_line;
-        let implicit = mode == Mode::Implicit;
+        // Only implicit FTPS starts in TLS.
+        let implicit = matches!(ctl, Control::Tls(_));
         Self {
             ftps,
             ctl: Some(ctl),
             lines: LineReader::new(max_line),
             peer,
             local,
-            tls: implicit,
             pre_permit: Some(pre_permit),
             stop,
             started: Instant::now(),
@@ -147,7 +145,7 @@ impl Session {
     }
 
     pub(super) async fn run(mut self) {
-        let greeting = if self.tls {
+        let greeting = if self.tls() {
             "recvault FTPS ready"
         } else {
             "recvault FTPS ready: send AUTH TLS before logging in"
@@ -177,6 +175,11 @@ impl Session {
         }
     }
 
+    /// Whether the control connection is (now) TLS.
+    fn tls(&self) -> bool {
+        matches!(self.ctl, Some(Control::Tls(_)))
+    }
+
     fn ctl(&mut self) -> std::io::Result<&mut Control> {
         self.ctl
             .as_mut()
@@ -199,6 +202,12 @@ impl Session {
 
     async fn close(&mut self, code: u16, text: &str) -> Reply {
         self.send(code, text).await.map(|_| Flow::Close)
+    }
+
+    /// The last reply to a command line over `max` bytes; the caller closes.
+    async fn too_long(&mut self, max: usize) {
+        let text = format!("Command line longer than {max} bytes: closing the connection");
+        let _ = self.send(500, &text).await;
     }
 
     /// The next command line, or `None` when the connection is to end.
@@ -230,8 +239,7 @@ impl Session {
             }
             Ok(Err(LineError::TooLong(max))) => {
                 warn!(max, "closing: command line too long");
-                let text = format!("Command line longer than {max} bytes: closing the connection");
-                let _ = self.send(500, &text).await;
+                self.too_long(max).await;
                 None
             }
             Ok(Err(_)) => None,
@@ -349,7 +357,7 @@ impl Session {
         if !matches!(kind.as_str(), "TLS" | "TLS-C" | "SSL" | "TLS-P") {
             return self.go(504, "Only AUTH TLS is supported").await;
         }
-        if self.tls {
+        if self.tls() {
             return self.go(503, "Already using TLS").await;
         }
         self.send(234, "AUTH TLS successful: starting TLS").await?;
@@ -373,7 +381,6 @@ impl Session {
         match tokio::time::timeout(wait, self.ftps.tls.acceptor().accept(sock)).await {
             Ok(Ok(s)) => {
                 self.ctl = Some(Control::Tls(Box::new(s)));
-                self.tls = true;
                 // RFC 4217: AUTH SSL / TLS-P imply protected data.
                 self.prot_private = matches!(kind.as_str(), "SSL" | "TLS-P");
                 Ok(Flow::Go)
@@ -387,7 +394,7 @@ impl Session {
     }
 
     async fn pbsz(&mut self, arg: &str) -> Reply {
-        if !self.tls {
+        if !self.tls() {
             return self.go(503, "Send AUTH TLS first").await;
         }
         if arg.parse::<u64>().is_err() {
@@ -397,7 +404,7 @@ impl Session {
     }
 
     async fn prot(&mut self, arg: &str) -> Reply {
-        if !self.tls {
+        if !self.tls() {
             return self.go(503, "Send AUTH TLS first").await;
         }
         match arg.to_ascii_uppercase().as_str() {
@@ -430,7 +437,7 @@ impl Session {
     // -------------------------------------------------------------- login --
 
     async fn user(&mut self, arg: &str) -> Reply {
-        if !self.tls {
+        if !self.tls() {
             return self
                 .go(530, "This server requires TLS: send AUTH TLS before USER")
                 .await;
@@ -446,7 +453,7 @@ impl Session {
     }
 
     async fn pass(&mut self, arg: &str) -> Reply {
-        if !self.tls {
+        if !self.tls() {
             // The password is not even looked at: it travelled in clear text.
             return self
                 .go(
@@ -462,8 +469,7 @@ impl Session {
             return self.go(503, "Send USER first").await;
         };
         let shared = self.ftps.shared.clone();
-        let ip = self.peer.ip();
-        if shared.defender.banned(ip).is_some() {
+        if shared.defender.banned(self.peer.ip()).is_some() {
             return self
                 .close(
                     421,
@@ -473,16 +479,7 @@ impl Session {
         }
         match shared.users().check_password(&name, arg).await {
             Some(user) => {
-                shared.audit.login(
-                    "ftps",
-                    self.peer,
-                    &user.name,
-                    Some(&user.tenant.id),
-                    "password",
-                    true,
-                );
-                shared.defender.success(ip);
-                info!(user = %user.name, tenant = %user.tenant.id, "login");
+                shared.login_ok("ftps", self.peer, &user, "password");
                 let vfs = user.vfs(shared.producers.clone());
                 self.login = Some((user, vfs));
                 self.cwd = VPath::root();
@@ -491,15 +488,9 @@ impl Session {
             }
             None => {
                 tokio::time::sleep(Duration::from_millis(shared.limits.auth_reject_ms)).await;
-                shared
-                    .audit
-                    .login("ftps", self.peer, &name, None, "password", false);
+                let banned = shared.login_failed("ftps", self.peer, &name, "password");
                 self.failures += 1;
-                if let Some(ban) = shared.defender.failure(ip) {
-                    warn!(
-                        secs = ban.as_secs(),
-                        "address banned after repeated failed logins"
-                    );
+                if banned.is_some() {
                     return self
                         .close(
                             421,
@@ -658,22 +649,16 @@ impl Session {
 
     // ------------------------------------------------------- data channel --
 
-    /// Passive ports listen on the address the client reached us at.
-    fn data_bind_ip(&self) -> IpAddr {
-        self.local.ip()
-    }
-
     async fn pasv(&mut self) -> Reply {
         if self.epsv_all {
             return self.go(503, "EPSV ALL was sent: use EPSV").await;
         }
-        let announce = match (self.ftps.passive_ip, self.local.ip()) {
+        let announce = match (self.ftps.passive_ip, self.local.ip().to_canonical()) {
             (Some(ip), _) => ip,
             (None, IpAddr::V4(ip)) => ip,
-            (None, IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(ip) => ip,
-                None => return self.go(425, "PASV works over IPv4 only: use EPSV").await,
-            },
+            (None, IpAddr::V6(_)) => {
+                return self.go(425, "PASV works over IPv4 only: use EPSV").await
+            }
         };
         self.open_passive(227, |port| format::pasv_text(announce, port))
             .await
@@ -699,7 +684,8 @@ impl Session {
     /// `code` with `text(port)`.
     async fn open_passive(&mut self, code: u16, text: impl Fn(u16) -> String) -> Reply {
         self.pending = None;
-        match self.ftps.passive.open(self.data_bind_ip()).await {
+        // Passive ports listen on the address the client reached us at.
+        match self.ftps.passive.open(self.local.ip()).await {
             Ok(p) => {
                 let text = text(p.port);
                 self.pending = Some(p);
@@ -712,28 +698,31 @@ impl Session {
         }
     }
 
-    /// Checks what every transfer needs before anything is opened.
-    async fn ready_for_data(&mut self) -> std::io::Result<bool> {
+    /// Checks what every transfer needs before anything is opened and
+    /// takes the passive port for it; `None` once refused (the port, if
+    /// any, stays open when only PROT P is missing). Dropping the port
+    /// returned closes it.
+    async fn ready_for_data(&mut self) -> std::io::Result<Option<Pending>> {
         if !self.prot_private {
             self.send(
                 521,
                 "Data connections must be encrypted: send PBSZ 0 and PROT P first",
             )
             .await?;
-            return Ok(false);
+            return Ok(None);
         }
-        if self.pending.is_none() {
+        let pending = self.pending.take();
+        if pending.is_none() {
             self.send(425, "Use PASV or EPSV first").await?;
-            return Ok(false);
         }
-        Ok(true)
+        Ok(pending)
     }
 
     async fn listing(&mut self, vfs: &Vfs, verb: &str, arg: &str) -> Reply {
         self.rest = 0;
-        if !self.ready_for_data().await? {
+        let Some(pending) = self.ready_for_data().await? else {
             return Ok(Flow::Go);
-        }
+        };
         let style = match verb {
             "LIST" => Style::List,
             "NLST" => Style::Nlst,
@@ -746,20 +735,21 @@ impl Session {
         };
         let (p, source) = match self.entries(vfs, arg).await {
             Ok((_, Listing::One(_))) if style == Style::Mlsd => {
-                self.pending = None;
+                drop(pending);
                 return self
                     .go(501, "MLSD needs a folder: use MLST for a file")
                     .await;
             }
             Ok(x) => x,
             Err(e) => {
-                self.pending = None;
+                drop(pending);
                 return self.fail(&e).await;
             }
         };
         let sessions = vfs.is_day(&p);
         self.transfer(
             vfs,
+            pending,
             Payload::Listing {
                 source,
                 style,
@@ -771,9 +761,9 @@ impl Session {
 
     async fn retr(&mut self, vfs: &Vfs, arg: &str) -> Reply {
         let offset = std::mem::take(&mut self.rest);
-        if !self.ready_for_data().await? {
+        let Some(pending) = self.ready_for_data().await? else {
             return Ok(Flow::Go);
-        }
+        };
         let opened = match self.path(vfs, arg) {
             Ok(p) => vfs.open(&p).await.map(|f| (p, f)),
             Err(e) => Err(e),
@@ -781,12 +771,12 @@ impl Session {
         let (p, file) = match opened {
             Ok(x) => x,
             Err(e) => {
-                self.pending = None;
+                drop(pending);
                 return self.fail(&e).await;
             }
         };
         if offset > file.entry.size {
-            self.pending = None;
+            drop(pending);
             let text = format!(
                 "REST {offset} is past the end of the file ({} bytes)",
                 file.entry.size
@@ -794,16 +784,13 @@ impl Session {
             return self.go(554, &text).await;
         }
         let path = p.to_string();
-        self.transfer(vfs, Payload::File { file, offset, path })
+        self.transfer(vfs, pending, Payload::File { file, offset, path })
             .await
     }
 
     /// Runs one data transfer while still answering ABOR, NOOP and STAT on
     /// the control connection; other commands wait until it ends.
-    async fn transfer(&mut self, vfs: &Vfs, payload: Payload) -> Reply {
-        let Some(pending) = self.pending.take() else {
-            return self.go(425, "Use PASV or EPSV first").await;
-        };
+    async fn transfer(&mut self, vfs: &Vfs, pending: Pending, payload: Payload) -> Reply {
         let opening = match &payload {
             Payload::File { file, offset, path } => format!(
                 "Opening data connection for {path} ({} bytes{})",
@@ -854,8 +841,7 @@ impl Session {
                         }
                     }
                     Err(LineError::TooLong(max)) => {
-                        let text = format!("Command line longer than {max} bytes: closing the connection");
-                        let _ = self.send(500, &text).await;
+                        self.too_long(max).await;
                         return Ok(Flow::Close);
                     }
                     Err(_) => return Ok(Flow::Close),

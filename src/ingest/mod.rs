@@ -200,12 +200,3 @@ where
         debug!(%peer, error = %e, "ingest connection ended");
     }
 }
-
-/// Binds the ingest listener named in the configuration.
-pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), String> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen for ingest on {addr}: {e}"))?;
-    let a = l.local_addr().map_err(|e| e.to_string())?;
-    Ok((l, a))
-}

@@ -174,25 +174,12 @@ fn reject() -> Auth {
 
 impl SshHandler {
     fn failed(&self, user: &str, method: &str) {
-        self.shared
-            .audit
-            .login("sftp", self.peer, user, None, method, false);
-        if let Some(ban) = self.shared.defender.failure(self.peer.ip()) {
-            warn!(peer = %self.peer, secs = ban.as_secs(), "address banned after repeated failed logins");
-        }
+        // russh runs this outside the connection's span: the ban line names the peer.
+        self.shared.login_failed("sftp", self.peer, user, method);
     }
 
     fn accepted(&mut self, user: Arc<User>, method: &str) -> Auth {
-        self.shared.audit.login(
-            "sftp",
-            self.peer,
-            &user.name,
-            Some(&user.tenant.id),
-            method,
-            true,
-        );
-        self.shared.defender.success(self.peer.ip());
-        info!(user = %user.name, tenant = %user.tenant.id, method, "login");
+        self.shared.login_ok("sftp", self.peer, &user, method);
         self.user = Some(user);
         Auth::Accept
     }

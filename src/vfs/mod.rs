@@ -313,6 +313,20 @@ impl Vfs {
         out
     }
 
+    /// The entry `name` of a session folder (stored or produced); `p` is
+    /// its path, for the error when there is none.
+    fn session_entry(
+        &self,
+        m: &Arc<SessionMeta>,
+        name: &str,
+        p: &VPath,
+    ) -> Result<(Entry, Source), VfsError> {
+        self.session_entries(m)
+            .into_iter()
+            .find(|(e, _)| e.name == name)
+            .ok_or_else(|| VfsError::NotFound(p.to_string()))
+    }
+
     async fn session_meta(&self, s: &SessionRef, p: &VPath) -> Result<Arc<SessionMeta>, VfsError> {
         self.tenant
             .session(s)
@@ -333,11 +347,7 @@ impl Vfs {
             Loc::Session(s) => Ok((dir(self.session_meta(&s, p).await?.folder_time), None)),
             Loc::File(s, file) => {
                 let m = self.session_meta(&s, p).await?;
-                let found = self
-                    .session_entries(&m)
-                    .into_iter()
-                    .find(|(e, _)| e.name == file);
-                let (e, src) = found.ok_or_else(|| VfsError::NotFound(p.to_string()))?;
+                let (e, src) = self.session_entry(&m, &file, p)?;
                 Ok((e, Some(src)))
             }
             loc => match self.tenant.dir_time(&loc).await? {
@@ -400,7 +410,8 @@ impl Vfs {
             return Err(VfsError::IsADirectory(p.to_string()));
         };
         let m = self.session_meta(&s, p).await?;
-        self.find(p).await?;
+        // Stored or produced: a name the folder does not show is NotFound.
+        self.session_entry(&m, &name, p)?;
         Ok(m.raw_index
             .pointer(&format!("/recvault/objects/{name}/sha256"))
             .and_then(|v| v.as_str())

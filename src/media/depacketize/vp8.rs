@@ -91,11 +91,7 @@ pub fn parse_descriptor(payload: &[u8]) -> Option<Descriptor> {
 /// payload has `S=1`. A `max_payload` too small for the descriptor and one
 /// byte of data is raised to that; an empty frame gives no payloads. `_ts`
 /// (the RTP timestamp) goes in the RTP header the caller writes, not here.
-pub fn packetize(
-    frame: &[u8],
-    max_payload: usize,
-    picture_id: u16,
-) -> Vec<(bool, Vec<u8>)> {
+pub fn packetize(frame: &[u8], max_payload: usize, picture_id: u16) -> Vec<(bool, Vec<u8>)> {
     const DESCRIPTOR: usize = 4;
     let chunk = max_payload.max(DESCRIPTOR + 1) - DESCRIPTOR;
     let pid = picture_id & 0x7fff;
