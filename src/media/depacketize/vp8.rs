@@ -311,44 +311,15 @@ pub(super) mod tests {
 
     /// Packetizes `frames` with consecutive sequence numbers, 3000 ticks apart.
     fn packets(frames: &[Vec<u8>], max: usize) -> Vec<Packet> {
-        let mut out = Vec::new();
-        let mut seq = 65_530u64;
-        for (i, f) in frames.iter().enumerate() {
-            let ts = 90_000 + 3000 * i as u64;
-            for (marker, payload) in packetize(f, max, 32_760 + i as u16) {
-                out.push(Packet {
-                    seq,
-                    ts,
-                    marker,
-                    payload,
-                });
-                seq += 1;
-            }
-        }
-        out
+        crate::media::testkit::packets(frames, max, (65_530, 90_000, 32_760), packetize)
     }
 
     fn expected(frames: &[Vec<u8>], keep: &[usize]) -> Vec<Frame> {
-        keep.iter()
-            .map(|&i| Frame {
-                ts: 90_000 + 3000 * i as u64,
-                keyframe: frames[i][0] & 1 == 0,
-                data: frames[i].clone(),
-            })
-            .collect()
+        crate::media::testkit::expected(frames, keep, 90_000, |f| f[0] & 1 == 0)
     }
 
-    /// key, delta, delta, delta, key, delta, delta (big enough for 3+ packets at 100 bytes).
     fn gop() -> Vec<Vec<u8>> {
-        vec![
-            key(450, 1),
-            delta(260, 2),
-            delta(120, 3),
-            delta(230, 4),
-            key(500, 5),
-            delta(210, 6),
-            delta(60, 7),
-        ]
+        crate::media::testkit::gop(key, delta)
     }
 
     #[test]

@@ -297,43 +297,15 @@ mod tests {
     }
 
     fn packets(frames: &[Vec<u8>], max: usize) -> Vec<Packet> {
-        let mut out = Vec::new();
-        let mut seq = 1u64 << 40;
-        for (i, f) in frames.iter().enumerate() {
-            let ts = 3000 * i as u64;
-            for (marker, payload) in packetize(f, max, 0x7ffe + i as u16) {
-                out.push(Packet {
-                    seq,
-                    ts,
-                    marker,
-                    payload,
-                });
-                seq += 1;
-            }
-        }
-        out
+        crate::media::testkit::packets(frames, max, (1 << 40, 0, 0x7ffe), packetize)
     }
 
     fn expected(frames: &[Vec<u8>], keep: &[usize]) -> Vec<Frame> {
-        keep.iter()
-            .map(|&i| Frame {
-                ts: 3000 * i as u64,
-                keyframe: is_key(&frames[i]),
-                data: frames[i].clone(),
-            })
-            .collect()
+        crate::media::testkit::expected(frames, keep, 0, is_key)
     }
 
     fn gop() -> Vec<Vec<u8>> {
-        vec![
-            key(450, 1),
-            delta(260, 2),
-            delta(120, 3),
-            delta(230, 4),
-            key(500, 5),
-            delta(210, 6),
-            delta(60, 7),
-        ]
+        crate::media::testkit::gop(key, delta)
     }
 
     #[test]
