@@ -478,7 +478,7 @@ impl Validator<'_> {
             return self.err(u.name.span(), format!("user {name:?} of tenant {tenant:?} has no password and no key: it could never log in"));
         }
         if let Some(s) = &u.scope {
-            if let Err(e) = crate::vfs::VPath::parse_absolute(s.get_ref()) {
+            if let Err(e) = crate::path::VPath::parse_absolute(s.get_ref()) {
                 return self.err(
                     s.span(),
                     format!("user {name:?}: scope {:?}: {e}", s.get_ref()),

@@ -141,10 +141,7 @@ async fn sample_calls(store: &SharedStore, root: &Path, ingest: std::net::Socket
         .single()
         .unwrap_or_default();
     for (id, seconds) in CALLS {
-        let info = format!(
-            "{}info.json",
-            crate::sample::session_prefix("tenants/demo/", started, id)
-        );
+        let info = crate::layout::SessionKeys::of_call("tenants/demo/", started, id).index();
         if matches!(store.head(&info).await, Ok(Some(_))) {
             continue;
         }
@@ -184,10 +181,7 @@ async fn placeholders(store: &SharedStore) -> Result<(), String> {
     for (i, minutes) in [(0u64, 4i64), (1, 11), (2, 7)] {
         let id = format!("demo-call-{:04}", i + 1);
         let started = base + Duration::minutes(75 * i as i64);
-        let info = format!(
-            "{}info.json",
-            crate::sample::session_prefix("tenants/demo/", started, &id)
-        );
+        let info = crate::layout::SessionKeys::of_call("tenants/demo/", started, &id).index();
         if store
             .head(&info)
             .await

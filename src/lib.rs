@@ -8,13 +8,16 @@ pub mod demo; // `recvault demo`: the embedded default
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 pub mod hostkey; // SSH host key: load or generate
 pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
+pub mod layout; // the storage contract: every key shape, and the typed session index
 pub mod limits; // every limit, with safe defaults
 pub mod listener; // the shared accept loop: defender, connection cap, drain
 pub mod media; // Janus MJR recordings and RTP
+pub mod path; // the one canonical path type and its parser
 pub mod push; // `recvault push`: the gateway-side upload client
 pub mod sample; // writes sessions in the archived layout (demo, tests)
 pub mod server; // `recvault serve`: wiring, signals, readiness
 pub mod sftp; // SFTP over SSH: accept loop, russh handler, SFTP request loop
+pub mod shared; // what every connection shares, and its login/download/erase bookkeeping
 pub mod store; // object storage: one trait; S3 and local-directory backends
 pub mod tls; // TLS server configuration (rustls + ring) shared by ingest and FTPS
 pub mod vfs; // the tenant-scoped read-only virtual tree

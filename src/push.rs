@@ -181,7 +181,7 @@ pub async fn push(
         .and_then(Value::as_str)
         .ok_or("info.json has no session_id")?
         .to_string();
-    if !crate::vfs::path::is_name(&id) {
+    if !crate::path::is_name(&id) {
         return Err(format!(
             "session_id {id:?} must match [A-Za-z0-9._-]{{1,128}}"
         ));

@@ -5,17 +5,11 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
+use crate::layout::index::{Digest, SessionIndex};
+use crate::layout::SessionKeys;
 use crate::store::{ObjectStore, PutOptions, StoreError};
-
-/// The folder of a session in storage: `P/sessions/YYYY/MM/DD/<id>/`.
-pub fn session_prefix(tenant_prefix: &str, started: DateTime<Utc>, id: &str) -> String {
-    format!(
-        "{tenant_prefix}sessions/{}/{id}/",
-        started.format("%Y/%m/%d")
-    )
-}
 
 /// Stores a session whose RAW archive is `archive` (any bytes) and returns
 /// the archive's storage key.
@@ -27,30 +21,31 @@ pub async fn put_session(
     ended: DateTime<Utc>,
     archive: Bytes,
 ) -> Result<String, StoreError> {
-    let prefix = session_prefix(tenant_prefix, started, id);
-    let archive_key = format!("{prefix}{id}.tar.gz");
-    let sha = hex::encode(Sha256::digest(&archive));
-    let size = archive.len();
+    let keys = SessionKeys::of_call(tenant_prefix, started, id);
+    let digest = Digest {
+        size: archive.len() as u64,
+        sha256: hex::encode(Sha256::digest(&archive)),
+    };
     store
-        .put(&archive_key, archive, PutOptions::default())
+        .put(&keys.archive(), archive, PutOptions::default())
         .await?;
-    let info = json!({
+    let gateway = json!({
         "session_id": id,
         "started_at": started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "ended_at": ended.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "agent": {"id": "agent-7", "name": "Agent Seven"},
         "user": {"id": "caller-42", "name": "Caller"},
-        "recvault": {"objects": {format!("{id}.tar.gz"): {"size": size, "sha256": sha}}},
     });
-    let body = serde_json::to_vec_pretty(&info).unwrap_or_default();
+    let mut index = SessionIndex::from_gateway(gateway).map_err(StoreError::Permanent)?;
+    index.recvault.objects.insert(keys.archive_name(), digest);
     store
         .put(
-            &format!("{prefix}info.json"),
-            Bytes::from(body),
+            &keys.index(),
+            Bytes::from(index.to_bytes()),
             PutOptions::default(),
         )
         .await?;
-    Ok(archive_key)
+    Ok(keys.archive())
 }
 
 /// A small but well-formed tar.gz of fake MJR streams, for demos.

@@ -3,9 +3,8 @@
 //! keys) and tells systemd when it is ready.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -13,61 +12,11 @@ use tracing::{error, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::defender::Defender;
-use crate::auth::{User, Users};
+use crate::auth::Users;
 use crate::config::Config;
-use crate::limits::Limits;
+use crate::shared::Shared;
 use crate::store::SharedStore;
 use crate::vfs::{Producer, Tenant};
-
-/// What every connection shares.
-pub struct Shared {
-    users: RwLock<Arc<Users>>,
-    pub defender: Defender,
-    pub limits: Limits,
-    pub audit: Arc<Audit>,
-    pub producers: Arc<[Arc<dyn Producer>]>,
-}
-
-impl Shared {
-    /// The current user table (replaced whole on reload).
-    pub fn users(&self) -> Arc<Users> {
-        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Records a successful login: the audit event, the defender's reset
-    /// of the address's failures, the "login" log line.
-    pub fn login_ok(&self, protocol: &str, peer: SocketAddr, user: &User, method: &str) {
-        self.audit.login(
-            protocol,
-            peer,
-            &user.name,
-            Some(&user.tenant.id),
-            method,
-            true,
-        );
-        self.defender.success(peer.ip());
-        info!(user = %user.name, tenant = %user.tenant.id, method, "login");
-    }
-
-    /// Records a failed login (audit event, defender) and returns the ban
-    /// this failure earned the address, if any, after logging it.
-    pub fn login_failed(
-        &self,
-        protocol: &str,
-        peer: SocketAddr,
-        user: &str,
-        method: &str,
-    ) -> Option<Duration> {
-        self.audit.login(protocol, peer, user, None, method, false);
-        let ban = self.defender.failure(peer.ip())?;
-        warn!(
-            %peer,
-            secs = ban.as_secs(),
-            "address banned after repeated failed logins"
-        );
-        Some(ban)
-    }
-}
 
 fn build_tenants(
     cfg: &Config,
@@ -133,13 +82,15 @@ pub async fn serve(
         Duration::from_secs(cfg.limits.render_timeout_secs),
         audit.clone(),
     );
-    let shared = Arc::new(Shared {
-        users: RwLock::new(Arc::new(users)),
-        defender: Defender::new(&cfg.limits),
-        limits: cfg.limits.clone(),
-        audit,
-        producers: Arc::from(vec![Arc::new(media) as Arc<dyn Producer>]),
-    });
+    let defender = Arc::new(Defender::new(&cfg.limits));
+    let producers: Arc<[Arc<dyn Producer>]> = Arc::from(vec![Arc::new(media) as Arc<dyn Producer>]);
+    let shared = Arc::new(Shared::new(
+        users,
+        defender.clone(),
+        cfg.limits.clone(),
+        audit.clone(),
+        producers,
+    ));
     let (listener, bound) = crate::listener::bind(cfg.sftp.listen.get_ref(), "SFTP").await?;
     let ssh_config = Arc::new(crate::sftp::ssh_config(host_key, &cfg.limits));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -147,7 +98,7 @@ pub async fn serve(
     let ingest = match &cfg.ingest {
         Some(i) => {
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
-            let state = crate::ingest::Ingest::start(&cfg, &store, shared.clone())?;
+            let state = crate::ingest::Ingest::start(&cfg, &store, defender, audit)?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
                 (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
                 _ => None,
@@ -155,7 +106,13 @@ pub async fn serve(
             if tls.is_none() && !addr.ip().is_loopback() {
                 warn!(%addr, "ingest listens without TLS on a non-loopback address: tokens travel in clear text");
             }
-            let task = tokio::spawn(crate::ingest::run(l, state.clone(), tls, stop_rx.clone()));
+            let task = tokio::spawn(crate::ingest::run(
+                l,
+                state.clone(),
+                tls,
+                stop_rx.clone(),
+                drain,
+            ));
             // Fixed lines scripts and tests can wait for, whatever the log format.
             eprintln!("recvault: ingest listening on {addr}");
             info!(%addr, "ingest listening");
@@ -202,7 +159,7 @@ pub async fn serve(
                         match Users::from_config(&new_cfg, &new_tenants) {
                             Ok(users) => {
                                 let n = users.len();
-                                *shared.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+                                shared.set_users(users);
                                 if let Some((_, state, _)) = &ingest {
                                     state.reload_tokens(&new_cfg);
                                 }
@@ -290,7 +247,7 @@ type FtpsRunning = (
 /// first login. Not fatal: storage may come back while we run.
 async fn probe_storage(tenants: &HashMap<String, Arc<Tenant>>) {
     for t in tenants.values() {
-        if let Err(e) = t.store.list_page(&t.prefix, Some("/"), None).await {
+        if let Err(e) = t.check_storage().await {
             error!(tenant = %t.id, error = %e, "storage check failed: listings and downloads will fail until storage answers");
         }
     }

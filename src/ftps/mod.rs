@@ -36,7 +36,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::FtpsConfig;
 use crate::listener::{Admitted, Gate};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 pub use data::PassivePorts;
 

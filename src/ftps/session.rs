@@ -18,8 +18,7 @@ use super::data::{self, DataError, Pending};
 use super::format;
 use super::line::{self, LineError, LineReader};
 use super::{Control, Ftps};
-use crate::auth::User;
-use crate::store::StoreError;
+use crate::shared::Conn;
 use crate::vfs::{DirLister, Entry, Kind, OpenFile, VPath, Vfs, VfsError};
 
 const FEATURES: &[&str] = &[
@@ -94,7 +93,7 @@ pub(super) struct Session {
     stop: watch::Receiver<bool>,
     started: Instant,
     user_name: Option<String>,
-    login: Option<(Arc<User>, Vfs)>,
+    login: Option<(Conn, Vfs)>,
     cwd: VPath,
     prot_private: bool,
     rest: u64,
@@ -479,9 +478,9 @@ impl Session {
         }
         match shared.users().check_password(&name, arg).await {
             Some(user) => {
-                shared.login_ok("ftps", self.peer, &user, "password");
-                let vfs = user.vfs(shared.producers.clone());
-                self.login = Some((user, vfs));
+                let conn = shared.login_ok("ftps", self.peer, user, "password");
+                let vfs = conn.vfs();
+                self.login = Some((conn, vfs));
                 self.cwd = VPath::root();
                 self.pre_permit = None;
                 self.go(230, "Logged in: recordings are read-only").await
@@ -560,7 +559,13 @@ impl Session {
         let who = self
             .login
             .as_ref()
-            .map(|(u, _)| format!("Logged in as {} (tenant {})", u.name, u.tenant.id))
+            .map(|(c, _)| {
+                format!(
+                    "Logged in as {} (tenant {})",
+                    c.user().name,
+                    c.user().tenant.id
+                )
+            })
             .unwrap_or_default();
         let prot = if self.prot_private {
             "Data connections: TLS (PROT P)"
@@ -620,13 +625,9 @@ impl Session {
         };
         match vfs.erase(&p).await {
             Ok(n) => {
-                let shared = &self.ftps.shared;
-                if let Some((u, _)) = &self.login {
-                    shared
-                        .audit
-                        .erase("ftps", self.peer, &u.name, &u.tenant.id, &p.to_string(), n);
+                if let Some((conn, _)) = &self.login {
+                    conn.erased(&p.to_string(), n);
                 }
-                info!(path = %p, objects = n, "session erased");
                 self.go(250, &format!("Session erased: {p} ({n} objects)"))
                     .await
             }
@@ -816,8 +817,8 @@ impl Session {
         };
         let sent = job.sent.clone();
         let audit_file = match &payload {
-            Payload::File { file, offset, path } => {
-                Some((path.clone(), file.entry.size, *offset, Instant::now()))
+            Payload::File { file, path, .. } => {
+                Some((path.clone(), file.entry.size, Instant::now()))
             }
             Payload::Listing { .. } => None,
         };
@@ -848,19 +849,9 @@ impl Session {
                 }
             }
         };
-        if let Some((path, size, offset, began)) = audit_file {
-            if let Some((u, _)) = &self.login {
-                self.ftps.shared.audit.download(
-                    "ftps",
-                    self.peer,
-                    &u.name,
-                    &u.tenant.id,
-                    &path,
-                    sent.load(Ordering::Relaxed),
-                    size,
-                    began.elapsed(),
-                );
-                debug!(%path, offset, "download ended");
+        if let Some((path, size, began)) = audit_file {
+            if let Some((conn, _)) = &self.login {
+                conn.downloaded(&path, sent.load(Ordering::Relaxed), size, began.elapsed());
             }
         }
         match outcome {
@@ -903,7 +894,7 @@ fn vfs_reply(e: &VfsError) -> (u16, String) {
         VfsError::PermissionDenied(why) => (550, format!("Permission denied: {why}")),
         VfsError::ReadOnly => (550, e.to_string()),
         VfsError::InvalidPath(why) => (553, format!("Invalid path: {why}")),
-        VfsError::Storage(StoreError::NotFound(_)) => (550, "No such file or folder".into()),
+        VfsError::Storage(f) if f.is_missing() => (550, "No such file or folder".into()),
         VfsError::Storage(inner) => {
             warn!(error = %inner, "storage error");
             (451, "Storage is unavailable: try again later".into())
@@ -1002,10 +993,10 @@ impl Job {
     async fn send_body<W: AsyncWrite + Unpin>(
         &self,
         conn: &mut W,
-        mut body: crate::store::ByteStream,
+        mut body: crate::vfs::ByteStream,
     ) -> Result<u64, TransferError> {
         // Read ahead from storage while the previous chunks are encrypted and sent.
-        let (tx, mut rx) = mpsc::channel::<Result<Bytes, StoreError>>(32);
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes, VfsError>>(32);
         let _pump = AbortOnDrop(tokio::spawn(async move {
             while let Some(c) = body.next().await {
                 let stop = c.is_err();
@@ -1025,7 +1016,7 @@ impl Job {
     }
 }
 
-fn store_text(e: &StoreError) -> String {
+fn store_text(e: &VfsError) -> String {
     warn!(error = %e, "storage error during a transfer");
     "storage is unavailable".into()
 }

@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Mutex};
 use tracing::{error, info, warn};
 
-use super::spool::{FileRecord, SessionState, Spool, Status};
+use super::spool::{SessionState, Spool, Status};
 use super::validate::{validate, Validated};
+use crate::layout::index::{self, Derived, Digest, SessionIndex};
+use crate::layout::SessionKeys;
 use crate::store::{PutOptions, SharedStore, StoreError};
 
 /// Multipart part size (S3's minimum is 5 MiB for all parts but the last).
@@ -127,7 +128,8 @@ impl Archiver {
             Ok(v) => v,
             Err(reason) => return self.fail(st, reason).map(drop),
         };
-        let (index_key, archive_key) = session_keys(&target, v.info.started, id);
+        let keys = SessionKeys::of_call(&target.prefix, v.info.started, id);
+        let (index_key, archive_key) = (keys.index(), keys.archive());
 
         if let Some(existing) = read_index(&target, &index_key).await? {
             return self.settle_existing(st, &existing, &index_key).map(drop);
@@ -139,14 +141,13 @@ impl Archiver {
         let (size, sha) = self
             .upload_archive(&mut st, &target, &archive_key, files.clone(), v.info.ended)
             .await?;
-        let derived_prefix = format!("{}derived/", index_key.trim_end_matches("info.json"));
-        let webm = store_webms(&target, &files, &derived_prefix).await;
-        let index = build_index(&v, &st, id, size, &sha, &webm, target.mp4_video_bps);
+        let webm = store_webms(&target, &files, &keys).await;
+        let index = build_index(v, &st, &keys, size, &sha, &webm, target.mp4_video_bps)?;
         match target
             .store
             .put(
                 &index_key,
-                Bytes::from(index),
+                Bytes::from(index.to_bytes()),
                 PutOptions { if_absent: true },
             )
             .await
@@ -210,7 +211,7 @@ impl Archiver {
         let Some(target) = self.targets.get(&st.tenant) else {
             return Ok(None);
         };
-        let (index_key, _) = session_keys(target, started, &st.id);
+        let index_key = SessionKeys::of_call(&target.prefix, started, &st.id).index();
         match read_index(target, &index_key).await {
             Ok(Some(existing)) => self.settle_existing(st, &existing, &index_key).map(Some),
             Ok(None) => Ok(None),
@@ -226,10 +227,14 @@ impl Archiver {
     fn settle_existing(
         &self,
         mut st: SessionState,
-        existing: &Value,
+        existing: &SessionIndex,
         index_key: &str,
     ) -> Result<SessionState, String> {
-        if same_files(existing, &st.files) {
+        let received = st
+            .files
+            .iter()
+            .map(|(n, f)| (n.as_str(), f.sha256.as_str()));
+        if existing.same_raw_files(received) {
             st.status = Status::Archived;
             st.index_key = Some(index_key.to_string());
             st.upload = None;
@@ -294,37 +299,14 @@ impl Archiver {
     }
 }
 
-/// Storage keys of a session's index and RAW archive.
-fn session_keys(target: &Target, started: DateTime<Utc>, id: &str) -> (String, String) {
-    let prefix = crate::sample::session_prefix(&target.prefix, started, id);
-    (format!("{prefix}info.json"), format!("{prefix}{id}.tar.gz"))
-}
-
-async fn read_index(target: &Target, key: &str) -> Result<Option<Value>, String> {
-    match crate::store::read_all(target.store.as_ref(), key, crate::vfs::meta::MAX_INFO_BYTES).await
-    {
-        Ok(b) => Ok(Some(serde_json::from_slice(&b).unwrap_or(Value::Null))),
+/// The stored index at `key`; an unreadable one counts as recording no
+/// files (a conflict for any delivery: an operator must look).
+async fn read_index(target: &Target, key: &str) -> Result<Option<SessionIndex>, String> {
+    match crate::store::read_all(target.store.as_ref(), key, index::MAX_BYTES).await {
+        Ok(b) => Ok(Some(SessionIndex::parse(&b).unwrap_or_default())),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// Whether an existing index records exactly these received files.
-fn same_files(index: &Value, files: &std::collections::BTreeMap<String, FileRecord>) -> bool {
-    let Some(recorded) = index
-        .pointer("/recvault/raw_files")
-        .and_then(Value::as_object)
-    else {
-        return false;
-    };
-    recorded.len() == files.len()
-        && files.iter().all(|(name, f)| {
-            recorded
-                .get(name)
-                .and_then(|r| r.get("sha256"))
-                .and_then(Value::as_str)
-                == Some(f.sha256.as_str())
-        })
 }
 
 /// The indexed `info.json`: the gateway's fields plus what ingest learned.
@@ -334,7 +316,7 @@ fn same_files(index: &Value, files: &std::collections::BTreeMap<String, FileReco
 async fn store_webms(
     target: &Target,
     files: &std::path::Path,
-    derived_prefix: &str,
+    keys: &SessionKeys,
 ) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for party in ["agent", "user"] {
@@ -344,7 +326,7 @@ async fn store_webms(
         match crate::media::render::webm::party(video, audio).await {
             Ok(Some(bytes)) => {
                 let n = bytes.len() as u64;
-                let key = format!("{derived_prefix}{name}");
+                let key = keys.derived(&name);
                 match target
                     .store
                     .put(&key, Bytes::from(bytes), PutOptions { if_absent: true })
@@ -365,36 +347,38 @@ async fn store_webms(
 }
 
 fn build_index(
-    v: &Validated,
+    v: Validated,
     st: &SessionState,
-    id: &str,
+    keys: &SessionKeys,
     size: u64,
     sha: &str,
     webm: &[(String, u64)],
     mp4_video_bps: u64,
-) -> Vec<u8> {
-    let mut derived =
-        crate::media::producer::reserve(id, v.info.started, v.info.ended, mp4_video_bps);
-    if let Some(d) = derived.as_object_mut() {
-        for (name, n) in webm {
-            d.insert(name.clone(), json!({ "size": n, "stored": true }));
-        }
+) -> Result<SessionIndex, String> {
+    let mut index = SessionIndex::from_gateway(v.info.original)?;
+    let r = &mut index.recvault;
+    r.ingested_at = st.completed_at.clone();
+    r.objects.insert(
+        keys.archive_name(),
+        Digest {
+            size,
+            sha256: sha.to_string(),
+        },
+    );
+    r.raw_files = st.files.clone();
+    r.streams = v.streams;
+    let reserved =
+        crate::media::producer::reserve(keys.id(), v.info.started, v.info.ended, mp4_video_bps);
+    r.derived.extend(reserved);
+    for (name, n) in webm {
+        let stored = Derived {
+            size: *n,
+            stored: true,
+            ..Derived::default()
+        };
+        r.derived.insert(name.clone(), stored);
     }
-    let mut index = v.info.original.clone();
-    if let Some(obj) = index.as_object_mut() {
-        obj.insert(
-            "recvault".into(),
-            json!({
-                "version": 1,
-                "ingested_at": st.completed_at,
-                "objects": { format!("{id}.tar.gz"): { "size": size, "sha256": sha } },
-                "raw_files": st.files,
-                "streams": v.streams,
-                "derived": derived,
-            }),
-        );
-    }
-    serde_json::to_vec_pretty(&index).unwrap_or_default()
+    Ok(index)
 }
 
 /// Hands the archive to the uploader in parts while hashing it.

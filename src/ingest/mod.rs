@@ -8,11 +8,17 @@
 //! - `GET  /v1/sessions/{id}`: `receiving`, `queued`, `archiving`, `archived`
 //!   or `failed` with a reason.
 //! - `GET  /healthz`.
+//!
+//! `http` handles requests, `session` is the state machine beside the
+//! `spool`, `unpack` opens one-shot tars, `archive` moves completed sessions
+//! into storage.
 
-mod api;
 pub mod archive;
+mod http;
+mod session;
 pub mod spool;
 pub mod tls;
+mod unpack;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -26,9 +32,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
+use crate::audit::Audit;
+use crate::auth::defender::Defender;
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::listener::{Admitted, Gate};
-use crate::server::Shared;
 use crate::store::SharedStore;
 use archive::{Archiver, Target};
 use spool::Spool;
@@ -40,7 +48,9 @@ pub struct Ingest {
     tokens: std::sync::RwLock<HashMap<String, String>>,
     targets: HashMap<String, Target>,
     archiver: Arc<Archiver>,
-    shared: Arc<Shared>,
+    limits: Limits,
+    defender: Arc<Defender>,
+    audit: Arc<Audit>,
     uploads: Arc<Semaphore>,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -55,8 +65,10 @@ impl Ingest {
     pub fn start(
         cfg: &Config,
         store: &SharedStore,
-        shared: Arc<Shared>,
+        defender: Arc<Defender>,
+        audit: Arc<Audit>,
     ) -> Result<Arc<Ingest>, String> {
+        let limits = cfg.limits.clone();
         let ingest_cfg = cfg.ingest.as_ref().ok_or("[ingest] is not configured")?;
         let spool = Spool::open(&ingest_cfg.spool_dir).map_err(|e| {
             format!(
@@ -90,19 +102,17 @@ impl Ingest {
                 (t.id.get_ref().clone(), target)
             })
             .collect();
-        let archiver = Archiver::start(
-            spool.clone(),
-            targets.clone(),
-            shared.limits.archive_concurrency,
-        )
-        .map_err(|e| format!("cannot read the spool: {e}"))?;
+        let archiver = Archiver::start(spool.clone(), targets.clone(), limits.archive_concurrency)
+            .map_err(|e| format!("cannot read the spool: {e}"))?;
         Ok(Arc::new(Ingest {
             spool,
             tokens: std::sync::RwLock::new(tokens),
             targets,
             archiver,
-            uploads: Arc::new(Semaphore::new(shared.limits.ingest_max_concurrent_uploads)),
-            shared,
+            uploads: Arc::new(Semaphore::new(limits.ingest_max_concurrent_uploads)),
+            limits,
+            defender,
+            audit,
             locks: std::sync::Mutex::new(HashMap::new()),
         }))
     }
@@ -150,28 +160,34 @@ fn token_map(cfg: &Config) -> HashMap<String, String> {
     tokens
 }
 
-/// Serves the ingest API (over TLS when `tls` is set) until `shutdown` turns true.
+/// Serves the ingest API (over TLS when `tls` is set) until `shutdown`
+/// turns true, then drains: no new connections; requests in flight (an
+/// upload being received, a completion) finish and get their answer, idle
+/// keep-alive connections are closed, and connections still open after
+/// `drain` are dropped. A session cut off that way was never acknowledged.
 pub async fn run(
     listener: TcpListener,
     ingest: Arc<Ingest>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
 ) {
-    let limits = ingest.shared.limits.clone();
+    let limits = ingest.limits.clone();
     let gate = Gate::new("ingest", limits.max_connections);
     while let Some(Admitted { sock, peer, permit }) = gate
-        .accept(&listener, &ingest.shared.defender, &mut shutdown)
+        .accept(&listener, &ingest.defender, &mut shutdown)
         .await
     {
-        let (ingest, tls) = (ingest.clone(), tls.clone());
+        let (ingest, tls, stop) = (ingest.clone(), tls.clone(), shutdown.clone());
         let timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(TokioIo::new(sock), ingest, peer, timeout).await,
+                None => serve_connection(TokioIo::new(sock), ingest, peer, timeout, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(TokioIo::new(stream), ingest, peer, timeout).await
+                            serve_connection(TokioIo::new(stream), ingest, peer, timeout, stop)
+                                .await
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "ingest TLS handshake failed"),
                         Err(_) => debug!(%peer, "ingest TLS handshake timed out"),
@@ -181,22 +197,43 @@ pub async fn run(
             drop(permit);
         });
     }
+    drop(listener);
+    if !gate.drain(drain).await {
+        tracing::info!(
+            "shutdown: closing ingest connections still open after {}s",
+            drain.as_secs()
+        );
+    }
 }
 
-async fn serve_connection<I>(io: I, ingest: Arc<Ingest>, peer: SocketAddr, header_timeout: Duration)
-where
+async fn serve_connection<I>(
+    io: I,
+    ingest: Arc<Ingest>,
+    peer: SocketAddr,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let ingest = ingest.clone();
-        async move { Ok::<_, std::convert::Infallible>(api::handle(ingest, req, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(http::handle(ingest, req, peer).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024)
         .serve_connection(io, service);
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { drop(stop.wait_for(|s| *s).await) } => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         debug!(%peer, error = %e, "ingest connection ended");
     }
 }

@@ -37,11 +37,8 @@ pub enum Status {
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    pub size: u64,
-    pub sha256: String,
-}
+/// A received file's size and SHA-256: what the index records of it.
+pub use crate::layout::index::Digest as FileRecord;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionState {

@@ -12,47 +12,13 @@
 
 use std::io::Read;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Largest JSON header accepted.
 const MAX_HEADER: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Audio,
-    Video,
-    Data,
-}
-
-/// What ingest learns from one stream; stored in the session index.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamSummary {
-    pub kind: Kind,
-    pub codec: String,
-    /// `MJR00001` or `MJR00002`.
-    pub format: String,
-    /// Wall-clock time the recording was created / its first frame arrived (µs since the epoch).
-    pub created_us: Option<i64>,
-    pub first_frame_us: Option<i64>,
-    pub packets: u64,
-    /// RTP packets that carried no media (padding only).
-    pub padding_only: u64,
-    /// Sequence numbers missing between the first and last packet.
-    pub lost: u64,
-    /// Packets whose sequence number went backwards (reordered or duplicate).
-    pub reordered: u64,
-    pub ssrc_changes: u64,
-    /// Unwrapped RTP timestamps of the first and last packet.
-    pub first_rtp: Option<u64>,
-    pub last_rtp: Option<u64>,
-    /// RTP clock rate of the codec (Hz).
-    pub clock_rate: u32,
-    /// Media duration from the RTP timestamps, in ms.
-    pub duration_ms: u64,
-    /// Received-time span of the frames (MJR00002 only), in ms.
-    pub received_span_ms: u64,
-}
+/// Stream kinds and summaries are part of the session index schema.
+pub use crate::layout::index::{Kind, StreamSummary};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MjrError {

@@ -19,9 +19,9 @@ use super::lease;
 use super::render::{self, audio};
 use super::spill::Growing;
 use crate::audit::Audit;
+use crate::layout::index::{Derived, SessionIndex};
 use crate::store::{ByteStream, ObjectStore, StoreError};
-use crate::vfs::meta::SessionMeta;
-use crate::vfs::{Producer, Tenant, VfsError};
+use crate::vfs::{Producer, SessionHandle, VfsError};
 
 /// How long a render goes on with no reader before it is stopped.
 const READERLESS_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -54,84 +54,82 @@ impl MediaProducer {
     }
 }
 
-/// The `recvault.derived` section ingest writes for a call from `started`
-/// to `ended`: each entry's reserved size and what the render needs.
+/// The rendered entries of the index's `recvault.derived` for a call from
+/// `started` to `ended`: each one's reserved size and what its render needs.
 pub fn reserve(
     id: &str,
     started: chrono::DateTime<chrono::Utc>,
     ended: chrono::DateTime<chrono::Utc>,
     video_bps: u64,
-) -> serde_json::Value {
+) -> [(String, Derived); 2] {
     let ms = (ended - started).num_milliseconds().max(0) as u64;
     let samples = audio::samples_for_ms(ms);
-    serde_json::json!({
-        format!("{id}.mp3"): { "size": render::mp3_size(samples), "samples": samples },
-        format!("{id}.mp4"): {
-            "size": render::mp4_size(ms, video_bps),
-            "duration_ms": ms,
-            "video_bps": video_bps,
-        },
-    })
-}
-
-fn derived<'a>(m: &'a SessionMeta, name: &str) -> Option<&'a serde_json::Value> {
-    m.raw_index.pointer("/recvault/derived")?.get(name)
+    [
+        (
+            format!("{id}.mp3"),
+            Derived {
+                size: render::mp3_size(samples),
+                samples: Some(samples),
+                ..Derived::default()
+            },
+        ),
+        (
+            format!("{id}.mp4"),
+            Derived {
+                size: render::mp4_size(ms, video_bps),
+                duration_ms: Some(ms),
+                video_bps: Some(video_bps),
+                ..Derived::default()
+            },
+        ),
+    ]
 }
 
 #[async_trait]
 impl Producer for MediaProducer {
-    fn entries(&self, m: &SessionMeta) -> Vec<(String, u64)> {
-        let Some(d) = m
-            .raw_index
-            .pointer("/recvault/derived")
-            .and_then(|v| v.as_object())
-        else {
-            return Vec::new();
-        };
-        d.iter()
+    fn entries(&self, index: &SessionIndex) -> Vec<(String, u64)> {
+        index
+            .recvault
+            .derived
+            .iter()
             .filter(|(name, _)| [".mp3", ".mp4", ".webm"].iter().any(|x| name.ends_with(x)))
-            .filter_map(|(name, v)| Some((name.clone(), v.get("size")?.as_u64()?)))
+            .map(|(name, d)| (name.clone(), d.size))
             .collect()
     }
 
     async fn open(
         &self,
-        tenant: &Tenant,
-        m: &SessionMeta,
+        s: &SessionHandle,
         name: &str,
         offset: u64,
     ) -> Result<ByteStream, VfsError> {
-        let key = format!("{}derived/{name}", m.session.prefix(&tenant.prefix));
-        if let Some(cached) = cached(tenant.store.as_ref(), &key, offset).await? {
+        let key = s.keys.derived(name);
+        if let Some(cached) = cached(s.store.as_ref(), &key, offset).await? {
             return Ok(cached);
         }
-        let spec = derived(m, name).ok_or_else(|| VfsError::NotFound(name.to_string()))?;
-        if spec.get("stored").and_then(|v| v.as_bool()) == Some(true) {
+        let spec = s
+            .index
+            .recvault
+            .derived
+            .get(name)
+            .ok_or_else(|| VfsError::NotFound(name.to_string()))?;
+        if spec.stored {
             // Made at archive time (WebM); only storage can serve it.
             return Err(VfsError::Producer(format!(
                 "{name} is missing from storage"
             )));
         }
         let what = if name.ends_with(".mp4") {
-            let ms = spec
-                .get("duration_ms")
-                .and_then(|v| v.as_u64())
-                .ok_or_else(|| {
-                    VfsError::Producer("the session index has no duration for the MP4".into())
-                })?;
+            let ms = spec.duration_ms.ok_or_else(|| {
+                VfsError::Producer("the session index has no duration for the MP4".into())
+            })?;
             // Indexes written before the cap was recorded used the default.
-            let video_bps = spec
-                .get("video_bps")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(render::VIDEO_BPS);
+            let video_bps = spec.video_bps.unwrap_or(render::VIDEO_BPS);
             What::Mp4 { ms, video_bps }
         } else {
-            let samples = spec
-                .get("samples")
-                .and_then(|v| v.as_u64())
-                .ok_or_else(|| {
-                    VfsError::Producer("the session index has no sample count".into())
-                })?;
+            let samples = spec.samples.ok_or_else(|| {
+                VfsError::Producer("the session index has no sample count".into())
+            })?;
             What::Mp3 { samples }
         };
         // Following before the render starts, so it never runs readerless.
@@ -142,27 +140,16 @@ impl Producer for MediaProducer {
                 None => {
                     let r = Arc::new(Render::new().map_err(VfsError::Producer)?);
                     map.insert(key.clone(), r.clone());
-                    let s = &m.session;
                     let job = Job {
                         render: r.clone(),
-                        store: tenant.store.clone(),
+                        store: s.store.clone(),
                         key: key.clone(),
-                        tenant: tenant.id.clone(),
-                        path: format!("/{}/{}/{}/{}/{name}", s.year, s.month, s.day, s.id),
+                        lease: s.keys.lease(name),
+                        tenant: s.tenant.clone(),
+                        path: format!("{}/{name}", s.path),
                         audit: self.audit.clone(),
-                        tar_key: m
-                            .files
-                            .iter()
-                            .find(|f| f.name.ends_with(".tar.gz"))
-                            .map(|f| f.key.clone())
-                            .unwrap_or_default(),
-                        start_us: m
-                            .index
-                            .started_at
-                            .as_deref()
-                            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-                            .map(|t| t.timestamp_micros())
-                            .unwrap_or(0),
+                        tar_key: s.keys.archive(),
+                        start_us: s.index.started().map_or(0, |t| t.timestamp_micros()),
                         what,
                         pool: self.pool.clone(),
                         timeout: self.timeout,
@@ -195,6 +182,8 @@ struct Job {
     render: Arc<Render>,
     store: crate::store::SharedStore,
     key: String,
+    /// The render lease of `key`.
+    lease: String,
     tenant: String,
     /// The entry's path in the tenant's tree (for the audit trail).
     path: String,
@@ -251,12 +240,12 @@ impl Job {
     /// it, waits for that process's file and serves it. True when the file
     /// was rendered here.
     async fn render_and_store(&self) -> Result<bool, String> {
-        let lease = format!("{}.lease", self.key);
+        let lease = &self.lease;
         loop {
-            match lease::acquire(self.store.as_ref(), &lease).await? {
+            match lease::acquire(self.store.as_ref(), lease).await? {
                 lease::Outcome::Mine => break,
                 lease::Outcome::Theirs => {
-                    if self.follow_other_process(&lease).await? {
+                    if self.follow_other_process(lease).await? {
                         return Ok(false);
                     }
                     // Their lease expired without a file: try to take over.
@@ -268,7 +257,7 @@ impl Job {
             .await
             .map_err(|e| e.to_string())?;
         if let Some(body) = stored {
-            let _ = self.store.delete(&lease).await;
+            let _ = self.store.delete(lease).await;
             return self.serve_stored(body).await.map(|()| false);
         }
         let renew = lease::keep(self.store.clone(), lease.clone());
@@ -280,7 +269,7 @@ impl Job {
             )),
         };
         renew.abort();
-        let _ = self.store.delete(&lease).await;
+        let _ = self.store.delete(lease).await;
         result.map(|()| true)
     }
 

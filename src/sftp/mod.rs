@@ -24,7 +24,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::User;
 use crate::listener::{Admitted, Gate};
-use crate::server::Shared;
+use crate::shared::{Conn, Shared};
 
 /// Ciphers offered, best first: russh's AEAD and CTR defaults plus
 /// aes128-gcm@openssh.com, which OpenSSH and rclone clients prefer.
@@ -94,7 +94,7 @@ pub async fn run(
         let handler = SshHandler {
             shared: shared.clone(),
             peer,
-            user: None,
+            conn: None,
             authed: authed.clone(),
             pre_permit: Some(pre_permit),
             channels: HashMap::new(),
@@ -158,7 +158,7 @@ pub async fn run(
 struct SshHandler {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    user: Option<Arc<User>>,
+    conn: Option<Conn>,
     authed: Arc<AtomicBool>,
     pre_permit: Option<OwnedSemaphorePermit>,
     channels: HashMap<ChannelId, Channel<Msg>>,
@@ -179,8 +179,7 @@ impl SshHandler {
     }
 
     fn accepted(&mut self, user: Arc<User>, method: &str) -> Auth {
-        self.shared.login_ok("sftp", self.peer, &user, method);
-        self.user = Some(user);
+        self.conn = Some(self.shared.login_ok("sftp", self.peer, user, method));
         Auth::Accept
     }
 }
@@ -253,7 +252,7 @@ impl russh::server::Handler for SshHandler {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.user.is_none() || self.opened >= self.shared.limits.ssh_max_channels {
+        if self.conn.is_none() || self.opened >= self.shared.limits.ssh_max_channels {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -271,7 +270,7 @@ impl russh::server::Handler for SshHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(user), true) = (self.user.clone(), name == "sftp") else {
+        let (Some(conn), true) = (self.conn.clone(), name == "sftp") else {
             warn!(subsystem = name, "refused subsystem");
             session.channel_failure(id)?;
             return Ok(());
@@ -281,16 +280,9 @@ impl russh::server::Handler for SshHandler {
             return Ok(());
         };
         session.channel_success(id)?;
-        let vfs = user.vfs(self.shared.producers.clone());
-        let peer = protocol::Peer {
-            addr: self.peer,
-            user: user.name.clone(),
-        };
-        let (limits, audit) = (self.shared.limits.clone(), self.shared.audit.clone());
+        let user = conn.user();
         let span = tracing::info_span!("sftp", user = %user.name, tenant = %user.tenant.id);
-        tokio::spawn(
-            protocol::serve(channel.into_stream(), vfs, limits, audit, peer).instrument(span),
-        );
+        tokio::spawn(protocol::serve(channel.into_stream(), conn).instrument(span));
         Ok(())
     }
 

@@ -12,7 +12,6 @@
 //!   order (reads then come from a read-ahead buffer, see `reader`).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -25,11 +24,11 @@ use russh_sftp::protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::reader::ReadAhead;
-use crate::audit::Audit;
 use crate::limits::Limits;
+use crate::shared::Conn;
 use crate::vfs::{ls_line, DirLister, Entry, Kind, VPath, Vfs, VfsError};
 
 const SSH_FXP_DATA: u8 = 103;
@@ -39,18 +38,11 @@ type Frame = Vec<Bytes>;
 /// Entries per READDIR reply (as OpenSSH's server).
 const READDIR_BATCH: usize = 100;
 
-/// Who is on the other end, for logs and audit.
-#[derive(Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub user: String,
-}
-
 struct Ctx {
     vfs: Vfs,
     limits: Limits,
-    audit: Arc<Audit>,
-    peer: Peer,
+    /// Who is on the other end, for logs and audit.
+    conn: Conn,
     out: mpsc::Sender<Frame>,
     handles: Mutex<HashMap<String, mpsc::Sender<HandleOp>>>,
     next_handle: AtomicU64,
@@ -64,7 +56,7 @@ enum HandleOp {
 }
 
 /// Serves SFTP on `stream` until the client closes it or breaks the protocol.
-pub async fn serve<S>(stream: S, vfs: Vfs, limits: Limits, audit: Arc<Audit>, peer: Peer)
+pub async fn serve<S>(stream: S, conn: Conn)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -80,20 +72,20 @@ where
         }
         let _ = wr.shutdown().await;
     });
+    let limits = conn.limits().clone();
     let inflight = Arc::new(Semaphore::new(limits.sftp_max_inflight));
     let max_packet = limits.sftp_max_packet;
     let ctx = Arc::new(Ctx {
-        vfs,
+        vfs: conn.vfs(),
         limits,
-        audit,
-        peer,
+        conn,
         out,
         handles: Mutex::new(HashMap::new()),
         next_handle: AtomicU64::new(1),
     });
     while let Ok(len) = rd.read_u32().await {
         if len == 0 || len > max_packet {
-            warn!(user = %ctx.peer.user, peer = %ctx.peer.addr, len, max_packet, "SFTP packet length out of bounds; closing the channel");
+            warn!(user = %ctx.conn.user().name, peer = %ctx.conn.peer(), len, max_packet, "SFTP packet length out of bounds; closing the channel");
             break;
         }
         let mut buf = vec![0u8; len as usize];
@@ -414,7 +406,7 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
                         }
                         Ok(None) => ctx.reply(status(id, StatusCode::Eof, "end of file")).await,
                         Err(e) => {
-                            warn!(user = %ctx.peer.user, path = %path, error = %e, "read failed");
+                            warn!(user = %ctx.conn.user().name, path = %path, error = %e, "read failed");
                             ctx.reply(error_status(id, &e)).await;
                         }
                     }
@@ -447,11 +439,7 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
         started,
     } = &w
     {
-        ctx.audit.download(
-            "sftp",
-            ctx.peer.addr,
-            &ctx.peer.user,
-            &ctx.vfs.tenant().id,
+        ctx.conn.downloaded(
             &path.to_string(),
             *served,
             reader.file().entry.size,
@@ -539,10 +527,7 @@ async fn erase(ctx: &Ctx, id: u32, path: &str) -> Packet {
     };
     match ctx.vfs.erase(&p).await {
         Ok(n) => {
-            let (tenant, shown) = (&ctx.vfs.tenant().id, p.to_string());
-            ctx.audit
-                .erase("sftp", ctx.peer.addr, &ctx.peer.user, tenant, &shown, n);
-            info!(path = %p, objects = n, "session erased");
+            ctx.conn.erased(&p.to_string(), n);
             ok(id)
         }
         Err(e) => error_status(id, &e),
@@ -608,8 +593,8 @@ mod tests {
 
     #[test]
     fn storage_errors_do_not_leak_keys() {
-        let e = VfsError::Storage(crate::store::StoreError::Permanent(
-            "tenants/acme/sessions/x: HTTP 403".into(),
+        let e = VfsError::Storage(crate::vfs::Fault::refused(
+            "tenants/acme/sessions/x: HTTP 403",
         ));
         let Packet::Status(s) = error_status(1, &e) else {
             panic!()

@@ -78,7 +78,7 @@ impl DirLister {
                     .objects
                     .iter()
                     .filter_map(|o| {
-                        meta::session_of_index_key(prefix, &o.key).map(|id| Entry {
+                        crate::layout::session_of_index_key(prefix, &o.key).map(|id| Entry {
                             name: id.to_string(),
                             kind: Kind::Dir,
                             size: 0,

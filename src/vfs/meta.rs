@@ -6,26 +6,17 @@
 //! day's keys; both are cached for `limits.metadata_cache_secs`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde::Deserialize;
+use tracing::warn;
 
 use super::tree::SessionRef;
+use crate::layout::index::{self, SessionIndex};
+use crate::layout::{self, SessionKeys};
 use crate::store::{ObjectStore, StoreError};
-
-/// Largest `info.json` read (it is an index, not media).
-pub const MAX_INFO_BYTES: u64 = 1024 * 1024;
-
-/// The fields of `info.json` the tree needs; everything else is kept raw.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SessionIndex {
-    pub session_id: Option<String>,
-    pub started_at: Option<String>,
-    pub ended_at: Option<String>,
-}
 
 /// A stored object shown in a session folder.
 #[derive(Debug, Clone)]
@@ -39,14 +30,13 @@ pub struct StoredFile {
 #[derive(Debug, Clone)]
 pub struct SessionMeta {
     pub session: SessionRef,
+    pub keys: SessionKeys,
     /// Time of the session folder: when its index was written (stable).
     pub folder_time: DateTime<Utc>,
     /// Time of every entry in the session: the call's end.
     pub ended_at: DateTime<Utc>,
     pub files: Vec<StoredFile>,
-    pub index: SessionIndex,
-    /// The whole `info.json`, for entries that need more of it.
-    pub raw_index: serde_json::Value,
+    pub index: Arc<SessionIndex>,
 }
 
 impl SessionMeta {
@@ -56,11 +46,11 @@ impl SessionMeta {
         tenant_prefix: &str,
         s: &SessionRef,
     ) -> Result<Option<SessionMeta>, StoreError> {
-        let prefix = s.prefix(tenant_prefix);
-        let info_key = s.info_key(tenant_prefix);
+        let keys = s.keys(tenant_prefix);
+        let info_key = keys.index();
         let (info, listing) = tokio::join!(
-            crate::store::read_all(store, &info_key, MAX_INFO_BYTES),
-            store.list_page(&prefix, Some("/"), None)
+            crate::store::read_all(store, &info_key, index::MAX_BYTES),
+            store.list_page(keys.prefix(), Some("/"), None)
         );
         let info = match info {
             Ok(b) => b,
@@ -71,23 +61,21 @@ impl SessionMeta {
         let Some(info_obj) = listing.objects.iter().find(|o| o.key == info_key) else {
             return Ok(None);
         };
-        let raw_index: serde_json::Value =
-            serde_json::from_slice(&info).unwrap_or(serde_json::Value::Null);
-        let index: SessionIndex = serde_json::from_value(raw_index.clone()).unwrap_or_default();
-        let ended_at = index
-            .ended_at
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or(info_obj.last_modified);
-        let names = s.stored_names();
+        // A damaged index still shows the session (its stored files, the
+        // index's own time), so that an operator can fetch and repair it.
+        let index = SessionIndex::parse(&info).unwrap_or_else(|e| {
+            warn!(key = %info_key, error = %e, "session index unreadable; showing its stored files only");
+            SessionIndex::default()
+        });
+        let ended_at = index.ended().unwrap_or(info_obj.last_modified);
+        let shown = keys.shown();
         let mut files: Vec<StoredFile> = listing
             .objects
             .iter()
             .filter_map(|o| {
-                let name = o.key.strip_prefix(&prefix)?;
-                names.iter().any(|n| n == name).then(|| StoredFile {
-                    name: name.to_string(),
+                let (name, _) = shown.iter().find(|(_, key)| *key == o.key)?;
+                Some(StoredFile {
+                    name: name.clone(),
                     key: o.key.clone(),
                     size: o.size,
                 })
@@ -96,20 +84,13 @@ impl SessionMeta {
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Some(SessionMeta {
             session: s.clone(),
+            keys,
             folder_time: info_obj.last_modified,
             ended_at,
             files,
-            index,
-            raw_index,
+            index: Arc::new(index),
         }))
     }
-}
-
-/// If `key` (below `day_prefix`) is a session's index, the session id.
-pub fn session_of_index_key<'a>(day_prefix: &str, key: &'a str) -> Option<&'a str> {
-    let rest = key.strip_prefix(day_prefix)?;
-    let id = rest.strip_suffix("/info.json")?;
-    super::path::is_name(id).then_some(id)
 }
 
 /// Scans a whole day and returns its newest session time.
@@ -122,7 +103,7 @@ pub async fn newest_in_day(
     loop {
         let page = store.list_page(day_prefix, None, token).await?;
         for o in &page.objects {
-            if session_of_index_key(day_prefix, &o.key).is_some() {
+            if layout::session_of_index_key(day_prefix, &o.key).is_some() {
                 newest = newest.max(Some(o.last_modified));
             }
         }
@@ -149,10 +130,7 @@ pub async fn child_dirs(
     Ok(all
         .into_iter()
         .flatten()
-        .filter_map(|p| {
-            p.strip_prefix(prefix)
-                .map(|n| n.trim_end_matches('/').to_string())
-        })
+        .filter_map(|p| layout::child_name(prefix, &p).map(str::to_string))
         .filter(|n| super::tree::valid_child(depth, n))
         .collect())
 }

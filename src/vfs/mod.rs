@@ -8,21 +8,28 @@
 
 mod listing;
 pub mod meta;
-pub mod path;
 pub mod tree;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 
 pub use listing::{ls_line, DirLister};
 use meta::{SessionMeta, TtlCache};
-pub use path::{PathError, VPath};
 use tree::{Loc, SessionRef};
 
 use crate::config::Permission;
-use crate::store::{ByteStream, SharedStore, StoreError};
+use crate::layout::index::SessionIndex;
+use crate::layout::SessionKeys;
+pub use crate::path::{PathError, VPath};
+use crate::store::{SharedStore, StoreError};
+
+/// A file's bytes as the tree serves them.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, VfsError>> + Send>>;
 
 /// One tenant: its storage, its key prefix and its metadata caches.
 pub struct Tenant {
@@ -52,8 +59,16 @@ impl Tenant {
         }
     }
 
+    /// One delimited listing of the tenant's prefix: does storage answer?
+    pub async fn check_storage(&self) -> Result<(), StoreError> {
+        self.store
+            .list_page(&self.prefix, Some("/"), None)
+            .await
+            .map(drop)
+    }
+
     async fn session(&self, s: &SessionRef) -> Result<Option<Arc<SessionMeta>>, StoreError> {
-        let key = s.prefix(&self.prefix);
+        let key = s.keys(&self.prefix).prefix().to_string();
         if let Some(m) = self.sessions.get(&key) {
             return Ok(Some(m));
         }
@@ -153,24 +168,91 @@ pub enum VfsError {
     #[error("{0}")]
     InvalidPath(#[from] PathError),
     #[error("storage unavailable, try again later: {0}")]
-    Storage(#[from] StoreError),
+    Storage(Fault),
     #[error("{0}")]
     Producer(String),
+}
+
+/// A storage failure as the tree's clients see it. Its text (keys, bucket,
+/// the store's answer) is for the operator's log, never for a client.
+#[derive(Debug)]
+pub struct Fault {
+    kind: FaultKind,
+    detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    /// An object the index promised is not in storage.
+    Missing,
+    /// A retry may help.
+    Transient,
+    /// Storage refused the request.
+    Refused,
+}
+
+impl Fault {
+    /// A refusal with this detail (for tests of the protocol mappings).
+    pub fn refused(detail: impl Into<String>) -> Self {
+        Fault {
+            kind: FaultKind::Refused,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == FaultKind::Transient
+    }
+
+    /// An object that should be there is not.
+    pub fn is_missing(&self) -> bool {
+        self.kind == FaultKind::Missing
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl From<StoreError> for VfsError {
+    fn from(e: StoreError) -> Self {
+        let kind = match &e {
+            StoreError::NotFound(_) => FaultKind::Missing,
+            StoreError::Transient(_) => FaultKind::Transient,
+            StoreError::AlreadyExists(_) | StoreError::Permanent(_) => FaultKind::Refused,
+        };
+        VfsError::Storage(Fault {
+            kind,
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// What a producer may touch of one session: its store, its keys, its
+/// index; and, for logs and the audit trail, its tenant and path.
+pub struct SessionHandle {
+    pub store: SharedStore,
+    pub keys: SessionKeys,
+    pub index: Arc<SessionIndex>,
+    pub tenant: String,
+    /// The session folder's path in the tenant's tree.
+    pub path: String,
 }
 
 /// Produces the bytes of entries that are not stored objects (derived media).
 #[async_trait]
 pub trait Producer: Send + Sync + 'static {
     /// Entries (name, exact size) this producer adds to a session folder.
-    fn entries(&self, session: &SessionMeta) -> Vec<(String, u64)>;
+    fn entries(&self, index: &SessionIndex) -> Vec<(String, u64)>;
     /// Streams the bytes of entry `name` from `offset`.
     async fn open(
         &self,
-        tenant: &Tenant,
-        session: &SessionMeta,
+        session: &SessionHandle,
         name: &str,
         offset: u64,
-    ) -> Result<ByteStream, VfsError>;
+    ) -> Result<crate::store::ByteStream, VfsError>;
 }
 
 /// A user's permissions.
@@ -218,13 +300,20 @@ impl OpenFile {
         if offset >= self.entry.size {
             return Ok(Box::pin(futures::stream::empty()));
         }
-        match &self.source {
-            Source::Stored(key) => Ok(self.tenant.store.get(key, offset, None).await?),
-            Source::Produced(p, session) => {
-                p.open(&self.tenant, session, &self.entry.name, offset)
-                    .await
+        let body = match &self.source {
+            Source::Stored(key) => self.tenant.store.get(key, offset, None).await?,
+            Source::Produced(p, m) => {
+                let handle = SessionHandle {
+                    store: self.tenant.store.clone(),
+                    keys: m.keys.clone(),
+                    index: m.index.clone(),
+                    tenant: self.tenant.id.clone(),
+                    path: m.session.path(),
+                };
+                p.open(&handle, &self.entry.name, offset).await?
             }
-        }
+        };
+        Ok(Box::pin(body.map(|c| c.map_err(VfsError::from))))
     }
 }
 
@@ -296,7 +385,7 @@ impl Vfs {
             })
             .collect();
         for p in self.producers.iter() {
-            for (name, size) in p.entries(m) {
+            for (name, size) in p.entries(&m.index) {
                 if out.iter().any(|(e, _)| e.name == name) {
                     continue;
                 }
@@ -412,11 +501,7 @@ impl Vfs {
         let m = self.session_meta(&s, p).await?;
         // Stored or produced: a name the folder does not show is NotFound.
         self.session_entry(&m, &name, p)?;
-        Ok(m.raw_index
-            .pointer(&format!("/recvault/objects/{name}/sha256"))
-            .and_then(|v| v.as_str())
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_ascii_lowercase))
+        Ok(m.index.object(&name).and_then(|o| o.sha256_hex()))
     }
 
     /// Erases a whole session folder: every object under it, the index
@@ -434,12 +519,13 @@ impl Vfs {
             ));
         };
         self.session_meta(&s, p).await?;
-        let prefix = s.prefix(&self.tenant.prefix);
-        let index = s.info_key(&self.tenant.prefix);
+        let session = s.keys(&self.tenant.prefix);
+        let prefix = session.prefix();
+        let index = session.index();
         let mut keys = Vec::new();
         let mut next = None;
         loop {
-            let page = self.tenant.store.list_page(&prefix, None, next).await?;
+            let page = self.tenant.store.list_page(prefix, None, next).await?;
             keys.extend(page.objects.into_iter().map(|o| o.key));
             next = page.next;
             if next.is_none() {
@@ -451,7 +537,7 @@ impl Vfs {
             self.tenant.store.delete(k).await?;
         }
         self.tenant.store.delete(&index).await?;
-        self.tenant.sessions.forget(&prefix);
+        self.tenant.sessions.forget(prefix);
         self.tenant.dir_times.clear();
         Ok(keys.len() + 1)
     }

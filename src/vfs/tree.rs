@@ -1,5 +1,6 @@
-//! Where a canonical path points in a tenant's tree, and the storage keys of
-//! each place. This is the only code that turns paths into keys.
+//! Where a canonical path points in a tenant's tree, and which place of the
+//! storage layout ([`crate::layout`]) each one stands for. Paths become keys
+//! only through here.
 //!
 //! ```text
 //! /                      P/sessions/
@@ -7,12 +8,13 @@
 //! /YYYY/MM               P/sessions/YYYY/MM/
 //! /YYYY/MM/DD            P/sessions/YYYY/MM/DD/
 //! /YYYY/MM/DD/<id>       P/sessions/YYYY/MM/DD/<id>/      (exists once info.json does)
-//! /YYYY/MM/DD/<id>/name  P/sessions/YYYY/MM/DD/<id>/name  (derived/ is never shown)
+//! /YYYY/MM/DD/<id>/name  the session's stored or derived entry (derived/ is never shown)
 //! ```
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use super::VPath;
+use crate::layout::{self, SessionKeys};
 
 /// A place in the tenant tree (paths are tenant-absolute, scope applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +58,7 @@ pub fn valid_child(depth: usize, name: &str) -> bool {
         0 => is_year(name),
         1 => is_month(name),
         2 => is_day(name),
-        3 => super::path::is_name(name),
+        3 => crate::path::is_name(name),
         _ => false,
     }
 }
@@ -92,13 +94,13 @@ impl Loc {
 
     /// The key prefix of a directory place (ends with `/`); `None` for files.
     pub fn dir_prefix(&self, tenant_prefix: &str) -> Option<String> {
-        let base = format!("{tenant_prefix}sessions/");
+        let dates = |d: &[&str]| layout::dates_prefix(tenant_prefix, d);
         Some(match self {
-            Loc::Root => base,
-            Loc::Year(y) => format!("{base}{y}/"),
-            Loc::Month(y, m) => format!("{base}{y}/{m}/"),
-            Loc::Day(y, m, d) => format!("{base}{y}/{m}/{d}/"),
-            Loc::Session(s) => s.prefix(tenant_prefix),
+            Loc::Root => dates(&[]),
+            Loc::Year(y) => dates(&[y]),
+            Loc::Month(y, m) => dates(&[y, m]),
+            Loc::Day(y, m, d) => dates(&[y, m, d]),
+            Loc::Session(s) => s.keys(tenant_prefix).prefix().to_string(),
             Loc::File(..) => return None,
         })
     }
@@ -118,21 +120,14 @@ impl Loc {
 }
 
 impl SessionRef {
-    /// `P/sessions/YYYY/MM/DD/<id>/`
-    pub fn prefix(&self, tenant_prefix: &str) -> String {
-        format!(
-            "{tenant_prefix}sessions/{}/{}/{}/{}/",
-            self.year, self.month, self.day, self.id
-        )
+    /// The session's keys in the storage layout.
+    pub fn keys(&self, tenant_prefix: &str) -> SessionKeys {
+        SessionKeys::new(tenant_prefix, &self.year, &self.month, &self.day, &self.id)
     }
 
-    pub fn info_key(&self, tenant_prefix: &str) -> String {
-        format!("{}info.json", self.prefix(tenant_prefix))
-    }
-
-    /// Names of stored objects a session folder shows.
-    pub fn stored_names(&self) -> [String; 2] {
-        ["info.json".to_string(), format!("{}.tar.gz", self.id)]
+    /// The session folder's path in the tenant's tree.
+    pub fn path(&self) -> String {
+        format!("/{}/{}/{}/{}", self.year, self.month, self.day, self.id)
     }
 }
 
@@ -165,7 +160,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            format!("{}{name}", s.prefix("tenants/acme/")),
+            format!("{}{name}", s.keys("tenants/acme/").prefix()),
             "tenants/acme/sessions/2026/11/23/abc/abc.tar.gz"
         );
         assert_eq!(

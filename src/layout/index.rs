@@ -1,0 +1,252 @@
+//! The session index (`info.json`): the gateway's fields as it sent them,
+//! plus the `recvault` block ingest adds (SPEC §3). One reader
+//! ([`SessionIndex::parse`]) and one writer ([`SessionIndex::to_bytes`]).
+//!
+//! The block is versioned (`"v": 1`; indexes written before the field was
+//! renamed carry `"version": 1`, read the same). Later versions add fields;
+//! fields this version does not know are kept as they are when an index is
+//! read and written again, so no stored session breaks.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The version of the `recvault` block this code writes.
+pub const VERSION: u32 = 1;
+
+/// Largest index read (it is an index, not media).
+pub const MAX_BYTES: u64 = 1024 * 1024;
+
+/// A whole `info.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionIndex {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// The gateway's other fields (parties, queue, tags, …), as sent.
+    #[serde(flatten)]
+    pub gateway: Map<String, Value>,
+    /// What recvault learned at ingest.
+    #[serde(default)]
+    pub recvault: Recvault,
+}
+
+/// The `recvault` block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recvault {
+    #[serde(alias = "version", default = "first_version")]
+    pub v: u32,
+    /// When ingest accepted the session (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_at: Option<String>,
+    /// Stored objects of the session folder by name (the RAW archive).
+    #[serde(default)]
+    pub objects: BTreeMap<String, Digest>,
+    /// The files the gateway sent, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub raw_files: BTreeMap<String, Digest>,
+    /// What ingest learned of each MJR stream, by file name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, StreamSummary>,
+    /// Derived entries by name, with their reserved sizes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub derived: BTreeMap<String, Derived>,
+    /// Fields of later versions, kept as they are.
+    #[serde(flatten)]
+    pub later: Map<String, Value>,
+}
+
+fn first_version() -> u32 {
+    VERSION
+}
+
+impl Default for Recvault {
+    fn default() -> Self {
+        Self {
+            v: VERSION,
+            ingested_at: None,
+            objects: BTreeMap::new(),
+            raw_files: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            derived: BTreeMap::new(),
+            later: Map::new(),
+        }
+    }
+}
+
+/// Size and SHA-256 (hex) of a stored object or a received file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Digest {
+    /// The hash, when it is a well-formed SHA-256, in lower case.
+    pub fn sha256_hex(&self) -> Option<String> {
+        let h = &self.sha256;
+        (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| h.to_ascii_lowercase())
+    }
+}
+
+/// One derived entry: its reserved size and what its render needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Derived {
+    /// Bytes a read returns (a reservation for rendered entries).
+    pub size: u64,
+    /// MP3: audio samples at 48 kHz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+    /// MP4: the call's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// MP4: the video cap the reservation was computed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_bps: Option<u64>,
+    /// Made at archive time and stored in `derived/` (WebM): never rendered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stored: bool,
+}
+
+/// What a stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Audio,
+    Video,
+    Data,
+}
+
+/// What ingest learns from one MJR stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    pub kind: Kind,
+    pub codec: String,
+    /// `MJR00001` or `MJR00002`.
+    pub format: String,
+    /// Wall-clock time the recording was created / its first frame arrived (µs since the epoch).
+    pub created_us: Option<i64>,
+    pub first_frame_us: Option<i64>,
+    pub packets: u64,
+    /// RTP packets that carried no media (padding only).
+    pub padding_only: u64,
+    /// Sequence numbers missing between the first and last packet.
+    pub lost: u64,
+    /// Packets whose sequence number went backwards (reordered or duplicate).
+    pub reordered: u64,
+    pub ssrc_changes: u64,
+    /// Unwrapped RTP timestamps of the first and last packet.
+    pub first_rtp: Option<u64>,
+    pub last_rtp: Option<u64>,
+    /// RTP clock rate of the codec (Hz).
+    pub clock_rate: u32,
+    /// Media duration from the RTP timestamps, in ms.
+    pub duration_ms: u64,
+    /// Received-time span of the frames (MJR00002 only), in ms.
+    pub received_span_ms: u64,
+}
+
+fn time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl SessionIndex {
+    /// Reads an index. Malformed JSON is an error; missing fields are not
+    /// (indexes written by earlier versions lack some).
+    pub fn parse(bytes: &[u8]) -> Result<SessionIndex, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("the session index is malformed: {e}"))
+    }
+
+    /// The gateway's `info.json` (already validated) as the start of an index.
+    pub fn from_gateway(info: Value) -> Result<SessionIndex, String> {
+        serde_json::from_value(info).map_err(|e| format!("info.json does not fit the index: {e}"))
+    }
+
+    /// The stored form (pretty-printed JSON).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // A struct of strings, numbers and maps with string keys always serializes.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    pub fn started(&self) -> Option<DateTime<Utc>> {
+        time(self.started_at.as_deref())
+    }
+
+    pub fn ended(&self) -> Option<DateTime<Utc>> {
+        time(self.ended_at.as_deref())
+    }
+
+    /// The recorded size and hash of the stored object `name`.
+    pub fn object(&self, name: &str) -> Option<&Digest> {
+        self.recvault.objects.get(name)
+    }
+
+    /// Whether the index records exactly these received files (name → SHA-256).
+    pub fn same_raw_files<'a>(
+        &self,
+        files: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> bool {
+        let recorded = &self.recvault.raw_files;
+        !recorded.is_empty() && recorded.len() == files.len() && {
+            let mut files = files;
+            files.all(|(name, sha)| recorded.get(name).map(|r| r.sha256.as_str()) == Some(sha))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_written_before_v_was_renamed_reads_and_keeps_unknown_fields() {
+        let old = br#"{"session_id":"c1","started_at":"2026-11-23T10:00:00Z","ended_at":"2026-11-23T10:05:00Z",
+            "agent":{"id":"a"},"queue":"sales",
+            "recvault":{"version":1,"objects":{"c1.tar.gz":{"size":5,"sha256":"ab"}},
+              "derived":{"c1.mp3":{"size":384,"samples":1152}},"future":{"x":1}}}"#;
+        let i = SessionIndex::parse(old).unwrap();
+        assert_eq!(i.recvault.v, 1);
+        assert_eq!(i.object("c1.tar.gz").unwrap().size, 5);
+        assert_eq!(i.recvault.derived["c1.mp3"].samples, Some(1152));
+        assert_eq!(i.gateway["queue"], "sales");
+        assert_eq!(i.ended().unwrap().to_rfc3339(), "2026-11-23T10:05:00+00:00");
+        let again: Value = serde_json::from_slice(&i.to_bytes()).unwrap();
+        assert_eq!(again["recvault"]["v"], 1);
+        assert_eq!(again["recvault"]["future"]["x"], 1, "later fields are kept");
+        assert_eq!(again["agent"]["id"], "a");
+        assert_eq!(SessionIndex::parse(&i.to_bytes()).unwrap(), i);
+    }
+
+    #[test]
+    fn an_index_without_a_recvault_block_or_with_bad_json() {
+        let i = SessionIndex::parse(br#"{"session_id":"c1"}"#).unwrap();
+        assert_eq!(i.recvault, Recvault::default());
+        assert!(i.started().is_none());
+        assert!(SessionIndex::parse(b"{nope").is_err());
+    }
+
+    #[test]
+    fn raw_files_compare_by_name_and_hash() {
+        let mut i = SessionIndex::default();
+        let d = |s: &str| Digest {
+            size: 1,
+            sha256: s.into(),
+        };
+        assert!(
+            !i.same_raw_files([("a", "1")].into_iter()),
+            "nothing recorded"
+        );
+        i.recvault.raw_files.insert("a".into(), d("1"));
+        i.recvault.raw_files.insert("b".into(), d("2"));
+        assert!(i.same_raw_files([("a", "1"), ("b", "2")].into_iter()));
+        assert!(!i.same_raw_files([("a", "1"), ("b", "3")].into_iter()));
+        assert!(!i.same_raw_files([("a", "1")].into_iter()));
+    }
+}

@@ -1,0 +1,167 @@
+//! The storage contract (SPEC §4): every key recvault reads or writes is
+//! formatted here, and nowhere else; the session index's schema lives in
+//! [`index`]. Other tools read this layout, so a change here needs a
+//! migration.
+//!
+//! ```text
+//! P/sessions/                                   a tenant's sessions (P: its prefix)
+//! P/sessions/YYYY/MM/DD/                        one day (the call's start, UTC)
+//! P/sessions/YYYY/MM/DD/<id>/info.json          the session index, written last
+//! P/sessions/YYYY/MM/DD/<id>/<id>.tar.gz        the RAW archive
+//! P/sessions/YYYY/MM/DD/<id>/derived/<name>     generated media (hidden from clients)
+//! P/sessions/YYYY/MM/DD/<id>/derived/<name>.lease   the render lease of <name>
+//! ```
+
+pub mod index;
+
+use chrono::{DateTime, Utc};
+
+/// The index's name inside a session folder.
+pub const INDEX: &str = "info.json";
+/// The folder of generated media inside a session folder.
+const DERIVED: &str = "derived/";
+
+/// The key prefix of a tenant's sessions, or of a date folder below it:
+/// `P/sessions/` followed by each of `dates` (year, month, day) and `/`.
+pub fn dates_prefix(tenant_prefix: &str, dates: &[&str]) -> String {
+    let mut p = format!("{tenant_prefix}sessions/");
+    for d in dates {
+        p.push_str(d);
+        p.push('/');
+    }
+    p
+}
+
+/// The name of a child folder from a delimited listing's common prefix
+/// (`<prefix><name>/`).
+pub fn child_name<'a>(prefix: &str, common_prefix: &'a str) -> Option<&'a str> {
+    common_prefix
+        .strip_prefix(prefix)
+        .map(|n| n.trim_end_matches('/'))
+}
+
+/// If `key` (below the day folder `day_prefix`) is a session's index, the
+/// session id.
+pub fn session_of_index_key<'a>(day_prefix: &str, key: &'a str) -> Option<&'a str> {
+    let rest = key.strip_prefix(day_prefix)?;
+    let id = rest.strip_suffix(INDEX)?.strip_suffix('/')?;
+    crate::path::is_name(id).then_some(id)
+}
+
+/// The keys of one session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKeys {
+    prefix: String,
+    id: String,
+}
+
+impl SessionKeys {
+    /// The session `id` filed under the day `year`/`month`/`day`.
+    pub fn new(tenant_prefix: &str, year: &str, month: &str, day: &str, id: &str) -> Self {
+        Self {
+            prefix: format!("{}{id}/", dates_prefix(tenant_prefix, &[year, month, day])),
+            id: id.to_string(),
+        }
+    }
+
+    /// The session `id` of a call that started at `started`.
+    pub fn of_call(tenant_prefix: &str, started: DateTime<Utc>, id: &str) -> Self {
+        let (y, m, d) = (
+            started.format("%Y").to_string(),
+            started.format("%m").to_string(),
+            started.format("%d").to_string(),
+        );
+        Self::new(tenant_prefix, &y, &m, &d, id)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `P/sessions/YYYY/MM/DD/<id>/`: every object of the session is below it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `…/<id>/info.json`
+    pub fn index(&self) -> String {
+        format!("{}{INDEX}", self.prefix)
+    }
+
+    /// The RAW archive's name in the session folder: `<id>.tar.gz`.
+    pub fn archive_name(&self) -> String {
+        format!("{}.tar.gz", self.id)
+    }
+
+    /// `…/<id>/<id>.tar.gz`
+    pub fn archive(&self) -> String {
+        format!("{}{}", self.prefix, self.archive_name())
+    }
+
+    /// `…/<id>/derived/<name>`
+    pub fn derived(&self, name: &str) -> String {
+        format!("{}{DERIVED}{name}", self.prefix)
+    }
+
+    /// `…/<id>/derived/<name>.lease`: the render lease of a derived file.
+    pub fn lease(&self, name: &str) -> String {
+        format!("{}.lease", self.derived(name))
+    }
+
+    /// The stored objects a session folder shows (index and archive), as
+    /// (name, key).
+    pub fn shown(&self) -> [(String, String); 2] {
+        [
+            (INDEX.to_string(), self.index()),
+            (self.archive_name(), self.archive()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_layout_contract() {
+        let k = SessionKeys::new("tenants/acme/", "2026", "11", "23", "c-1");
+        assert_eq!(k.prefix(), "tenants/acme/sessions/2026/11/23/c-1/");
+        assert_eq!(k.index(), "tenants/acme/sessions/2026/11/23/c-1/info.json");
+        assert_eq!(
+            k.archive(),
+            "tenants/acme/sessions/2026/11/23/c-1/c-1.tar.gz"
+        );
+        assert_eq!(
+            k.derived("c-1.mp4"),
+            "tenants/acme/sessions/2026/11/23/c-1/derived/c-1.mp4"
+        );
+        assert_eq!(
+            k.lease("c-1.mp4"),
+            "tenants/acme/sessions/2026/11/23/c-1/derived/c-1.mp4.lease"
+        );
+        let started = Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 59).unwrap();
+        assert_eq!(SessionKeys::of_call("tenants/acme/", started, "c-1"), k);
+        assert_eq!(dates_prefix("t/", &[]), "t/sessions/");
+        assert_eq!(dates_prefix("t/", &["2026", "11"]), "t/sessions/2026/11/");
+    }
+
+    #[test]
+    fn index_keys_name_their_session() {
+        let day = dates_prefix("t/", &["2026", "11", "23"]);
+        assert_eq!(
+            session_of_index_key(&day, &format!("{day}c-1/info.json")),
+            Some("c-1")
+        );
+        assert_eq!(
+            session_of_index_key(&day, &format!("{day}c-1/x.json")),
+            None
+        );
+        assert_eq!(
+            session_of_index_key(&day, &format!("{day}c-1/derived/info.json")),
+            None
+        );
+        assert_eq!(session_of_index_key(&day, &format!("{day}info.json")), None);
+        assert_eq!(child_name("t/sessions/", "t/sessions/2026/"), Some("2026"));
+    }
+}

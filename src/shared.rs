@@ -1,0 +1,160 @@
+//! What every connection shares (users, the defender, limits, the audit
+//! trail, the producers of derived entries) and the bookkeeping every
+//! protocol does the same way: a login, a download and an erase each make
+//! one audit event, one defender call and one log line, written here once.
+//! `server` builds it; the protocol adapters use it and import nothing from
+//! `server`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::audit::Audit;
+use crate::auth::defender::Defender;
+use crate::auth::{User, Users};
+use crate::limits::Limits;
+use crate::vfs::{Producer, Vfs};
+
+/// What every connection shares.
+pub struct Shared {
+    users: RwLock<Arc<Users>>,
+    pub defender: Arc<Defender>,
+    pub limits: Limits,
+    pub audit: Arc<Audit>,
+    producers: Arc<[Arc<dyn Producer>]>,
+}
+
+impl Shared {
+    pub fn new(
+        users: Users,
+        defender: Arc<Defender>,
+        limits: Limits,
+        audit: Arc<Audit>,
+        producers: Arc<[Arc<dyn Producer>]>,
+    ) -> Self {
+        Self {
+            users: RwLock::new(Arc::new(users)),
+            defender,
+            limits,
+            audit,
+            producers,
+        }
+    }
+
+    /// The current user table (replaced whole on reload).
+    pub fn users(&self) -> Arc<Users> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the user table; connections already open keep their login.
+    pub fn set_users(&self, users: Users) {
+        *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+    }
+
+    /// Records a successful login (the audit event, the defender's reset of
+    /// the address's failures, the "login" log line) and returns the
+    /// connection's bookkeeping.
+    pub fn login_ok(
+        self: &Arc<Self>,
+        protocol: &'static str,
+        peer: SocketAddr,
+        user: Arc<User>,
+        method: &str,
+    ) -> Conn {
+        self.audit.login(
+            protocol,
+            peer,
+            &user.name,
+            Some(&user.tenant.id),
+            method,
+            true,
+        );
+        self.defender.success(peer.ip());
+        info!(user = %user.name, tenant = %user.tenant.id, method, "login");
+        Conn {
+            shared: self.clone(),
+            protocol,
+            peer,
+            user,
+        }
+    }
+
+    /// Records a failed login (audit event, defender) and returns the ban
+    /// this failure earned the address, if any, after logging it.
+    pub fn login_failed(
+        &self,
+        protocol: &str,
+        peer: SocketAddr,
+        user: &str,
+        method: &str,
+    ) -> Option<Duration> {
+        self.audit.login(protocol, peer, user, None, method, false);
+        let ban = self.defender.failure(peer.ip())?;
+        warn!(
+            %peer,
+            secs = ban.as_secs(),
+            "address banned after repeated failed logins"
+        );
+        Some(ban)
+    }
+}
+
+/// One logged-in connection: who, from where, over what; and its
+/// bookkeeping, the same for every protocol.
+#[derive(Clone)]
+pub struct Conn {
+    shared: Arc<Shared>,
+    protocol: &'static str,
+    peer: SocketAddr,
+    user: Arc<User>,
+}
+
+impl Conn {
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// The user's view of its tenant's tree.
+    pub fn vfs(&self) -> Vfs {
+        self.user.vfs(self.shared.producers.clone())
+    }
+
+    /// A download ended (complete or not): `bytes` of the file's `size`
+    /// were sent.
+    pub fn downloaded(&self, path: &str, bytes: u64, size: u64, took: Duration) {
+        self.shared.audit.download(
+            self.protocol,
+            self.peer,
+            &self.user.name,
+            &self.user.tenant.id,
+            path,
+            bytes,
+            size,
+            took,
+        );
+        debug!(%path, bytes, "download ended");
+    }
+
+    /// A whole session was erased (`objects` removed).
+    pub fn erased(&self, path: &str, objects: usize) {
+        self.shared.audit.erase(
+            self.protocol,
+            self.peer,
+            &self.user.name,
+            &self.user.tenant.id,
+            path,
+            objects,
+        );
+        info!(%path, objects, "session erased");
+    }
+}
