@@ -3,7 +3,9 @@
 //! Events: `login` (success or failure), `download` (bytes served,
 //! duration), `erase` (a session removed by a user holding `delete`),
 //! `render` (a derived entry rendered by this process: bytes and duration,
-//! or the error).
+//! or the error), `job` (what a job over every session, such as `verify`,
+//! found or changed in one session) and `job_end` (its totals, and whether
+//! it ran to the end).
 //! Field names are a contract for compliance tooling; add fields, never rename.
 
 use std::io::Write;
@@ -22,6 +24,13 @@ impl Audit {
     pub fn stdout() -> Self {
         Self {
             out: Mutex::new(Box::new(std::io::stdout())),
+        }
+    }
+
+    /// For commands whose standard output is their report.
+    pub fn stderr() -> Self {
+        Self {
+            out: Mutex::new(Box::new(std::io::stderr())),
         }
     }
 
@@ -111,5 +120,20 @@ impl Audit {
                 "error": e, "duration_ms": ms,
             }),
         });
+    }
+
+    /// What a job over every session found or changed in one session.
+    pub fn job_finding(&self, kind: &str, tenant: &str, path: &str, what: &str) {
+        self.emit(json!({
+            "event": "job", "kind": kind, "tenant": tenant, "path": path, "finding": what,
+        }));
+    }
+
+    /// A job over every session ended: its totals, and whether it ran to the end.
+    pub fn job_end(&self, kind: &str, tenant: &str, sessions: u64, findings: u64, complete: bool) {
+        self.emit(json!({
+            "event": "job_end", "kind": kind, "tenant": tenant, "sessions": sessions,
+            "findings": findings, "complete": complete,
+        }));
     }
 }

@@ -33,7 +33,29 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
+    pub jobs: JobsConfig,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+}
+
+/// Jobs over every session (`recvault verify`): where their checkpoints live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    #[serde(default = "default_jobs_dir")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: default_jobs_dir(),
+        }
+    }
+}
+
+fn default_jobs_dir() -> PathBuf {
+    PathBuf::from("/var/lib/recvault/jobs")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -61,6 +61,8 @@ pub struct Limits {
     pub ingest_min_free_bytes: u64,
     /// Sessions archived at once.
     pub archive_concurrency: usize,
+    /// Sessions a job over every session (`recvault verify`, …) works on at once.
+    pub job_concurrency: usize,
     /// Derived-media renders (ffmpeg) run at once; more wait in a queue.
     pub render_concurrency: usize,
     /// Seconds a render may run before it is stopped (and the read fails).
@@ -98,6 +100,7 @@ impl Default for Limits {
             ingest_idle_timeout_secs: 60,
             ingest_min_free_bytes: 1024 * 1024 * 1024,
             archive_concurrency: 2,
+            job_concurrency: 4,
             render_concurrency: 2,
             render_timeout_secs: 3600,
             render_memory_mib: 1024,
@@ -108,7 +111,7 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 17] = [
+        let nonzero: [(&str, u64); 18] = [
             ("render_timeout_secs", self.render_timeout_secs),
             ("render_memory_mib", self.render_memory_mib),
             ("render_concurrency", self.render_concurrency as u64),
@@ -120,6 +123,7 @@ impl Limits {
             ),
             ("ingest_idle_timeout_secs", self.ingest_idle_timeout_secs),
             ("archive_concurrency", self.archive_concurrency as u64),
+            ("job_concurrency", self.job_concurrency as u64),
             ("max_connections", self.max_connections as u64),
             ("max_unauthenticated", self.max_unauthenticated as u64),
             ("login_grace_secs", self.login_grace_secs),

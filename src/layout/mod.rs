@@ -103,6 +103,18 @@ impl SessionKeys {
         format!("{}{DERIVED}{name}", self.prefix)
     }
 
+    /// `…/<id>/<name>`: a stored object the index names, when `name` is a
+    /// plain name (an index read back from storage is not trusted).
+    pub fn object(&self, name: &str) -> Option<String> {
+        crate::path::is_name(name).then(|| format!("{}{name}", self.prefix))
+    }
+
+    /// [`Self::derived`] for a name read back from storage: `None` unless
+    /// it is a plain name.
+    pub fn derived_checked(&self, name: &str) -> Option<String> {
+        crate::path::is_name(name).then(|| self.derived(name))
+    }
+
     /// `…/<id>/derived/<name>.lease`: the render lease of a derived file.
     pub fn lease(&self, name: &str) -> String {
         format!("{}.lease", self.derived(name))

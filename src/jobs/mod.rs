@@ -1,0 +1,349 @@
+//! One runner for jobs over every session of a tenant (verify today;
+//! backfill, re-encryption, reindexing, delivery and sweeps later).
+//!
+//! The runner walks the tenant's sessions in storage-key order, oldest day
+//! first, and hands each to the [`Job`], a few at a time
+//! (`[limits] job_concurrency`). What a job finds or changes is a
+//! [`Finding`]: audited one by one and reported at the end. Progress is
+//! written to a checkpoint file per job kind and tenant
+//! (`[jobs] state_dir`), so a job that was stopped, crashed or met a storage
+//! fault resumes after the last session it finished; a lock file beside it
+//! lets one job of a kind run per tenant at a time. On a terminal the
+//! runner shows a progress line; the log gets one every few seconds.
+
+pub mod verify;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::audit::Audit;
+use crate::layout::{self, SessionKeys};
+use crate::store::SharedStore;
+
+/// One session as a job sees it.
+pub struct Session {
+    pub store: SharedStore,
+    pub keys: SessionKeys,
+    /// The session folder's path in the tenant's tree (`/YYYY/MM/DD/<id>`).
+    pub path: String,
+}
+
+/// What a job found or changed in one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// The session folder's path in the tenant's tree.
+    pub path: String,
+    pub what: String,
+}
+
+/// A job over every session.
+#[async_trait]
+pub trait Job: Send + Sync {
+    /// Its name: in the checkpoint's and lock's file names and the audit trail.
+    fn kind(&self) -> &'static str;
+
+    /// Works on one session and returns what it found or changed. `Err`
+    /// stops the job (storage is down, say); the next run resumes with
+    /// this session.
+    async fn session(&self, s: &Session) -> Result<Vec<String>, String>;
+}
+
+/// The tenant a job runs over.
+pub struct Target {
+    pub tenant: String,
+    pub prefix: String,
+    pub store: SharedStore,
+}
+
+pub struct Options {
+    /// Only sessions filed on or after this day (the call's start).
+    pub since: Option<chrono::NaiveDate>,
+    pub concurrency: usize,
+    pub state_dir: PathBuf,
+}
+
+/// What a job did, over this run and the runs it resumed.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub sessions: u64,
+    pub findings: Vec<Finding>,
+    /// Where this run started, when it resumed an earlier one.
+    #[serde(skip)]
+    pub resumed_after: Option<String>,
+}
+
+/// The checkpoint file's content.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    /// The walk position (`YYYY/MM/DD/<id>/`) of the last session done;
+    /// every session at or before it is done.
+    after: String,
+    since: Option<chrono::NaiveDate>,
+    report: Report,
+}
+
+/// Where a session stands in the walk; compares like its keys.
+fn position(keys: &SessionKeys, day: &str) -> String {
+    format!("{day}{}/", keys.id())
+}
+
+/// Whether a whole date folder at walk position `folder` (`YYYY/`,
+/// `YYYY/MM/`, …) lies before `bound` and can be skipped.
+fn before(folder: &str, bound: &str) -> bool {
+    folder < bound && !bound.starts_with(folder)
+}
+
+/// A job's checkpoint and lock files.
+struct State {
+    checkpoint: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl State {
+    fn open(dir: &Path, kind: &str, tenant: &str) -> Result<State, String> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the jobs folder {} ([jobs] state_dir): {e}",
+                dir.display()
+            )
+        })?;
+        let lock_path = dir.join(format!("{kind}-{tenant}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another {kind} job is running for tenant {tenant:?} ({} is locked); wait for it to end",
+                    lock_path.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", lock_path.display()))
+            }
+        }
+        Ok(State {
+            checkpoint: dir.join(format!("{kind}-{tenant}.json")),
+            _lock: lock,
+        })
+    }
+
+    fn load(&self) -> Option<Checkpoint> {
+        let bytes = std::fs::read(&self.checkpoint).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn save(&self, c: &Checkpoint) -> Result<(), String> {
+        let tmp = self.checkpoint.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(c).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, body)
+            .and_then(|()| std::fs::rename(&tmp, &self.checkpoint))
+            .map_err(|e| format!("cannot write {}: {e}", self.checkpoint.display()))
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.checkpoint);
+    }
+}
+
+/// Shows progress on a terminal (rewriting one line) and in the log.
+struct Progress {
+    kind: &'static str,
+    tenant: String,
+    terminal: bool,
+    last_log: Instant,
+}
+
+impl Progress {
+    fn show(&mut self, r: &Report, at: &str) {
+        if self.terminal {
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
+                "\r{} {}: {} sessions, {} findings, at {:<40}",
+                self.kind,
+                self.tenant,
+                r.sessions,
+                r.findings.len(),
+                at.trim_end_matches('/')
+            );
+            let _ = err.flush();
+        }
+        if self.last_log.elapsed() >= Duration::from_secs(5) {
+            self.last_log = Instant::now();
+            info!(job = self.kind, tenant = %self.tenant, sessions = r.sessions, findings = r.findings.len(), at, "job progress");
+        }
+    }
+
+    fn end(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+/// Runs `job` over every session of `target` (resuming an unfinished run).
+/// `Err` when the job stopped before the end; its checkpoint is kept.
+pub async fn run(
+    job: &dyn Job,
+    target: &Target,
+    opts: &Options,
+    audit: &Audit,
+) -> Result<Report, String> {
+    let kind = job.kind();
+    let state = State::open(&opts.state_dir, kind, &target.tenant)?;
+    let mut cp = match state.load() {
+        Some(c) if c.since == opts.since => c,
+        _ => Checkpoint {
+            since: opts.since,
+            ..Checkpoint::default()
+        },
+    };
+    if !cp.after.is_empty() {
+        cp.report.resumed_after = Some(cp.after.clone());
+        info!(job = kind, tenant = %target.tenant, after = %cp.after, "resuming an unfinished job");
+    }
+    let mut progress = Progress {
+        kind,
+        tenant: target.tenant.clone(),
+        terminal: std::io::stderr().is_terminal(),
+        last_log: Instant::now(),
+    };
+    let since = opts
+        .since
+        .map(|d| d.format("%Y/%m/%d/").to_string())
+        .unwrap_or_default();
+    let result = walk(job, target, opts, &since, &mut cp, &state, &mut progress, audit).await;
+    progress.end();
+    let complete = result.is_ok();
+    audit.job_end(
+        kind,
+        &target.tenant,
+        cp.report.sessions,
+        cp.report.findings.len() as u64,
+        complete,
+    );
+    match result {
+        Ok(()) => {
+            state.clear();
+            Ok(cp.report)
+        }
+        Err(e) => {
+            state.save(&cp)?;
+            Err(format!(
+                "{e}; {} sessions done, the next run resumes after {}",
+                cp.report.sessions,
+                if cp.after.is_empty() {
+                    "nothing"
+                } else {
+                    cp.after.trim_end_matches('/')
+                }
+            ))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn walk(
+    job: &dyn Job,
+    target: &Target,
+    opts: &Options,
+    since: &str,
+    cp: &mut Checkpoint,
+    state: &State,
+    progress: &mut Progress,
+    audit: &Audit,
+) -> Result<(), String> {
+    let store = target.store.as_ref();
+    let err = |e: crate::store::StoreError| e.to_string();
+    let mut last_save = Instant::now();
+    let skip = |folder: &str, after: &str| before(folder, since) || before(folder, after);
+    let years_prefix = layout::dates_prefix(&target.prefix, &[]);
+    for y in crate::vfs::meta::child_dirs(store, &years_prefix, 0)
+        .await
+        .map_err(err)?
+    {
+        if skip(&format!("{y}/"), &cp.after) {
+            continue;
+        }
+        let months_prefix = layout::dates_prefix(&target.prefix, &[&y]);
+        for m in crate::vfs::meta::child_dirs(store, &months_prefix, 1)
+            .await
+            .map_err(err)?
+        {
+            if skip(&format!("{y}/{m}/"), &cp.after) {
+                continue;
+            }
+            let days_prefix = layout::dates_prefix(&target.prefix, &[&y, &m]);
+            for d in crate::vfs::meta::child_dirs(store, &days_prefix, 2)
+                .await
+                .map_err(err)?
+            {
+                let day = format!("{y}/{m}/{d}/");
+                if skip(&day, &cp.after) {
+                    continue;
+                }
+                let day_prefix = layout::dates_prefix(&target.prefix, &[&y, &m, &d]);
+                let mut token = None;
+                loop {
+                    let page = store
+                        .list_page(&day_prefix, None, token)
+                        .await
+                        .map_err(err)?;
+                    let sessions: Vec<Session> = page
+                        .objects
+                        .iter()
+                        .filter_map(|o| layout::session_of_index_key(&day_prefix, &o.key))
+                        .map(|id| {
+                            let keys = SessionKeys::new(&target.prefix, &y, &m, &d, id);
+                            Session {
+                                store: target.store.clone(),
+                                path: format!("/{day}{id}"),
+                                keys,
+                            }
+                        })
+                        .filter(|s| position(&s.keys, &day) > cp.after)
+                        .collect();
+                    let mut done = futures::stream::iter(sessions.iter())
+                        .map(|s| async move { (s, job.session(s).await) })
+                        .buffered(opts.concurrency.max(1));
+                    while let Some((s, outcome)) = done.next().await {
+                        let found = outcome.map_err(|e| format!("{}: {e}", s.path))?;
+                        for what in found {
+                            audit.job_finding(job.kind(), &target.tenant, &s.path, &what);
+                            cp.report.findings.push(Finding {
+                                path: s.path.clone(),
+                                what,
+                            });
+                        }
+                        cp.report.sessions += 1;
+                        cp.after = position(&s.keys, &day);
+                        progress.show(&cp.report, &cp.after);
+                        if last_save.elapsed() >= Duration::from_secs(2) {
+                            state.save(cp)?;
+                            last_save = Instant::now();
+                        }
+                    }
+                    token = page.next;
+                    if token.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
