@@ -9,8 +9,8 @@ use std::process::Command;
 use chrono::{Duration, TimeZone, Utc};
 
 use super::container::{ivf, ogg};
-use super::depacketize::{h264, vp8};
 use super::mjr::{rtp_packet, write_mjr, Kind};
+use super::packetize;
 
 /// Runs one ffmpeg command to completion.
 pub fn ffmpeg(args: &[&str]) -> Result<(), String> {
@@ -37,9 +37,9 @@ pub fn video_rtp(units: &[Vec<u8>], vp8_codec: bool, ssrc: u32) -> Vec<(u32, Vec
     for (i, data) in units.iter().enumerate() {
         let ts = (i as u32).wrapping_mul(6000);
         let packets = if vp8_codec {
-            vp8::packetize(data, 1100, i as u16)
+            packetize::vp8(data, 1100, i as u16)
         } else {
-            h264::packetize(data, 1100)
+            packetize::h264(data, 1100)
         };
         for (marker, p) in packets {
             out.push((
@@ -166,7 +166,7 @@ pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
     let read = |n: &str| std::fs::read(work.join(n)).map_err(|e| format!("{n}: {e}"));
     let (_, agent_v) = ivf::read(&read("a.ivf")?)?;
     let agent_v: Vec<Vec<u8>> = agent_v.into_iter().map(|(_, d)| d).collect();
-    let user_v = h264::split_access_units(&read("u.h264")?);
+    let user_v = packetize::h264_access_units(&read("u.h264")?);
     let agent_a = pcmu_rtp(&read("a.ul")?, 5);
     let user_a = opus_rtp(&read("u.ogg")?, 6)?;
     let _ = std::fs::remove_dir_all(&work);

@@ -10,9 +10,12 @@ pub mod g722;
 pub mod lease;
 pub mod mjr;
 pub mod order;
+pub mod packetize;
 pub mod producer;
 pub mod raw;
 pub mod render;
 pub mod spill;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod tests;

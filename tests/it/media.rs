@@ -14,6 +14,7 @@ use recvault::media::depacketize::{audio, h264, vp8, vp9, Frame};
 use recvault::media::fixture;
 use recvault::media::mjr::{rtp_packet, write_mjr, Kind};
 use recvault::media::order::read_stream;
+use recvault::media::packetize;
 
 const T0: i64 = 1_763_888_400_000_000;
 
@@ -161,7 +162,7 @@ fn video_units(dir: &Path, codec: &str) -> Vec<(u32, Vec<u8>)> {
             ]);
             args.push(f.to_str().unwrap());
             ffmpeg(&args);
-            h264::split_access_units(&std::fs::read(&f).unwrap())
+            packetize::h264_access_units(&std::fs::read(&f).unwrap())
                 .into_iter()
                 .enumerate()
                 .map(|(i, au)| (i as u32 * 6000, au))
@@ -201,9 +202,9 @@ fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_re
             .enumerate()
             .map(|(i, (ts, data))| {
                 let p = match codec {
-                    "vp8" => vp8::packetize(data, 1100, i as u16),
-                    "vp9" => vp9::packetize(data, 1100, i as u16),
-                    _ => h264::packetize(data, 1100),
+                    "vp8" => packetize::vp8(data, 1100, i as u16),
+                    "vp9" => packetize::vp9(data, 1100, i as u16),
+                    _ => packetize::h264(data, 1100),
                 };
                 (*ts, p)
             })
@@ -729,7 +730,7 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
     fixture::opus_file("sine=frequency=300:sample_rate=48000", "3", &f("u.ogg")).unwrap();
     let (_, agent_v) = ivf::read(&std::fs::read(f("a.ivf")).unwrap()).unwrap();
     let agent_v: Vec<Vec<u8>> = agent_v.into_iter().map(|(_, d)| d).collect();
-    let user_v = h264::split_access_units(&std::fs::read(f("u.h264")).unwrap());
+    let user_v = packetize::h264_access_units(&std::fs::read(f("u.h264")).unwrap());
     let agent_a = fixture::pcmu_rtp(&std::fs::read(f("a.ul")).unwrap(), 5);
     let user_a = fixture::opus_rtp(&std::fs::read(f("u.ogg")).unwrap(), 6).unwrap();
     for n in ["a.ivf", "u.h264", "a.ul", "u.ogg"] {

@@ -1,5 +1,5 @@
-//! VP8 over RTP (RFC 7741): the payload descriptor, frame assembly and a
-//! packetizer for tests and synthetic recordings.
+//! VP8 over RTP (RFC 7741): the payload descriptor and frame assembly (the
+//! packetizer is in [`crate::media::packetize`]).
 //!
 //! Every VP8 payload starts with a descriptor (`X R N S R PID`, then, when
 //! `X` is set, an extension byte `I L T K` and the optional PictureID,
@@ -85,30 +85,6 @@ pub fn parse_descriptor(payload: &[u8]) -> Option<Descriptor> {
     Some(d)
 }
 
-/// Splits one VP8 frame into RTP payloads of at most `max_payload` bytes
-/// (descriptor included), each with a 15-bit PictureID; the marker is set on
-/// the last one. The whole frame is sent as partition 0, so only the first
-/// payload has `S=1`. A `max_payload` too small for the descriptor and one
-/// byte of data is raised to that; an empty frame gives no payloads. `_ts`
-/// (the RTP timestamp) goes in the RTP header the caller writes, not here.
-pub fn packetize(frame: &[u8], max_payload: usize, picture_id: u16) -> Vec<(bool, Vec<u8>)> {
-    const DESCRIPTOR: usize = 4;
-    let chunk = max_payload.max(DESCRIPTOR + 1) - DESCRIPTOR;
-    let pid = picture_id & 0x7fff;
-    let count = frame.chunks(chunk).count();
-    frame
-        .chunks(chunk)
-        .enumerate()
-        .map(|(i, data)| {
-            let first = if i == 0 { 0x90 } else { 0x80 };
-            let mut payload = Vec::with_capacity(DESCRIPTOR + data.len());
-            payload.extend_from_slice(&[first, 0x80, 0x80 | (pid >> 8) as u8, pid as u8]);
-            payload.extend_from_slice(data);
-            (i + 1 == count, payload)
-        })
-        .collect()
-}
-
 /// Assembles the VP8 frames of one stream; see the module documentation.
 pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
     assemble(packets, unit, classify)
@@ -163,7 +139,7 @@ pub(super) enum Unit<'a> {
 
 /// What a codec says about an assembled frame's data, for [`assemble`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Key,
     Delta,
     /// Not a frame the decoder could use: dropped as incomplete.
@@ -284,8 +260,9 @@ impl<C: Fn(bool, &[u8]) -> Kind> Assembler<C> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::media::packetize::vp8 as packetize;
 
     /// A fake VP8 key frame of `len` (≥ 10) bytes: payload header with bit 0
     /// clear, the start code, then a pattern from `seed`.
@@ -383,30 +360,6 @@ pub(super) mod tests {
         // Reserved bits are ignored.
         let d = parse_descriptor(&[0xc8, 0x0f]).unwrap();
         assert_eq!(d.len, 2);
-    }
-
-    #[test]
-    fn packetize_layout() {
-        let f = key(25, 9);
-        let p = packetize(&f, 14, 0x8123);
-        assert_eq!(p.len(), 3);
-        assert_eq!(
-            p.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
-            [false, false, true]
-        );
-        assert_eq!(&p[0].1[..4], &[0x90, 0x80, 0x81, 0x23]);
-        assert_eq!(&p[1].1[..4], &[0x80, 0x80, 0x81, 0x23]);
-        assert!(p.iter().all(|(_, x)| x.len() <= 14));
-        let data: Vec<u8> = p.iter().flat_map(|(_, x)| x[4..].to_vec()).collect();
-        assert_eq!(data, f);
-        for (_, payload) in &p {
-            let d = parse_descriptor(payload).unwrap();
-            assert_eq!((d.picture_id, d.len), (Some(0x0123), 4));
-        }
-        // A too small limit still progresses; an empty frame gives nothing.
-        assert_eq!(packetize(&f, 0, 1).len(), 25);
-        assert!(packetize(&[], 1200, 1).is_empty());
-        assert_eq!(packetize(&f, 1200, 1).len(), 1);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! VP9 over RTP (RFC 9628): the payload descriptor, frame assembly and a
-//! packetizer for tests and synthetic recordings.
+//! VP9 over RTP (RFC 9628): the payload descriptor and frame assembly (the
+//! packetizer is in [`crate::media::packetize`]).
 //!
 //! Every VP9 payload starts with a descriptor: `I P L F B E V Z`, then the
 //! picture ID (7 or 15 bits) when `I` is set, the layer indices when `L` is
@@ -169,37 +169,6 @@ fn scalability(c: &mut Cursor<'_>) -> Option<Scalability> {
     Some(ss)
 }
 
-/// Splits one VP9 frame into RTP payloads of at most `max_payload` bytes
-/// (descriptor included), in non-flexible mode with a 15-bit picture ID:
-/// `B` on the first, `E` and the marker on the last, `P` on all of them
-/// unless the frame's header says key frame. A `max_payload` too small for
-/// the descriptor and one byte of data is raised to that; an empty frame
-/// gives no payloads. `_ts` (the RTP timestamp) goes in the RTP header the
-/// caller writes, not here.
-pub fn packetize(frame: &[u8], max_payload: usize, picture_id: u16) -> Vec<(bool, Vec<u8>)> {
-    const DESCRIPTOR: usize = 3;
-    let chunk = max_payload.max(DESCRIPTOR + 1) - DESCRIPTOR;
-    let pid = picture_id & 0x7fff;
-    let p = if header_kind(frame) == Kind::Key {
-        0
-    } else {
-        0x40
-    };
-    let count = frame.chunks(chunk).count();
-    frame
-        .chunks(chunk)
-        .enumerate()
-        .map(|(i, data)| {
-            let last = i + 1 == count;
-            let first = 0x80 | p | if i == 0 { 0x08 } else { 0 } | if last { 0x04 } else { 0 };
-            let mut payload = Vec::with_capacity(DESCRIPTOR + data.len());
-            payload.extend_from_slice(&[first, 0x80 | (pid >> 8) as u8, pid as u8]);
-            payload.extend_from_slice(data);
-            (last, payload)
-        })
-        .collect()
-}
-
 /// Assembles the VP9 frames of one stream (spatial layer 0); see the module
 /// documentation.
 pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
@@ -244,7 +213,7 @@ impl Bits<'_> {
 /// must be 2), profile low and high bits, a reserved zero bit in profile 3,
 /// show_existing_frame, frame_type (0 = key frame), show_frame,
 /// error_resilient_mode and, on key frames, the sync code `49 83 42`.
-fn header_kind(data: &[u8]) -> Kind {
+pub(crate) fn header_kind(data: &[u8]) -> Kind {
     fn read(data: &[u8]) -> Option<Kind> {
         let mut b = Bits {
             bytes: data,
@@ -271,12 +240,13 @@ fn header_kind(data: &[u8]) -> Kind {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::media::packetize::vp9 as packetize;
     use crate::media::testkit::Rng;
 
     /// A fake VP9 key frame (profile 0) of `len` (≥ 4) bytes.
-    fn key(len: usize, seed: u8) -> Vec<u8> {
+    pub(crate) fn key(len: usize, seed: u8) -> Vec<u8> {
         let mut f: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
         // frame_marker 10, profile 0 0, show_existing 0, frame_type 0, show_frame 1, error_res 0.
         f[..4].copy_from_slice(&[0x82, 0x49, 0x83, 0x42]);
@@ -284,7 +254,7 @@ mod tests {
     }
 
     /// A fake VP9 inter frame of `len` (≥ 1) bytes.
-    fn delta(len: usize, seed: u8) -> Vec<u8> {
+    pub(crate) fn delta(len: usize, seed: u8) -> Vec<u8> {
         let mut f: Vec<u8> = (0..len)
             .map(|i| seed.wrapping_mul(7).wrapping_add(i as u8))
             .collect();
@@ -432,26 +402,6 @@ mod tests {
         big.push(0xff);
         big.extend([0x0c; 10]);
         assert_eq!(parse_descriptor(&big), None);
-    }
-
-    #[test]
-    fn packetize_layout() {
-        let f = key(25, 9);
-        let p = packetize(&f, 13, 0x8123);
-        assert_eq!(p.len(), 3);
-        assert_eq!(
-            p.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
-            [false, false, true]
-        );
-        assert_eq!(&p[0].1[..3], &[0x88, 0x81, 0x23]);
-        assert_eq!(&p[1].1[..3], &[0x80, 0x81, 0x23]);
-        assert_eq!(&p[2].1[..3], &[0x84, 0x81, 0x23]);
-        assert!(p.iter().all(|(_, x)| x.len() <= 13));
-        let d = packetize(&delta(5, 1), 1200, 7);
-        assert_eq!(d.len(), 1);
-        assert_eq!(&d[0].1[..3], &[0xcc, 0x80, 0x07]);
-        assert_eq!(packetize(&f, 2, 1).len(), 25);
-        assert!(packetize(&[], 1200, 1).is_empty());
     }
 
     #[test]
