@@ -7,8 +7,8 @@ pub mod config; // TOML → typed, validated configuration
 pub mod demo; // `recvault demo`: the embedded default
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 pub mod hostkey; // SSH host key: load or generate
-pub mod jobs; // one runner for jobs over every session (verify), with checkpoints
 pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
+pub mod jobs; // one runner for jobs over every session (verify), with checkpoints
 pub mod layout; // the storage contract: every key shape, and the typed session index
 pub mod limits; // every limit, with safe defaults
 pub mod listener; // the shared accept loop: defender, connection cap, drain

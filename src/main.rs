@@ -37,6 +37,20 @@ enum Command {
     },
     /// Validate a configuration file and exit (status 0 when valid).
     CheckConfig { file: PathBuf },
+    /// Re-read every stored object of each session and check its size and
+    /// SHA-256 against the session index; report every mismatch. Resumes an
+    /// interrupted run ([jobs] state_dir). Exit status: 0 all match, 1
+    /// mismatches found (listed on stdout), 2 the check could not finish.
+    Verify {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this tenant (default: every tenant).
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
+        /// Only sessions of calls started on or after this day (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE")]
+        since: Option<chrono::NaiveDate>,
+    },
     /// Print an argon2id hash for a password read from the terminal or stdin (never argv).
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
@@ -169,6 +183,27 @@ fn main() -> Result<()> {
                 recvault::push::Outcome::TimedOut(what) => {
                     eprintln!("recvault push: not archived yet: {what}");
                     std::process::exit(3)
+                }
+            }
+        }
+        Command::Verify {
+            config,
+            tenant,
+            since,
+        } => {
+            let cfg = recvault::config::load(&config)?;
+            init_tracing(cfg.log.format, "warn");
+            let outcome = runtime()?.block_on(recvault::jobs::verify::run_cli(
+                &cfg,
+                tenant.as_deref(),
+                since,
+            ));
+            match outcome {
+                Ok(0) => Ok(()),
+                Ok(_) => std::process::exit(1),
+                Err(e) => {
+                    eprintln!("recvault verify: {e}");
+                    std::process::exit(2)
                 }
             }
         }

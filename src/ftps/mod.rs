@@ -1,7 +1,7 @@
 //! FTP over TLS: recvault's accept loops (explicit FTPS, and implicit FTPS
-//! on its own port), the control channel (`session`) and passive data
-//! connections (`data`), all over the same virtual tree and user store as
-//! SFTP.
+//! on its own port), the control channel (`session`), passive data
+//! connections (`data`) and the transfers over them (`transfer`), all over
+//! the same virtual tree and user store as SFTP.
 //!
 //! recvault owns this protocol loop rather than running libunftp: libunftp's
 //! `service()` takes a bare `TcpStream`, so it can neither start in TLS
@@ -19,6 +19,7 @@ mod data;
 mod format;
 mod line;
 mod session;
+mod transfer;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

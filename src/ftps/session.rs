@@ -1,6 +1,7 @@
 //! One FTPS control connection: TLS upgrade, login, navigation, listings and
 //! downloads. Every path goes through the user's [`Vfs`]; storage errors are
-//! mapped to reply codes in one place ([`vfs_reply`]).
+//! mapped to reply codes in one place ([`vfs_reply`]). What is sent over a
+//! data connection, and how, is in [`super::transfer`].
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -8,18 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::StreamExt;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
-use super::data::{self, DataError, Pending};
+use super::data::{DataError, Pending};
 use super::format;
 use super::line::{self, LineError, LineReader};
+use super::transfer::{Job, Listing, Payload, Style, TransferError};
 use super::{Control, Ftps};
 use crate::shared::Conn;
-use crate::vfs::{DirLister, Entry, Kind, OpenFile, VPath, Vfs, VfsError};
+use crate::vfs::{Entry, Kind, VPath, Vfs, VfsError};
 
 const FEATURES: &[&str] = &[
     "Features:",
@@ -44,44 +44,6 @@ enum Flow {
 }
 
 type Reply = std::io::Result<Flow>;
-
-/// What a data connection carries.
-enum Payload {
-    File {
-        file: OpenFile,
-        offset: u64,
-        path: String,
-    },
-    Listing {
-        source: Listing,
-        style: Style,
-        /// The listed folder is a day: its folders are sessions.
-        sessions: bool,
-    },
-}
-
-enum Listing {
-    One(Entry),
-    Dir(DirLister),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Style {
-    List,
-    Nlst,
-    Mlsd,
-}
-
-/// Why a transfer stopped early; each maps to one reply.
-#[derive(Debug, thiserror::Error)]
-enum TransferError {
-    #[error(transparent)]
-    Data(#[from] DataError),
-    #[error("storage failed during the transfer: {0}")]
-    Source(String),
-    #[error("the data connection broke: {0}")]
-    Sink(std::io::Error),
-}
 
 pub(super) struct Session {
     ftps: Arc<Ftps>,
@@ -886,7 +848,7 @@ impl Session {
 
 /// The one mapping from tree errors to FTP replies. Storage details (keys,
 /// bucket) never reach the client.
-fn vfs_reply(e: &VfsError) -> (u16, String) {
+pub(super) fn vfs_reply(e: &VfsError) -> (u16, String) {
     match e {
         VfsError::NotFound(p) => (550, format!("No such file or folder: {p}")),
         VfsError::NotADirectory(p) => (550, format!("Not a folder: {p}")),
@@ -901,133 +863,4 @@ fn vfs_reply(e: &VfsError) -> (u16, String) {
         }
         VfsError::Producer(why) => (451, format!("Cannot produce this file: {why}")),
     }
-}
-
-/// One data connection's work, owning everything it needs so that the
-/// control connection stays free to read ABOR.
-struct Job {
-    pending: Pending,
-    client: IpAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    require_resumption: bool,
-    connect_within: Duration,
-    sent: Arc<AtomicU64>,
-    perms: crate::vfs::Perms,
-}
-
-/// Aborts a spawned task when dropped (ABOR, a closed connection).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Job {
-    async fn run(self, payload: Payload) -> Result<u64, TransferError> {
-        let connect = async {
-            let sock = self
-                .pending
-                .accept(self.client, self.connect_within)
-                .await?;
-            data::secure(
-                sock,
-                self.acceptor.clone(),
-                self.require_resumption,
-                self.connect_within,
-            )
-            .await
-        };
-        match payload {
-            Payload::File { file, offset, .. } => {
-                // Start the storage read while the client connects.
-                let (conn, body) = tokio::join!(connect, file.stream_from(offset));
-                let mut conn = conn?;
-                let body = body.map_err(|e| TransferError::Source(vfs_reply(&e).1))?;
-                let want = file.entry.size - offset;
-                let n = self.send_body(&mut conn, body).await?;
-                if n != want {
-                    return Err(TransferError::Source(format!(
-                        "storage returned {n} of {want} bytes"
-                    )));
-                }
-                finish(&mut conn).await?;
-                Ok(n)
-            }
-            Payload::Listing {
-                source,
-                style,
-                sessions,
-            } => {
-                let mut conn = connect.await?;
-                let now = chrono::Utc::now();
-                let fmt = |e: &Entry| match style {
-                    Style::List => format::list_line(e, now),
-                    Style::Nlst => format!("{}\r\n", e.name),
-                    Style::Mlsd => format::mlsd_line(e, self.perms, sessions),
-                };
-                let mut n = 0u64;
-                match source {
-                    Listing::One(e) => {
-                        n += write(&mut conn, fmt(&e).as_bytes()).await?;
-                    }
-                    Listing::Dir(mut l) => loop {
-                        match l.next_batch().await {
-                            Ok(Some(batch)) => {
-                                let text: String = batch.iter().map(&fmt).collect();
-                                n += write(&mut conn, text.as_bytes()).await?;
-                                self.sent.store(n, Ordering::Relaxed);
-                            }
-                            Ok(None) => break,
-                            Err(e) => return Err(TransferError::Source(vfs_reply(&e).1)),
-                        }
-                    },
-                }
-                finish(&mut conn).await?;
-                Ok(n)
-            }
-        }
-    }
-
-    async fn send_body<W: AsyncWrite + Unpin>(
-        &self,
-        conn: &mut W,
-        mut body: crate::vfs::ByteStream,
-    ) -> Result<u64, TransferError> {
-        // Read ahead from storage while the previous chunks are encrypted and sent.
-        let (tx, mut rx) = mpsc::channel::<Result<Bytes, VfsError>>(32);
-        let _pump = AbortOnDrop(tokio::spawn(async move {
-            while let Some(c) = body.next().await {
-                let stop = c.is_err();
-                if tx.send(c).await.is_err() || stop {
-                    break;
-                }
-            }
-        }));
-        let mut n = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            let chunk = chunk.map_err(|e| TransferError::Source(store_text(&e)))?;
-            conn.write_all(&chunk).await.map_err(TransferError::Sink)?;
-            n += chunk.len() as u64;
-            self.sent.store(n, Ordering::Relaxed);
-        }
-        Ok(n)
-    }
-}
-
-fn store_text(e: &VfsError) -> String {
-    warn!(error = %e, "storage error during a transfer");
-    "storage is unavailable".into()
-}
-
-async fn write<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> Result<u64, TransferError> {
-    w.write_all(b).await.map_err(TransferError::Sink)?;
-    Ok(b.len() as u64)
-}
-
-/// Ends a data connection cleanly: TLS close_notify, then FIN.
-async fn finish<W: AsyncWrite + Unpin>(w: &mut W) -> Result<(), TransferError> {
-    w.flush().await.map_err(TransferError::Sink)?;
-    w.shutdown().await.map_err(TransferError::Sink)
 }

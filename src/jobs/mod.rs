@@ -223,7 +223,17 @@ pub async fn run(
         .since
         .map(|d| d.format("%Y/%m/%d/").to_string())
         .unwrap_or_default();
-    let result = walk(job, target, opts, &since, &mut cp, &state, &mut progress, audit).await;
+    let result = walk(
+        job,
+        target,
+        opts,
+        &since,
+        &mut cp,
+        &state,
+        &mut progress,
+        audit,
+    )
+    .await;
     progress.end();
     let complete = result.is_ok();
     audit.job_end(

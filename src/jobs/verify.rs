@@ -45,13 +45,17 @@ impl Job for Verify {
 
     async fn session(&self, s: &Session) -> Result<Vec<String>, String> {
         let mut found = Vec::new();
-        let bytes = match crate::store::read_all(s.store.as_ref(), &s.keys.index(), index::MAX_BYTES).await {
-            Ok(b) => b,
-            Err(StoreError::NotFound(_)) => {
-                return Ok(vec!["info.json disappeared during the check (erased?)".into()])
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let bytes =
+            match crate::store::read_all(s.store.as_ref(), &s.keys.index(), index::MAX_BYTES).await
+            {
+                Ok(b) => b,
+                Err(StoreError::NotFound(_)) => {
+                    return Ok(vec![
+                        "info.json disappeared during the check (erased?)".into()
+                    ])
+                }
+                Err(e) => return Err(e.to_string()),
+            };
         let index = match SessionIndex::parse(&bytes) {
             Ok(i) => i,
             Err(e) => return Ok(vec![format!("info.json: {e}")]),
@@ -61,7 +65,9 @@ impl Job for Verify {
         }
         for (name, want) in &index.recvault.objects {
             let Some(key) = s.keys.object(name) else {
-                found.push(format!("info.json names an object {name:?} that cannot exist"));
+                found.push(format!(
+                    "info.json names an object {name:?} that cannot exist"
+                ));
                 continue;
             };
             match digest(s, &key).await? {
@@ -79,7 +85,9 @@ impl Job for Verify {
         }
         for (name, d) in &index.recvault.derived {
             let Some(key) = s.keys.derived_checked(name) else {
-                found.push(format!("info.json names a derived entry {name:?} that cannot exist"));
+                found.push(format!(
+                    "info.json names a derived entry {name:?} that cannot exist"
+                ));
                 continue;
             };
             let stored = match s.store.head(&key).await {
@@ -99,4 +107,69 @@ impl Job for Verify {
         }
         Ok(found)
     }
+}
+
+/// `recvault verify`: checks every configured tenant (or the one named),
+/// prints each mismatch and a summary line per tenant on stdout, and
+/// returns the number of mismatches. `Err` when a check could not finish
+/// (its checkpoint is kept: the next run resumes).
+pub async fn run_cli(
+    cfg: &crate::config::Config,
+    tenant: Option<&str>,
+    since: Option<chrono::NaiveDate>,
+) -> Result<usize, String> {
+    let tenants: Vec<_> = cfg
+        .tenants
+        .iter()
+        .filter(|t| tenant.is_none_or(|id| t.id.get_ref() == id))
+        .collect();
+    if let (Some(id), true) = (tenant, tenants.is_empty()) {
+        let known: Vec<&str> = cfg
+            .tenants
+            .iter()
+            .map(|t| t.id.get_ref().as_str())
+            .collect();
+        return Err(format!(
+            "no tenant {id:?} in the configuration (tenants: {})",
+            known.join(", ")
+        ));
+    }
+    let store = crate::store::open(&cfg.storage).await?;
+    let audit = match &cfg.audit.path {
+        Some(p) => crate::audit::Audit::file(p)
+            .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
+        None => crate::audit::Audit::stderr(),
+    };
+    let opts = super::Options {
+        since,
+        concurrency: cfg.limits.job_concurrency,
+        state_dir: cfg.jobs.state_dir.clone(),
+    };
+    let mut total = 0;
+    for t in tenants {
+        let id = t.id.get_ref();
+        let target = super::Target {
+            tenant: id.clone(),
+            prefix: t.prefix.get_ref().clone(),
+            store: store.clone(),
+        };
+        let report = super::run(&Verify, &target, &opts, &audit)
+            .await
+            .map_err(|e| format!("tenant {id:?}: {e}"))?;
+        for f in &report.findings {
+            println!("MISMATCH {id} {}: {}", f.path, f.what);
+        }
+        let resumed = report
+            .resumed_after
+            .as_deref()
+            .map(|a| format!(" (resumed after {})", a.trim_end_matches('/')))
+            .unwrap_or_default();
+        println!(
+            "verify {id}: {} sessions checked, {} mismatches{resumed}",
+            report.sessions,
+            report.findings.len()
+        );
+        total += report.findings.len();
+    }
+    Ok(total)
 }

@@ -195,7 +195,7 @@ async fn prefetch(
             Ok(c) if c.is_empty() => continue,
             Ok(c) => c,
             Err(e) => {
-                let _ = tx.send(Err(e.into()));
+                let _ = tx.send(Err(e));
                 return;
             }
         };

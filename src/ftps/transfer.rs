@@ -1,0 +1,190 @@
+//! The data-connection side of an FTPS transfer: what a data connection
+//! carries ([`Payload`]), and the [`Job`] that accepts the client's
+//! connection on the passive port, secures it with TLS, sends a file or a
+//! listing over it and closes it cleanly, reporting how far it got
+//! ([`TransferError`]). It runs apart from the control connection, which
+//! stays free to answer ABOR, NOOP and STAT meanwhile (see
+//! `Session::transfer`).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::data::{self, DataError, Pending};
+use super::format;
+use super::session::vfs_reply;
+use crate::vfs::{DirLister, Entry, OpenFile, VfsError};
+
+/// What a data connection carries.
+pub(super) enum Payload {
+    File {
+        file: OpenFile,
+        offset: u64,
+        path: String,
+    },
+    Listing {
+        source: Listing,
+        style: Style,
+        /// The listed folder is a day: its folders are sessions.
+        sessions: bool,
+    },
+}
+
+pub(super) enum Listing {
+    One(Entry),
+    Dir(DirLister),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Style {
+    List,
+    Nlst,
+    Mlsd,
+}
+
+/// Why a transfer stopped early; each maps to one reply.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TransferError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("storage failed during the transfer: {0}")]
+    Source(String),
+    #[error("the data connection broke: {0}")]
+    Sink(std::io::Error),
+}
+
+/// One data connection's work, owning everything it needs so that the
+/// control connection stays free to read ABOR.
+pub(super) struct Job {
+    pub(super) pending: Pending,
+    pub(super) client: IpAddr,
+    pub(super) acceptor: tokio_rustls::TlsAcceptor,
+    pub(super) require_resumption: bool,
+    pub(super) connect_within: Duration,
+    pub(super) sent: Arc<AtomicU64>,
+    pub(super) perms: crate::vfs::Perms,
+}
+
+/// Aborts a spawned task when dropped (ABOR, a closed connection).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Job {
+    pub(super) async fn run(self, payload: Payload) -> Result<u64, TransferError> {
+        let connect = async {
+            let sock = self
+                .pending
+                .accept(self.client, self.connect_within)
+                .await?;
+            data::secure(
+                sock,
+                self.acceptor.clone(),
+                self.require_resumption,
+                self.connect_within,
+            )
+            .await
+        };
+        match payload {
+            Payload::File { file, offset, .. } => {
+                // Start the storage read while the client connects.
+                let (conn, body) = tokio::join!(connect, file.stream_from(offset));
+                let mut conn = conn?;
+                let body = body.map_err(|e| TransferError::Source(vfs_reply(&e).1))?;
+                let want = file.entry.size - offset;
+                let n = self.send_body(&mut conn, body).await?;
+                if n != want {
+                    return Err(TransferError::Source(format!(
+                        "storage returned {n} of {want} bytes"
+                    )));
+                }
+                finish(&mut conn).await?;
+                Ok(n)
+            }
+            Payload::Listing {
+                source,
+                style,
+                sessions,
+            } => {
+                let mut conn = connect.await?;
+                let now = chrono::Utc::now();
+                let fmt = |e: &Entry| match style {
+                    Style::List => format::list_line(e, now),
+                    Style::Nlst => format!("{}\r\n", e.name),
+                    Style::Mlsd => format::mlsd_line(e, self.perms, sessions),
+                };
+                let mut n = 0u64;
+                match source {
+                    Listing::One(e) => {
+                        n += write(&mut conn, fmt(&e).as_bytes()).await?;
+                    }
+                    Listing::Dir(mut l) => loop {
+                        match l.next_batch().await {
+                            Ok(Some(batch)) => {
+                                let text: String = batch.iter().map(&fmt).collect();
+                                n += write(&mut conn, text.as_bytes()).await?;
+                                self.sent.store(n, Ordering::Relaxed);
+                            }
+                            Ok(None) => break,
+                            Err(e) => return Err(TransferError::Source(vfs_reply(&e).1)),
+                        }
+                    },
+                }
+                finish(&mut conn).await?;
+                Ok(n)
+            }
+        }
+    }
+
+    async fn send_body<W: AsyncWrite + Unpin>(
+        &self,
+        conn: &mut W,
+        mut body: crate::vfs::ByteStream,
+    ) -> Result<u64, TransferError> {
+        // Read ahead from storage while the previous chunks are encrypted and sent.
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes, VfsError>>(32);
+        let _pump = AbortOnDrop(tokio::spawn(async move {
+            while let Some(c) = body.next().await {
+                let stop = c.is_err();
+                if tx.send(c).await.is_err() || stop {
+                    break;
+                }
+            }
+        }));
+        let mut n = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.map_err(|e| TransferError::Source(store_text(&e)))?;
+            conn.write_all(&chunk).await.map_err(TransferError::Sink)?;
+            n += chunk.len() as u64;
+            self.sent.store(n, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+fn store_text(e: &VfsError) -> String {
+    warn!(error = %e, "storage error during a transfer");
+    "storage is unavailable".into()
+}
+
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> Result<u64, TransferError> {
+    w.write_all(b).await.map_err(TransferError::Sink)?;
+    Ok(b.len() as u64)
+}
+
+/// Ends a data connection cleanly: TLS close_notify, then FIN.
+async fn finish<W: AsyncWrite + Unpin>(w: &mut W) -> Result<(), TransferError> {
+    w.flush().await.map_err(TransferError::Sink)?;
+    w.shutdown().await.map_err(TransferError::Sink)
+}
