@@ -27,7 +27,7 @@ pub async fn run(dir: &Path, listen: &str, ftps_listen: &str) -> Result<(), Stri
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
     let password = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 16);
-    let hash = crate::auth::password::hash(&password)?;
+    let hash = crate::password::hash(&password)?;
     let token = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32);
     let token_hash = hex::encode(Sha256::digest(token.as_bytes()));
     let objects = dir.join("objects");

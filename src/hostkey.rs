@@ -28,7 +28,7 @@ pub fn load_or_generate(path: &Path) -> Result<PrivateKey, String> {
     getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness for the host key: {e}"))?;
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     let pem = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
-    crate::config::write_secret_file(path, pem.as_bytes()).map_err(|e| format!("host key: {e}"))?;
+    crate::secret::write_secret_file(path, pem.as_bytes()).map_err(|e| format!("host key: {e}"))?;
     if let Ok(public) = key.public_key().to_openssh() {
         let _ = std::fs::write(path.with_extension("pub"), format!("{public}\n"));
     }

@@ -13,9 +13,11 @@ pub mod layout; // the storage contract: every key shape, and the typed session 
 pub mod limits; // every limit, with safe defaults
 pub mod listener; // the shared accept loop: defender, connection cap, drain
 pub mod media; // Janus MJR recordings and RTP
+pub mod password; // argon2id password hashes (PHC strings)
 pub mod path; // the one canonical path type and its parser
 pub mod push; // `recvault push`: the gateway-side upload client
 pub mod sample; // writes sessions in the archived layout (demo, tests)
+pub mod secret; // secret files: created 0600, refused when others can read them
 pub mod server; // `recvault serve`: wiring, signals, readiness
 pub mod sftp; // SFTP over SSH: accept loop, russh handler, SFTP request loop
 pub mod shared; // what every connection shares, and its login/download/erase bookkeeping

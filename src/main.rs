@@ -134,7 +134,7 @@ fn main() -> Result<()> {
             }
             println!(
                 "{}",
-                recvault::auth::password::hash(&password).map_err(anyhow::Error::msg)?
+                recvault::password::hash(&password).map_err(anyhow::Error::msg)?
             );
             Ok(())
         }

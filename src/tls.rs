@@ -25,7 +25,7 @@ pub fn server_config(
             cert.display()
         ));
     }
-    let key_pem = crate::config::read_secret_file(key)?;
+    let key_pem = crate::secret::read_secret_file(key)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| format!("{what} key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -48,7 +48,7 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, names: &[&str]) -> Result<(),
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let made = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("cannot generate a certificate: {e}"))?;
-    crate::config::write_secret_file(key, made.signing_key.serialize_pem().as_bytes())?;
+    crate::secret::write_secret_file(key, made.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(cert, made.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
     Ok(())
 }

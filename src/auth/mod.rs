@@ -5,14 +5,14 @@
 //! user's [`Vfs`](crate::vfs::Vfs).
 
 pub mod defender;
-pub mod password;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use russh::keys::PublicKey;
 
-use crate::config::{self, Config};
+use crate::config::Config;
+use crate::password;
 use crate::vfs::{Perms, Producer, Tenant, VPath, Vfs};
 
 pub struct User {
@@ -57,7 +57,7 @@ impl Users {
                 let password = match (&u.password, &u.password_file) {
                     (Some(p), _) => Some(p.get_ref().clone()),
                     (None, Some(f)) => {
-                        let phc = config::read_secret_file(f.get_ref())?;
+                        let phc = crate::secret::read_secret_file(f.get_ref())?;
                         password::check_phc(&phc).map_err(|e| {
                             format!("user {name:?}: {}: password {e}", f.get_ref().display())
                         })?;

@@ -1,12 +1,33 @@
 //! How entries look on the wire: LIST (`ls -l`, which FileZilla, WinSCP and
 //! Cyberduck parse), NLST, MLSD/MLST facts (RFC 3659), MDTM times, and the
-//! PASV/EPSV replies.
+//! PASV/EPSV replies, and the one mapping from tree errors to reply codes.
 
 use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
 
-use crate::vfs::{ls_line, Entry, Kind, Perms};
+use tracing::warn;
+
+use crate::vfs::{ls_line, Entry, Kind, Perms, VfsError};
+
+/// The one mapping from tree errors to FTP replies. Storage details (keys,
+/// bucket) never reach the client.
+pub fn vfs_reply(e: &VfsError) -> (u16, String) {
+    match e {
+        VfsError::NotFound(p) => (550, format!("No such file or folder: {p}")),
+        VfsError::NotADirectory(p) => (550, format!("Not a folder: {p}")),
+        VfsError::IsADirectory(p) => (550, format!("Is a folder: {p}")),
+        VfsError::PermissionDenied(why) => (550, format!("Permission denied: {why}")),
+        VfsError::ReadOnly => (550, e.to_string()),
+        VfsError::InvalidPath(why) => (553, format!("Invalid path: {why}")),
+        VfsError::Storage(f) if f.is_missing() => (550, "No such file or folder".into()),
+        VfsError::Storage(inner) => {
+            warn!(error = %inner, "storage error");
+            (451, "Storage is unavailable: try again later".into())
+        }
+        VfsError::Producer(why) => (451, format!("Cannot produce this file: {why}")),
+    }
+}
 
 /// `YYYYMMDDHHMMSS` in UTC, as MDTM and the `modify` fact use.
 pub fn ftp_time(t: DateTime<Utc>) -> String {

@@ -1,6 +1,6 @@
 //! One FTPS control connection: TLS upgrade, login, navigation, listings and
 //! downloads. Every path goes through the user's [`Vfs`]; storage errors are
-//! mapped to reply codes in one place ([`vfs_reply`]). What is sent over a
+//! mapped to reply codes in one place ([`format::vfs_reply`](super::format::vfs_reply)). What is sent over a
 //! data connection, and how, is in [`super::transfer`].
 
 use std::collections::VecDeque;
@@ -481,7 +481,7 @@ impl Session {
     }
 
     async fn fail(&mut self, e: &VfsError) -> Reply {
-        let (code, text) = vfs_reply(e);
+        let (code, text) = format::vfs_reply(e);
         self.go(code, &text).await
     }
 
@@ -843,24 +843,5 @@ impl Session {
                 self.go(code, &text).await
             }
         }
-    }
-}
-
-/// The one mapping from tree errors to FTP replies. Storage details (keys,
-/// bucket) never reach the client.
-pub(super) fn vfs_reply(e: &VfsError) -> (u16, String) {
-    match e {
-        VfsError::NotFound(p) => (550, format!("No such file or folder: {p}")),
-        VfsError::NotADirectory(p) => (550, format!("Not a folder: {p}")),
-        VfsError::IsADirectory(p) => (550, format!("Is a folder: {p}")),
-        VfsError::PermissionDenied(why) => (550, format!("Permission denied: {why}")),
-        VfsError::ReadOnly => (550, e.to_string()),
-        VfsError::InvalidPath(why) => (553, format!("Invalid path: {why}")),
-        VfsError::Storage(f) if f.is_missing() => (550, "No such file or folder".into()),
-        VfsError::Storage(inner) => {
-            warn!(error = %inner, "storage error");
-            (451, "Storage is unavailable: try again later".into())
-        }
-        VfsError::Producer(why) => (451, format!("Cannot produce this file: {why}")),
     }
 }

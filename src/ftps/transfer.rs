@@ -19,7 +19,6 @@ use tracing::warn;
 
 use super::data::{self, DataError, Pending};
 use super::format;
-use super::session::vfs_reply;
 use crate::vfs::{DirLister, Entry, OpenFile, VfsError};
 
 /// What a data connection carries.
@@ -101,7 +100,7 @@ impl Job {
                 // Start the storage read while the client connects.
                 let (conn, body) = tokio::join!(connect, file.stream_from(offset));
                 let mut conn = conn?;
-                let body = body.map_err(|e| TransferError::Source(vfs_reply(&e).1))?;
+                let body = body.map_err(|e| TransferError::Source(format::vfs_reply(&e).1))?;
                 let want = file.entry.size - offset;
                 let n = self.send_body(&mut conn, body).await?;
                 if n != want {
@@ -137,7 +136,7 @@ impl Job {
                                 self.sent.store(n, Ordering::Relaxed);
                             }
                             Ok(None) => break,
-                            Err(e) => return Err(TransferError::Source(vfs_reply(&e).1)),
+                            Err(e) => return Err(TransferError::Source(format::vfs_reply(&e).1)),
                         }
                     },
                 }

@@ -62,7 +62,7 @@ async fn seeded() -> (tempfile::TempDir, Target) {
     // Not a session: no index.
     store
         .put(
-            "t/sessions/2026/01/02/partial/partial.tar.gz",
+            &SessionKeys::new("t/", "2026", "01", "02", "partial").archive(),
             Bytes::from_static(b"x"),
             Default::default(),
         )

@@ -110,7 +110,7 @@ impl S3Store {
 
 fn load_sse_c(path: &std::path::Path) -> Result<SseC, String> {
     use md5::Digest;
-    let text = crate::config::read_secret_file(path)?;
+    let text = crate::secret::read_secret_file(path)?;
     let key = match aws_smithy_types::base64::decode(&text) {
         Ok(k) if k.len() == 32 => k,
         _ if text.len() == 32 => text.into_bytes(),

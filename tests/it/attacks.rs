@@ -370,7 +370,7 @@ async fn brute_force_password_guessing_gets_the_address_banned() {
         b"x".to_vec(),
     )
     .await;
-    let hash = recvault::auth::password::hash("right-password").unwrap();
+    let hash = recvault::password::hash("right-password").unwrap();
     let server = Server::start(&format!(
         "[limits]\nban_after_failures = 4\nban_secs = 300\nauth_reject_ms = 0\nmax_auth_attempts = 2\n\n[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\n\n[[tenants.users]]\nname = \"pw\"\npassword = \"{hash}\"\n"
     ));

@@ -14,7 +14,7 @@ const DAY: &str = "/2026/11/23";
 
 fn pw_hash() -> &'static str {
     static H: OnceLock<String> = OnceLock::new();
-    H.get_or_init(|| recvault::auth::password::hash(PW).unwrap())
+    H.get_or_init(|| recvault::password::hash(PW).unwrap())
 }
 
 /// A password user block (also key-authenticated for SFTP comparisons).

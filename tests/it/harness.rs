@@ -127,6 +127,19 @@ pub fn client_key(name: &str) -> &'static ClientKey {
     key
 }
 
+/// The `recvault` binary with moto's credentials and nothing else of the
+/// AWS environment.
+pub fn recvault_command() -> Command {
+    let s3 = s3();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_recvault"));
+    c.env("AWS_ACCESS_KEY_ID", &s3.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("AWS_PROFILE");
+    c
+}
+
 /// A running recvault process; killed on drop.
 pub struct Server {
     child: Child,
@@ -161,18 +174,12 @@ impl Server {
 
     /// Starts in `dir` (its spool, host key and audit log) with a whole configuration.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Server {
-        let s3 = s3();
         let path = write_config(dir.path(), config);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        let mut child = recvault_command()
             .arg("serve")
             .arg("--config")
             .arg(&path)
-            .env("AWS_ACCESS_KEY_ID", &s3.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-            .env("AWS_REGION", "us-east-1")
             .env("RUST_LOG", "info")
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("AWS_PROFILE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -937,3 +937,202 @@ async fn sighup_rotates_ingest_tokens() {
         "the old token is refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ingest_token_is_audited_as_a_failed_login_and_earns_a_ban() {
+    let prefix = unique_prefix("ingest-token-audit");
+    let server = Server::start(&tenants(&prefix, "[limits]\nban_after_failures = 3\n"));
+    let url = format!("{}/v1/sessions/call-x-1", server.ingest_url());
+    assert_eq!(
+        curl("GET", &url, Some(TOKEN_A), None).0,
+        404,
+        "a good token"
+    );
+    for _ in 0..2 {
+        assert_eq!(curl("GET", &url, Some("guessed-token"), None).0, 401);
+    }
+    let audit = server.audit();
+    let failed: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "login" && e["protocol"] == "ingest")
+        .collect();
+    assert_eq!(failed.len(), 2, "one event per wrong token: {audit}");
+    for e in &failed {
+        assert_eq!(e["ok"], false);
+        assert_eq!(e["method"], "bearer-token");
+        assert!(e["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{e}");
+        assert!(
+            !audit.contains("guessed-token"),
+            "the token never reaches the trail"
+        );
+    }
+    // The third failure bans the address: its next connection is dropped,
+    // whatever the token.
+    assert_eq!(curl("GET", &url, Some("guessed-token"), None).0, 401);
+    assert_eq!(curl("GET", &url, Some(TOKEN_A), None).0, 0, "banned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_upload_in_flight_finish_and_acknowledges_it() {
+    use std::io::{Read, Write};
+    let prefix = unique_prefix("ingest-drain");
+    let rest = tenants(&prefix, "");
+    let mut server = Server::start(&rest);
+    let data = pseudo_random(4 * 1024 * 1024, 7);
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", server.ingest_port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        sock,
+        "PUT /v1/sessions/call-drain-1/files/agent-audio.mjr HTTP/1.1\r\nHost: rec\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
+    let half = data.len() / 2;
+    sock.write_all(&data[..half]).unwrap();
+    sock.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.is_running(), "still draining the upload");
+    // A new client is not let in any more.
+    let (code, _) = curl(
+        "GET",
+        &format!("{}/healthz", server.ingest_url()),
+        None,
+        None,
+    );
+    assert_eq!(code, 0, "no new connections once stopping");
+    sock.write_all(&data[half..]).unwrap();
+    let mut reply = String::new();
+    let _ = sock.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    assert!(reply.contains(&sha256(&data)), "{reply}");
+    let start = Instant::now();
+    while server.is_running() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!server.is_running(), "stopped once the upload was answered");
+    // What was acknowledged is on the spool after a restart.
+    let server = Server::restart(server.kill9(), &rest);
+    let (code, body) = curl(
+        "GET",
+        &format!("{}/v1/sessions/call-drain-1", server.ingest_url()),
+        Some(TOKEN_A),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st["status"], "receiving");
+    assert_eq!(st["files"]["agent-audio.mjr"]["sha256"], sha256(&data));
+    assert_eq!(st["files"]["agent-audio.mjr"]["size"], data.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_changed_archive_and_a_missing_one_and_exits_1() {
+    let prefix = unique_prefix("verify");
+    let jobs = tempfile::tempdir().unwrap();
+    let rest = tenants(
+        &prefix,
+        &format!("[jobs]\nstate_dir = \"{}\"\n", jobs.path().display()),
+    );
+    let server = Server::start(&rest);
+    let work = tempfile::tempdir().unwrap();
+    for (i, id) in ["call-ver-1", "call-ver-2", "call-ver-3"]
+        .iter()
+        .enumerate()
+    {
+        let out = push(
+            &server,
+            &make_session(work.path(), id, i as u8 + 4, 60),
+            TOKEN_A,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let config = server.dir.path().join("recvault.toml");
+    let verify = |args: &[&str]| {
+        recvault_command()
+            .arg("verify")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("recvault verify")
+    };
+    let out = verify(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("verify acme: 3 sessions checked, 0 mismatches"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("verify bravo: 0 sessions checked, 0 mismatches"),
+        "{stdout}"
+    );
+
+    // Change one archive (same size, other bytes) and delete another.
+    let store = s3().store().await;
+    let page = store
+        .list_page(&format!("{prefix}acme/"), None, None)
+        .await
+        .unwrap();
+    let archive = |id: &str| {
+        page.objects
+            .iter()
+            .find(|o| o.key.ends_with(&format!("/{id}/{id}.tar.gz")))
+            .map(|o| o.key.clone())
+            .expect("archive stored")
+    };
+    let changed = archive("call-ver-1");
+    let mut bytes = recvault::store::read_all(store.as_ref(), &changed, 1 << 30)
+        .await
+        .unwrap()
+        .to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    store
+        .put(&changed, bytes.into(), Default::default())
+        .await
+        .unwrap();
+    store.delete(&archive("call-ver-2")).await.unwrap();
+
+    let out = verify(&["--tenant", "acme", "--since", "2026-11-23"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0]
+            .starts_with("MISMATCH acme /2026/11/23/call-ver-1: call-ver-1.tar.gz: SHA-256 is "),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1],
+        "MISMATCH acme /2026/11/23/call-ver-2: call-ver-2.tar.gz is missing from storage"
+    );
+    assert_eq!(lines[2], "verify acme: 3 sessions checked, 2 mismatches");
+    let audit = server.audit();
+    assert!(
+        audit.contains(r#""event":"job","finding":"call-ver-2.tar.gz is missing from storage","kind":"verify","path":"/2026/11/23/call-ver-2","tenant":"acme""#),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(r#""complete":true,"event":"job_end","findings":2"#),
+        "{audit}"
+    );
+
+    // Days before --since are not read at all.
+    let out = verify(&["--tenant", "acme", "--since", "2026-11-24"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 sessions checked"));
+
+    let out = verify(&["--tenant", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no tenant \"nope\"") && err.contains("acme, bravo"),
+        "{err}"
+    );
+}

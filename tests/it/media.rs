@@ -519,7 +519,7 @@ const PW: &str = "media-Passw0rd-1";
 /// Tenant acme with ingest token TOKEN and user qa (key "qa", password PW).
 fn media_config(prefix: &str) -> String {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let hash = HASH.get_or_init(|| recvault::auth::password::hash(PW).unwrap());
+    let hash = HASH.get_or_init(|| recvault::password::hash(PW).unwrap());
     format!(
         "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}acme/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\npassword = \"{hash}\"\nauthorized_keys = [\"{}\"]\n",
         recvault::ingest::token_hash(TOKEN),

@@ -207,7 +207,7 @@ async fn password_login_works_and_wrong_password_fails() {
         b"hello".to_vec(),
     )
     .await;
-    let hash = recvault::auth::password::hash("s3cret-Passw0rd").unwrap();
+    let hash = recvault::password::hash("s3cret-Passw0rd").unwrap();
     let server = Server::start(&format!(
         "\n[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\n\n[[tenants.users]]\nname = \"pw\"\npassword = \"{hash}\"\n"
     ));
