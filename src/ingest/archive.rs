@@ -102,7 +102,7 @@ impl Archiver {
     /// be archived is quarantined and returns `Ok`.
     async fn archive_once(&self, tenant: &str, id: &str) -> Result<(), String> {
         let spool = &self.spool;
-        let Some(mut st) = spool.load(tenant, id).map_err(|e| e.to_string())? else {
+        let Some(mut st) = spool.load(tenant, id).await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
         if !matches!(st.status, Status::Queued | Status::Archiving) {
@@ -115,7 +115,7 @@ impl Archiver {
             .clone();
         if st.status == Status::Queued {
             st.status = Status::Archiving;
-            spool.save(&st).map_err(|e| e.to_string())?;
+            spool.save(&st).await.map_err(|e| e.to_string())?;
         }
         let files = spool.files_dir(tenant, id);
         let v = {
@@ -126,17 +126,20 @@ impl Archiver {
         };
         let v = match v {
             Ok(v) => v,
-            Err(reason) => return self.fail(st, reason).map(drop),
+            Err(reason) => return self.fail(st, reason).await.map(drop),
         };
         let keys = SessionKeys::of_call(&target.prefix, v.info.started, id);
         let (index_key, archive_key) = (keys.index(), keys.archive());
 
         if let Some(existing) = read_index(&target, &index_key).await? {
-            return self.settle_existing(st, &existing, &index_key).map(drop);
+            return self
+                .settle_existing(st, &existing, &index_key)
+                .await
+                .map(drop);
         }
         if let Some((key, upload)) = st.upload.take() {
             let _ = target.store.multipart_abort(&key, &upload).await;
-            spool.save(&st).map_err(|e| e.to_string())?;
+            spool.save(&st).await.map_err(|e| e.to_string())?;
         }
         let (size, sha) = self
             .upload_archive(&mut st, &target, &archive_key, files.clone(), v.info.ended)
@@ -158,7 +161,10 @@ impl Archiver {
                 let existing = read_index(&target, &index_key)
                     .await?
                     .ok_or("index vanished")?;
-                return self.settle_existing(st, &existing, &index_key).map(drop);
+                return self
+                    .settle_existing(st, &existing, &index_key)
+                    .await
+                    .map(drop);
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -186,16 +192,19 @@ impl Archiver {
         st.status = Status::Archived;
         st.index_key = Some(index_key);
         st.upload = None;
-        spool.finish(&st).map_err(|e| e.to_string())?;
+        spool.finish(&st).await.map_err(|e| e.to_string())?;
         info!(tenant, session = id, bytes = size, "archived");
         Ok(())
     }
 
-    fn fail(&self, mut st: SessionState, reason: String) -> Result<SessionState, String> {
+    async fn fail(&self, mut st: SessionState, reason: String) -> Result<SessionState, String> {
         error!(tenant = %st.tenant, session = %st.id, %reason, "session failed validation; quarantined");
         st.status = Status::Failed;
         st.reason = Some(reason);
-        self.spool.quarantine(&st).map_err(|e| e.to_string())?;
+        self.spool
+            .quarantine(&st)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(st)
     }
 
@@ -213,7 +222,10 @@ impl Archiver {
         };
         let index_key = SessionKeys::of_call(&target.prefix, started, &st.id).index();
         match read_index(target, &index_key).await {
-            Ok(Some(existing)) => self.settle_existing(st, &existing, &index_key).map(Some),
+            Ok(Some(existing)) => self
+                .settle_existing(st, &existing, &index_key)
+                .await
+                .map(Some),
             Ok(None) => Ok(None),
             Err(e) => {
                 warn!(tenant = %st.tenant, session = %st.id, error = %e, "cannot check storage for an earlier delivery; the archiver will");
@@ -224,7 +236,7 @@ impl Archiver {
 
     /// An index already exists: the same files make this an archived
     /// re-delivery; different files are a conflict. Returns the final state.
-    fn settle_existing(
+    async fn settle_existing(
         &self,
         mut st: SessionState,
         existing: &SessionIndex,
@@ -238,7 +250,7 @@ impl Archiver {
             st.status = Status::Archived;
             st.index_key = Some(index_key.to_string());
             st.upload = None;
-            self.spool.finish(&st).map_err(|e| e.to_string())?;
+            self.spool.finish(&st).await.map_err(|e| e.to_string())?;
             info!(tenant = %st.tenant, session = %st.id, "already archived with identical files");
             Ok(st)
         } else {
@@ -246,6 +258,7 @@ impl Archiver {
                 st,
                 "conflict: a session with this id and different files is already archived".into(),
             )
+            .await
         }
     }
 
@@ -263,7 +276,7 @@ impl Archiver {
             .await
             .map_err(|e| e.to_string())?;
         st.upload = Some((key.to_string(), upload.clone()));
-        self.spool.save(st).map_err(|e| e.to_string())?;
+        self.spool.save(st).await.map_err(|e| e.to_string())?;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1);
         let names: Vec<String> = st.files.keys().cloned().collect();
         let builder = tokio::task::spawn_blocking(move || write_tar_gz(&files, &names, mtime, tx));

@@ -8,12 +8,12 @@
 //! What can go wrong is a [`Refusal`]; the HTTP layer maps each kind to a
 //! status code in one place.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::spool::{self, FileRecord, SessionState, Status};
+use super::spool::{FileRecord, SessionState, Status};
 use super::validate::parse_info;
 use super::Ingest;
 
@@ -57,39 +57,11 @@ pub enum Completion {
     Queued,
 }
 
-/// Runs blocking spool work on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, Refusal> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Refusal::Spool(std::io::Error::other(e)))?
-        .map_err(Refusal::Spool)
-}
-
-/// The session's state, from the spool (or its archived or quarantined record).
-pub async fn load(
-    ingest: &Ingest,
-    tenant: &str,
-    id: &str,
-) -> Result<Option<SessionState>, Refusal> {
-    let (spool, tenant, id) = (ingest.spool.clone(), tenant.to_string(), id.to_string());
-    blocking(move || spool.load(&tenant, &id)).await
-}
-
-async fn save(ingest: &Ingest, st: &SessionState) -> Result<(), Refusal> {
-    let (spool, st) = (ingest.spool.clone(), st.clone());
-    blocking(move || spool.save(&st)).await
-}
-
-async fn quarantine(ingest: &Ingest, st: &SessionState) -> Result<(), Refusal> {
-    let (spool, st) = (ingest.spool.clone(), st.clone());
-    blocking(move || spool.quarantine(&st)).await
-}
-
 /// The state of a session the tenant sent.
 pub async fn status(ingest: &Ingest, tenant: &str, id: &str) -> Result<SessionState, Refusal> {
-    load(ingest, tenant, id)
+    ingest
+        .spool
+        .load(tenant, id)
         .await?
         .ok_or_else(|| Refusal::NotFound(format!("no session {id:?}")))
 }
@@ -107,7 +79,9 @@ pub async fn commit(
 ) -> Result<Committed, Refusal> {
     let lock = ingest.lock_for(tenant, id);
     let _guard = lock.lock().await;
-    let mut st = load(ingest, tenant, id)
+    let mut st = ingest
+        .spool
+        .load(tenant, id)
         .await?
         .unwrap_or_else(|| SessionState::new(tenant, id));
     if st.status != Status::Receiving {
@@ -130,16 +104,9 @@ pub async fn commit(
             "a session may hold at most {max} bytes"
         )));
     }
-    let files = ingest.spool.files_dir(tenant, id);
-    let (from, to): (PathBuf, PathBuf) = (part.to_path_buf(), files.join(name));
-    blocking(move || {
-        std::fs::create_dir_all(&files)?;
-        std::fs::rename(from, to)?;
-        spool::sync_dir(&files)
-    })
-    .await?;
+    ingest.spool.adopt(tenant, id, name, part).await?;
     let replaced = st.files.insert(name.to_string(), record).is_some();
-    save(ingest, &st).await?;
+    ingest.spool.save(&st).await?;
     Ok(if replaced {
         Committed::Replaced
     } else {
@@ -156,7 +123,7 @@ pub async fn complete(
 ) -> Result<(Completion, SessionState), Refusal> {
     let lock = ingest.lock_for(tenant, id);
     let _guard = lock.lock().await;
-    let Some(mut st) = load(ingest, tenant, id).await? else {
+    let Some(mut st) = ingest.spool.load(tenant, id).await? else {
         return Err(Refusal::NotFound(format!(
             "no files were received for session {id:?}"
         )));
@@ -183,7 +150,7 @@ pub async fn complete(
         Err(reason) => {
             st.status = Status::Failed;
             st.reason = Some(reason.clone());
-            quarantine(ingest, &st).await?;
+            ingest.spool.quarantine(&st).await?;
             return Err(Refusal::Unprocessable(reason));
         }
     };
@@ -205,7 +172,7 @@ pub async fn complete(
     }
     st.status = Status::Queued;
     st.completed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    save(ingest, &st).await?;
+    ingest.spool.save(&st).await?;
     ingest.archiver.enqueue(tenant, id);
     info!(
         tenant,

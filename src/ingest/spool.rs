@@ -10,7 +10,9 @@
 //! ```
 //! Every state change is written to a temporary file, fsync'd, renamed over
 //! `state.json` and the folder fsync'd, so a crash at any moment leaves
-//! either the old or the new state, never half of one.
+//! either the old or the new state, never half of one. State changes are
+//! async and run on blocking threads (fsync, rename and remove may take
+//! milliseconds), never on the async workers.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -141,8 +143,64 @@ impl Spool {
         self.root.join(tenant).join(".quarantine").join(id)
     }
 
+    /// Runs `f` on a clone of the spool on a blocking thread.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Spool) -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let spool = self.clone();
+        tokio::task::spawn_blocking(move || f(spool))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
     /// The state of a session: in the spool, archived, or quarantined.
-    pub fn load(&self, tenant: &str, id: &str) -> std::io::Result<Option<SessionState>> {
+    pub async fn load(&self, tenant: &str, id: &str) -> std::io::Result<Option<SessionState>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.off_thread(move |s| s.load_now(&tenant, &id)).await
+    }
+
+    /// Writes a session's state, atomically and durably.
+    pub async fn save(&self, st: &SessionState) -> std::io::Result<()> {
+        let st = st.clone();
+        self.off_thread(move |s| s.save_now(&st)).await
+    }
+
+    /// Records the session as archived, then removes its spooled files.
+    pub async fn finish(&self, st: &SessionState) -> std::io::Result<()> {
+        let st = st.clone();
+        self.off_thread(move |s| s.finish_now(&st)).await
+    }
+
+    /// Moves a failed session into quarantine, keeping its files for an operator.
+    pub async fn quarantine(&self, st: &SessionState) -> std::io::Result<()> {
+        let st = st.clone();
+        self.off_thread(move |s| s.quarantine_now(&st)).await
+    }
+
+    /// Makes the received (fsync'd) file at `part` the session's file
+    /// `name`, durably.
+    pub async fn adopt(
+        &self,
+        tenant: &str,
+        id: &str,
+        name: &str,
+        part: &Path,
+    ) -> std::io::Result<()> {
+        let (files, part, name) = (
+            self.files_dir(tenant, id),
+            part.to_path_buf(),
+            name.to_string(),
+        );
+        self.off_thread(move |_| {
+            std::fs::create_dir_all(&files)?;
+            std::fs::rename(part, files.join(name))?;
+            sync_dir(&files)
+        })
+        .await
+    }
+
+    fn load_now(&self, tenant: &str, id: &str) -> std::io::Result<Option<SessionState>> {
         for path in [
             self.session_dir(tenant, id).join("state.json"),
             self.archived_path(tenant, id),
@@ -161,7 +219,7 @@ impl Spool {
         Ok(None)
     }
 
-    pub fn save(&self, s: &SessionState) -> std::io::Result<()> {
+    fn save_now(&self, s: &SessionState) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?;
         match s.status {
             Status::Archived => write_atomic(&self.archived_path(&s.tenant, &s.id), &bytes),
@@ -172,9 +230,8 @@ impl Spool {
         }
     }
 
-    /// Records the session as archived, then removes its spooled files.
-    pub fn finish(&self, s: &SessionState) -> std::io::Result<()> {
-        self.save(s)?;
+    fn finish_now(&self, s: &SessionState) -> std::io::Result<()> {
+        self.save_now(s)?;
         // Rename the folder aside first, so that it disappears at once: a
         // reader never sees a half-deleted session. A crash mid-delete
         // leaves only a `.trash-*` folder, cleared at the next start.
@@ -189,9 +246,8 @@ impl Spool {
         std::fs::remove_dir_all(&trash)
     }
 
-    /// Moves a failed session into quarantine, keeping its files for an operator.
-    pub fn quarantine(&self, s: &SessionState) -> std::io::Result<()> {
-        self.save(s)?;
+    fn quarantine_now(&self, s: &SessionState) -> std::io::Result<()> {
+        self.save_now(s)?;
         let to = self.quarantine_dir(&s.tenant, &s.id);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
@@ -264,41 +320,41 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn states_move_between_spool_archive_and_quarantine() {
+    #[tokio::test]
+    async fn states_move_between_spool_archive_and_quarantine() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let mut s = SessionState::new("acme", "call-1");
-        spool.save(&s).unwrap();
+        spool.save(&s).await.unwrap();
         assert_eq!(
-            spool.load("acme", "call-1").unwrap().unwrap().status,
+            spool.load("acme", "call-1").await.unwrap().unwrap().status,
             Status::Receiving
         );
         s.status = Status::Queued;
         s.completed_at = Some("2026-11-23T10:00:00Z".into());
-        spool.save(&s).unwrap();
+        spool.save(&s).await.unwrap();
         assert_eq!(spool.pending().unwrap().len(), 1);
         s.status = Status::Archived;
-        spool.finish(&s).unwrap();
+        spool.finish(&s).await.unwrap();
         assert!(!spool.session_dir("acme", "call-1").exists());
         assert_eq!(
-            spool.load("acme", "call-1").unwrap().unwrap().status,
+            spool.load("acme", "call-1").await.unwrap().unwrap().status,
             Status::Archived
         );
         assert!(spool.pending().unwrap().is_empty());
 
         let mut bad = SessionState::new("acme", "call-2");
-        spool.save(&bad).unwrap();
+        spool.save(&bad).await.unwrap();
         bad.status = Status::Failed;
         bad.reason = Some("agent-audio.mjr: truncated at byte 7".into());
-        spool.quarantine(&bad).unwrap();
-        let loaded = spool.load("acme", "call-2").unwrap().unwrap();
+        spool.quarantine(&bad).await.unwrap();
+        let loaded = spool.load("acme", "call-2").await.unwrap().unwrap();
         assert_eq!(
             (loaded.status, loaded.reason.as_deref()),
             (Status::Failed, Some("agent-audio.mjr: truncated at byte 7"))
         );
         assert!(
-            spool.load("other", "call-2").unwrap().is_none(),
+            spool.load("other", "call-2").await.unwrap().is_none(),
             "tenants do not share sessions"
         );
     }
