@@ -46,7 +46,7 @@ pub struct PutOptions {
 }
 
 /// Storage errors, each knowing whether a retry may help.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("object not found: {0}")]
     NotFound(String),

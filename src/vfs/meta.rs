@@ -3,11 +3,9 @@
 //! A session is described by two requests made together: GET of its
 //! `info.json` and one LIST of its folder (real sizes of stored objects). A
 //! date folder's time is the newest session inside it, found by scanning the
-//! day's keys; both are cached for `limits.metadata_cache_secs`.
+//! day's keys; the tenant caches both (see [`super::Tenant`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -133,54 +131,4 @@ pub async fn child_dirs(
         .filter_map(|p| layout::child_name(prefix, &p).map(str::to_string))
         .filter(|n| super::tree::valid_child(depth, n))
         .collect())
-}
-
-/// A small time-bounded cache; when full it drops expired entries, then everything.
-pub struct TtlCache<V> {
-    ttl: Duration,
-    cap: usize,
-    map: Mutex<HashMap<String, (Instant, V)>>,
-}
-
-impl<V: Clone> TtlCache<V> {
-    pub fn new(ttl: Duration, cap: usize) -> Self {
-        Self {
-            ttl,
-            cap: cap.max(1),
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn get(&self, key: &str) -> Option<V> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, v)| v.clone())
-    }
-
-    pub fn forget(&self, key: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-
-    pub fn clear(&self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    pub fn put(&self, key: String, v: V) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= self.cap {
-            let ttl = self.ttl;
-            map.retain(|_, (at, _)| at.elapsed() < ttl);
-            if map.len() >= self.cap {
-                map.clear();
-            }
-        }
-        map.insert(key, (Instant::now(), v));
-    }
 }

@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
 pub use listing::{ls_line, DirLister};
-use meta::{SessionMeta, TtlCache};
+use meta::SessionMeta;
+use moka::future::Cache;
 use tree::{Loc, SessionRef};
 
 use crate::config::Permission;
@@ -32,12 +33,18 @@ use crate::store::{SharedStore, StoreError};
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, VfsError>> + Send>>;
 
 /// One tenant: its storage, its key prefix and its metadata caches.
+///
+/// The caches (`limits.metadata_cache_secs`, `metadata_cache_entries`; none
+/// when the time is 0) also merge concurrent loads: clients asking for the
+/// same session or folder at once share one set of storage requests.
 pub struct Tenant {
     pub id: String,
     pub prefix: String,
     pub store: SharedStore,
-    sessions: TtlCache<Arc<SessionMeta>>,
-    dir_times: TtlCache<Option<DateTime<Utc>>>,
+    /// Session metadata by session prefix.
+    sessions: Option<Cache<String, Arc<SessionMeta>>>,
+    /// Folder times by folder prefix.
+    dir_times: Option<Cache<String, Option<DateTime<Utc>>>>,
     /// Time shown for an empty tenant root.
     empty_root_time: DateTime<Utc>,
 }
@@ -49,13 +56,35 @@ impl Tenant {
         store: SharedStore,
         limits: &crate::limits::Limits,
     ) -> Self {
+        fn cache<V: Clone + Send + Sync + 'static>(
+            limits: &crate::limits::Limits,
+        ) -> Option<Cache<String, V>> {
+            let ttl = limits.metadata_ttl();
+            (!ttl.is_zero()).then(|| {
+                Cache::builder()
+                    .max_capacity(limits.metadata_cache_entries.max(1) as u64)
+                    .time_to_live(ttl)
+                    .build()
+            })
+        }
         Self {
             id,
             prefix,
             store,
-            sessions: TtlCache::new(limits.metadata_ttl(), limits.metadata_cache_entries),
-            dir_times: TtlCache::new(limits.metadata_ttl(), limits.metadata_cache_entries),
+            sessions: cache(limits),
+            dir_times: cache(limits),
             empty_root_time: Utc::now(),
+        }
+    }
+
+    /// Forgets what the caches hold of a session and of every folder time
+    /// (after an erase).
+    async fn forget(&self, session_prefix: &str) {
+        if let Some(c) = &self.sessions {
+            c.invalidate(session_prefix).await;
+        }
+        if let Some(c) = &self.dir_times {
+            c.invalidate_all();
         }
     }
 
@@ -67,17 +96,28 @@ impl Tenant {
             .map(drop)
     }
 
+    /// A session's metadata; `None` when it is not archived (never cached,
+    /// so a session shows as soon as its index is written).
     async fn session(&self, s: &SessionRef) -> Result<Option<Arc<SessionMeta>>, StoreError> {
-        let key = s.keys(&self.prefix).prefix().to_string();
-        if let Some(m) = self.sessions.get(&key) {
-            return Ok(Some(m));
-        }
-        let Some(m) = SessionMeta::load(self.store.as_ref(), &self.prefix, s).await? else {
-            return Ok(None);
+        let load = async {
+            match SessionMeta::load(self.store.as_ref(), &self.prefix, s).await {
+                Ok(Some(m)) => Ok(Arc::new(m)),
+                Ok(None) => Err(None),
+                Err(e) => Err(Some(e)),
+            }
         };
-        let m = Arc::new(m);
-        self.sessions.put(key, m.clone());
-        Ok(Some(m))
+        let loaded = match &self.sessions {
+            Some(c) => {
+                let key = s.keys(&self.prefix).prefix().to_string();
+                c.try_get_with(key, load).await.map_err(|e| (*e).clone())
+            }
+            None => load.await,
+        };
+        match loaded {
+            Ok(m) => Ok(Some(m)),
+            Err(None) => Ok(None),
+            Err(Some(e)) => Err(e),
+        }
     }
 
     /// The newest session time under a date folder; `None` when it holds none.
@@ -85,11 +125,25 @@ impl Tenant {
         let Some(prefix) = loc.dir_prefix(&self.prefix) else {
             return Ok(None);
         };
-        if let Some(v) = self.dir_times.get(&prefix) {
-            return Ok(v);
+        match &self.dir_times {
+            Some(c) => {
+                let load = self.newest_under(loc, &prefix);
+                c.try_get_with(prefix.clone(), load)
+                    .await
+                    .map_err(|e| (*e).clone())
+            }
+            None => self.newest_under(loc, &prefix).await,
         }
+    }
+
+    /// Finds the newest session time under the date folder `loc` (at `prefix`).
+    async fn newest_under(
+        &self,
+        loc: &Loc,
+        prefix: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let found = match loc {
-            Loc::Day(..) => meta::newest_in_day(self.store.as_ref(), &prefix).await?,
+            Loc::Day(..) => meta::newest_in_day(self.store.as_ref(), prefix).await?,
             Loc::Root | Loc::Year(_) | Loc::Month(..) => {
                 // Sessions are filed by start date, so the newest one lives in the
                 // last non-empty child; walk children from the end.
@@ -99,7 +153,7 @@ impl Tenant {
                     _ => 2,
                 };
                 let mut found = None;
-                for name in meta::child_dirs(self.store.as_ref(), &prefix, depth)
+                for name in meta::child_dirs(self.store.as_ref(), prefix, depth)
                     .await?
                     .iter()
                     .rev()
@@ -114,7 +168,6 @@ impl Tenant {
             }
             Loc::Session(_) | Loc::File(..) => None,
         };
-        self.dir_times.put(prefix, found);
         Ok(found)
     }
 }
@@ -537,8 +590,7 @@ impl Vfs {
             self.tenant.store.delete(k).await?;
         }
         self.tenant.store.delete(&index).await?;
-        self.tenant.sessions.forget(prefix);
-        self.tenant.dir_times.clear();
+        self.tenant.forget(prefix).await;
         Ok(keys.len() + 1)
     }
 
