@@ -45,16 +45,28 @@ pub struct Recvault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingested_at: Option<String>,
     /// Stored objects of the session folder by name (the RAW archive).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "each_that_reads")]
     pub objects: BTreeMap<String, Digest>,
     /// The files the gateway sent, by name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "each_that_reads"
+    )]
     pub raw_files: BTreeMap<String, Digest>,
     /// What ingest learned of each MJR stream, by file name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "each_that_reads"
+    )]
     pub streams: BTreeMap<String, StreamSummary>,
     /// Derived entries by name, with their reserved sizes.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "each_that_reads"
+    )]
     pub derived: BTreeMap<String, Derived>,
     /// Fields of later versions, kept as they are.
     #[serde(flatten)]
@@ -63,6 +75,21 @@ pub struct Recvault {
 
 fn first_version() -> u32 {
     VERSION
+}
+
+/// A map whose entries are read one by one: an entry this version cannot
+/// read is left out (and the session keeps every other entry) rather than
+/// making the whole index unreadable.
+fn each_that_reads<'de, D, T>(d: D) -> Result<BTreeMap<String, T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
+        .collect())
 }
 
 impl Default for Recvault {
@@ -222,6 +249,19 @@ mod tests {
         assert_eq!(again["recvault"]["future"]["x"], 1, "later fields are kept");
         assert_eq!(again["agent"]["id"], "a");
         assert_eq!(SessionIndex::parse(&i.to_bytes()).unwrap(), i);
+    }
+
+    #[test]
+    fn an_entry_this_version_cannot_read_leaves_the_others_alone() {
+        let i = SessionIndex::parse(
+            br#"{"recvault":{"v":1,"derived":{"c.mp3":{"size":"big"},"c.mp4":{"size":9}},
+                "objects":{"c.tar.gz":{"size":3,"sha256":"aa"},"odd":7}}}"#,
+        )
+        .unwrap();
+        assert_eq!(i.recvault.derived.len(), 1);
+        assert_eq!(i.recvault.derived["c.mp4"].size, 9);
+        assert_eq!(i.recvault.objects.len(), 1);
+        assert_eq!(i.object("c.tar.gz").unwrap().size, 3);
     }
 
     #[test]
