@@ -276,7 +276,6 @@ async fn walk(
 ) -> Result<(), String> {
     let store = target.store.as_ref();
     let err = |e: crate::store::StoreError| e.to_string();
-    let mut last_save = Instant::now();
     let skip = |folder: &str, after: &str| before(folder, since) || before(folder, after);
     let years_prefix = layout::dates_prefix(&target.prefix, &[]);
     for y in crate::vfs::meta::child_dirs(store, &years_prefix, 0)
@@ -339,10 +338,9 @@ async fn walk(
                         cp.report.sessions += 1;
                         cp.after = position(&s.keys, &day);
                         progress.show(&cp.report, &cp.after);
-                        if last_save.elapsed() >= Duration::from_secs(2) {
-                            state.save(cp)?;
-                            last_save = Instant::now();
-                        }
+                        // After every session: a stop or crash redoes only
+                        // the sessions that were in flight.
+                        state.save(cp)?;
                     }
                     token = page.next;
                     if token.is_none() {
