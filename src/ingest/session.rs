@@ -5,13 +5,17 @@
 //! its own lock; the spool's fsync, rename and remove work runs on blocking
 //! threads, off the async workers.
 //!
+//! A state change runs in a task of its own, so that a client that hangs
+//! up mid-request cannot stop it half-way (a state saved as queued but never
+//! handed to the archiver, a file renamed into place but not recorded).
+//!
 //! What can go wrong is a [`Refusal`]; the HTTP layer maps each kind to a
 //! status code in one place.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::spool::{FileRecord, SessionState, Status};
 use super::validate::parse_info;
@@ -66,10 +70,38 @@ pub async fn status(ingest: &Ingest, tenant: &str, id: &str) -> Result<SessionSt
         .ok_or_else(|| Refusal::NotFound(format!("no session {id:?}")))
 }
 
-/// Makes the received file at `part` (fsync'd; `size` bytes, SHA-256
-/// `sha`) the session's `name`, or compares it with what the session holds
-/// once it is complete. The caller removes `part` when it is left over.
+/// Runs a state change to its end even if the request that asked for it
+/// is dropped.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, Refusal>> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::spawn(change)
+        .await
+        .map_err(|e| Refusal::Spool(std::io::Error::other(e)))?
+}
+
+/// Makes the received file at `part` (fsync'd; its size and SHA-256 in
+/// `record`) the session's `name`, or compares it with what the session
+/// holds once it is complete. The caller removes `part` when it is left over.
 pub async fn commit(
+    ingest: &Arc<Ingest>,
+    tenant: &str,
+    id: &str,
+    name: &str,
+    part: &Path,
+    record: FileRecord,
+) -> Result<Committed, Refusal> {
+    let (i, t, d, n, p) = (
+        ingest.clone(),
+        tenant.to_string(),
+        id.to_string(),
+        name.to_string(),
+        part.to_path_buf(),
+    );
+    to_the_end(async move { commit_now(&i, &t, &d, &n, &p, record).await }).await
+}
+
+async fn commit_now(
     ingest: &Arc<Ingest>,
     tenant: &str,
     id: &str,
@@ -121,6 +153,15 @@ pub async fn complete(
     tenant: &str,
     id: &str,
 ) -> Result<(Completion, SessionState), Refusal> {
+    let (i, t, d) = (ingest.clone(), tenant.to_string(), id.to_string());
+    to_the_end(async move { complete_now(&i, &t, &d).await }).await
+}
+
+async fn complete_now(
+    ingest: &Arc<Ingest>,
+    tenant: &str,
+    id: &str,
+) -> Result<(Completion, SessionState), Refusal> {
     let lock = ingest.lock_for(tenant, id);
     let _guard = lock.lock().await;
     let Some(mut st) = ingest.spool.load(tenant, id).await? else {
@@ -165,10 +206,7 @@ pub async fn complete(
         }
         Ok(Some(done)) => return Err(Refusal::Conflict(done.reason.unwrap_or_default())),
         Ok(None) => {}
-        Err(e) => {
-            warn!(tenant, session = id, error = %e, "ingest: the spool could not be written");
-            return Err(Refusal::Spool(std::io::Error::other(e)));
-        }
+        Err(e) => return Err(Refusal::Spool(std::io::Error::other(e))),
     }
     st.status = Status::Queued;
     st.completed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));

@@ -69,23 +69,24 @@ pub struct Options {
 }
 
 /// What a job did, over this run and the runs it resumed.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone)]
 pub struct Report {
     pub sessions: u64,
     pub findings: Vec<Finding>,
     /// Where this run started, when it resumed an earlier one.
-    #[serde(skip)]
     pub resumed_after: Option<String>,
 }
 
-/// The checkpoint file's content.
+/// The checkpoint file's content. The findings so far are lines of a file
+/// beside it (appended as they come), so a checkpoint stays small.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Checkpoint {
     /// The walk position (`YYYY/MM/DD/<id>/`) of the last session done;
     /// every session at or before it is done.
     after: String,
     since: Option<chrono::NaiveDate>,
-    report: Report,
+    sessions: u64,
+    findings: u64,
 }
 
 /// Where a session stands in the walk; compares like its keys.
@@ -99,9 +100,10 @@ fn before(folder: &str, bound: &str) -> bool {
     folder < bound && !bound.starts_with(folder)
 }
 
-/// A job's checkpoint and lock files.
+/// A job's checkpoint, findings and lock files.
 struct State {
     checkpoint: PathBuf,
+    findings: PathBuf,
     _lock: std::fs::File,
 }
 
@@ -134,8 +136,30 @@ impl State {
         }
         Ok(State {
             checkpoint: dir.join(format!("{kind}-{tenant}.json")),
+            findings: dir.join(format!("{kind}-{tenant}.findings.jsonl")),
             _lock: lock,
         })
+    }
+
+    /// Appends one finding to the findings file.
+    fn record(&self, f: &Finding) -> Result<(), String> {
+        let line = serde_json::to_string(f).map_err(|e| e.to_string())? + "\n";
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.findings)
+            .and_then(|mut file| file.write_all(line.as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", self.findings.display()))
+    }
+
+    /// The findings recorded so far, at most `n` of them (a run that
+    /// stopped may have written one past its checkpoint).
+    fn findings(&self, n: u64) -> Vec<Finding> {
+        let text = std::fs::read_to_string(&self.findings).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .take(n as usize)
+            .collect()
     }
 
     fn load(&self) -> Option<Checkpoint> {
@@ -153,6 +177,7 @@ impl State {
 
     fn clear(&self) {
         let _ = std::fs::remove_file(&self.checkpoint);
+        let _ = std::fs::remove_file(&self.findings);
     }
 }
 
@@ -165,23 +190,20 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&mut self, r: &Report, at: &str) {
+    fn show(&mut self, cp: &Checkpoint) {
+        let at = cp.after.trim_end_matches('/');
         if self.terminal {
             let mut err = std::io::stderr();
             let _ = write!(
                 err,
                 "\r{} {}: {} sessions, {} findings, at {:<40}",
-                self.kind,
-                self.tenant,
-                r.sessions,
-                r.findings.len(),
-                at.trim_end_matches('/')
+                self.kind, self.tenant, cp.sessions, cp.findings, at
             );
             let _ = err.flush();
         }
         if self.last_log.elapsed() >= Duration::from_secs(5) {
             self.last_log = Instant::now();
-            info!(job = self.kind, tenant = %self.tenant, sessions = r.sessions, findings = r.findings.len(), at, "job progress");
+            info!(job = self.kind, tenant = %self.tenant, sessions = cp.sessions, findings = cp.findings, at, "job progress");
         }
     }
 
@@ -204,14 +226,17 @@ pub async fn run(
     let state = State::open(&opts.state_dir, kind, &target.tenant)?;
     let mut cp = match state.load() {
         Some(c) if c.since == opts.since => c,
-        _ => Checkpoint {
-            since: opts.since,
-            ..Checkpoint::default()
-        },
+        _ => {
+            state.clear();
+            Checkpoint {
+                since: opts.since,
+                ..Checkpoint::default()
+            }
+        }
     };
-    if !cp.after.is_empty() {
-        cp.report.resumed_after = Some(cp.after.clone());
-        info!(job = kind, tenant = %target.tenant, after = %cp.after, "resuming an unfinished job");
+    let resumed_after = (!cp.after.is_empty()).then(|| cp.after.clone());
+    if let Some(after) = &resumed_after {
+        info!(job = kind, tenant = %target.tenant, %after, "resuming an unfinished job");
     }
     let mut progress = Progress {
         kind,
@@ -236,23 +261,22 @@ pub async fn run(
     .await;
     progress.end();
     let complete = result.is_ok();
-    audit.job_end(
-        kind,
-        &target.tenant,
-        cp.report.sessions,
-        cp.report.findings.len() as u64,
-        complete,
-    );
+    audit.job_end(kind, &target.tenant, cp.sessions, cp.findings, complete);
     match result {
         Ok(()) => {
+            let report = Report {
+                sessions: cp.sessions,
+                findings: state.findings(cp.findings),
+                resumed_after,
+            };
             state.clear();
-            Ok(cp.report)
+            Ok(report)
         }
         Err(e) => {
             state.save(&cp)?;
             Err(format!(
                 "{e}; {} sessions done, the next run resumes after {}",
-                cp.report.sessions,
+                cp.sessions,
                 if cp.after.is_empty() {
                     "nothing"
                 } else {
@@ -330,14 +354,15 @@ async fn walk(
                         let found = outcome.map_err(|e| format!("{}: {e}", s.path))?;
                         for what in found {
                             audit.job_finding(job.kind(), &target.tenant, &s.path, &what);
-                            cp.report.findings.push(Finding {
+                            state.record(&Finding {
                                 path: s.path.clone(),
                                 what,
-                            });
+                            })?;
+                            cp.findings += 1;
                         }
-                        cp.report.sessions += 1;
+                        cp.sessions += 1;
                         cp.after = position(&s.keys, &day);
-                        progress.show(&cp.report, &cp.after);
+                        progress.show(cp);
                         // After every session: a stop or crash redoes only
                         // the sessions that were in flight.
                         state.save(cp)?;

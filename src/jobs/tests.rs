@@ -215,6 +215,21 @@ async fn verify_finds_changed_missing_and_unreadable_objects_and_passes_the_rest
         .await
         .unwrap();
     put(b.derived("b.mp3"), b"short").await;
+    // An index entry this version cannot read is named, not skipped.
+    let a1 = keys("2026/01/02", "a-1");
+    let raw = crate::store::read_all(store.as_ref(), &a1.index(), 1 << 20)
+        .await
+        .unwrap();
+    let mut odd: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    odd["recvault"]["derived"]["a-1.mp3"] = serde_json::json!({"size": "large"});
+    store
+        .put(
+            &a1.index(),
+            Bytes::from(odd.to_string()),
+            Default::default(),
+        )
+        .await
+        .unwrap();
 
     let audit = Audit::stderr();
     let report = run(&verify::Verify, &target, &options(&dir, None), &audit)
@@ -232,11 +247,12 @@ async fn verify_finds_changed_missing_and_unreadable_objects_and_passes_the_rest
         found,
         [
             format!("/2025/12/31/z z.tar.gz: SHA-256 is {sha_rax}, the index records {sha_raw}"),
+            "/2026/01/02/a-1 info.json: recvault.derived.a-1.mp3 has a shape this version cannot read (left out)".to_string(),
             "/2026/01/02/a a.tar.gz is missing from storage".to_string(),
             "/2026/01/02/c3 info.json: the session index is malformed: key must be a string at line 1 column 2".to_string(),
             "/2026/02/01/b agent.webm is missing from storage".to_string(),
             "/2026/02/01/b b.mp3 holds 5 bytes, the index reserves 512".to_string(),
         ],
-        "a-1 is intact; b's MP4 is not rendered yet, which is fine"
+        "a-1's archive is intact; b's MP4 is not rendered yet, which is fine"
     );
 }

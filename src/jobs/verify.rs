@@ -2,7 +2,7 @@
 //! checks its size and SHA-256 against the session index, and the sizes of
 //! the stored derived files against their reservations. Every mismatch is a
 //! finding: a missing object, a wrong size, a wrong hash, an unreadable
-//! index. A storage fault stops the job (it resumes at that session).
+//! index or a part of one this version cannot read. A storage fault stops the job (it resumes at that session).
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -60,6 +60,11 @@ impl Job for Verify {
             Ok(i) => i,
             Err(e) => return Ok(vec![format!("info.json: {e}")]),
         };
+        for field in SessionIndex::unreadable(&bytes) {
+            found.push(format!(
+                "info.json: {field} has a shape this version cannot read (left out)"
+            ));
+        }
         if index.recvault.objects.is_empty() {
             found.push("info.json records no stored objects (no sizes or hashes to check)".into());
         }

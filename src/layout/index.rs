@@ -22,59 +22,75 @@ pub const MAX_BYTES: u64 = 1024 * 1024;
 /// A whole `info.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionIndex {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "or_default"
+    )]
     pub session_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "or_default"
+    )]
     pub started_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "or_default"
+    )]
     pub ended_at: Option<String>,
     /// The gateway's other fields (parties, queue, tags, …), as sent.
     #[serde(flatten)]
     pub gateway: Map<String, Value>,
     /// What recvault learned at ingest.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub recvault: Recvault,
 }
 
-/// The `recvault` block.
+/// The `recvault` block. Every field is read on its own: one this version
+/// cannot read is left at its default (and named by
+/// [`SessionIndex::unreadable`]) instead of making the whole index unreadable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recvault {
-    #[serde(alias = "version", default = "first_version")]
-    pub v: u32,
+    /// The block's version (`"v"`); `None` only while reading.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "or_default"
+    )]
+    pub v: Option<u32>,
+    /// The name indexes written before `v` used; read into `v`.
+    #[serde(default, skip_serializing, deserialize_with = "or_default")]
+    version: Option<u32>,
     /// When ingest accepted the session (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "or_default")]
     pub ingested_at: Option<String>,
     /// Stored objects of the session folder by name (the RAW archive).
     #[serde(default, deserialize_with = "each_that_reads")]
     pub objects: BTreeMap<String, Digest>,
     /// The files the gateway sent, by name.
-    #[serde(
-        default,
-        skip_serializing_if = "BTreeMap::is_empty",
-        deserialize_with = "each_that_reads"
-    )]
+    #[serde(default, deserialize_with = "each_that_reads")]
     pub raw_files: BTreeMap<String, Digest>,
     /// What ingest learned of each MJR stream, by file name.
-    #[serde(
-        default,
-        skip_serializing_if = "BTreeMap::is_empty",
-        deserialize_with = "each_that_reads"
-    )]
+    #[serde(default, deserialize_with = "each_that_reads")]
     pub streams: BTreeMap<String, StreamSummary>,
     /// Derived entries by name, with their reserved sizes.
-    #[serde(
-        default,
-        skip_serializing_if = "BTreeMap::is_empty",
-        deserialize_with = "each_that_reads"
-    )]
+    #[serde(default, deserialize_with = "each_that_reads")]
     pub derived: BTreeMap<String, Derived>,
     /// Fields of later versions, kept as they are.
     #[serde(flatten)]
     pub later: Map<String, Value>,
 }
 
-fn first_version() -> u32 {
-    VERSION
+/// A field read on its own: its default when it has another shape.
+fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let raw = Value::deserialize(d)?;
+    Ok(serde_json::from_value(raw).unwrap_or_default())
 }
 
 /// A map whose entries are read one by one: an entry this version cannot
@@ -85,7 +101,9 @@ where
     D: serde::Deserializer<'de>,
     T: serde::de::DeserializeOwned,
 {
-    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    let Value::Object(raw) = Value::deserialize(d)? else {
+        return Ok(BTreeMap::new());
+    };
     Ok(raw
         .into_iter()
         .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
@@ -95,7 +113,8 @@ where
 impl Default for Recvault {
     fn default() -> Self {
         Self {
-            v: VERSION,
+            v: Some(VERSION),
+            version: None,
             ingested_at: None,
             objects: BTreeMap::new(),
             raw_files: BTreeMap::new(),
@@ -188,7 +207,50 @@ impl SessionIndex {
     /// Reads an index. Malformed JSON is an error; missing fields are not
     /// (indexes written by earlier versions lack some).
     pub fn parse(bytes: &[u8]) -> Result<SessionIndex, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("the session index is malformed: {e}"))
+        let mut i: SessionIndex = serde_json::from_slice(bytes)
+            .map_err(|e| format!("the session index is malformed: {e}"))?;
+        let r = &mut i.recvault;
+        let old = r.version.take();
+        r.v = r.v.or(old).or(Some(VERSION));
+        Ok(i)
+    }
+
+    /// What [`Self::parse`] had to leave out of `bytes`: the fields and map
+    /// entries of a shape this version cannot read (`recvault.derived.<name>`,
+    /// `ended_at`, …). Empty for every index this version writes.
+    pub fn unreadable(bytes: &[u8]) -> Vec<String> {
+        let (Ok(raw), Ok(read)) = (serde_json::from_slice::<Value>(bytes), Self::parse(bytes))
+        else {
+            return Vec::new();
+        };
+        let Ok(again) = serde_json::to_value(&read) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for f in ["session_id", "started_at", "ended_at"] {
+            if raw.get(f).is_some_and(|v| Some(v) != again.get(f)) {
+                out.push(f.to_string());
+            }
+        }
+        match (raw.get("recvault"), again.get("recvault")) {
+            (Some(Value::Object(r)), Some(a)) => {
+                for (k, v) in r.iter().filter(|(k, _)| *k != "version") {
+                    match (v, a.get(k)) {
+                        (Value::Object(entries), Some(Value::Object(kept))) => out.extend(
+                            entries
+                                .keys()
+                                .filter(|name| !kept.contains_key(*name))
+                                .map(|name| format!("recvault.{k}.{name}")),
+                        ),
+                        (v, kept) if kept != Some(v) => out.push(format!("recvault.{k}")),
+                        _ => {}
+                    }
+                }
+            }
+            (Some(_), _) => out.push("recvault".into()),
+            (None, _) => {}
+        }
+        out
     }
 
     /// The gateway's `info.json` (already validated) as the start of an index.
@@ -239,7 +301,8 @@ mod tests {
             "recvault":{"version":1,"objects":{"c1.tar.gz":{"size":5,"sha256":"ab"}},
               "derived":{"c1.mp3":{"size":384,"samples":1152}},"future":{"x":1}}}"#;
         let i = SessionIndex::parse(old).unwrap();
-        assert_eq!(i.recvault.v, 1);
+        assert_eq!(i.recvault.v, Some(1));
+        assert!(SessionIndex::unreadable(old).is_empty());
         assert_eq!(i.object("c1.tar.gz").unwrap().size, 5);
         assert_eq!(i.recvault.derived["c1.mp3"].samples, Some(1152));
         assert_eq!(i.gateway["queue"], "sales");
@@ -262,6 +325,50 @@ mod tests {
         assert_eq!(i.recvault.derived["c.mp4"].size, 9);
         assert_eq!(i.recvault.objects.len(), 1);
         assert_eq!(i.object("c.tar.gz").unwrap().size, 3);
+        assert_eq!(
+            SessionIndex::unreadable(
+                br#"{"recvault":{"v":1,"derived":{"c.mp3":{"size":"big"},"c.mp4":{"size":9}},
+                "objects":{"c.tar.gz":{"size":3,"sha256":"aa"},"odd":7}}}"#
+            ),
+            ["recvault.derived.c.mp3", "recvault.objects.odd"]
+        );
+    }
+
+    #[test]
+    fn fields_of_another_shape_are_left_at_their_default_and_named() {
+        let odd =
+            br#"{"session_id":"c1","ended_at":7,"recvault":{"v":"1","version":1,"ingested_at":5,
+            "derived":null,"objects":{"c1.tar.gz":{"size":3,"sha256":"aa"}}}}"#;
+        let i = SessionIndex::parse(odd).unwrap();
+        assert_eq!(
+            i.recvault.v,
+            Some(1),
+            "the old name is read when v is unreadable"
+        );
+        assert!(i.ended_at.is_none() && i.recvault.ingested_at.is_none());
+        assert!(i.recvault.derived.is_empty());
+        assert_eq!(i.object("c1.tar.gz").unwrap().size, 3, "the rest is kept");
+        assert_eq!(
+            SessionIndex::unreadable(odd),
+            [
+                "ended_at",
+                "recvault.derived",
+                "recvault.ingested_at",
+                "recvault.v"
+            ]
+        );
+        let fresh = SessionIndex::default().to_bytes();
+        assert!(
+            SessionIndex::unreadable(&fresh).is_empty(),
+            "what this version writes reads back whole"
+        );
+        let v: Value = serde_json::from_slice(&fresh).unwrap();
+        for field in ["ingested_at", "objects", "raw_files", "streams", "derived"] {
+            assert!(
+                v["recvault"].get(field).is_some(),
+                "{field} is always written"
+            );
+        }
     }
 
     #[test]

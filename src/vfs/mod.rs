@@ -59,7 +59,10 @@ impl Tenant {
         fn cache<V: Clone + Send + Sync + 'static>(
             limits: &crate::limits::Limits,
         ) -> Option<Cache<String, V>> {
-            let ttl = limits.metadata_ttl();
+            // moka takes at most 1000 years; a year is "for ever" here.
+            let ttl = limits
+                .metadata_ttl()
+                .min(std::time::Duration::from_secs(365 * 24 * 3600));
             (!ttl.is_zero()).then(|| {
                 Cache::builder()
                     .max_capacity(limits.metadata_cache_entries.max(1) as u64)

@@ -409,3 +409,31 @@ async fn concurrent_stats_of_one_session_share_one_index_read() {
         "{gets:?}"
     );
 }
+
+#[tokio::test]
+async fn a_cache_time_of_forever_is_taken_and_caches() {
+    let f = fixture().await;
+    let limits = Limits {
+        metadata_cache_secs: u64::MAX,
+        ..Limits::default()
+    };
+    let tenant = Arc::new(Tenant::new(
+        "acme".into(),
+        "tenants/acme/".into(),
+        f.store.clone(),
+        &limits,
+    ));
+    let v = Vfs::new(
+        tenant,
+        VPath::root(),
+        ALL,
+        Arc::from(Vec::<Arc<dyn Producer>>::new()),
+    );
+    assert_eq!(
+        v.stat(&p("/2026/11/23/call-2/call-2.tar.gz"))
+            .await
+            .unwrap()
+            .size,
+        1000
+    );
+}
