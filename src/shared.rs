@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::defender::Defender;
-use crate::auth::{User, Users};
+use crate::auth::{Denied, User, Users};
 use crate::limits::Limits;
 use crate::vfs::{Producer, Vfs};
 
@@ -81,24 +81,54 @@ impl Shared {
         }
     }
 
-    /// Records a failed login (audit event, defender) and returns the ban
-    /// this failure earned the address, if any, after logging it.
+    /// Records a failed login (audit event, defender, a WARN line naming
+    /// protocol, peer, user, method and reason; never the secret) and
+    /// returns the ban this failure earned the address, if any.
     pub fn login_failed(
         &self,
         protocol: &str,
         peer: SocketAddr,
         user: &str,
         method: &str,
+        why: Denied,
     ) -> Option<Duration> {
-        self.audit.login(protocol, peer, user, None, method, false);
-        let ban = self.defender.failure(peer.ip())?;
-        warn!(
-            %peer,
-            secs = ban.as_secs(),
-            "address banned after repeated failed logins"
-        );
-        Some(ban)
+        login_failed(
+            &self.audit,
+            &self.defender,
+            protocol,
+            peer,
+            user,
+            method,
+            why,
+        )
     }
+}
+
+/// The bookkeeping of a failed login, for listeners that have no [`Shared`]
+/// (ingest): the audit event, the defender's count, a WARN line naming
+/// protocol, peer, user, method and reason (never the secret). Returns the
+/// ban this failure earned the address, if any.
+pub fn login_failed(
+    audit: &Audit,
+    defender: &Defender,
+    protocol: &str,
+    peer: SocketAddr,
+    user: &str,
+    method: &str,
+    why: Denied,
+) -> Option<Duration> {
+    audit.login(protocol, peer, user, None, method, false);
+    // Attacker-chosen: bounded and escaped.
+    let shown: String = user.chars().take(64).collect();
+    warn!(protocol, %peer, user = %shown.escape_debug(), method, reason = %why, "login failed");
+    let ban = defender.failure(peer.ip())?;
+    warn!(
+        protocol,
+        %peer,
+        secs = ban.as_secs(),
+        "address banned after repeated failed logins"
+    );
+    Some(ban)
 }
 
 /// One logged-in connection: who, from where, over what; and its

@@ -35,6 +35,21 @@ impl User {
     }
 }
 
+/// Why a login failed (for the operator's log; clients only learn that it did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("the user has no password (keys only)")]
+    NoPassword,
+    #[error("key not authorized for this user")]
+    KeyNotAuthorized,
+    #[error("bad bearer token")]
+    BadToken,
+}
+
 /// Every user of every tenant, by login name.
 #[derive(Default)]
 pub struct Users {
@@ -105,8 +120,10 @@ impl Users {
         Ok(Users { by_name })
     }
 
-    /// Checks a password; takes as long for unknown users as for known ones.
-    pub async fn check_password(&self, name: &str, password: &str) -> Option<Arc<User>> {
+    /// Checks a password; takes as long for unknown users as for known
+    /// ones. `Err` says why it failed, for the operator's log (never for
+    /// the client).
+    pub async fn check_password(&self, name: &str, password: &str) -> Result<Arc<User>, Denied> {
         let user = self.by_name.get(name).cloned();
         let phc = user
             .as_ref()
@@ -116,16 +133,22 @@ impl Users {
         let ok = tokio::task::spawn_blocking(move || password::verify(&phc, &password))
             .await
             .unwrap_or(false);
-        user.filter(|u| ok && u.password.is_some())
+        match user {
+            None => Err(Denied::UnknownUser),
+            Some(u) if u.password.is_none() => Err(Denied::NoPassword),
+            Some(u) if ok => Ok(u),
+            Some(_) => Err(Denied::WrongPassword),
+        }
     }
 
     /// The user, if `key` is one of its authorized keys.
-    pub fn check_key(&self, name: &str, key: &PublicKey) -> Option<Arc<User>> {
-        let user = self.by_name.get(name)?;
+    pub fn check_key(&self, name: &str, key: &PublicKey) -> Result<Arc<User>, Denied> {
+        let user = self.by_name.get(name).ok_or(Denied::UnknownUser)?;
         user.keys
             .iter()
             .any(|k| k.key_data() == key.key_data())
             .then(|| user.clone())
+            .ok_or(Denied::KeyNotAuthorized)
     }
 
     pub fn len(&self) -> usize {

@@ -439,7 +439,7 @@ impl Session {
                 .await;
         }
         match shared.users().check_password(&name, arg).await {
-            Some(user) => {
+            Ok(user) => {
                 let conn = shared.login_ok("ftps", self.peer, user, "password");
                 let vfs = conn.vfs();
                 self.login = Some((conn, vfs));
@@ -447,9 +447,9 @@ impl Session {
                 self.pre_permit = None;
                 self.go(230, "Logged in: recordings are read-only").await
             }
-            None => {
+            Err(why) => {
                 tokio::time::sleep(Duration::from_millis(shared.limits.auth_reject_ms)).await;
-                let banned = shared.login_failed("ftps", self.peer, &name, "password");
+                let banned = shared.login_failed("ftps", self.peer, &name, "password", why);
                 self.failures += 1;
                 if banned.is_some() {
                     return self

@@ -114,12 +114,15 @@ fn authenticate(
     match ingest.tenant_of(token.trim()) {
         Some(t) => Ok(t),
         None => {
-            ingest
-                .audit
-                .login("ingest", peer, "", None, "bearer-token", false);
-            if let Some(ban) = ingest.defender.failure(peer.ip()) {
-                warn!(%peer, secs = ban.as_secs(), "ingest: address banned after repeated bad tokens");
-            }
+            crate::shared::login_failed(
+                &ingest.audit,
+                &ingest.defender,
+                "ingest",
+                peer,
+                "",
+                "bearer-token",
+                crate::auth::Denied::BadToken,
+            );
             Err(Refusal::Unauthorized("unknown ingest token".into()))
         }
     }

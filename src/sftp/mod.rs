@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::auth::User;
+use crate::auth::{Denied, User};
 use crate::listener::{Admitted, Gate};
 use crate::shared::{Conn, Shared};
 
@@ -46,7 +46,7 @@ pub fn ssh_config(host_key: PrivateKey, limits: &crate::limits::Limits) -> russh
         server_id: russh::SshId::Standard(
             concat!("SSH-2.0-recvault_", env!("CARGO_PKG_VERSION")).into(),
         ),
-        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        methods: methods(),
         auth_rejection_time: Duration::from_millis(limits.auth_reject_ms),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
@@ -165,17 +165,46 @@ struct SshHandler {
     opened: usize,
 }
 
+/// Every method a client may try; a rejection offers them all again, so a
+/// mistyped password can be retried on the same connection (up to
+/// `[limits] max_auth_attempts`), as with OpenSSH.
+fn methods() -> MethodSet {
+    MethodSet::from(
+        &[
+            MethodKind::PublicKey,
+            MethodKind::Password,
+            MethodKind::KeyboardInteractive,
+        ][..],
+    )
+}
+
 fn reject() -> Auth {
     Auth::Reject {
-        proceed_with_methods: None,
+        proceed_with_methods: Some(methods()),
         partial_success: false,
     }
 }
 
 impl SshHandler {
-    fn failed(&self, user: &str, method: &str) {
-        // russh runs this outside the connection's span: the ban line names the peer.
-        self.shared.login_failed("sftp", self.peer, user, method);
+    fn failed(&self, user: &str, method: &str, why: Denied) {
+        // russh runs this outside the connection's span: the lines name the peer.
+        self.shared
+            .login_failed("sftp", self.peer, user, method, why);
+    }
+
+    /// A password login (method `password` or `keyboard-interactive`).
+    async fn password(&mut self, user: &str, password: &str, method: &str) -> Auth {
+        if self.shared.defender.banned(self.peer.ip()).is_some() {
+            return reject();
+        }
+        let users = self.shared.users();
+        match users.check_password(user, password).await {
+            Ok(u) => self.accepted(u, method),
+            Err(why) => {
+                self.failed(user, method, why);
+                reject()
+            }
+        }
     }
 
     fn accepted(&mut self, user: Arc<User>, method: &str) -> Auth {
@@ -192,17 +221,26 @@ impl russh::server::Handler for SshHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.shared.defender.banned(self.peer.ip()).is_some() {
-            return Ok(reject());
-        }
-        let users = self.shared.users();
-        match users.check_password(user, password).await {
-            Some(u) => Ok(self.accepted(u, "password")),
-            None => {
-                self.failed(user, "password");
-                Ok(reject())
-            }
-        }
+        Ok(self.password(user, password, "password").await)
+    }
+
+    /// One prompt, for the password: what WinSCP and PuTTY prefer.
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: "".into(),
+                instructions: "".into(),
+                prompts: vec![("Password: ".into(), false)].into(),
+            });
+        };
+        let answer = response.next().unwrap_or_default();
+        let password = String::from_utf8_lossy(&answer).into_owned();
+        Ok(self.password(user, &password, "keyboard-interactive").await)
     }
 
     async fn auth_publickey_offered(
@@ -215,7 +253,7 @@ impl russh::server::Handler for SshHandler {
             .shared
             .users()
             .check_key(user, offer.public_key)
-            .is_some()
+            .is_ok()
         {
             Ok(Auth::Accept)
         } else {
@@ -232,9 +270,9 @@ impl russh::server::Handler for SshHandler {
             return Ok(reject());
         }
         match self.shared.users().check_key(user, key.public_key) {
-            Some(u) => Ok(self.accepted(u, "publickey")),
-            None => {
-                self.failed(user, "publickey");
+            Ok(u) => Ok(self.accepted(u, "publickey")),
+            Err(why) => {
+                self.failed(user, "publickey", why);
                 Ok(reject())
             }
         }
@@ -282,7 +320,25 @@ impl russh::server::Handler for SshHandler {
         session.channel_success(id)?;
         let user = conn.user();
         let span = tracing::info_span!("sftp", user = %user.name, tenant = %user.tenant.id);
-        tokio::spawn(protocol::serve(channel.into_stream(), conn).instrument(span));
+        let handle = session.handle();
+        let stderr = channel.make_writer_ext(Some(1));
+        let stream = channel.into_stream();
+        tokio::spawn(
+            async move {
+                // Scripts (scp, `ssh -s sftp`, paramiko) read the exit status:
+                // 0 when the client ended the session, 1 when it broke it.
+                let code = match protocol::serve(stream, stderr, conn).await {
+                    Ok(()) => 0,
+                    Err(why) => {
+                        debug!(%why, "SFTP session ended on an error");
+                        1
+                    }
+                };
+                let _ = handle.exit_status_request(id, code).await;
+                let _ = handle.close(id).await;
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 

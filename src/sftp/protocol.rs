@@ -55,10 +55,13 @@ enum HandleOp {
     Close { id: u32 },
 }
 
-/// Serves SFTP on `stream` until the client closes it or breaks the protocol.
-pub async fn serve<S>(stream: S, conn: Conn)
+/// Serves SFTP on `stream` until the client closes it (`Ok`) or breaks the
+/// protocol (`Err` with the reason, also written to `stderr`: the channel's
+/// extended data, which clients print).
+pub async fn serve<S, E>(stream: S, mut stderr: E, conn: Conn) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
+    E: AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (out, mut out_rx) = mpsc::channel::<Frame>(256);
@@ -83,13 +86,18 @@ where
         handles: Mutex::new(HashMap::new()),
         next_handle: AtomicU64::new(1),
     });
+    let mut outcome = Ok(());
     while let Ok(len) = rd.read_u32().await {
         if len == 0 || len > max_packet {
             warn!(user = %ctx.conn.user().name, peer = %ctx.conn.peer(), len, max_packet, "SFTP packet length out of bounds; closing the channel");
+            outcome = Err(format!(
+                "SFTP packet of {len} bytes is outside 1..={max_packet}; closing the session"
+            ));
             break;
         }
         let mut buf = vec![0u8; len as usize];
         if rd.read_exact(&mut buf).await.is_err() {
+            outcome = Err("the client closed the channel in the middle of a packet".into());
             break;
         }
         let mut bytes = Bytes::from(buf);
@@ -112,8 +120,15 @@ where
             }
         };
         if !dispatch(&ctx, &inflight, packet).await {
+            outcome = Err("the server is stopping".into());
             break;
         }
+    }
+    // Before the EOF the writer sends once the replies are out.
+    if let Err(why) = &outcome {
+        let _ = stderr
+            .write_all(format!("recvault: {why}\r\n").as_bytes())
+            .await;
     }
     // Closing every handle ends its worker; then the writer drains and stops.
     let workers: Vec<_> = ctx
@@ -125,6 +140,7 @@ where
     drop(workers);
     drop(ctx);
     let _ = writer.await;
+    outcome
 }
 
 /// Routes one request; returns false when the session must end.
