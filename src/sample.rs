@@ -5,9 +5,8 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 
-use crate::layout::index::{Digest, SessionIndex};
+use crate::layout::index::{SessionIndex, Summer};
 use crate::layout::SessionKeys;
 use crate::store::{ObjectStore, PutOptions, StoreError};
 
@@ -22,10 +21,9 @@ pub async fn put_session(
     archive: Bytes,
 ) -> Result<String, StoreError> {
     let keys = SessionKeys::of_call(tenant_prefix, started, id);
-    let digest = Digest {
-        size: archive.len() as u64,
-        sha256: hex::encode(Sha256::digest(&archive)),
-    };
+    let mut sums = Summer::default();
+    sums.update(&archive);
+    let digest = sums.finish();
     store
         .put(&keys.archive(), archive, PutOptions::default())
         .await?;

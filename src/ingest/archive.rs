@@ -18,13 +18,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Mutex};
 use tracing::{error, info, warn};
 
 use super::spool::{SessionState, Spool, Status};
 use super::validate::{validate, Validated};
-use crate::layout::index::{self, Derived, Digest, SessionIndex};
+use crate::layout::index::{self, Derived, Digest, SessionIndex, Summer};
 use crate::layout::SessionKeys;
 use crate::store::{PutOptions, SharedStore, StoreError};
 
@@ -141,11 +140,12 @@ impl Archiver {
             let _ = target.store.multipart_abort(&key, &upload).await;
             spool.save(&st).await.map_err(|e| e.to_string())?;
         }
-        let (size, sha) = self
+        let archive = self
             .upload_archive(&mut st, &target, &archive_key, files.clone(), v.info.ended)
             .await?;
+        let size = archive.size;
         let webm = store_webms(&target, &files, &keys).await;
-        let index = build_index(v, &st, &keys, size, &sha, &webm, target.mp4_video_bps)?;
+        let index = build_index(v, &st, &keys, archive, &webm, target.mp4_video_bps)?;
         match target
             .store
             .put(
@@ -269,7 +269,7 @@ impl Archiver {
         key: &str,
         files: PathBuf,
         mtime: DateTime<Utc>,
-    ) -> Result<(u64, String), String> {
+    ) -> Result<Digest, String> {
         let store = &target.store;
         let upload = store
             .multipart_start(key)
@@ -330,7 +330,7 @@ async fn store_webms(
     target: &Target,
     files: &std::path::Path,
     keys: &SessionKeys,
-) -> Vec<(String, u64)> {
+) -> Vec<(String, Digest)> {
     let mut out = Vec::new();
     for party in ["agent", "user"] {
         let read = |kind: &str| tokio::fs::read(files.join(format!("{party}-{kind}.mjr")));
@@ -338,7 +338,9 @@ async fn store_webms(
         let name = format!("{party}.webm");
         match crate::media::render::webm::party(video, audio).await {
             Ok(Some(bytes)) => {
-                let n = bytes.len() as u64;
+                let mut sums = Summer::default();
+                sums.update(&bytes);
+                let n = sums.finish();
                 let key = keys.derived(&name);
                 match target
                     .store
@@ -363,30 +365,24 @@ fn build_index(
     v: Validated,
     st: &SessionState,
     keys: &SessionKeys,
-    size: u64,
-    sha: &str,
-    webm: &[(String, u64)],
+    archive: Digest,
+    webm: &[(String, Digest)],
     mp4_video_bps: u64,
 ) -> Result<SessionIndex, String> {
     let mut index = SessionIndex::from_gateway(v.info.original)?;
     let r = &mut index.recvault;
     r.ingested_at = st.completed_at.clone();
-    r.objects.insert(
-        keys.archive_name(),
-        Digest {
-            size,
-            sha256: sha.to_string(),
-        },
-    );
+    r.objects.insert(keys.archive_name(), archive);
     r.raw_files = st.files.clone();
     r.streams = v.streams;
     let reserved =
         crate::media::producer::reserve(keys.id(), v.info.started, v.info.ended, mp4_video_bps);
     r.derived.extend(reserved);
-    for (name, n) in webm {
+    for (name, d) in webm {
         let stored = Derived {
-            size: *n,
+            size: d.size,
             stored: true,
+            hashes: d.hashes(),
             ..Derived::default()
         };
         r.derived.insert(name.clone(), stored);
@@ -398,15 +394,13 @@ fn build_index(
 struct PartWriter {
     tx: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
-    sha: Sha256,
-    total: u64,
+    sums: Summer,
 }
 
 impl Write for PartWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
-        self.sha.update(data);
-        self.total += data.len() as u64;
+        self.sums.update(data);
         if self.buf.len() >= PART {
             let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART + 64 * 1024));
             self.tx
@@ -427,12 +421,11 @@ fn write_tar_gz(
     names: &[String],
     mtime: DateTime<Utc>,
     tx: mpsc::Sender<Vec<u8>>,
-) -> std::io::Result<(u64, String)> {
+) -> std::io::Result<Digest> {
     let out = PartWriter {
         tx,
         buf: Vec::with_capacity(PART + 64 * 1024),
-        sha: Sha256::new(),
-        total: 0,
+        sums: Summer::default(),
     };
     let gz = flate2::GzBuilder::new()
         .mtime(0)
@@ -464,5 +457,5 @@ fn write_tar_gz(
             .blocking_send(last)
             .map_err(|_| std::io::Error::other("upload stopped"))?;
     }
-    Ok((out.total, hex::encode(out.sha.finalize())))
+    Ok(out.sums.finish())
 }

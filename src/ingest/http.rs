@@ -286,10 +286,7 @@ async fn receive(
         file.write_all(&data).await?;
     }
     file.sync_all().await?;
-    Ok(FileRecord {
-        size,
-        sha256: hex::encode(sha.finalize()),
-    })
+    Ok(FileRecord::new(size, hex::encode(sha.finalize())))
 }
 
 /// `POST /v1/sessions/{id}` with a tar of the session's files: each entry is

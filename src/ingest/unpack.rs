@@ -78,10 +78,7 @@ fn unpack_into(
         parts.push(Part {
             name,
             path,
-            record: FileRecord {
-                size: 0,
-                sha256: String::new(),
-            },
+            record: FileRecord::new(0, String::new()),
         });
         let mut hasher = HashingWriter {
             inner: &mut out,
@@ -89,10 +86,7 @@ fn unpack_into(
             n: 0,
         };
         std::io::copy(&mut entry, &mut hasher)?;
-        let record = FileRecord {
-            size: hasher.n,
-            sha256: hex::encode(hasher.sha.finalize()),
-        };
+        let record = FileRecord::new(hasher.n, hex::encode(hasher.sha.finalize()));
         out.sync_all()?;
         if let Some(p) = parts.last_mut() {
             p.record = record;

@@ -125,18 +125,101 @@ impl Default for Recvault {
     }
 }
 
-/// Size and SHA-256 (hex) of a stored object or a received file.
+/// Size and SHA-256 (hex) of a stored object or a received file; MD5 and
+/// SHA-1 too for objects stored since they were recorded (rclone and other
+/// sync tools compare those).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     pub size: u64,
     pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+}
+
+/// A hex digest of `len` digits, in lower case, when `h` is one.
+fn hex_of(h: Option<&str>, len: usize) -> Option<String> {
+    h.filter(|h| h.len() == len && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
 }
 
 impl Digest {
+    /// A size and SHA-256 alone.
+    pub fn new(size: u64, sha256: String) -> Self {
+        Digest {
+            size,
+            sha256,
+            md5: None,
+            sha1: None,
+        }
+    }
+
     /// The hash, when it is a well-formed SHA-256, in lower case.
     pub fn sha256_hex(&self) -> Option<String> {
-        let h = &self.sha256;
-        (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| h.to_ascii_lowercase())
+        hex_of(Some(&self.sha256), 64)
+    }
+
+    /// The hashes recorded (each only when well-formed).
+    pub fn hashes(&self) -> Hashes {
+        Hashes {
+            md5: self.md5.clone(),
+            sha1: self.sha1.clone(),
+            sha256: Some(self.sha256.clone()),
+        }
+        .checked()
+    }
+}
+
+/// What is known of a file's MD5, SHA-1 and SHA-256 (hex).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hashes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl Hashes {
+    /// Only the well-formed ones, in lower case.
+    pub fn checked(self) -> Hashes {
+        Hashes {
+            md5: hex_of(self.md5.as_deref(), 32),
+            sha1: hex_of(self.sha1.as_deref(), 40),
+            sha256: hex_of(self.sha256.as_deref(), 64),
+        }
+    }
+}
+
+/// MD5, SHA-1 and SHA-256 of bytes as they pass, and their count.
+#[derive(Default)]
+pub struct Summer {
+    md5: md5::Md5,
+    sha1: sha1::Sha1,
+    sha256: sha2::Sha256,
+    size: u64,
+}
+
+impl Summer {
+    pub fn update(&mut self, data: &[u8]) {
+        use sha2::Digest as _;
+        self.md5.update(data);
+        self.sha1.update(data);
+        self.sha256.update(data);
+        self.size += data.len() as u64;
+    }
+
+    /// The digest of everything passed so far.
+    pub fn finish(self) -> Digest {
+        use sha2::Digest as _;
+        Digest {
+            size: self.size,
+            sha256: hex::encode(self.sha256.finalize()),
+            md5: Some(hex::encode(self.md5.finalize())),
+            sha1: Some(hex::encode(self.sha1.finalize())),
+        }
     }
 }
 
@@ -157,6 +240,9 @@ pub struct Derived {
     /// Made at archive time and stored in `derived/` (WebM): never rendered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stored: bool,
+    /// Hashes of a stored entry (rendered ones keep theirs beside the file).
+    #[serde(flatten)]
+    pub hashes: Hashes,
 }
 
 /// What a stream holds.
@@ -382,10 +468,7 @@ mod tests {
     #[test]
     fn raw_files_compare_by_name_and_hash() {
         let mut i = SessionIndex::default();
-        let d = |s: &str| Digest {
-            size: 1,
-            sha256: s.into(),
-        };
+        let d = |s: &str| Digest::new(1, s.into());
         assert!(
             !i.same_raw_files([("a", "1")].into_iter()),
             "nothing recorded"

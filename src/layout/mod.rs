@@ -10,6 +10,7 @@
 //! P/sessions/YYYY/MM/DD/<id>/<id>.tar.gz        the RAW archive
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>     generated media (hidden from clients)
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.lease   the render lease of <name>
+//! P/sessions/YYYY/MM/DD/<id>/derived/<name>.sums    MD5/SHA-1/SHA-256 of a rendered <name>
 //! ```
 
 pub mod index;
@@ -115,6 +116,12 @@ impl SessionKeys {
         crate::path::is_name(name).then(|| self.derived(name))
     }
 
+    /// `…/<id>/derived/<name>.sums`: the hashes of a rendered file, written
+    /// once the file is stored.
+    pub fn sums(&self, name: &str) -> String {
+        format!("{}.sums", self.derived(name))
+    }
+
     /// `…/<id>/derived/<name>.lease`: the render lease of a derived file.
     pub fn lease(&self, name: &str) -> String {
         format!("{}.lease", self.derived(name))
@@ -147,6 +154,10 @@ mod tests {
         assert_eq!(
             k.derived("c-1.mp4"),
             "tenants/acme/sessions/2026/11/23/c-1/derived/c-1.mp4"
+        );
+        assert_eq!(
+            k.sums("c-1.mp4"),
+            "tenants/acme/sessions/2026/11/23/c-1/derived/c-1.mp4.sums"
         );
         assert_eq!(
             k.lease("c-1.mp4"),

@@ -19,8 +19,8 @@ use super::lease;
 use super::render::{self, audio};
 use super::spill::Growing;
 use crate::audit::Audit;
-use crate::layout::index::{Derived, SessionIndex};
-use crate::store::{ByteStream, ObjectStore, StoreError};
+use crate::layout::index::{Derived, Hashes, SessionIndex, Summer};
+use crate::store::{ByteStream, ObjectStore, PutOptions, StoreError};
 use crate::vfs::{Producer, SessionHandle, VfsError};
 
 /// How long a render goes on with no reader before it is stopped.
@@ -145,6 +145,7 @@ impl Producer for MediaProducer {
                         store: s.store.clone(),
                         key: key.clone(),
                         lease: s.keys.lease(name),
+                        sums: s.keys.sums(name),
                         tenant: s.tenant.clone(),
                         path: format!("{}/{name}", s.path),
                         audit: self.audit.clone(),
@@ -161,6 +162,27 @@ impl Producer for MediaProducer {
             }
         };
         Ok(reader)
+    }
+
+    async fn hashes(&self, s: &SessionHandle, name: &str) -> Result<Hashes, VfsError> {
+        let Some(spec) = s.index.recvault.derived.get(name) else {
+            return Ok(Hashes::default());
+        };
+        if spec.stored {
+            return Ok(spec.hashes.clone().checked());
+        }
+        Ok(sums_of(s.store.as_ref(), &s.keys.sums(name)).await?)
+    }
+}
+
+/// The hashes beside a rendered file (`None` when there are none yet).
+async fn sums_of(store: &dyn ObjectStore, key: &str) -> Result<Hashes, StoreError> {
+    match crate::store::read_all(store, key, 4096).await {
+        Ok(b) => Ok(serde_json::from_slice::<Hashes>(&b)
+            .unwrap_or_default()
+            .checked()),
+        Err(StoreError::NotFound(_)) => Ok(Hashes::default()),
+        Err(e) => Err(e),
     }
 }
 
@@ -184,6 +206,8 @@ struct Job {
     key: String,
     /// The render lease of `key`.
     lease: String,
+    /// Where the rendered file's hashes go once it is stored.
+    sums: String,
     tenant: String,
     /// The entry's path in the tenant's tree (for the audit trail).
     path: String,
@@ -356,8 +380,10 @@ impl Job {
         let collect = async move {
             let mut last_reader = std::time::Instant::now();
             let mut part = BytesMut::new();
+            let mut sums = Summer::default();
             while let Some(b) = rx.recv().await {
                 self.render.push(&b)?;
+                sums.update(&b);
                 part.extend_from_slice(&b);
                 if part.len() >= PART {
                     let _ = parts_tx.send(part.split().freeze()).await;
@@ -371,16 +397,27 @@ impl Job {
             if !part.is_empty() {
                 let _ = parts_tx.send(part.freeze()).await;
             }
-            Ok(())
+            Ok(sums.finish())
         };
         let upload = upload_parts(self.store.as_ref(), &self.key, parts_rx);
         let (size, readers, upload) = tokio::join!(encode, collect, upload);
-        let rendered = readers.and(size);
+        let rendered = readers.and_then(|sums| size.map(|_| sums));
         match (&rendered, upload) {
-            (Ok(_), Some((id, tags))) => {
+            (Ok(sums), Some((id, tags))) => {
                 if let Err(e) = self.store.multipart_complete(&self.key, &id, tags).await {
                     warn!(key = %self.key, error = %e, "rendered file not cached");
                     let _ = self.store.multipart_abort(&self.key, &id).await;
+                } else {
+                    // Its hashes beside it, for md5sum/sha1sum/sha256sum and
+                    // sync tools; without them a read of the hash is "unknown".
+                    let body = serde_json::to_vec(&sums.hashes()).unwrap_or_default();
+                    let stored = self
+                        .store
+                        .put(&self.sums, Bytes::from(body), PutOptions::default())
+                        .await;
+                    if let Err(e) = stored {
+                        warn!(key = %self.sums, error = %e, "hashes of the rendered file not stored");
+                    }
                 }
             }
             (Err(_), Some((id, _))) => {
@@ -388,7 +425,7 @@ impl Job {
             }
             (_, None) => {}
         }
-        let size = rendered?;
+        let size = rendered?.size;
         info!(key = %self.key, bytes = size, ms = began.elapsed().as_millis() as u64, "rendered");
         Ok(())
     }

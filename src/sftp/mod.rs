@@ -6,6 +6,7 @@
 //! channels and start the `sftp` subsystem on them; shells, commands,
 //! terminals and forwarding are refused.
 
+mod exec;
 mod protocol;
 mod reader;
 
@@ -99,6 +100,7 @@ pub async fn run(
             pre_permit: Some(pre_permit),
             channels: HashMap::new(),
             opened: 0,
+            refused_exec_logged: false,
         };
         let config = config.clone();
         let grace = limits.login_grace();
@@ -163,6 +165,8 @@ struct SshHandler {
     pre_permit: Option<OwnedSemaphorePermit>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     opened: usize,
+    /// Whether a refused exec was logged (once per connection).
+    refused_exec_logged: bool,
 }
 
 /// Every method a client may try; a rejection offers them all again, so a
@@ -348,8 +352,31 @@ impl russh::server::Handler for SshHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let command: String = String::from_utf8_lossy(data).chars().take(80).collect();
-        warn!(command = %command.escape_debug(), "refused command execution");
+        let line = String::from_utf8_lossy(data).into_owned();
+        if let (Some((algo, path)), Some(conn)) = (exec::parse(&line), &self.conn) {
+            session.channel_success(id)?;
+            let (vfs, handle) = (conn.vfs(), session.handle());
+            tokio::spawn(async move {
+                let out = exec::run(&vfs, algo, path.as_deref()).await;
+                if !out.stdout.is_empty() {
+                    let _ = handle.data(id, out.stdout.into_bytes()).await;
+                }
+                if !out.stderr.is_empty() {
+                    let _ = handle.extended_data(id, 1, out.stderr.into_bytes()).await;
+                }
+                let _ = handle.eof(id).await;
+                let _ = handle.exit_status_request(id, out.status).await;
+                let _ = handle.close(id).await;
+            });
+            return Ok(());
+        }
+        // Sync tools probe for a shell (rclone: `echo ${ShellId}%ComSpec%`,
+        // `df`) on every connection: normal, so not a warning.
+        if !self.refused_exec_logged {
+            self.refused_exec_logged = true;
+            let command: String = line.chars().take(80).collect();
+            debug!(command = %command.escape_debug(), "refused command execution (logged once per connection)");
+        }
         session.channel_failure(id)?;
         let _ = session.extended_data(
             id,

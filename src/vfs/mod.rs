@@ -24,7 +24,7 @@ use moka::future::Cache;
 use tree::{Loc, SessionRef};
 
 use crate::config::Permission;
-use crate::layout::index::SessionIndex;
+use crate::layout::index::{Hashes, SessionIndex};
 use crate::layout::SessionKeys;
 pub use crate::path::{PathError, VPath};
 use crate::store::{SharedStore, StoreError};
@@ -88,6 +88,17 @@ impl Tenant {
         }
         if let Some(c) = &self.dir_times {
             c.invalidate_all();
+        }
+    }
+
+    /// What a producer may touch of session `m`.
+    fn handle(&self, m: &SessionMeta) -> SessionHandle {
+        SessionHandle {
+            store: self.store.clone(),
+            keys: m.keys.clone(),
+            index: m.index.clone(),
+            tenant: self.id.clone(),
+            path: m.session.path(),
         }
     }
 
@@ -309,6 +320,9 @@ pub trait Producer: Send + Sync + 'static {
         name: &str,
         offset: u64,
     ) -> Result<crate::store::ByteStream, VfsError>;
+    /// The hashes known of entry `name` (none before it was made); never
+    /// makes or reads the entry to learn them.
+    async fn hashes(&self, session: &SessionHandle, name: &str) -> Result<Hashes, VfsError>;
 }
 
 /// A user's permissions.
@@ -359,14 +373,8 @@ impl OpenFile {
         let body = match &self.source {
             Source::Stored(key) => self.tenant.store.get(key, offset, None).await?,
             Source::Produced(p, m) => {
-                let handle = SessionHandle {
-                    store: self.tenant.store.clone(),
-                    keys: m.keys.clone(),
-                    index: m.index.clone(),
-                    tenant: self.tenant.id.clone(),
-                    path: m.session.path(),
-                };
-                p.open(&handle, &self.entry.name, offset).await?
+                p.open(&self.tenant.handle(m), &self.entry.name, offset)
+                    .await?
             }
         };
         Ok(Box::pin(body.map(|c| c.map_err(VfsError::from))))
@@ -550,14 +558,27 @@ impl Vfs {
     /// The SHA-256 (hex) of a stored file, when ingest recorded it; `None`
     /// for files whose hash is not known without reading them.
     pub async fn sha256(&self, p: &VPath) -> Result<Option<String>, VfsError> {
+        Ok(self.hashes(p).await?.sha256)
+    }
+
+    /// The MD5, SHA-1 and SHA-256 recorded for a file: by ingest for stored
+    /// objects, by the producer for derived ones once they were made. A hash
+    /// not recorded is `None`; a file is never read to hash it.
+    pub async fn hashes(&self, p: &VPath) -> Result<Hashes, VfsError> {
         self.need_list()?;
         let Loc::File(s, name) = self.locate(p)? else {
             return Err(VfsError::IsADirectory(p.to_string()));
         };
         let m = self.session_meta(&s, p).await?;
         // Stored or produced: a name the folder does not show is NotFound.
-        self.session_entry(&m, &name, p)?;
-        Ok(m.index.object(&name).and_then(|o| o.sha256_hex()))
+        match self.session_entry(&m, &name, p)?.1 {
+            Source::Stored(_) => Ok(m
+                .index
+                .object(&name)
+                .map(|o| o.hashes())
+                .unwrap_or_default()),
+            Source::Produced(producer, m) => producer.hashes(&self.tenant.handle(&m), &name).await,
+        }
     }
 
     /// Erases a whole session folder: every object under it, the index

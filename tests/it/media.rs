@@ -1086,3 +1086,180 @@ async fn two_server_processes_on_one_bucket_render_once() {
     let lease = format!("{prefix}acme/sessions/2026/11/23/call-two/derived/call-two.mp3.lease");
     assert!(store.head(&lease).await.unwrap().is_none());
 }
+
+// --------------------------------------------------- hashes over SSH exec --
+
+/// MD5 of a file's bytes (hex).
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+/// The hash `rclone hashsum` printed for `path` ("" when it printed none).
+fn hash_listed(out: &std::process::Output, path: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.ends_with(&format!("  {path}")))
+        .unwrap_or_else(|| panic!("{path} not listed:\n{}", crate::harness::text(out)));
+    line.trim_end_matches(&format!("  {path}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rclone_hashsum_and_check_use_stored_hashes_and_unknown_ones_delete_nothing() {
+    use crate::harness::*;
+    use crate::sync_tools::rclone;
+    let prefix = unique_prefix("rclone-hashes");
+    let server = Server::start(&media_config(&prefix));
+    let work = tempfile::tempdir().unwrap();
+    push_session(&server, &media_session(work.path(), "h-1"));
+    // A session archived before MD5 and SHA-1 were recorded.
+    let store = s3().store().await;
+    let tenant = format!("{prefix}acme/");
+    let old = recvault::layout::SessionKeys::of_call(&tenant, t("2026-11-23T11:00:00Z"), "h-old");
+    let old_raw = pseudo_random(20_000, 3);
+    store
+        .put(&old.archive(), old_raw.clone().into(), Default::default())
+        .await
+        .unwrap();
+    let index = format!(
+        r#"{{"session_id":"h-old","started_at":"2026-11-23T11:00:00Z","ended_at":"2026-11-23T11:05:00Z","recvault":{{"version":1,"objects":{{"h-old.tar.gz":{{"size":{},"sha256":"{}"}}}}}}}}"#,
+        old_raw.len(),
+        sha256(&old_raw)
+    );
+    store
+        .put(&old.index(), index.into(), Default::default())
+        .await
+        .unwrap();
+    // Render the MP3 once, so that its hashes are stored beside it.
+    let key = client_key("qa");
+    let got = sftp_batch(
+        server.port,
+        "qa",
+        key,
+        "get /2026/11/23/h-1/h-1.mp3\n",
+        work.path(),
+    );
+    assert!(got.status.success(), "{}", text(&got));
+    let mp3 = std::fs::read(work.path().join("h-1.mp3")).unwrap();
+    let keys = recvault::layout::SessionKeys::of_call(&tenant, t("2026-11-23T10:00:00Z"), "h-1");
+    let started = std::time::Instant::now();
+    while store.head(&keys.sums("h-1.mp3")).await.unwrap().is_none() {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the render's hashes were never stored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let stored = |k: String| {
+        let store = store.clone();
+        async move {
+            recvault::store::read_all(store.as_ref(), &k, 1 << 30)
+                .await
+                .unwrap()
+        }
+    };
+    let tar = stored(keys.archive()).await;
+    let webm = stored(keys.derived("agent.webm")).await;
+
+    // rclone's probe (a bare md5sum and sha1sum with empty input) accepts
+    // the answers. One file, so that nothing runs beside the probe: rclone
+    // 1.60 answers "hash unsupported" for files listed while it probes (its
+    // own race), which is why the README says to name the commands.
+    let probe = rclone(
+        &server,
+        key,
+        &["hashsum", "md5", "-vv", "rv:/2026/11/23/h-1/h-1.tar.gz"],
+    );
+    assert!(probe.status.success(), "{}", text(&probe));
+    let probe_err = String::from_utf8_lossy(&probe.stderr);
+    assert_eq!(
+        probe_err.matches("Hash command accepted").count(),
+        2,
+        "{probe_err}"
+    );
+    assert_eq!(hash_listed(&probe, "h-1.tar.gz"), md5_hex(&tar));
+    let named = [
+        "--sftp-md5sum-command",
+        "md5sum",
+        "--sftp-sha1sum-command",
+        "sha1sum",
+    ];
+    let md5 = rclone(
+        &server,
+        key,
+        &[&["hashsum", "md5", "rv:/2026/11/23"][..], &named].concat(),
+    );
+    assert!(md5.status.success(), "{}", text(&md5));
+    assert_eq!(
+        hash_listed(&md5, "h-1/h-1.tar.gz"),
+        md5_hex(&tar),
+        "stored at ingest"
+    );
+    assert_eq!(
+        hash_listed(&md5, "h-1/agent.webm"),
+        md5_hex(&webm),
+        "made at ingest"
+    );
+    assert_eq!(
+        hash_listed(&md5, "h-1/h-1.mp3"),
+        md5_hex(&mp3),
+        "stored with the render"
+    );
+    assert_eq!(
+        hash_listed(&md5, "h-1/h-1.mp4"),
+        "",
+        "not rendered: no hash, not an error"
+    );
+    assert_eq!(
+        hash_listed(&md5, "h-old/h-old.tar.gz"),
+        "",
+        "archived before MD5 was kept"
+    );
+    let sha1 = rclone(
+        &server,
+        key,
+        &[&["hashsum", "sha1", "rv:/2026/11/23"][..], &named].concat(),
+    );
+    assert!(sha1.status.success(), "{}", text(&sha1));
+    use sha1::Digest;
+    assert_eq!(
+        hash_listed(&sha1, "h-1/h-1.mp3"),
+        hex::encode(sha1::Sha1::digest(&mp3))
+    );
+
+    // A copy with hash checks on, then a check that compares hashes: both
+    // succeed over entries without a hash, and nothing is deleted.
+    let dest = work.path().join("export");
+    let dest_s = dest.display().to_string();
+    let copy = rclone(
+        &server,
+        key,
+        &[&["copy", "rv:/2026/11/23", &dest_s][..], &named].concat(),
+    );
+    assert!(copy.status.success(), "{}", text(&copy));
+    let check = rclone(
+        &server,
+        key,
+        &[&["check", "rv:/2026/11/23", &dest_s][..], &named].concat(),
+    );
+    assert!(check.status.success(), "{}", text(&check));
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains("0 differences found"), "{err}");
+    assert!(err.contains("matching files"), "{err}");
+    for f in [
+        "h-1/h-1.tar.gz",
+        "h-1/h-1.mp4",
+        "h-1/h-1.mp3",
+        "h-1/agent.webm",
+        "h-old/h-old.tar.gz",
+    ] {
+        assert!(dest.join(f).exists(), "{f} kept");
+    }
+    assert_eq!(
+        std::fs::read(dest.join("h-old/h-old.tar.gz")).unwrap(),
+        old_raw
+    );
+}

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::harness::*;
 
-fn rclone(server: &Server, key: &ClientKey, args: &[&str]) -> std::process::Output {
+pub(crate) fn rclone(server: &Server, key: &ClientKey, args: &[&str]) -> std::process::Output {
     Command::new("rclone")
         .args(args)
         .args([
