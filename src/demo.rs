@@ -75,29 +75,83 @@ permissions = ["list", "download"]
     if !media {
         placeholders(&store).await?;
     }
-    let shown = dir.display().to_string();
+    let shown = Shown {
+        dir: dir.display().to_string(),
+        exe: std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "recvault".into()),
+        cert: cert.display().to_string(),
+        password,
+        token,
+    };
     let samples = dir.join("samples");
+    let example = dir.join("push-example");
     let banner = Box::new(move |bound: &crate::server::Listening| {
         let bound = bound.clone();
         tokio::spawn(async move {
+            let mut ready = None;
             if media {
                 if let Some(ingest) = bound.ingest {
-                    sample_calls(&store, &samples, ingest, &token).await;
+                    sample_calls(&store, &samples, ingest, &shown.token).await;
                 }
+                ready = push_example(&example).await;
             }
-            print_banner(&shown, &password, &token, &bound, media);
+            print_banner(&shown, &bound, media, ready.as_deref());
         });
     });
     crate::server::serve(cfg, None, Some(banner)).await
 }
 
+/// What the banner shows besides the listeners.
+struct Shown {
+    dir: String,
+    /// The running binary, so the printed lines work without it on PATH.
+    exe: String,
+    cert: String,
+    password: String,
+    token: String,
+}
+
+/// A progress line on standard output, at once.
+fn say(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+/// A recorded session folder left for the user to push (made once); its path.
+async fn push_example(root: &Path) -> Option<std::path::PathBuf> {
+    let id = "demo-push-0001";
+    let ready = root.join(id);
+    if ready.join("info.json").exists() {
+        return Some(ready);
+    }
+    let root = root.to_path_buf();
+    let made =
+        tokio::task::spawn_blocking(move || crate::media::fixture::session(&root, id, 20)).await;
+    match made {
+        Ok(Ok(dir)) => Some(dir),
+        Ok(Err(e)) => {
+            say(&format!("recvault demo: no session to push was made: {e}"));
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 fn print_banner(
-    dir: &str,
-    password: &str,
-    token: &str,
+    shown: &Shown,
     bound: &crate::server::Listening,
     media: bool,
+    ready: Option<&Path>,
 ) {
+    let Shown {
+        dir,
+        exe,
+        cert,
+        password,
+        token,
+    } = shown;
     println!("recvault demo");
     println!("  data folder : {dir}");
     println!("  user        : demo");
@@ -108,7 +162,8 @@ fn print_banner(
         bound.sftp.ip()
     );
     if let Some(i) = bound.ingest {
-        println!("  ingest      : recvault push SESSION_DIR --url http://{i} --token {token}");
+        let session = ready.map_or("SESSION_DIR".to_string(), |p| p.display().to_string());
+        println!("  ingest      : {exe} push {session} --url http://{i} --token {token}");
     }
     if !media {
         println!(
@@ -117,11 +172,11 @@ fn print_banner(
     }
     // Last: scripts and tests wait for this line.
     if let Some(f) = bound.ftps {
-        println!(
-            "  ftps        : curl --ssl-reqd -k -u demo ftp://{f}/ (self-signed certificate in keys/)"
-        );
+        println!("  ftps        : curl --ssl-reqd --cacert {cert} -u demo ftp://{f}/");
     }
     println!("  stop        : Ctrl-C");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
 }
 
 fn has_ffmpeg() -> bool {
@@ -145,7 +200,9 @@ async fn sample_calls(store: &SharedStore, root: &Path, ingest: std::net::Socket
         if matches!(store.head(&info).await, Ok(Some(_))) {
             continue;
         }
-        eprintln!("recvault demo: recording sample call {id} ({seconds} s)...");
+        say(&format!(
+            "recvault demo: recording sample call {id} ({seconds} s of media, a few seconds)..."
+        ));
         let made = {
             let root = root.to_path_buf();
             tokio::task::spawn_blocking(move || crate::media::fixture::session(&root, id, seconds))

@@ -86,8 +86,13 @@ enum Command {
 }
 
 fn init_tracing(format: recvault::config::LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // rustls warns about every client that sends an IP address as its TLS
+    // server name (lftp, curl with an IP URL): normal here, not a problem.
+    if let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,6 +1,7 @@
 //! Operating the server: the demo command, reload on SIGHUP, clean stop.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -26,8 +27,15 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut password, mut connect, mut ftps) = (String::new(), String::new(), String::new());
+    let (mut ingest, mut progress) = (String::new(), 0);
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if line.starts_with("recvault demo: recording sample call") {
+            progress += 1;
+        }
+        if let Some(c) = line.trim().strip_prefix("ingest      : ") {
+            ingest = c.to_string();
+        }
         if let Some(p) = line.trim().strip_prefix("password    : ") {
             password = p.split_whitespace().next().unwrap().to_string();
         }
@@ -62,13 +70,22 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
     for id in ["demo-call-0001", "demo-call-0002", "demo-call-0003"] {
         assert!(listing.contains(id), "{listing}");
     }
-    // The printed FTPS line works as printed (with the password added).
-    let url = ftps
-        .split_whitespace()
+    // The printed FTPS line works as printed (with the password added): the
+    // certificate it names verifies the server.
+    let words: Vec<&str> = ftps.split_whitespace().collect();
+    let url = words
+        .iter()
         .find(|w| w.starts_with("ftp://"))
         .unwrap_or_else(|| panic!("no ftp:// URL in {ftps:?}"));
+    let cacert = words
+        .iter()
+        .position(|w| *w == "--cacert")
+        .map(|i| words[i + 1])
+        .unwrap_or_else(|| panic!("no --cacert in {ftps:?}"));
+    assert!(Path::new(cacert).is_absolute(), "{ftps}");
     let out = Command::new("curl")
-        .args(["-sS", "--ssl-reqd", "-k", "-u", &format!("demo:{password}")])
+        .args(["-sS", "--ssl-reqd", "--cacert", cacert])
+        .args(["-u", &format!("demo:{password}")])
         .arg(format!("{url}2026/11/23/"))
         .output()
         .unwrap();
@@ -110,6 +127,23 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
     assert_eq!(mp3, listed);
     let secs = crate::media::decoded_seconds(&work.path().join("c.mp3"));
     assert!((secs - 25.0).abs() < 0.1, "{secs} s");
+
+    // Progress reached stdout while the calls were recorded, and the printed
+    // ingest line pushes the session folder it names, as printed (no
+    // `recvault` on PATH needed).
+    assert_eq!(progress, 3, "one progress line per sample call");
+    let words: Vec<&str> = ingest.split_whitespace().collect();
+    assert_eq!(words.get(1), Some(&"push"), "{ingest}");
+    assert!(Path::new(words[0]).is_absolute(), "{ingest}");
+    assert!(Path::new(words[2]).join("info.json").exists(), "{ingest}");
+    let pushed = Command::new(words[0]).args(&words[1..]).output().unwrap();
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let out = sftp_batch_password(port, "demo", &password, "ls /2026/11/23\n", work.path());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("demo-push-0001"),
+        "{}",
+        text(&out)
+    );
 
     assert!(Command::new("kill")
         .args(["-INT", &child.id().to_string()])
