@@ -324,22 +324,23 @@ impl russh::server::Handler for SshHandler {
         session.channel_success(id)?;
         let user = conn.user();
         let span = tracing::info_span!("sftp", user = %user.name, tenant = %user.tenant.id);
-        let handle = session.handle();
-        let stderr = channel.make_writer_ext(Some(1));
-        let stream = channel.into_stream();
+        let mut channel = channel;
         tokio::spawn(
             async move {
+                let (wr, stderr) = (channel.make_writer(), channel.make_writer_ext(Some(1)));
+                let served = protocol::serve(channel.make_reader(), wr, stderr, conn).await;
                 // Scripts (scp, `ssh -s sftp`, paramiko) read the exit status:
                 // 0 when the client ended the session, 1 when it broke it.
-                let code = match protocol::serve(stream, stderr, conn).await {
+                // Sent on the channel, which is closed only after it.
+                let code = match served {
                     Ok(()) => 0,
                     Err(why) => {
                         debug!(%why, "SFTP session ended on an error");
                         1
                     }
                 };
-                let _ = handle.exit_status_request(id, code).await;
-                let _ = handle.close(id).await;
+                let _ = channel.exit_status(code).await;
+                let _ = channel.close().await;
             }
             .instrument(span),
         );

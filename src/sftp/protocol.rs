@@ -55,15 +55,17 @@ enum HandleOp {
     Close { id: u32 },
 }
 
-/// Serves SFTP on `stream` until the client closes it (`Ok`) or breaks the
-/// protocol (`Err` with the reason, also written to `stderr`: the channel's
-/// extended data, which clients print).
-pub async fn serve<S, E>(stream: S, mut stderr: E, conn: Conn) -> Result<(), String>
+/// Serves SFTP, reading requests from `rd` and writing replies to `wr`,
+/// until the client closes its side (`Ok`) or breaks the protocol (`Err`
+/// with the reason, also written to `stderr`: the channel's extended data,
+/// which clients print). The channel itself stays with the caller, which
+/// sends the exit status before closing it.
+pub async fn serve<R, W, E>(mut rd: R, mut wr: W, mut stderr: E, conn: Conn) -> Result<(), String>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
     E: AsyncWrite + Unpin,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
     let (out, mut out_rx) = mpsc::channel::<Frame>(256);
     let writer = tokio::spawn(async move {
         'frames: while let Some(frame) = out_rx.recv().await {

@@ -227,3 +227,152 @@ async fn openssh_sftp_retries_a_mistyped_password_on_the_same_connection() {
     assert_eq!(sha256_file(&work.path().join("c-1.tar.gz")), sha256(&data));
     assert_eq!(server.log().matches("login failed").count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_sftp_downloads_and_resumes() {
+    let data = pseudo_random(500_000, 14);
+    let (server, _key) = server_with_one_session("curl-sftp", &data).await;
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("c-1.tar.gz");
+    let url = format!("sftp://127.0.0.1:{}/2026/11/23/c-1/c-1.tar.gz", server.port);
+    let curl = |extra: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--insecure", "-u", &format!("qa:{PW}")])
+            .args(extra)
+            .arg("-o")
+            .arg(&out)
+            .arg(&url)
+            .output()
+            .expect("curl")
+    };
+    let got = curl(&[]);
+    assert!(got.status.success(), "{}", text(&got));
+    assert_eq!(sha256_file(&out), sha256(&data));
+    // An interrupted download, resumed where it stopped.
+    std::fs::write(&out, &data[..123_457]).unwrap();
+    let got = curl(&["-C", "-"]);
+    assert!(got.status.success(), "{}", text(&got));
+    assert_eq!(sha256_file(&out), sha256(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lftp_sftp_mirror_is_right_first_time_and_transfers_nothing_the_second() {
+    let data = pseudo_random(200_000, 15);
+    let (server, key) = server_with_one_session("lftp-sftp", &data).await;
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("mirror");
+    let connect = format!(
+        "ssh -a -x -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -i {}",
+        key.private.display()
+    );
+    let mirror = || {
+        Command::new("lftp")
+            .arg("-c")
+            .arg(format!(
+                "set sftp:connect-program \"{connect}\"; open -u qa, sftp://127.0.0.1:{}; mirror -v /2026/11/23 {}",
+                server.port,
+                dest.display()
+            ))
+            .stdin(Stdio::null())
+            .output()
+            .expect("lftp")
+    };
+    let first = mirror();
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(sha256_file(&dest.join("c-1/c-1.tar.gz")), sha256(&data));
+    let second = mirror();
+    assert!(second.status.success(), "{}", text(&second));
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        !said.contains("Transferring file"),
+        "the second mirror must transfer nothing:\n{said}"
+    );
+}
+
+/// The server's host key fingerprint (`SHA256:…`), as PuTTY wants it.
+fn host_key_fingerprint(server: &Server) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(server.dir.path().join("host_key"))
+        .output()
+        .expect("ssh-keygen");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn putty_psftp_batch_downloads_and_a_write_is_refused() {
+    let data = pseudo_random(150_000, 16);
+    let (server, _key) = server_with_one_session("psftp", &data).await;
+    let work = tempfile::tempdir().unwrap();
+    let psftp = |batch: &str| {
+        let file = work.path().join("batch");
+        std::fs::write(&file, batch).unwrap();
+        Command::new("psftp")
+            .args(["-batch", "-P", &server.port.to_string(), "-pw", PW])
+            .args(["-hostkey", &host_key_fingerprint(&server), "-b"])
+            .arg(&file)
+            .arg("qa@127.0.0.1")
+            .current_dir(work.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("psftp (Debian putty-tools; scripts/test.sh installs it)")
+    };
+    let got = psftp("get /2026/11/23/c-1/c-1.tar.gz c.tgz\n");
+    assert!(got.status.success(), "{}", text(&got));
+    assert_eq!(sha256_file(&work.path().join("c.tgz")), sha256(&data));
+    std::fs::write(work.path().join("up.txt"), b"hello").unwrap();
+    let put = psftp("put up.txt /2026/11/23/c-1/up.txt\n");
+    assert!(!put.status.success(), "a write must fail: {}", text(&put));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&put.stdout),
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(
+        said.contains("read-only") || said.contains("ermission"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshfs_mounts_the_tree_and_reads_a_file() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: no /dev/fuse on this machine");
+        return;
+    }
+    let data = pseudo_random(90_000, 17);
+    let (server, key) = server_with_one_session("sshfs", &data).await;
+    let work = tempfile::tempdir().unwrap();
+    let mnt = work.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mount = Command::new("sshfs")
+        .args(["-p", &server.port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes",
+        ])
+        .arg("-o")
+        .arg(format!("IdentityFile={}", key.private.display()))
+        .arg("qa@127.0.0.1:/")
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sshfs (Debian sshfs; scripts/test.sh installs it)");
+    if !mount.status.success() {
+        let err = String::from_utf8_lossy(&mount.stderr);
+        if err.contains("fuse") || err.contains("permitted") || err.contains("device") {
+            eprintln!("skipped: this machine cannot mount FUSE file systems: {err}");
+            return;
+        }
+        panic!("sshfs failed: {}", text(&mount));
+    }
+    let read = std::fs::read(mnt.join("2026/11/23/c-1/c-1.tar.gz"));
+    let listed = std::fs::read_dir(mnt.join("2026/11/23/c-1")).map(|d| d.count());
+    let _ = Command::new("fusermount").arg("-u").arg(&mnt).status();
+    assert_eq!(sha256(&read.expect("read through sshfs")), sha256(&data));
+    assert_eq!(listed.unwrap(), 2, "info.json and the archive");
+}
