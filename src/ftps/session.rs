@@ -300,9 +300,7 @@ impl Session {
             }
             "ALLO" => self.go(202, "ALLO not needed").await,
             "DELE" | "STOR" | "STOU" | "APPE" | "MKD" | "XMKD" | "RNFR" | "RNTO" | "MFMT"
-            | "MFCT" | "MFF" | "SITE" => {
-                self.go(550, "Permission denied: recordings are read-only").await
-            }
+            | "MFCT" | "MFF" | "SITE" => self.fail(&VfsError::ReadOnly).await,
             _ => {
                 let shown: String = verb.chars().take(16).collect();
                 self.go(502, &format!("Command not implemented: {shown}"))

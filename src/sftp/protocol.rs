@@ -566,11 +566,7 @@ fn ok(id: u32) -> Packet {
 }
 
 fn refused(id: u32) -> Packet {
-    status(
-        id,
-        StatusCode::PermissionDenied,
-        "read-only: recordings cannot be written, renamed or removed",
-    )
+    error_status(id, &VfsError::ReadOnly)
 }
 
 /// The one mapping from tree errors to SFTP status codes. Storage details

@@ -230,7 +230,8 @@ pub enum VfsError {
     IsADirectory(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    #[error("read-only: recordings cannot be changed over this protocol")]
+    /// The one wording for every write, over every protocol.
+    #[error("read-only: recordings cannot be written, renamed or removed")]
     ReadOnly,
     #[error("{0}")]
     InvalidPath(#[from] PathError),
