@@ -495,13 +495,16 @@ async fn readdir(
     Packet::Name(Name { id, files })
 }
 
+/// An entry's attributes. No numeric owner: recordings belong to no user
+/// of the client's machine, and a uid/gid of 0 would contradict the
+/// `recvault` owner the long names show.
 fn attrs(e: &Entry) -> FileAttributes {
     let t = e.mtime.timestamp().clamp(0, u32::MAX as i64) as u32;
     FileAttributes {
         size: Some(e.size),
-        uid: Some(0),
+        uid: None,
         user: None,
-        gid: Some(0),
+        gid: None,
         group: None,
         permissions: Some(match e.kind {
             Kind::Dir => 0o040555,

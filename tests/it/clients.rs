@@ -120,6 +120,9 @@ chan.invoke_subsystem("sftp")
 sftp = paramiko.SFTPClient(chan)
 with sftp.open("/2026/11/23/c-1/c-1.tar.gz") as f:
     print("sha256:", hashlib.sha256(f.read()).hexdigest())
+st = sftp.stat("/2026/11/23/c-1/c-1.tar.gz")
+print("owner:", st.st_uid, st.st_gid, oct(st.st_mode))
+print("longname:", [a.longname for a in sftp.listdir_attr("/2026/11/23/c-1") if a.filename == "c-1.tar.gz"][0])
 chan.shutdown_write()
 print("exit status:", chan.recv_exit_status())
 t.close()
@@ -154,6 +157,9 @@ t.close()
         "{stdout}"
     );
     assert!(stdout.contains("exit status: 0"), "{stdout}");
+    // No numeric owner that would contradict the long name's `recvault`.
+    assert!(stdout.contains("owner: None None 0o100444"), "{stdout}");
+    assert!(stdout.contains(" recvault recvault "), "{stdout}");
     assert!(
         stdout.contains("interactive: True ['Password: ']"),
         "{stdout}"
