@@ -55,6 +55,14 @@ fn error_reply(e: Refusal) -> Reply {
     json_reply(code, json!({"error": msg, "status": code.as_u16()}))
 }
 
+/// The answer when a handler itself failed (it panicked): nothing was
+/// acknowledged.
+pub fn internal_error() -> Reply {
+    error_reply(Refusal::Spool(std::io::Error::other(
+        "request handler failed",
+    )))
+}
+
 pub async fn handle(ingest: Arc<Ingest>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
     match route(&ingest, req, peer).await {
         Ok(r) => r,

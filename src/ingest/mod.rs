@@ -215,9 +215,18 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    // Each request runs in a task of its own: hyper drops the handler when
+    // the client hangs up, and a state change (or the removal of a part
+    // file) must not stop half-way for that.
     let service = hyper::service::service_fn(move |req| {
-        let ingest = ingest.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::handle(ingest, req, peer).await) }
+        let handling = tokio::spawn(http::handle(ingest.clone(), req, peer));
+        async move {
+            let reply = handling.await.unwrap_or_else(|e| {
+                warn!(%peer, error = %e, "ingest request handler failed");
+                http::internal_error()
+            });
+            Ok::<_, std::convert::Infallible>(reply)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

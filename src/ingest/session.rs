@@ -5,9 +5,10 @@
 //! its own lock; the spool's fsync, rename and remove work runs on blocking
 //! threads, off the async workers.
 //!
-//! A state change runs in a task of its own, so that a client that hangs
-//! up mid-request cannot stop it half-way (a state saved as queued but never
-//! handed to the archiver, a file renamed into place but not recorded).
+//! Requests are handled in tasks of their own (see `serve_connection`), so
+//! a client that hangs up mid-request cannot stop a state change half-way
+//! (a state saved as queued but never handed to the archiver, a file
+//! renamed into place but not recorded).
 //!
 //! What can go wrong is a [`Refusal`]; the HTTP layer maps each kind to a
 //! status code in one place.
@@ -70,38 +71,10 @@ pub async fn status(ingest: &Ingest, tenant: &str, id: &str) -> Result<SessionSt
         .ok_or_else(|| Refusal::NotFound(format!("no session {id:?}")))
 }
 
-/// Runs a state change to its end even if the request that asked for it
-/// is dropped.
-async fn to_the_end<T: Send + 'static>(
-    change: impl std::future::Future<Output = Result<T, Refusal>> + Send + 'static,
-) -> Result<T, Refusal> {
-    tokio::spawn(change)
-        .await
-        .map_err(|e| Refusal::Spool(std::io::Error::other(e)))?
-}
-
 /// Makes the received file at `part` (fsync'd; its size and SHA-256 in
 /// `record`) the session's `name`, or compares it with what the session
 /// holds once it is complete. The caller removes `part` when it is left over.
 pub async fn commit(
-    ingest: &Arc<Ingest>,
-    tenant: &str,
-    id: &str,
-    name: &str,
-    part: &Path,
-    record: FileRecord,
-) -> Result<Committed, Refusal> {
-    let (i, t, d, n, p) = (
-        ingest.clone(),
-        tenant.to_string(),
-        id.to_string(),
-        name.to_string(),
-        part.to_path_buf(),
-    );
-    to_the_end(async move { commit_now(&i, &t, &d, &n, &p, record).await }).await
-}
-
-async fn commit_now(
     ingest: &Arc<Ingest>,
     tenant: &str,
     id: &str,
@@ -149,15 +122,6 @@ async fn commit_now(
 /// The call is over: validates `info.json`, settles a re-delivery of an
 /// archived session at once, or queues the session for the archiver.
 pub async fn complete(
-    ingest: &Arc<Ingest>,
-    tenant: &str,
-    id: &str,
-) -> Result<(Completion, SessionState), Refusal> {
-    let (i, t, d) = (ingest.clone(), tenant.to_string(), id.to_string());
-    to_the_end(async move { complete_now(&i, &t, &d).await }).await
-}
-
-async fn complete_now(
     ingest: &Arc<Ingest>,
     tenant: &str,
     id: &str,

@@ -193,31 +193,18 @@ async fn openssh_sftp_retries_a_mistyped_password_on_the_same_connection() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let batch = work.path().join("batch");
-    std::fs::write(&batch, "get /2026/11/23/c-1/c-1.tar.gz\n").unwrap();
-    let out = Command::new("setsid")
+    let mut setsid = Command::new("setsid");
+    setsid
         .arg("-w")
-        .arg("sftp")
-        .args(OPENSSH_OPTS)
-        .args(["-P", &server.port.to_string()])
-        .args([
-            "-o",
-            "BatchMode=no",
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "NumberOfPasswordPrompts=3",
-            "-b",
-        ])
-        .arg(&batch)
-        .arg("qa@127.0.0.1")
         .env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
-        .current_dir(work.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("sftp");
+        .env("DISPLAY", ":0");
+    let out = run_batch(
+        sftp_by_password(setsid, server.port, 3),
+        "qa",
+        "get /2026/11/23/c-1/c-1.tar.gz\n",
+        work.path(),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),

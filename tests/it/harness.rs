@@ -474,23 +474,27 @@ pub fn sftp_batch_password(
     cwd: &Path,
 ) -> Output {
     let mut cmd = Command::new("sshpass");
-    cmd.arg("-p")
-        .arg(password)
-        .arg("sftp")
-        .args(ssh_opts(port))
-        .args([
-            "-o",
-            "BatchMode=no",
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-        ]);
-    run_batch(cmd, user, batch, cwd)
+    cmd.arg("-p").arg(password);
+    run_batch(sftp_by_password(cmd, port, 1), user, batch, cwd)
+}
+
+/// `cmd` (a program that supplies the password: sshpass, setsid with an
+/// askpass) followed by `sftp` on `port` logging in by password only, with
+/// `prompts` tries.
+pub fn sftp_by_password(mut cmd: Command, port: u16, prompts: u32) -> Command {
+    cmd.arg("sftp").args(ssh_opts(port)).args([
+        "-o".to_string(),
+        "BatchMode=no".to_string(),
+        "-o".to_string(),
+        "PubkeyAuthentication=no".to_string(),
+        "-o".to_string(),
+        format!("NumberOfPasswordPrompts={prompts}"),
+    ]);
+    cmd
 }
 
 /// Finishes an `sftp` command line with `-b BATCH user@127.0.0.1` and runs it in `cwd`.
-fn run_batch(mut cmd: Command, user: &str, batch: &str, cwd: &Path) -> Output {
+pub fn run_batch(mut cmd: Command, user: &str, batch: &str, cwd: &Path) -> Output {
     let file = cwd.join(format!("batch-{}", rand_suffix()));
     std::fs::write(&file, batch).expect("write batch");
     let out = cmd
