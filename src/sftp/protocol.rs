@@ -152,6 +152,8 @@ async fn dispatch(ctx: &Arc<Ctx>, inflight: &Arc<Semaphore>, packet: Packet) -> 
             let mut v = Version::new();
             v.extensions
                 .insert(russh_sftp::extensions::LIMITS.to_string(), "1".to_string());
+            v.extensions
+                .insert(russh_sftp::extensions::STATVFS.to_string(), "2".to_string());
             ctx.reply(Packet::Version(v)).await;
         }
         Packet::Read(r) => {
@@ -210,6 +212,8 @@ async fn dispatch(ctx: &Arc<Ctx>, inflight: &Arc<Semaphore>, packet: Packet) -> 
         Packet::Extended(r) => {
             if r.request == russh_sftp::extensions::LIMITS {
                 ctx.reply(limits_reply(r.id, &ctx.limits)).await;
+            } else if r.request == russh_sftp::extensions::STATVFS {
+                ctx.reply(statvfs_reply(ctx, r.id, &r.data)).await;
             } else {
                 ctx.reply(status(
                     r.id,
@@ -536,6 +540,42 @@ fn limits_reply(id: u32, l: &Limits) -> Packet {
     Packet::ExtendedReply(ExtendedReply {
         id,
         data: data.to_vec(),
+    })
+}
+
+/// `statvfs@openssh.com` (what `df` in `sftp`, sshfs and `rclone about`
+/// ask): a read-only file system with no free space. Its size is not
+/// known without listing the whole bucket, so it is reported as 0 rather
+/// than a made-up figure.
+fn statvfs_reply(ctx: &Ctx, id: u32, data: &[u8]) -> Packet {
+    let path = data
+        .get(..4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+        .and_then(|n| data.get(4..4usize.checked_add(n)?))
+        .and_then(|p| std::str::from_utf8(p).ok());
+    let Some(path) = path else {
+        return status(id, StatusCode::BadMessage, "statvfs: malformed request");
+    };
+    if let Err(e) = ctx.vfs.resolve(&VPath::root(), path) {
+        return error_status(id, &e);
+    }
+    const ST_RDONLY: u64 = 0x1;
+    const ST_NOSUID: u64 = 0x2;
+    let mut out = BytesMut::with_capacity(88);
+    out.put_u64(4096); // block size
+    out.put_u64(4096); // fragment size
+    out.put_u64(0); // blocks
+    out.put_u64(0); // free blocks
+    out.put_u64(0); // blocks available to users
+    out.put_u64(0); // inodes
+    out.put_u64(0); // free inodes
+    out.put_u64(0); // inodes available to users
+    out.put_u64(0); // file system id
+    out.put_u64(ST_RDONLY | ST_NOSUID);
+    out.put_u64(255); // longest name
+    Packet::ExtendedReply(ExtendedReply {
+        id,
+        data: out.to_vec(),
     })
 }
 

@@ -369,3 +369,23 @@ async fn sshfs_mounts_the_tree_and_reads_a_file() {
     assert_eq!(sha256(&read.expect("read through sshfs")), sha256(&data));
     assert_eq!(listed.unwrap(), 2, "info.json and the archive");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_sftp_df_reports_a_read_only_file_system_without_invented_sizes() {
+    let (server, key) = server_with_one_session("statvfs", b"x").await;
+    let work = tempfile::tempdir().unwrap();
+    let out = sftp_batch(server.port, "qa", key, "df /\ndf /2026/11\n", work.path());
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    // OpenSSH prints a header then one line per `df`: sizes in KiB.
+    let rows: Vec<&str> = t
+        .lines()
+        .filter(|l| l.trim_start().starts_with('0'))
+        .collect();
+    assert_eq!(rows.len(), 2, "{t}");
+    for r in rows {
+        let cols: Vec<&str> = r.split_whitespace().collect();
+        assert_eq!(&cols[..3], &["0", "0", "0"], "{t}");
+    }
+    assert!(!t.contains("does not support"), "{t}");
+}
