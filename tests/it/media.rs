@@ -71,13 +71,16 @@ pub(crate) fn decoded_seconds(file: &Path) -> f64 {
 
 /// RTP packets with impairments, as (received ms, packet) frames:
 /// - sequence numbers start near 65535 and timestamps near 2^32 (both wrap),
-/// - a burst of `loss` packets is dropped around packet `loss_at`,
+/// - a burst of `loss` packets is dropped after packet `loss_at`, and
+///   each burst of `more_losses` (after, count) too,
 /// - every 37th pair is swapped (reordering),
 /// - a padding-only packet every 50 packets,
 /// - from unit `ssrc_change_at` on, a new SSRC with its own numbering.
+#[derive(Default)]
 struct Impair {
     loss_at: usize,
     loss: usize,
+    more_losses: Vec<(usize, usize)>,
     ssrc_change_at: usize,
 }
 
@@ -94,7 +97,9 @@ fn rtp_stream(pt: u8, units: &[Unit], ms_per_tick: f64, imp: &Impair) -> Vec<(u3
         let recv = (*ts as f64 * ms_per_tick) as u32;
         for (marker, payload) in payloads {
             n += 1;
-            let lost = n > imp.loss_at && n <= imp.loss_at + imp.loss;
+            let lost = std::iter::once(&(imp.loss_at, imp.loss))
+                .chain(&imp.more_losses)
+                .any(|&(at, count)| n > at && n <= at + count);
             if !lost {
                 out.push((
                     recv,
@@ -132,15 +137,25 @@ fn write_ivf(path: &Path, fourcc: &[u8; 4], frames: &[Frame]) {
     std::fs::write(path, ivf::write(fourcc, 320, 240, frames)).unwrap();
 }
 
-/// Encodes 6 s of test video at 15 fps with a keyframe every 30 frames.
-fn video_units(dir: &Path, codec: &str) -> Vec<(u32, Vec<u8>)> {
+/// Encodes 20 s of test video at 15 fps with keyframes 10 s apart (as a
+/// gateway records: WebRTC senders send keyframes seldom), SPS/PPS with
+/// every H.264 IDR, as WebRTC encoders send them; VP8/VP9 `resilient` or
+/// not (libvpx's default saves probabilities from frame to frame; WebRTC
+/// turns error resilience on with temporal layers and SVC).
+fn video_units(dir: &Path, codec: &str, resilient: bool) -> Vec<(u32, Vec<u8>)> {
     let src = [
         "-f",
         "lavfi",
         "-i",
         "testsrc2=size=320x240:rate=15",
         "-t",
-        "6",
+        "20",
+        "-g",
+        "150",
+        "-keyint_min",
+        "150",
+        "-sc_threshold",
+        "0",
     ];
     match codec {
         "h264" => {
@@ -153,10 +168,8 @@ fn video_units(dir: &Path, codec: &str) -> Vec<(u32, Vec<u8>)> {
                 "baseline",
                 "-bf",
                 "0",
-                "-g",
-                "30",
                 "-x264-params",
-                "threads=1",
+                "threads=1:repeat-headers=1",
                 "-f",
                 "h264",
             ]);
@@ -177,7 +190,22 @@ fn video_units(dir: &Path, codec: &str) -> Vec<(u32, Vec<u8>)> {
             };
             let mut args = src.to_vec();
             args.extend([
-                "-c:v", enc, "-g", "30", "-b:v", "300k", "-threads", "1", "-f", "ivf",
+                "-c:v",
+                enc,
+                "-b:v",
+                "300k",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-lag-in-frames",
+                "0",
+                "-error-resilient",
+                if resilient { "1" } else { "0" },
+                "-threads",
+                "1",
+                "-f",
+                "ivf",
             ]);
             args.push(f.to_str().unwrap());
             ffmpeg(&args);
@@ -191,12 +219,69 @@ fn video_units(dir: &Path, codec: &str) -> Vec<(u32, Vec<u8>)> {
     }
 }
 
+/// The hashes of a file's video packets, as they are stored (no decoding),
+/// in the same framing for every container: H.264 (Annex B in IVF or raw)
+/// goes through a Matroska remux first, as `janus-pp-rec` writes it.
+fn packet_hashes(file: &Path, dir: &Path, h264: bool) -> Vec<String> {
+    let input = if h264 && file.extension().is_some_and(|e| e != "mkv") {
+        let mkv = dir.join("remuxed.mkv");
+        ffmpeg(&[
+            "-y",
+            "-i",
+            file.to_str().unwrap(),
+            "-c",
+            "copy",
+            mkv.to_str().unwrap(),
+        ]);
+        mkv
+    } else {
+        file.to_path_buf()
+    };
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(&input)
+        .args(["-map", "0:v:0", "-c", "copy", "-f", "framemd5", "-"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(',').map(str::trim).collect();
+            // stream, dts, pts, duration, size, hash
+            (cols.len() == 6).then(|| format!("{}:{}", cols[4], cols[5]))
+        })
+        .collect()
+}
+
+/// The hashes of a file's decoded pictures.
+fn picture_hashes(file: &Path) -> Vec<String> {
+    let out = run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
+        .collect()
+}
+
 #[test]
 fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_rec() {
-    for codec in ["vp8", "vp9", "h264"] {
+    use std::collections::HashSet;
+    for (codec, resilient) in [
+        ("vp8", true),
+        ("vp8", false),
+        ("vp9", true),
+        ("vp9", false),
+        ("h264", false),
+    ] {
+        let name = format!(
+            "{codec}{}",
+            if resilient { " (error-resilient)" } else { "" }
+        );
         let dir = tempfile::tempdir().unwrap();
-        let units = video_units(dir.path(), codec);
-        assert_eq!(units.len(), 90, "{codec}: encoded frames");
+        let units = video_units(dir.path(), codec, resilient);
+        assert_eq!(units.len(), 300, "{name}: encoded frames");
         let packets: Vec<Unit> = units
             .iter()
             .enumerate()
@@ -209,10 +294,15 @@ fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_re
                 (*ts, p)
             })
             .collect();
+        let packets_before =
+            |frame: usize| -> usize { packets.iter().take(frame).map(|(_, p)| p.len()).sum() };
+        // Two loss bursts, each 2-7 s after a keyframe (frames 0 and 150),
+        // and an SSRC change in between.
         let imp = Impair {
-            loss_at: packets.iter().take(20).map(|(_, p)| p.len()).sum::<usize>() + 1,
+            loss_at: packets_before(40) + 1,
             loss: 3,
-            ssrc_change_at: 60,
+            more_losses: vec![(packets_before(200), 2)],
+            ssrc_change_at: 100,
         };
         let frames = rtp_stream(96, &packets, 1.0 / 90.0, &imp);
         let mjr = dir.path().join(format!("{codec}.mjr"));
@@ -229,6 +319,8 @@ fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_re
             "vp9" => vp9::depacketize(&stream.packets),
             _ => h264::depacketize(&stream.packets),
         };
+        let keyframes = ours.iter().filter(|f| f.keyframe).count();
+        assert_eq!(keyframes, 2, "{name}: the fixture has keyframes 10 s apart");
         let fourcc = match codec {
             "vp8" => b"VP80",
             "vp9" => b"VP90",
@@ -245,25 +337,77 @@ fn video_depacketizing_recovers_at_least_as_many_decodable_frames_as_janus_pp_re
         });
         janus(&mjr, &reference);
         let (janus_frames, janus_errors) = decode(&reference);
+
+        // Pictures equal to what the sender's whole stream decodes to.
+        let h264 = codec == "h264";
+        let source = dir.path().join(if h264 { "src.h264" } else { "src.ivf" });
+        let true_pictures: HashSet<String> = picture_hashes(&source).into_iter().collect();
+        let ours_pictures = picture_hashes(&ours_file);
+        let janus_pictures = picture_hashes(&reference);
+        let exact = |p: &[String]| p.iter().filter(|h| true_pictures.contains(*h)).count();
+        let (ours_exact, janus_exact) = (exact(&ours_pictures), exact(&janus_pictures));
         eprintln!(
-            "{codec}: encoded 90, recvault {ours_frames} decodable ({stats:?}), janus-pp-rec {janus_frames} (decoder errors: {})",
+            "{name}: encoded 300; recvault {ours_frames} decodable, {ours_exact} exact pictures ({stats:?}); \
+             janus-pp-rec {janus_frames} decodable, {janus_exact} exact, {} decoder errors",
             janus_errors.lines().count()
         );
         assert!(
             ours_errors.is_empty(),
-            "{codec}: decoder errors on recvault's output:\n{ours_errors}"
+            "{name}: decoder errors on recvault's output:\n{ours_errors}"
         );
         assert_eq!(
             ours_frames,
             ours.len() as u64,
-            "{codec}: every frame handed out decodes"
+            "{name}: every frame handed out decodes"
         );
         assert!(
-            ours_frames >= janus_frames,
-            "{codec}: recvault {ours_frames} < janus-pp-rec {janus_frames}"
+            ours_exact >= janus_exact,
+            "{name}: recvault {ours_exact} exact pictures < janus-pp-rec {janus_exact}"
         );
-        // The loss burst costs the rest of that GOP (frames 20..29) at most.
-        assert!(ours_frames >= 80, "{codec}: only {ours_frames} of 90");
+
+        // Every frame recvault keeps is byte for byte a frame the encoder
+        // made, so no count can be met with broken frames.
+        let sent = packet_hashes(&source, dir.path(), h264);
+        assert_eq!(sent.len(), 300, "{name}: framemd5 of the source");
+        let kept = packet_hashes(&ours_file, dir.path(), h264);
+        assert_eq!(kept.len(), ours.len(), "{name}: framemd5 of ours");
+        let sent_set: HashSet<&String> = sent.iter().collect();
+        let kept_set: HashSet<&String> = kept.iter().collect();
+        let broken = kept.iter().filter(|h| !sent_set.contains(h)).count();
+        assert_eq!(broken, 0, "{name}: frames kept that the encoder never made");
+        let theirs = packet_hashes(&reference, dir.path(), h264);
+        let theirs_intact: Vec<&String> = theirs.iter().filter(|h| sent_set.contains(h)).collect();
+        let missed = theirs_intact
+            .iter()
+            .filter(|h| !kept_set.contains(*h))
+            .count();
+
+        if resilient || h264 {
+            // Nothing carries over from frame to frame but pictures: after
+            // a loss every complete frame is kept (with some smearing until
+            // the next keyframe), at least every intact frame janus-pp-rec
+            // wrote, and only frames with a hole are lost.
+            assert!(
+                ours_frames >= janus_frames,
+                "{name}: recvault {ours_frames} < janus-pp-rec {janus_frames}"
+            );
+            assert_eq!(
+                missed, 0,
+                "{name}: intact frames janus-pp-rec kept and recvault did not"
+            );
+            assert!(ours_frames >= 295, "{name}: only {ours_frames} of 300");
+            assert!(stats.after_loss > 150, "{name}: {stats:?}");
+        } else {
+            // Probabilities carry over: a frame after a loss would decode
+            // as garbage, so the picture holds until the next keyframe, and
+            // every picture shown is the sender's.
+            assert!(stats.stale_contexts > 150, "{name}: {stats:?}");
+            assert_eq!(
+                ours_exact,
+                ours_pictures.len(),
+                "{name}: pictures shown that the sender never showed"
+            );
+        }
         // The stream is placed at the header's first-frame time.
         assert_eq!(stream.header.first_frame_us, Some(T0 + 2_000_000));
     }
@@ -292,6 +436,7 @@ fn opus_losses_become_silence_of_the_right_length() {
         loss_at: 100,
         loss: 10,
         ssrc_change_at: 200,
+        ..Impair::default()
     };
     let frames = rtp_stream(111, &units, 1.0 / 48.0, &imp);
     let mjr = dir.path().join("a.mjr");
@@ -338,6 +483,7 @@ fn byte_codec_recording(
         loss_at: 50,
         loss: 5,
         ssrc_change_at: usize::MAX,
+        ..Impair::default()
     };
     let frames = rtp_stream(pt, &units, 1.0 / 8.0, &imp);
     let mjr = dir.join("a.mjr");

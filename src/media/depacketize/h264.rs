@@ -292,9 +292,9 @@ fn annex_b(
 /// (`first_mb_in_slice == 0`); the same check applies to the stream's first
 /// access unit, since a recording may start mid-frame.
 ///
-/// The stream starts waiting for a keyframe (an access unit with an IDR
-/// slice) and waits again after any loss or drop; complete access units in
-/// that state are counted in `waiting_for_keyframe`. Access units without a
+/// Which complete access units are handed out is the loss policy of
+/// [`super::Gate`] (a keyframe is an access unit with an IDR slice that can
+/// decode on its own). Access units without a
 /// slice (parameter sets or SEI alone) are not frames: their SPS/PPS are
 /// remembered for the next IDR. An IDR access unit that lacks an SPS or PPS
 /// and has none to borrow cannot decode on its own and is treated as a
@@ -326,7 +326,7 @@ pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
     }
 
     let (mut sps, mut pps) = (None, None);
-    let mut waiting = true;
+    let mut gate = super::Gate::default();
     for (gi, g) in groups.iter().enumerate() {
         let unit = &media[g.clone()];
         let refs: Vec<&Packet> = unit.iter().map(|(p, _)| *p).collect();
@@ -346,19 +346,19 @@ pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
             None => remember(whole_nals(&refs).into_iter(), &mut sps, &mut pps),
         }
         if lost_before {
-            waiting = true;
+            gate.lost();
         }
         let nals = match assembled {
             Some(n) if !gap_inside && !tail_lost => n,
             _ => {
                 stats.incomplete += 1;
-                waiting = true;
+                gate.lost();
                 continue;
             }
         };
         if (gi == 0 || lost_before) && !starts_picture(&nals) {
             stats.incomplete += 1;
-            waiting = true;
+            gate.lost();
             continue;
         }
         if !nals.iter().any(|n| is_vcl(nal_type(n[0]))) {
@@ -370,20 +370,16 @@ pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
         } else {
             None
         };
-        let (keyframe, data) = match data {
-            Some(d) => (true, d),
-            None if waiting => {
-                stats.waiting_for_keyframe += 1;
-                continue;
-            }
-            // A non-IDR access unit needs nothing added.
-            None => (
-                false,
-                annex_b(&nals, false, &None, &None).unwrap_or_default(),
-            ),
+        let keyframe = data.is_some();
+        // H.264 (CAVLC/CABAC) carries no probabilities across pictures.
+        if !gate.admit(keyframe, super::Entropy::Own, &mut stats) {
+            continue;
+        }
+        // A non-IDR access unit needs nothing added.
+        let data = match data {
+            Some(d) => d,
+            None => annex_b(&nals, false, &None, &None).unwrap_or_default(),
         };
-        waiting = false;
-        stats.frames += 1;
         frames.push(Frame {
             ts: last.ts,
             keyframe,

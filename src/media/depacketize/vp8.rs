@@ -10,11 +10,11 @@
 //! also carries the start code `9d 01 2a` at offset 3.
 //!
 //! The frame assembly ([`assemble`]) is shared with VP9: a packet whose `seq`
-//! does not follow the previous one is a loss, the frame it hits is dropped,
-//! and so is every frame after it until a keyframe, as at the start of the
-//! stream. Duplicated sequence numbers are ignored.
+//! does not follow the previous one is a loss and the frame it hits is
+//! dropped; what happens to the frames after it is the loss policy of
+//! [`super::Gate`]. Duplicated sequence numbers are ignored.
 
-use super::{Frame, Packet, Stats};
+use super::{Entropy, Frame, Gate, Packet, Stats};
 
 /// The VP8 payload descriptor of one packet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,10 +103,15 @@ fn unit(payload: &[u8]) -> Unit<'_> {
 }
 
 /// The VP8 payload header: 3 bytes, bit 0 of the first clear on key frames,
-/// which then carry the start code and 4 bytes of dimensions.
+/// which then carry the start code and 4 bytes of dimensions. An inter
+/// frame's header says whether it saves its probabilities for the frames
+/// after it ([`refreshes_entropy`]).
 fn classify(_independent: bool, data: &[u8]) -> Kind {
     match data.first() {
-        Some(b) if b & 1 == 1 && data.len() >= 3 => Kind::Delta,
+        Some(b) if b & 1 == 1 && data.len() >= 3 => match refreshes_entropy(&data[3..]) {
+            Some(saves) => Kind::Delta(Entropy::Carried { saves }),
+            None => Kind::Malformed,
+        },
         Some(b)
             if b & 1 == 0
                 && data.len() >= 10
@@ -116,6 +121,119 @@ fn classify(_independent: bool, data: &[u8]) -> Kind {
         }
         _ => Kind::Malformed,
     }
+}
+
+/// The boolean entropy decoder of RFC 6386 §7, enough to read the frame
+/// header's flags and literals (`L(n)` are `n` bits at probability 128).
+struct BoolDecoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+    value: u32,
+    range: u32,
+    bit_count: u32,
+}
+
+impl<'a> BoolDecoder<'a> {
+    /// `None` when the data is too short to start decoding.
+    fn new(data: &'a [u8]) -> Option<Self> {
+        let (a, b) = (*data.first()?, *data.get(1)?);
+        Some(BoolDecoder {
+            data,
+            pos: 2,
+            value: u32::from(a) << 8 | u32::from(b),
+            range: 255,
+            bit_count: 0,
+        })
+    }
+
+    /// One bool at probability 128; `None` past the end of the data.
+    fn bit(&mut self) -> Option<bool> {
+        let split = 1 + (((self.range - 1) * 128) >> 8);
+        let big_split = split << 8;
+        let bit = if self.value >= big_split {
+            self.range -= split;
+            self.value -= big_split;
+            true
+        } else {
+            self.range = split;
+            false
+        };
+        while self.range < 128 {
+            self.value <<= 1;
+            self.range <<= 1;
+            self.bit_count += 1;
+            if self.bit_count == 8 {
+                self.bit_count = 0;
+                self.value |= u32::from(*self.data.get(self.pos)?);
+                self.pos += 1;
+            }
+        }
+        Some(bit)
+    }
+
+    fn literal(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0, |v, _| Some(v << 1 | u32::from(self.bit()?)))
+    }
+
+    /// A flag, and when it is set `n` bits of value and a sign bit.
+    fn optional_signed(&mut self, n: u32) -> Option<()> {
+        if self.bit()? {
+            self.literal(n + 1)?;
+        }
+        Some(())
+    }
+}
+
+/// Reads an inter frame's header (RFC 6386 §9.2-9.7, §19.2: segmentation,
+/// loop filter, partitions, quantizers, reference updates) up to
+/// `refresh_entropy_probs`: whether the probabilities this frame updates
+/// are kept for the frames after it. `first_partition` is the frame after
+/// its 3-byte tag; `None` when it ends before the flag.
+fn refreshes_entropy(first_partition: &[u8]) -> Option<bool> {
+    let mut d = BoolDecoder::new(first_partition)?;
+    if d.bit()? {
+        // segmentation_enabled
+        let update_map = d.bit()?;
+        if d.bit()? {
+            // update_segment_feature_data: mode, 4 quantizers, 4 filter levels
+            d.bit()?;
+            for _ in 0..4 {
+                d.optional_signed(7)?;
+            }
+            for _ in 0..4 {
+                d.optional_signed(6)?;
+            }
+        }
+        if update_map {
+            for _ in 0..3 {
+                if d.bit()? {
+                    d.literal(8)?;
+                }
+            }
+        }
+    }
+    d.literal(1 + 6 + 3)?; // filter_type, loop_filter_level, sharpness_level
+    if d.bit()? && d.bit()? {
+        // loop_filter_adj_enable, mode_ref_lf_delta_update: 4 + 4 deltas
+        for _ in 0..8 {
+            d.optional_signed(6)?;
+        }
+    }
+    d.literal(2)?; // log2_nbr_of_dct_partitions
+    d.literal(7)?; // y_ac_qi
+    for _ in 0..5 {
+        d.optional_signed(4)?;
+    }
+    let refresh_golden = d.bit()?;
+    let refresh_alternate = d.bit()?;
+    if !refresh_golden {
+        d.literal(2)?; // copy_buffer_to_golden
+    }
+    if !refresh_alternate {
+        d.literal(2)?; // copy_buffer_to_alternate
+    }
+    d.literal(2)?; // sign_bias_golden, sign_bias_alternate
+    d.bit()
 }
 
 /// What a codec's descriptor parser makes of one packet, for [`assemble`].
@@ -141,7 +259,8 @@ pub(super) enum Unit<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Key,
-    Delta,
+    /// A frame that needs earlier ones, and what its entropy decoding needs.
+    Delta(Entropy),
     /// Not a frame the decoder could use: dropped as incomplete.
     Malformed,
 }
@@ -169,7 +288,7 @@ pub(super) fn assemble(
     let mut out = Assembler {
         frames: Vec::new(),
         stats: Stats::default(),
-        waiting: true,
+        gate: Gate::default(),
         classify,
     };
     let mut current: Option<Assembly> = None;
@@ -180,7 +299,7 @@ pub(super) fn assemble(
             if let Some(c) = current.as_mut() {
                 c.ok = false;
             }
-            out.waiting = true;
+            out.gate.lost();
         }
         let parsed = if p.payload.is_empty() {
             Unit::Skip
@@ -223,8 +342,7 @@ pub(super) fn assemble(
 struct Assembler<C> {
     frames: Vec<Frame>,
     stats: Stats,
-    /// Dropping complete frames until a keyframe.
-    waiting: bool,
+    gate: Gate,
     classify: C,
 }
 
@@ -237,20 +355,18 @@ impl<C: Fn(bool, &[u8]) -> Kind> Assembler<C> {
         } else {
             Kind::Malformed
         };
-        match kind {
-            Kind::Malformed => {
-                self.stats.incomplete += 1;
-                self.waiting = true;
-                return;
-            }
-            Kind::Delta if self.waiting => {
-                self.stats.waiting_for_keyframe += 1;
-                return;
-            }
-            Kind::Key => self.waiting = false,
-            Kind::Delta => {}
+        if kind == Kind::Malformed {
+            self.stats.incomplete += 1;
+            self.gate.lost();
+            return;
         }
-        self.stats.frames += 1;
+        let entropy = match kind {
+            Kind::Delta(e) => e,
+            _ => Entropy::Resets,
+        };
+        if !self.gate.admit(kind == Kind::Key, entropy, &mut self.stats) {
+            return;
+        }
         self.frames.push(Frame {
             ts: a.ts,
             keyframe: kind == Kind::Key,
@@ -281,7 +397,61 @@ pub(crate) mod tests {
             .map(|i| seed.wrapping_mul(7).wrapping_add(i as u8))
             .collect();
         f[0] = 0x11;
+        // A frame header of zeros: no segmentation, no updates, and
+        // refresh_entropy_probs 0 (as error-resilient encoders write).
+        let header = 3..len.min(10);
+        f[header].fill(0);
         f
+    }
+
+    /// As [`delta`], saving its probabilities (refresh_entropy_probs 1).
+    fn saving_delta(len: usize, seed: u8) -> Vec<u8> {
+        let zeros = delta(len, seed);
+        // Every other field 0: the flag is one bit of the header; find it.
+        (3..10)
+            .flat_map(|at| (0..8).map(move |bit| (at, 0x80u8 >> bit)))
+            .map(|(at, v)| {
+                let mut f = zeros.clone();
+                f[at] = v;
+                f
+            })
+            .find(|f| refreshes_entropy(&f[3..]) == Some(true))
+            .expect("a header that saves its probabilities")
+    }
+
+    #[test]
+    fn the_header_says_whether_probabilities_are_saved() {
+        assert_eq!(refreshes_entropy(&delta(40, 1)[3..]), Some(false));
+        assert_eq!(refreshes_entropy(&saving_delta(40, 1)[3..]), Some(true));
+        assert_eq!(refreshes_entropy(&[0, 0]), None);
+        assert_eq!(refreshes_entropy(&[]), None);
+    }
+
+    #[test]
+    fn after_a_loss_frames_on_saved_probabilities_wait_for_a_keyframe() {
+        // An encoder that saves probabilities on every frame: after the
+        // lost frame 2, frames 3 and 4 would decode as garbage.
+        let frames = vec![
+            key(40, 1),
+            saving_delta(40, 2),
+            saving_delta(40, 3),
+            saving_delta(40, 4),
+            saving_delta(40, 5),
+            key(40, 6),
+            saving_delta(40, 7),
+        ];
+        let mut p = packets(&frames, 1200);
+        p.remove(2);
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 1, 5, 6]));
+        assert_eq!(
+            stats,
+            Stats {
+                frames: 4,
+                stale_contexts: 2,
+                ..Stats::default()
+            }
+        );
     }
 
     use crate::media::testkit::Rng;
@@ -394,7 +564,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn lost_middle_packet_drops_until_keyframe() {
+    fn lost_middle_packet_drops_only_its_frame() {
         let frames = gop();
         let mut p = packets(&frames, 100);
         // Frame 1 (260 bytes) spans packets 5, 6, 7 (450 bytes of key frame take 5).
@@ -402,13 +572,14 @@ pub(crate) mod tests {
         assert!(p[7].marker && !p[6].marker);
         p.remove(6);
         let (out, stats) = depacketize(&p);
-        assert_eq!(out, expected(&frames, &[0, 4, 5, 6]));
+        // Frames 2 and 3 are complete: kept, and counted as after a loss.
+        assert_eq!(out, expected(&frames, &[0, 2, 3, 4, 5, 6]));
         assert_eq!(
             stats,
             Stats {
-                frames: 4,
+                frames: 6,
                 incomplete: 1,
-                waiting_for_keyframe: 2,
+                after_loss: 2,
                 ..Stats::default()
             }
         );
@@ -422,15 +593,16 @@ pub(crate) mod tests {
         let mut p = base.clone();
         p.remove(5);
         let (out, stats) = depacketize(&p);
-        assert_eq!(out, expected(&frames, &[0, 4, 5, 6]));
-        assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 2));
+        assert_eq!(out, expected(&frames, &[0, 2, 3, 4, 5, 6]));
+        assert_eq!((stats.incomplete, stats.after_loss), (1, 2));
         // Last (marker) packet of frame 1.
         let mut p = base.clone();
         p.remove(7);
         let (out, stats) = depacketize(&p);
-        assert_eq!(out, expected(&frames, &[0, 4, 5, 6]));
-        assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 2));
-        // The last packet of the key frame: everything waits for frame 4.
+        assert_eq!(out, expected(&frames, &[0, 2, 3, 4, 5, 6]));
+        assert_eq!((stats.incomplete, stats.after_loss), (1, 2));
+        // The last packet of the first key frame: nothing before frame 4 can
+        // decode (the stream has not started).
         let mut p = base;
         p.remove(4);
         let (out, stats) = depacketize(&p);
@@ -439,18 +611,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_whole_lost_frame_still_waits() {
+    fn a_whole_lost_frame_drops_only_itself() {
         let frames = vec![key(40, 1), delta(40, 2), delta(40, 3), key(40, 4)];
         let mut p = packets(&frames, 1200);
         p.remove(1); // frame 1 in a single packet, gone
         let (out, stats) = depacketize(&p);
-        assert_eq!(out, expected(&frames, &[0, 3]));
+        assert_eq!(out, expected(&frames, &[0, 2, 3]));
         assert_eq!(
             stats,
             Stats {
-                frames: 2,
-                incomplete: 0,
-                waiting_for_keyframe: 1,
+                frames: 3,
+                after_loss: 1,
                 ..Stats::default()
             }
         );
@@ -500,8 +671,8 @@ pub(crate) mod tests {
         let i = p.iter().position(|x| x.ts == 93_000).unwrap() + 1;
         p[i].payload = vec![0x80];
         let (out, stats) = depacketize(&p);
-        assert_eq!(out, expected(&frames, &[0, 3]));
-        assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 1));
+        assert_eq!(out, expected(&frames, &[0, 2, 3]));
+        assert_eq!((stats.incomplete, stats.after_loss), (1, 1));
     }
 
     #[test]
@@ -511,13 +682,13 @@ pub(crate) mod tests {
         let frames = vec![key(40, 0), bad, delta(40, 2), key(9, 3), key(40, 4)];
         let (out, stats) = depacketize(&packets(&frames, 1200));
         // The 9-byte "key frame" is too short to be one.
-        assert_eq!(out, expected(&frames, &[0, 4]));
+        assert_eq!(out, expected(&frames, &[0, 2, 4]));
         assert_eq!(
             stats,
             Stats {
-                frames: 2,
+                frames: 3,
                 incomplete: 2,
-                waiting_for_keyframe: 1,
+                after_loss: 1,
                 ..Stats::default()
             }
         );

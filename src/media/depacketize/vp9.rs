@@ -15,6 +15,7 @@
 //! follow the shared rules of [`super::vp8`].
 
 use super::vp8::{assemble, Kind, Unit};
+use super::Entropy;
 use super::{Frame, Packet, Stats};
 
 /// The layer indices of a packet (`L` set).
@@ -173,7 +174,9 @@ fn scalability(c: &mut Cursor<'_>) -> Option<Scalability> {
 /// documentation.
 pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
     assemble(packets, unit, |independent, data| match header_kind(data) {
-        Kind::Key if !independent => Kind::Delta,
+        // A key frame the descriptor marks inter-predicted still resets
+        // the probability contexts.
+        Kind::Key if !independent => Kind::Delta(Entropy::Resets),
         k => k,
     })
 }
@@ -212,7 +215,12 @@ impl Bits<'_> {
 /// What the uncompressed header of a VP9 frame says: frame_marker (2 bits,
 /// must be 2), profile low and high bits, a reserved zero bit in profile 3,
 /// show_existing_frame, frame_type (0 = key frame), show_frame,
-/// error_resilient_mode and, on key frames, the sync code `49 83 42`.
+/// error_resilient_mode, then on key frames the sync code `49 83 42`, on
+/// other frames intra_only (when not shown) and reset_frame_context (when
+/// not error-resilient), which say whether the frame's probabilities come
+/// from a saved context ([`Entropy`]; whether a frame saves its own,
+/// `refresh_frame_context`, comes much later in the header and is presumed
+/// for every frame that is not error-resilient).
 pub(crate) fn header_kind(data: &[u8]) -> Kind {
     fn read(data: &[u8]) -> Option<Kind> {
         let mut b = Bits {
@@ -228,13 +236,25 @@ pub(crate) fn header_kind(data: &[u8]) -> Kind {
             return None;
         }
         if b.read(1)? == 1 {
-            return Some(Kind::Delta); // show_existing_frame
+            // show_existing_frame: shows a saved picture, decodes nothing.
+            return Some(Kind::Delta(Entropy::Own));
         }
-        if b.read(1)? == 1 {
-            return Some(Kind::Delta); // frame_type: non-key
+        let key = b.read(1)? == 0;
+        let show_frame = b.read(1)? == 1;
+        let error_resilient = b.read(1)? == 1;
+        if key {
+            return (b.read(24)? == 0x49_83_42).then_some(Kind::Key);
         }
-        b.read(2)?; // show_frame, error_resilient_mode
-        (b.read(24)? == 0x49_83_42).then_some(Kind::Key)
+        if error_resilient {
+            return Some(Kind::Delta(Entropy::Resets));
+        }
+        let intra_only = !show_frame && b.read(1)? == 1;
+        let reset_frame_context = b.read(2)?;
+        Some(Kind::Delta(if intra_only && reset_frame_context == 3 {
+            Entropy::Resets
+        } else {
+            Entropy::Carried { saves: true }
+        }))
     }
     read(data).unwrap_or(Kind::Malformed)
 }
@@ -253,12 +273,20 @@ pub(crate) mod tests {
         f
     }
 
-    /// A fake VP9 inter frame of `len` (≥ 1) bytes.
+    /// A fake error-resilient VP9 inter frame of `len` (≥ 1) bytes.
     pub(crate) fn delta(len: usize, seed: u8) -> Vec<u8> {
         let mut f: Vec<u8> = (0..len)
             .map(|i| seed.wrapping_mul(7).wrapping_add(i as u8))
             .collect();
-        f[0] = 0x86; // frame_type 1, show_frame 1
+        f[0] = 0x87; // frame_type 1, show_frame 1, error_resilient_mode 1
+        f
+    }
+
+    /// A fake VP9 inter frame of `len` (≥ 2) bytes whose probabilities
+    /// come from a saved context (not error-resilient).
+    fn chained(len: usize, seed: u8) -> Vec<u8> {
+        let mut f = delta(len, seed);
+        f[0] = 0x86;
         f
     }
 
@@ -281,24 +309,41 @@ pub(crate) mod tests {
     #[test]
     fn header_kinds() {
         assert_eq!(header_kind(&key(4, 0)), Kind::Key);
-        assert_eq!(header_kind(&delta(1, 0)), Kind::Delta);
+        assert_eq!(header_kind(&delta(1, 0)), Kind::Delta(Entropy::Resets));
+        assert_eq!(
+            header_kind(&chained(2, 0)),
+            Kind::Delta(Entropy::Carried { saves: true })
+        );
+        assert_eq!(header_kind(&[0x86]), Kind::Malformed); // reset_frame_context cut
         assert_eq!(header_kind(&[]), Kind::Malformed);
         assert_eq!(header_kind(&[0x42, 0x49, 0x83, 0x42]), Kind::Malformed); // frame_marker 01
         assert_eq!(header_kind(&[0x82, 0x49, 0x83]), Kind::Malformed); // sync code cut
         assert_eq!(header_kind(&[0x82, 0x49, 0x83, 0x43]), Kind::Malformed); // bad sync code
-        assert_eq!(header_kind(&[0x88]), Kind::Delta); // show_existing_frame
-                                                       // Profile 1 (low bit set): same positions.
+        assert_eq!(header_kind(&[0x88]), Kind::Delta(Entropy::Own)); // show_existing_frame
+                                                                     // Profile 1 (low bit set): same positions.
         assert_eq!(header_kind(&[0xa2, 0x49, 0x83, 0x42]), Kind::Key);
         // Profile 2 (high bit set).
         assert_eq!(header_kind(&[0x92, 0x49, 0x83, 0x42]), Kind::Key);
-        assert_eq!(header_kind(&[0x96]), Kind::Delta);
+        assert_eq!(
+            header_kind(&[0x96, 0]),
+            Kind::Delta(Entropy::Carried { saves: true })
+        );
         // Profile 3: reserved zero, then everything one bit later, and the
         // sync code starts at bit 9.
         // 10 1 1 0 0 0 1 | 0 then 0x498342 shifted right by one bit.
         assert_eq!(header_kind(&[0xb1, 0x24, 0xc1, 0xa1, 0x00]), Kind::Key);
-        assert_eq!(header_kind(&[0xb2]), Kind::Delta); // frame_type 1
-        assert_eq!(header_kind(&[0xb4]), Kind::Delta); // show_existing_frame
-                                                       // Reserved bit set.
+        // frame_type 1, not shown: intra_only and reset_frame_context follow.
+        assert_eq!(
+            header_kind(&[0xb2, 0x00]),
+            Kind::Delta(Entropy::Carried { saves: true })
+        );
+        assert_eq!(header_kind(&[0xb2, 0xe0]), Kind::Delta(Entropy::Resets));
+        assert_eq!(
+            header_kind(&[0xb2, 0x60]),
+            Kind::Delta(Entropy::Carried { saves: true })
+        ); // not intra-only
+        assert_eq!(header_kind(&[0xb4]), Kind::Delta(Entropy::Own)); // show_existing_frame
+                                                                     // Reserved bit set.
         assert_eq!(header_kind(&[0xb8]), Kind::Malformed);
         // The same bits without the reserved one do not line up.
         assert_eq!(
@@ -446,20 +491,49 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn lost_middle_packet_drops_until_keyframe() {
+    fn lost_middle_packet_drops_only_its_frame() {
         let frames = gop();
         let mut p = packets(&frames, 100);
         // Key frame: 450 / 97 → 5 packets; frame 1: 3 packets (5, 6, 7).
         assert_eq!(p[5].ts, p[7].ts);
         p.remove(6);
         let (out, stats) = depacketize(&p);
-        assert_eq!(out, expected(&frames, &[0, 4, 5, 6]));
+        assert_eq!(out, expected(&frames, &[0, 2, 3, 4, 5, 6]));
         assert_eq!(
             stats,
             Stats {
-                frames: 4,
+                frames: 6,
                 incomplete: 1,
-                waiting_for_keyframe: 2,
+                after_loss: 2,
+                ..Stats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_loss_frames_on_stale_probabilities_wait_for_a_reset() {
+        // Key, chained, chained (lost), chained, error-resilient, chained,
+        // key, chained.
+        let frames = vec![
+            key(40, 1),
+            chained(40, 2),
+            chained(40, 3),
+            chained(40, 4),
+            delta(40, 5),
+            chained(40, 6),
+            key(40, 7),
+            chained(40, 8),
+        ];
+        let mut p = packets(&frames, 1200);
+        p.remove(2);
+        let (out, stats) = depacketize(&p);
+        assert_eq!(out, expected(&frames, &[0, 1, 4, 5, 6, 7]));
+        assert_eq!(
+            stats,
+            Stats {
+                frames: 6,
+                after_loss: 2,
+                stale_contexts: 1,
                 ..Stats::default()
             }
         );
@@ -526,11 +600,15 @@ pub(crate) mod tests {
                 ..Stats::default()
             }
         );
-        // Losing an upper-layer packet is still a loss.
+        // Losing an upper-layer packet is a loss, but the base layer of
+        // that picture and the next picture are whole: all three are kept.
         p.remove(3);
         let (out, stats) = depacketize(&p);
-        assert_eq!(out.len(), 2);
-        assert_eq!(stats.waiting_for_keyframe, 1);
+        assert_eq!(
+            out.iter().map(|f| f.data.clone()).collect::<Vec<_>>(),
+            base.to_vec()
+        );
+        assert_eq!((stats.after_loss, stats.waiting_for_keyframe), (1, 0));
     }
 
     #[test]

@@ -30,12 +30,23 @@ pub struct Party {
 /// The stream's frames, depacketized and wrapped in IVF (times from its
 /// first frame), and that frame's timestamp; `None` when no frame decodes.
 pub(crate) fn ivf_of(stream: &Stream) -> Result<Option<(Vec<u8>, u64)>, String> {
-    let (frames, fourcc) = match stream.header.codec.as_str() {
-        "vp8" => (vp8::depacketize(&stream.packets).0, b"VP80"),
-        "vp9" => (vp9::depacketize(&stream.packets).0, b"VP90"),
-        "h264" => (h264::depacketize(&stream.packets).0, b"H264"),
+    let ((frames, stats), fourcc) = match stream.header.codec.as_str() {
+        "vp8" => (vp8::depacketize(&stream.packets), b"VP80"),
+        "vp9" => (vp9::depacketize(&stream.packets), b"VP90"),
+        "h264" => (h264::depacketize(&stream.packets), b"H264"),
         other => return Err(format!("video codec {other:?} is not supported yet")),
     };
+    if stats.incomplete + stats.stale_contexts + stats.waiting_for_keyframe > 0 {
+        tracing::debug!(
+            codec = %stream.header.codec,
+            kept = stats.frames,
+            with_a_hole = stats.incomplete,
+            kept_after_a_loss = stats.after_loss,
+            on_stale_probabilities = stats.stale_contexts,
+            before_the_first_keyframe = stats.waiting_for_keyframe,
+            "video frames lost in the recording"
+        );
+    }
     let Some(first) = frames.first().map(|f| f.ts) else {
         return Ok(None);
     };

@@ -112,7 +112,7 @@ fn three_byte_start_codes_and_trailing_zeros() {
 }
 
 #[test]
-fn lost_fu_a_middle_drops_until_next_idr() {
+fn lost_fu_a_middle_drops_only_its_access_unit() {
     let aus = gop();
     let mut packets = packets_for(&aus, 200);
     // The third access unit's first slice spans 8 fragments; lose one in the middle.
@@ -132,13 +132,16 @@ fn lost_fu_a_middle_drops_until_next_idr() {
         vec![
             aus[0].clone(),
             aus[1].clone(),
+            aus[3].clone(),
+            aus[4].clone(),
             aus[5].clone(),
             aus[6].clone()
         ]
     );
     assert_eq!(stats.incomplete, 1);
-    assert_eq!(stats.waiting_for_keyframe, 2);
-    assert_eq!(stats.frames, 4);
+    assert_eq!(stats.after_loss, 2);
+    assert_eq!(stats.waiting_for_keyframe, 0);
+    assert_eq!(stats.frames, 6);
 }
 
 #[test]
@@ -407,11 +410,11 @@ fn whole_lost_frames_and_gaps_between_frames() {
         (idx, stats)
     };
     // Lose the whole fourth access unit (one packet): nothing is
-    // incomplete, but the P-frames after it wait for the IDR.
+    // incomplete, and the P-frame after it is kept.
     let lost: Vec<Packet> = packets.iter().filter(|p| p.ts != 99_000).cloned().collect();
     let (idx, stats) = frames_of(&lost);
-    assert_eq!(idx, [0, 1, 2, 5, 6]);
-    assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (0, 1));
+    assert_eq!(idx, [0, 1, 2, 4, 5, 6]);
+    assert_eq!((stats.incomplete, stats.after_loss), (0, 1));
     // Lose the last packet (with the marker) of the third: it is
     // incomplete although what remains of it looks whole.
     let at = packets.iter().rposition(|p| p.ts == 96_000).unwrap();
@@ -419,15 +422,15 @@ fn whole_lost_frames_and_gaps_between_frames() {
     lost.remove(at);
     assert!(!lost[at - 1].marker);
     let (idx, stats) = frames_of(&lost);
-    assert_eq!(idx, [0, 1, 5, 6]);
-    assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 2));
+    assert_eq!(idx, [0, 1, 3, 4, 5, 6]);
+    assert_eq!((stats.incomplete, stats.after_loss), (1, 2));
     // Lose the first packet of the third: its second slice does not start a picture.
     let at = packets.iter().position(|p| p.ts == 96_000).unwrap();
     let mut lost = packets.clone();
     lost.remove(at);
     let (idx, stats) = frames_of(&lost);
-    assert_eq!(idx, [0, 1, 5, 6]);
-    assert_eq!((stats.incomplete, stats.waiting_for_keyframe), (1, 2));
+    assert_eq!(idx, [0, 1, 3, 4, 5, 6]);
+    assert_eq!((stats.incomplete, stats.after_loss), (1, 2));
     // Lose the whole P-frame before the second IDR: the IDR is kept.
     let lost: Vec<Packet> = packets
         .iter()
