@@ -323,9 +323,10 @@ async fn read_index(target: &Target, key: &str) -> Result<Option<SessionIndex>, 
 }
 
 /// The indexed `info.json`: the gateway's fields plus what ingest learned.
-/// Remuxes and stores each party's WebM (cheap: no video re-encoding) so its
-/// exact size can go into the index. A party whose WebM cannot be made is
-/// logged and left out: the RAW recording is what must not be lost.
+/// Remuxes and stores each party's file (WebM, or MP4 for H.264; cheap: no
+/// video re-encoding) so its exact size can go into the index. A party whose
+/// file cannot be made is logged and left out: the RAW recording is what
+/// must not be lost.
 async fn store_webms(
     target: &Target,
     files: &std::path::Path,
@@ -335,9 +336,9 @@ async fn store_webms(
     for party in ["agent", "user"] {
         let read = |kind: &str| tokio::fs::read(files.join(format!("{party}-{kind}.mjr")));
         let (video, audio) = (read("video").await.ok(), read("audio").await.ok());
-        let name = format!("{party}.webm");
         match crate::media::render::webm::party(video, audio).await {
-            Ok(Some(bytes)) => {
+            Ok(Some(file)) => {
+                let (name, bytes) = (format!("{party}.{}", file.ext), file.bytes);
                 let mut sums = Summer::default();
                 sums.update(&bytes);
                 let n = sums.finish();
@@ -350,12 +351,12 @@ async fn store_webms(
                     // Made before (a retried archive): the same RAW gives the same bytes.
                     Ok(()) | Err(StoreError::AlreadyExists(_)) => out.push((name, n)),
                     Err(e) => {
-                        warn!(%key, error = %e, "WebM not stored; the session is archived without it")
+                        warn!(%key, error = %e, "party file not stored; the session is archived without it")
                     }
                 }
             }
             Ok(None) => {}
-            Err(e) => warn!(party, error = %e, "WebM not made; the session is archived without it"),
+            Err(e) => warn!(party, error = %e, "party file not made; the session is archived without it"),
         }
     }
     out

@@ -114,7 +114,7 @@ impl Producer for MediaProducer {
             .get(name)
             .ok_or_else(|| VfsError::NotFound(name.to_string()))?;
         if spec.stored {
-            // Made at archive time (WebM); only storage can serve it.
+            // Made at archive time (party files); only storage can serve it.
             return Err(VfsError::Producer(format!(
                 "{name} is missing from storage"
             )));

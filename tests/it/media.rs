@@ -1046,11 +1046,24 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(work.path().join("part.mp4")).unwrap(), full);
 
-    // Per-party WebM, made at archive time: the agent's VP8 with its PCMU
-    // encoded to Opus; the user's H.264 cannot be remuxed into WebM, so
-    // their WebM carries Opus audio only.
-    for (party, want) in [("agent", "vp8\nopus\n"), ("user", "opus\n")] {
-        let name = format!("{party}.webm");
+    // Per-party files, made at archive time: the agent's VP8 with its PCMU
+    // encoded to Opus in a WebM; the user's H.264 (which WebM cannot carry)
+    // with its Opus in an MP4. Both seekable: a duration equal to the
+    // party's span (4 s of each stream, ± one video frame), a WebM with Cues,
+    // an MP4 with its index first, and a seek to the middle that decodes.
+    let tree = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("ls -1 {session}\n"),
+        work.path(),
+    );
+    assert!(!text(&tree).contains("user.webm"), "{}", text(&tree));
+    for (party, ext, want) in [
+        ("agent", "webm", "vp8\nopus\n"),
+        ("user", "mp4", "h264\nopus\n"),
+    ] {
+        let name = format!("{party}.{ext}");
         let listed = listed_size(&server, work.path(), session, &name);
         let out = sftp_batch(
             server.port,
@@ -1067,8 +1080,28 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
             &["-show_entries", "stream=codec_name", "-of", "csv=p=0"],
         );
         assert_eq!(codecs, want, "{name}");
-        let (_, errors) = decode(&file);
+        let (frames, errors) = decode(&file);
         assert!(errors.is_empty(), "{name}: {errors}");
+        assert!(frames >= 59, "{name}: {frames} video frames decode");
+        let duration = decoded_seconds(&file);
+        assert!(
+            (duration - 4.0).abs() <= 1.0 / 15.0 + 0.001,
+            "{name}: duration {duration} s"
+        );
+        let bytes = std::fs::read(&file).unwrap();
+        if ext == "webm" {
+            let cues = [0x1c, 0x53, 0xbb, 0x6b];
+            assert!(bytes.windows(4).any(|w| w == cues), "{name}: no Cues");
+        } else {
+            let moov = bytes.windows(4).position(|w| w == b"moov");
+            let mdat = bytes.windows(4).position(|w| w == b"mdat");
+            assert!(moov < mdat, "{name}: the index is not first");
+        }
+        let seek = run(Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-ss", "2", "-i"])
+            .arg(&file)
+            .args(["-f", "null", "-"]));
+        assert!(seek.status.success() && seek.stderr.is_empty(), "{name}: seek: {}", String::from_utf8_lossy(&seek.stderr));
     }
 }
 

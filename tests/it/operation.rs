@@ -120,7 +120,8 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
         .and_then(|l| l.split_whitespace().nth(4))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no MP3 in {listing}"));
-    for name in ["demo-call-0003.mp4", "agent.webm", "user.webm"] {
+    // The demo's user has H.264 video: their own file is an MP4.
+    for name in ["demo-call-0003.mp4", "agent.webm", "user.mp4"] {
         assert!(listing.contains(name), "{listing}");
     }
     let mp3 = std::fs::metadata(work.path().join("c.mp3")).unwrap().len();

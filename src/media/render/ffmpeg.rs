@@ -306,6 +306,12 @@ impl PipeDir {
     pub fn audio(&self) -> std::path::PathBuf {
         self.0.join("audio")
     }
+
+    /// A regular file in the same private folder (removed with it), for an
+    /// output the muxer must be able to seek in.
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
 }
 
 impl Drop for PipeDir {

@@ -1,10 +1,14 @@
-//! One party's WebM: its VP8/VP9 video and Opus audio remuxed without
-//! re-encoding (G.711 audio is encoded to Opus), with the two streams
-//! aligned by their MJR first-frame times. Made once at archive time, so the
-//! listed size is the stored file's; `-fflags +bitexact` keeps the bytes the
-//! same for the same RAW (no random segment UID).
+//! One party's own file: its video and Opus audio remuxed without
+//! re-encoding (G.711 and G.722 audio are encoded to Opus), with the two
+//! streams aligned by their MJR first-frame times. VP8/VP9 (or audio alone)
+//! go into a WebM, H.264 into an MP4 (Opus in MP4), since WebM cannot carry
+//! H.264. Made once at archive time, so the listed size is the stored
+//! file's; the muxer writes to a file it can seek in, so the WebM has its
+//! Duration and Cues and the MP4 its index first (`faststart`): players
+//! show the length and seek at once. `-fflags +bitexact` keeps the bytes the
+//! same for the same RAW (no random segment UID, no encoder tag).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::audio::ogg_opus;
 use super::ffmpeg::{self, Ffmpeg, PipeDir};
@@ -21,18 +25,25 @@ struct Input {
     encode_opus: bool,
 }
 
-fn video_input(mjr: &[u8]) -> Result<Option<Input>, String> {
+/// A party's file: its extension (`webm` or `mp4`) and bytes.
+#[derive(Debug)]
+pub struct PartyFile {
+    pub ext: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+/// The party's video as an input, and whether it is H.264.
+fn video_input(mjr: &[u8]) -> Result<Option<(Input, bool)>, String> {
     let s = read_stream(mjr).map_err(|e| e.to_string())?;
-    // H.264 cannot go into WebM without re-encoding; such a party's WebM
-    // carries its audio only.
-    if !matches!(s.header.codec.as_str(), "vp8" | "vp9") {
-        return Ok(None);
-    }
-    Ok(ivf_of(&s)?.map(|(bytes, first)| Input {
-        start_us: s.wall_us(first, 0),
-        bytes,
-        format: &["-f", "ivf"],
-        encode_opus: false,
+    let h264 = s.header.codec == "h264";
+    Ok(ivf_of(&s)?.map(|(bytes, first)| {
+        let input = Input {
+            start_us: s.wall_us(first, 0),
+            bytes,
+            format: &["-f", "ivf"],
+            encode_opus: false,
+        };
+        (input, h264)
     }))
 }
 
@@ -74,19 +85,26 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
     }
 }
 
-/// The party's WebM, or `None` when it has neither VP8/VP9 video nor audio.
-/// The recordings are parsed on a blocking thread.
+/// The party's file, or `None` when it has neither video nor audio. The
+/// recordings are parsed on a blocking thread.
 pub async fn party(
     video: Option<Vec<u8>>,
     audio: Option<Vec<u8>>,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<PartyFile>, String> {
     let (v, a) = tokio::task::spawn_blocking(move || {
         let v = video.as_deref().map(video_input).transpose()?.flatten();
         let a = audio.as_deref().map(audio_input).transpose()?.flatten();
         Ok::<_, String>((v, a))
     })
     .await
-    .map_err(|e| format!("WebM input parser: {e}"))??;
+    .map_err(|e| format!("party file input parser: {e}"))??;
+    let h264 = v.as_ref().is_some_and(|(_, h264)| *h264);
+    let v = v.map(|(i, _)| i);
+    let (ext, muxer): (&'static str, &[&str]) = if h264 {
+        ("mp4", &["-movflags", "+faststart", "-f", "mp4"])
+    } else {
+        ("webm", &["-f", "webm"])
+    };
     let encode_opus = a.as_ref().is_some_and(|i| i.encode_opus);
     let inputs: Vec<(Input, &str)> = [(v, "v"), (a, "a")]
         .into_iter()
@@ -97,6 +115,7 @@ pub async fn party(
     };
     let pipes = PipeDir::new().await?;
     let paths = [pipes.video(), pipes.audio()];
+    let output = pipes.file(&format!("party.{ext}"));
     let offsets: Vec<String> = inputs
         .iter()
         .map(|(i, _)| format!("{:.6}", (i.start_us - t0) as f64 / 1e6))
@@ -128,14 +147,12 @@ pub async fn party(
                 "+bitexact",
                 "-flags:a",
                 "+bitexact",
-                "-f",
-                "webm",
-                "pipe:1",
             ])
+            .chain(muxer)
             .map(std::ffi::OsStr::new),
     );
-    let mut enc = Ffmpeg::spawn(args)?;
-    let mut stdout = enc.stdout.take().ok_or("ffmpeg has no stdout")?;
+    args.push(output.as_os_str());
+    let enc = Ffmpeg::spawn(args)?;
     let feeds = inputs
         .into_iter()
         .zip(&paths)
@@ -146,13 +163,11 @@ pub async fn party(
             let _ = f.flush().await;
             Ok::<(), String>(())
         });
-    let mut out = Vec::new();
-    let (fed, read) = tokio::join!(
-        futures::future::try_join_all(feeds),
-        stdout.read_to_end(&mut out)
-    );
+    let fed = futures::future::try_join_all(feeds).await;
     enc.finish().await?;
     fed?;
-    read.map_err(|e| e.to_string())?;
-    Ok(Some(out))
+    let bytes = tokio::fs::read(&output)
+        .await
+        .map_err(|e| format!("{}: {e}", output.display()))?;
+    Ok(Some(PartyFile { ext, bytes }))
 }
