@@ -1014,6 +1014,17 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
         "flash at frame {flash}: {yavg:?}"
     );
 
+    // Every video frame on the 15 fps grid (±1 ms), the first at 0.
+    let pts = probe(
+        &mp4,
+        &["-select_streams", "v", "-show_entries", "packet=pts_time", "-of", "csv=p=0"],
+    );
+    let pts: Vec<f64> = pts.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(pts.len(), 90, "6 s at 15 fps");
+    for (k, t) in pts.iter().enumerate() {
+        assert!((t - k as f64 / 15.0).abs() <= 0.001, "frame {k} at {t} s");
+    }
+
     // The agent's beep: the first loud sample of the decoded mix.
     let pcm = run(Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])

@@ -298,6 +298,12 @@ pub async fn render_mp4(
             "aac",
             "-b:a",
             &abr,
+            // The AAC priming makes the audio start at -1024 samples; the
+            // muxer's default shift for that moved every video frame but the
+            // first 21.3 ms off the frame grid. Unshifted, video keeps its
+            // own timeline (the mix is started early instead, below).
+            "-avoid_negative_ts",
+            "disabled",
             "-movflags",
             "frag_keyframe+empty_moov+default_base_moof",
             "-f",
