@@ -145,7 +145,13 @@ impl Archiver {
             .await?;
         let size = archive.size;
         let webm = store_webms(&target, &files, &keys).await;
-        let index = build_index(v, &st, &keys, archive, &webm, target.mp4_video_bps)?;
+        let recipe = crate::media::producer::Mp4Recipe {
+            video_bps: target.mp4_video_bps,
+            encoder: crate::media::render::ffmpeg::encoder_build()
+                .await
+                .to_string(),
+        };
+        let index = build_index(v, &st, &keys, archive, &webm, &recipe)?;
         match target
             .store
             .put(
@@ -356,7 +362,9 @@ async fn store_webms(
                 }
             }
             Ok(None) => {}
-            Err(e) => warn!(party, error = %e, "party file not made; the session is archived without it"),
+            Err(e) => {
+                warn!(party, error = %e, "party file not made; the session is archived without it")
+            }
         }
     }
     out
@@ -368,7 +376,7 @@ fn build_index(
     keys: &SessionKeys,
     archive: Digest,
     webm: &[(String, Digest)],
-    mp4_video_bps: u64,
+    mp4: &crate::media::producer::Mp4Recipe,
 ) -> Result<SessionIndex, String> {
     let mut index = SessionIndex::from_gateway(v.info.original)?;
     let r = &mut index.recvault;
@@ -376,8 +384,7 @@ fn build_index(
     r.objects.insert(keys.archive_name(), archive);
     r.raw_files = st.files.clone();
     r.streams = v.streams;
-    let reserved =
-        crate::media::producer::reserve(keys.id(), v.info.started, v.info.ended, mp4_video_bps);
+    let reserved = crate::media::producer::reserve(keys.id(), v.info.started, v.info.ended, mp4);
     r.derived.extend(reserved);
     for (name, d) in webm {
         let stored = Derived {

@@ -237,6 +237,11 @@ pub struct Derived {
     /// MP4: the video cap the reservation was computed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_bps: Option<u64>,
+    /// MP4: the encoder build of the node that archived the session
+    /// (`ffmpeg …; x264 core …`): a node with another build logs it, since
+    /// its bytes may differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
     /// Made at archive time and stored in `derived/` (WebM): never rendered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stored: bool,

@@ -54,14 +54,24 @@ impl MediaProducer {
     }
 }
 
+/// How a session's MP4 is rendered, recorded at archive time.
+#[derive(Debug, Clone)]
+pub struct Mp4Recipe {
+    /// The tenant's video cap (bits/s).
+    pub video_bps: u64,
+    /// The encoder build (see [`render::ffmpeg::encoder_build`]).
+    pub encoder: String,
+}
+
 /// The rendered entries of the index's `recvault.derived` for a call from
 /// `started` to `ended`: each one's reserved size and what its render needs.
 pub fn reserve(
     id: &str,
     started: chrono::DateTime<chrono::Utc>,
     ended: chrono::DateTime<chrono::Utc>,
-    video_bps: u64,
+    mp4: &Mp4Recipe,
 ) -> [(String, Derived); 2] {
+    let video_bps = mp4.video_bps;
     let ms = (ended - started).num_milliseconds().max(0) as u64;
     let samples = audio::samples_for_ms(ms);
     [
@@ -79,6 +89,7 @@ pub fn reserve(
                 size: render::mp4_size(ms, video_bps),
                 duration_ms: Some(ms),
                 video_bps: Some(video_bps),
+                encoder: Some(mp4.encoder.clone()),
                 ..Derived::default()
             },
         ),
@@ -152,6 +163,7 @@ impl Producer for MediaProducer {
                         tar_key: s.keys.archive(),
                         start_us: s.index.started().map_or(0, |t| t.timestamp_micros()),
                         what,
+                        encoder: spec.encoder.clone(),
                         pool: self.pool.clone(),
                         timeout: self.timeout,
                     };
@@ -215,6 +227,8 @@ struct Job {
     tar_key: String,
     start_us: i64,
     what: What,
+    /// The encoder build recorded at archive time (MP4).
+    encoder: Option<String>,
     pool: Arc<Semaphore>,
     timeout: std::time::Duration,
 }
@@ -330,6 +344,17 @@ impl Job {
             .acquire()
             .await
             .map_err(|_| "render pool closed".to_string())?;
+        if let Some(recorded) = &self.encoder {
+            let here = render::ffmpeg::encoder_build().await;
+            if recorded != here {
+                warn!(
+                    path = %self.path,
+                    recorded = %recorded,
+                    here = %here,
+                    "this node's encoder build differs from the one the session was archived with: its MP4 may differ in bytes from another node's render"
+                );
+            }
+        }
         info!(key = %self.key, "render started");
         let began = std::time::Instant::now();
         let video = matches!(self.what, What::Mp4 { .. });

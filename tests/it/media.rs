@@ -1017,7 +1017,14 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     // Every video frame on the 15 fps grid (±1 ms), the first at 0.
     let pts = probe(
         &mp4,
-        &["-select_streams", "v", "-show_entries", "packet=pts_time", "-of", "csv=p=0"],
+        &[
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ],
     );
     let pts: Vec<f64> = pts.lines().map(|l| l.trim().parse().unwrap()).collect();
     assert_eq!(pts.len(), 90, "6 s at 15 fps");
@@ -1112,7 +1119,11 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
             .args(["-hide_banner", "-v", "error", "-ss", "2", "-i"])
             .arg(&file)
             .args(["-f", "null", "-"]));
-        assert!(seek.status.success() && seek.stderr.is_empty(), "{name}: seek: {}", String::from_utf8_lossy(&seek.stderr));
+        assert!(
+            seek.status.success() && seek.stderr.is_empty(),
+            "{name}: seek: {}",
+            String::from_utf8_lossy(&seek.stderr)
+        );
     }
 }
 
@@ -1451,5 +1462,81 @@ async fn rclone_hashsum_and_check_use_stored_hashes_and_unknown_ones_delete_noth
     assert_eq!(
         std::fs::read(dest.join("h-old/h-old.tar.gz")).unwrap(),
         old_raw
+    );
+}
+
+/// Reads `session`'s MP4 over SFTP from `server`.
+fn get_mp4(server: &crate::harness::Server, cwd: &Path, session: &str, id: &str) -> Vec<u8> {
+    use crate::harness::*;
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("get {session}/{id}.mp4 got.mp4\n"),
+        cwd,
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    std::fs::read(cwd.join("got.mp4")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mp4_renders_to_the_same_bytes_in_another_process_and_a_different_encoder_build_is_logged(
+) {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-encoder");
+    let config = media_config(&prefix);
+    let work = tempfile::tempdir().unwrap();
+    let id = "call-enc";
+    let session = "/2026/11/23/call-enc";
+    let keys =
+        recvault::layout::SessionKeys::new(&format!("{prefix}acme/"), "2026", "11", "23", id);
+    let store = s3().store().await;
+    let name = format!("{id}.mp4");
+    let forget_render = || async {
+        for key in [keys.derived(&name), keys.sums(&name), keys.lease(&name)] {
+            let _ = store.delete(&key).await;
+        }
+    };
+
+    // The archiving node records its encoder build in the reservation.
+    let first = Server::start(&config);
+    let dir = mp4_session(work.path(), id);
+    push_session(&first, &dir);
+    let index = recvault::store::read_all(store.as_ref(), &keys.index(), 1 << 20)
+        .await
+        .unwrap();
+    let index = recvault::layout::index::SessionIndex::parse(&index).unwrap();
+    let encoder = index.recvault.derived[&name]
+        .encoder
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        encoder.starts_with("ffmpeg ") && encoder.contains("; x264 core "),
+        "{encoder}"
+    );
+    let rendered = get_mp4(&first, work.path(), session, id);
+    drop(first);
+
+    // The render is lost (say, the derived files were cleaned) and another
+    // process renders it again: the same bytes. Its index says another
+    // build archived it, which the log says.
+    let mut other = index.clone();
+    other.recvault.derived.get_mut(&name).unwrap().encoder =
+        Some("ffmpeg 4.4.0; x264 core 163 r3060".into());
+    store
+        .put(&keys.index(), other.to_bytes().into(), Default::default())
+        .await
+        .unwrap();
+    forget_render().await;
+    let second = Server::start(&config);
+    let again = get_mp4(&second, work.path(), session, id);
+    assert!(
+        again == rendered,
+        "a render in another process gave other bytes"
+    );
+    let log = second.log();
+    assert!(
+        log.contains("encoder build differs") && log.contains("x264 core 163 r3060"),
+        "{log}"
     );
 }

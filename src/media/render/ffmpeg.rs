@@ -379,3 +379,72 @@ mod tests {
         assert!(resident_bytes(std::process::id()).unwrap() > 0);
     }
 }
+
+/// This node's encoder build, `ffmpeg <version>; x264 core <n> r<rev>`
+/// (what a session's MP4 bytes depend on besides its RAW and recipe),
+/// asked of ffmpeg once; `unknown (why)` when it cannot say.
+pub async fn encoder_build() -> &'static str {
+    static BUILD: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    BUILD
+        .get_or_init(|| async {
+            probe_build()
+                .await
+                .unwrap_or_else(|e| format!("unknown ({e})"))
+        })
+        .await
+}
+
+async fn probe_build() -> Result<String, String> {
+    async fn run(args: &[&str]) -> Result<Vec<u8>, String> {
+        let out = tokio::process::Command::new("ffmpeg")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(std::time::Duration::from_secs(20), out).await {
+            Ok(Ok(o)) if o.status.success() => Ok(o.stdout),
+            Ok(Ok(o)) => Err(format!("ffmpeg exited with {}", o.status)),
+            Ok(Err(e)) => Err(format!("cannot start ffmpeg: {e}")),
+            Err(_) => Err("ffmpeg did not answer in 20 s".into()),
+        }
+    }
+    let version = run(&["-hide_banner", "-version"]).await?;
+    let version = String::from_utf8_lossy(&version);
+    let ffmpeg = version
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .ok_or("no version in `ffmpeg -version`")?
+        .to_string();
+    // x264 names itself in the SEI of every stream it writes.
+    let h264 = run(&[
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=s=16x16:r=10:d=0.1",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "libx264",
+        "-f",
+        "h264",
+        "pipe:1",
+    ])
+    .await?;
+    let sei = String::from_utf8_lossy(&h264);
+    let core = sei
+        .split("x264 - core ")
+        .nth(1)
+        .map(|rest| {
+            rest.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .ok_or("libx264 wrote no version")?;
+    Ok(format!("ffmpeg {ffmpeg}; x264 core {core}"))
+}

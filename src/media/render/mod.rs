@@ -280,6 +280,12 @@ pub async fn render_mp4(
             "libx264",
             "-preset",
             "veryfast",
+            // One thread: the same RAW must give the same bytes on every
+            // node and every render (a resumed download splices two
+            // renders). x264 with VBV (which the reserved size needs) is
+            // not deterministic with more: 4 runs on 2 threads gave 4
+            // different streams, with frame or sliced threads, with or
+            // without the lookahead; 1 thread gives one.
             "-threads",
             "1",
             "-g",
