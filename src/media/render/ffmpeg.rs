@@ -337,49 +337,6 @@ pub async fn open_pipe(path: &std::path::Path) -> Result<tokio::fs::File, String
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_ffmpeg_over_its_memory_limit_is_stopped_with_a_clear_error() {
-        // A generator that would run for an hour; 1 MiB is less than ffmpeg needs to start.
-        let mut f = Ffmpeg::spawn_limited(
-            [
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1280x720:duration=3600",
-                "-f",
-                "null",
-                "-",
-            ],
-            1 << 20,
-        )
-        .unwrap();
-        let mut out = f.stdout.take().unwrap();
-        let e = f.finish().await.unwrap_err();
-        assert!(e.contains("more than 1 MiB of memory"), "{e}");
-        let mut rest = Vec::new();
-        let _ = out.read_to_end(&mut rest).await;
-    }
-
-    #[tokio::test]
-    async fn ffmpeg_within_its_limit_ends_normally() {
-        let f = Ffmpeg::spawn_limited(
-            ["-f", "lavfi", "-i", "sine=duration=0.1", "-f", "null", "-"],
-            1 << 30,
-        )
-        .unwrap();
-        f.finish().await.unwrap();
-    }
-
-    #[test]
-    fn this_process_has_a_resident_size() {
-        assert!(resident_bytes(std::process::id()).unwrap() > 0);
-    }
-}
-
 /// This node's encoder build, `ffmpeg <version>; x264 core <n> r<rev>`
 /// (what a session's MP4 bytes depend on besides its RAW and recipe),
 /// asked of ffmpeg once; `unknown (why)` when it cannot say.
@@ -447,4 +404,47 @@ async fn probe_build() -> Result<String, String> {
         })
         .ok_or("libx264 wrote no version")?;
     Ok(format!("ffmpeg {ffmpeg}; x264 core {core}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_ffmpeg_over_its_memory_limit_is_stopped_with_a_clear_error() {
+        // A generator that would run for an hour; 1 MiB is less than ffmpeg needs to start.
+        let mut f = Ffmpeg::spawn_limited(
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:duration=3600",
+                "-f",
+                "null",
+                "-",
+            ],
+            1 << 20,
+        )
+        .unwrap();
+        let mut out = f.stdout.take().unwrap();
+        let e = f.finish().await.unwrap_err();
+        assert!(e.contains("more than 1 MiB of memory"), "{e}");
+        let mut rest = Vec::new();
+        let _ = out.read_to_end(&mut rest).await;
+    }
+
+    #[tokio::test]
+    async fn ffmpeg_within_its_limit_ends_normally() {
+        let f = Ffmpeg::spawn_limited(
+            ["-f", "lavfi", "-i", "sine=duration=0.1", "-f", "null", "-"],
+            1 << 30,
+        )
+        .unwrap();
+        f.finish().await.unwrap();
+    }
+
+    #[test]
+    fn this_process_has_a_resident_size() {
+        assert!(resident_bytes(std::process::id()).unwrap() > 0);
+    }
 }
