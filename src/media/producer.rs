@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use super::lease;
 use super::render::{self, audio};
@@ -396,7 +396,8 @@ impl Job {
                     render::render_mp4(parties, agent, user, ms, video_bps, tx).await
                 }
             }
-        };
+        }
+        .instrument(tracing::info_span!("render", key = %self.key));
         // Produced bytes go to the spill file for readers and, in parts,
         // to the upload. Nobody reading for a while (a seek reopens a reader
         // at once, so allow a grace period): stop; ffmpeg is killed with its

@@ -174,12 +174,17 @@ impl Server {
 
     /// Starts in `dir` (its spool, host key and audit log) with a whole configuration.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Server {
+        Self::start_logging(dir, config, "info")
+    }
+
+    /// [`Server::start_in`] with a log filter (`RUST_LOG`) of its own.
+    pub fn start_logging(dir: tempfile::TempDir, config: &str, filter: &str) -> Server {
         let path = write_config(dir.path(), config);
         let mut child = recvault_command()
             .arg("serve")
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

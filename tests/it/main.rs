@@ -10,6 +10,7 @@ mod ingest;
 mod listing;
 mod media;
 mod operation;
+mod progressive;
 mod protocol;
 mod rawftp;
 mod rawsftp;

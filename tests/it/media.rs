@@ -660,10 +660,10 @@ fn write_session(dir: &Path, id: &str, ended_at: &str, files: [(&str, Vec<u8>); 
     .unwrap();
 }
 
-const PW: &str = "media-Passw0rd-1";
+pub(crate) const PW: &str = "media-Passw0rd-1";
 
 /// Tenant acme with ingest token TOKEN and user qa (key "qa", password PW).
-fn media_config(prefix: &str) -> String {
+pub(crate) fn media_config(prefix: &str) -> String {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let hash = HASH.get_or_init(|| recvault::password::hash(PW).unwrap());
     format!(
@@ -673,7 +673,7 @@ fn media_config(prefix: &str) -> String {
     )
 }
 
-fn push_session(server: &crate::harness::Server, dir: &Path) {
+pub(crate) fn push_session(server: &crate::harness::Server, dir: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_recvault"))
         .arg("push")
         .arg(dir)

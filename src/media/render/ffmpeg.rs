@@ -183,6 +183,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
     out: &mpsc::Sender<Bytes>,
     limit: u64,
     what: &str,
+    mut sent: impl FnMut(&[u8]),
 ) -> Result<u64, String> {
     let mut n = 0u64;
     let mut chunk = vec![0u8; 256 * 1024];
@@ -201,6 +202,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
         out.send(Bytes::copy_from_slice(&chunk[..k]))
             .await
             .map_err(|_| "no reader".to_string())?;
+        sent(&chunk[..k]);
     }
 }
 

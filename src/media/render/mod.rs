@@ -146,7 +146,7 @@ pub async fn render_mp3(
     let n = if split < 2 * overlap {
         let (mut enc, feed) = mp3_encoder(parties, 0, samples)?;
         let mut stdout = enc.stdout.take().ok_or("ffmpeg has no stdout")?;
-        let pump = ffmpeg::pump(&mut stdout, &out, want - tag_len, "MP3");
+        let pump = ffmpeg::pump(&mut stdout, &out, want - tag_len, "MP3", |_| {});
         let n = match tokio::try_join!(feed, pump) {
             Ok(((), n)) => n,
             Err(e) => return Err(ffmpeg::explain(e, [enc]).await),
@@ -226,6 +226,74 @@ pub fn mp4_size(ms: u64, video_bps: u64) -> u64 {
 
 /// Samples of priming the AAC encoder puts before the first input sample.
 const AAC_PRIMING: i64 = 1024;
+
+/// Follows the top-level boxes of a fragmented MP4 as its bytes are handed
+/// on, and logs (at debug, target `recvault::media::render`) each fragment
+/// once its `mdat` has been handed to the readers' file: how far a render
+/// has come, in the server's own words (the progressive-read test orders
+/// these events against what a client has received).
+#[derive(Default)]
+struct Fragments {
+    /// Bytes seen.
+    at: u64,
+    /// Where the next top-level box starts.
+    next_box: u64,
+    /// The first bytes of a box header split across chunks.
+    header: Vec<u8>,
+    /// The box being passed is an `mdat`.
+    in_mdat: bool,
+    done: u64,
+}
+
+impl Fragments {
+    fn sent(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.at < self.next_box {
+                let skip = ((self.next_box - self.at) as usize).min(b.len());
+                self.at += skip as u64;
+                b = &b[skip..];
+                self.box_ended();
+                continue;
+            }
+            let take = (8 - self.header.len()).min(b.len());
+            self.header.extend_from_slice(&b[..take]);
+            self.at += take as u64;
+            b = &b[take..];
+            if self.header.len() == 8 {
+                let size = u32::from_be_bytes([
+                    self.header[0],
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                ]);
+                self.in_mdat = &self.header[4..8] == b"mdat";
+                // A box is at least its header; 0 and 1 (to the end, 64-bit
+                // sizes) are not written by ffmpeg's fragmented muxer here:
+                // stop following rather than guess.
+                self.next_box = match size {
+                    8.. => self.at - 8 + u64::from(size),
+                    _ => u64::MAX,
+                };
+                self.header.clear();
+                self.box_ended();
+            }
+        }
+    }
+
+    /// Logs a fragment when the `mdat` being passed has just ended.
+    fn box_ended(&mut self) {
+        if self.at == self.next_box && self.in_mdat {
+            self.in_mdat = false;
+            tracing::debug!(
+                target: "recvault::media::render",
+                fragment = self.done,
+                end = self.at,
+                "MP4 fragment written"
+            );
+            self.done += 1;
+        }
+    }
+}
 
 /// A `free` box of exactly `n` (>= 8) bytes.
 fn free_box(n: u64) -> Vec<u8> {
@@ -339,7 +407,8 @@ pub async fn render_mp4(
     };
     // 8 bytes stay free for the padding box's header.
     let want = mp4_size(ms, video_bps);
-    let pump = ffmpeg::pump(&mut stdout, &out, want - 8, "MP4");
+    let mut fragments = Fragments::default();
+    let pump = ffmpeg::pump(&mut stdout, &out, want - 8, "MP4", |b| fragments.sent(b));
     let n = match tokio::try_join!(feed_video, feed_audio, pump) {
         Ok(((), (), n)) => n,
         Err(e) => return Err(ffmpeg::explain(e, [enc]).await),
@@ -354,6 +423,32 @@ pub async fn render_mp4(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragments_are_counted_at_the_end_of_each_mdat_whatever_the_chunking() {
+        let boxed = |kind: &[u8; 4], body: usize| {
+            let mut b = ((body + 8) as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(kind);
+            b.resize(body + 8, 7);
+            b
+        };
+        let mut file = Vec::new();
+        file.extend(boxed(b"ftyp", 16));
+        file.extend(boxed(b"moov", 300));
+        for n in 0..5 {
+            file.extend(boxed(b"moof", 50 + n));
+            file.extend(boxed(b"mdat", 1000 * n));
+        }
+        for chunk in [1, 3, 7, 8, 9, 1000, 100_000] {
+            let mut f = Fragments::default();
+            file.chunks(chunk).for_each(|c| f.sent(c));
+            assert_eq!((f.done, f.at), (5, file.len() as u64), "chunks of {chunk}");
+        }
+        // Half-way through the last mdat: four fragments.
+        let mut f = Fragments::default();
+        f.sent(&file[..file.len() - 100]);
+        assert_eq!(f.done, 4);
+    }
 
     #[test]
     fn the_tag_has_its_fixed_size_and_a_valid_header() {
