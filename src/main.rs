@@ -51,6 +51,22 @@ enum Command {
         #[arg(long, value_name = "DATE")]
         since: Option<chrono::NaiveDate>,
     },
+    /// Give sessions archived before derived media existed their derived
+    /// entries (reserved MP3/MP4 sizes, per-party files remuxed from the RAW
+    /// archive). Sessions that have them are left alone; resumes an
+    /// interrupted run ([jobs] state_dir). Exit status: 0 done, 2 could not
+    /// finish. Running servers show the new entries once their metadata
+    /// cache expires ([limits] metadata_cache_secs).
+    Backfill {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this tenant (default: every tenant).
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
+        /// Only sessions of calls started on or after this day (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE")]
+        since: Option<chrono::NaiveDate>,
+    },
     /// Print an argon2id hash for a password read from the terminal or stdin (never argv).
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
@@ -211,6 +227,24 @@ fn main() -> Result<()> {
                     std::process::exit(2)
                 }
             }
+        }
+        Command::Backfill {
+            config,
+            tenant,
+            since,
+        } => {
+            let cfg = recvault::config::load(&config)?;
+            init_tracing(cfg.log.format, "warn");
+            let outcome = runtime()?.block_on(recvault::jobs::backfill::run_cli(
+                &cfg,
+                tenant.as_deref(),
+                since,
+            ));
+            if let Err(e) = outcome {
+                eprintln!("recvault backfill: {e}");
+                std::process::exit(2)
+            }
+            Ok(())
         }
         Command::Serve { config } => {
             let cfg = recvault::config::load(&config)?;

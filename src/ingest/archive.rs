@@ -328,48 +328,30 @@ async fn read_index(target: &Target, key: &str) -> Result<Option<SessionIndex>, 
     }
 }
 
-/// The indexed `info.json`: the gateway's fields plus what ingest learned.
 /// Remuxes and stores each party's file (WebM, or MP4 for H.264; cheap: no
-/// video re-encoding) so its exact size can go into the index. A party whose
-/// file cannot be made is logged and left out: the RAW recording is what
-/// must not be lost.
+/// video re-encoding) from the spooled streams, so its exact size can go
+/// into the index.
 async fn store_webms(
     target: &Target,
     files: &std::path::Path,
     keys: &SessionKeys,
 ) -> Vec<(String, Digest)> {
-    let mut out = Vec::new();
-    for party in ["agent", "user"] {
-        let read = |kind: &str| tokio::fs::read(files.join(format!("{party}-{kind}.mjr")));
-        let (video, audio) = (read("video").await.ok(), read("audio").await.ok());
-        match crate::media::render::webm::party(video, audio).await {
-            Ok(Some(file)) => {
-                let (name, bytes) = (format!("{party}.{}", file.ext), file.bytes);
-                let mut sums = Summer::default();
-                sums.update(&bytes);
-                let n = sums.finish();
-                let key = keys.derived(&name);
-                match target
-                    .store
-                    .put(&key, Bytes::from(bytes), PutOptions { if_absent: true })
-                    .await
-                {
-                    // Made before (a retried archive): the same RAW gives the same bytes.
-                    Ok(()) | Err(StoreError::AlreadyExists(_)) => out.push((name, n)),
-                    Err(e) => {
-                        warn!(%key, error = %e, "party file not stored; the session is archived without it")
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                warn!(party, error = %e, "party file not made; the session is archived without it")
+    let mut streams = HashMap::new();
+    for side in ["agent", "user"] {
+        for kind in ["video", "audio"] {
+            let name = format!("{side}-{kind}.mjr");
+            if let Ok(b) = tokio::fs::read(files.join(&name)).await {
+                streams.insert(name, b);
             }
         }
     }
-    out
+    crate::media::render::webm::store_party_files(target.store.as_ref(), keys, |n| {
+        streams.remove(n)
+    })
+    .await
 }
 
+/// The indexed `info.json`: the gateway's fields plus what ingest learned.
 fn build_index(
     v: Validated,
     st: &SessionState,
@@ -387,13 +369,7 @@ fn build_index(
     let reserved = crate::media::producer::reserve(keys.id(), v.info.started, v.info.ended, mp4);
     r.derived.extend(reserved);
     for (name, d) in webm {
-        let stored = Derived {
-            size: d.size,
-            stored: true,
-            hashes: d.hashes(),
-            ..Derived::default()
-        };
-        r.derived.insert(name.clone(), stored);
+        r.derived.insert(name.clone(), Derived::stored(d));
     }
     Ok(index)
 }

@@ -11,6 +11,7 @@
 //! lets one job of a kind run per tenant at a time. On a terminal the
 //! runner shows a progress line; the log gets one every few seconds.
 
+pub mod backfill;
 pub mod verify;
 
 use std::io::{IsTerminal, Write};
@@ -380,3 +381,65 @@ async fn walk(
 
 #[cfg(test)]
 mod tests;
+
+/// Runs `job` over every configured tenant (or the one named) for a
+/// command-line job: opens the storage and the audit trail, runs, and calls
+/// `print` with each tenant's report (and " (resumed after …)" when it
+/// resumed). Returns the number of findings; `Err` when a run could not
+/// finish (its checkpoint is kept: the next run resumes).
+pub async fn run_cli(
+    cfg: &crate::config::Config,
+    tenant: Option<&str>,
+    since: Option<chrono::NaiveDate>,
+    job: &dyn Job,
+    mut print: impl FnMut(&str, &Report, &str),
+) -> Result<usize, String> {
+    let tenants: Vec<_> = cfg
+        .tenants
+        .iter()
+        .filter(|t| tenant.is_none_or(|id| t.id.get_ref() == id))
+        .collect();
+    if let (Some(id), true) = (tenant, tenants.is_empty()) {
+        let known: Vec<&str> = cfg
+            .tenants
+            .iter()
+            .map(|t| t.id.get_ref().as_str())
+            .collect();
+        return Err(format!(
+            "no tenant {id:?} in the configuration (tenants: {})",
+            known.join(", ")
+        ));
+    }
+    let store = crate::store::open(&cfg.storage).await?;
+    let audit = match &cfg.audit.path {
+        Some(p) => {
+            Audit::file(p).map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?
+        }
+        None => Audit::stderr(),
+    };
+    let opts = Options {
+        since,
+        concurrency: cfg.limits.job_concurrency,
+        state_dir: cfg.jobs.state_dir.clone(),
+    };
+    let mut total = 0;
+    for t in tenants {
+        let id = t.id.get_ref();
+        let target = Target {
+            tenant: id.clone(),
+            prefix: t.prefix.get_ref().clone(),
+            store: store.clone(),
+        };
+        let report = run(job, &target, &opts, &audit)
+            .await
+            .map_err(|e| format!("tenant {id:?}: {e}"))?;
+        let resumed = report
+            .resumed_after
+            .as_deref()
+            .map(|a| format!(" (resumed after {})", a.trim_end_matches('/')))
+            .unwrap_or_default();
+        print(id, &report, &resumed);
+        total += report.findings.len();
+    }
+    Ok(total)
+}

@@ -123,58 +123,15 @@ pub async fn run_cli(
     tenant: Option<&str>,
     since: Option<chrono::NaiveDate>,
 ) -> Result<usize, String> {
-    let tenants: Vec<_> = cfg
-        .tenants
-        .iter()
-        .filter(|t| tenant.is_none_or(|id| t.id.get_ref() == id))
-        .collect();
-    if let (Some(id), true) = (tenant, tenants.is_empty()) {
-        let known: Vec<&str> = cfg
-            .tenants
-            .iter()
-            .map(|t| t.id.get_ref().as_str())
-            .collect();
-        return Err(format!(
-            "no tenant {id:?} in the configuration (tenants: {})",
-            known.join(", ")
-        ));
-    }
-    let store = crate::store::open(&cfg.storage).await?;
-    let audit = match &cfg.audit.path {
-        Some(p) => crate::audit::Audit::file(p)
-            .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
-        None => crate::audit::Audit::stderr(),
-    };
-    let opts = super::Options {
-        since,
-        concurrency: cfg.limits.job_concurrency,
-        state_dir: cfg.jobs.state_dir.clone(),
-    };
-    let mut total = 0;
-    for t in tenants {
-        let id = t.id.get_ref();
-        let target = super::Target {
-            tenant: id.clone(),
-            prefix: t.prefix.get_ref().clone(),
-            store: store.clone(),
-        };
-        let report = super::run(&Verify, &target, &opts, &audit)
-            .await
-            .map_err(|e| format!("tenant {id:?}: {e}"))?;
+    super::run_cli(cfg, tenant, since, &Verify, |id, report, resumed| {
         for f in &report.findings {
             println!("MISMATCH {id} {}: {}", f.path, f.what);
         }
-        let resumed = report
-            .resumed_after
-            .as_deref()
-            .map(|a| format!(" (resumed after {})", a.trim_end_matches('/')))
-            .unwrap_or_default();
         println!(
             "verify {id}: {} sessions checked, {} mismatches{resumed}",
             report.sessions,
             report.findings.len()
         );
-        total += report.findings.len();
-    }
-    Ok(total)
+    })
+    .await
 }

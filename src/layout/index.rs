@@ -250,6 +250,18 @@ pub struct Derived {
     pub hashes: Hashes,
 }
 
+impl Derived {
+    /// The entry of a file made at archive time and stored (a party file).
+    pub fn stored(d: &Digest) -> Derived {
+        Derived {
+            size: d.size,
+            stored: true,
+            hashes: d.hashes(),
+            ..Derived::default()
+        }
+    }
+}
+
 /// What a stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1540,3 +1540,153 @@ async fn an_mp4_renders_to_the_same_bytes_in_another_process_and_a_different_enc
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_gives_an_old_session_its_derived_entries_once_and_they_serve_their_listed_sizes()
+{
+    use crate::harness::*;
+    let prefix = unique_prefix("media-backfill");
+    let jobs = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[jobs]\nstate_dir = \"{}\"\n\n{}",
+        jobs.path().display(),
+        media_config(&prefix)
+    );
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    let id = "call-bf";
+    push_session(&server, &mp4_session(work.path(), id));
+    push_session(&server, &media_session(work.path(), "call-new"));
+    let session = format!("/2026/11/23/{id}");
+
+    // Make call-bf look archived before derived media existed: no derived
+    // section, no stored party files.
+    let store = s3().store().await;
+    let keys =
+        recvault::layout::SessionKeys::new(&format!("{prefix}acme/"), "2026", "11", "23", id);
+    let read_index = || async {
+        recvault::store::read_all(store.as_ref(), &keys.index(), 1 << 20)
+            .await
+            .unwrap()
+    };
+    let original = recvault::layout::index::SessionIndex::parse(&read_index().await).unwrap();
+    let mut old = original.clone();
+    for name in old.recvault.derived.keys() {
+        let _ = store.delete(&keys.derived(name)).await;
+    }
+    old.recvault.derived.clear();
+    store
+        .put(&keys.index(), old.to_bytes().into(), Default::default())
+        .await
+        .unwrap();
+    let untouched_other = recvault::store::read_all(
+        store.as_ref(),
+        &recvault::layout::SessionKeys::new(
+            &format!("{prefix}acme/"),
+            "2026",
+            "11",
+            "23",
+            "call-new",
+        )
+        .index(),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+
+    let backfill = || {
+        recvault_command()
+            .arg("backfill")
+            .arg("--config")
+            .arg(server.dir.path().join("recvault.toml"))
+            .args(["--tenant", "acme"])
+            .output()
+            .expect("recvault backfill")
+    };
+    let out = backfill();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "acme {session}: derived entries added: {id}.mp3 ("
+        )),
+        "{stdout}"
+    );
+    for name in [".mp4 (", "agent.webm (", "user.mp4 ("] {
+        assert!(lines[0].contains(name), "{stdout}");
+    }
+    assert_eq!(lines[1], "backfill acme: 2 sessions seen, 1 reported");
+    assert!(
+        server.audit().contains(r#""kind":"backfill""#),
+        "{}",
+        server.audit()
+    );
+
+    // The entries are what ingest writes today: same sizes (the party files
+    // the same bytes), and the other session was not rewritten.
+    let filled = recvault::layout::index::SessionIndex::parse(&read_index().await).unwrap();
+    let sizes = |i: &recvault::layout::index::SessionIndex| -> Vec<(String, u64)> {
+        i.recvault
+            .derived
+            .iter()
+            .map(|(n, d)| (n.clone(), d.size))
+            .collect()
+    };
+    assert_eq!(sizes(&filled), sizes(&original));
+    assert_eq!(
+        filled.recvault.derived["agent.webm"].hashes,
+        original.recvault.derived["agent.webm"].hashes
+    );
+    let other_now = recvault::store::read_all(
+        store.as_ref(),
+        &recvault::layout::SessionKeys::new(
+            &format!("{prefix}acme/"),
+            "2026",
+            "11",
+            "23",
+            "call-new",
+        )
+        .index(),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    assert_eq!(other_now, untouched_other);
+
+    // A server that reads the new index (a fresh one: the first caches the
+    // old for [limits] metadata_cache_secs) serves each entry at its listed
+    // size.
+    let reader = Server::start(&config);
+    for name in [
+        format!("{id}.mp3"),
+        format!("{id}.mp4"),
+        "agent.webm".to_string(),
+        "user.mp4".to_string(),
+    ] {
+        let listed = listed_size(&reader, work.path(), &session, &name);
+        let got = sftp_batch(
+            reader.port,
+            "qa",
+            client_key("qa"),
+            &format!("get {session}/{name} got-{name}\n"),
+            work.path(),
+        );
+        assert!(got.status.success(), "{}", text(&got));
+        let served = std::fs::metadata(work.path().join(format!("got-{name}")))
+            .unwrap()
+            .len();
+        assert_eq!(served, listed, "{name}");
+    }
+
+    // A second run changes nothing.
+    let before = read_index().await;
+    let out = backfill();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "backfill acme: 2 sessions seen, 0 reported\n"
+    );
+    assert_eq!(read_index().await, before);
+}

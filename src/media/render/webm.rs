@@ -87,7 +87,7 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
 
 /// The party's file, or `None` when it has neither video nor audio. The
 /// recordings are parsed on a blocking thread.
-pub async fn party(
+pub async fn party_file(
     video: Option<Vec<u8>>,
     audio: Option<Vec<u8>>,
 ) -> Result<Option<PartyFile>, String> {
@@ -170,4 +170,54 @@ pub async fn party(
         .await
         .map_err(|e| format!("{}: {e}", output.display()))?;
     Ok(Some(PartyFile { ext, bytes }))
+}
+
+/// Makes each party's file from its MJR streams (`mjr` gives a stream by
+/// name: `agent-video.mjr`, …), stores it under the session's `derived/`
+/// (create-only: the same RAW gives the same bytes, so one stored by an
+/// earlier try is kept) and returns its name and digest. A party whose file
+/// cannot be made or stored is logged and left out: the RAW recording is
+/// what must not be lost, and a session without the file is still whole.
+pub async fn store_party_files(
+    store: &dyn crate::store::ObjectStore,
+    keys: &crate::layout::SessionKeys,
+    mut mjr: impl FnMut(&str) -> Option<Vec<u8>>,
+) -> Vec<(String, crate::layout::index::Digest)> {
+    use crate::store::{PutOptions, StoreError};
+    let mut out = Vec::new();
+    for party in ["agent", "user"] {
+        let (video, audio) = (
+            mjr(&format!("{party}-video.mjr")),
+            mjr(&format!("{party}-audio.mjr")),
+        );
+        match party_file(video, audio).await {
+            Ok(Some(file)) => {
+                let name = format!("{party}.{}", file.ext);
+                let mut sums = crate::layout::index::Summer::default();
+                sums.update(&file.bytes);
+                let digest = sums.finish();
+                let key = keys.derived(&name);
+                let put = store
+                    .put(
+                        &key,
+                        bytes::Bytes::from(file.bytes),
+                        PutOptions { if_absent: true },
+                    )
+                    .await;
+                match put {
+                    Ok(()) | Err(StoreError::AlreadyExists(_)) => out.push((name, digest)),
+                    Err(e) => tracing::warn!(
+                        %key, error = %e,
+                        "party file not stored; the session is archived without it"
+                    ),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                party, error = %e,
+                "party file not made; the session is archived without it"
+            ),
+        }
+    }
+    out
 }
