@@ -74,9 +74,11 @@ impl Job for Backfill {
                     .to_string(),
             };
             for (name, d) in crate::media::producer::reserve(&id, started, ended, &recipe) {
-                if !index.recvault.derived.contains_key(&name) {
-                    added.push(format!("{name} ({} bytes reserved)", d.size));
-                    index.recvault.derived.insert(name, d);
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    index.recvault.derived.entry(name)
+                {
+                    added.push(format!("{} ({} bytes reserved)", slot.key(), d.size));
+                    slot.insert(d);
                 }
             }
         }
