@@ -17,7 +17,7 @@
 # Environment (defaults in brackets):
 #   RECVAULT_BIN     recvault binary, relative to the repo root [target/release/recvault]
 #   BENCH_SECONDS    length of the benchmark call [300]
-#   BENCH_LONG       length of the call for the long time-to-first-byte figure [3600]; 0 skips it
+#   BENCH_LONG       length of the long call (its MP4's first-read curve, its MP3's first byte) [3600]; 0 skips it
 #   BENCH_KEEP_TMP   set to keep the work directory
 set -euo pipefail
 
@@ -62,12 +62,57 @@ fetch() {
         "ftp://127.0.0.1:$FTPS_PORT$1"
 }
 
+# curve URL-PATH OUT SIZE: downloads over FTPS while sampling the bytes
+# received every 0.1 s; prints "t10 t50 t100" (seconds to 10, 50 and 100 %
+# of SIZE) and writes the samples ("seconds bytes") to OUT.curve.
+curve() {
+    local t0 pid size=$3 t10= t50= t100= got t
+    : >"$2.curve"
+    t0=$(now)
+    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" --user "bench:$PASSWORD" -o "$2" \
+        "ftp://127.0.0.1:$FTPS_PORT$1" &
+    pid=$!
+    while :; do
+        got=$(stat -c %s "$2" 2>/dev/null || echo 0)
+        t=$(secs_since "$t0")
+        printf '%s %s\n' "$t" "$got" >>"$2.curve"
+        [[ -z $t10 ]] && ((got * 10 >= size)) && t10=$t
+        [[ -z $t50 ]] && ((got * 2 >= size)) && t50=$t
+        if ((got >= size)); then t100=$t; break; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$pid" || die "download of $1 failed"
+    [[ -n $t100 ]] || t100=$(secs_since "$t0")
+    printf '%s %s %s\n' "${t10:-$t100}" "${t50:-$t100}" "$t100"
+}
+
+# render_ms ID: the render time the server logged for ID's MP4.
+render_ms() {
+    sed -n "s/.*key=[^ ]*\/$1\/derived\/$1\.mp4 bytes=[0-9]* ms=\([0-9]*\) rendered.*/\1/p;s/.*rendered key=[^ ]*\/$1\/derived\/$1\.mp4 bytes=[0-9]* ms=\([0-9]*\).*/\1/p" "$TMP/recvault.log" | tail -n1
+}
+
+# listed_size PATH: the size recvault lists for a file (FTPS SIZE).
+listed_size() {
+    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" --user "bench:$PASSWORD" -I \
+        "ftp://127.0.0.1:$FTPS_PORT$1" | sed -n 's/^Content-Length: \([0-9]*\).*/\1/p' | tr -d '\r'
+}
+
 ID=call-$BENCH_SECONDS
 ingest "$ID" "$BENCH_SECONDS"
 DAY=/2026/11/23/$ID
 
-read -r MP4_TTFB MP4_TOTAL MP4_BYTES < <(fetch "$DAY/$ID.mp4" "$TMP/recvault.mp4")
-log "recvault MP4: first byte ${MP4_TTFB} s, whole ${MP4_TOTAL} s, $MP4_BYTES bytes"
+MP4_SIZE=$(listed_size "$DAY/$ID.mp4")
+[[ -n $MP4_SIZE ]] || die "no size for $DAY/$ID.mp4"
+t0=$(now)
+read -r MP4_T10 MP4_T50 MP4_TOTAL < <(curve "$DAY/$ID.mp4" "$TMP/recvault.mp4" "$MP4_SIZE")
+MP4_BYTES=$(stat -c %s "$TMP/recvault.mp4")
+MP4_RENDER=$(awk -v ms="$(render_ms "$ID")" 'BEGIN {printf "%.2f", ms / 1000}')
+log "recvault MP4: 10 % at ${MP4_T10} s, 50 % at ${MP4_T50} s, whole ${MP4_TOTAL} s, $MP4_BYTES bytes; render ${MP4_RENDER} s"
+PARTY_FILES=$(for n in agent.webm user.mp4 user.webm agent.mp4; do
+    sz=$(listed_size "$DAY/$n" 2>/dev/null || true)
+    [[ -n $sz ]] && printf '%s %s bytes; ' "$n" "$sz"
+done)
 read -r MP3_TTFB MP3_TOTAL MP3_BYTES < <(fetch "$DAY/$ID.mp3" "$TMP/recvault.mp3")
 log "recvault MP3: first byte ${MP3_TTFB} s, whole ${MP3_TOTAL} s, $MP3_BYTES bytes"
 
@@ -127,8 +172,10 @@ log "encoder alone, recvault's content: MP4 ${LIMIT_MP4} s, MP3 ${LIMIT_MP3} s; 
 if ((BENCH_LONG > 0)); then
     LID=call-$BENCH_LONG
     ingest "$LID" "$BENCH_LONG"
-    read -r LONG_MP4_TTFB _ _ < <(fetch "/2026/11/23/$LID/$LID.mp4" "$TMP/out.bin" 0-65535)
-    sleep 20   # let the abandoned render stop (no reader for 15 s)
+    LSIZE=$(listed_size "/2026/11/23/$LID/$LID.mp4")
+    read -r LONG_T10 LONG_T50 LONG_T100 < <(curve "/2026/11/23/$LID/$LID.mp4" "$TMP/long.mp4" "$LSIZE")
+    LONG_RENDER=$(awk -v ms="$(render_ms "$LID")" 'BEGIN {printf "%.2f", ms / 1000}')
+    rm -f "$TMP/long.mp4"
     read -r LONG_MP3_TTFB _ _ < <(fetch "/2026/11/23/$LID/$LID.mp3" "$TMP/out.bin" 0-65535)
 fi
 
@@ -149,7 +196,13 @@ printf '%-44s %10s\n' "    (ffmpeg encoding a generated sine)" "$GEN_MP3"
 printf 'MP3 (a)/(c) = %s (target <= 1.1)   (a)/(b) = %s (target <= 0.9; (b) counts half of the four janus-pp-rec runs)\n' \
     "$(ratio "$MP3_TOTAL" "$LIMIT_MP3")" \
     "$(ratio "$MP3_TOTAL" "$(awk -v a="$JANUS_S" -v b="$SCRIPT_MP3" 'BEGIN {printf "%.2f", a / 2 + b}')")"
-printf 'time to first byte, %d s call: MP4 %s s, MP3 %s s (target <= 3)\n' "$BENCH_SECONDS" "$MP4_TTFB" "$MP3_TTFB"
+printf 'first read of the MP4 (bytes over time, samples in recvault.mp4.curve): 10 %% at %s s, 50 %% at %s s, 100 %% at %s s; render %s s\n' \
+    "$MP4_T10" "$MP4_T50" "$MP4_TOTAL" "$MP4_RENDER"
+printf 'time to 50 %% / render time = %s (target <= 0.6)\n' "$(ratio "$MP4_T50" "$MP4_RENDER")"
+printf 'per-party files: %s\n' "${PARTY_FILES:-none}"
+printf 'time to first byte, %d s call: MP3 %s s (target <= 3)\n' "$BENCH_SECONDS" "$MP3_TTFB"
 if ((BENCH_LONG > 0)); then
-    printf 'time to first byte, %d s call: MP4 %s s, MP3 %s s (target <= 3)\n' "$BENCH_LONG" "$LONG_MP4_TTFB" "$LONG_MP3_TTFB"
+    printf 'first read of the %d s call'"'"'s MP4: 10 %% at %s s, 50 %% at %s s, 100 %% at %s s; render %s s; 50 %% / render = %s (target <= 0.6)\n' \
+        "$BENCH_LONG" "$LONG_T10" "$LONG_T50" "$LONG_T100" "$LONG_RENDER" "$(ratio "$LONG_T50" "$LONG_RENDER")"
+    printf 'time to first byte, %d s call: MP3 %s s (target <= 3)\n' "$BENCH_LONG" "$LONG_MP3_TTFB"
 fi
