@@ -87,9 +87,10 @@ curve() {
     printf '%s %s %s\n' "${t10:-$t100}" "${t50:-$t100}" "$t100"
 }
 
-# render_ms ID: the render time the server logged for ID's MP4.
+# render_ms ID: how long ID's MP4 render took, from the audit trail.
 render_ms() {
-    sed -n "s/.*key=[^ ]*\/$1\/derived\/$1\.mp4 bytes=[0-9]* ms=\([0-9]*\) rendered.*/\1/p;s/.*rendered key=[^ ]*\/$1\/derived\/$1\.mp4 bytes=[0-9]* ms=\([0-9]*\).*/\1/p" "$TMP/recvault.log" | tail -n1
+    grep -a "\"path\":\"/2026/11/23/$1/$1.mp4\"" "$TMP/audit.log" | grep -a '"event":"render"' |
+        sed -n 's/.*"duration_ms":\([0-9]*\).*/\1/p' | tail -n1
 }
 
 # listed_size PATH: the size recvault lists for a file (FTPS SIZE).
@@ -111,7 +112,7 @@ MP4_RENDER=$(awk -v ms="$(render_ms "$ID")" 'BEGIN {printf "%.2f", ms / 1000}')
 log "recvault MP4: 10 % at ${MP4_T10} s, 50 % at ${MP4_T50} s, whole ${MP4_TOTAL} s, $MP4_BYTES bytes; render ${MP4_RENDER} s"
 PARTY_FILES=$(for n in agent.webm user.mp4 user.webm agent.mp4; do
     sz=$(listed_size "$DAY/$n" 2>/dev/null || true)
-    [[ -n $sz ]] && printf '%s %s bytes; ' "$n" "$sz"
+    if [[ -n $sz ]]; then printf '%s %s bytes; ' "$n" "$sz"; fi
 done)
 read -r MP3_TTFB MP3_TOTAL MP3_BYTES < <(fetch "$DAY/$ID.mp3" "$TMP/recvault.mp3")
 log "recvault MP3: first byte ${MP3_TTFB} s, whole ${MP3_TOTAL} s, $MP3_BYTES bytes"

@@ -69,6 +69,12 @@ pub struct Limits {
     pub render_timeout_secs: u64,
     /// Resident memory (MiB) one ffmpeg process may use before it is stopped.
     pub render_memory_mib: u64,
+    /// Seconds one storage operation may take, the SDK's retries included,
+    /// before it fails as a transient error (a client gets "try again").
+    pub storage_timeout_secs: u64,
+    /// Seconds a body being read from storage may send nothing before the
+    /// read fails (never a short success).
+    pub storage_stall_secs: u64,
 }
 
 impl Default for Limits {
@@ -104,6 +110,8 @@ impl Default for Limits {
             render_concurrency: 2,
             render_timeout_secs: 3600,
             render_memory_mib: 1024,
+            storage_timeout_secs: 30,
+            storage_stall_secs: 30,
         }
     }
 }
@@ -111,7 +119,9 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 18] = [
+        let nonzero: [(&str, u64); 20] = [
+            ("storage_timeout_secs", self.storage_timeout_secs),
+            ("storage_stall_secs", self.storage_stall_secs),
             ("render_timeout_secs", self.render_timeout_secs),
             ("render_memory_mib", self.render_memory_mib),
             ("render_concurrency", self.render_concurrency as u64),

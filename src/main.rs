@@ -15,6 +15,41 @@ struct Cli {
     command: Command,
 }
 
+/// What every job over the sessions takes.
+#[derive(clap::Args)]
+struct JobArgs {
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// Only this tenant (default: every tenant).
+    #[arg(long, value_name = "ID")]
+    tenant: Option<String>,
+    /// Only sessions of calls started on or after this day (YYYY-MM-DD, UTC).
+    #[arg(long, value_name = "DATE")]
+    since: Option<chrono::NaiveDate>,
+}
+
+/// Runs a job command; exits 2 when it could not finish, 1 when `verify`
+/// found mismatches.
+fn run_job(args: JobArgs, name: &str) -> Result<()> {
+    let cfg = recvault::config::load(&args.config)?;
+    init_tracing(cfg.log.format, "warn");
+    let (tenant, since) = (args.tenant.as_deref(), args.since);
+    let outcome = runtime()?.block_on(async {
+        match name {
+            "verify" => recvault::jobs::verify::run_cli(&cfg, tenant, since).await,
+            _ => recvault::jobs::backfill::run_cli(&cfg, tenant, since).await,
+        }
+    });
+    match outcome {
+        Ok(n) if n > 0 && name == "verify" => std::process::exit(1),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!("recvault {name}: {e}");
+            std::process::exit(2)
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server with a configuration file (see config/recvault.example.toml).
@@ -41,32 +76,14 @@ enum Command {
     /// SHA-256 against the session index; report every mismatch. Resumes an
     /// interrupted run ([jobs] state_dir). Exit status: 0 all match, 1
     /// mismatches found (listed on stdout), 2 the check could not finish.
-    Verify {
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Only this tenant (default: every tenant).
-        #[arg(long, value_name = "ID")]
-        tenant: Option<String>,
-        /// Only sessions of calls started on or after this day (YYYY-MM-DD, UTC).
-        #[arg(long, value_name = "DATE")]
-        since: Option<chrono::NaiveDate>,
-    },
+    Verify(JobArgs),
     /// Give sessions archived before derived media existed their derived
     /// entries (reserved MP3/MP4 sizes, per-party files remuxed from the RAW
     /// archive). Sessions that have them are left alone; resumes an
     /// interrupted run ([jobs] state_dir). Exit status: 0 done, 2 could not
     /// finish. Running servers show the new entries once their metadata
     /// cache expires ([limits] metadata_cache_secs).
-    Backfill {
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Only this tenant (default: every tenant).
-        #[arg(long, value_name = "ID")]
-        tenant: Option<String>,
-        /// Only sessions of calls started on or after this day (YYYY-MM-DD, UTC).
-        #[arg(long, value_name = "DATE")]
-        since: Option<chrono::NaiveDate>,
-    },
+    Backfill(JobArgs),
     /// Print an argon2id hash for a password read from the terminal or stdin (never argv).
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
@@ -207,45 +224,8 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Command::Verify {
-            config,
-            tenant,
-            since,
-        } => {
-            let cfg = recvault::config::load(&config)?;
-            init_tracing(cfg.log.format, "warn");
-            let outcome = runtime()?.block_on(recvault::jobs::verify::run_cli(
-                &cfg,
-                tenant.as_deref(),
-                since,
-            ));
-            match outcome {
-                Ok(0) => Ok(()),
-                Ok(_) => std::process::exit(1),
-                Err(e) => {
-                    eprintln!("recvault verify: {e}");
-                    std::process::exit(2)
-                }
-            }
-        }
-        Command::Backfill {
-            config,
-            tenant,
-            since,
-        } => {
-            let cfg = recvault::config::load(&config)?;
-            init_tracing(cfg.log.format, "warn");
-            let outcome = runtime()?.block_on(recvault::jobs::backfill::run_cli(
-                &cfg,
-                tenant.as_deref(),
-                since,
-            ));
-            if let Err(e) = outcome {
-                eprintln!("recvault backfill: {e}");
-                std::process::exit(2)
-            }
-            Ok(())
-        }
+        Command::Verify(args) => run_job(args, "verify"),
+        Command::Backfill(args) => run_job(args, "backfill"),
         Command::Serve { config } => {
             let cfg = recvault::config::load(&config)?;
             init_tracing(cfg.log.format, &cfg.log.level);

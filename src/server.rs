@@ -60,9 +60,11 @@ pub async fn serve(
     config_path: Option<PathBuf>,
     on_ready: Option<OnReady>,
 ) -> Result<(), String> {
-    let store = crate::store::open(&cfg.storage).await?;
+    let store = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
-    probe_storage(&tenants).await;
+    // In the background: storage that does not answer must not keep the
+    // listeners from binding (its errors are logged; requests fail clearly).
+    tokio::spawn(probe_storage(tenants.clone()));
     let users = Users::from_config(&cfg, &tenants)?;
     if users.is_empty() {
         warn!("no users are configured: nobody can log in");
@@ -245,7 +247,7 @@ type FtpsRunning = (
 /// One listing per tenant at start, so that wrong credentials, a missing
 /// bucket or an unreachable endpoint show in the log at once, not at the
 /// first login. Not fatal: storage may come back while we run.
-async fn probe_storage(tenants: &HashMap<String, Arc<Tenant>>) {
+async fn probe_storage(tenants: HashMap<String, Arc<Tenant>>) {
     for t in tenants.values() {
         if let Err(e) = t.check_storage().await {
             error!(tenant = %t.id, error = %e, "storage check failed: listings and downloads will fail until storage answers");

@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod s3;
+pub mod timeout;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -131,16 +132,26 @@ pub async fn read_all(store: &dyn ObjectStore, key: &str, max: u64) -> Result<By
     Ok(buf.freeze())
 }
 
-/// Opens the store the configuration names.
-pub async fn open(cfg: &crate::config::StorageConfig) -> Result<SharedStore, String> {
+/// Opens the store the configuration names, every wait on it bounded by
+/// `limits` ([`timeout::Timeouts`]).
+pub async fn open(
+    cfg: &crate::config::StorageConfig,
+    limits: &crate::limits::Limits,
+) -> Result<SharedStore, String> {
+    let (op, stall) = (
+        std::time::Duration::from_secs(limits.storage_timeout_secs),
+        std::time::Duration::from_secs(limits.storage_stall_secs),
+    );
     match cfg.backend.get_ref() {
         crate::config::Backend::Local => {
             let path = cfg.path.as_ref().ok_or("[storage] path is required")?;
-            Ok(Arc::new(
-                local::LocalStore::open(path.get_ref()).map_err(|e| e.to_string())?,
-            ))
+            let store = local::LocalStore::open(path.get_ref()).map_err(|e| e.to_string())?;
+            Ok(Arc::new(timeout::Timeouts::new(store, op, stall)))
         }
-        crate::config::Backend::S3 => Ok(Arc::new(s3::S3Store::connect(cfg).await?)),
+        crate::config::Backend::S3 => {
+            let store = s3::S3Store::connect(cfg).await?;
+            Ok(Arc::new(timeout::Timeouts::new(store, op, stall)))
+        }
     }
 }
 

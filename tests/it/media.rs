@@ -1579,20 +1579,20 @@ async fn backfill_gives_an_old_session_its_derived_entries_once_and_they_serve_t
         .put(&keys.index(), old.to_bytes().into(), Default::default())
         .await
         .unwrap();
-    let untouched_other = recvault::store::read_all(
-        store.as_ref(),
-        &recvault::layout::SessionKeys::new(
-            &format!("{prefix}acme/"),
-            "2026",
-            "11",
-            "23",
-            "call-new",
-        )
-        .index(),
-        1 << 20,
+    let other_index = recvault::layout::SessionKeys::new(
+        &format!("{prefix}acme/"),
+        "2026",
+        "11",
+        "23",
+        "call-new",
     )
-    .await
-    .unwrap();
+    .index();
+    let read_other = || async {
+        recvault::store::read_all(store.as_ref(), &other_index, 1 << 20)
+            .await
+            .unwrap()
+    };
+    let untouched_other = read_other().await;
 
     let backfill = || {
         recvault_command()
@@ -1639,20 +1639,7 @@ async fn backfill_gives_an_old_session_its_derived_entries_once_and_they_serve_t
         filled.recvault.derived["agent.webm"].hashes,
         original.recvault.derived["agent.webm"].hashes
     );
-    let other_now = recvault::store::read_all(
-        store.as_ref(),
-        &recvault::layout::SessionKeys::new(
-            &format!("{prefix}acme/"),
-            "2026",
-            "11",
-            "23",
-            "call-new",
-        )
-        .index(),
-        1 << 20,
-    )
-    .await
-    .unwrap();
+    let other_now = read_other().await;
     assert_eq!(other_now, untouched_other);
 
     // A server that reads the new index (a fresh one: the first caches the
