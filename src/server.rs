@@ -60,6 +60,13 @@ pub async fn serve(
     config_path: Option<PathBuf>,
     on_ready: Option<OnReady>,
 ) -> Result<(), String> {
+    let swept = crate::media::render::ffmpeg::sweep_dead_renders();
+    if swept > 0 {
+        info!(
+            folders = swept,
+            "removed what renders of a stopped recvault left behind"
+        );
+    }
     let store = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
     // In the background: storage that does not answer must not keep the

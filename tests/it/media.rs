@@ -1677,3 +1677,139 @@ async fn backfill_gives_an_old_session_its_derived_entries_once_and_they_serve_t
     );
     assert_eq!(read_index().await, before);
 }
+
+/// Process ids of the ffmpeg processes reading from a render folder of the
+/// recvault process `pid`.
+fn ffmpegs_of(pid: u32) -> Vec<u32> {
+    let mark = format!("recvault-render-{pid}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| {
+            let n: u32 = p.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd);
+            (cmd.starts_with("ffmpeg\0") && cmd.contains(&mark)).then_some(n)
+        })
+        .collect()
+}
+
+/// Render folders the recvault process `pid` made in the temporary folder.
+fn render_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let mark = format!("recvault-render-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&mark))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Waits (bounded) until `ok` holds; false when it never did.
+fn eventually(limit: std::time::Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_a_remux_or_a_render_leaves_no_ffmpeg_and_no_render_folder() {
+    use crate::harness::*;
+    use std::time::Duration;
+    let prefix = unique_prefix("media-crash");
+    let config = media_config(&prefix);
+    let work = tempfile::tempdir().unwrap();
+    let call = recvault::media::fixture::session(work.path(), "crash-1", 300).unwrap();
+
+    // Killed while ingest remuxes the per-party files.
+    let server = Server::start(&config);
+    let first = server.pid();
+    let mut push = Command::new(env!("CARGO_BIN_EXE_recvault"))
+        .arg("push")
+        .arg(&call)
+        .args([
+            "--url",
+            &server.ingest_url(),
+            "--token",
+            TOKEN,
+            "--wait",
+            "300",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(240), || !ffmpegs_of(first).is_empty()),
+        "no remux seen:\n{}",
+        server.log()
+    );
+    let dir = server.kill9();
+    assert!(
+        eventually(Duration::from_secs(30), || ffmpegs_of(first).is_empty()),
+        "ffmpeg outlived its recvault: {:?}",
+        ffmpegs_of(first)
+    );
+    assert!(
+        !render_dirs_of(first).is_empty(),
+        "the kill left no folder to sweep"
+    );
+    let server = Server::restart(dir, &config);
+    assert_eq!(render_dirs_of(first), Vec::<std::path::PathBuf>::new());
+    let _ = push.kill();
+    let _ = push.wait();
+
+    // The spooled session is archived after the restart; killed while its
+    // MP4 renders.
+    let session = "/2026/11/23/crash-1";
+    assert!(
+        eventually(Duration::from_secs(240), || {
+            let out = sftp_batch(
+                server.port,
+                "qa",
+                client_key("qa"),
+                &format!("ls {session}\n"),
+                work.path(),
+            );
+            text(&out).contains("crash-1.mp4")
+        }),
+        "not archived after the restart:\n{}",
+        server.log()
+    );
+    let second = server.pid();
+    let mut get = Command::new("sftp")
+        .args(["-q", "-P", &server.port.to_string(), "-i"])
+        .arg(&client_key("qa").private)
+        .args(OPENSSH_OPTS)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            &format!("qa@127.0.0.1:{session}/crash-1.mp4"),
+        ])
+        .arg(work.path().join("c.mp4"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(120), || !ffmpegs_of(second).is_empty()),
+        "no render seen:\n{}",
+        server.log()
+    );
+    let dir = server.kill9();
+    assert!(
+        eventually(Duration::from_secs(30), || ffmpegs_of(second).is_empty()),
+        "ffmpeg outlived its recvault: {:?}",
+        ffmpegs_of(second)
+    );
+    assert!(!render_dirs_of(second).is_empty());
+    let _server = Server::restart(dir, &config);
+    assert_eq!(render_dirs_of(second), Vec::<std::path::PathBuf>::new());
+    let _ = get.kill();
+    let _ = get.wait();
+}

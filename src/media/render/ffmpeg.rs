@@ -54,7 +54,7 @@ impl Ffmpeg {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut child = tokio::process::Command::new("ffmpeg")
+        let mut child = command()
             .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
             .args(args)
             .stdin(Stdio::piped())
@@ -331,12 +331,113 @@ pub fn pipe_input<'a>(pipe: &'a std::path::Path, format: &'a [&'a str]) -> Vec<&
 }
 
 /// Opens a named pipe for writing (waits until ffmpeg opens it to read).
-pub async fn open_pipe(path: &std::path::Path) -> Result<tokio::fs::File, String> {
-    tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .await
-        .map_err(|e| format!("{}: {e}", path.display()))
+pub async fn open_pipe(path: &std::path::Path) -> Result<tokio::net::unix::pipe::Sender, String> {
+    // Opened without blocking: a FIFO has no writer end until ffmpeg opens
+    // its reader, and an ffmpeg that died first would leave a blocking
+    // open (and its thread) waiting forever. So try until it is there.
+    let deadline = tokio::time::Instant::now() + PIPE_OPEN_WAIT;
+    loop {
+        match tokio::net::unix::pipe::OpenOptions::new().open_sender(path) {
+            Ok(s) => return Ok(s),
+            // ENXIO: no reader yet.
+            Err(e) if e.raw_os_error() == Some(6) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) if e.raw_os_error() == Some(6) => {
+                return Err(format!(
+                    "ffmpeg did not open its input {} within {} s",
+                    path.display(),
+                    PIPE_OPEN_WAIT.as_secs()
+                ))
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// How long ffmpeg may take to open an input pipe after it starts.
+const PIPE_OPEN_WAIT: Duration = Duration::from_secs(60);
+
+/// The command that starts ffmpeg. Where util-linux's `setpriv` exists it
+/// runs ffmpeg with a parent-death signal (SIGKILL), so an ffmpeg never
+/// outlives a recvault that was killed (SIGKILL, OOM) without unsafe code in
+/// recvault; the sweep at start ([`sweep_dead_renders`]) is the backstop.
+pub fn command() -> tokio::process::Command {
+    static SETPRIV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let setpriv = *SETPRIV.get_or_init(|| {
+        std::process::Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if setpriv {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "ffmpeg"]);
+        c
+    } else {
+        tokio::process::Command::new("ffmpeg")
+    }
+}
+
+/// Removes what renders of recvault processes that no longer run left in
+/// the temporary folder (their `recvault-render-<pid>-…` folders; spill
+/// files are unlinked at creation) and stops any ffmpeg still reading from
+/// one. Returns how many folders were removed.
+pub fn sweep_dead_renders() -> usize {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return 0;
+    };
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let mut dead_dirs = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("recvault-render-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !alive(pid) {
+            dead_dirs.push(e.path());
+        }
+    }
+    if dead_dirs.is_empty() {
+        return 0;
+    }
+    // An ffmpeg naming one of those folders on its command line belongs to
+    // a dead instance.
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with("ffmpeg\0")
+                && dead_dirs
+                    .iter()
+                    .any(|d| cmdline.contains(&*d.to_string_lossy()))
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+    let mut removed = 0;
+    for d in dead_dirs {
+        if std::fs::remove_dir_all(&d).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// This node's encoder build, `ffmpeg <version>; x264 core <n> r<rev>`
