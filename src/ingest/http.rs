@@ -86,9 +86,11 @@ async fn route(
     }
     let tenant = authenticate(ingest, &req, peer)?;
     let id = parts[2];
-    if !crate::path::is_name(id) {
+    // A leading dot is refused too: the spool keeps its own folders
+    // (`.archived`, `.quarantine`, `.trash-…`) beside the sessions.
+    if !crate::path::is_name(id) || id.starts_with('.') {
         return Err(Refusal::BadRequest(
-            "session id must match [A-Za-z0-9._-]{1,128} (and not be . or ..)".into(),
+            "session id must match [A-Za-z0-9._-]{1,128} and not start with a dot".into(),
         ));
     }
     match (req.method().clone(), &parts[3..]) {

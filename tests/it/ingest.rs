@@ -255,7 +255,18 @@ async fn bad_tokens_ids_names_and_bodies_are_refused_clearly() {
         .0,
         404
     );
-    for id in ["..", "%2e%2e", "a%2Fb", "a%00b", "a\\b", &"x".repeat(129)] {
+    // Ids of the spool's own folders (a leading dot) are refused too.
+    for id in [
+        "..",
+        "%2e%2e",
+        "a%2Fb",
+        "a%00b",
+        "a\\b",
+        &"x".repeat(129),
+        ".archived",
+        ".quarantine",
+        ".trash-x",
+    ] {
         let (code, body) = put(id, "agent-audio.mjr", Some(TOKEN_A), &file);
         assert_eq!(code, 400, "id {id:?}: {body}");
         assert!(body.contains("session id"), "{body}");
