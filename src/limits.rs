@@ -13,6 +13,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections that have not authenticated yet, per listener.
     pub max_unauthenticated: usize,
+    /// Of those, connections from one address (an IPv6 /64) at once.
+    pub max_unauthenticated_per_source: usize,
     /// Seconds a connection may take to authenticate before it is closed.
     pub login_grace_secs: u64,
     /// Authentication attempts allowed on one SSH connection.
@@ -82,6 +84,7 @@ impl Default for Limits {
         Self {
             max_connections: 1024,
             max_unauthenticated: 64,
+            max_unauthenticated_per_source: 8,
             login_grace_secs: 30,
             max_auth_attempts: 6,
             auth_reject_ms: 300,
@@ -119,7 +122,11 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 20] = [
+        let nonzero: [(&str, u64); 21] = [
+            (
+                "max_unauthenticated_per_source",
+                self.max_unauthenticated_per_source as u64,
+            ),
             ("storage_timeout_secs", self.storage_timeout_secs),
             ("storage_stall_secs", self.storage_stall_secs),
             ("render_timeout_secs", self.render_timeout_secs),

@@ -85,3 +85,127 @@ impl Gate {
             .is_ok()
     }
 }
+
+/// Where a connection comes from, for per-source limits: an IPv4 address
+/// (an IPv4-mapped IPv6 address is its IPv4 address), or an IPv6 /64 (one
+/// host usually holds a whole /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    V4(std::net::Ipv4Addr),
+    V6Net(u64),
+}
+
+impl Source {
+    pub fn of(ip: std::net::IpAddr) -> Source {
+        match ip {
+            std::net::IpAddr::V4(a) => Source::V4(a),
+            std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Source::V4(v4),
+                None => Source::V6Net((u128::from(a) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Connections still authenticating: at most `max` on a listener and at
+/// most `per_source` from one [`Source`], so one address holding idle
+/// connections cannot lock everyone else out.
+pub struct PreAuth {
+    max: usize,
+    per_source: usize,
+    all: Arc<Semaphore>,
+    by_source: Arc<std::sync::Mutex<std::collections::HashMap<Source, usize>>>,
+}
+
+/// A slot of [`PreAuth`]; dropping it (at login, or when the connection
+/// ends) frees it.
+pub struct PreAuthPermit {
+    _all: OwnedSemaphorePermit,
+    source: Source,
+    by_source: Arc<std::sync::Mutex<std::collections::HashMap<Source, usize>>>,
+}
+
+impl Drop for PreAuthPermit {
+    fn drop(&mut self) {
+        let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl PreAuth {
+    pub fn new(max: usize, per_source: usize) -> Self {
+        Self {
+            max,
+            per_source,
+            all: Arc::new(Semaphore::new(max)),
+            by_source: Arc::default(),
+        }
+    }
+
+    /// A slot for a connection from `peer`, or why there is none.
+    pub fn admit(&self, peer: SocketAddr) -> Result<PreAuthPermit, String> {
+        let source = Source::of(peer.ip());
+        let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(source).or_insert(0);
+        if *n >= self.per_source {
+            return Err(format!(
+                "too many connections still authenticating from this address (max_unauthenticated_per_source = {})",
+                self.per_source
+            ));
+        }
+        let Ok(all) = self.all.clone().try_acquire_owned() else {
+            if *n == 0 {
+                map.remove(&source);
+            }
+            return Err(format!(
+                "too many connections still authenticating (max_unauthenticated = {})",
+                self.max
+            ));
+        };
+        *n += 1;
+        Ok(PreAuthPermit {
+            _all: all,
+            source,
+            by_source: self.by_source.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_source_cannot_take_every_pre_auth_slot() {
+        let gate = PreAuth::new(4, 2);
+        let a1 = gate.admit(addr("10.0.0.1:1")).unwrap();
+        let _a2 = gate.admit(addr("10.0.0.1:2")).unwrap();
+        let e = gate.admit(addr("10.0.0.1:3")).err().unwrap();
+        assert!(e.contains("from this address"), "{e}");
+        // The IPv4-mapped form is the same source.
+        assert!(gate.admit(addr("[::ffff:10.0.0.1]:4")).is_err());
+        let _b1 = gate.admit(addr("10.0.0.2:1")).unwrap();
+        let _b2 = gate.admit(addr("10.0.0.2:2")).unwrap();
+        let e = gate.admit(addr("10.0.0.3:1")).err().unwrap();
+        assert!(e.contains("max_unauthenticated = 4"), "{e}");
+        drop(a1);
+        let _a3 = gate.admit(addr("10.0.0.1:5")).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let gate = PreAuth::new(10, 1);
+        let _a = gate.admit(addr("[2001:db8:1:2::1]:1")).unwrap();
+        assert!(gate.admit(addr("[2001:db8:1:2:ffff::9]:1")).is_err());
+        assert!(gate.admit(addr("[2001:db8:1:3::1]:1")).is_ok());
+    }
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
@@ -188,14 +188,20 @@ pub async fn run(
 ) {
     let limits = ftps.shared.limits.clone();
     let gate = Gate::new(mode.name(), limits.max_connections);
-    let preauth = Arc::new(Semaphore::new(limits.max_unauthenticated));
+    let preauth = crate::listener::PreAuth::new(
+        limits.max_unauthenticated,
+        limits.max_unauthenticated_per_source,
+    );
     while let Some(Admitted { sock, peer, permit }) = gate
         .accept(&listener, &ftps.shared.defender, &mut shutdown)
         .await
     {
-        let Ok(pre_permit) = preauth.clone().try_acquire_owned() else {
-            warn!(%peer, max = limits.max_unauthenticated, "refused: too many FTPS connections still authenticating");
-            continue;
+        let pre_permit = match preauth.admit(peer) {
+            Ok(p) => p,
+            Err(why) => {
+                warn!(%peer, "refused FTPS: {why}");
+                continue;
+            }
         };
         let _ = sock.set_nodelay(true);
         let local = match sock.local_addr() {

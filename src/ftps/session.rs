@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::data::{DataError, Pending};
@@ -51,7 +51,7 @@ pub(super) struct Session {
     lines: LineReader,
     peer: SocketAddr,
     local: SocketAddr,
-    pre_permit: Option<OwnedSemaphorePermit>,
+    pre_permit: Option<crate::listener::PreAuthPermit>,
     stop: watch::Receiver<bool>,
     started: Instant,
     user_name: Option<String>,
@@ -77,7 +77,7 @@ impl Session {
         ctl: Control,
         peer: SocketAddr,
         local: SocketAddr,
-        pre_permit: OwnedSemaphorePermit,
+        pre_permit: crate::listener::PreAuthPermit,
         stop: watch::Receiver<bool>,
     ) -> Self {
         let max_line = ftps.shared.limits.ftp_max_line;

@@ -20,7 +20,7 @@ use russh::keys::PrivateKey;
 use russh::server::{Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{Denied, User};
@@ -77,7 +77,10 @@ pub async fn run(
 ) {
     let limits = shared.limits.clone();
     let gate = Gate::new("ssh", limits.max_connections);
-    let preauth = Arc::new(Semaphore::new(limits.max_unauthenticated));
+    let preauth = crate::listener::PreAuth::new(
+        limits.max_unauthenticated,
+        limits.max_unauthenticated_per_source,
+    );
     while let Some(Admitted {
         sock,
         peer,
@@ -86,9 +89,12 @@ pub async fn run(
         .accept(&listener, &shared.defender, &mut shutdown)
         .await
     {
-        let Ok(pre_permit) = preauth.clone().try_acquire_owned() else {
-            warn!(%peer, max = limits.max_unauthenticated, "refused: too many connections still authenticating");
-            continue;
+        let pre_permit = match preauth.admit(peer) {
+            Ok(p) => p,
+            Err(why) => {
+                warn!(%peer, "refused: {why}");
+                continue;
+            }
         };
         let _ = sock.set_nodelay(true);
         let authed = Arc::new(AtomicBool::new(false));
@@ -162,7 +168,7 @@ struct SshHandler {
     peer: SocketAddr,
     conn: Option<Conn>,
     authed: Arc<AtomicBool>,
-    pre_permit: Option<OwnedSemaphorePermit>,
+    pre_permit: Option<crate::listener::PreAuthPermit>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     opened: usize,
     /// Whether a refused exec was logged (once per connection).

@@ -503,3 +503,44 @@ async fn downgrade_to_weak_ssh_algorithms_is_refused() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_idle_connections_cannot_lock_other_clients_out() {
+    use tokio::io::AsyncReadExt;
+    let key = client_key("qa");
+    let pw = "Idle-Passw0rd-1";
+    let hash = recvault::password::hash(pw).unwrap();
+    let server = Server::start(&tenant_toml(
+        "acme",
+        &unique_prefix("idle-hold"),
+        &[("qa", key, &format!("password = \"{hash}\""))],
+    ));
+    // 127.0.0.2 opens more idle connections than the listener's whole
+    // pre-authentication cap (64), on SFTP and on FTPS.
+    let mut held = Vec::new();
+    for port in [server.port, server.ftps_port] {
+        let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..70 {
+            held.push(crate::rawftp::tcp_from("127.0.0.2", to).await.unwrap());
+        }
+    }
+    // Beyond its own cap (8) the server closes them at once.
+    let mut last = held.pop().unwrap();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(20), last.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    // Another address still logs in, on both.
+    let work = tempfile::tempdir().unwrap();
+    let out = sftp_batch(server.port, "qa", key, "ls /\n", work.path());
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    let mut ftp = crate::rawftp::RawFtp::login(server.ftps_port, "qa", pw).await;
+    assert_eq!(ftp.cmd("PWD").await.code, 257);
+    assert!(
+        server
+            .log()
+            .contains("from this address (max_unauthenticated_per_source = 8)"),
+        "{}",
+        server.log()
+    );
+    drop(held);
+}
