@@ -77,6 +77,9 @@ pub struct Limits {
     /// Seconds a body being read from storage may send nothing before the
     /// read fails (never a short success).
     pub storage_stall_secs: u64,
+    /// Unfinished multipart uploads older than this are aborted at start
+    /// and daily (under the tenants' prefixes).
+    pub orphan_upload_age_secs: u64,
 }
 
 impl Default for Limits {
@@ -115,6 +118,7 @@ impl Default for Limits {
             render_memory_mib: 1024,
             storage_timeout_secs: 30,
             storage_stall_secs: 30,
+            orphan_upload_age_secs: 24 * 3600,
         }
     }
 }

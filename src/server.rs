@@ -69,6 +69,11 @@ pub async fn serve(
     }
     let store = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
+    tokio::spawn(sweep_orphan_uploads(
+        store.clone(),
+        tenants.values().map(|t| t.prefix.clone()).collect(),
+        Duration::from_secs(cfg.limits.orphan_upload_age_secs),
+    ));
     // In the background: storage that does not answer must not keep the
     // listeners from binding (its errors are logged; requests fail clearly).
     tokio::spawn(probe_storage(tenants.clone()));
@@ -259,6 +264,27 @@ async fn probe_storage(tenants: HashMap<String, Arc<Tenant>>) {
         if let Err(e) = t.check_storage().await {
             error!(tenant = %t.id, error = %e, "storage check failed: listings and downloads will fail until storage answers");
         }
+    }
+}
+
+/// At start and then daily: aborts the tenants' multipart uploads left
+/// unfinished for longer than `age` (see [`crate::store::abort_orphan_uploads`]).
+async fn sweep_orphan_uploads(
+    store: crate::store::SharedStore,
+    prefixes: Vec<String>,
+    age: Duration,
+) {
+    loop {
+        for p in &prefixes {
+            match crate::store::abort_orphan_uploads(store.as_ref(), p, age).await {
+                Ok(0) => {}
+                Ok(n) => info!(prefix = %p, uploads = n, "aborted unfinished multipart uploads"),
+                Err(e) => {
+                    warn!(prefix = %p, error = %e, "cannot sweep unfinished multipart uploads; next try in a day")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
     }
 }
 

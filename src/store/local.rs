@@ -311,7 +311,10 @@ impl ObjectStore for LocalStore {
             rand::random::<u64>(),
             rand::random::<u64>()
         );
-        std::fs::create_dir_all(self.upload_dir(&id)?).map_err(io_err)?;
+        let dir = self.upload_dir(&id)?;
+        std::fs::create_dir_all(&dir).map_err(io_err)?;
+        // The key, for listing unfinished uploads.
+        std::fs::write(dir.join("key"), key).map_err(io_err)?;
         Ok(id)
     }
 
@@ -365,6 +368,40 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(e)),
         }
+    }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<super::Upload>, StoreError> {
+        let mut out = Vec::new();
+        let dir = self.root.join(TMP);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err(e)),
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix("mpu-") else {
+                continue;
+            };
+            let path = e.path().join("key");
+            let Ok(key) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let started = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(DateTime::<Utc>::from)
+                .map_err(io_err)?;
+            if key.starts_with(prefix) {
+                out.push(super::Upload {
+                    key,
+                    id: id.to_string(),
+                    started,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.key, &a.id).cmp(&(&b.key, &b.id)));
+        Ok(out)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

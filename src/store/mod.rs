@@ -39,6 +39,14 @@ pub struct ListPage {
 /// A body being streamed from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
 
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub id: String,
+    pub started: DateTime<Utc>,
+}
+
 /// Options of a write.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PutOptions {
@@ -109,11 +117,34 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Abandons an upload and frees its parts.
     async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError>;
 
+    /// The unfinished multipart uploads of keys under `prefix` (all pages).
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError>;
+
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
 pub type SharedStore = Arc<dyn ObjectStore>;
+
+/// Aborts the unfinished multipart uploads under `prefix` started more than
+/// `age` ago (archives and renders of a process that died or lost its
+/// storage mid-upload; their parts are billed until aborted). Returns how
+/// many were aborted.
+pub async fn abort_orphan_uploads(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    age: std::time::Duration,
+) -> Result<usize, StoreError> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    let mut n = 0;
+    for u in store.multipart_list(prefix).await? {
+        if u.started <= cutoff {
+            store.multipart_abort(&u.key, &u.id).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
 
 /// Reads a whole (small) object into memory, refusing ones above `max` bytes.
 pub async fn read_all(store: &dyn ObjectStore, key: &str, max: u64) -> Result<Bytes, StoreError> {
@@ -244,8 +275,20 @@ pub mod contract {
         );
         assert_eq!(body(store, &big, 5 * 1024 * 1024, None).await, b"tail");
         let aborted = store.multipart_start(&k("p/gone")).await.unwrap();
+        // Unfinished uploads are listed under their prefix, with their key.
+        let listed = store.multipart_list(&k("p/")).await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|u| (u.key.clone(), u.id.clone()))
+                .collect::<Vec<_>>(),
+            [(k("p/gone"), aborted.clone())],
+            "a completed upload is not listed; an open one is"
+        );
+        assert!(store.multipart_list(&k("q/")).await.unwrap().is_empty());
         store.multipart_abort(&k("p/gone"), &aborted).await.unwrap();
         assert!(store.head(&k("p/gone")).await.unwrap().is_none());
+        assert!(store.multipart_list(&k("p/")).await.unwrap().is_empty());
 
         store.delete(&k("p/a")).await.unwrap();
         store.delete(&k("p/a")).await.unwrap();

@@ -444,6 +444,40 @@ impl ObjectStore for S3Store {
             },
         }
     }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<super::Upload>, StoreError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| classify(prefix, e))?;
+            for u in page.uploads() {
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push(super::Upload {
+                        key: key.to_string(),
+                        id: id.to_string(),
+                        started: to_utc(u.initiated()),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

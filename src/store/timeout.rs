@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{ByteStream, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError};
+use super::{ByteStream, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError, Upload};
 
 pub struct Timeouts<S> {
     inner: S,
@@ -159,6 +159,15 @@ impl<S: ObjectStore> ObjectStore for Timeouts<S> {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.within("DELETE", key, self.inner.delete(key)).await
     }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError> {
+        self.within(
+            "ListMultipartUploads",
+            prefix,
+            self.inner.multipart_list(prefix),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +227,9 @@ mod tests {
         async fn delete(&self, _: &str) -> Result<(), StoreError> {
             futures::future::pending().await
         }
+        async fn multipart_list(&self, _: &str) -> Result<Vec<Upload>, StoreError> {
+            futures::future::pending().await
+        }
     }
 
     #[tokio::test]
@@ -253,6 +265,7 @@ mod tests {
             .unwrap_err()
             .is_transient());
         assert!(s.delete("k").await.unwrap_err().is_transient());
+        assert!(s.multipart_list("p/").await.unwrap_err().is_transient());
         assert!(s.get("k", 0, None).await.err().unwrap().is_transient());
     }
 

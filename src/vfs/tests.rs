@@ -374,6 +374,9 @@ impl crate::store::ObjectStore for CountingGets {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<crate::store::Upload>, StoreError> {
+        self.inner.multipart_list(prefix).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,3 +105,55 @@ async fn black_holed_storage_neither_stops_the_server_starting_nor_hangs_a_clien
     let mut again = crate::rawsftp::connect(server.port).await;
     assert!(crate::rawsftp::auth_password(&mut again, "qa", "Bh-Passw0rd-1").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_uploads_of_a_dead_process_are_aborted_at_start() {
+    let prefix = unique_prefix("orphans");
+    let store = s3().store().await;
+    // A render and an archive cut off mid-upload, and an upload outside
+    // every tenant's prefix (not ours).
+    let ours = [
+        format!("{prefix}acme/2026/11/23/c-1/c-1.tar.gz"),
+        format!("{prefix}acme/2026/11/23/c-1/derived/c-1.mp4"),
+    ];
+    for key in &ours {
+        let up = store.multipart_start(key).await.unwrap();
+        store
+            .multipart_part(key, &up, 1, bytes::Bytes::from_static(b"part"))
+            .await
+            .unwrap();
+    }
+    let foreign = format!("{prefix}elsewhere/x");
+    let foreign_id = store.multipart_start(&foreign).await.unwrap();
+    assert_eq!(store.multipart_list(&prefix).await.unwrap().len(), 3);
+
+    let key = client_key("qa");
+    let server = Server::start(&format!(
+        "[limits]\norphan_upload_age_secs = 0\n{}",
+        tenant_toml("acme", &format!("{prefix}acme/"), &[("qa", key, "")])
+    ));
+    let mut left = Vec::new();
+    for _ in 0..200 {
+        left = store.multipart_list(&prefix).await.unwrap();
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        left.iter()
+            .map(|u| (u.key.clone(), u.id.clone()))
+            .collect::<Vec<_>>(),
+        [(foreign.clone(), foreign_id.clone())],
+        "{}",
+        server.log()
+    );
+    assert!(
+        server
+            .log()
+            .contains("aborted unfinished multipart uploads"),
+        "{}",
+        server.log()
+    );
+    store.multipart_abort(&foreign, &foreign_id).await.unwrap();
+}
