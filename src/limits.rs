@@ -87,7 +87,7 @@ impl Default for Limits {
         Self {
             max_connections: 1024,
             max_unauthenticated: 64,
-            max_unauthenticated_per_source: 8,
+            max_unauthenticated_per_source: 16,
             login_grace_secs: 30,
             max_auth_attempts: 6,
             auth_reject_ms: 300,

@@ -200,6 +200,19 @@ pub async fn run(
             Ok(p) => p,
             Err(why) => {
                 warn!(%peer, "refused FTPS: {why}");
+                // Explicit FTPS starts in clear text: say why before closing.
+                if mode == Mode::Explicit {
+                    let mut sock = sock;
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let line = format!("421 Refused: {why}\r\n");
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            sock.write_all(line.as_bytes()),
+                        )
+                        .await;
+                    });
+                }
                 continue;
             }
         };

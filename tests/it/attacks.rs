@@ -524,11 +524,17 @@ async fn one_address_holding_idle_connections_cannot_lock_other_clients_out() {
             held.push(crate::rawftp::tcp_from("127.0.0.2", to).await.unwrap());
         }
     }
-    // Beyond its own cap (8) the server closes them at once.
+    // Beyond its own cap (16) the server closes them at once, over FTPS
+    // with the reason.
     let mut last = held.pop().unwrap();
-    let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(Duration::from_secs(20), last.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), last.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("421 Refused: too many connections still authenticating from this address"),
+        "{got}"
+    );
     // Another address still logs in, on both.
     let work = tempfile::tempdir().unwrap();
     let out = sftp_batch(server.port, "qa", key, "ls /\n", work.path());
@@ -538,7 +544,7 @@ async fn one_address_holding_idle_connections_cannot_lock_other_clients_out() {
     assert!(
         server
             .log()
-            .contains("from this address (max_unauthenticated_per_source = 8)"),
+            .contains("from this address (max_unauthenticated_per_source = 16)"),
         "{}",
         server.log()
     );
