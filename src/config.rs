@@ -35,7 +35,19 @@ pub struct Config {
     #[serde(default)]
     pub jobs: JobsConfig,
     #[serde(default)]
+    pub defender: DefenderConfig,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+}
+
+/// The brute-force defender's exemptions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefenderConfig {
+    /// Networks never banned (`"10.0.0.0/8"`, `"2001:db8::/32"`, or one
+    /// address), e.g. the gateway that pushes sessions.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
 }
 
 /// Jobs over every session (`recvault verify`): where their checkpoints live.
@@ -344,6 +356,14 @@ impl Validator<'_> {
         }
         if let Err(msg) = c.limits.check() {
             return self.err(0..0, format!("[limits] {msg}"));
+        }
+        for net in &c.defender.allow {
+            if crate::auth::defender::Net::parse(net.get_ref()).is_none() {
+                return self.err(
+                    net.span(),
+                    "[defender] allow takes networks such as \"10.0.0.0/8\", \"2001:db8::/32\" or one address",
+                );
+            }
         }
         let mut ids = HashSet::new();
         let mut prefixes: Vec<(String, std::ops::Range<usize>)> = Vec::new();

@@ -96,7 +96,13 @@ pub async fn serve(
         Duration::from_secs(cfg.limits.render_timeout_secs),
         audit.clone(),
     );
-    let defender = Arc::new(Defender::new(&cfg.limits));
+    let allow = cfg
+        .defender
+        .allow
+        .iter()
+        .filter_map(|n| crate::auth::defender::Net::parse(n.get_ref()))
+        .collect();
+    let defender = Arc::new(Defender::with_allow(&cfg.limits, allow));
     let producers: Arc<[Arc<dyn Producer>]> = Arc::from(vec![Arc::new(media) as Arc<dyn Producer>]);
     let shared = Arc::new(Shared::new(
         users,

@@ -3,8 +3,12 @@
 //! Failed logins are counted per IP address; after `ban_after_failures` the
 //! address is banned for `ban_secs`, doubling with each further ban up to
 //! `ban_max_secs`. A banned address is refused before its connection reaches
-//! a protocol library. The table is bounded: when full, the entry seen least
-//! recently is forgotten.
+//! a protocol library. Addresses are canonical (an IPv4-mapped IPv6 address
+//! is its IPv4 address, so one client cannot get twice the tries), networks
+//! in `[defender] allow` are never counted or banned, and the table is
+//! bounded: when full, the unbanned entry seen least recently is forgotten
+//! (a banned one only when every entry is banned), so flooding it with
+//! fresh addresses cannot lift a ban.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,7 +25,58 @@ struct Record {
     last_seen: Instant,
 }
 
+/// A network of `[defender] allow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    base: IpAddr,
+    bits: u8,
+}
+
+impl Net {
+    /// `ADDR/BITS` or one address; `None` when it is neither.
+    pub fn parse(s: &str) -> Option<Net> {
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let base = canonical(addr.trim().parse().ok()?);
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Net { base, bits })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mask = |bits: u8, width: u32| -> u128 {
+            if bits == 0 {
+                0
+            } else {
+                (u128::MAX << (width - u32::from(bits))) & (u128::MAX >> (128 - width))
+            }
+        };
+        match (self.base, canonical(ip)) {
+            (IpAddr::V4(b), IpAddr::V4(a)) => {
+                let m = mask(self.bits, 32);
+                u128::from(u32::from(b)) & m == u128::from(u32::from(a)) & m
+            }
+            (IpAddr::V6(b), IpAddr::V6(a)) => {
+                let m = mask(self.bits, 128);
+                u128::from(b) & m == u128::from(a) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address is its IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 pub struct Defender {
+    allow: Vec<Net>,
     after: u32,
     base: Duration,
     max: Duration,
@@ -31,7 +86,13 @@ pub struct Defender {
 
 impl Defender {
     pub fn new(limits: &Limits) -> Self {
+        Self::with_allow(limits, Vec::new())
+    }
+
+    /// A defender that never counts or bans addresses in `allow`.
+    pub fn with_allow(limits: &Limits, allow: Vec<Net>) -> Self {
         Self {
+            allow,
             after: limits.ban_after_failures,
             base: Duration::from_secs(limits.ban_secs),
             max: Duration::from_secs(limits.ban_max_secs.max(limits.ban_secs)),
@@ -42,6 +103,7 @@ impl Defender {
 
     /// Whether `ip` is banned now; returns the time left.
     pub fn banned(&self, ip: IpAddr) -> Option<Duration> {
+        let ip = canonical(ip);
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let until = table.get(&ip)?.banned_until?;
         until.checked_duration_since(Instant::now())
@@ -49,12 +111,17 @@ impl Defender {
 
     /// Records a failed login; returns the ban length when this failure starts one.
     pub fn failure(&self, ip: IpAddr) -> Option<Duration> {
+        let ip = canonical(ip);
+        if self.allow.iter().any(|n| n.contains(ip)) {
+            return None;
+        }
         let now = Instant::now();
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if table.len() >= self.cap && !table.contains_key(&ip) {
+            let banned = |r: &Record| r.banned_until.is_some_and(|u| u > now);
             if let Some(oldest) = table
                 .iter()
-                .min_by_key(|(_, r)| r.last_seen)
+                .min_by_key(|(_, r)| (banned(r), r.last_seen))
                 .map(|(k, _)| *k)
             {
                 table.remove(&oldest);
@@ -81,6 +148,7 @@ impl Defender {
 
     /// A successful login clears the address's failures (not its ban history).
     pub fn success(&self, ip: IpAddr) {
+        let ip = canonical(ip);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = table.get_mut(&ip) {
             r.failures = 0;
@@ -124,6 +192,50 @@ mod tests {
         assert_eq!(d.failure(ip), Some(Duration::from_secs(25)));
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(d.banned(other).is_none());
+    }
+
+    #[test]
+    fn mapped_addresses_are_one_client_and_allowed_networks_are_never_banned() {
+        let allow = vec![
+            Net::parse("10.0.0.0/8").unwrap(),
+            Net::parse("2001:db8::/32").unwrap(),
+            Net::parse("192.0.2.9").unwrap(),
+        ];
+        let d = Defender::with_allow(&limits(), allow);
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        d.failure(v4);
+        d.failure(mapped);
+        assert!(d.failure(v4).is_some(), "three failures, however written");
+        assert!(d.banned(mapped).is_some());
+        for ip in ["10.1.2.3", "::ffff:10.9.9.9", "2001:db8:5::1", "192.0.2.9"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            for _ in 0..10 {
+                assert_eq!(d.failure(ip), None, "{ip}");
+            }
+            assert!(d.banned(ip).is_none(), "{ip}");
+        }
+        assert!(d.failure("192.0.2.8".parse().unwrap()).is_none());
+        assert_eq!(Net::parse("10.0.0.0/33"), None);
+        assert_eq!(Net::parse("not-an-address"), None);
+        assert!(Net::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("203.0.113.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn flooding_the_table_with_new_addresses_does_not_lift_a_ban() {
+        let d = Defender::new(&limits());
+        let attacker: IpAddr = "203.0.113.66".parse().unwrap();
+        for _ in 0..3 {
+            d.failure(attacker);
+        }
+        assert!(d.banned(attacker).is_some());
+        for i in 0..100u8 {
+            d.failure(IpAddr::from([198, 51, 100, i]));
+        }
+        assert!(d.banned(attacker).is_some(), "the ban was evicted");
+        assert!(d.tracked() <= 4);
     }
 
     #[test]

@@ -550,3 +550,37 @@ async fn one_address_holding_idle_connections_cannot_lock_other_clients_out() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_network_is_never_banned_and_a_bad_one_is_refused_at_load() {
+    let pw = "Allow-Passw0rd-1";
+    let hash = recvault::password::hash(pw).unwrap();
+    let users = tenant_toml(
+        "acme",
+        &unique_prefix("allow"),
+        &[("qa", client_key("qa"), &format!("password = \"{hash}\""))],
+    );
+    let server = Server::start(&format!(
+        "[limits]\nban_after_failures = 2\nauth_reject_ms = 0\n\n[defender]\nallow = [\"127.0.0.0/8\"]\n{users}"
+    ));
+    let work = tempfile::tempdir().unwrap();
+    for _ in 0..4 {
+        let out = sftp_batch_password(server.port, "qa", "wrong", "pwd\n", work.path());
+        assert!(!out.status.success());
+    }
+    let out = sftp_batch_password(server.port, "qa", pw, "pwd\n", work.path());
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+
+    let bad = recvault::config::parse(
+        &format!(
+            "{}\n[defender]\nallow = [\"10.0.0.0/40\"]\n",
+            s3().storage_toml()
+        ),
+        "bad.toml",
+    );
+    let e = bad.err().expect("a bad network is refused").to_string();
+    assert!(
+        e.contains("[defender] allow") && e.contains("bad.toml"),
+        "{e}"
+    );
+}
