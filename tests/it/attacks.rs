@@ -578,7 +578,7 @@ async fn an_allowed_network_is_never_banned_and_a_bad_one_is_refused_at_load() {
         ),
         "bad.toml",
     );
-    let e = bad.err().expect("a bad network is refused").to_string();
+    let e = bad.expect_err("a bad network is refused").to_string();
     assert!(
         e.contains("[defender] allow") && e.contains("bad.toml"),
         "{e}"
