@@ -165,6 +165,7 @@ t.close()
         "{stdout}"
     );
     assert!(stdout.contains("typo refused"), "{stdout}");
+    assert!(server.log_shows("wrong password"));
     let log = server.log();
     assert!(
         log.contains("login failed") && log.contains("wrong password"),

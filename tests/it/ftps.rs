@@ -367,7 +367,7 @@ except OSError as e:
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.starts_with("522"), "{said}");
     assert!(
-        server.log().contains("TLS session reuse required"),
+        server.log_shows("TLS session reuse required"),
         "{}",
         server.log()
     );
@@ -500,7 +500,7 @@ async fn plaintext_commands_pipelined_after_auth_tls_are_discarded() {
     }
     assert!(!server.audit().contains("\"login\""), "{}", server.audit());
     assert!(
-        server.log().contains("discarded clear-text input"),
+        server.log_shows("discarded clear-text input"),
         "{}",
         server.log()
     );

@@ -252,6 +252,18 @@ impl Server {
         assert!(ok.success());
     }
 
+    /// Whether the log shows `needle`, waiting (up to 10 s) for lines still
+    /// on their way from the server's stderr.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        for _ in 0..200 {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }

@@ -1236,9 +1236,9 @@ async fn a_corrupt_recording_fails_the_read_clearly_and_the_server_keeps_serving
         "a corrupt recording rendered: {}",
         text(&out)
     );
-    assert!(server.log().contains("render failed"), "{}", server.log());
+    assert!(server.log_shows("render failed"), "{}", server.log());
     assert!(
-        server.log().contains("agent-audio.mjr"),
+        server.log_shows("agent-audio.mjr"),
         "the error names the stream: {}",
         server.log()
     );
@@ -1534,6 +1534,7 @@ async fn an_mp4_renders_to_the_same_bytes_in_another_process_and_a_different_enc
         again == rendered,
         "a render in another process gave other bytes"
     );
+    assert!(second.log_shows("x264 core 163 r3060"));
     let log = second.log();
     assert!(
         log.contains("encoder build differs") && log.contains("x264 core 163 r3060"),

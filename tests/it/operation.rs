@@ -220,7 +220,7 @@ async fn sighup_adds_users_without_dropping_connections_and_refuses_a_broken_fil
     server.signal("HUP");
     let refused = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
-        server.log().contains("reload refused")
+        server.log_shows("reload refused")
     });
     assert!(refused, "{}", server.log());
     let mut again = connect(server.port).await;

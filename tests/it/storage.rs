@@ -91,6 +91,7 @@ async fn black_holed_storage_neither_stops_the_server_starting_nor_hangs_a_clien
     assert_eq!(reply.code, 451, "{reply:?}");
     assert!(reply.text.contains("try again later"), "{reply:?}");
     // The operator's log says which operation and which limit.
+    assert!(server.log_shows("storage_timeout_secs"));
     let log = server.log();
     assert!(
         log.contains("storage did not answer LIST p/") && log.contains("storage_timeout_secs"),
