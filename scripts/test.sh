@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need when it is missing:
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
-# lftp, curl, PuTTY's psftp, sshfs, python3 with venv for ftplib and moto, openssl, tar, kill,
+# lftp, curl, PuTTY's psftp, sshfs, python3 with venv for ftplib and moto, openssl, tar, kill, setpriv,
 # mkfifo, and ffmpeg/ffprobe and janus-pp-rec for the media tests; Debian
 # packages) and moto's S3 server and paramiko (PyPI, in ./.venv). Extra arguments go to
 # `cargo test`.
@@ -17,6 +17,7 @@ command -v lftp >/dev/null 2>&1 || missing+=(lftp)
 command -v psftp >/dev/null 2>&1 || missing+=(putty-tools)
 command -v sshfs >/dev/null 2>&1 || missing+=(sshfs)
 command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)  # ffmpeg runs under setpriv --pdeathsig
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # Debian's python3 makes virtual environments only with python3-venv.

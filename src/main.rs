@@ -28,20 +28,31 @@ struct JobArgs {
     since: Option<chrono::NaiveDate>,
 }
 
+/// The job commands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobCommand {
+    Verify,
+    Backfill,
+}
+
 /// Runs a job command; exits 2 when it could not finish, 1 when `verify`
 /// found mismatches.
-fn run_job(args: JobArgs, name: &str) -> Result<()> {
+fn run_job(args: JobArgs, job: JobCommand) -> Result<()> {
     let cfg = recvault::config::load(&args.config)?;
     init_tracing(cfg.log.format, "warn");
     let (tenant, since) = (args.tenant.as_deref(), args.since);
     let outcome = runtime()?.block_on(async {
-        match name {
-            "verify" => recvault::jobs::verify::run_cli(&cfg, tenant, since).await,
-            _ => recvault::jobs::backfill::run_cli(&cfg, tenant, since).await,
+        match job {
+            JobCommand::Verify => recvault::jobs::verify::run_cli(&cfg, tenant, since).await,
+            JobCommand::Backfill => recvault::jobs::backfill::run_cli(&cfg, tenant, since).await,
         }
     });
+    let name = match job {
+        JobCommand::Verify => "verify",
+        JobCommand::Backfill => "backfill",
+    };
     match outcome {
-        Ok(n) if n > 0 && name == "verify" => std::process::exit(1),
+        Ok(n) if n > 0 && job == JobCommand::Verify => std::process::exit(1),
         Ok(_) => Ok(()),
         Err(e) => {
             eprintln!("recvault {name}: {e}");
@@ -224,8 +235,8 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Command::Verify(args) => run_job(args, "verify"),
-        Command::Backfill(args) => run_job(args, "backfill"),
+        Command::Verify(args) => run_job(args, JobCommand::Verify),
+        Command::Backfill(args) => run_job(args, JobCommand::Backfill),
         Command::Serve { config } => {
             let cfg = recvault::config::load(&config)?;
             init_tracing(cfg.log.format, &cfg.log.level);

@@ -144,14 +144,14 @@ impl Archiver {
             .upload_archive(&mut st, &target, &archive_key, files.clone(), v.info.ended)
             .await?;
         let size = archive.size;
-        let webm = store_webms(&target, &files, &keys).await;
+        let party_files = store_party_files(&target, &files, &keys).await;
         let recipe = crate::media::producer::Mp4Recipe {
             video_bps: target.mp4_video_bps,
             encoder: crate::media::render::ffmpeg::encoder_build()
                 .await
                 .to_string(),
         };
-        let index = build_index(v, &st, &keys, archive, &webm, &recipe)?;
+        let index = build_index(v, &st, &keys, archive, &party_files, &recipe)?;
         match target
             .store
             .put(
@@ -331,7 +331,7 @@ async fn read_index(target: &Target, key: &str) -> Result<Option<SessionIndex>, 
 /// Remuxes and stores each party's file (WebM, or MP4 for H.264; cheap: no
 /// video re-encoding) from the spooled streams, so its exact size can go
 /// into the index.
-async fn store_webms(
+async fn store_party_files(
     target: &Target,
     files: &std::path::Path,
     keys: &SessionKeys,
@@ -357,7 +357,7 @@ fn build_index(
     st: &SessionState,
     keys: &SessionKeys,
     archive: Digest,
-    webm: &[(String, Digest)],
+    party_files: &[(String, Digest)],
     mp4: &crate::media::producer::Mp4Recipe,
 ) -> Result<SessionIndex, String> {
     let mut index = SessionIndex::from_gateway(v.info.original)?;
@@ -368,7 +368,7 @@ fn build_index(
     r.streams = v.streams;
     let reserved = crate::media::producer::reserve(keys.id(), v.info.started, v.info.ended, mp4);
     r.derived.extend(reserved);
-    for (name, d) in webm {
+    for (name, d) in party_files {
         r.derived.insert(name.clone(), Derived::stored(d));
     }
     Ok(index)

@@ -18,11 +18,6 @@ use crate::store::{PutOptions, StoreError};
 
 pub struct Backfill;
 
-/// Whether an entry is a party's own file (made at archive time).
-fn is_party_file(name: &str) -> bool {
-    ["agent.", "user."].iter().any(|p| name.starts_with(p))
-}
-
 #[async_trait]
 impl Job for Backfill {
     fn kind(&self) -> &'static str {
@@ -56,7 +51,9 @@ impl Job for Backfill {
         let derived = &index.recvault.derived;
         let rendered = [format!("{id}.mp3"), format!("{id}.mp4")];
         let needs_rendered = rendered.iter().any(|n| !derived.contains_key(n));
-        let needs_party = !derived.keys().any(|n| is_party_file(n));
+        let needs_party = !derived
+            .keys()
+            .any(|n| crate::media::render::webm::is_party_file(n));
         if !needs_rendered && !needs_party {
             return Ok(Vec::new());
         }

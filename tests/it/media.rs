@@ -1718,6 +1718,26 @@ fn eventually(limit: std::time::Duration, mut ok: impl FnMut() -> bool) -> bool 
     ok()
 }
 
+/// SIGKILLs `server` while its ffmpeg runs: no ffmpeg of it outlives it,
+/// it leaves a render folder, and the next start removes that folder.
+fn kill_and_restart(server: crate::harness::Server, config: &str) -> crate::harness::Server {
+    let pid = server.pid();
+    let dir = server.kill9();
+    assert!(
+        eventually(std::time::Duration::from_secs(30), || ffmpegs_of(pid)
+            .is_empty()),
+        "ffmpeg outlived its recvault: {:?}",
+        ffmpegs_of(pid)
+    );
+    assert!(
+        !render_dirs_of(pid).is_empty(),
+        "the kill left no folder to sweep"
+    );
+    let server = crate::harness::Server::restart(dir, config);
+    assert_eq!(render_dirs_of(pid), Vec::<std::path::PathBuf>::new());
+    server
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_a_remux_or_a_render_leaves_no_ffmpeg_and_no_render_folder() {
     use crate::harness::*;
@@ -1729,7 +1749,6 @@ async fn sigkill_during_a_remux_or_a_render_leaves_no_ffmpeg_and_no_render_folde
 
     // Killed while ingest remuxes the per-party files.
     let server = Server::start(&config);
-    let first = server.pid();
     let mut push = Command::new(env!("CARGO_BIN_EXE_recvault"))
         .arg("push")
         .arg(&call)
@@ -1746,22 +1765,12 @@ async fn sigkill_during_a_remux_or_a_render_leaves_no_ffmpeg_and_no_render_folde
         .spawn()
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(240), || !ffmpegs_of(first).is_empty()),
+        eventually(Duration::from_secs(240), || !ffmpegs_of(server.pid())
+            .is_empty()),
         "no remux seen:\n{}",
         server.log()
     );
-    let dir = server.kill9();
-    assert!(
-        eventually(Duration::from_secs(30), || ffmpegs_of(first).is_empty()),
-        "ffmpeg outlived its recvault: {:?}",
-        ffmpegs_of(first)
-    );
-    assert!(
-        !render_dirs_of(first).is_empty(),
-        "the kill left no folder to sweep"
-    );
-    let server = Server::restart(dir, &config);
-    assert_eq!(render_dirs_of(first), Vec::<std::path::PathBuf>::new());
+    let server = kill_and_restart(server, &config);
     let _ = push.kill();
     let _ = push.wait();
 
@@ -1782,7 +1791,6 @@ async fn sigkill_during_a_remux_or_a_render_leaves_no_ffmpeg_and_no_render_folde
         "not archived after the restart:\n{}",
         server.log()
     );
-    let second = server.pid();
     let mut get = Command::new("sftp")
         .args(["-q", "-P", &server.port.to_string(), "-i"])
         .arg(&client_key("qa").private)
@@ -1798,19 +1806,12 @@ async fn sigkill_during_a_remux_or_a_render_leaves_no_ffmpeg_and_no_render_folde
         .spawn()
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(120), || !ffmpegs_of(second).is_empty()),
+        eventually(Duration::from_secs(120), || !ffmpegs_of(server.pid())
+            .is_empty()),
         "no render seen:\n{}",
         server.log()
     );
-    let dir = server.kill9();
-    assert!(
-        eventually(Duration::from_secs(30), || ffmpegs_of(second).is_empty()),
-        "ffmpeg outlived its recvault: {:?}",
-        ffmpegs_of(second)
-    );
-    assert!(!render_dirs_of(second).is_empty());
-    let _server = Server::restart(dir, &config);
-    assert_eq!(render_dirs_of(second), Vec::<std::path::PathBuf>::new());
+    let _server = kill_and_restart(server, &config);
     let _ = get.kill();
     let _ = get.wait();
 }

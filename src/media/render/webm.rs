@@ -172,6 +172,12 @@ pub async fn party_file(
     Ok(Some(PartyFile { ext, bytes }))
 }
 
+/// Whether a derived entry is a party's own file (`agent.webm`,
+/// `user.mp4`, …), as [`store_party_files`] names them.
+pub fn is_party_file(name: &str) -> bool {
+    ["agent.", "user."].iter().any(|p| name.starts_with(p))
+}
+
 /// Makes each party's file from its MJR streams (`mjr` gives a stream by
 /// name: `agent-video.mjr`, …), stores it under the session's `derived/`
 /// (create-only: the same RAW gives the same bytes, so one stored by an
