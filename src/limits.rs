@@ -63,6 +63,10 @@ pub struct Limits {
     pub ingest_min_free_bytes: u64,
     /// Sessions archived at once.
     pub archive_concurrency: usize,
+    /// Archiving attempts of one session that may fail for a reason a retry
+    /// cannot mend (a panic) before it is quarantined; storage errors are
+    /// retried without limit.
+    pub archive_max_failures: u32,
     /// Sessions a job over every session (`recvault verify`, …) works on at once.
     pub job_concurrency: usize,
     /// Derived-media renders (ffmpeg) run at once; more wait in a queue.
@@ -74,6 +78,12 @@ pub struct Limits {
     /// Seconds one storage operation may take, the SDK's retries included,
     /// before it fails as a transient error (a client gets "try again").
     pub storage_timeout_secs: u64,
+    /// Seconds one attempt of a storage request may take to answer (its
+    /// headers) before the SDK gives up on it and retries.
+    pub storage_attempt_secs: u64,
+    /// Attempts per storage request (the first included); retries back off
+    /// exponentially with full jitter, so nodes sharing a bucket spread out.
+    pub storage_attempts: u32,
     /// Seconds a body being read from storage may send nothing before the
     /// read fails (never a short success).
     pub storage_stall_secs: u64,
@@ -112,11 +122,14 @@ impl Default for Limits {
             ingest_idle_timeout_secs: 60,
             ingest_min_free_bytes: 1024 * 1024 * 1024,
             archive_concurrency: 2,
+            archive_max_failures: 3,
             job_concurrency: 4,
             render_concurrency: 2,
             render_timeout_secs: 3600,
             render_memory_mib: 1024,
             storage_timeout_secs: 30,
+            storage_attempt_secs: 15,
+            storage_attempts: 4,
             storage_stall_secs: 30,
             orphan_upload_age_secs: 24 * 3600,
         }
@@ -126,7 +139,10 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 21] = [
+        let nonzero: [(&str, u64); 24] = [
+            ("archive_max_failures", self.archive_max_failures as u64),
+            ("storage_attempt_secs", self.storage_attempt_secs),
+            ("storage_attempts", self.storage_attempts as u64),
             (
                 "max_unauthenticated_per_source",
                 self.max_unauthenticated_per_source as u64,

@@ -174,7 +174,7 @@ impl Job {
 
 fn store_text(e: &VfsError) -> String {
     warn!(error = %e, "storage error during a transfer");
-    "storage is unavailable".into()
+    "storage is unavailable: try again later".into()
 }
 
 async fn write<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> Result<u64, TransferError> {

@@ -6,8 +6,10 @@
 //! bounded memory; write the indexed `info.json` **last** with
 //! `If-None-Match: *`; verify both with HEAD; only then record the session as
 //! archived and delete the spool copy. Storage errors are retried with
-//! backoff without limit; a restart resumes every queued or interrupted
-//! session. A session whose index already exists is compared, not rewritten:
+//! jittered backoff without limit; an attempt that panics is retried too,
+//! but after `[limits] archive_max_failures` of those the session is
+//! quarantined (a parser bug must not hold a worker forever); a restart
+//! resumes every queued or interrupted session. A session whose index already exists is compared, not rewritten:
 //! the same files make it archived, different ones a conflict.
 
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ pub struct Archiver {
     spool: Spool,
     targets: HashMap<String, Target>,
     tx: mpsc::UnboundedSender<(String, String)>,
+    max_failures: u32,
+    first_backoff: Duration,
 }
 
 impl Archiver {
@@ -51,12 +55,27 @@ impl Archiver {
     pub fn start(
         spool: Spool,
         targets: HashMap<String, Target>,
-        workers: usize,
+        limits: &crate::limits::Limits,
+    ) -> std::io::Result<Arc<Archiver>> {
+        Self::start_with(spool, targets, limits, Duration::from_secs(1))
+    }
+
+    fn start_with(
+        spool: Spool,
+        targets: HashMap<String, Target>,
+        limits: &crate::limits::Limits,
+        first_backoff: Duration,
     ) -> std::io::Result<Arc<Archiver>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let archiver = Arc::new(Archiver { spool, targets, tx });
+        let archiver = Arc::new(Archiver {
+            spool,
+            targets,
+            tx,
+            max_failures: limits.archive_max_failures.max(1),
+            first_backoff,
+        });
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..workers.max(1) {
+        for _ in 0..limits.archive_concurrency.max(1) {
             let (a, rx) = (archiver.clone(), rx.clone());
             tokio::spawn(async move {
                 loop {
@@ -83,18 +102,57 @@ impl Archiver {
         let _ = self.tx.send((tenant.to_string(), id.to_string()));
     }
 
-    async fn archive_with_retry(&self, tenant: &str, id: &str) {
-        let mut delay = Duration::from_secs(1);
+    async fn archive_with_retry(self: &Arc<Self>, tenant: &str, id: &str) {
+        let mut delay = self.first_backoff;
         loop {
-            match self.archive_once(tenant, id).await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(tenant, session = id, error = %e, retry_in_secs = delay.as_secs(), "archiving failed; will retry");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_BACKOFF);
+            // In a task of its own, so that a panic (a parser bug, say) ends
+            // the attempt, not the worker.
+            let attempt = {
+                let (a, t, i) = (self.clone(), tenant.to_string(), id.to_string());
+                tokio::spawn(async move { a.archive_once(&t, &i).await }).await
+            };
+            match attempt {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => {
+                    warn!(tenant, session = id, error = %e, retry_in_ms = delay.as_millis() as u64, "archiving failed; will retry");
+                }
+                Err(panic) => {
+                    let reason = format!("archiving panicked: {}", panic_text(panic));
+                    match self.count_failure(tenant, id, &reason).await {
+                        Ok(true) => return,
+                        Ok(false) => {
+                            error!(tenant, session = id, %reason, retry_in_ms = delay.as_millis() as u64, "archiving failed; will retry");
+                        }
+                        Err(e) => {
+                            error!(tenant, session = id, %reason, error = %e, "archiving failed and the spool cannot record it; will retry");
+                        }
+                    }
                 }
             }
+            tokio::time::sleep(jittered(delay)).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Records one failure a retry cannot mend; at the limit the session is
+    /// quarantined and this returns `true`.
+    async fn count_failure(&self, tenant: &str, id: &str, reason: &str) -> Result<bool, String> {
+        let Some(mut st) = self
+            .spool
+            .load(tenant, id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(true);
+        };
+        st.failures += 1;
+        if st.failures >= self.max_failures {
+            let reason = format!("{reason} ({} attempts)", st.failures);
+            self.fail(st, reason).await?;
+            return Ok(true);
+        }
+        self.spool.save(&st).await.map_err(|e| e.to_string())?;
+        Ok(false)
     }
 
     /// One attempt. `Err` means "try again later"; a session that can never
@@ -121,7 +179,7 @@ impl Archiver {
             let (files, st) = (files.clone(), st.clone());
             tokio::task::spawn_blocking(move || validate(&files, &st))
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(rethrow)?
         };
         let v = match v {
             Ok(v) => v,
@@ -204,7 +262,7 @@ impl Archiver {
     }
 
     async fn fail(&self, mut st: SessionState, reason: String) -> Result<SessionState, String> {
-        error!(tenant = %st.tenant, session = %st.id, %reason, "session failed validation; quarantined");
+        error!(tenant = %st.tenant, session = %st.id, %reason, "session cannot be archived; quarantined");
         st.status = Status::Failed;
         st.reason = Some(reason);
         self.spool
@@ -301,7 +359,7 @@ impl Archiver {
             }
         }
         drop(rx);
-        let built = builder.await.map_err(|e| e.to_string())?;
+        let built = builder.await.map_err(rethrow)?;
         let result = match (failure, built) {
             (Some(e), _) => Err(e),
             (None, Err(e)) => Err(format!("building the archive: {e}")),
@@ -315,6 +373,32 @@ impl Archiver {
             let _ = store.multipart_abort(key, &upload).await;
         }
         result
+    }
+}
+
+/// Half of `delay` plus a random part of the other half, so that nodes
+/// retrying against one bucket spread out instead of retrying in step.
+fn jittered(delay: Duration) -> Duration {
+    delay / 2 + delay.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+/// A blocking step's panic becomes the attempt's panic (counted towards
+/// quarantine); any other join error is an ordinary, retried failure.
+fn rethrow(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => std::panic::resume_unwind(p),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+        Err(e) => e.to_string(),
     }
 }
 
@@ -442,4 +526,150 @@ fn write_tar_gz(
             .map_err(|_| std::io::Error::other("upload stopped"))?;
     }
     Ok(out.sums.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::mjr::{rtp_packet, write_mjr, Kind};
+    use crate::store::{ByteStream, ListPage, ObjectMeta, ObjectStore, Upload};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A store that panics on every write of a session index, as a parser
+    /// bug would mid-attempt, and counts those writes.
+    struct PanicsOnIndex {
+        inner: crate::store::local::LocalStore,
+        writes: Arc<AtomicU32>,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for PanicsOnIndex {
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+            self.inner.head(key).await
+        }
+        async fn get(&self, k: &str, o: u64, l: Option<u64>) -> Result<ByteStream, StoreError> {
+            self.inner.get(k, o, l).await
+        }
+        async fn list_page(
+            &self,
+            p: &str,
+            d: Option<&str>,
+            c: Option<String>,
+        ) -> Result<ListPage, StoreError> {
+            self.inner.list_page(p, d, c).await
+        }
+        async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
+            if key.ends_with("info.json") {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                panic!("index writer bug");
+            }
+            self.inner.put(key, body, opts).await
+        }
+        async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
+            self.inner.multipart_start(key).await
+        }
+        async fn multipart_part(
+            &self,
+            k: &str,
+            u: &str,
+            n: u32,
+            b: Bytes,
+        ) -> Result<String, StoreError> {
+            self.inner.multipart_part(k, u, n, b).await
+        }
+        async fn multipart_complete(
+            &self,
+            k: &str,
+            u: &str,
+            t: Vec<String>,
+        ) -> Result<(), StoreError> {
+            self.inner.multipart_complete(k, u, t).await
+        }
+        async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
+            self.inner.multipart_abort(key, upload).await
+        }
+        async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError> {
+            self.inner.multipart_list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_attempts_keep_panicking_is_quarantined_after_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let writes = Arc::new(AtomicU32::new(0));
+        let store = PanicsOnIndex {
+            inner: crate::store::local::LocalStore::open(&dir.path().join("store")).unwrap(),
+            writes: writes.clone(),
+        };
+        // A queued session: one short audio stream and its info.json.
+        let mut st = SessionState::new("acme", "call-p");
+        let files = spool.files_dir("acme", "call-p");
+        std::fs::create_dir_all(&files).unwrap();
+        let t0 = 1_763_888_400_000_000i64;
+        let frames: Vec<_> = (0..50u32)
+            .map(|i| {
+                (
+                    i * 20,
+                    rtp_packet(0, false, i as u16, i * 160, 7, &[0x55; 160]),
+                )
+            })
+            .collect();
+        let info = br#"{"session_id":"call-p","started_at":"2026-11-23T10:00:00Z","ended_at":"2026-11-23T10:00:01Z","agent":{"id":"a"},"user":{"id":"u"}}"#;
+        for (name, bytes) in [
+            (
+                "agent-audio.mjr",
+                write_mjr(Kind::Audio, "pcmu", t0, t0, &frames),
+            ),
+            ("info.json", info.to_vec()),
+        ] {
+            std::fs::write(files.join(name), &bytes).unwrap();
+            let mut sums = Summer::default();
+            sums.update(&bytes);
+            st.files.insert(name.to_string(), sums.finish());
+        }
+        st.status = Status::Queued;
+        st.completed_at = Some("2026-11-23T10:00:02Z".into());
+        spool.save(&st).await.unwrap();
+
+        let target = Target {
+            prefix: "acme/".into(),
+            store: Arc::new(store),
+            mp4_video_bps: crate::media::render::VIDEO_BPS,
+        };
+        let limits = crate::limits::Limits {
+            archive_max_failures: 3,
+            ..Default::default()
+        };
+        let _archiver = Archiver::start_with(
+            spool.clone(),
+            HashMap::from([("acme".to_string(), target)]),
+            &limits,
+            Duration::from_millis(10),
+        )
+        .unwrap();
+        let mut state = None;
+        for _ in 0..500 {
+            state = spool.load("acme", "call-p").await.unwrap();
+            if state.as_ref().is_some_and(|s| s.status == Status::Failed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let state = state.unwrap();
+        assert_eq!(state.status, Status::Failed, "{state:?}");
+        let reason = state.reason.unwrap_or_default();
+        assert!(
+            reason.contains("archiving panicked: index writer bug")
+                && reason.contains("3 attempts"),
+            "{reason}"
+        );
+        // Quarantined, not retried again: no further attempt writes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(writes.load(Ordering::SeqCst), 3);
+        assert!(spool.pending().unwrap().is_empty());
+    }
 }

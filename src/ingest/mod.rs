@@ -102,7 +102,7 @@ impl Ingest {
                 (t.id.get_ref().clone(), target)
             })
             .collect();
-        let archiver = Archiver::start(spool.clone(), targets.clone(), limits.archive_concurrency)
+        let archiver = Archiver::start(spool.clone(), targets.clone(), &limits)
             .map_err(|e| format!("cannot read the spool: {e}"))?;
         Ok(Arc::new(Ingest {
             spool,

@@ -60,6 +60,14 @@ pub struct SessionState {
     /// Storage key of the archived index, once archived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_key: Option<String>,
+    /// Archiving attempts that failed for a reason a retry cannot mend (a
+    /// panic); at `[limits] archive_max_failures` the session is quarantined.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl SessionState {
@@ -73,6 +81,7 @@ impl SessionState {
             completed_at: None,
             upload: None,
             index_key: None,
+            failures: 0,
         }
     }
 

@@ -180,7 +180,7 @@ pub async fn open(
             Ok(Arc::new(timeout::Timeouts::new(store, op, stall)))
         }
         crate::config::Backend::S3 => {
-            let store = s3::S3Store::connect(cfg).await?;
+            let store = s3::S3Store::connect(cfg, s3::Attempts::of(limits)).await?;
             Ok(Arc::new(timeout::Timeouts::new(store, op, stall)))
         }
     }

@@ -32,10 +32,38 @@ pub struct S3Store {
     sse_c: Option<SseC>,
 }
 
+/// How the SDK tries each request: `max` attempts (the first included),
+/// each answering within `timeout`, retried after an exponential backoff
+/// with full jitter (0.2 s doubling to 5 s, times a random factor in
+/// [0, 1)), so that nodes sharing a bucket do not retry in step. Throttling
+/// (`503 SlowDown`), `500`s, timeouts and dropped connections are retried;
+/// the whole operation stays bounded by the [`super::timeout::Timeouts`]
+/// decorator.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempts {
+    pub max: u32,
+    pub timeout: std::time::Duration,
+}
+
+impl Attempts {
+    pub fn of(limits: &crate::limits::Limits) -> Self {
+        Self {
+            max: limits.storage_attempts.max(1),
+            timeout: std::time::Duration::from_secs(limits.storage_attempt_secs.max(1)),
+        }
+    }
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Self::of(&crate::limits::Limits::default())
+    }
+}
+
 impl S3Store {
     /// Connects with credentials from the standard AWS chain.
-    pub async fn connect(cfg: &StorageConfig) -> Result<Self, String> {
-        Self::connect_inner(cfg, None).await
+    pub async fn connect(cfg: &StorageConfig, attempts: Attempts) -> Result<Self, String> {
+        Self::connect_inner(cfg, None, attempts).await
     }
 
     /// Connects with explicit static credentials (tools and tests).
@@ -51,13 +79,15 @@ impl S3Store {
             None,
             "recvault-static",
         );
-        Self::connect_inner(cfg, Some(creds)).await
+        Self::connect_inner(cfg, Some(creds), Attempts::default()).await
     }
 
     async fn connect_inner(
         cfg: &StorageConfig,
         creds: Option<aws_sdk_s3::config::Credentials>,
+        attempts: Attempts,
     ) -> Result<Self, String> {
+        use aws_sdk_s3::config::{retry::RetryConfig, timeout::TimeoutConfig};
         let bucket = cfg
             .bucket
             .as_ref()
@@ -80,6 +110,18 @@ impl S3Store {
             .force_path_style(cfg.force_path_style)
             .response_checksum_validation(
                 aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(attempts.max)
+                    .with_initial_backoff(std::time::Duration::from_millis(200))
+                    .with_max_backoff(std::time::Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(attempts.timeout.min(std::time::Duration::from_secs(5)))
+                    .operation_attempt_timeout(attempts.timeout)
+                    .build(),
             );
         if shared.region().is_none() {
             b = b.region(aws_config::Region::new("us-east-1"));

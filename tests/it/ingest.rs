@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use recvault::ingest::spool::ALLOWED;
@@ -438,52 +436,22 @@ async fn full_spool_disk_answers_507_and_earlier_sessions_are_untouched() {
     .contains("archived"));
 }
 
-/// A TCP proxy to moto that can be taken down: a storage outage.
-struct Outage {
-    port: u16,
-    down: Arc<AtomicBool>,
-}
-
-impl Outage {
-    fn start(target: &str) -> Outage {
-        let target = target.trim_start_matches("http://").to_string();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let down = Arc::new(AtomicBool::new(true));
-        let flag = down.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming().map_while(Result::ok) {
-                if flag.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(upstream) = std::net::TcpStream::connect(&target) else {
-                    continue;
-                };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                    (upstream, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Outage { port, down }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_keeps_sessions_queued_until_storage_returns() {
     let prefix = unique_prefix("ingest-outage");
     let s3 = s3();
-    let outage = Outage::start(&s3.endpoint);
-    let storage = s3
-        .storage_toml()
-        .replace(&s3.endpoint, &format!("http://127.0.0.1:{}", outage.port));
-    let server = Server::start_with(&format!("{storage}\n{}", tenants(&prefix, "")));
+    // Storage is down: every connection to it is dropped unanswered.
+    let outage = crate::faults::FaultProxy::start(&s3.endpoint);
+    outage.inject(crate::faults::Rule::new(
+        None,
+        "",
+        crate::faults::Fault::Reset,
+    ));
+    let server = Server::start_with(&format!(
+        "{}\n{}",
+        outage.storage_toml(s3),
+        tenants(&prefix, "")
+    ));
     let work = tempfile::tempdir().unwrap();
     let ids = ["call-out-1", "call-out-2"];
     for (i, id) in ids.iter().enumerate() {
@@ -503,7 +471,11 @@ async fn s3_outage_keeps_sessions_queued_until_storage_returns() {
             "{body}"
         );
     }
-    outage.down.store(false, Ordering::SeqCst);
+    assert!(
+        outage.faulted() > 0,
+        "the archiver tried storage while it was down"
+    );
+    outage.clear();
     for id in ids {
         let body = wait_status(&server, id, TOKEN_A, "archived", Duration::from_secs(90));
         assert!(
@@ -512,6 +484,90 @@ async fn s3_outage_keeps_sessions_queued_until_storage_returns() {
             server.log()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_rides_out_throttling_500s_dropped_connections_and_a_black_hole_losing_nothing() {
+    use crate::faults::{Fault, FaultProxy, Rule};
+    let prefix = unique_prefix("ingest-faults");
+    let s3 = s3();
+    let proxy = FaultProxy::start(&s3.endpoint);
+    // Each step of an archive meets a fault: the index lookup a dropped
+    // connection, the upload's start a black hole, its part more 503s than
+    // one request's attempts (so the whole session is retried), the index
+    // write two 500s.
+    let rules = [
+        Rule::new(Some("GET"), "info.json", Fault::Reset).times(2),
+        Rule::new(Some("POST"), "?uploads", Fault::BlackHole).times(1),
+        Rule::new(Some("PUT"), "uploadId=", Fault::Status(503, "SlowDown")).times(5),
+        Rule::new(
+            Some("PUT"),
+            "info.json",
+            Fault::Status(500, "InternalError"),
+        )
+        .times(2),
+    ];
+    let injected: usize = rules.iter().map(|r| r.times.unwrap()).sum();
+    for r in rules {
+        proxy.inject(r);
+    }
+    let server = Server::start_with(&format!(
+        "{}\n{}",
+        proxy.storage_toml(s3),
+        tenants(
+            &prefix,
+            "[limits]\nstorage_attempt_secs = 1\nstorage_timeout_secs = 5"
+        )
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let id = "call-faults-1";
+    let dir = make_session(work.path(), id, 3, 120);
+    for name in ALLOWED {
+        let (code, body) = put_file(&server, id, name, TOKEN_A, &dir.join(name));
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, body) = complete(&server, id, TOKEN_A);
+    assert_eq!(code, 202, "{body}");
+    let body = wait_status(&server, id, TOKEN_A, "archived", Duration::from_secs(120));
+    assert!(
+        body.contains("\"status\":\"archived\""),
+        "{body}\n{}",
+        server.log()
+    );
+    assert_eq!(proxy.faulted(), injected, "every injected fault was met");
+    assert!(server.log_shows("archiving failed; will retry"));
+    // Nothing lost: the stored index names every file with its hash, and
+    // the stored archive is the one it records.
+    let store = s3.store().await;
+    let keys = recvault::layout::SessionKeys::of_call(
+        &format!("{prefix}acme/"),
+        t("2026-11-23T10:00:00Z"),
+        id,
+    );
+    let index: serde_json::Value = serde_json::from_slice(
+        &recvault::store::read_all(store.as_ref(), &keys.index(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    for name in ALLOWED {
+        assert_eq!(
+            index["recvault"]["raw_files"][name]["sha256"],
+            sha256(&std::fs::read(dir.join(name)).unwrap()),
+            "{name}"
+        );
+    }
+    let archive = recvault::store::read_all(store.as_ref(), &keys.archive(), 64 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        index["recvault"]["objects"][format!("{id}.tar.gz")]["sha256"],
+        sha256(&archive)
+    );
+    assert!(
+        store.multipart_list(&prefix).await.unwrap().is_empty(),
+        "the upload the retry replaced was aborted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1193,6 +1193,63 @@ async fn a_render_killed_half_way_renders_again_byte_for_byte_and_reget_complete
     assert_eq!(&full[..partial.len()], &partial[..]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_whose_storage_read_is_cut_fails_the_read_and_the_next_read_renders_it_whole() {
+    use crate::faults::{Fault, FaultProxy, Rule};
+    use crate::harness::*;
+    let prefix = unique_prefix("media-fault");
+    let proxy = FaultProxy::start(&s3().endpoint);
+    let server = Server::start_with(&format!(
+        "{}\n{}",
+        proxy.storage_toml(s3()),
+        media_config(&prefix)
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let dir = media_session(work.path(), "call-f");
+    push_session(&server, &dir);
+    let session = "/2026/11/23/call-f";
+    let want = listed_size(&server, work.path(), session, "call-f.mp3");
+
+    // The render's read of the RAW archive is cut off after 4 KiB.
+    proxy.inject(Rule::new(
+        Some("GET"),
+        "call-f.tar.gz",
+        Fault::CutBody(4096),
+    ));
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("get {session}/call-f.mp3 cut.mp3\n"),
+        work.path(),
+    );
+    assert!(proxy.faulted() > 0, "the render read through the proxy");
+    assert!(
+        !out.status.success(),
+        "a render that lost its input is a failed read: {}",
+        text(&out)
+    );
+    let partial = std::fs::metadata(work.path().join("cut.mp3")).map_or(0, |m| m.len());
+    assert!(partial < want, "{partial} of {want} bytes");
+
+    // Storage is well again: the next read renders the whole file.
+    proxy.clear();
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("get {session}/call-f.mp3 whole.mp3\n"),
+        work.path(),
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    assert_eq!(
+        std::fs::metadata(work.path().join("whole.mp3"))
+            .unwrap()
+            .len(),
+        want
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_recording_fails_the_read_clearly_and_the_server_keeps_serving() {
     use crate::harness::*;

@@ -29,33 +29,26 @@ async fn s3_with_wrong_credentials_fails_cleanly_and_the_server_says_so() {
     );
 }
 
-/// An S3 endpoint that accepts connections and never answers (a network
-/// partition, a stuck proxy): it reads and discards what it is sent.
-fn black_hole() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                use std::io::Read;
-                let mut conn = conn;
-                let mut sink = [0u8; 4096];
-                while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_holed_storage_neither_stops_the_server_starting_nor_hangs_a_client() {
     let key = client_key("qa");
+    // An S3 endpoint that accepts connections and never answers (a network
+    // partition, a stuck proxy).
+    let proxy = crate::faults::FaultProxy::start(&s3().endpoint);
+    proxy.inject(crate::faults::Rule::new(
+        None,
+        "",
+        crate::faults::Fault::BlackHole,
+    ));
     let config = format!(
-        "[storage]\nbackend = \"s3\"\nbucket = \"b\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\n\n[limits]\nstorage_timeout_secs = 2\nstorage_stall_secs = 2\n{}",
-        black_hole(),
+        "{}\n[limits]\nstorage_timeout_secs = 2\nstorage_stall_secs = 2\n{}",
+        proxy.storage_toml(s3()),
         tenant_toml("acme", "p/", &[("qa", key, "password = \"x\"")]).replace(
             "password = \"x\"",
-            &format!("password = \"{}\"", recvault::password::hash("Bh-Passw0rd-1").unwrap())
+            &format!(
+                "password = \"{}\"",
+                recvault::password::hash("Bh-Passw0rd-1").unwrap()
+            )
         )
     );
     // It binds its listeners although its storage check never returns.
@@ -157,4 +150,256 @@ async fn unfinished_uploads_of_a_dead_process_are_aborted_at_start() {
         server.log()
     );
     store.multipart_abort(&foreign, &foreign_id).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Storage faults through the fault proxy: what SFTP and FTPS clients see.
+
+const FAULT_PW: &str = "Fault-Passw0rd-1";
+const DAY: &str = "/2026/11/23";
+const ARCHIVE: &str = "/2026/11/23/call-1/call-1.tar.gz";
+
+/// A server whose storage is moto behind a fault proxy, holding one
+/// session (`call-1`, a 1 MiB archive), no metadata cache (every request
+/// reaches storage), an FTPS listener, and `limits` lines.
+async fn behind_fault_proxy(
+    test: &str,
+    limits: &str,
+) -> (Server, crate::faults::FaultProxy, Vec<u8>) {
+    let prefix = unique_prefix(test);
+    let archive = pseudo_random(1 << 20, 7);
+    seed(
+        s3().store().await.as_ref(),
+        &prefix,
+        "call-1",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:05:00Z",
+        archive.clone(),
+    )
+    .await;
+    let proxy = crate::faults::FaultProxy::start(&s3().endpoint);
+    let password = format!(
+        "password = \"{}\"",
+        recvault::password::hash(FAULT_PW).unwrap()
+    );
+    let server = Server::start_with(&format!(
+        "{}\n{}\n[limits]\nmetadata_cache_secs = 0\n{limits}\n{}",
+        proxy.storage_toml(s3()),
+        ftps_toml(""),
+        tenant_toml("acme", &prefix, &[("qa", client_key("qa"), &password)])
+    ));
+    (server, proxy, archive)
+}
+
+/// What a client does; each reaches storage in its own way.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    SftpReaddir,
+    SftpRead,
+    FtpsMlsd,
+    FtpsRetr,
+}
+
+const OPS: [Op; 4] = [Op::SftpReaddir, Op::SftpRead, Op::FtpsMlsd, Op::FtpsRetr];
+
+impl Op {
+    /// The requests a fault aims at: the archive's body for reads, any
+    /// request for listings.
+    fn target(self) -> &'static str {
+        match self {
+            Op::SftpRead | Op::FtpsRetr => "call-1.tar.gz",
+            Op::SftpReaddir | Op::FtpsMlsd => "",
+        }
+    }
+
+    /// The listing or the file's bytes, or the error the client was given.
+    /// Succeeds only on a complete answer (SFTP EOF, FTP 226).
+    async fn run(self, server: &Server) -> Result<Vec<u8>, String> {
+        use crate::rawsftp::*;
+        match self {
+            Op::SftpReaddir | Op::SftpRead => {
+                let mut h = connect(server.port).await;
+                assert!(auth_password(&mut h, "qa", FAULT_PW).await);
+                let (mut sftp, _) = RawSftp::start(&h).await;
+                let mut out = Vec::new();
+                if let Op::SftpReaddir = self {
+                    let dir = sftp
+                        .opendir(DAY.as_bytes())
+                        .await
+                        .map_err(|(c, m)| format!("opendir: {c} {m}"))?;
+                    loop {
+                        let r = sftp.request(FXP_READDIR, |b| put_string(b, &dir)).await;
+                        if r.ty == FXP_NAME {
+                            let mut b = r.body.clone();
+                            use bytes::Buf;
+                            for _ in 0..b.get_u32() {
+                                out.extend_from_slice(get_string(&mut b).as_bytes());
+                                out.push(b'\n');
+                                get_string(&mut b);
+                                get_attrs(&mut b);
+                            }
+                            continue;
+                        }
+                        return match r.status().expect("a status") {
+                            (FX_EOF, _) => Ok(out),
+                            (c, m) => Err(format!("readdir: {c} {m}")),
+                        };
+                    }
+                }
+                let file = sftp
+                    .open(ARCHIVE.as_bytes(), 1)
+                    .await
+                    .map_err(|(c, m)| format!("open: {c} {m}"))?;
+                loop {
+                    match sftp.read(&file, out.len() as u64, 32 * 1024).await {
+                        Ok(data) => out.extend_from_slice(&data),
+                        Err((FX_EOF, _)) => return Ok(out),
+                        Err((c, m)) => return Err(format!("read: {c} {m}")),
+                    }
+                }
+            }
+            Op::FtpsMlsd | Op::FtpsRetr => {
+                let mut ftp = crate::rawftp::RawFtp::login(server.ftps_port, "qa", FAULT_PW).await;
+                let command = match self {
+                    Op::FtpsMlsd => format!("MLSD {DAY}"),
+                    _ => format!("RETR {ARCHIVE}"),
+                };
+                let (data, reply) = ftp.data_cmd(&command).await;
+                match reply.code {
+                    226 => Ok(data),
+                    c => Err(format!("{c} {}", reply.text)),
+                }
+            }
+        }
+    }
+
+    fn check(self, got: &[u8], archive: &[u8]) {
+        match self {
+            Op::SftpRead | Op::FtpsRetr => {
+                assert!(
+                    got == archive,
+                    "{self:?}: {} bytes, not the archive",
+                    got.len()
+                )
+            }
+            Op::SftpReaddir | Op::FtpsMlsd => assert!(
+                String::from_utf8_lossy(got).contains("call-1"),
+                "{self:?}: {}",
+                String::from_utf8_lossy(got)
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_throttling_and_500s_are_retried_without_sftp_or_ftps_clients_noticing() {
+    use crate::faults::{Fault, Rule};
+    let (server, proxy, archive) = behind_fault_proxy("fault-retry", "").await;
+    for fault in [
+        Fault::Status(503, "SlowDown"),
+        Fault::Status(500, "InternalError"),
+    ] {
+        for op in OPS {
+            let before = proxy.faulted();
+            proxy.inject(Rule::new(None, op.target(), fault.clone()).times(2));
+            let got = op
+                .run(&server)
+                .await
+                .unwrap_or_else(|e| panic!("{op:?} under {fault:?}: {e}\n{}", server.log()));
+            op.check(&got, &archive);
+            assert_eq!(
+                proxy.faulted() - before,
+                2,
+                "{op:?}: both injected {fault:?} answers reached recvault"
+            );
+            proxy.clear();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_that_keeps_failing_or_never_answers_gives_clients_a_clear_try_again_error() {
+    use crate::faults::{Fault, Rule};
+    let (server, proxy, archive) = behind_fault_proxy(
+        "fault-persistent",
+        "storage_attempt_secs = 1\nstorage_timeout_secs = 3\nstorage_stall_secs = 3",
+    )
+    .await;
+    for fault in [
+        Fault::Status(503, "SlowDown"),
+        Fault::Status(500, "InternalError"),
+        Fault::BlackHole,
+    ] {
+        for op in OPS {
+            proxy.inject(Rule::new(None, op.target(), fault.clone()));
+            let began = std::time::Instant::now();
+            let err = match op.run(&server).await {
+                Ok(got) => panic!("{op:?} under {fault:?} succeeded with {} bytes", got.len()),
+                Err(e) => e,
+            };
+            eprintln!(
+                "{op:?} under {fault:?}: error after {:.1} s: {err}",
+                began.elapsed().as_secs_f64()
+            );
+            let code = match op {
+                Op::SftpReaddir | Op::SftpRead => "4 ",
+                Op::FtpsMlsd | Op::FtpsRetr => "451 ",
+            };
+            assert!(err.contains(code), "{op:?} under {fault:?}: {err}");
+            assert!(
+                err.contains("try again later"),
+                "{op:?} under {fault:?}: {err}"
+            );
+            if let Op::SftpRead = op {
+                assert!(
+                    err.starts_with("read:"),
+                    "the open needs no archive byte: {err}"
+                );
+            }
+            proxy.clear();
+            // Storage is back: the same request works, on the same server.
+            let got = op
+                .run(&server)
+                .await
+                .unwrap_or_else(|e| panic!("{op:?} after {fault:?} cleared: {e}"));
+            op.check(&got, &archive);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_body_cut_mid_stream_is_never_a_short_success() {
+    use crate::faults::{Fault, Rule};
+    let (server, proxy, archive) = behind_fault_proxy("fault-cut", "").await;
+    for op in [Op::SftpRead, Op::FtpsRetr] {
+        proxy.inject(Rule::new(Some("GET"), op.target(), Fault::CutBody(300_000)));
+        let err = match op.run(&server).await {
+            Ok(got) => panic!(
+                "{op:?}: a success with {} of {} bytes",
+                got.len(),
+                archive.len()
+            ),
+            Err(e) => e,
+        };
+        let cut: Vec<_> = proxy
+            .seen()
+            .into_iter()
+            .filter(|s| s.fault.is_some())
+            .collect();
+        assert!(!cut.is_empty());
+        assert!(
+            cut.iter()
+                .all(|s| s.method == "GET" && s.path.contains("call-1.tar.gz")),
+            "only the archive's body was cut: {cut:?}"
+        );
+        let code = match op {
+            Op::SftpRead => "read: 4 ",
+            _ => "451 ",
+        };
+        assert!(err.starts_with(code), "{op:?}: {err}");
+        assert!(err.contains("try again later"), "{op:?}: {err}");
+        proxy.clear();
+        let got = op.run(&server).await.expect("whole once storage is well");
+        op.check(&got, &archive);
+    }
 }

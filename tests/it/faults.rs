@@ -1,0 +1,262 @@
+//! The storage fault proxy: an HTTP proxy in front of moto that passes
+//! requests through unchanged (the Host header too, so SigV4 signatures
+//! still verify) unless a [`Rule`] matches, and then injects its fault:
+//! a black hole (the request is read and never answered), a dropped
+//! connection (an endpoint that is down), an S3 error
+//! status (`503 SlowDown`, `500 InternalError`), or a body cut off mid-way.
+//!
+//! It runs on a thread and runtime of its own, so tests that block on
+//! command-line clients cannot starve it. Every request is recorded
+//! ([`FaultProxy::seen`]) so a test can count what reached storage.
+//!
+//! Built to be extended by the real-S3 speed work: a link model
+//! (bandwidth per connection, time to first byte) belongs in
+//! [`FaultProxy::respond`] beside the body cut, and header rewriting (a
+//! store that ignores conditional writes) beside the rule match; one proxy,
+//! not one per concern.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What a matching request gets instead of moto's answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Read the request, never answer (a partition, a stuck proxy).
+    BlackHole,
+    /// Close the connection without an answer (an endpoint that is down).
+    Reset,
+    /// Answer with this status and S3 error code (`503`, `SlowDown`).
+    Status(u16, &'static str),
+    /// Pass moto's answer through (its full Content-Length), then cut the
+    /// connection after this many body bytes.
+    CutBody(u64),
+}
+
+/// A fault for requests whose method and path-and-query match.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// `GET`, `PUT`, `POST`…; `None` for any.
+    pub method: Option<&'static str>,
+    /// A substring of the path and query (`?list-type=2`, a key); `None` for any.
+    pub path_contains: Option<String>,
+    pub fault: Fault,
+    /// How many matching requests get the fault; `None` for all of them.
+    pub times: Option<usize>,
+}
+
+impl Rule {
+    pub fn new(method: Option<&'static str>, path_contains: &str, fault: Fault) -> Rule {
+        Rule {
+            method,
+            path_contains: (!path_contains.is_empty()).then(|| path_contains.to_string()),
+            fault,
+            times: None,
+        }
+    }
+
+    pub fn times(mut self, n: usize) -> Rule {
+        self.times = Some(n);
+        self
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.times != Some(0)
+            && self.method.is_none_or(|m| m == method)
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path.contains(p))
+    }
+}
+
+/// One request the proxy saw, and the fault it got (if any).
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    seen: Vec<Seen>,
+}
+
+pub struct FaultProxy {
+    /// `http://127.0.0.1:<port>`, to use as the S3 endpoint.
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl FaultProxy {
+    /// A proxy in front of `upstream` (moto's endpoint).
+    pub fn start(upstream: &str) -> FaultProxy {
+        let upstream = upstream.trim_end_matches('/').to_string();
+        let state = Arc::new(Mutex::new(State::default()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("fault proxy runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let client: Client<_, Incoming> =
+                    Client::builder(TokioExecutor::new()).build_http();
+                loop {
+                    let Ok((conn, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (client, state, upstream) =
+                        (client.clone(), shared.clone(), upstream.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let (client, state, upstream) =
+                                (client.clone(), state.clone(), upstream.clone());
+                            // An `Err` makes hyper close the connection unanswered.
+                            async move { Self::respond(&client, &state, &upstream, req).await }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(conn), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        FaultProxy { endpoint, state }
+    }
+
+    /// Adds a rule (rules are tried in the order they were added).
+    pub fn inject(&self, rule: Rule) {
+        self.state.lock().unwrap().rules.push(rule);
+    }
+
+    /// Removes every rule: storage answers normally again.
+    pub fn clear(&self) {
+        self.state.lock().unwrap().rules.clear();
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// How many requests got a fault.
+    pub fn faulted(&self) -> usize {
+        self.seen().iter().filter(|s| s.fault.is_some()).count()
+    }
+
+    /// The `[storage]` section of a server that reaches moto through this proxy.
+    pub fn storage_toml(&self, s3: &crate::harness::S3) -> String {
+        s3.storage_toml().replace(&s3.endpoint, &self.endpoint)
+    }
+
+    async fn respond(
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Incoming>,
+        state: &Mutex<State>,
+        upstream: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, &'static str> {
+        let method = req.method().as_str().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let fault = {
+            let mut st = state.lock().unwrap();
+            let fault = st
+                .rules
+                .iter_mut()
+                .find(|r| r.matches(&method, &path))
+                .map(|r| {
+                    if let Some(n) = r.times.as_mut() {
+                        *n -= 1;
+                    }
+                    r.fault.clone()
+                });
+            st.seen.push(Seen {
+                method,
+                path: path.clone(),
+                fault: fault.clone(),
+            });
+            fault
+        };
+        Ok(match fault {
+            Some(Fault::Reset) => return Err("fault proxy: connection dropped"),
+            Some(Fault::BlackHole) => {
+                // Take the whole request, as a stuck peer would, and never answer.
+                let _ = req.into_body().collect().await;
+                futures::future::pending::<()>().await;
+                unreachable!()
+            }
+            Some(Fault::Status(code, s3_code)) => {
+                let _ = req.into_body().collect().await;
+                let xml = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{s3_code}</Code><Message>injected by the test fault proxy</Message><RequestId>fault</RequestId></Error>"
+                );
+                Response::builder()
+                    .status(code)
+                    .header("content-type", "application/xml")
+                    .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
+                    .expect("response")
+            }
+            forward => {
+                let (mut parts, body) = req.into_parts();
+                parts.uri = format!("{upstream}{path}").parse().expect("upstream uri");
+                let answer = match client.request(Request::from_parts(parts, body)).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return Ok(Response::builder()
+                            .status(502)
+                            .body(
+                                Full::new(Bytes::from(format!("fault proxy: upstream: {e}")))
+                                    .map_err(|e| match e {})
+                                    .boxed(),
+                            )
+                            .expect("response"))
+                    }
+                };
+                let (parts, body) = answer.into_parts();
+                let body: Body = match forward {
+                    Some(Fault::CutBody(after)) => {
+                        let mut left = after;
+                        let frames = body.into_data_stream().map(move |chunk| {
+                            let chunk = chunk?;
+                            if left == 0 {
+                                return Err("fault proxy: body cut".into());
+                            }
+                            let keep = chunk.len().min(left as usize);
+                            left -= keep as u64;
+                            Ok(Frame::data(chunk.slice(..keep)))
+                        });
+                        // After the last kept byte, the next chunk (or the
+                        // end) cuts the connection short of Content-Length.
+                        let cut = frames.chain(futures::stream::once(async {
+                            Err::<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>(
+                                "fault proxy: body cut".into(),
+                            )
+                        }));
+                        BodyExt::boxed(StreamBody::new(cut))
+                    }
+                    _ => body.map_err(|e| e.into()).boxed(),
+                };
+                Response::from_parts(parts, body)
+            }
+        })
+    }
+}
