@@ -176,6 +176,46 @@ impl PreAuth {
     }
 }
 
+/// The [`PreAuthPermit`] of a connection whose requests authenticate one
+/// by one (ingest's bearer tokens): released by the first request that
+/// authenticates; [`PreAuthSlot::idle`] tells a connection that has sent
+/// no request at all (a slow-loris) from one that has.
+#[derive(Clone)]
+pub struct PreAuthSlot {
+    permit: Arc<std::sync::Mutex<Option<PreAuthPermit>>>,
+    requested: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PreAuthSlot {
+    pub fn new(permit: PreAuthPermit) -> Self {
+        Self {
+            permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+            requested: Arc::default(),
+        }
+    }
+
+    /// A request arrived (authenticated or not).
+    pub fn requested(&self) {
+        self.requested
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A request authenticated: the slot is freed for others.
+    pub fn authenticated(&self) {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Neither authenticated nor sent any request.
+    pub fn idle(&self) -> bool {
+        !self.requested.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .permit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

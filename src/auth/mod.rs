@@ -48,6 +48,10 @@ pub enum Denied {
     KeyNotAuthorized,
     #[error("bad bearer token")]
     BadToken,
+    /// The connection neither logged in nor left within the login grace
+    /// time (a slow-loris holding a slot); counted like a bad password.
+    #[error("no login within the login grace time")]
+    LoginTimeout,
 }
 
 /// Every user of every tenant, by login name.

@@ -239,6 +239,13 @@ pub async fn run(
                             }
                             Err(_) => {
                                 info!("closing: no TLS handshake within the login grace time");
+                                ftps.shared.login_failed(
+                                    "ftps",
+                                    peer,
+                                    "",
+                                    "none",
+                                    crate::auth::Denied::LoginTimeout,
+                                );
                                 return;
                             }
                         }

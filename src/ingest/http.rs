@@ -52,7 +52,26 @@ fn error_reply(e: Refusal) -> Reply {
             )
         }
     };
-    json_reply(code, json!({"error": msg, "status": code.as_u16()}))
+    let mut reply = json_reply(code, json!({"error": msg, "status": code.as_u16()}));
+    // When to come back: soon for a busy server, later for a full disk.
+    let retry_after = match code {
+        StatusCode::SERVICE_UNAVAILABLE => Some("5"),
+        StatusCode::INSUFFICIENT_STORAGE => Some("60"),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        reply.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static(secs),
+        );
+    }
+    reply
+}
+
+/// The answer on a connection refused a pre-authentication slot (too many
+/// from its address): 503 with the reason; the connection then closes.
+pub fn refused(reason: String) -> Reply {
+    error_reply(Refusal::Busy(format!("{reason}; retry shortly")))
 }
 
 /// The answer when a handler itself failed (it panicked): nothing was
@@ -63,8 +82,13 @@ pub fn internal_error() -> Reply {
     )))
 }
 
-pub async fn handle(ingest: Arc<Ingest>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
-    match route(&ingest, req, peer).await {
+pub async fn handle(
+    ingest: Arc<Ingest>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    slot: crate::listener::PreAuthSlot,
+) -> Reply {
+    match route(&ingest, req, peer, &slot).await {
         Ok(r) => r,
         Err(e) => error_reply(e),
     }
@@ -74,6 +98,7 @@ async fn route(
     ingest: &Arc<Ingest>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    slot: &crate::listener::PreAuthSlot,
 ) -> Result<Reply, Refusal> {
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -85,6 +110,7 @@ async fn route(
         return Err(no_endpoint());
     }
     let tenant = authenticate(ingest, &req, peer)?;
+    slot.authenticated();
     let id = parts[2];
     // A leading dot is refused too: the spool keeps its own folders
     // (`.archived`, `.quarantine`, `.trash-…`) beside the sessions.

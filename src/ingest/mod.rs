@@ -30,13 +30,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
 use crate::auth::defender::Defender;
 use crate::config::Config;
 use crate::limits::Limits;
-use crate::listener::{Admitted, Gate};
+use crate::listener::{Admitted, Gate, PreAuth, PreAuthSlot};
 use crate::store::SharedStore;
 use archive::{Archiver, Target};
 use spool::Spool;
@@ -174,25 +174,41 @@ pub async fn run(
 ) {
     let limits = ingest.limits.clone();
     let gate = Gate::new("ingest", limits.max_connections);
+    let preauth = PreAuth::new(
+        limits.max_unauthenticated,
+        limits.max_unauthenticated_per_source,
+    );
     while let Some(Admitted { sock, peer, permit }) = gate
         .accept(&listener, &ingest.defender, &mut shutdown)
         .await
     {
         let (ingest, tls, stop) = (ingest.clone(), tls.clone(), shutdown.clone());
         let timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
+        let grace = limits.login_grace();
+        // Over the per-source (or listener) cap of connections that have
+        // not authenticated yet: each request gets 503 with the reason.
+        let admission = preauth.admit(peer).map(PreAuthSlot::new);
+        if let Err(reason) = &admission {
+            warn!(%peer, %reason, "ingest: refusing a connection");
+        }
         tokio::spawn(async move {
+            let conn = Conn {
+                ingest,
+                peer,
+                header_timeout: timeout,
+                grace,
+                admission,
+            };
             match tls {
-                None => serve_connection(TokioIo::new(sock), ingest, peer, timeout, stop).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(TokioIo::new(stream), ingest, peer, timeout, stop)
-                                .await
-                        }
-                        Ok(Err(e)) => debug!(%peer, error = %e, "ingest TLS handshake failed"),
-                        Err(_) => debug!(%peer, "ingest TLS handshake timed out"),
+                None => conn.serve(TokioIo::new(sock), stop).await,
+                Some(acceptor) => match tokio::time::timeout(grace, acceptor.accept(sock)).await {
+                    Ok(Ok(stream)) => conn.serve(TokioIo::new(stream), stop).await,
+                    Ok(Err(e)) => debug!(%peer, error = %e, "ingest TLS handshake failed"),
+                    Err(_) => {
+                        info!(%peer, "closing: no TLS handshake within the login grace time");
+                        conn.grace_exceeded();
                     }
-                }
+                },
             }
             drop(permit);
         });
@@ -206,43 +222,90 @@ pub async fn run(
     }
 }
 
-async fn serve_connection<I>(
-    io: I,
+/// One accepted ingest connection.
+struct Conn {
     ingest: Arc<Ingest>,
     peer: SocketAddr,
     header_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    // Each request runs in a task of its own: hyper drops the handler when
-    // the client hangs up, and a state change (or the removal of a part
-    // file) must not stop half-way for that.
-    let service = hyper::service::service_fn(move |req| {
-        let handling = tokio::spawn(http::handle(ingest.clone(), req, peer));
-        async move {
-            let reply = handling.await.unwrap_or_else(|e| {
-                warn!(%peer, error = %e, "ingest request handler failed");
-                http::internal_error()
-            });
-            Ok::<_, std::convert::Infallible>(reply)
+    grace: Duration,
+    /// Its pre-authentication slot, or why it got none.
+    admission: Result<PreAuthSlot, String>,
+}
+
+impl Conn {
+    /// A connection that did not authenticate (nor ask anything) within
+    /// the login grace time counts as a failed login for the defender.
+    fn grace_exceeded(&self) {
+        crate::shared::login_failed(
+            &self.ingest.audit,
+            &self.ingest.defender,
+            "ingest",
+            self.peer,
+            "",
+            "none",
+            crate::auth::Denied::LoginTimeout,
+        );
+    }
+
+    async fn serve<I>(self, io: I, mut stop: watch::Receiver<bool>)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (ingest, peer, admission) = (self.ingest.clone(), self.peer, self.admission.clone());
+        // Each request runs in a task of its own: hyper drops the handler when
+        // the client hangs up, and a state change (or the removal of a part
+        // file) must not stop half-way for that.
+        let service = hyper::service::service_fn(move |req| {
+            let handling = match admission.clone() {
+                Ok(slot) => {
+                    slot.requested();
+                    tokio::spawn(http::handle(ingest.clone(), req, peer, slot))
+                }
+                Err(reason) => tokio::spawn(async move { http::refused(reason) }),
+            };
+            async move {
+                let reply = handling.await.unwrap_or_else(|e| {
+                    warn!(%peer, error = %e, "ingest request handler failed");
+                    http::internal_error()
+                });
+                Ok::<_, std::convert::Infallible>(reply)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(64 * 1024)
+            .keep_alive(self.admission.is_ok())
+            .serve_connection(io, service);
+        tokio::pin!(conn);
+        let grace = tokio::time::sleep(self.grace);
+        tokio::pin!(grace);
+        let mut graced = false;
+        let result = loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = &mut grace, if !graced => {
+                    graced = true;
+                    match &self.admission {
+                        Ok(slot) if slot.idle() => {
+                            info!(%peer, "closing: no request within the login grace time");
+                            self.grace_exceeded();
+                            return;
+                        }
+                        // A refused connection lives no longer than the grace time.
+                        Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+            }
+        };
+        if let Err(e) = result {
+            debug!(%peer, error = %e, "ingest connection ended");
         }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(64 * 1024)
-        .serve_connection(io, service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = async { drop(stop.wait_for(|s| *s).await) } => {
-            // Finish the request in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(%peer, error = %e, "ingest connection ended");
     }
 }

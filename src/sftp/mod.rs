@@ -108,7 +108,7 @@ pub async fn run(
             opened: 0,
             refused_exec_logged: false,
         };
-        let config = config.clone();
+        let (config, shared) = (config.clone(), shared.clone());
         let grace = limits.login_grace();
         let span = tracing::info_span!("ssh", %peer);
         tokio::spawn(
@@ -127,14 +127,17 @@ pub async fn run(
                     }
                     Err(_) => {
                         info!("closing: no SSH banner within the login grace time");
+                        shared.login_failed("sftp", peer, "", "none", Denied::LoginTimeout);
                         return;
                     }
                 };
                 let handle = running.handle();
+                let late = shared.clone();
                 let watchdog = tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     if !authed.load(Ordering::Acquire) {
                         info!("closing: not authenticated within the login grace time");
+                        late.login_failed("sftp", peer, "", "none", Denied::LoginTimeout);
                         let _ = handle
                             .disconnect(
                                 russh::Disconnect::ByApplication,

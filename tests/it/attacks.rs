@@ -516,17 +516,36 @@ async fn one_address_holding_idle_connections_cannot_lock_other_clients_out() {
         &[("qa", key, &format!("password = \"{hash}\""))],
     ));
     // 127.0.0.2 opens more idle connections than the listener's whole
-    // pre-authentication cap (64), on SFTP and on FTPS.
+    // pre-authentication cap (64), on SFTP, FTPS and ingest.
     let mut held = Vec::new();
-    for port in [server.port, server.ftps_port] {
+    for port in [server.port, server.ftps_port, server.ingest_port] {
         let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         for _ in 0..70 {
             held.push(crate::rawftp::tcp_from("127.0.0.2", to).await.unwrap());
         }
     }
-    // Beyond its own cap (16) the server closes them at once, over FTPS
-    // with the reason.
+    // Beyond its own cap (16) ingest answers 503 with the reason and when
+    // to come back, and closes.
     let mut last = held.pop().unwrap();
+    use tokio::io::AsyncWriteExt;
+    last.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), last.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(got.starts_with("http/1.1 503"), "{got}");
+    assert!(got.contains("\r\nretry-after: 5\r\n"), "{got}");
+    assert!(
+        got.contains("too many connections still authenticating from this address"),
+        "{got}"
+    );
+    // The server closes the SFTP and FTPS ones at once, FTPS with the reason.
+    let mut last = held.pop().unwrap();
+    while last.peer_addr().unwrap().port() == server.ingest_port {
+        last = held.pop().unwrap();
+    }
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), last.read_to_end(&mut got)).await;
     assert!(matches!(read, Ok(Ok(_))), "{read:?}");
@@ -541,6 +560,12 @@ async fn one_address_holding_idle_connections_cannot_lock_other_clients_out() {
     assert!(out.status.success(), "{}\n{}", text(&out), server.log());
     let mut ftp = crate::rawftp::RawFtp::login(server.ftps_port, "qa", pw).await;
     assert_eq!(ftp.cmd("PWD").await.code, 257);
+    let health = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/healthz", server.ingest_url()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "200");
     assert!(
         server.log_shows("from this address (max_unauthenticated_per_source = 16)"),
         "{}",
@@ -581,4 +606,53 @@ async fn an_allowed_network_is_never_banned_and_a_bad_one_is_refused_at_load() {
         e.contains("[defender] allow") && e.contains("bad.toml"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_log_in_count_as_failed_logins_and_earn_a_ban() {
+    use tokio::io::AsyncReadExt;
+    let server = Server::start(&format!(
+        "[limits]\nlogin_grace_secs = 1\nban_after_failures = 2\n{}",
+        tenant_toml(
+            "acme",
+            &unique_prefix("grace-ban"),
+            &[("qa", client_key("qa"), "")]
+        )
+    ));
+    // Each protocol from an address of its own: two connections that send
+    // nothing, each closed by the server at the grace time.
+    let protocols = [
+        ("sftp", server.port, "127.0.0.3"),
+        ("ftps", server.ftps_port, "127.0.0.4"),
+        ("ingest", server.ingest_port, "127.0.0.5"),
+    ];
+    for (protocol, port, source) in protocols {
+        let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..2 {
+            let mut c = crate::rawftp::tcp_from(source, to).await.unwrap();
+            let mut sink = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut sink)).await;
+            assert!(matches!(closed, Ok(Ok(_))), "{protocol}: {closed:?}");
+        }
+        assert!(
+            server.log_shows(&format!("protocol=\"{protocol}\" peer={source}")),
+            "{}",
+            server.log()
+        );
+    }
+    assert!(server.log_shows("no login within the login grace time"));
+    let log = server.log();
+    for (protocol, _, source) in protocols {
+        assert!(
+            log.lines().any(|l| l.contains("address banned")
+                && l.contains(&format!("protocol=\"{protocol}\""))
+                && l.contains(&format!("peer={source}:"))),
+            "{protocol} from {source} was not banned:\n{log}"
+        );
+    }
+    // An address that logs in is unaffected.
+    let work = tempfile::tempdir().unwrap();
+    let out = sftp_batch(server.port, "qa", client_key("qa"), "ls /\n", work.path());
+    assert!(out.status.success(), "{}", text(&out));
 }
