@@ -187,17 +187,8 @@ async fn put_file(
             ALLOWED.join(", ")
         )));
     }
-    let max = ingest.limits.ingest_max_file_bytes;
-    let (_slot, part) = admit(
-        ingest,
-        tenant,
-        &req,
-        max,
-        "a file",
-        1,
-        &format!("{id}.{name}"),
-    )
-    .await?;
+    let max = super::validate::max_file_bytes(name, ingest.limits.ingest_max_file_bytes);
+    let (_slot, part) = admit(ingest, tenant, &req, max, name, 1, &format!("{id}.{name}")).await?;
     let result = match receive(ingest, req, &part, max).await {
         Ok(record) => {
             let body = json!({"name": name, "size": record.size, "sha256": record.sha256});

@@ -39,6 +39,8 @@ fn unpack_into(
     parts: &mut Vec<Part>,
 ) -> Result<(), Refusal> {
     let bad = |msg: String| Refusal::BadRequest(msg);
+    check_metadata_sizes(&mut std::io::BufReader::new(std::fs::File::open(tar_path)?))
+        .map_err(bad)?;
     let file = std::fs::File::open(tar_path)?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let entries = archive
@@ -67,6 +69,7 @@ fn unpack_into(
         if parts.iter().any(|p| p.name == name) {
             return Err(bad(format!("tar entry {name:?} appears twice")));
         }
+        let max = super::validate::max_file_bytes(&name, max);
         if entry.size() > max {
             return Err(bad(format!(
                 "tar entry {name:?} is larger than {max} bytes"
@@ -98,6 +101,76 @@ fn unpack_into(
     Ok(())
 }
 
+/// The most bytes of one tar metadata entry (a GNU long name or link, a
+/// PAX header): the tar reader holds those in memory whole.
+const MAX_METADATA: u64 = 64 * 1024;
+
+/// Walks the tar's 512-byte headers without reading the entries, and
+/// refuses a metadata entry (GNU long name/link, PAX) declaring more than
+/// [`MAX_METADATA`] bytes, before the tar reader would read it into memory
+/// at the size its header claims. File entries are streamed, never held.
+fn check_metadata_sizes(r: &mut (impl std::io::Read + std::io::Seek)) -> Result<(), String> {
+    let mut header = [0u8; 512];
+    loop {
+        match read_block(r, &mut header) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(format!("the tar archive is damaged: {e}")),
+        }
+        if header.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        let size = header_size(&header[124..136]).ok_or_else(|| {
+            "the tar archive is damaged: an entry size is not a number".to_string()
+        })?;
+        if matches!(header[156], b'L' | b'K' | b'x' | b'g') && size > MAX_METADATA {
+            return Err(format!(
+                "the tar archive's metadata entry declares {size} bytes (at most {MAX_METADATA})"
+            ));
+        }
+        let skip = size.div_ceil(512).saturating_mul(512);
+        let skip = i64::try_from(skip)
+            .map_err(|_| format!("the tar archive is damaged: an entry declares {size} bytes"))?;
+        r.seek(std::io::SeekFrom::Current(skip))
+            .map_err(|e| format!("the tar archive is damaged: {e}"))?;
+    }
+}
+
+/// Fills `block`; `false` at a clean end of input.
+fn read_block(r: &mut impl std::io::Read, block: &mut [u8; 512]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < block.len() {
+        match r.read(&mut block[got..])? {
+            0 if got == 0 => return Ok(false),
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    Ok(true)
+}
+
+/// A tar header's size field: octal digits, or base-256 when the top bit
+/// of its first byte is set.
+fn header_size(field: &[u8]) -> Option<u64> {
+    if field[0] & 0x80 != 0 {
+        let mut n: u64 = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(n);
+    }
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&digits).ok()?, 8).ok()
+}
+
 struct HashingWriter<'a> {
     inner: &'a mut std::fs::File,
     sha: Sha256,
@@ -114,5 +187,78 @@ impl Write for HashingWriter<'_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar header of `kind` declaring `size` bytes (octal), checksummed.
+    fn header(name: &str, kind: u8, size: u64) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        let size = format!("{size:011o}");
+        h[124..135].copy_from_slice(size.as_bytes());
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        h
+    }
+
+    #[test]
+    fn a_long_name_entry_declaring_gigabytes_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("one-shot.tar");
+        // A GNU long-name entry claiming 4 GiB, followed by 1 MiB of it:
+        // the tar reader would try to hold all it declares in memory.
+        let mut bytes = header("././@LongLink", b'L', 4 << 30).to_vec();
+        bytes.extend(std::iter::repeat_n(b'a', 1 << 20));
+        std::fs::write(&tar, &bytes).unwrap();
+        let err = match unpack(&tar, dir.path(), "call-1", 1 << 40) {
+            Err(Refusal::BadRequest(m)) => m,
+            other => panic!("{:?}", other.map(|p| p.len())),
+        };
+        assert!(
+            err.contains("metadata entry declares 4294967296 bytes"),
+            "{err}"
+        );
+
+        // A small long name is fine and the file behind it unpacks.
+        let mut ok = header("././@LongLink", b'L', 10).to_vec();
+        ok.extend(b"info.json\0");
+        ok.extend([0u8; 502]);
+        ok.extend(header("x", b'0', 2));
+        ok.extend(b"{}");
+        ok.extend([0u8; 510]);
+        ok.extend([0u8; 1024]);
+        std::fs::write(&tar, &ok).unwrap();
+        let parts = unpack(&tar, dir.path(), "call-1", 1 << 40).unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].name, "info.json");
+        assert_eq!(parts[0].record.size, 2);
+    }
+
+    #[test]
+    fn info_json_over_its_cap_is_refused_in_a_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("one-shot.tar");
+        let big = super::super::validate::MAX_INFO_BYTES + 1;
+        let mut bytes = header("info.json", b'0', big).to_vec();
+        bytes.extend(std::iter::repeat_n(b' ', big.div_ceil(512) as usize * 512));
+        bytes.extend([0u8; 1024]);
+        std::fs::write(&tar, &bytes).unwrap();
+        let err = match unpack(&tar, dir.path(), "call-1", 1 << 40) {
+            Err(Refusal::BadRequest(m)) => m,
+            other => panic!("{:?}", other.map(|p| p.len())),
+        };
+        assert!(
+            err.contains("\"info.json\" is larger than 262144 bytes"),
+            "{err}"
+        );
     }
 }

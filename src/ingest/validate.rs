@@ -11,6 +11,20 @@ use serde_json::Value;
 use super::spool::SessionState;
 use crate::media::mjr::{self, Kind, StreamSummary};
 
+/// The largest `info.json` ingest accepts: a gateway's is a few KiB, and
+/// the index built from it must stay within what readers load
+/// ([`crate::layout::index::MAX_BYTES`]).
+pub const MAX_INFO_BYTES: u64 = 256 * 1024;
+
+/// The most bytes ingest accepts for the session file `name`.
+pub fn max_file_bytes(name: &str, limit: u64) -> u64 {
+    if name == "info.json" {
+        limit.min(MAX_INFO_BYTES)
+    } else {
+        limit
+    }
+}
+
 /// A parsed `info.json`.
 #[derive(Debug, Clone)]
 pub struct Info {

@@ -276,6 +276,14 @@ async fn bad_tokens_ids_names_and_bodies_are_refused_clearly() {
     let big = write_file(work.path(), "big.bin", &vec![7u8; 2 * 1024 * 1024]);
     let (code, body) = put("call-bad-1", "user-audio.mjr", Some(TOKEN_A), &big);
     assert_eq!(code, 413, "{body}");
+    // info.json has a cap of its own, far below the file limit.
+    let padded = write_file(work.path(), "padded.json", &vec![b' '; 300 * 1024]);
+    let (code, body) = put("call-bad-1", "info.json", Some(TOKEN_A), &padded);
+    assert_eq!(code, 413, "{body}");
+    assert!(
+        body.contains("info.json may hold at most 262144 bytes"),
+        "{body}"
+    );
 
     // Garbage info.json: refused at complete, with the reason.
     let junk = write_file(work.path(), "junk.json", b"{not json");
