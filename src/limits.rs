@@ -39,6 +39,13 @@ pub struct Limits {
     pub ftp_max_line: usize,
     /// Seconds an FTP client has to open the data connection after PASV/EPSV.
     pub ftp_data_connect_secs: u64,
+    /// Seconds an FTP client may take no data (on a data connection, or
+    /// replies on the control connection) before the transfer or the
+    /// connection is closed.
+    pub ftp_stall_secs: u64,
+    /// Entries a `STAT <folder>` reply lists at most (it is held in memory
+    /// and sent on the control connection; LIST and MLSD stream any size).
+    pub ftp_stat_max_entries: usize,
     /// Failed logins from one IP address before it is banned.
     pub ban_after_failures: u32,
     /// First ban length in seconds; each further ban of the same address doubles it.
@@ -110,6 +117,8 @@ impl Default for Limits {
             ssh_max_channels: 8,
             ftp_max_line: 4096,
             ftp_data_connect_secs: 30,
+            ftp_stall_secs: 120,
+            ftp_stat_max_entries: 2000,
             ban_after_failures: 10,
             ban_secs: 60,
             ban_max_secs: 3600,
@@ -139,7 +148,9 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 24] = [
+        let nonzero: [(&str, u64); 26] = [
+            ("ftp_stat_max_entries", self.ftp_stat_max_entries as u64),
+            ("ftp_stall_secs", self.ftp_stall_secs),
             ("archive_max_failures", self.archive_max_failures as u64),
             ("storage_attempt_secs", self.storage_attempt_secs),
             ("storage_attempts", self.storage_attempts as u64),

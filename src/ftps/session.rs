@@ -45,6 +45,10 @@ enum Flow {
 
 type Reply = std::io::Result<Flow>;
 
+/// Commands a client may send during a transfer (they are answered after
+/// it); one sending more is not an FTP client and is disconnected.
+const MAX_QUEUED: usize = 32;
+
 pub(super) struct Session {
     ftps: Arc<Ftps>,
     ctl: Option<Control>,
@@ -147,10 +151,28 @@ impl Session {
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
     }
 
+    /// Sends a reply; a client that takes none of it for `ftp_stall_secs`
+    /// (it stopped reading its control connection) loses the connection.
     async fn write(&mut self, text: String) -> std::io::Result<()> {
+        let stall = Duration::from_secs(self.ftps.shared.limits.ftp_stall_secs);
         let c = self.ctl()?;
-        c.write_all(text.as_bytes()).await?;
-        c.flush().await
+        let sent = async {
+            c.write_all(text.as_bytes()).await?;
+            c.flush().await
+        };
+        match tokio::time::timeout(stall, sent).await {
+            Ok(r) => r,
+            Err(_) => {
+                info!(
+                    "closing: the client read no reply for {} s",
+                    stall.as_secs()
+                );
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client reads no replies",
+                ))
+            }
+        }
     }
 
     async fn send(&mut self, code: u16, text: &str) -> std::io::Result<()> {
@@ -553,20 +575,41 @@ impl Session {
         self.write(text).await.map(|_| Flow::Go)
     }
 
+    /// `STAT <path>`: the listing over the control connection, at most
+    /// `[limits] ftp_stat_max_entries` lines (a folder of any size costs
+    /// bounded memory; LIST and MLSD stream the whole of it).
     async fn stat_listing(&mut self, vfs: &Vfs, arg: &str) -> Reply {
         let arg = format::strip_list_options(arg);
+        let max = self.ftps.shared.limits.ftp_stat_max_entries;
+        let mut more = false;
         let entries = match self.entries(vfs, arg).await {
             Ok((_, Listing::One(e))) => vec![e],
-            Ok((_, Listing::Dir(l))) => match l.collect_all().await {
-                Ok(v) => v,
-                Err(e) => return self.fail(&e).await,
-            },
+            Ok((_, Listing::Dir(mut l))) => {
+                let mut v = Vec::new();
+                loop {
+                    match l.next_batch().await {
+                        Ok(Some(batch)) => v.extend(batch),
+                        Ok(None) => break,
+                        Err(e) => return self.fail(&e).await,
+                    }
+                    if v.len() > max {
+                        v.truncate(max);
+                        more = true;
+                        break;
+                    }
+                }
+                v
+            }
             Err(e) => return self.fail(&e).await,
         };
         let now = chrono::Utc::now();
         let mut lines: Vec<String> = vec![format!("Status of {arg}")];
         lines.extend(entries.iter().map(|e| crate::vfs::ls_line(e, now)));
-        lines.push("End".into());
+        lines.push(if more {
+            format!("End of the first {max} entries: use LIST or MLSD for the whole folder")
+        } else {
+            "End".into()
+        });
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let text = line::reply(213, &refs);
         self.write(text).await.map(|_| Flow::Go)
@@ -789,6 +832,7 @@ impl Session {
             acceptor: self.ftps.tls.acceptor(),
             require_resumption: self.ftps.require_resumption,
             connect_within: Duration::from_secs(limits.ftp_data_connect_secs),
+            stall: Duration::from_secs(limits.ftp_stall_secs),
             sent: Arc::new(AtomicU64::new(0)),
             perms: vfs.perms(),
         };
@@ -814,6 +858,12 @@ impl Session {
                             "STAT" => {
                                 let text = format!("Transfer in progress: {} bytes sent", sent.load(Ordering::Relaxed));
                                 self.send(213, &text).await?
+                            }
+                            _ if self.queued.len() >= MAX_QUEUED => {
+                                warn!(queued = MAX_QUEUED, "closing: too many commands sent during a transfer");
+                                let text = format!("More than {MAX_QUEUED} commands sent during a transfer: closing the connection");
+                                let _ = self.send(421, &text).await;
+                                return Ok(Flow::Close);
                             }
                             _ => self.queued.push_back(l),
                         }

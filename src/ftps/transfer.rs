@@ -67,6 +67,8 @@ pub(super) struct Job {
     pub(super) acceptor: tokio_rustls::TlsAcceptor,
     pub(super) require_resumption: bool,
     pub(super) connect_within: Duration,
+    /// How long one write may wait for the client to take data.
+    pub(super) stall: Duration,
     pub(super) sent: Arc<AtomicU64>,
     pub(super) perms: crate::vfs::Perms,
 }
@@ -108,7 +110,7 @@ impl Job {
                         "storage returned {n} of {want} bytes"
                     )));
                 }
-                finish(&mut conn).await?;
+                finish(&mut conn, self.stall).await?;
                 Ok(n)
             }
             Payload::Listing {
@@ -126,13 +128,13 @@ impl Job {
                 let mut n = 0u64;
                 match source {
                     Listing::One(e) => {
-                        n += write(&mut conn, fmt(&e).as_bytes()).await?;
+                        n += write(&mut conn, fmt(&e).as_bytes(), self.stall).await?;
                     }
                     Listing::Dir(mut l) => loop {
                         match l.next_batch().await {
                             Ok(Some(batch)) => {
                                 let text: String = batch.iter().map(&fmt).collect();
-                                n += write(&mut conn, text.as_bytes()).await?;
+                                n += write(&mut conn, text.as_bytes(), self.stall).await?;
                                 self.sent.store(n, Ordering::Relaxed);
                             }
                             Ok(None) => break,
@@ -140,7 +142,7 @@ impl Job {
                         }
                     },
                 }
-                finish(&mut conn).await?;
+                finish(&mut conn, self.stall).await?;
                 Ok(n)
             }
         }
@@ -164,7 +166,7 @@ impl Job {
         let mut n = 0u64;
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk.map_err(|e| TransferError::Source(store_text(&e)))?;
-            conn.write_all(&chunk).await.map_err(TransferError::Sink)?;
+            write(conn, &chunk, self.stall).await?;
             n += chunk.len() as u64;
             self.sent.store(n, Ordering::Relaxed);
         }
@@ -177,13 +179,35 @@ fn store_text(e: &VfsError) -> String {
     "storage is unavailable: try again later".into()
 }
 
-async fn write<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> Result<u64, TransferError> {
-    w.write_all(b).await.map_err(TransferError::Sink)?;
+/// Writes `b`, failing when the client takes none of it for `stall` (a
+/// client that stopped reading must not hold the transfer forever).
+async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    b: &[u8],
+    stall: Duration,
+) -> Result<u64, TransferError> {
+    bounded(stall, w.write_all(b)).await?;
     Ok(b.len() as u64)
 }
 
 /// Ends a data connection cleanly: TLS close_notify, then FIN.
-async fn finish<W: AsyncWrite + Unpin>(w: &mut W) -> Result<(), TransferError> {
-    w.flush().await.map_err(TransferError::Sink)?;
-    w.shutdown().await.map_err(TransferError::Sink)
+async fn finish<W: AsyncWrite + Unpin>(w: &mut W, stall: Duration) -> Result<(), TransferError> {
+    bounded(stall, w.flush()).await?;
+    bounded(stall, w.shutdown()).await
+}
+
+async fn bounded(
+    stall: Duration,
+    io: impl std::future::Future<Output = std::io::Result<()>>,
+) -> Result<(), TransferError> {
+    match tokio::time::timeout(stall, io).await {
+        Ok(r) => r.map_err(TransferError::Sink),
+        Err(_) => Err(TransferError::Sink(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the client took no data for {} s ([limits] ftp_stall_secs)",
+                stall.as_secs()
+            ),
+        ))),
+    }
 }

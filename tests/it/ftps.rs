@@ -829,3 +829,85 @@ async fn assert_no_objects_left(prefix: &str, id: &str) {
         .unwrap();
     assert!(left.objects.is_empty(), "{:?}", left.objects);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooding_commands_during_a_transfer_is_disconnected() {
+    let (server, _) = setup("ftps-flood", "").await;
+    let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
+    let _port = c.epsv().await;
+    // A RETR whose data connection never comes: the transfer is waiting.
+    let r = c.cmd(&format!("RETR {DAY}/call-1/call-1.tar.gz")).await;
+    assert_eq!(r.code, 150, "{r:?}");
+    // Answered after the transfer, but only so many: 40 are too many.
+    c.send_raw("PWD\r\n".repeat(40).as_bytes()).await.unwrap();
+    let r = c.reply().await.expect("a reply");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(
+        r.text
+            .contains("More than 32 commands sent during a transfer"),
+        "{r:?}"
+    );
+    assert!(c.reply().await.is_none(), "the connection is closed");
+    // The server serves others.
+    let mut other = RawFtp::login(server.ftps_port, "qa", PW).await;
+    assert_eq!(other.cmd("PWD").await.code, 257);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_download_is_cut_off_at_the_stall_limit() {
+    let (server, acme) = setup("ftps-stall", "[limits]\nftp_stall_secs = 2\n").await;
+    // Far more than loopback's socket buffers hold.
+    seed(
+        s3().store().await.as_ref(),
+        &acme,
+        "call-big",
+        "2026-11-23T11:00:00Z",
+        "2026-11-23T11:05:00Z",
+        pseudo_random(48 << 20, 9),
+    )
+    .await;
+    let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
+    let port = c.epsv().await;
+    let r = c.cmd(&format!("RETR {DAY}/call-big/call-big.tar.gz")).await;
+    assert_eq!(r.code, 150, "{r:?}");
+    // Connect (TLS and all), then never read.
+    let data = open_data(port).await.unwrap();
+    let began = std::time::Instant::now();
+    let r = c.reply().await.expect("the transfer's end");
+    eprintln!(
+        "a stalled download ended after {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    assert_eq!(r.code, 426, "{r:?}");
+    assert!(
+        r.text
+            .contains("the client took no data for 2 s ([limits] ftp_stall_secs)"),
+        "{r:?}"
+    );
+    drop(data);
+    // The control connection carries on.
+    assert_eq!(c.cmd("PWD").await.code, 257);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_of_a_folder_lists_at_most_its_limit_and_says_so() {
+    let (server, _) = setup("ftps-stat", "[limits]\nftp_stat_max_entries = 1\n").await;
+    let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
+    let r = c.cmd(&format!("STAT {DAY}")).await;
+    assert_eq!(r.code, 213, "{r:?}");
+    let listed = r.text.lines().filter(|l| l.contains(" call-")).count();
+    assert_eq!(listed, 1, "{r:?}");
+    assert!(
+        r.text
+            .ends_with("213 End of the first 1 entries: use LIST or MLSD for the whole folder"),
+        "{r:?}"
+    );
+    // LIST still streams the whole folder.
+    let (data, end) = c.data_cmd(&format!("LIST {DAY}")).await;
+    assert_eq!(end.code, 226, "{end:?}");
+    let names = String::from_utf8_lossy(&data).to_string();
+    assert!(
+        names.contains("call-1") && names.contains("call-2"),
+        "{names}"
+    );
+}
