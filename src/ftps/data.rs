@@ -47,7 +47,7 @@ pub enum DataError {
     Io(#[from] std::io::Error),
     #[error("TLS handshake on the data connection failed: {0}")]
     Tls(std::io::Error),
-    #[error("TLS session reuse required: the data connection must resume the control connection's TLS session")]
+    #[error("TLS session reuse required: the data connection must resume this control connection's TLS session")]
     NotResumed,
 }
 
@@ -130,18 +130,53 @@ impl Pending {
     }
 }
 
-/// Secures an accepted data connection.
+/// A random mark a control connection puts into every TLS session it (and
+/// its data connections) hands out, as rustls resumption data. A data
+/// connection required to resume must carry it back: resuming some other
+/// client's session (one it stole or was given) is not enough.
+#[derive(Clone)]
+pub struct ResumeToken([u8; 16]);
+
+impl Default for ResumeToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResumeToken {
+    pub fn new() -> Self {
+        Self(rand::random())
+    }
+
+    /// Accepts TLS on `sock`, marking the sessions it issues with this token.
+    pub fn accept<IO>(&self, acceptor: &TlsAcceptor, sock: IO) -> tokio_rustls::Accept<IO>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let token = self.0;
+        acceptor.accept_with(sock, move |c| c.set_resumption_data(&token))
+    }
+
+    fn carried_by(&self, conn: &rustls::ServerConnection) -> bool {
+        conn.handshake_kind() == Some(HandshakeKind::Resumed)
+            && conn.received_resumption_data() == Some(&self.0[..])
+    }
+}
+
+/// Secures an accepted data connection, marking its sessions with `token`;
+/// with `require_resumption`, it must resume a session carrying it.
 pub async fn secure(
     sock: TcpStream,
     acceptor: TlsAcceptor,
+    token: &ResumeToken,
     require_resumption: bool,
     within: Duration,
 ) -> Result<TlsStream<TcpStream>, DataError> {
-    let mut tls = tokio::time::timeout(within, acceptor.accept(sock))
+    let mut tls = tokio::time::timeout(within, token.accept(&acceptor, sock))
         .await
         .map_err(|_| DataError::Timeout(within.as_secs()))?
         .map_err(DataError::Tls)?;
-    if require_resumption && tls.get_ref().1.handshake_kind() != Some(HandshakeKind::Resumed) {
+    if require_resumption && !token.carried_by(tls.get_ref().1) {
         // A clean close (close_notify), so the client reads the 522 reply
         // rather than a TLS error.
         let _ = tokio::time::timeout(Duration::from_secs(2), tls.shutdown()).await;

@@ -227,11 +227,13 @@ pub async fn run(
         tokio::spawn(
             async move {
                 let _permit = permit;
+                let token = data::ResumeToken::new();
                 let control = match mode {
                     Mode::Explicit => Control::Plain(sock),
                     Mode::Implicit => {
                         let grace = ftps.shared.limits.login_grace();
-                        match tokio::time::timeout(grace, ftps.tls.acceptor().accept(sock)).await {
+                        let accept = token.accept(&ftps.tls.acceptor(), sock);
+                        match tokio::time::timeout(grace, accept).await {
                             Ok(Ok(s)) => Control::Tls(Box::new(s)),
                             Ok(Err(e)) => {
                                 debug!(error = %e, "implicit TLS handshake failed");
@@ -251,7 +253,7 @@ pub async fn run(
                         }
                     }
                 };
-                session::Session::new(ftps, control, peer, local, pre_permit, stop)
+                session::Session::new(ftps, control, peer, local, pre_permit, token, stop)
                     .run()
                     .await;
                 debug!("connection closed");

@@ -67,6 +67,9 @@ pub(super) struct Session {
     epsv_all: bool,
     failures: usize,
     queued: VecDeque<String>,
+    /// Marks the TLS sessions of this control connection (and its data
+    /// connections), so a data connection must resume one of them.
+    token: super::data::ResumeToken,
 }
 
 async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -82,6 +85,7 @@ impl Session {
         peer: SocketAddr,
         local: SocketAddr,
         pre_permit: crate::listener::PreAuthPermit,
+        token: super::data::ResumeToken,
         stop: watch::Receiver<bool>,
     ) -> Self {
         let max_line = ftps.shared.limits.ftp_max_line;
@@ -106,6 +110,7 @@ impl Session {
             epsv_all: false,
             failures: 0,
             queued: VecDeque::new(),
+            token,
         }
     }
 
@@ -360,7 +365,8 @@ impl Session {
             .limits
             .login_grace()
             .saturating_sub(self.started.elapsed());
-        match tokio::time::timeout(wait, self.ftps.tls.acceptor().accept(sock)).await {
+        let accept = self.token.accept(&self.ftps.tls.acceptor(), sock);
+        match tokio::time::timeout(wait, accept).await {
             Ok(Ok(s)) => {
                 self.ctl = Some(Control::Tls(Box::new(s)));
                 // RFC 4217: AUTH SSL / TLS-P imply protected data.
@@ -831,6 +837,7 @@ impl Session {
             client: self.peer.ip(),
             acceptor: self.ftps.tls.acceptor(),
             require_resumption: self.ftps.require_resumption,
+            token: self.token.clone(),
             connect_within: Duration::from_secs(limits.ftp_data_connect_secs),
             stall: Duration::from_secs(limits.ftp_stall_secs),
             sent: Arc::new(AtomicU64::new(0)),

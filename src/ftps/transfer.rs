@@ -66,6 +66,7 @@ pub(super) struct Job {
     pub(super) client: IpAddr,
     pub(super) acceptor: tokio_rustls::TlsAcceptor,
     pub(super) require_resumption: bool,
+    pub(super) token: data::ResumeToken,
     pub(super) connect_within: Duration,
     /// How long one write may wait for the client to take data.
     pub(super) stall: Duration,
@@ -92,6 +93,7 @@ impl Job {
             data::secure(
                 sock,
                 self.acceptor.clone(),
+                &self.token,
                 self.require_resumption,
                 self.connect_within,
             )

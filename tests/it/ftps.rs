@@ -911,3 +911,53 @@ async fn stat_of_a_folder_lists_at_most_its_limit_and_says_so() {
         "{names}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_connection_resuming_another_clients_tls_session_is_refused() {
+    let (server, _) = setup("ftps-steal", &ftps_toml("require_tls_resumption = true")).await;
+    // Client b opens its data connection with the TLS session of client
+    // a's control connection (same user, same address: a session handed
+    // over or stolen), then with its own.
+    let out = ftplib(
+        server.ftps_port,
+        r#"
+victim = connect(Reusing)
+victim.nlst("/2026/11/23")
+class Stealing(ftplib.FTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        conn = self.context.wrap_socket(conn, server_hostname=self.host, session=victim.sock.session)
+        return conn, size
+thief = connect(Stealing)
+try:
+    thief.nlst("/2026/11/23")
+    print("stolen session accepted")
+except ftplib.error_perm as e:
+    print(str(e))
+except OSError as e:
+    try:
+        thief.voidresp()
+    except ftplib.error_perm as e:
+        print(str(e))
+# The same client with its own session is served.
+honest = connect(Reusing)
+print(sorted(honest.nlst("/2026/11/23")))
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let mut lines = said.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(first.starts_with("522"), "{said}");
+    assert!(
+        first.contains("this control connection's TLS session"),
+        "{said}"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap_or_default()
+            .contains("'call-1', 'call-2'"),
+        "{said}"
+    );
+}
