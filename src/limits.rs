@@ -33,6 +33,10 @@ pub struct Limits {
     pub sftp_max_inflight: usize,
     /// Bytes read ahead from storage per open file handle.
     pub read_ahead_bytes: usize,
+    /// Bytes read ahead for one connection, all its channels and files together.
+    pub read_ahead_connection_bytes: usize,
+    /// Bytes read ahead for every connection together.
+    pub read_ahead_total_bytes: usize,
     /// SSH channels per connection.
     pub ssh_max_channels: usize,
     /// Longest FTP command line in bytes; a longer one closes the connection.
@@ -114,6 +118,8 @@ impl Default for Limits {
             sftp_max_handles: 64,
             sftp_max_inflight: 64,
             read_ahead_bytes: 2 * 1024 * 1024,
+            read_ahead_connection_bytes: 64 * 1024 * 1024,
+            read_ahead_total_bytes: 512 * 1024 * 1024,
             ssh_max_channels: 8,
             ftp_max_line: 4096,
             ftp_data_connect_secs: 30,
@@ -200,6 +206,14 @@ impl Limits {
         }
         if self.read_ahead_bytes < 64 * 1024 {
             return Err("read_ahead_bytes must be at least 65536".into());
+        }
+        if self.read_ahead_connection_bytes < self.read_ahead_bytes
+            || self.read_ahead_total_bytes < self.read_ahead_connection_bytes
+        {
+            return Err(
+                "read_ahead_bytes <= read_ahead_connection_bytes <= read_ahead_total_bytes must hold"
+                    .into(),
+            );
         }
         Ok(())
     }

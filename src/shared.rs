@@ -24,6 +24,8 @@ pub struct Shared {
     pub limits: Limits,
     pub audit: Arc<Audit>,
     producers: Arc<[Arc<dyn Producer>]>,
+    /// Read-ahead memory of every connection together.
+    read_ahead: crate::vfs::budget::ServerBudget,
 }
 
 impl Shared {
@@ -37,6 +39,7 @@ impl Shared {
         Self {
             users: RwLock::new(Arc::new(users)),
             defender,
+            read_ahead: crate::vfs::budget::ServerBudget::new(limits.read_ahead_total_bytes),
             limits,
             audit,
             producers,
@@ -74,6 +77,9 @@ impl Shared {
         self.defender.success(peer.ip());
         info!(user = %user.name, tenant = %user.tenant.id, method, "login");
         Conn {
+            read_budget: self
+                .read_ahead
+                .connection(self.limits.read_ahead_connection_bytes),
             shared: self.clone(),
             protocol,
             peer,
@@ -139,6 +145,8 @@ pub struct Conn {
     protocol: &'static str,
     peer: SocketAddr,
     user: Arc<User>,
+    /// The read-ahead all of this connection's readers share.
+    read_budget: crate::vfs::budget::ReadBudget,
 }
 
 impl Conn {
@@ -152,6 +160,11 @@ impl Conn {
 
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// The read-ahead budget of this connection (all its channels and files).
+    pub fn read_budget(&self) -> crate::vfs::budget::ReadBudget {
+        self.read_budget.clone()
     }
 
     /// The user's view of its tenant's tree.

@@ -842,6 +842,11 @@ impl Session {
             stall: Duration::from_secs(limits.ftp_stall_secs),
             sent: Arc::new(AtomicU64::new(0)),
             perms: vfs.perms(),
+            read_ahead: limits.read_ahead_bytes,
+            budget: match &self.login {
+                Some((conn, _)) => conn.read_budget(),
+                None => crate::vfs::budget::ReadBudget::standalone(limits.read_ahead_bytes),
+            },
         };
         let sent = job.sent.clone();
         let audit_file = match &payload {

@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::data::{self, DataError, Pending};
 use super::format;
+use crate::vfs::budget::ReadBudget;
+use crate::vfs::reader::ReadAhead;
 use crate::vfs::{DirLister, Entry, OpenFile, VfsError};
 
 /// What a data connection carries.
@@ -72,15 +71,9 @@ pub(super) struct Job {
     pub(super) stall: Duration,
     pub(super) sent: Arc<AtomicU64>,
     pub(super) perms: crate::vfs::Perms,
-}
-
-/// Aborts a spawned task when dropped (ABOR, a closed connection).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// The file's read-ahead cap, and the connection's budget it draws on.
+    pub(super) read_ahead: usize,
+    pub(super) budget: ReadBudget,
 }
 
 impl Job {
@@ -101,12 +94,15 @@ impl Job {
         };
         match payload {
             Payload::File { file, offset, .. } => {
-                // Start the storage read while the client connects.
-                let (conn, body) = tokio::join!(connect, file.stream_from(offset));
-                let mut conn = conn?;
-                let body = body.map_err(|e| TransferError::Source(format::vfs_reply(&e).1))?;
-                let want = file.entry.size - offset;
-                let n = self.send_body(&mut conn, body).await?;
+                let want = file.entry.size.saturating_sub(offset);
+                let mut reader =
+                    ReadAhead::new(Arc::new(file), self.read_ahead, self.budget.clone());
+                if want > 0 {
+                    // Start the storage read while the client connects.
+                    reader.start(offset);
+                }
+                let mut conn = connect.await?;
+                let n = self.send_file(&mut conn, &mut reader, offset).await?;
                 if n != want {
                     return Err(TransferError::Source(format!(
                         "storage returned {n} of {want} bytes"
@@ -150,35 +146,35 @@ impl Job {
         }
     }
 
-    async fn send_body<W: AsyncWrite + Unpin>(
+    /// Sends the file from `offset` to its end, as the reader delivers it.
+    async fn send_file<W: AsyncWrite + Unpin>(
         &self,
         conn: &mut W,
-        mut body: crate::vfs::ByteStream,
+        reader: &mut ReadAhead,
+        offset: u64,
     ) -> Result<u64, TransferError> {
-        // Read ahead from storage while the previous chunks are encrypted and sent.
-        let (tx, mut rx) = mpsc::channel::<Result<Bytes, VfsError>>(32);
-        let _pump = AbortOnDrop(tokio::spawn(async move {
-            while let Some(c) = body.next().await {
-                let stop = c.is_err();
-                if tx.send(c).await.is_err() || stop {
-                    break;
-                }
-            }
-        }));
         let mut n = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            let chunk = chunk.map_err(|e| TransferError::Source(store_text(&e)))?;
-            write(conn, &chunk, self.stall).await?;
-            n += chunk.len() as u64;
-            self.sent.store(n, Ordering::Relaxed);
+        loop {
+            let chunks = match reader.read(offset + n, SEND_PIECE).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(n),
+                Err(e) => return Err(TransferError::Source(store_text(&e))),
+            };
+            for chunk in chunks {
+                write(conn, &chunk, self.stall).await?;
+                n += chunk.len() as u64;
+                self.sent.store(n, Ordering::Relaxed);
+            }
         }
-        Ok(n)
     }
 }
 
+/// Bytes asked of the reader at a time.
+const SEND_PIECE: u32 = 256 * 1024;
+
 fn store_text(e: &VfsError) -> String {
     warn!(error = %e, "storage error during a transfer");
-    "storage is unavailable: try again later".into()
+    format::vfs_reply(e).1
 }
 
 /// Writes `b`, failing when the client takes none of it for `stall` (a

@@ -8,7 +8,6 @@
 
 mod exec;
 mod protocol;
-mod reader;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@
 //!   `limits.sftp_max_inflight`, so a slow storage round trip never holds up
 //!   the next request;
 //! - each open handle has its own worker that serves its requests in arrival
-//!   order (reads then come from a read-ahead buffer, see `reader`).
+//!   order (reads then come from a read-ahead buffer, see `crate::vfs::reader`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +26,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
-use super::reader::ReadAhead;
 use crate::limits::Limits;
 use crate::shared::Conn;
+use crate::vfs::reader::ReadAhead;
 use crate::vfs::{ls_line, DirLister, Entry, Kind, VPath, Vfs, VfsError};
 
 const SSH_FXP_DATA: u8 = 103;
@@ -278,7 +278,11 @@ async fn path_request(ctx: &Arc<Ctx>, packet: Packet) -> Packet {
             };
             match opened.await {
                 Ok((p, f)) => {
-                    let reader = ReadAhead::new(Arc::new(f), ctx.limits.read_ahead_bytes);
+                    let reader = ReadAhead::new(
+                        Arc::new(f),
+                        ctx.limits.read_ahead_bytes,
+                        ctx.conn.read_budget(),
+                    );
                     ctx.new_handle(
                         r.id,
                         Worker::File {

@@ -6,8 +6,10 @@
 //! `open`; they never see storage keys. Entries whose bytes are produced
 //! rather than stored (derived media) plug in through [`Producer`].
 
+pub mod budget;
 mod listing;
 pub mod meta;
+pub mod reader;
 pub mod tree;
 
 use std::pin::Pin;

@@ -440,3 +440,64 @@ async fn a_cache_time_of_forever_is_taken_and_caches() {
         1000
     );
 }
+
+#[tokio::test]
+async fn read_ahead_stays_within_the_shared_budget_and_idle_readers_never_starve_a_reading_one() {
+    use super::budget::ServerBudget;
+    use super::reader::ReadAhead;
+    let f = fixture().await;
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    crate::sample::put_session(
+        f.store.as_ref(),
+        "tenants/acme/",
+        "call-big",
+        t("2026-11-23T11:00:00Z"),
+        t("2026-11-23T11:05:00Z"),
+        Bytes::from(data.clone()),
+    )
+    .await
+    .unwrap();
+    let v = vfs(&f, "tenants/acme/", "/", ALL);
+    let path = p("/2026/11/23/call-big/call-big.tar.gz");
+    let open = || async { Arc::new(v.open(&path).await.unwrap()) };
+    // One MiB for the whole server; each file may read 4 MiB ahead.
+    let server = ServerBudget::new(1 << 20);
+    let mut idle = ReadAhead::new(open().await, 4 << 20, server.connection(1 << 20));
+    assert_eq!(
+        idle.read(0, 1000).await.unwrap().unwrap().concat(),
+        &data[..1000]
+    );
+    // Its read-ahead takes the whole server budget, and no more.
+    let mut waited = 0;
+    while server.available() > 0 && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(server.available(), 0, "the idle reader filled the budget");
+
+    // Another connection still reads the whole file, byte for byte.
+    let mut busy = ReadAhead::new(open().await, 4 << 20, server.connection(1 << 20));
+    let mut got = Vec::new();
+    let whole = async {
+        while let Some(chunks) = busy.read(got.len() as u64, 32 * 1024).await.unwrap() {
+            for c in chunks {
+                got.extend_from_slice(&c);
+            }
+        }
+    };
+    // A deadlock bound, not a speed check: the read needs milliseconds.
+    tokio::time::timeout(std::time::Duration::from_secs(60), whole)
+        .await
+        .expect("the reading client is starved by the idle one");
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    assert_eq!(server.available(), 0, "still nothing beyond the budget");
+
+    // Closing them gives every byte back.
+    drop((idle, busy));
+    let mut waited = 0;
+    while server.available() < 1 << 20 && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(server.available(), 1 << 20);
+}

@@ -656,3 +656,70 @@ async fn connections_that_never_log_in_count_as_failed_logins_and_earn_a_ban() {
     let out = sftp_batch(server.port, "qa", client_key("qa"), "ls /\n", work.path());
     assert!(out.status.success(), "{}", text(&out));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_open_handles_cannot_exhaust_memory_through_read_ahead() {
+    use crate::rawsftp::*;
+    let prefix = unique_prefix("read-ahead-budget");
+    let data = pseudo_random(16 << 20, 5);
+    seed(
+        s3().store().await.as_ref(),
+        &prefix,
+        "call-1",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:05:00Z",
+        data.clone(),
+    )
+    .await;
+    let pw = "Budget-Passw0rd-1";
+    let hash = recvault::password::hash(pw).unwrap();
+    // 2 MiB per file, as by default, but 8 MiB for the whole server.
+    let server = Server::start(&format!(
+        "[limits]\nread_ahead_bytes = 2097152\nread_ahead_connection_bytes = 8388608\nread_ahead_total_bytes = 8388608\n{}",
+        tenant_toml("acme", &prefix, &[("qa", client_key("qa"), &format!("password = \"{hash}\""))])
+    ));
+    let path = b"/2026/11/23/call-1/call-1.tar.gz";
+    let mut h = connect(server.port).await;
+    assert!(auth_password(&mut h, "qa", pw).await);
+    let (mut sftp, _) = RawSftp::start(&h).await;
+    // Warm up (first storage connections, TLS-free moto client, caches).
+    let warm = sftp.open(path, 1).await.unwrap();
+    sftp.read(&warm, 0, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(server.pid());
+    // 60 handles, one byte read from each: each would read 2 MiB ahead.
+    let mut handles = Vec::new();
+    for _ in 0..60 {
+        let f = sftp.open(path, 1).await.unwrap();
+        assert_eq!(sftp.read(&f, 0, 1).await.unwrap()[..], data[..1]);
+        handles.push(f);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    eprintln!("60 idle handles: server RSS grew by {} KiB (budget 8192 KiB; unbudgeted it would hold 60 x 2048 KiB)", grown);
+    assert!(grown < 48 * 1024, "RSS grew by {grown} KiB");
+
+    // Another connection reads the whole file although the budget is held.
+    let mut h2 = connect(server.port).await;
+    assert!(auth_password(&mut h2, "qa", pw).await);
+    let (mut other, _) = RawSftp::start(&h2).await;
+    let f = other.open(path, 1).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        match other.read(&f, got.len() as u64, 32 * 1024).await {
+            Ok(b) => got.extend_from_slice(&b),
+            Err((FX_EOF, _)) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+}

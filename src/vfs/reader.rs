@@ -1,21 +1,31 @@
-//! Read-ahead for one open file.
+//! Read-ahead for one open file, for every protocol.
 //!
-//! SFTP clients read a file as many pipelined `READ(offset, len)` requests.
-//! Rather than one storage request per READ, a background task keeps one
-//! streaming GET open from the current offset and fills a buffer bounded by
-//! `read_ahead_bytes` (a byte semaphore); READs at the expected offset are
-//! served from it as zero-copy slices of the chunks storage delivered. A READ
-//! elsewhere (a resumed or random read) starts a new stream there, so
-//! sequential readers cost one request per file and seekers one per seek.
+//! SFTP clients read a file as many pipelined `READ(offset, len)` requests,
+//! FTPS sends it whole from an offset. Rather than one storage request per
+//! read, a background task keeps one streaming GET open from the current
+//! offset and fills a buffer bounded by the file's `read_ahead_bytes` and by
+//! the connection's and the server's [`ReadBudget`]; reads at the expected
+//! offset are served from it as zero-copy slices of the chunks storage
+//! delivered. A read elsewhere (a resumed or random read) starts a new
+//! stream there, so sequential readers cost one request per file and
+//! seekers one per seek.
+//!
+//! While a read waits for bytes, the task takes the chunks it needs without
+//! waiting for budget: read-ahead held by idle clients never starves one
+//! that is reading (what it takes that way is at most the read's length
+//! and one chunk).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::budget::{Held, ReadBudget};
 use crate::vfs::{OpenFile, VfsError};
 
 /// A forward jump up to this many bytes is read through instead of re-requested.
@@ -24,33 +34,66 @@ const SKIP_THROUGH: u64 = 1024 * 1024;
 /// A chunk in the buffer and the budget it holds until it is consumed.
 struct Piece {
     data: Bytes,
-    charge: u32,
+    _held: Held,
+}
+
+/// A read is waiting for bytes: the prefetch task must not wait for budget.
+#[derive(Default)]
+struct Demand {
+    waiting: AtomicBool,
+    notify: Notify,
+}
+
+impl Demand {
+    fn set(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
+        if waiting {
+            // Stored if the task is not listening yet: no lost wake-up.
+            self.notify.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        while !self.waiting.load(Ordering::Acquire) {
+            self.notify.notified().await;
+        }
+    }
 }
 
 pub struct ReadAhead {
     file: Arc<OpenFile>,
-    budget: usize,
+    /// This file's own read-ahead cap, in bytes.
+    cap: usize,
+    budget: ReadBudget,
     /// File offset of the first byte in `buf`.
     pos: u64,
     buf: VecDeque<Piece>,
     buffered: u64,
-    budget_sem: Arc<Semaphore>,
+    demand: Arc<Demand>,
     rx: Option<mpsc::UnboundedReceiver<Result<Piece, VfsError>>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl ReadAhead {
-    pub fn new(file: Arc<OpenFile>, budget: usize) -> Self {
+    /// A reader holding at most `cap` bytes ahead, within `budget`.
+    pub fn new(file: Arc<OpenFile>, cap: usize, budget: ReadBudget) -> Self {
         Self {
             file,
+            cap,
             budget,
             pos: 0,
             buf: VecDeque::new(),
             buffered: 0,
-            budget_sem: Arc::new(Semaphore::new(0)),
+            demand: Arc::default(),
             rx: None,
             task: None,
         }
+    }
+
+    /// Starts fetching from `offset` before the first read asks (a
+    /// transfer whose client is still connecting).
+    pub fn start(&mut self, offset: u64) {
+        self.restart(offset);
     }
 
     pub fn file(&self) -> &OpenFile {
@@ -65,14 +108,17 @@ impl ReadAhead {
         self.buffered = 0;
         self.pos = offset;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.budget_sem = Arc::new(Semaphore::new(self.budget));
-        let cap = u32::try_from(self.budget).unwrap_or(u32::MAX);
+        self.demand = Arc::default();
         self.task = Some(tokio::spawn(prefetch(
             self.file.clone(),
             offset,
             tx,
-            self.budget_sem.clone(),
-            cap,
+            Budgets {
+                file: Arc::new(Semaphore::new(self.cap)),
+                cap: u32::try_from(self.cap).unwrap_or(u32::MAX),
+                shared: self.budget.clone(),
+                demand: self.demand.clone(),
+            },
         )));
         self.rx = Some(rx);
     }
@@ -82,7 +128,11 @@ impl ReadAhead {
         let Some(rx) = self.rx.as_mut() else {
             return Ok(false);
         };
-        match rx.recv().await {
+        // A read waits on this: the task must not wait for budget now.
+        self.demand.set(true);
+        let got = rx.recv().await;
+        self.demand.set(false);
+        match got {
             Some(Ok(p)) => {
                 self.buffered += p.data.len() as u64;
                 self.buf.push_back(p);
@@ -108,9 +158,8 @@ impl ReadAhead {
             };
             if (front.data.len() as u64) <= n {
                 n -= front.data.len() as u64;
-                let charge = front.charge;
+                // Its budget goes back as the piece is dropped.
                 self.buf.pop_front();
-                self.budget_sem.add_permits(charge as usize);
             } else {
                 let _ = front.data.split_to(n as usize);
                 n = 0;
@@ -131,6 +180,25 @@ impl ReadAhead {
         if !streaming || offset < self.pos || offset - self.pos > SKIP_THROUGH + self.buffered {
             self.restart(offset);
         }
+        self.fill_for(offset, want).await?;
+        let mut out = Vec::new();
+        let mut need = want as usize;
+        for p in &self.buf {
+            let take = need.min(p.data.len());
+            out.push(p.data.slice(..take));
+            need -= take;
+            if need == 0 {
+                break;
+            }
+        }
+        self.consume(want);
+        Ok(Some(out))
+    }
+}
+
+impl ReadAhead {
+    /// Buffers `[offset, offset + want)`.
+    async fn fill_for(&mut self, offset: u64, want: u64) -> Result<(), VfsError> {
         // Read through a short forward gap.
         while self.pos < offset {
             if self.buffered == 0 && !self.fill().await? {
@@ -145,18 +213,7 @@ impl ReadAhead {
                 return Err(truncated());
             }
         }
-        let mut out = Vec::new();
-        let mut need = want as usize;
-        for p in &self.buf {
-            let take = need.min(p.data.len());
-            out.push(p.data.slice(..take));
-            need -= take;
-            if need == 0 {
-                break;
-            }
-        }
-        self.consume(want);
-        Ok(Some(out))
+        Ok(())
     }
 }
 
@@ -175,13 +232,40 @@ fn truncated() -> VfsError {
     )
 }
 
-/// Streams the file from `offset` into `tx`, holding `budget` bytes at most.
+/// What one prefetch task may hold: the file's own cap, the shared
+/// budgets, and whether a read is waiting.
+struct Budgets {
+    file: Arc<Semaphore>,
+    cap: u32,
+    shared: ReadBudget,
+    demand: Arc<Demand>,
+}
+
+impl Budgets {
+    /// Budget for `n` bytes; nothing to hold when a read is waiting.
+    async fn hold(&self, n: u32) -> Held {
+        let budgeted = async {
+            let file = self.file.clone().acquire_many_owned(n.min(self.cap)).await;
+            let held = self.shared.hold(n).await;
+            match file {
+                Ok(p) => held.with(p),
+                Err(_) => held,
+            }
+        };
+        tokio::select! {
+            biased;
+            held = budgeted => held,
+            () = self.demand.wait() => Held::default(),
+        }
+    }
+}
+
+/// Streams the file from `offset` into `tx`, each chunk holding its budget.
 async fn prefetch(
     file: Arc<OpenFile>,
     offset: u64,
     tx: mpsc::UnboundedSender<Result<Piece, VfsError>>,
-    budget: Arc<Semaphore>,
-    cap: u32,
+    budgets: Budgets,
 ) {
     let mut stream = match file.stream_from(offset).await {
         Ok(s) => s,
@@ -199,12 +283,10 @@ async fn prefetch(
                 return;
             }
         };
-        let charge = u32::try_from(data.len()).unwrap_or(u32::MAX).min(cap);
-        match budget.acquire_many(charge).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return,
-        }
-        if tx.send(Ok(Piece { data, charge })).is_err() {
+        let held = budgets
+            .hold(u32::try_from(data.len()).unwrap_or(u32::MAX))
+            .await;
+        if tx.send(Ok(Piece { data, _held: held })).is_err() {
             return;
         }
     }
