@@ -27,6 +27,8 @@ pub struct Gate {
     protocol: &'static str,
     max: usize,
     conns: Arc<Semaphore>,
+    /// Written to a connection refused for the cap, before it is closed.
+    refusal: Option<&'static [u8]>,
 }
 
 /// An admitted connection; dropping `permit` frees its slot.
@@ -42,7 +44,17 @@ impl Gate {
             protocol,
             max: max_connections,
             conns: Arc::new(Semaphore::new(max_connections)),
+            refusal: None,
         }
+    }
+
+    /// Says `refusal` (in the protocol's own words: an FTP 421, an HTTP
+    /// 503) to connections refused for the cap, so the client can tell
+    /// "busy, come back" from a network fault. Banned addresses are still
+    /// dropped without a word.
+    pub fn with_refusal(mut self, refusal: &'static [u8]) -> Self {
+        self.refusal = Some(refusal);
+        self
     }
 
     /// The next connection that is neither banned nor over the cap; `None`
@@ -72,6 +84,17 @@ impl Gate {
             }
             let Ok(permit) = self.conns.clone().try_acquire_owned() else {
                 warn!(protocol, %peer, max = self.max, "refused: connection limit reached");
+                if let Some(text) = self.refusal {
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let mut sock = sock;
+                        let say = async {
+                            sock.write_all(text).await?;
+                            sock.shutdown().await
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), say).await;
+                    });
+                }
                 continue;
             };
             return Some(Admitted { sock, peer, permit });

@@ -187,7 +187,12 @@ pub async fn run(
     drain: Duration,
 ) {
     let limits = ftps.shared.limits.clone();
-    let gate = Gate::new(mode.name(), limits.max_connections);
+    let mut gate = Gate::new(mode.name(), limits.max_connections);
+    if mode == Mode::Explicit {
+        // Implicit FTPS starts with TLS: there is no clear-text way to say it.
+        gate =
+            gate.with_refusal(b"421 Too many connections (max_connections): try again later\r\n");
+    }
     let preauth = crate::listener::PreAuth::new(
         limits.max_unauthenticated,
         limits.max_unauthenticated_per_source,

@@ -173,7 +173,12 @@ pub async fn run(
     drain: Duration,
 ) {
     let limits = ingest.limits.clone();
-    let gate = Gate::new("ingest", limits.max_connections);
+    let mut gate = Gate::new("ingest", limits.max_connections);
+    if tls.is_none() {
+        gate = gate.with_refusal(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 78\r\nConnection: close\r\n\r\n{\"error\":\"too many connections (max_connections); retry shortly\",\"status\":503}",
+        );
+    }
     let preauth = PreAuth::new(
         limits.max_unauthenticated,
         limits.max_unauthenticated_per_source,

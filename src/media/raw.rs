@@ -10,6 +10,8 @@ use crate::store::ObjectStore;
 
 /// Largest single stream kept in memory.
 const MAX_ENTRY: u64 = 2 * 1024 * 1024 * 1024;
+/// Most bytes reserved for an entry before its bytes arrive.
+const PREALLOCATE: u64 = 16 * 1024 * 1024;
 
 /// The entries of the archive at `key` whose names `want` accepts, each
 /// handed to `parse` on a thread of its own as soon as it is unpacked, so
@@ -51,7 +53,9 @@ where
                 if e.size() > MAX_ENTRY {
                     return Err(format!("{name} is larger than {MAX_ENTRY} bytes"));
                 }
-                let mut buf = Vec::with_capacity(e.size() as usize);
+                // Grown as bytes arrive: a damaged header's size is never an
+                // allocation.
+                let mut buf = Vec::with_capacity(e.size().min(PREALLOCATE) as usize);
                 e.read_to_end(&mut buf)
                     .map_err(|err| format!("RAW archive, {name}: {err}"))?;
                 parsing.push(scope.spawn(move || parse(&name, buf).map(|t| (name, t))));

@@ -723,3 +723,42 @@ async fn many_open_handles_cannot_exhaust_memory_through_read_ahead() {
     }
     assert!(got == data, "{} of {} bytes", got.len(), data.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_told_the_server_is_full() {
+    use tokio::io::AsyncReadExt;
+    let server = Server::start(&format!(
+        "[limits]\nmax_connections = 2\n{}",
+        tenant_toml(
+            "acme",
+            &unique_prefix("full"),
+            &[("qa", client_key("qa"), "")]
+        )
+    ));
+    for (port, want) in [
+        (
+            server.ftps_port,
+            "421 Too many connections (max_connections): try again later",
+        ),
+        (
+            server.ingest_port,
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5",
+        ),
+    ] {
+        let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(crate::rawftp::tcp_from("127.0.0.1", to).await.unwrap());
+        }
+        // Both are admitted before the third arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut third = crate::rawftp::tcp_from("127.0.0.1", to).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut got)).await;
+        assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with(want), "{got:?}");
+        drop(held);
+    }
+    assert!(server.log_shows("refused: connection limit reached"));
+}
