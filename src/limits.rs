@@ -89,8 +89,9 @@ pub struct Limits {
     /// Seconds one storage operation may take, the SDK's retries included,
     /// before it fails as a transient error (a client gets "try again").
     pub storage_timeout_secs: u64,
-    /// Seconds one attempt of a storage request may take to answer (its
-    /// headers) before the SDK gives up on it and retries.
+    /// Seconds one attempt of a storage request may take (sending its body,
+    /// an 8 MiB part at most, and receiving the answer's headers) before
+    /// the SDK gives up on it and retries.
     pub storage_attempt_secs: u64,
     /// Attempts per storage request (the first included); retries back off
     /// exponentially with full jitter, so nodes sharing a bucket spread out.
@@ -143,7 +144,7 @@ impl Default for Limits {
             render_timeout_secs: 3600,
             render_memory_mib: 1024,
             storage_timeout_secs: 30,
-            storage_attempt_secs: 15,
+            storage_attempt_secs: 20,
             storage_attempts: 4,
             storage_stall_secs: 30,
             orphan_upload_age_secs: 24 * 3600,

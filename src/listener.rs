@@ -28,7 +28,7 @@ pub struct Gate {
     max: usize,
     conns: Arc<Semaphore>,
     /// Written to a connection refused for the cap, before it is closed.
-    refusal: Option<&'static [u8]>,
+    refusal: Option<Arc<[u8]>>,
 }
 
 /// An admitted connection; dropping `permit` frees its slot.
@@ -52,8 +52,8 @@ impl Gate {
     /// 503) to connections refused for the cap, so the client can tell
     /// "busy, come back" from a network fault. Banned addresses are still
     /// dropped without a word.
-    pub fn with_refusal(mut self, refusal: &'static [u8]) -> Self {
-        self.refusal = Some(refusal);
+    pub fn with_refusal(mut self, refusal: impl Into<Arc<[u8]>>) -> Self {
+        self.refusal = Some(refusal.into());
         self
     }
 
@@ -84,16 +84,8 @@ impl Gate {
             }
             let Ok(permit) = self.conns.clone().try_acquire_owned() else {
                 warn!(protocol, %peer, max = self.max, "refused: connection limit reached");
-                if let Some(text) = self.refusal {
-                    tokio::spawn(async move {
-                        use tokio::io::AsyncWriteExt;
-                        let mut sock = sock;
-                        let say = async {
-                            sock.write_all(text).await?;
-                            sock.shutdown().await
-                        };
-                        let _ = tokio::time::timeout(Duration::from_secs(2), say).await;
-                    });
+                if let Some(text) = &self.refusal {
+                    tokio::spawn(refuse(sock, text.clone()));
                 }
                 continue;
             };
@@ -107,6 +99,22 @@ impl Gate {
             .await
             .is_ok()
     }
+}
+
+/// Says `text` on a connection being turned away and closes it, reading
+/// (and discarding) what the client sends meanwhile, for 2 s at most:
+/// closing with unread input would reset the connection, and the client
+/// might see the reset instead of the answer.
+pub async fn refuse(mut sock: TcpStream, text: impl AsRef<[u8]>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let say = async {
+        sock.write_all(text.as_ref()).await?;
+        sock.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while sock.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), say).await;
 }
 
 /// Where a connection comes from, for per-source limits: an IPv4 address

@@ -190,8 +190,8 @@ pub async fn run(
     let mut gate = Gate::new(mode.name(), limits.max_connections);
     if mode == Mode::Explicit {
         // Implicit FTPS starts with TLS: there is no clear-text way to say it.
-        gate =
-            gate.with_refusal(b"421 Too many connections (max_connections): try again later\r\n");
+        gate = gate
+            .with_refusal(&b"421 Too many connections (max_connections): try again later\r\n"[..]);
     }
     let preauth = crate::listener::PreAuth::new(
         limits.max_unauthenticated,

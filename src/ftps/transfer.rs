@@ -178,13 +178,21 @@ fn store_text(e: &VfsError) -> String {
 }
 
 /// Writes `b`, failing when the client takes none of it for `stall` (a
-/// client that stopped reading must not hold the transfer forever).
+/// client that stopped reading must not hold the transfer forever; one
+/// reading slowly but steadily is never cut off).
 async fn write<W: AsyncWrite + Unpin>(
     w: &mut W,
     b: &[u8],
     stall: Duration,
 ) -> Result<u64, TransferError> {
-    bounded(stall, w.write_all(b)).await?;
+    let mut sent = 0;
+    while sent < b.len() {
+        let n = bounded(stall, w.write(&b[sent..])).await?;
+        if n == 0 {
+            return Err(TransferError::Sink(std::io::ErrorKind::WriteZero.into()));
+        }
+        sent += n;
+    }
     Ok(b.len() as u64)
 }
 
@@ -194,10 +202,10 @@ async fn finish<W: AsyncWrite + Unpin>(w: &mut W, stall: Duration) -> Result<(),
     bounded(stall, w.shutdown()).await
 }
 
-async fn bounded(
+async fn bounded<T>(
     stall: Duration,
-    io: impl std::future::Future<Output = std::io::Result<()>>,
-) -> Result<(), TransferError> {
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, TransferError> {
     match tokio::time::timeout(stall, io).await {
         Ok(r) => r.map_err(TransferError::Sink),
         Err(_) => Err(TransferError::Sink(std::io::Error::new(

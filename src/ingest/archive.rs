@@ -116,6 +116,8 @@ impl Archiver {
                 Ok(Err(e)) => {
                     warn!(tenant, session = id, error = %e, retry_in_ms = delay.as_millis() as u64, "archiving failed; will retry");
                 }
+                // Cancelled (the runtime is shutting down): not the session's fault.
+                Err(e) if !e.is_panic() => return,
                 Err(panic) => {
                     let reason = format!("archiving panicked: {}", panic_text(panic));
                     match self.count_failure(tenant, id, &reason).await {
@@ -414,18 +416,20 @@ async fn read_index(target: &Target, key: &str) -> Result<Option<SessionIndex>, 
 
 /// Remuxes and stores each party's file (WebM, or MP4 for H.264; cheap: no
 /// video re-encoding) from the spooled streams, so its exact size can go
-/// into the index.
+/// into the index. Streams, remux and upload go through files, never whole
+/// in memory.
 async fn store_party_files(
     target: &Target,
     files: &std::path::Path,
     keys: &SessionKeys,
 ) -> Vec<(String, Digest)> {
+    // Read as streams from the spool, never whole.
     let mut streams = HashMap::new();
     for side in ["agent", "user"] {
         for kind in ["video", "audio"] {
             let name = format!("{side}-{kind}.mjr");
-            if let Ok(b) = tokio::fs::read(files.join(&name)).await {
-                streams.insert(name, b);
+            if let Ok(f) = std::fs::File::open(files.join(&name)) {
+                streams.insert(name, f);
             }
         }
     }

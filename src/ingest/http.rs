@@ -74,6 +74,17 @@ pub fn refused(reason: String) -> Reply {
     error_reply(Refusal::Busy(format!("{reason}; retry shortly")))
 }
 
+/// [`refused`] as the bytes of a whole HTTP/1.1 response that closes the
+/// connection, for a connection turned away before any request is read.
+pub fn refusal_bytes(reason: &str) -> Vec<u8> {
+    let body = json!({"error": format!("{reason}; retry shortly"), "status": 503}).to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// The answer when a handler itself failed (it panicked): nothing was
 /// acknowledged.
 pub fn internal_error() -> Reply {
@@ -103,6 +114,8 @@ async fn route(
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if req.method() == Method::GET && parts == ["healthz"] {
+        // A load balancer's check: not a login, not a slow-loris either.
+        slot.requested();
         return Ok(json_reply(StatusCode::OK, json!({"ok": true})));
     }
     let no_endpoint = || Refusal::NotFound(format!("no such endpoint: {} {path}", req.method()));

@@ -175,9 +175,9 @@ pub async fn run(
     let limits = ingest.limits.clone();
     let mut gate = Gate::new("ingest", limits.max_connections);
     if tls.is_none() {
-        gate = gate.with_refusal(
-            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 78\r\nConnection: close\r\n\r\n{\"error\":\"too many connections (max_connections); retry shortly\",\"status\":503}",
-        );
+        gate = gate.with_refusal(http::refusal_bytes(
+            "too many connections (max_connections)",
+        ));
     }
     let preauth = PreAuth::new(
         limits.max_unauthenticated,
@@ -189,31 +189,46 @@ pub async fn run(
     {
         let (ingest, tls, stop) = (ingest.clone(), tls.clone(), shutdown.clone());
         let timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
-        let grace = limits.login_grace();
         // Over the per-source (or listener) cap of connections that have
-        // not authenticated yet: each request gets 503 with the reason.
+        // not authenticated yet: 503 with the reason, at once in clear
+        // text; over TLS, each request gets it within a short deadline.
         let admission = preauth.admit(peer).map(PreAuthSlot::new);
+        let deadline = tokio::time::Instant::now()
+            + match &admission {
+                Ok(_) => limits.login_grace(),
+                Err(_) => REFUSED_TLS_DEADLINE,
+            };
         if let Err(reason) = &admission {
             warn!(%peer, %reason, "ingest: refusing a connection");
+            if tls.is_none() {
+                let refusal = http::refusal_bytes(reason);
+                tokio::spawn(async move {
+                    crate::listener::refuse(sock, refusal).await;
+                    drop(permit);
+                });
+                continue;
+            }
         }
         tokio::spawn(async move {
             let conn = Conn {
                 ingest,
                 peer,
                 header_timeout: timeout,
-                grace,
+                deadline,
                 admission,
             };
             match tls {
                 None => conn.serve(TokioIo::new(sock), stop).await,
-                Some(acceptor) => match tokio::time::timeout(grace, acceptor.accept(sock)).await {
-                    Ok(Ok(stream)) => conn.serve(TokioIo::new(stream), stop).await,
-                    Ok(Err(e)) => debug!(%peer, error = %e, "ingest TLS handshake failed"),
-                    Err(_) => {
-                        info!(%peer, "closing: no TLS handshake within the login grace time");
-                        conn.grace_exceeded();
+                Some(acceptor) => {
+                    match tokio::time::timeout_at(deadline, acceptor.accept(sock)).await {
+                        Ok(Ok(stream)) => conn.serve(TokioIo::new(stream), stop).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "ingest TLS handshake failed"),
+                        Err(_) => {
+                            info!(%peer, "closing: no TLS handshake within the login grace time");
+                            conn.grace_exceeded();
+                        }
                     }
-                },
+                }
             }
             drop(permit);
         });
@@ -227,19 +242,24 @@ pub async fn run(
     }
 }
 
+/// How long a refused ingest connection over TLS may take to hear why.
+const REFUSED_TLS_DEADLINE: Duration = Duration::from_secs(5);
+
 /// One accepted ingest connection.
 struct Conn {
     ingest: Arc<Ingest>,
     peer: SocketAddr,
     header_timeout: Duration,
-    grace: Duration,
+    /// When it must have authenticated (or asked for /healthz) by.
+    deadline: tokio::time::Instant,
     /// Its pre-authentication slot, or why it got none.
     admission: Result<PreAuthSlot, String>,
 }
 
 impl Conn {
-    /// A connection that did not authenticate (nor ask anything) within
-    /// the login grace time counts as a failed login for the defender.
+    /// A connection that did not authenticate (nor ask for /healthz, as
+    /// load balancers do) within the login grace time counts as a failed
+    /// login for the defender.
     fn grace_exceeded(&self) {
         crate::shared::login_failed(
             &self.ingest.audit,
@@ -262,10 +282,7 @@ impl Conn {
         // file) must not stop half-way for that.
         let service = hyper::service::service_fn(move |req| {
             let handling = match admission.clone() {
-                Ok(slot) => {
-                    slot.requested();
-                    tokio::spawn(http::handle(ingest.clone(), req, peer, slot))
-                }
+                Ok(slot) => tokio::spawn(http::handle(ingest.clone(), req, peer, slot)),
                 Err(reason) => tokio::spawn(async move { http::refused(reason) }),
             };
             async move {
@@ -283,7 +300,7 @@ impl Conn {
             .keep_alive(self.admission.is_ok())
             .serve_connection(io, service);
         tokio::pin!(conn);
-        let grace = tokio::time::sleep(self.grace);
+        let grace = tokio::time::sleep_until(self.deadline);
         tokio::pin!(grace);
         let mut graced = false;
         let result = loop {
@@ -293,11 +310,11 @@ impl Conn {
                     graced = true;
                     match &self.admission {
                         Ok(slot) if slot.idle() => {
-                            info!(%peer, "closing: no request within the login grace time");
+                            info!(%peer, "closing: not authenticated within the login grace time");
                             self.grace_exceeded();
                             return;
                         }
-                        // A refused connection lives no longer than the grace time.
+                        // A refused connection lives no longer than its deadline.
                         Err(_) => return,
                         Ok(_) => {}
                     }

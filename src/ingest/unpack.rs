@@ -105,35 +105,86 @@ fn unpack_into(
 /// PAX header): the tar reader holds those in memory whole.
 const MAX_METADATA: u64 = 64 * 1024;
 
-/// Walks the tar's 512-byte headers without reading the entries, and
+/// Walks the tar's 512-byte headers without reading the file entries, and
 /// refuses a metadata entry (GNU long name/link, PAX) declaring more than
 /// [`MAX_METADATA`] bytes, before the tar reader would read it into memory
-/// at the size its header claims. File entries are streamed, never held.
+/// at the size its header claims. A PAX `size` record replaces the next
+/// entry's header size, as the tar reader does, so the walk stays on the
+/// headers the reader will see; GNU sparse entries are refused (their
+/// extension blocks are not headers, and a session file is never sparse).
+/// File entries are streamed, never held.
 fn check_metadata_sizes(r: &mut (impl std::io::Read + std::io::Seek)) -> Result<(), String> {
+    let damaged = |what: String| format!("the tar archive is damaged: {what}");
     let mut header = [0u8; 512];
+    // The `size` of the last PAX header, for the next entry.
+    let mut pax_size: Option<u64> = None;
     loop {
         match read_block(r, &mut header) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
-            Err(e) => return Err(format!("the tar archive is damaged: {e}")),
+            Err(e) => return Err(damaged(e.to_string())),
         }
         if header.iter().all(|&b| b == 0) {
             return Ok(());
         }
-        let size = header_size(&header[124..136]).ok_or_else(|| {
-            "the tar archive is damaged: an entry size is not a number".to_string()
-        })?;
-        if matches!(header[156], b'L' | b'K' | b'x' | b'g') && size > MAX_METADATA {
+        let declared = header_size(&header[124..136])
+            .ok_or_else(|| damaged("an entry size is not a number".into()))?;
+        let kind = header[156];
+        if kind == b'S' {
+            return Err("tar entries may not be sparse files".into());
+        }
+        let metadata = matches!(kind, b'L' | b'K' | b'x' | b'g');
+        if metadata && declared > MAX_METADATA {
             return Err(format!(
-                "the tar archive's metadata entry declares {size} bytes (at most {MAX_METADATA})"
+                "the tar archive's metadata entry declares {declared} bytes (at most {MAX_METADATA})"
             ));
         }
+        let size = if metadata {
+            declared
+        } else {
+            pax_size.take().unwrap_or(declared)
+        };
+        if kind == b'x' {
+            let mut records = vec![0u8; declared as usize];
+            r.read_exact(&mut records)
+                .map_err(|e| damaged(e.to_string()))?;
+            pax_size = pax_record(&records, "size")
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| damaged(format!("a PAX size of {v:?}")))
+                })
+                .transpose()?
+                .or(pax_size);
+            let pad = declared.div_ceil(512) * 512 - declared;
+            r.seek(std::io::SeekFrom::Current(pad as i64))
+                .map_err(|e| damaged(e.to_string()))?;
+            continue;
+        }
         let skip = size.div_ceil(512).saturating_mul(512);
-        let skip = i64::try_from(skip)
-            .map_err(|_| format!("the tar archive is damaged: an entry declares {size} bytes"))?;
+        let skip =
+            i64::try_from(skip).map_err(|_| damaged(format!("an entry declares {size} bytes")))?;
         r.seek(std::io::SeekFrom::Current(skip))
-            .map_err(|e| format!("the tar archive is damaged: {e}"))?;
+            .map_err(|e| damaged(e.to_string()))?;
     }
+}
+
+/// The value of `key` in PAX extended header records (`<len> key=value\n`).
+fn pax_record<'a>(records: &'a [u8], key: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(records).ok()?;
+    let mut found = None;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (len, _) = rest.split_once(' ')?;
+        let n: usize = len.parse().ok()?;
+        let record = rest.get(..n)?;
+        rest = &rest[n..];
+        let (_, kv) = record.split_once(' ')?;
+        let (k, v) = kv.trim_end_matches('\n').split_once('=')?;
+        if k == key {
+            found = Some(v);
+        }
+    }
+    found
 }
 
 /// Fills `block`; `false` at a clean end of input.
@@ -240,6 +291,53 @@ mod tests {
         let parts = unpack(&tar, dir.path(), "call-1", 1 << 40).unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].name, "info.json");
+        assert_eq!(parts[0].record.size, 2);
+    }
+
+    /// A PAX header holding `records`.
+    fn pax(records: &str) -> Vec<u8> {
+        let mut out = header("././@PaxHeader", b'x', records.len() as u64).to_vec();
+        out.extend(records.as_bytes());
+        out.extend(std::iter::repeat_n(
+            0u8,
+            records.len().div_ceil(512) * 512 - records.len(),
+        ));
+        out
+    }
+
+    #[test]
+    fn a_pax_size_hiding_a_huge_long_name_behind_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("one-shot.tar");
+        // PAX says the next file is empty; its header claims 1024 bytes,
+        // which a walk by header sizes would skip, over a long-name entry
+        // declaring 4 GiB that the tar reader reads next.
+        let mut bytes = pax("10 size=0\n");
+        bytes.extend(header("info.json", b'0', 1024));
+        bytes.extend(header("././@LongLink", b'L', 4 << 30));
+        bytes.extend(std::iter::repeat_n(b'a', 1 << 20));
+        std::fs::write(&tar, &bytes).unwrap();
+        let err = match unpack(&tar, dir.path(), "call-1", 1 << 40) {
+            Err(Refusal::BadRequest(m)) => m,
+            other => panic!("{:?}", other.map(|p| p.len())),
+        };
+        assert!(
+            err.contains("metadata entry declares 4294967296 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_pax_size_is_honoured_for_the_file_it_describes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("one-shot.tar");
+        let mut bytes = pax("10 size=2\n");
+        bytes.extend(header("info.json", b'0', 0));
+        bytes.extend(b"{}");
+        bytes.extend([0u8; 510]);
+        bytes.extend([0u8; 1024]);
+        std::fs::write(&tar, &bytes).unwrap();
+        let parts = unpack(&tar, dir.path(), "call-1", 1 << 40).unwrap();
         assert_eq!(parts[0].record.size, 2);
     }
 

@@ -80,11 +80,11 @@ impl Job for Backfill {
             }
         }
         if needs_party {
-            let mut streams: HashMap<String, Vec<u8>> = crate::media::raw::parse_entries(
+            let mut streams: HashMap<String, std::fs::File> = crate::media::raw::parse_entries(
                 store,
                 &s.keys.archive(),
                 |n| n.ends_with(".mjr"),
-                |_, bytes| Ok(bytes),
+                |_, file| Ok(file),
             )
             .await
             .map_err(|e| format!("{}: {e}", s.keys.archive_name()))?

@@ -368,11 +368,12 @@ impl Job {
             self.store.as_ref(),
             &self.tar_key,
             want,
-            move |name, bytes| {
+            move |name, file| {
+                let file = std::io::BufReader::with_capacity(256 * 1024, file);
                 Ok(if name.ends_with("-audio.mjr") {
-                    Input::Audio(audio::prepare(name, &bytes, start_us)?)
+                    Input::Audio(audio::prepare(name, file, start_us)?)
                 } else {
-                    Input::Video(render::video::prepare(name, &bytes, start_us)?)
+                    Input::Video(render::video::prepare(name, file, start_us)?)
                 })
             },
         )

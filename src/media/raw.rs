@@ -1,5 +1,6 @@
 //! Reading a session's RAW archive from storage: the tar.gz is streamed and
-//! unpacked on a blocking thread; only the entries asked for are kept.
+//! unpacked on a blocking thread; only the entries asked for are kept, each
+//! in a spill file (disk, not memory) that its parser reads as a stream.
 
 use std::io::Read;
 
@@ -8,10 +9,8 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::store::ObjectStore;
 
-/// Largest single stream kept in memory.
-const MAX_ENTRY: u64 = 2 * 1024 * 1024 * 1024;
-/// Most bytes reserved for an entry before its bytes arrive.
-const PREALLOCATE: u64 = 16 * 1024 * 1024;
+/// Largest single stream taken from an archive.
+const MAX_ENTRY: u64 = 16 * 1024 * 1024 * 1024;
 
 /// The entries of the archive at `key` whose names `want` accepts, each
 /// handed to `parse` on a thread of its own as soon as it is unpacked, so
@@ -25,7 +24,7 @@ pub async fn parse_entries<T, P>(
 ) -> Result<Vec<(String, T)>, String>
 where
     T: Send + 'static,
-    P: Fn(&str, Vec<u8>) -> Result<T, String> + Send + Sync + 'static,
+    P: Fn(&str, std::fs::File) -> Result<T, String> + Send + Sync + 'static,
 {
     let body = store
         .get(key, 0, None)
@@ -53,12 +52,11 @@ where
                 if e.size() > MAX_ENTRY {
                     return Err(format!("{name} is larger than {MAX_ENTRY} bytes"));
                 }
-                // Grown as bytes arrive: a damaged header's size is never an
-                // allocation.
-                let mut buf = Vec::with_capacity(e.size().min(PREALLOCATE) as usize);
-                e.read_to_end(&mut buf)
-                    .map_err(|err| format!("RAW archive, {name}: {err}"))?;
-                parsing.push(scope.spawn(move || parse(&name, buf).map(|t| (name, t))));
+                // Copied as bytes arrive: a damaged header's size is never an
+                // allocation, and the stream never sits in memory whole.
+                let file =
+                    spill_entry(&mut e).map_err(|err| format!("RAW archive, {name}: {err}"))?;
+                parsing.push(scope.spawn(move || parse(&name, file).map(|t| (name, t))));
             }
             parsing
                 .into_iter()
@@ -71,6 +69,25 @@ where
     })
     .await
     .map_err(|e| format!("RAW reader: {e}"))?
+}
+
+/// Copies one entry into an unlinked spill file and gives it back, read
+/// from its start.
+fn spill_entry(e: &mut impl Read) -> Result<std::fs::File, String> {
+    let spill = crate::media::spill::Spill::new()?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = match e.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err.to_string()),
+        };
+        spill.write_at(&buf[..n], at)?;
+        at += n as u64;
+    }
+    spill.reader()
 }
 
 #[cfg(test)]
@@ -102,9 +119,13 @@ mod tests {
             .await
             .unwrap();
         let mjr = |n: &str| n.ends_with(".mjr");
-        let got = parse_entries(&store, "s.tar.gz", mjr, |_, b| Ok(b.len()))
-            .await
-            .unwrap();
+        let got = parse_entries(&store, "s.tar.gz", mjr, |_, mut f| {
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).map_err(|e| e.to_string())?;
+            Ok(b.len())
+        })
+        .await
+        .unwrap();
         assert_eq!(
             got,
             vec![("a.mjr".to_string(), 3), ("b.mjr".to_string(), 4)]

@@ -47,6 +47,18 @@ impl Spill {
             .map_err(|e| format!("render spill file: {e}"))
     }
 
+    /// The file for reading from its start (a handle of its own; the
+    /// spill's positional writes do not move it).
+    pub fn reader(&self) -> Result<File, String> {
+        use std::io::Seek;
+        let mut f = self
+            .file
+            .try_clone()
+            .map_err(|e| format!("render spill file: {e}"))?;
+        f.rewind().map_err(|e| format!("render spill file: {e}"))?;
+        Ok(f)
+    }
+
     /// Reads up to `len` bytes at `at`; fewer only at the end of what was written.
     pub fn read_at(&self, at: u64, len: usize) -> Result<Vec<u8>, String> {
         let mut buf = vec![0u8; len];

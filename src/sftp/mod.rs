@@ -113,8 +113,9 @@ pub async fn run(
         tokio::spawn(
             async move {
                 // A client that never sends its SSH banner must not hold a slot either.
-                let running = match tokio::time::timeout(
-                    grace,
+                let deadline = tokio::time::Instant::now() + grace;
+                let running = match tokio::time::timeout_at(
+                    deadline,
                     russh::server::run_stream(config, sock, handler),
                 )
                 .await
@@ -133,7 +134,8 @@ pub async fn run(
                 let handle = running.handle();
                 let late = shared.clone();
                 let watchdog = tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
+                    // One grace time from the connection, banner included.
+                    tokio::time::sleep_until(deadline).await;
                     if !authed.load(Ordering::Acquire) {
                         info!("closing: not authenticated within the login grace time");
                         late.login_failed("sftp", peer, "", "none", Denied::LoginTimeout);

@@ -163,6 +163,81 @@ pub async fn read_all(store: &dyn ObjectStore, key: &str, max: u64) -> Result<By
     Ok(buf.freeze())
 }
 
+/// Parts of [`upload_file`]'s multipart uploads (S3's minimum is 5 MiB).
+const UPLOAD_PART: usize = 8 * 1024 * 1024;
+
+/// Stores the `size` bytes of `file` at `key`, in 8 MiB parts when larger
+/// than one (never whole in memory), handing every byte to `seen` in order
+/// (to hash it) whether or not it is uploaded. With `if_absent`, an object
+/// already at `key` is kept and `AlreadyExists` returned once the file has
+/// been read through.
+pub async fn upload_file(
+    store: &dyn ObjectStore,
+    key: &str,
+    file: std::fs::File,
+    size: u64,
+    opts: PutOptions,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(), StoreError> {
+    let mut file = tokio::fs::File::from_std(file);
+    if size <= UPLOAD_PART as u64 {
+        let body = read_part(&mut file, key).await?;
+        seen(&body);
+        return store.put(key, Bytes::from(body), opts).await;
+    }
+    let exists = opts.if_absent && store.head(key).await?.is_some();
+    let upload = if exists {
+        None
+    } else {
+        Some(store.multipart_start(key).await?)
+    };
+    let mut tags = Vec::new();
+    let sent = async {
+        loop {
+            let part = read_part(&mut file, key).await?;
+            if part.is_empty() {
+                return Ok(());
+            }
+            seen(&part);
+            if let Some(id) = &upload {
+                let n = tags.len() as u32 + 1;
+                tags.push(store.multipart_part(key, id, n, Bytes::from(part)).await?);
+            }
+        }
+    }
+    .await;
+    let Some(id) = upload else {
+        return sent.and(Err(StoreError::AlreadyExists(key.to_string())));
+    };
+    let done = match sent {
+        Ok(()) => store.multipart_complete(key, &id, tags).await,
+        Err(e) => Err(e),
+    };
+    if done.is_err() {
+        let _ = store.multipart_abort(key, &id).await;
+    }
+    done
+}
+
+/// The next (up to) [`UPLOAD_PART`] bytes of `file`.
+async fn read_part(file: &mut tokio::fs::File, key: &str) -> Result<Vec<u8>, StoreError> {
+    use tokio::io::AsyncReadExt;
+    let mut part = vec![0u8; UPLOAD_PART];
+    let mut got = 0;
+    while got < part.len() {
+        let n = file
+            .read(&mut part[got..])
+            .await
+            .map_err(|e| StoreError::Permanent(format!("reading the file for {key}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    part.truncate(got);
+    Ok(part)
+}
+
 /// Opens the store the configuration names, every wait on it bounded by
 /// `limits` ([`timeout::Timeouts`]).
 pub async fn open(

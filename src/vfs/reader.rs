@@ -10,10 +10,10 @@
 //! stream there, so sequential readers cost one request per file and
 //! seekers one per seek.
 //!
-//! While a read waits for bytes, the task takes the chunks it needs without
-//! waiting for budget: read-ahead held by idle clients never starves one
-//! that is reading (what it takes that way is at most the read's length
-//! and one chunk).
+//! While a read waits for bytes (none are buffered for it), the task takes
+//! its next chunk without waiting for budget, one chunk per wait:
+//! read-ahead held by idle clients never starves one that is reading, and
+//! what it takes that way is at most the read's length and one chunk.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,26 +37,39 @@ struct Piece {
     _held: Held,
 }
 
-/// A read is waiting for bytes: the prefetch task must not wait for budget.
+/// A read is waiting for bytes: the prefetch task takes its next chunk
+/// without waiting for budget (one chunk per wait).
 #[derive(Default)]
 struct Demand {
     waiting: AtomicBool,
     notify: Notify,
+    /// Bytes taken without budget so far (for tests).
+    unbudgeted: std::sync::atomic::AtomicU64,
 }
 
 impl Demand {
-    fn set(&self, waiting: bool) {
-        self.waiting.store(waiting, Ordering::Release);
-        if waiting {
-            // Stored if the task is not listening yet: no lost wake-up.
-            self.notify.notify_one();
-        }
+    /// Marks a read waiting until the guard is dropped (the read is served
+    /// or cancelled).
+    fn waiting(&self) -> Waiting<'_> {
+        self.waiting.store(true, Ordering::Release);
+        // Stored if the task is not listening yet: no lost wake-up.
+        self.notify.notify_one();
+        Waiting(self)
     }
 
+    /// Returns once a read waits, taking its demand.
     async fn wait(&self) {
-        while !self.waiting.load(Ordering::Acquire) {
+        while !self.waiting.swap(false, Ordering::AcqRel) {
             self.notify.notified().await;
         }
+    }
+}
+
+struct Waiting<'a>(&'a Demand);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.store(false, Ordering::Release);
     }
 }
 
@@ -100,6 +113,12 @@ impl ReadAhead {
         &self.file
     }
 
+    /// Bytes this reader took without budget (served to a waiting read).
+    #[cfg(test)]
+    pub(crate) fn unbudgeted_bytes(&self) -> u64 {
+        self.demand.unbudgeted.load(Ordering::Relaxed)
+    }
+
     fn restart(&mut self, offset: u64) {
         if let Some(t) = self.task.take() {
             t.abort();
@@ -128,10 +147,15 @@ impl ReadAhead {
         let Some(rx) = self.rx.as_mut() else {
             return Ok(false);
         };
-        // A read waits on this: the task must not wait for budget now.
-        self.demand.set(true);
-        let got = rx.recv().await;
-        self.demand.set(false);
+        let got = match rx.try_recv() {
+            Ok(p) => Some(p),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // A read waits on this: the task must not wait for budget.
+                let _waiting = self.demand.waiting();
+                rx.recv().await
+            }
+        };
         match got {
             Some(Ok(p)) => {
                 self.buffered += p.data.len() as u64;
@@ -255,7 +279,12 @@ impl Budgets {
         tokio::select! {
             biased;
             held = budgeted => held,
-            () = self.demand.wait() => Held::default(),
+            () = self.demand.wait() => {
+                self.demand
+                    .unbudgeted
+                    .fetch_add(u64::from(n), Ordering::Relaxed);
+                Held::default()
+            }
         }
     }
 }

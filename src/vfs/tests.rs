@@ -474,6 +474,13 @@ async fn read_ahead_stays_within_the_shared_budget_and_idle_readers_never_starve
         waited += 1;
     }
     assert_eq!(server.available(), 0, "the idle reader filled the budget");
+    // Beyond the budget it took only what its one read waited for.
+    assert!(
+        idle.unbudgeted_bytes() <= 1000 + 1024 * 1024,
+        "{} bytes unbudgeted",
+        idle.unbudgeted_bytes()
+    );
+    let held_by_idle = idle.unbudgeted_bytes();
 
     // Another connection still reads the whole file, byte for byte.
     let mut busy = ReadAhead::new(open().await, 4 << 20, server.connection(1 << 20));
@@ -491,6 +498,11 @@ async fn read_ahead_stays_within_the_shared_budget_and_idle_readers_never_starve
         .expect("the reading client is starved by the idle one");
     assert!(got == data, "{} of {} bytes", got.len(), data.len());
     assert_eq!(server.available(), 0, "still nothing beyond the budget");
+    assert_eq!(
+        idle.unbudgeted_bytes(),
+        held_by_idle,
+        "the idle one took nothing more"
+    );
 
     // Closing them gives every byte back.
     drop((idle, busy));

@@ -742,7 +742,7 @@ async fn connections_beyond_the_cap_are_told_the_server_is_full() {
         ),
         (
             server.ingest_port,
-            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5",
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\n",
         ),
     ] {
         let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -753,6 +753,14 @@ async fn connections_beyond_the_cap_are_told_the_server_is_full() {
         // Both are admitted before the third arrives.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut third = crate::rawftp::tcp_from("127.0.0.1", to).await.unwrap();
+        if port == server.ingest_port {
+            // An HTTP client speaks first; it still reads the answer.
+            use tokio::io::AsyncWriteExt;
+            third
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+        }
         let mut got = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut got)).await;
         assert!(matches!(read, Ok(Ok(_))), "{read:?}");

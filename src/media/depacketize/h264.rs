@@ -300,91 +300,126 @@ fn annex_b(
 /// and has none to borrow cannot decode on its own and is treated as a
 /// non-keyframe.
 pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
-    let mut stats = Stats::default();
-    let mut frames = Vec::new();
+    let mut d = Depacketizer::default();
+    for p in packets {
+        d.push(p);
+    }
+    d.end()
+}
 
-    // Media packets, each with "a packet is missing right before it".
-    let mut media: Vec<(&Packet, bool)> = Vec::new();
-    let mut gap = false;
-    for (p, missing) in super::fresh(packets) {
-        gap |= missing > 0;
+/// [`depacketize`] a packet at a time: access units come out as soon as
+/// the packet after them shows whether they lost their tail.
+#[derive(Default)]
+pub struct Depacketizer {
+    stats: Stats,
+    frames: Vec<Frame>,
+    fresh: super::Fresh,
+    /// A packet is missing since the last media packet.
+    gap: bool,
+    /// The access unit being collected: media packets, each with "a packet
+    /// is missing right before it".
+    unit: Vec<(Packet, bool)>,
+    /// Access units handled so far.
+    units: u64,
+    sps: Option<Vec<u8>>,
+    pps: Option<Vec<u8>>,
+    gate: super::Gate,
+}
+
+impl Depacketizer {
+    /// The next packet in sequence order.
+    pub fn push(&mut self, p: &Packet) {
+        let Some(missing) = self.fresh.missing_before(p.seq) else {
+            return;
+        };
+        self.gap |= missing > 0;
         if p.payload.is_empty() {
-            continue;
+            return;
         }
-        media.push((p, gap));
-        gap = false;
+        let gap = std::mem::take(&mut self.gap);
+        // Access units: runs of one timestamp, ended by the marker bit.
+        if let Some((last, _)) = self.unit.last() {
+            if last.ts != p.ts || last.marker {
+                let unit = std::mem::take(&mut self.unit);
+                self.access_unit(unit, Some(gap));
+            }
+        }
+        self.unit.push((p.clone(), gap));
     }
 
-    // Access units: runs of one timestamp, ended by the marker bit.
-    let mut groups = Vec::new();
-    let mut start = 0;
-    for i in 1..=media.len() {
-        if i == media.len() || media[i].0.ts != media[i - 1].0.ts || media[i - 1].0.marker {
-            groups.push(start..i);
-            start = i;
-        }
+    /// The frames completed so far (taken out).
+    pub fn take(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.frames)
     }
 
-    let (mut sps, mut pps) = (None, None);
-    let mut gate = super::Gate::default();
-    for (gi, g) in groups.iter().enumerate() {
-        let unit = &media[g.clone()];
-        let refs: Vec<&Packet> = unit.iter().map(|(p, _)| *p).collect();
+    /// After the last packet: the frames not yet taken, and the counts.
+    pub fn end(mut self) -> (Vec<Frame>, Stats) {
+        let unit = std::mem::take(&mut self.unit);
+        if !unit.is_empty() {
+            self.access_unit(unit, None);
+        }
+        (std::mem::take(&mut self.frames), self.stats)
+    }
+
+    /// One access unit; `next_gap` tells whether a packet is missing right
+    /// before the next one (`None`: the recording ends here).
+    fn access_unit(&mut self, unit: Vec<(Packet, bool)>, next_gap: Option<bool>) {
+        let first = self.units == 0;
+        self.units += 1;
+        let refs: Vec<&Packet> = unit.iter().map(|(p, _)| p).collect();
         let lost_before = unit[0].1;
         let gap_inside = unit[1..].iter().any(|(_, gap)| *gap);
-        let last = unit[unit.len() - 1].0;
-        let tail_lost = !last.marker
-            && match groups.get(gi + 1) {
-                Some(next) => media[next.start].1,
-                // The recording stops inside the access unit.
-                None => true,
-            };
+        let last = &unit[unit.len() - 1].0;
+        // The recording stops inside the access unit when nothing follows.
+        let tail_lost = !last.marker && next_gap.unwrap_or(true);
         let assembled = assemble(&refs);
         // Parameter sets are kept even from an access unit that is dropped.
         match &assembled {
-            Some(nals) => remember(nals.iter().map(Vec::as_slice), &mut sps, &mut pps),
-            None => remember(whole_nals(&refs).into_iter(), &mut sps, &mut pps),
+            Some(nals) => remember(nals.iter().map(Vec::as_slice), &mut self.sps, &mut self.pps),
+            None => remember(whole_nals(&refs).into_iter(), &mut self.sps, &mut self.pps),
         }
         if lost_before {
-            gate.lost();
+            self.gate.lost();
         }
         let nals = match assembled {
             Some(n) if !gap_inside && !tail_lost => n,
             _ => {
-                stats.incomplete += 1;
-                gate.lost();
-                continue;
+                self.stats.incomplete += 1;
+                self.gate.lost();
+                return;
             }
         };
-        if (gi == 0 || lost_before) && !starts_picture(&nals) {
-            stats.incomplete += 1;
-            gate.lost();
-            continue;
+        if (first || lost_before) && !starts_picture(&nals) {
+            self.stats.incomplete += 1;
+            self.gate.lost();
+            return;
         }
         if !nals.iter().any(|n| is_vcl(nal_type(n[0]))) {
-            continue;
+            return;
         }
         let idr = nals.iter().any(|n| nal_type(n[0]) == NAL_IDR);
         let data = if idr {
-            annex_b(&nals, true, &sps, &pps)
+            annex_b(&nals, true, &self.sps, &self.pps)
         } else {
             None
         };
         let keyframe = data.is_some();
         // H.264 (CAVLC/CABAC) carries no probabilities across pictures.
-        if !gate.admit(keyframe, super::Entropy::Own, &mut stats) {
-            continue;
+        if !self
+            .gate
+            .admit(keyframe, super::Entropy::Own, &mut self.stats)
+        {
+            return;
         }
         // A non-IDR access unit needs nothing added.
         let data = match data {
             Some(d) => d,
             None => annex_b(&nals, false, &None, &None).unwrap_or_default(),
         };
-        frames.push(Frame {
+        self.frames.push(Frame {
             ts: last.ts,
             keyframe,
             data,
         });
     }
-    (frames, stats)
 }

@@ -60,16 +60,72 @@ pub struct Stats {
 /// so a repeat is a duplicate), with how many sequence numbers are missing
 /// right before each: the one place gaps are detected.
 pub(crate) fn fresh(packets: &[Packet]) -> impl Iterator<Item = (&Packet, u64)> {
-    let mut last: Option<u64> = None;
-    packets.iter().filter_map(move |p| {
-        let missing = match last {
-            Some(l) if p.seq <= l => return None,
-            Some(l) => p.seq - l - 1,
+    let mut f = Fresh::default();
+    packets
+        .iter()
+        .filter_map(move |p| Some((p, f.missing_before(p.seq)?)))
+}
+
+/// The depacketizer of a video stream, a packet at a time.
+pub(crate) enum Video {
+    Vp(vp8::Assembler),
+    H264(h264::Depacketizer),
+}
+
+impl Video {
+    /// The depacketizer for `codec` and the IVF FourCC of its frames.
+    pub(crate) fn of(codec: &str) -> Option<(Video, &'static [u8; 4])> {
+        Some(match codec {
+            "vp8" => (Video::Vp(vp8::assembler()), b"VP80"),
+            "vp9" => (Video::Vp(vp9::assembler()), b"VP90"),
+            "h264" => (Video::H264(h264::Depacketizer::default()), b"H264"),
+            _ => return None,
+        })
+    }
+
+    /// The next packet in sequence order.
+    pub(crate) fn push(&mut self, p: &Packet) {
+        match self {
+            Video::Vp(a) => a.push(p),
+            Video::H264(d) => d.push(p),
+        }
+    }
+
+    /// The frames completed so far (taken out).
+    pub(crate) fn take(&mut self) -> Vec<Frame> {
+        match self {
+            Video::Vp(a) => a.take(),
+            Video::H264(d) => d.take(),
+        }
+    }
+
+    /// After the last packet: the frames not yet taken, and the counts.
+    pub(crate) fn end(self) -> (Vec<Frame>, Stats) {
+        match self {
+            Video::Vp(a) => a.end(),
+            Video::H264(d) => d.end(),
+        }
+    }
+}
+
+/// [`fresh`] a packet at a time.
+#[derive(Default)]
+pub(crate) struct Fresh {
+    last: Option<u64>,
+}
+
+impl Fresh {
+    /// How many sequence numbers are missing right before `seq`; `None`
+    /// for a repeat.
+    pub(crate) fn missing_before(&mut self, seq: u64) -> Option<u64> {
+        let missing = match self.last {
+            Some(l) if seq <= l => return None,
+            Some(l) => seq - l - 1,
             None => 0,
         };
-        last = Some(p.seq);
-        Some((p, missing))
-    })
+        self.last = Some(seq);
+        Some(missing)
+    }
 }
 
 /// Whether a frame's entropy decoding depends on probabilities that earlier

@@ -282,32 +282,60 @@ struct Assembly {
 /// incomplete.
 pub(super) fn assemble(
     packets: &[Packet],
-    unit: impl Fn(&[u8]) -> Unit<'_>,
-    classify: impl Fn(bool, &[u8]) -> Kind,
+    unit: fn(&[u8]) -> Unit<'_>,
+    classify: fn(bool, &[u8]) -> Kind,
 ) -> (Vec<Frame>, Stats) {
-    let mut out = Assembler {
-        frames: Vec::new(),
-        stats: Stats::default(),
-        gate: Gate::default(),
-        classify,
-    };
-    let mut current: Option<Assembly> = None;
-    for (p, missing) in super::fresh(packets) {
+    let mut a = Assembler::new(unit, classify);
+    for p in packets {
+        a.push(p);
+    }
+    a.end()
+}
+
+/// [`assemble`] a packet at a time: frames come out as they complete.
+pub(crate) struct Assembler {
+    unit: fn(&[u8]) -> Unit<'_>,
+    classify: fn(bool, &[u8]) -> Kind,
+    frames: Vec<Frame>,
+    stats: Stats,
+    gate: Gate,
+    fresh: super::Fresh,
+    current: Option<Assembly>,
+}
+
+impl Assembler {
+    pub(super) fn new(unit: fn(&[u8]) -> Unit<'_>, classify: fn(bool, &[u8]) -> Kind) -> Self {
+        Self {
+            unit,
+            classify,
+            frames: Vec::new(),
+            stats: Stats::default(),
+            gate: Gate::default(),
+            fresh: super::Fresh::default(),
+            current: None,
+        }
+    }
+
+    /// The next packet in sequence order.
+    pub(crate) fn push(&mut self, p: &Packet) {
+        let Some(missing) = self.fresh.missing_before(p.seq) else {
+            return;
+        };
         if missing > 0 {
             // The frame being assembled has a hole (it is counted once,
             // when it ends); whole frames may have gone too.
-            if let Some(c) = current.as_mut() {
+            if let Some(c) = self.current.as_mut() {
                 c.ok = false;
             }
-            out.gate.lost();
+            self.gate.lost();
         }
         let parsed = if p.payload.is_empty() {
             Unit::Skip
         } else {
-            unit(&p.payload)
+            (self.unit)(&p.payload)
         };
         let (start, end, independent, data, bad) = match parsed {
-            Unit::Skip => continue,
+            Unit::Skip => return,
             Unit::Malformed => (false, false, false, &[][..], true),
             Unit::Piece {
                 start,
@@ -316,10 +344,11 @@ pub(super) fn assemble(
                 data,
             } => (start, end, independent, data, false),
         };
-        if current.as_ref().is_some_and(|c| c.ts != p.ts || start) {
-            out.finish(current.take());
+        if self.current.as_ref().is_some_and(|c| c.ts != p.ts || start) {
+            let done = self.current.take();
+            self.finish(done);
         }
-        let c = current.get_or_insert_with(|| Assembly {
+        let c = self.current.get_or_insert_with(|| Assembly {
             ts: p.ts,
             ok: start,
             independent,
@@ -330,23 +359,24 @@ pub(super) fn assemble(
             c.data.extend_from_slice(data);
         }
         if end || p.marker {
-            out.finish(current.take());
+            let done = self.current.take();
+            self.finish(done);
         }
     }
-    if current.is_some() {
-        out.stats.incomplete += 1;
+
+    /// The frames completed so far (taken out).
+    pub(crate) fn take(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.frames)
     }
-    (out.frames, out.stats)
-}
 
-struct Assembler<C> {
-    frames: Vec<Frame>,
-    stats: Stats,
-    gate: Gate,
-    classify: C,
-}
+    /// After the last packet: the frames not yet taken, and the counts.
+    pub(crate) fn end(mut self) -> (Vec<Frame>, Stats) {
+        if self.current.is_some() {
+            self.stats.incomplete += 1;
+        }
+        (std::mem::take(&mut self.frames), self.stats)
+    }
 
-impl<C: Fn(bool, &[u8]) -> Kind> Assembler<C> {
     /// A frame that ended with no packet missing.
     fn finish(&mut self, a: Option<Assembly>) {
         let Some(a) = a else { return };
@@ -373,6 +403,11 @@ impl<C: Fn(bool, &[u8]) -> Kind> Assembler<C> {
             data: a.data,
         });
     }
+}
+
+/// A VP8 [`Assembler`].
+pub(crate) fn assembler() -> Assembler {
+    Assembler::new(unit, classify)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! of an SVC stream decodable. Losses, duplicates and the wait for a keyframe
 //! follow the shared rules of [`super::vp8`].
 
-use super::vp8::{assemble, Kind, Unit};
+use super::vp8::{assemble, Assembler, Kind, Unit};
 use super::Entropy;
 use super::{Frame, Packet, Stats};
 
@@ -173,12 +173,21 @@ fn scalability(c: &mut Cursor<'_>) -> Option<Scalability> {
 /// Assembles the VP9 frames of one stream (spatial layer 0); see the module
 /// documentation.
 pub fn depacketize(packets: &[Packet]) -> (Vec<Frame>, Stats) {
-    assemble(packets, unit, |independent, data| match header_kind(data) {
+    assemble(packets, unit, classify)
+}
+
+/// A VP9 [`Assembler`]: [`depacketize`] a packet at a time.
+pub(crate) fn assembler() -> Assembler {
+    Assembler::new(unit, classify)
+}
+
+fn classify(independent: bool, data: &[u8]) -> Kind {
+    match header_kind(data) {
         // A key frame the descriptor marks inter-predicted still resets
         // the probability contexts.
         Kind::Key if !independent => Kind::Delta(Entropy::Resets),
         k => k,
-    })
+    }
 }
 
 fn unit(payload: &[u8]) -> Unit<'_> {

@@ -103,7 +103,11 @@ pub fn samples_for_ms(ms: u64) -> u64 {
 }
 
 /// Reads one audio stream of a session starting at `session_start_us`.
-pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Party, String> {
+pub fn prepare(
+    name: &str,
+    mjr: impl std::io::Read,
+    session_start_us: i64,
+) -> Result<Party, String> {
     let stream = read_stream(mjr).map_err(|e| format!("{name}: {e}"))?;
     let first = stream.packets.first().map_or(0, |p| p.ts);
     let offset_us = stream.wall_us(first, session_start_us) - session_start_us;

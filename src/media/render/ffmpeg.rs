@@ -100,6 +100,24 @@ impl Ffmpeg {
         Ok(stdout)
     }
 
+    /// [`Ffmpeg::decode`] with its input read from `file` (from where it
+    /// stands) as the decoder takes it, never whole in memory.
+    pub fn decode_file(mut self, file: std::fs::File) -> Result<ChildStdout, String> {
+        let stdout = self.stdout.take().ok_or("ffmpeg has no stdout")?;
+        let mut stdin = self.stdin.take().ok_or("ffmpeg has no stdin")?;
+        let Ffmpeg {
+            ended, _keep: keep, ..
+        } = self;
+        tokio::spawn(async move {
+            let mut file = tokio::fs::File::from_std(file);
+            let _ = tokio::io::copy(&mut file, &mut stdin).await;
+            drop(stdin);
+            let _ = ended.await;
+            drop(keep);
+        });
+        Ok(stdout)
+    }
+
     /// Waits for the end; an error carries ffmpeg's own messages.
     pub async fn finish(mut self) -> Result<(), String> {
         drop(self.stdin.take());

@@ -1,14 +1,18 @@
-//! Each party's video: depacketized (VP8, VP9, H.264), wrapped in IVF in
-//! memory, decoded by ffmpeg through pipes to constant-rate 640x480 YUV
+//! Each party's video: read packet by packet, depacketized (VP8, VP9,
+//! H.264) and wrapped in IVF in a spill file (disk, not memory), decoded by
+//! ffmpeg through pipes to constant-rate 640x480 YUV
 //! tiles, and placed side by side (agent left) on the session timeline, with
 //! a black tile where a party has no video yet or any more.
+
+use std::io::Read;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ffmpeg::Ffmpeg;
 use crate::media::container::ivf;
-use crate::media::depacketize::{h264, vp8, vp9};
-use crate::media::order::{read_stream, Stream};
+use crate::media::depacketize::Video;
+use crate::media::order::Packets;
+use crate::media::spill::Spill;
 
 /// Output frame rate, tile and canvas sizes.
 pub const FPS: u64 = 15;
@@ -24,21 +28,51 @@ pub struct Party {
     pub name: String,
     /// Output frame index at which its first frame shows.
     pub start_frame: i64,
-    ivf: Vec<u8>,
+    ivf: IvfSpill,
 }
 
-/// The stream's frames, depacketized and wrapped in IVF (times from its
-/// first frame), and that frame's timestamp; `None` when no frame decodes.
-pub(crate) fn ivf_of(stream: &Stream) -> Result<Option<(Vec<u8>, u64)>, String> {
-    let ((frames, stats), fourcc) = match stream.header.codec.as_str() {
-        "vp8" => (vp8::depacketize(&stream.packets), b"VP80"),
-        "vp9" => (vp9::depacketize(&stream.packets), b"VP90"),
-        "h264" => (h264::depacketize(&stream.packets), b"H264"),
-        other => return Err(format!("video codec {other:?} is not supported yet")),
+/// A stream's frames as an IVF file in an unlinked temporary file: a long
+/// call's video costs disk, not memory.
+pub(crate) struct IvfSpill {
+    spill: Spill,
+}
+
+impl IvfSpill {
+    /// The file from its start, to feed a decoder.
+    pub(crate) fn reader(&self) -> Result<std::fs::File, String> {
+        self.spill.reader()
+    }
+}
+
+/// Bytes of frames gathered before each write to the spill file.
+const IVF_WRITE: usize = 256 * 1024;
+
+/// Reads the stream packet by packet, depacketizes as it goes and writes
+/// the frames as IVF (times from the first frame) to a spill file: a
+/// recording of any length costs the reorder window and a frame in memory.
+/// Gives the file and the first frame's timestamp; `None` when no frame
+/// decodes. The bytes are those of [`ivf::write`] over all the frames.
+pub(crate) fn ivf_of<R: Read>(packets: &mut Packets<R>) -> Result<Option<(IvfSpill, u64)>, String> {
+    let codec = packets.header().codec.clone();
+    let Some((mut depacketizer, fourcc)) = Video::of(&codec) else {
+        return Err(format!("video codec {codec:?} is not supported yet"));
     };
+    let mut out = IvfWriter {
+        spill: Spill::new()?,
+        buf: Vec::with_capacity(IVF_WRITE + 64 * 1024),
+        len: ivf::HEADER_LEN as u64,
+        first: None,
+        count: 0,
+    };
+    while let Some(p) = packets.next_packet().map_err(|e| e.to_string())? {
+        depacketizer.push(&p);
+        out.frames(depacketizer.take())?;
+    }
+    let (rest, stats) = depacketizer.end();
+    out.frames(rest)?;
     if stats.incomplete + stats.stale_contexts + stats.waiting_for_keyframe > 0 {
         tracing::debug!(
-            codec = %stream.header.codec,
+            codec = %codec,
             kept = stats.frames,
             with_a_hole = stats.incomplete,
             kept_after_a_loss = stats.after_loss,
@@ -47,21 +81,60 @@ pub(crate) fn ivf_of(stream: &Stream) -> Result<Option<(Vec<u8>, u64)>, String> 
             "video frames lost in the recording"
         );
     }
-    let Some(first) = frames.first().map(|f| f.ts) else {
-        return Ok(None);
-    };
-    let ivf = ivf::write(fourcc, TILE_W as u16, TILE_H as u16, &frames);
-    Ok(Some((ivf, first)))
+    out.finish(fourcc)
+}
+
+struct IvfWriter {
+    spill: Spill,
+    buf: Vec<u8>,
+    /// Bytes of the file so far, `buf` included.
+    len: u64,
+    first: Option<u64>,
+    count: u32,
+}
+
+impl IvfWriter {
+    fn frames(&mut self, frames: Vec<crate::media::depacketize::Frame>) -> Result<(), String> {
+        for f in frames {
+            let first = *self.first.get_or_insert(f.ts);
+            let head = ivf::frame_header(f.data.len() as u32, f.ts.saturating_sub(first));
+            self.buf.extend_from_slice(&head);
+            self.buf.extend_from_slice(&f.data);
+            self.len += (head.len() + f.data.len()) as u64;
+            self.count += 1;
+            if self.buf.len() >= IVF_WRITE {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        let at = self.len - self.buf.len() as u64;
+        self.spill.write_at(&self.buf, at)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self, fourcc: &[u8; 4]) -> Result<Option<(IvfSpill, u64)>, String> {
+        let Some(first) = self.first else {
+            return Ok(None);
+        };
+        self.flush()?;
+        let header = ivf::header(fourcc, TILE_W as u16, TILE_H as u16, 90_000, 1, self.count);
+        self.spill.write_at(&header, 0)?;
+        Ok(Some((IvfSpill { spill: self.spill }, first)))
+    }
 }
 
 /// Reads one video stream of a session starting at `session_start_us`;
 /// `None` when it holds no decodable frame.
-pub fn prepare(name: &str, mjr: &[u8], session_start_us: i64) -> Result<Option<Party>, String> {
-    let stream = read_stream(mjr).map_err(|e| format!("{name}: {e}"))?;
-    let Some((ivf, first)) = ivf_of(&stream).map_err(|e| format!("{name}: {e}"))? else {
+pub fn prepare(name: &str, mjr: impl Read, session_start_us: i64) -> Result<Option<Party>, String> {
+    let mut packets = Packets::open(mjr).map_err(|e| format!("{name}: {e}"))?;
+    let Some((ivf, first)) = ivf_of(&mut packets).map_err(|e| format!("{name}: {e}"))? else {
         return Ok(None);
     };
-    let offset_us = stream.wall_us(first, session_start_us) - session_start_us;
+    let offset_us = packets.wall_us(first, session_start_us) - session_start_us;
     Ok(Some(Party {
         name: name.to_string(),
         start_frame: (offset_us * FPS as i64).div_euclid(1_000_000),
@@ -90,7 +163,7 @@ fn decoder(party: Party) -> Result<(i64, Box<dyn AsyncRead + Unpin + Send>), Str
         "rawvideo",
         "pipe:1",
     ])?
-    .decode(party.ivf)?;
+    .decode_file(party.ivf.reader()?)?;
     Ok((party.start_frame, Box::new(stdout)))
 }
 

@@ -8,46 +8,57 @@
 //! show the length and seek at once. `-fflags +bitexact` keeps the bytes the
 //! same for the same RAW (no random segment UID, no encoder tag).
 
+use std::io::Read;
+
 use tokio::io::AsyncWriteExt;
 
 use super::audio::ogg_opus;
 use super::ffmpeg::{self, Ffmpeg, PipeDir};
-use super::video::ivf_of;
+use super::video::{ivf_of, IvfSpill};
 use crate::media::depacketize::audio;
-use crate::media::order::read_stream;
+use crate::media::order::{read_stream, Packets};
 
 /// One input: its container bytes, where it starts (µs, wall clock), its
 /// ffmpeg input options and whether its audio needs encoding.
 struct Input {
     start_us: i64,
-    bytes: Vec<u8>,
+    body: Body,
     format: &'static [&'static str],
     encode_opus: bool,
 }
 
-/// A party's file: its extension (`webm` or `mp4`) and bytes.
+/// An input's bytes: audio in memory (small), video in a spill file.
+enum Body {
+    Bytes(Vec<u8>),
+    Ivf(IvfSpill),
+}
+
+/// A party's file: its extension (`webm` or `mp4`), size, and the file
+/// itself (unlinked: it lives while open).
 #[derive(Debug)]
 pub struct PartyFile {
     pub ext: &'static str,
-    pub bytes: Vec<u8>,
+    pub size: u64,
+    pub file: std::fs::File,
 }
 
 /// The party's video as an input, and whether it is H.264.
-fn video_input(mjr: &[u8]) -> Result<Option<(Input, bool)>, String> {
-    let s = read_stream(mjr).map_err(|e| e.to_string())?;
-    let h264 = s.header.codec == "h264";
-    Ok(ivf_of(&s)?.map(|(bytes, first)| {
-        let input = Input {
-            start_us: s.wall_us(first, 0),
-            bytes,
-            format: &["-f", "ivf"],
-            encode_opus: false,
-        };
-        (input, h264)
-    }))
+fn video_input(mjr: impl Read) -> Result<Option<(Input, bool)>, String> {
+    let mut packets = Packets::open(mjr).map_err(|e| e.to_string())?;
+    let h264 = packets.header().codec == "h264";
+    let Some((ivf, first)) = ivf_of(&mut packets)? else {
+        return Ok(None);
+    };
+    let input = Input {
+        start_us: packets.wall_us(first, 0),
+        body: Body::Ivf(ivf),
+        format: &["-f", "ivf"],
+        encode_opus: false,
+    };
+    Ok(Some((input, h264)))
 }
 
-fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
+fn audio_input(mjr: impl Read) -> Result<Option<Input>, String> {
     let s = read_stream(mjr).map_err(|e| e.to_string())?;
     let Some(first) = s.packets.first().map(|p| p.ts) else {
         return Ok(None);
@@ -58,7 +69,7 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
             let (frames, _) = audio::opus(&s.packets);
             Ok(Some(Input {
                 start_us,
-                bytes: ogg_opus(&frames, 2),
+                body: Body::Bytes(ogg_opus(&frames, 2)),
                 format: &["-f", "ogg"],
                 encode_opus: false,
             }))
@@ -67,7 +78,7 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
             let (pcm, _) = audio::g711(&s.packets, s.header.codec == "pcma");
             Ok(Some(Input {
                 start_us,
-                bytes: pcm.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                body: Body::Bytes(pcm.iter().flat_map(|v| v.to_le_bytes()).collect()),
                 format: &["-f", "s16le", "-ar", "8000", "-ac", "1"],
                 encode_opus: true,
             }))
@@ -76,7 +87,7 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
             let (pcm, _) = audio::g722(&s.packets);
             Ok(Some(Input {
                 start_us,
-                bytes: pcm.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                body: Body::Bytes(pcm.iter().flat_map(|v| v.to_le_bytes()).collect()),
                 format: &["-f", "s16le", "-ar", "16000", "-ac", "1"],
                 encode_opus: true,
             }))
@@ -88,12 +99,19 @@ fn audio_input(mjr: &[u8]) -> Result<Option<Input>, String> {
 /// The party's file, or `None` when it has neither video nor audio. The
 /// recordings are parsed on a blocking thread.
 pub async fn party_file(
-    video: Option<Vec<u8>>,
-    audio: Option<Vec<u8>>,
+    video: Option<std::fs::File>,
+    audio: Option<std::fs::File>,
 ) -> Result<Option<PartyFile>, String> {
     let (v, a) = tokio::task::spawn_blocking(move || {
-        let v = video.as_deref().map(video_input).transpose()?.flatten();
-        let a = audio.as_deref().map(audio_input).transpose()?.flatten();
+        let buffered = |f| std::io::BufReader::with_capacity(256 * 1024, f);
+        let v = video
+            .map(|f| video_input(buffered(f)))
+            .transpose()?
+            .flatten();
+        let a = audio
+            .map(|f| audio_input(buffered(f)))
+            .transpose()?
+            .flatten();
         Ok::<_, String>((v, a))
     })
     .await
@@ -159,17 +177,26 @@ pub async fn party_file(
         .map(|((i, _), path)| async move {
             let mut f = ffmpeg::open_pipe(path).await?;
             // A closed pipe means ffmpeg stopped; its own error says why.
-            let _ = f.write_all(&i.bytes).await;
+            match i.body {
+                Body::Bytes(b) => drop(f.write_all(&b).await),
+                Body::Ivf(ivf) => {
+                    let mut from = tokio::fs::File::from_std(ivf.reader()?);
+                    drop(tokio::io::copy(&mut from, &mut f).await);
+                }
+            }
             let _ = f.flush().await;
             Ok::<(), String>(())
         });
     let fed = futures::future::try_join_all(feeds).await;
     enc.finish().await?;
     fed?;
-    let bytes = tokio::fs::read(&output)
-        .await
-        .map_err(|e| format!("{}: {e}", output.display()))?;
-    Ok(Some(PartyFile { ext, bytes }))
+    // Opened before the pipe folder (and the file in it) is removed.
+    let file = std::fs::File::open(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let size = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", output.display()))?
+        .len();
+    Ok(Some(PartyFile { ext, size, file }))
 }
 
 /// Whether a derived entry is a party's own file (`agent.webm`,
@@ -187,7 +214,7 @@ pub fn is_party_file(name: &str) -> bool {
 pub async fn store_party_files(
     store: &dyn crate::store::ObjectStore,
     keys: &crate::layout::SessionKeys,
-    mut mjr: impl FnMut(&str) -> Option<Vec<u8>>,
+    mut mjr: impl FnMut(&str) -> Option<std::fs::File>,
 ) -> Vec<(String, crate::layout::index::Digest)> {
     use crate::store::{PutOptions, StoreError};
     let mut out = Vec::new();
@@ -200,18 +227,18 @@ pub async fn store_party_files(
             Ok(Some(file)) => {
                 let name = format!("{party}.{}", file.ext);
                 let mut sums = crate::layout::index::Summer::default();
-                sums.update(&file.bytes);
-                let digest = sums.finish();
                 let key = keys.derived(&name);
-                let put = store
-                    .put(
-                        &key,
-                        bytes::Bytes::from(file.bytes),
-                        PutOptions { if_absent: true },
-                    )
-                    .await;
+                let put = crate::store::upload_file(
+                    store,
+                    &key,
+                    file.file,
+                    file.size,
+                    PutOptions { if_absent: true },
+                    |b| sums.update(b),
+                )
+                .await;
                 match put {
-                    Ok(()) | Err(StoreError::AlreadyExists(_)) => out.push((name, digest)),
+                    Ok(()) | Err(StoreError::AlreadyExists(_)) => out.push((name, sums.finish())),
                     Err(e) => tracing::warn!(
                         %key, error = %e,
                         "party file not stored; the session is archived without it"
