@@ -195,12 +195,21 @@ async fn behind_fault_proxy(
 #[derive(Debug, Clone, Copy)]
 enum Op {
     SftpReaddir,
+    /// Open and read, every request faulted (the open meets it first).
+    SftpOpen,
+    /// Open and read, only the archive's body faulted.
     SftpRead,
     FtpsMlsd,
     FtpsRetr,
 }
 
-const OPS: [Op; 4] = [Op::SftpReaddir, Op::SftpRead, Op::FtpsMlsd, Op::FtpsRetr];
+const OPS: [Op; 5] = [
+    Op::SftpReaddir,
+    Op::SftpOpen,
+    Op::SftpRead,
+    Op::FtpsMlsd,
+    Op::FtpsRetr,
+];
 
 impl Op {
     /// The requests a fault aims at: the archive's body for reads, any
@@ -208,7 +217,7 @@ impl Op {
     fn target(self) -> &'static str {
         match self {
             Op::SftpRead | Op::FtpsRetr => "call-1.tar.gz",
-            Op::SftpReaddir | Op::FtpsMlsd => "",
+            Op::SftpReaddir | Op::SftpOpen | Op::FtpsMlsd => "",
         }
     }
 
@@ -217,7 +226,7 @@ impl Op {
     async fn run(self, server: &Server) -> Result<Vec<u8>, String> {
         use crate::rawsftp::*;
         match self {
-            Op::SftpReaddir | Op::SftpRead => {
+            Op::SftpReaddir | Op::SftpOpen | Op::SftpRead => {
                 let mut h = connect(server.port).await;
                 assert!(auth_password(&mut h, "qa", FAULT_PW).await);
                 let (mut sftp, _) = RawSftp::start(&h).await;
@@ -275,7 +284,7 @@ impl Op {
 
     fn check(self, got: &[u8], archive: &[u8]) {
         match self {
-            Op::SftpRead | Op::FtpsRetr => {
+            Op::SftpOpen | Op::SftpRead | Op::FtpsRetr => {
                 assert!(
                     got == archive,
                     "{self:?}: {} bytes, not the archive",
@@ -342,7 +351,7 @@ async fn storage_that_keeps_failing_or_never_answers_gives_clients_a_clear_try_a
                 began.elapsed().as_secs_f64()
             );
             let code = match op {
-                Op::SftpReaddir | Op::SftpRead => "4 ",
+                Op::SftpReaddir | Op::SftpOpen | Op::SftpRead => "4 ",
                 Op::FtpsMlsd | Op::FtpsRetr => "451 ",
             };
             assert!(err.contains(code), "{op:?} under {fault:?}: {err}");

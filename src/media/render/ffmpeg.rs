@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -84,7 +84,20 @@ impl Ffmpeg {
 
     /// Feeds `input` to stdin in the background and returns stdout; the
     /// process is reaped once it ends (it ends when its reader goes away).
-    pub fn decode(mut self, input: Vec<u8>) -> Result<ChildStdout, String> {
+    pub fn decode(self, input: Vec<u8>) -> Result<ChildStdout, String> {
+        self.decode_from(std::io::Cursor::new(input))
+    }
+
+    /// [`Ffmpeg::decode`] with its input read from `file` (from where it
+    /// stands) as the decoder takes it, never whole in memory.
+    pub fn decode_file(self, file: std::fs::File) -> Result<ChildStdout, String> {
+        self.decode_from(tokio::fs::File::from_std(file))
+    }
+
+    fn decode_from(
+        mut self,
+        mut input: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    ) -> Result<ChildStdout, String> {
         let stdout = self.stdout.take().ok_or("ffmpeg has no stdout")?;
         let mut stdin = self.stdin.take().ok_or("ffmpeg has no stdin")?;
         // The task holds `keep` until the end: dropping it kills the child.
@@ -92,25 +105,7 @@ impl Ffmpeg {
             ended, _keep: keep, ..
         } = self;
         tokio::spawn(async move {
-            let _ = stdin.write_all(&input).await;
-            drop(stdin);
-            let _ = ended.await;
-            drop(keep);
-        });
-        Ok(stdout)
-    }
-
-    /// [`Ffmpeg::decode`] with its input read from `file` (from where it
-    /// stands) as the decoder takes it, never whole in memory.
-    pub fn decode_file(mut self, file: std::fs::File) -> Result<ChildStdout, String> {
-        let stdout = self.stdout.take().ok_or("ffmpeg has no stdout")?;
-        let mut stdin = self.stdin.take().ok_or("ffmpeg has no stdin")?;
-        let Ffmpeg {
-            ended, _keep: keep, ..
-        } = self;
-        tokio::spawn(async move {
-            let mut file = tokio::fs::File::from_std(file);
-            let _ = tokio::io::copy(&mut file, &mut stdin).await;
+            let _ = tokio::io::copy(&mut input, &mut stdin).await;
             drop(stdin);
             let _ = ended.await;
             drop(keep);
