@@ -358,7 +358,7 @@ impl Validator<'_> {
             return self.err(0..0, format!("[limits] {msg}"));
         }
         for net in &c.defender.allow {
-            if crate::auth::defender::Net::parse(net.get_ref()).is_none() {
+            if crate::net::Net::parse(net.get_ref()).is_none() {
                 return self.err(
                     net.span(),
                     "[defender] allow takes networks such as \"10.0.0.0/8\", \"2001:db8::/32\" or one address",

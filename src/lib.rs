@@ -13,6 +13,7 @@ pub mod layout; // the storage contract: every key shape, and the typed session 
 pub mod limits; // every limit, with safe defaults
 pub mod listener; // the shared accept loop: defender, connection cap, drain
 pub mod media; // Janus MJR recordings and RTP
+pub mod net; // canonical addresses, allow-list networks, per-source grouping
 pub mod password; // argon2id password hashes (PHC strings)
 pub mod path; // the one canonical path type and its parser
 pub mod push; // `recvault push`: the gateway-side upload client

@@ -11,6 +11,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::auth::defender::Defender;
+use crate::net::Source;
 
 /// Binds a listener on `addr` and returns it with the address it got;
 /// errors name what listens (`what`: "SFTP", "ftps", "ingest", …).
@@ -115,27 +116,6 @@ pub async fn refuse(mut sock: TcpStream, text: impl AsRef<[u8]>) {
         Ok::<(), std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), say).await;
-}
-
-/// Where a connection comes from, for per-source limits: an IPv4 address
-/// (an IPv4-mapped IPv6 address is its IPv4 address), or an IPv6 /64 (one
-/// host usually holds a whole /64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    V4(std::net::Ipv4Addr),
-    V6Net(u64),
-}
-
-impl Source {
-    pub fn of(ip: std::net::IpAddr) -> Source {
-        match ip {
-            std::net::IpAddr::V4(a) => Source::V4(a),
-            std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => Source::V4(v4),
-                None => Source::V6Net((u128::from(a) >> 64) as u64),
-            },
-        }
-    }
 }
 
 /// Connections still authenticating: at most `max` on a listener and at

@@ -100,7 +100,7 @@ pub async fn serve(
         .defender
         .allow
         .iter()
-        .filter_map(|n| crate::auth::defender::Net::parse(n.get_ref()))
+        .filter_map(|n| crate::net::Net::parse(n.get_ref()))
         .collect();
     let defender = Arc::new(Defender::with_allow(&cfg.limits, allow));
     let producers: Arc<[Arc<dyn Producer>]> = Arc::from(vec![Arc::new(media) as Arc<dyn Producer>]);

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::limits::Limits;
+use crate::net::{canonical, Net};
 
 #[derive(Debug, Clone)]
 struct Record {
@@ -23,56 +24,6 @@ struct Record {
     bans: u32,
     banned_until: Option<Instant>,
     last_seen: Instant,
-}
-
-/// A network of `[defender] allow`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net {
-    base: IpAddr,
-    bits: u8,
-}
-
-impl Net {
-    /// `ADDR/BITS` or one address; `None` when it is neither.
-    pub fn parse(s: &str) -> Option<Net> {
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
-            None => (s, None),
-        };
-        let base = canonical(addr.trim().parse().ok()?);
-        let max = if base.is_ipv4() { 32 } else { 128 };
-        let bits = bits.unwrap_or(max);
-        (bits <= max).then_some(Net { base, bits })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let mask = |bits: u8, width: u32| -> u128 {
-            if bits == 0 {
-                0
-            } else {
-                (u128::MAX << (width - u32::from(bits))) & (u128::MAX >> (128 - width))
-            }
-        };
-        match (self.base, canonical(ip)) {
-            (IpAddr::V4(b), IpAddr::V4(a)) => {
-                let m = mask(self.bits, 32);
-                u128::from(u32::from(b)) & m == u128::from(u32::from(a)) & m
-            }
-            (IpAddr::V6(b), IpAddr::V6(a)) => {
-                let m = mask(self.bits, 128);
-                u128::from(b) & m == u128::from(a) & m
-            }
-            _ => false,
-        }
-    }
-}
-
-/// An IPv4-mapped IPv6 address is its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 pub struct Defender {

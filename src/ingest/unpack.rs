@@ -269,11 +269,7 @@ mod tests {
         // the tar reader would try to hold all it declares in memory.
         let mut bytes = header("././@LongLink", b'L', 4 << 30).to_vec();
         bytes.extend(std::iter::repeat_n(b'a', 1 << 20));
-        std::fs::write(&tar, &bytes).unwrap();
-        let err = match unpack(&tar, dir.path(), "call-1", 1 << 40) {
-            Err(Refusal::BadRequest(m)) => m,
-            other => panic!("{:?}", other.map(|p| p.len())),
-        };
+        let err = refusal(&tar, &bytes);
         assert!(
             err.contains("metadata entry declares 4294967296 bytes"),
             "{err}"
@@ -292,6 +288,16 @@ mod tests {
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].name, "info.json");
         assert_eq!(parts[0].record.size, 2);
+    }
+
+    /// Writes `bytes` as the tar at `tar` and gives the refusal unpacking it.
+    fn refusal(tar: &std::path::Path, bytes: &[u8]) -> String {
+        std::fs::write(tar, bytes).unwrap();
+        let dir = tar.parent().unwrap();
+        match unpack(tar, dir, "call-1", 1 << 40) {
+            Err(Refusal::BadRequest(m)) => m,
+            other => panic!("{:?}", other.map(|p| p.len())),
+        }
     }
 
     /// A PAX header holding `records`.
@@ -316,11 +322,7 @@ mod tests {
         bytes.extend(header("info.json", b'0', 1024));
         bytes.extend(header("././@LongLink", b'L', 4 << 30));
         bytes.extend(std::iter::repeat_n(b'a', 1 << 20));
-        std::fs::write(&tar, &bytes).unwrap();
-        let err = match unpack(&tar, dir.path(), "call-1", 1 << 40) {
-            Err(Refusal::BadRequest(m)) => m,
-            other => panic!("{:?}", other.map(|p| p.len())),
-        };
+        let err = refusal(&tar, &bytes);
         assert!(
             err.contains("metadata entry declares 4294967296 bytes"),
             "{err}"
@@ -349,11 +351,7 @@ mod tests {
         let mut bytes = header("info.json", b'0', big).to_vec();
         bytes.extend(std::iter::repeat_n(b' ', big.div_ceil(512) as usize * 512));
         bytes.extend([0u8; 1024]);
-        std::fs::write(&tar, &bytes).unwrap();
-        let err = match unpack(&tar, dir.path(), "call-1", 1 << 40) {
-            Err(Refusal::BadRequest(m)) => m,
-            other => panic!("{:?}", other.map(|p| p.len())),
-        };
+        let err = refusal(&tar, &bytes);
         assert!(
             err.contains("\"info.json\" is larger than 262144 bytes"),
             "{err}"
