@@ -70,9 +70,9 @@ fi
 # janus_kib OUT: janus-pp-rec's peak KiB turning the largest MJR into OUT
 # (it picks the container by the extension); empty when it fails.
 janus_kib() {
-    local out
-    out=$({ /usr/bin/time -f 'peak %M' janus-pp-rec "$BIGGEST" "$1" >/dev/null 2>&1; } 2>&1 || true)
-    sed -n 's/^peak \([0-9]*\)$/\1/p' <<<"$out" | tail -n1
+    if /usr/bin/time -o "$TMP/janus.time" -f '%M' janus-pp-rec "$BIGGEST" "$1" >/dev/null 2>&1; then
+        tail -n1 "$TMP/janus.time"
+    fi
 }
 JANUS_KIB=$(janus_kib "$TMP/janus.out.webm")
 [[ -n $JANUS_KIB ]] || JANUS_KIB=$(janus_kib "$TMP/janus.out.mp4")
