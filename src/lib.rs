@@ -6,6 +6,8 @@ pub mod auth; // users, argon2id passwords, public keys, the brute-force defende
 pub mod config; // TOML → typed, validated configuration
 pub mod demo; // `recvault demo`: the embedded default
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
+#[doc(hidden)]
+pub mod fuzz; // entry points of the fuzz targets and their corpus replay
 pub mod hostkey; // SSH host key: load or generate
 pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
 pub mod jobs; // one runner for jobs over every session (verify), with checkpoints

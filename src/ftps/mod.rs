@@ -21,6 +21,17 @@ mod line;
 mod session;
 mod transfer;
 
+/// The command-line parsers, for `crate::fuzz`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::format::strip_list_options;
+    pub use super::line::{split, LineReader};
+
+    pub fn line_reader(max: usize) -> LineReader {
+        LineReader::new(max)
+    }
+}
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::pin::Pin;

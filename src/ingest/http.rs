@@ -105,6 +105,63 @@ pub async fn handle(
     }
 }
 
+/// What a request asks for, from its method and path alone.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint<'a> {
+    Health,
+    /// Something about session `id` (not yet checked: see [`session_id`]).
+    Session {
+        id: &'a str,
+        action: Action<'a>,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action<'a> {
+    PutFile(&'a str),
+    Complete,
+    OneShot,
+    Status,
+}
+
+impl<'a> Endpoint<'a> {
+    /// The endpoint of `method` and `path`, or 404 for no such endpoint.
+    /// Nothing is trusted: any bytes give an answer.
+    pub(crate) fn of(method: &Method, path: &'a str) -> Result<Endpoint<'a>, Refusal> {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if method == Method::GET && parts == ["healthz"] {
+            return Ok(Endpoint::Health);
+        }
+        let no_endpoint = || Refusal::NotFound(format!("no such endpoint: {method} {path}"));
+        if parts.len() < 3 || parts[0] != "v1" || parts[1] != "sessions" {
+            return Err(no_endpoint());
+        }
+        let action = match (method.clone(), &parts[3..]) {
+            (Method::PUT, ["files", name]) => Action::PutFile(name),
+            (Method::POST, ["complete"]) => Action::Complete,
+            (Method::POST, []) => Action::OneShot,
+            (Method::GET, []) => Action::Status,
+            _ => return Err(no_endpoint()),
+        };
+        Ok(Endpoint::Session {
+            id: parts[2],
+            action,
+        })
+    }
+}
+
+/// A session id from a path, checked: a leading dot is refused too, since
+/// the spool keeps its own folders (`.archived`, `.quarantine`, `.trash-…`)
+/// beside the sessions.
+pub(crate) fn session_id(id: &str) -> Result<&str, Refusal> {
+    if !crate::path::is_name(id) || id.starts_with('.') {
+        return Err(Refusal::BadRequest(
+            "session id must match [A-Za-z0-9._-]{1,128} and not start with a dot".into(),
+        ));
+    }
+    Ok(id)
+}
+
 async fn route(
     ingest: &Arc<Ingest>,
     req: Request<Incoming>,
@@ -112,35 +169,25 @@ async fn route(
     slot: &crate::listener::PreAuthSlot,
 ) -> Result<Reply, Refusal> {
     let path = req.uri().path().to_string();
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    if req.method() == Method::GET && parts == ["healthz"] {
-        // A load balancer's check: not a login, not a slow-loris either.
-        slot.requested();
-        return Ok(json_reply(StatusCode::OK, json!({"ok": true})));
-    }
-    let no_endpoint = || Refusal::NotFound(format!("no such endpoint: {} {path}", req.method()));
-    if parts.len() < 3 || parts[0] != "v1" || parts[1] != "sessions" {
-        return Err(no_endpoint());
-    }
+    let (id, action) = match Endpoint::of(req.method(), &path)? {
+        Endpoint::Health => {
+            // A load balancer's check: not a login, not a slow-loris either.
+            slot.requested();
+            return Ok(json_reply(StatusCode::OK, json!({"ok": true})));
+        }
+        Endpoint::Session { id, action } => (id, action),
+    };
     let tenant = authenticate(ingest, &req, peer)?;
     slot.authenticated();
-    let id = parts[2];
-    // A leading dot is refused too: the spool keeps its own folders
-    // (`.archived`, `.quarantine`, `.trash-…`) beside the sessions.
-    if !crate::path::is_name(id) || id.starts_with('.') {
-        return Err(Refusal::BadRequest(
-            "session id must match [A-Za-z0-9._-]{1,128} and not start with a dot".into(),
-        ));
-    }
-    match (req.method().clone(), &parts[3..]) {
-        (Method::PUT, ["files", name]) => put_file(ingest, &tenant, id, name, req).await,
-        (Method::POST, ["complete"]) => complete(ingest, &tenant, id).await,
-        (Method::POST, []) => one_shot(ingest, &tenant, id, req).await,
-        (Method::GET, []) => {
+    let id = session_id(id)?;
+    match action {
+        Action::PutFile(name) => put_file(ingest, &tenant, id, name, req).await,
+        Action::Complete => complete(ingest, &tenant, id).await,
+        Action::OneShot => one_shot(ingest, &tenant, id, req).await,
+        Action::Status => {
             let st = session::status(ingest, &tenant, id).await?;
             Ok(json_reply(StatusCode::OK, state_json(&st)))
         }
-        _ => Err(no_endpoint()),
     }
 }
 

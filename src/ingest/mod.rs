@@ -21,6 +21,26 @@ pub mod tls;
 mod unpack;
 pub mod validate;
 
+/// The request router and the one-shot tar, for `crate::fuzz`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Routes `method path` and checks its session id, as a request would.
+    pub fn route(method: &hyper::Method, path: &str) {
+        if let Ok(super::http::Endpoint::Session { id, .. }) =
+            super::http::Endpoint::of(method, path)
+        {
+            if let Ok(id) = super::http::session_id(id) {
+                assert!(crate::path::is_name(id) && !id.starts_with('.'), "{id:?}");
+            }
+        }
+    }
+
+    /// Unpacks the tar at `body` into `dir`, files of at most `max` bytes.
+    pub fn unpack(body: &std::path::Path, dir: &std::path::Path, max: u64) {
+        let _ = super::unpack::unpack(body, dir, "fuzz", max);
+    }
+}
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
