@@ -87,15 +87,14 @@ pub fn depacketize(data: &[u8]) {
 }
 
 fn all_depacketizers(packets: &[Packet]) {
-    for (frames, _) in [
-        vp8::depacketize(packets),
-        vp9::depacketize(packets),
-        h264::depacketize(packets),
-        audio::opus(packets),
-    ] {
-        for w in frames.windows(2) {
-            assert!(w[0].ts <= w[1].ts, "frames in time order");
-        }
+    // Video frames keep the sender's times (the IVF writer makes them move
+    // forward); Opus frames are a timeline and must.
+    let _ = vp8::depacketize(packets);
+    let _ = vp9::depacketize(packets);
+    let _ = h264::depacketize(packets);
+    let (frames, _) = audio::opus(packets);
+    for w in frames.windows(2) {
+        assert!(w[0].ts <= w[1].ts, "Opus frames in time order");
     }
     let _ = audio::g711(packets, false);
     let _ = audio::g711(packets, true);

@@ -131,7 +131,10 @@ fn frame_length(bytes: &[u8]) -> Option<(usize, usize)> {
 /// ([`OPUS_SILENCE_20MS`]), then 10, 5 and 2.5 ms ones for a remainder that
 /// is not a whole 20 ms, each counted in `concealed`. A remainder under
 /// 2.5 ms (never produced by a real Opus sender) and holes over one hour
-/// are not filled.
+/// are not filled. A packet that starts before the previous one ends
+/// (overlapping timestamps; no real sender does it) is dropped
+/// (`incomplete`), as G.711 ignores overlapping data: the timeline only
+/// moves forward.
 pub fn opus(packets: &[Packet]) -> (Vec<Frame>, Stats) {
     let mut stats = Stats::default();
     let mut frames = Vec::with_capacity(packets.len());
@@ -145,6 +148,10 @@ pub fn opus(packets: &[Packet]) -> (Vec<Frame>, Stats) {
             stats.incomplete += 1;
             continue;
         };
+        if end.is_some_and(|e| p.ts < e) {
+            stats.incomplete += 1;
+            continue;
+        }
         if let Some(mut at) = end {
             if p.ts > at && p.ts - at <= OPUS_MAX_FILL {
                 for (len, silence) in OPUS_SILENCE {

@@ -62,6 +62,7 @@ pub(crate) fn ivf_of<R: Read>(packets: &mut Packets<R>) -> Result<Option<(IvfSpi
         buf: Vec::with_capacity(IVF_WRITE + 64 * 1024),
         len: ivf::HEADER_LEN as u64,
         first: None,
+        last_pts: None,
         count: 0,
     };
     while let Some(p) = packets.next_packet().map_err(|e| e.to_string())? {
@@ -90,6 +91,7 @@ struct IvfWriter {
     /// Bytes of the file so far, `buf` included.
     len: u64,
     first: Option<u64>,
+    last_pts: Option<u64>,
     count: u32,
 }
 
@@ -97,7 +99,15 @@ impl IvfWriter {
     fn frames(&mut self, frames: Vec<crate::media::depacketize::Frame>) -> Result<(), String> {
         for f in frames {
             let first = *self.first.get_or_insert(f.ts);
-            let head = ivf::frame_header(f.data.len() as u32, f.ts.saturating_sub(first));
+            // Times only move forward: a frame stamped at or before the one
+            // before it (a sender's clock stepping back) shows one tick
+            // later, so the decoder still gets it and muxers get valid times.
+            let mut pts = f.ts.saturating_sub(first);
+            if let Some(last) = self.last_pts.filter(|&l| pts <= l) {
+                pts = last + 1;
+            }
+            self.last_pts = Some(pts);
+            let head = ivf::frame_header(f.data.len() as u32, pts);
             self.buf.extend_from_slice(&head);
             self.buf.extend_from_slice(&f.data);
             self.len += (head.len() + f.data.len()) as u64;
@@ -260,6 +270,33 @@ async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::depacketize::Frame;
+
+    #[test]
+    fn ivf_times_only_move_forward_when_a_senders_clock_steps_back() {
+        let mut w = IvfWriter {
+            spill: Spill::new().unwrap(),
+            buf: Vec::new(),
+            len: ivf::HEADER_LEN as u64,
+            first: None,
+            last_pts: None,
+            count: 0,
+        };
+        let frame = |ts| Frame {
+            ts,
+            keyframe: true,
+            data: vec![1, 2, 3],
+        };
+        w.frames(vec![frame(9000), frame(6000), frame(9000), frame(15000)])
+            .unwrap();
+        let (ivf, first) = w.finish(b"VP80").unwrap().unwrap();
+        assert_eq!(first, 9000);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut ivf.reader().unwrap(), &mut bytes).unwrap();
+        let (_, frames) = ivf::read(&bytes).unwrap();
+        let pts: Vec<u64> = frames.iter().map(|(t, _)| *t).collect();
+        assert_eq!(pts, [0, 1, 2, 6000]);
+    }
 
     #[test]
     fn tiles_land_in_their_half() {
