@@ -109,8 +109,12 @@ pub fn ftp_line(data: &[u8]) {
         let mut input = data;
         let mut reader = line_reader(512);
         while let Ok(line) = reader.next(&mut input).await {
-            assert!(line.len() <= 512, "a line over the cap");
-            assert!(!line.contains(['\r', '\n']), "a line break in a line");
+            // At most the cap in bytes read (a byte that is not UTF-8
+            // becomes one replacement character).
+            assert!(line.chars().count() <= 512, "a line over the cap");
+            // LF ends a line; a CR inside one is data (replies flatten it).
+            assert!(!line.contains('\n'), "a line feed in a line");
+            assert!(!line.ends_with('\r'), "a line keeps its CR");
             let (verb, arg) = split(&line);
             assert!(verb.len() <= line.len());
             let _ = VPath::resolve(&VPath::root(), strip_list_options(arg));
