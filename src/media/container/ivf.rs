@@ -62,7 +62,35 @@ pub fn frame_header(len: u32, pts: u64) -> [u8; 12] {
     h
 }
 
-/// An IVF file of `frames` (90 kHz timestamps), times counted from the first frame's.
+/// The presentation times of one file's frames: counted from the first
+/// frame's timestamp, and only moving forward (a frame stamped at or before
+/// the one before it, a sender's clock stepping back, shows one tick
+/// later, so decoders still get it and muxers get valid times).
+#[derive(Debug, Default)]
+pub struct Times {
+    first: Option<u64>,
+    last: Option<u64>,
+}
+
+impl Times {
+    /// The presentation time of the next frame, stamped `ts`.
+    pub fn next(&mut self, ts: u64) -> u64 {
+        let first = *self.first.get_or_insert(ts);
+        let mut pts = ts.saturating_sub(first);
+        if let Some(last) = self.last.filter(|&l| pts <= l) {
+            pts = last + 1;
+        }
+        self.last = Some(pts);
+        pts
+    }
+
+    /// The first frame's timestamp, once there is one.
+    pub fn first(&self) -> Option<u64> {
+        self.first
+    }
+}
+
+/// An IVF file of `frames` (90 kHz timestamps), times as [`Times`] gives them.
 pub fn write(fourcc: &[u8; 4], width: u16, height: u16, frames: &[Frame]) -> Vec<u8> {
     let size = 32 + frames.iter().map(|f| 12 + f.data.len()).sum::<usize>();
     let mut out = Vec::with_capacity(size);
@@ -74,9 +102,9 @@ pub fn write(fourcc: &[u8; 4], width: u16, height: u16, frames: &[Frame]) -> Vec
         1,
         frames.len() as u32,
     ));
-    let first = frames.first().map_or(0, |f| f.ts);
+    let mut times = Times::default();
     for f in frames {
-        out.extend_from_slice(&frame_header(f.data.len() as u32, f.ts - first));
+        out.extend_from_slice(&frame_header(f.data.len() as u32, times.next(f.ts)));
         out.extend_from_slice(&f.data);
     }
     out

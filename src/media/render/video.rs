@@ -51,7 +51,8 @@ const IVF_WRITE: usize = 256 * 1024;
 /// the frames as IVF (times from the first frame) to a spill file: a
 /// recording of any length costs the reorder window and a frame in memory.
 /// Gives the file and the first frame's timestamp; `None` when no frame
-/// decodes. The bytes are those of [`ivf::write`] over all the frames.
+/// decodes. The bytes are those of [`ivf::write`] over all the frames
+/// (the same [`ivf::Times`]).
 pub(crate) fn ivf_of<R: Read>(packets: &mut Packets<R>) -> Result<Option<(IvfSpill, u64)>, String> {
     let codec = packets.header().codec.clone();
     let Some((mut depacketizer, fourcc)) = Video::of(&codec) else {
@@ -61,8 +62,7 @@ pub(crate) fn ivf_of<R: Read>(packets: &mut Packets<R>) -> Result<Option<(IvfSpi
         spill: Spill::new()?,
         buf: Vec::with_capacity(IVF_WRITE + 64 * 1024),
         len: ivf::HEADER_LEN as u64,
-        first: None,
-        last_pts: None,
+        times: ivf::Times::default(),
         count: 0,
     };
     while let Some(p) = packets.next_packet().map_err(|e| e.to_string())? {
@@ -90,24 +90,14 @@ struct IvfWriter {
     buf: Vec<u8>,
     /// Bytes of the file so far, `buf` included.
     len: u64,
-    first: Option<u64>,
-    last_pts: Option<u64>,
+    times: ivf::Times,
     count: u32,
 }
 
 impl IvfWriter {
     fn frames(&mut self, frames: Vec<crate::media::depacketize::Frame>) -> Result<(), String> {
         for f in frames {
-            let first = *self.first.get_or_insert(f.ts);
-            // Times only move forward: a frame stamped at or before the one
-            // before it (a sender's clock stepping back) shows one tick
-            // later, so the decoder still gets it and muxers get valid times.
-            let mut pts = f.ts.saturating_sub(first);
-            if let Some(last) = self.last_pts.filter(|&l| pts <= l) {
-                pts = last + 1;
-            }
-            self.last_pts = Some(pts);
-            let head = ivf::frame_header(f.data.len() as u32, pts);
+            let head = ivf::frame_header(f.data.len() as u32, self.times.next(f.ts));
             self.buf.extend_from_slice(&head);
             self.buf.extend_from_slice(&f.data);
             self.len += (head.len() + f.data.len()) as u64;
@@ -127,7 +117,7 @@ impl IvfWriter {
     }
 
     fn finish(mut self, fourcc: &[u8; 4]) -> Result<Option<(IvfSpill, u64)>, String> {
-        let Some(first) = self.first else {
+        let Some(first) = self.times.first() else {
             return Ok(None);
         };
         self.flush()?;
@@ -278,8 +268,7 @@ mod tests {
             spill: Spill::new().unwrap(),
             buf: Vec::new(),
             len: ivf::HEADER_LEN as u64,
-            first: None,
-            last_pts: None,
+            times: ivf::Times::default(),
             count: 0,
         };
         let frame = |ts| Frame {
