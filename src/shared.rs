@@ -87,6 +87,11 @@ impl Shared {
         }
     }
 
+    /// [`login_timed_out`] for this server's audit trail and defender.
+    pub fn login_timed_out(&self, protocol: &str, peer: SocketAddr) {
+        login_timed_out(&self.audit, &self.defender, protocol, peer);
+    }
+
     /// Records a failed login (audit event, defender, a WARN line naming
     /// protocol, peer, user, method and reason; never the secret) and
     /// returns the ban this failure earned the address, if any.
@@ -108,6 +113,21 @@ impl Shared {
             why,
         )
     }
+}
+
+/// A connection that neither logged in nor left within the login grace
+/// time (a slow-loris holding a slot): a failed login for the audit trail
+/// and the defender, with no user and no method.
+pub fn login_timed_out(audit: &Audit, defender: &Defender, protocol: &str, peer: SocketAddr) {
+    login_failed(
+        audit,
+        defender,
+        protocol,
+        peer,
+        "",
+        "none",
+        crate::auth::Denied::LoginTimeout,
+    );
 }
 
 /// The bookkeeping of a failed login, for listeners that have no [`Shared`]

@@ -257,13 +257,7 @@ pub async fn run(
                             }
                             Err(_) => {
                                 info!("closing: no TLS handshake within the login grace time");
-                                ftps.shared.login_failed(
-                                    "ftps",
-                                    peer,
-                                    "",
-                                    "none",
-                                    crate::auth::Denied::LoginTimeout,
-                                );
+                                ftps.shared.login_timed_out("ftps", peer);
                                 return;
                             }
                         }

@@ -222,7 +222,7 @@ impl Session {
             }
             Err(_) => {
                 info!("closing: not logged in within the login grace time");
-                self.grace_exceeded();
+                self.ftps.shared.login_timed_out("ftps", self.peer);
                 let _ = self.send(421, "Login grace time exceeded: closing").await;
                 None
             }
@@ -379,22 +379,10 @@ impl Session {
             }
             Err(_) => {
                 info!("closing: no TLS handshake after AUTH TLS within the login grace time");
-                self.grace_exceeded();
+                self.ftps.shared.login_timed_out("ftps", self.peer);
                 Ok(Flow::Close)
             }
         }
-    }
-
-    /// A connection that did not log in within the login grace time counts
-    /// as a failed login for the defender (a slow-loris holding slots).
-    fn grace_exceeded(&self) {
-        self.ftps.shared.login_failed(
-            "ftps",
-            self.peer,
-            "",
-            "none",
-            crate::auth::Denied::LoginTimeout,
-        );
     }
 
     async fn pbsz(&mut self, arg: &str) -> Reply {

@@ -32,8 +32,9 @@ fn json_reply(code: StatusCode, body: Value) -> Reply {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-/// The one mapping from a refusal to its status code and message.
-fn error_reply(e: Refusal) -> Reply {
+/// The one mapping from a refusal to its answer: status, `Retry-After`
+/// (soon for a busy server, later for a full disk) and JSON body.
+fn refusal_parts(e: Refusal) -> (StatusCode, Option<&'static str>, Bytes) {
     let (code, msg) = match e {
         Refusal::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
         Refusal::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
@@ -52,37 +53,50 @@ fn error_reply(e: Refusal) -> Reply {
             )
         }
     };
-    let mut reply = json_reply(code, json!({"error": msg, "status": code.as_u16()}));
-    // When to come back: soon for a busy server, later for a full disk.
     let retry_after = match code {
         StatusCode::SERVICE_UNAVAILABLE => Some("5"),
         StatusCode::INSUFFICIENT_STORAGE => Some("60"),
         _ => None,
     };
+    let body = json!({"error": msg, "status": code.as_u16()}).to_string();
+    (code, retry_after, Bytes::from(body))
+}
+
+fn error_reply(e: Refusal) -> Reply {
+    let (code, retry_after, body) = refusal_parts(e);
+    let mut reply = Response::builder()
+        .status(code)
+        .header("content-type", "application/json");
     if let Some(secs) = retry_after {
-        reply.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static(secs),
-        );
+        reply = reply.header(hyper::header::RETRY_AFTER, secs);
     }
     reply
+        .body(Full::new(body))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 /// The answer on a connection refused a pre-authentication slot (too many
 /// from its address): 503 with the reason; the connection then closes.
-pub fn refused(reason: String) -> Reply {
+pub fn refused(reason: &str) -> Reply {
     error_reply(Refusal::Busy(format!("{reason}; retry shortly")))
 }
 
 /// [`refused`] as the bytes of a whole HTTP/1.1 response that closes the
 /// connection, for a connection turned away before any request is read.
 pub fn refusal_bytes(reason: &str) -> Vec<u8> {
-    let body = json!({"error": format!("{reason}; retry shortly"), "status": 503}).to_string();
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    let (code, retry_after, body) =
+        refusal_parts(Refusal::Busy(format!("{reason}; retry shortly")));
+    let mut head = format!("HTTP/1.1 {code}\r\ncontent-type: application/json\r\n",);
+    if let Some(secs) = retry_after {
+        head.push_str(&format!("retry-after: {secs}\r\n"));
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
-    )
-    .into_bytes()
+    ));
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 /// The answer when a handler itself failed (it panicked): nothing was

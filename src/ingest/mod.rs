@@ -281,14 +281,11 @@ impl Conn {
     /// load balancers do) within the login grace time counts as a failed
     /// login for the defender.
     fn grace_exceeded(&self) {
-        crate::shared::login_failed(
+        crate::shared::login_timed_out(
             &self.ingest.audit,
             &self.ingest.defender,
             "ingest",
             self.peer,
-            "",
-            "none",
-            crate::auth::Denied::LoginTimeout,
         );
     }
 
@@ -303,7 +300,7 @@ impl Conn {
         let service = hyper::service::service_fn(move |req| {
             let handling = match admission.clone() {
                 Ok(slot) => tokio::spawn(http::handle(ingest.clone(), req, peer, slot)),
-                Err(reason) => tokio::spawn(async move { http::refused(reason) }),
+                Err(reason) => tokio::spawn(async move { http::refused(&reason) }),
             };
             async move {
                 let reply = handling.await.unwrap_or_else(|e| {

@@ -127,7 +127,7 @@ pub async fn run(
                     }
                     Err(_) => {
                         info!("closing: no SSH banner within the login grace time");
-                        shared.login_failed("sftp", peer, "", "none", Denied::LoginTimeout);
+                        shared.login_timed_out("sftp", peer);
                         return;
                     }
                 };
@@ -138,7 +138,7 @@ pub async fn run(
                     tokio::time::sleep_until(deadline).await;
                     if !authed.load(Ordering::Acquire) {
                         info!("closing: not authenticated within the login grace time");
-                        late.login_failed("sftp", peer, "", "none", Denied::LoginTimeout);
+                        late.login_timed_out("sftp", peer);
                         let _ = handle
                             .disconnect(
                                 russh::Disconnect::ByApplication,
