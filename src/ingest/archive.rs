@@ -336,45 +336,36 @@ impl Archiver {
         files: PathBuf,
         mtime: DateTime<Utc>,
     ) -> Result<Digest, String> {
-        let store = &target.store;
-        let upload = store
-            .multipart_start(key)
+        let mut upload = crate::store::Multipart::start(target.store.as_ref(), key)
             .await
             .map_err(|e| e.to_string())?;
-        st.upload = Some((key.to_string(), upload.clone()));
+        st.upload = Some((key.to_string(), upload.id().to_string()));
         self.spool.save(st).await.map_err(|e| e.to_string())?;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1);
         let names: Vec<String> = st.files.keys().cloned().collect();
         let builder = tokio::task::spawn_blocking(move || write_tar_gz(&files, &names, mtime, tx));
-        let mut tags = Vec::new();
         let mut failure = None;
         while let Some(part) = rx.recv().await {
-            match store
-                .multipart_part(key, &upload, tags.len() as u32 + 1, Bytes::from(part))
-                .await
-            {
-                Ok(tag) => tags.push(tag),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
+            if let Err(e) = upload.part(Bytes::from(part)).await {
+                failure = Some(e.to_string());
+                break;
             }
         }
         drop(rx);
         let built = builder.await.map_err(rethrow)?;
-        let result = match (failure, built) {
-            (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(format!("building the archive: {e}")),
-            (None, Ok(done)) => store
-                .multipart_complete(key, &upload, tags)
-                .await
-                .map(|_| done)
-                .map_err(|e| e.to_string()),
+        let failed = match (failure, built) {
+            (Some(e), _) => e,
+            (None, Err(e)) => format!("building the archive: {e}"),
+            (None, Ok(done)) => {
+                return upload
+                    .complete()
+                    .await
+                    .map(|_| done)
+                    .map_err(|e| e.to_string())
+            }
         };
-        if result.is_err() {
-            let _ = store.multipart_abort(key, &upload).await;
-        }
-        result
+        upload.abort().await;
+        Err(failed)
     }
 }
 

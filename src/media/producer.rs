@@ -20,7 +20,7 @@ use super::render::{self, audio};
 use super::spill::Growing;
 use crate::audit::Audit;
 use crate::layout::index::{Derived, Hashes, SessionIndex, Summer};
-use crate::store::{ByteStream, ObjectStore, PutOptions, StoreError};
+use crate::store::{ByteStream, Multipart, ObjectStore, PutOptions, StoreError};
 use crate::vfs::{Producer, SessionHandle, VfsError};
 
 /// How long a render goes on with no reader before it is stopped.
@@ -430,10 +430,9 @@ impl Job {
         let (size, readers, upload) = tokio::join!(encode, collect, upload);
         let rendered = readers.and_then(|sums| size.map(|_| sums));
         match (&rendered, upload) {
-            (Ok(sums), Some((id, tags))) => {
-                if let Err(e) = self.store.multipart_complete(&self.key, &id, tags).await {
+            (Ok(sums), Some(up)) => {
+                if let Err(e) = up.complete().await {
                     warn!(key = %self.key, error = %e, "rendered file not cached");
-                    let _ = self.store.multipart_abort(&self.key, &id).await;
                 } else {
                     // Its hashes beside it, for md5sum/sha1sum/sha256sum and
                     // sync tools; without them a read of the hash is "unknown".
@@ -447,9 +446,7 @@ impl Job {
                     }
                 }
             }
-            (Err(_), Some((id, _))) => {
-                let _ = self.store.multipart_abort(&self.key, &id).await;
-            }
+            (Err(_), Some(up)) => up.abort().await,
             (_, None) => {}
         }
         let size = rendered?.size;
@@ -458,42 +455,36 @@ impl Job {
     }
 }
 
-/// Uploads a render's parts to `key` as they arrive. Returns the upload and
-/// its tags for the caller to complete (or abort); `None` when storage
-/// refused (logged: readers are still served, the file is just not cached).
-async fn upload_parts(
-    store: &dyn ObjectStore,
+/// Uploads a render's parts to `key` as they arrive. Returns the upload
+/// for the caller to complete (or abort); `None` when storage refused
+/// (logged: readers are still served, the file is just not cached).
+async fn upload_parts<'a>(
+    store: &'a dyn ObjectStore,
     key: &str,
     mut parts: mpsc::Receiver<Bytes>,
-) -> Option<(String, Vec<String>)> {
-    let mut upload: Option<String> = None;
-    let mut tags = Vec::new();
+) -> Option<Multipart<'a>> {
+    let mut upload: Option<Multipart<'a>> = None;
     let mut failed = false;
     while let Some(part) = parts.recv().await {
         if failed {
             continue;
         }
         let step = async {
-            let id = match &upload {
-                Some(id) => id.clone(),
-                None => upload.insert(store.multipart_start(key).await?).clone(),
+            let up = match upload.as_mut() {
+                Some(up) => up,
+                None => upload.insert(Multipart::start(store, key).await?),
             };
-            store
-                .multipart_part(key, &id, tags.len() as u32 + 1, part)
-                .await
+            up.part(part).await
         };
-        match step.await {
-            Ok(tag) => tags.push(tag),
-            Err(e) => {
-                warn!(key = %key, error = %e, "rendered file not cached");
-                failed = true;
-            }
+        if let Err(e) = step.await {
+            warn!(key = %key, error = %e, "rendered file not cached");
+            failed = true;
         }
     }
     match (upload, failed) {
-        (Some(id), false) => Some((id, tags)),
-        (Some(id), true) => {
-            let _ = store.multipart_abort(key, &id).await;
+        (Some(up), false) => Some(up),
+        (Some(up), true) => {
+            up.abort().await;
             None
         }
         (None, _) => None,
@@ -516,16 +507,13 @@ mod tests {
             }
         };
         let (_, up) = tokio::join!(feed, upload_parts(&store, "d/x.mp4", rx));
-        let (id, tags) = up.expect("an upload");
-        assert_eq!(tags.len(), 3);
+        let up = up.expect("an upload");
+        assert_eq!(up.parts(), 3);
         assert!(
             store.head("d/x.mp4").await.unwrap().is_none(),
             "not before completion"
         );
-        store
-            .multipart_complete("d/x.mp4", &id, tags)
-            .await
-            .unwrap();
+        up.complete().await.unwrap();
         let got = crate::store::read_all(&store, "d/x.mp4", 1 << 20)
             .await
             .unwrap();

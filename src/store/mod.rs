@@ -163,6 +163,66 @@ pub async fn read_all(store: &dyn ObjectStore, key: &str, max: u64) -> Result<By
     Ok(buf.freeze())
 }
 
+/// One multipart upload under way: its parts numbered in order and their
+/// tags kept, completed whole or aborted (its parts freed). Every upload in
+/// parts (archives, renders, party files) goes through it.
+pub struct Multipart<'a> {
+    store: &'a dyn ObjectStore,
+    key: String,
+    id: String,
+    tags: Vec<String>,
+}
+
+impl<'a> Multipart<'a> {
+    pub async fn start(store: &'a dyn ObjectStore, key: &str) -> Result<Self, StoreError> {
+        let id = store.multipart_start(key).await?;
+        Ok(Self {
+            store,
+            key: key.to_string(),
+            id,
+            tags: Vec::new(),
+        })
+    }
+
+    /// The upload's id (to record it, so a restart can abort it).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Parts uploaded so far.
+    pub fn parts(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// Uploads the next part.
+    pub async fn part(&mut self, body: Bytes) -> Result<(), StoreError> {
+        let n = self.tags.len() as u32 + 1;
+        let tag = self
+            .store
+            .multipart_part(&self.key, &self.id, n, body)
+            .await?;
+        self.tags.push(tag);
+        Ok(())
+    }
+
+    /// Makes the object appear; if that fails, the upload is aborted.
+    pub async fn complete(self) -> Result<(), StoreError> {
+        let done = self
+            .store
+            .multipart_complete(&self.key, &self.id, self.tags.clone())
+            .await;
+        if done.is_err() {
+            self.abort().await;
+        }
+        done
+    }
+
+    /// Abandons the upload (best effort: the orphan sweep catches the rest).
+    pub async fn abort(self) {
+        let _ = self.store.multipart_abort(&self.key, &self.id).await;
+    }
+}
+
 /// Parts of [`upload_file`]'s multipart uploads (S3's minimum is 5 MiB).
 const UPLOAD_PART: usize = 8 * 1024 * 1024;
 
@@ -186,12 +246,11 @@ pub async fn upload_file(
         return store.put(key, Bytes::from(body), opts).await;
     }
     let exists = opts.if_absent && store.head(key).await?.is_some();
-    let upload = if exists {
+    let mut upload = if exists {
         None
     } else {
-        Some(store.multipart_start(key).await?)
+        Some(Multipart::start(store, key).await?)
     };
-    let mut tags = Vec::new();
     let sent = async {
         loop {
             let part = read_part(&mut file, key).await?;
@@ -199,24 +258,22 @@ pub async fn upload_file(
                 return Ok(());
             }
             seen(&part);
-            if let Some(id) = &upload {
-                let n = tags.len() as u32 + 1;
-                tags.push(store.multipart_part(key, id, n, Bytes::from(part)).await?);
+            if let Some(up) = upload.as_mut() {
+                up.part(Bytes::from(part)).await?;
             }
         }
     }
     .await;
-    let Some(id) = upload else {
+    let Some(up) = upload else {
         return sent.and(Err(StoreError::AlreadyExists(key.to_string())));
     };
-    let done = match sent {
-        Ok(()) => store.multipart_complete(key, &id, tags).await,
-        Err(e) => Err(e),
-    };
-    if done.is_err() {
-        let _ = store.multipart_abort(key, &id).await;
+    match sent {
+        Ok(()) => up.complete().await,
+        Err(e) => {
+            up.abort().await;
+            Err(e)
+        }
     }
-    done
 }
 
 /// The next (up to) [`UPLOAD_PART`] bytes of `file`.
