@@ -70,7 +70,7 @@ permissions = ["list", "download"]
         spool = dir.join("spool").display().to_string(),
     );
     let cfg = config::parse(&text, "embedded demo config").map_err(|e| e.to_string())?;
-    let store = crate::store::open(&cfg.storage, &cfg.limits).await?;
+    let store: crate::store::SharedStore = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let media = has_ffmpeg();
     if !media {
         placeholders(&store).await?;

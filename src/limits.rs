@@ -31,6 +31,10 @@ pub struct Limits {
     pub sftp_max_handles: usize,
     /// SFTP requests processed concurrently per session.
     pub sftp_max_inflight: usize,
+    /// Bytes of SFTP replies queued for one channel before the requests
+    /// producing more wait (a slow reader holds no more than this, plus
+    /// what its SSH window lets through).
+    pub sftp_queued_reply_bytes: usize,
     /// Bytes read ahead from storage per open file handle.
     pub read_ahead_bytes: usize,
     /// Bytes read ahead for one connection, all its channels and files together.
@@ -102,6 +106,10 @@ pub struct Limits {
     /// Unfinished multipart uploads older than this are aborted at start
     /// and daily (under the tenants' prefixes).
     pub orphan_upload_age_secs: u64,
+    /// Seconds a stopping server (SIGTERM) lets open transfers finish
+    /// before it tells the clients still connected that it is shutting down
+    /// and closes their connections.
+    pub drain_secs: u64,
 }
 
 impl Default for Limits {
@@ -118,6 +126,7 @@ impl Default for Limits {
             sftp_max_read: 255 * 1024,
             sftp_max_handles: 64,
             sftp_max_inflight: 64,
+            sftp_queued_reply_bytes: 1024 * 1024,
             read_ahead_bytes: 2 * 1024 * 1024,
             read_ahead_connection_bytes: 64 * 1024 * 1024,
             read_ahead_total_bytes: 512 * 1024 * 1024,
@@ -148,6 +157,7 @@ impl Default for Limits {
             storage_attempts: 4,
             storage_stall_secs: 30,
             orphan_upload_age_secs: 24 * 3600,
+            drain_secs: 20,
         }
     }
 }
@@ -155,7 +165,11 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would break the server rather than limit it.
     pub fn check(&self) -> Result<(), String> {
-        let nonzero: [(&str, u64); 26] = [
+        let nonzero: [(&str, u64); 27] = [
+            (
+                "sftp_queued_reply_bytes",
+                self.sftp_queued_reply_bytes as u64,
+            ),
             ("ftp_stat_max_entries", self.ftp_stat_max_entries as u64),
             ("ftp_stall_secs", self.ftp_stall_secs),
             ("archive_max_failures", self.archive_max_failures as u64),
@@ -217,6 +231,10 @@ impl Limits {
             );
         }
         Ok(())
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
     }
 
     pub fn login_grace(&self) -> Duration {

@@ -102,6 +102,20 @@ impl Gate {
     }
 }
 
+/// A stopping server's two moments as one connection sees them: `draining`
+/// (no new connections; an idle one may be told to leave) and `closing`
+/// (the drain time ran out: what is still open is told why and cut).
+#[derive(Clone)]
+pub struct Stop {
+    pub draining: tokio::sync::watch::Receiver<bool>,
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How long connections still open when a stopping server's drain time
+/// ran out get to take their goodbye (an SSH disconnect, an FTP 421)
+/// before they are closed.
+pub const GOODBYE: Duration = Duration::from_secs(5);
+
 /// Says `text` on a connection being turned away and closes it, reading
 /// (and discarding) what the client sends meanwhile, for 2 s at most:
 /// closing with unread input would reset the connection, and the client

@@ -67,7 +67,8 @@ pub async fn serve(
             "removed what renders of a stopped recvault left behind"
         );
     }
-    let store = crate::store::open(&cfg.storage, &cfg.limits).await?;
+    let inflight = crate::store::open(&cfg.storage, &cfg.limits).await?;
+    let store: SharedStore = inflight.clone();
     let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
     tokio::spawn(sweep_orphan_uploads(
         store.clone(),
@@ -109,12 +110,12 @@ pub async fn serve(
         defender.clone(),
         cfg.limits.clone(),
         audit.clone(),
-        producers,
+        producers.clone(),
     ));
     let (listener, bound) = crate::listener::bind(cfg.sftp.listen.get_ref(), "SFTP").await?;
     let ssh_config = Arc::new(crate::sftp::ssh_config(host_key, &cfg.limits));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain = Duration::from_secs(10);
+    let drain = cfg.limits.drain();
     let ingest = match &cfg.ingest {
         Some(i) => {
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
@@ -214,6 +215,19 @@ pub async fn serve(
         for t in tasks {
             let _ = t.await;
         }
+    }
+    // Nothing half-made left in storage: renders stop (deleting their
+    // leases), then every upload still open is aborted (an archive cut off
+    // stays queued in the spool and is archived at the next start).
+    for p in producers.iter() {
+        p.stop().await;
+    }
+    let aborted = inflight.close().await;
+    if aborted > 0 {
+        info!(
+            uploads = aborted,
+            "aborted the uploads still under way; their sessions are archived at the next start"
+        );
     }
     info!("stopped");
     Ok(())

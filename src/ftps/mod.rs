@@ -189,7 +189,9 @@ impl Mode {
 }
 
 /// Accepts FTPS connections until `shutdown` turns true, then waits (up to
-/// `drain`) for open connections to finish.
+/// `drain`) for open connections to finish: idle ones are told at once
+/// (421), transfers may finish; those still running then are cut with a
+/// 426 and a 421 that say why.
 pub async fn run(
     listener: TcpListener,
     mode: Mode,
@@ -208,6 +210,7 @@ pub async fn run(
         limits.max_unauthenticated,
         limits.max_unauthenticated_per_source,
     );
+    let (close_all, closing) = watch::channel(false);
     while let Some(Admitted { sock, peer, permit }) = gate
         .accept(&listener, &ftps.shared.defender, &mut shutdown)
         .await
@@ -238,7 +241,10 @@ pub async fn run(
             Err(_) => continue,
         };
         let ftps = ftps.clone();
-        let stop = shutdown.clone();
+        let stop = crate::listener::Stop {
+            draining: shutdown.clone(),
+            closing: closing.clone(),
+        };
         let span = tracing::info_span!("ftps", %peer, implicit = mode == Mode::Implicit);
         tokio::spawn(
             async move {
@@ -272,6 +278,10 @@ pub async fn run(
         );
     }
     if !gate.drain(drain).await {
-        warn!("FTPS connections still open after the drain period; closing them");
+        warn!("FTPS transfers still running after the drain time; cutting them (426, then 421)");
+        let _ = close_all.send(true);
+        if !gate.drain(crate::listener::GOODBYE).await {
+            warn!("FTPS connections still open after saying goodbye; closing them");
+        }
     }
 }

@@ -56,7 +56,9 @@ pub(super) struct Session {
     peer: SocketAddr,
     local: SocketAddr,
     pre_permit: Option<crate::listener::PreAuthPermit>,
-    stop: watch::Receiver<bool>,
+    /// A stopping server: idle clients are told at once, a transfer still
+    /// running when the drain time ran out is cut with a reply saying so.
+    stop: crate::listener::Stop,
     started: Instant,
     user_name: Option<String>,
     login: Option<(Conn, Vfs)>,
@@ -70,6 +72,15 @@ pub(super) struct Session {
     /// Marks the TLS sessions of this control connection (and its data
     /// connections), so a data connection must resume one of them.
     token: super::data::ResumeToken,
+}
+
+/// How a data transfer ended.
+enum Ended {
+    Done(Result<u64, TransferError>),
+    /// The client sent ABOR.
+    Aborted,
+    /// The stopping server's drain time ran out.
+    ServerStopping,
 }
 
 async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -86,7 +97,7 @@ impl Session {
         local: SocketAddr,
         pre_permit: crate::listener::PreAuthPermit,
         token: super::data::ResumeToken,
-        stop: watch::Receiver<bool>,
+        stop: crate::listener::Stop,
     ) -> Self {
         let max_line = ftps.shared.limits.ftp_max_line;
         // Only implicit FTPS starts in TLS.
@@ -209,7 +220,7 @@ impl Session {
         let ctl = self.ctl.as_mut()?;
         let got = tokio::select! {
             r = tokio::time::timeout(wait, self.lines.next(ctl)) => r,
-            _ = stopped(&mut self.stop) => {
+            _ = stopped(&mut self.stop.draining) => {
                 let _ = self.send(421, "Server shutting down; reconnect shortly").await;
                 return None;
             }
@@ -843,17 +854,18 @@ impl Session {
             }
             Payload::Listing { .. } => None,
         };
-        let work = job.run(payload);
-        tokio::pin!(work);
+        let mut work = Box::pin(job.run(payload));
+        let mut closing = self.stop.closing.clone();
         let outcome = loop {
             let ctl = self.ctl.as_mut().ok_or(std::io::ErrorKind::NotConnected)?;
             tokio::select! {
-                r = &mut work => break Some(r),
+                r = &mut work => break Ended::Done(r),
+                _ = stopped(&mut closing) => break Ended::ServerStopping,
                 l = self.lines.next(ctl) => match l {
                     Ok(l) => {
                         let (v, _) = line::split(&l);
                         match v.as_str() {
-                            "ABOR" => break None,
+                            "ABOR" => break Ended::Aborted,
                             "NOOP" => self.send(200, "OK: transfer in progress").await?,
                             "STAT" => {
                                 let text = format!("Transfer in progress: {} bytes sent", sent.load(Ordering::Relaxed));
@@ -876,21 +888,35 @@ impl Session {
                 }
             }
         };
+        // The data connection closes here, before the reply about it.
+        drop(work);
         if let Some((path, size, began)) = audit_file {
             if let Some((conn, _)) = &self.login {
                 conn.downloaded(&path, sent.load(Ordering::Relaxed), size, began.elapsed());
             }
         }
         match outcome {
-            None => {
+            Ended::Aborted => {
                 self.send(426, "Transfer aborted").await?;
                 self.go(226, "ABOR successful").await
             }
-            Some(Ok(n)) => {
+            Ended::ServerStopping => {
+                let n = sent.load(Ordering::Relaxed);
+                info!(bytes = n, "transfer cut: the server is shutting down");
+                let text = format!(
+                    "Server shutting down: transfer aborted after {n} bytes; reconnect and resume with REST {n}"
+                );
+                self.send(426, &text).await?;
+                let _ = self
+                    .send(421, "Server shutting down; reconnect shortly")
+                    .await;
+                Ok(Flow::Close)
+            }
+            Ended::Done(Ok(n)) => {
                 self.go(226, &format!("Transfer complete ({n} bytes)"))
                     .await
             }
-            Some(Err(e)) => {
+            Ended::Done(Err(e)) => {
                 let (code, text) = match &e {
                     TransferError::Data(DataError::Timeout(_))
                     | TransferError::Data(DataError::Io(_)) => {

@@ -410,7 +410,7 @@ pub async fn run_cli(
             known.join(", ")
         ));
     }
-    let store = crate::store::open(&cfg.storage, &cfg.limits).await?;
+    let store: crate::store::SharedStore = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let audit = match &cfg.audit.path {
         Some(p) => {
             Audit::file(p).map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::lease;
@@ -41,6 +42,8 @@ pub struct MediaProducer {
     /// Longest a render may run before it is killed.
     timeout: std::time::Duration,
     audit: Arc<Audit>,
+    /// Cancelled when the server stops.
+    stopping: CancellationToken,
 }
 
 impl MediaProducer {
@@ -50,6 +53,7 @@ impl MediaProducer {
             pool: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
             audit,
+            stopping: CancellationToken::new(),
         }
     }
 }
@@ -148,6 +152,11 @@ impl Producer for MediaProducer {
             let mut map = self.renders.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&key) {
                 Some(r) => r.follow(offset),
+                // Checked under the lock `stop` waits on: no render starts
+                // after it returned (its lease would outlive the process).
+                None if self.stopping.is_cancelled() => {
+                    return Err(VfsError::Producer(STOPPING.to_string()))
+                }
                 None => {
                     let r = Arc::new(Render::new().map_err(VfsError::Producer)?);
                     map.insert(key.clone(), r.clone());
@@ -166,6 +175,7 @@ impl Producer for MediaProducer {
                         encoder: spec.encoder.clone(),
                         pool: self.pool.clone(),
                         timeout: self.timeout,
+                        stopping: self.stopping.clone(),
                     };
                     let reader = r.follow(offset);
                     tokio::spawn(job.run(self.renders.clone()));
@@ -184,6 +194,22 @@ impl Producer for MediaProducer {
             return Ok(spec.hashes.clone().checked());
         }
         Ok(sums_of(s.store.as_ref(), &s.keys.sums(name)).await?)
+    }
+
+    /// Stops every render (each deletes its lease; what it had uploaded is
+    /// aborted by the store's [`crate::store::inflight::Inflight`]) and waits
+    /// up to 5 s for them to end.
+    async fn stop(&self) {
+        self.stopping.cancel();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            let running = self.renders.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if running == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        warn!("renders still running 5 s after the stop was asked");
     }
 }
 
@@ -231,7 +257,11 @@ struct Job {
     encoder: Option<String>,
     pool: Arc<Semaphore>,
     timeout: std::time::Duration,
+    stopping: CancellationToken,
 }
+
+/// What a reader of a render cut by the stop is told.
+const STOPPING: &str = "the server is shutting down; read the file again once it is back";
 
 /// One stream of the RAW archive, ready to render.
 enum Input {
@@ -299,12 +329,15 @@ impl Job {
             return self.serve_stored(body).await.map(|()| false);
         }
         let renew = lease::keep(self.store.clone(), lease.clone());
-        let result = match tokio::time::timeout(self.timeout, self.render_here()).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "the render took longer than {} s and was stopped",
-                self.timeout.as_secs()
-            )),
+        let result = tokio::select! {
+            r = tokio::time::timeout(self.timeout, self.render_here()) => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "the render took longer than {} s and was stopped",
+                    self.timeout.as_secs()
+                )),
+            },
+            _ = self.stopping.cancelled() => Err(STOPPING.to_string()),
         };
         renew.abort();
         let _ = self.store.delete(lease).await;
@@ -325,7 +358,10 @@ impl Job {
             if !lease::alive(self.store.as_ref(), lease).await? {
                 return Ok(false);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = self.stopping.cancelled() => return Err(STOPPING.to_string()),
+            }
         }
     }
 

@@ -66,7 +66,8 @@ pub fn ssh_config(host_key: PrivateKey, limits: &crate::limits::Limits) -> russh
 }
 
 /// Accepts SSH connections until `shutdown` turns true, then waits (up to
-/// `drain`) for open connections to finish.
+/// `drain`) for open connections to finish; those still open then are
+/// told the server is shutting down (SSH disconnect) and closed.
 pub async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -80,6 +81,7 @@ pub async fn run(
         limits.max_unauthenticated,
         limits.max_unauthenticated_per_source,
     );
+    let (close_all, closing) = watch::channel(false);
     while let Some(Admitted {
         sock,
         peer,
@@ -108,6 +110,7 @@ pub async fn run(
             refused_exec_logged: false,
         };
         let (config, shared) = (config.clone(), shared.clone());
+        let mut closing = closing.clone();
         let grace = limits.login_grace();
         let span = tracing::info_span!("ssh", %peer);
         tokio::spawn(
@@ -132,6 +135,19 @@ pub async fn run(
                     }
                 };
                 let handle = running.handle();
+                let goodbye = running.handle();
+                let closer = tokio::spawn(async move {
+                    if closing.wait_for(|c| *c).await.is_ok() {
+                        info!("closing: the server is shutting down");
+                        let _ = goodbye
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "server shutting down; reconnect shortly".into(),
+                                "en".into(),
+                            )
+                            .await;
+                    }
+                });
                 let late = shared.clone();
                 let watchdog = tokio::spawn(async move {
                     // One grace time from the connection, banner included.
@@ -153,6 +169,7 @@ pub async fn run(
                     Err(e) => debug!(error = %e, "connection ended"),
                 }
                 watchdog.abort();
+                closer.abort();
                 drop(conn_permit);
             }
             .instrument(span),
@@ -161,9 +178,13 @@ pub async fn run(
     // Drain: wait for connections to end, bounded.
     if !gate.drain(drain).await {
         info!(
-            "shutdown: closing connections still open after {}s",
+            "shutdown: disconnecting SSH connections still open after {}s",
             drain.as_secs()
         );
+        let _ = close_all.send(true);
+        if !gate.drain(crate::listener::GOODBYE).await {
+            warn!("SSH connections still open after the disconnect; closing them");
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! writes, conditional create), for `recvault demo` and unit tests. Nothing
 //! above this module knows which one it talks to.
 
+pub mod inflight;
 pub mod local;
 pub mod s3;
 pub mod timeout;
@@ -296,26 +297,28 @@ async fn read_part(file: &mut tokio::fs::File, key: &str) -> Result<Vec<u8>, Sto
 }
 
 /// Opens the store the configuration names, every wait on it bounded by
-/// `limits` ([`timeout::Timeouts`]).
+/// `limits` ([`timeout::Timeouts`]), its unfinished uploads tracked for the
+/// stop ([`inflight::Inflight`]).
 pub async fn open(
     cfg: &crate::config::StorageConfig,
     limits: &crate::limits::Limits,
-) -> Result<SharedStore, String> {
+) -> Result<Arc<inflight::Inflight>, String> {
     let (op, stall) = (
         std::time::Duration::from_secs(limits.storage_timeout_secs),
         std::time::Duration::from_secs(limits.storage_stall_secs),
     );
-    match cfg.backend.get_ref() {
+    let bounded: SharedStore = match cfg.backend.get_ref() {
         crate::config::Backend::Local => {
             let path = cfg.path.as_ref().ok_or("[storage] path is required")?;
             let store = local::LocalStore::open(path.get_ref()).map_err(|e| e.to_string())?;
-            Ok(Arc::new(timeout::Timeouts::new(store, op, stall)))
+            Arc::new(timeout::Timeouts::new(store, op, stall))
         }
         crate::config::Backend::S3 => {
             let store = s3::S3Store::connect(cfg, s3::Attempts::of(limits)).await?;
-            Ok(Arc::new(timeout::Timeouts::new(store, op, stall)))
+            Arc::new(timeout::Timeouts::new(store, op, stall))
         }
-    }
+    };
+    Ok(Arc::new(inflight::Inflight::new(bounded)))
 }
 
 #[doc(hidden)]

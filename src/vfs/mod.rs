@@ -326,6 +326,10 @@ pub trait Producer: Send + Sync + 'static {
     /// The hashes known of entry `name` (none before it was made); never
     /// makes or reads the entry to learn them.
     async fn hashes(&self, session: &SessionHandle, name: &str) -> Result<Hashes, VfsError>;
+    /// The server is stopping: ends the work under way (its readers get an
+    /// error saying so) and clears what it holds in storage, within a few
+    /// seconds.
+    async fn stop(&self) {}
 }
 
 /// A user's permissions.

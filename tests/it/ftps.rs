@@ -890,6 +890,52 @@ async fn a_client_that_stops_reading_a_download_is_cut_off_at_the_stall_limit() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_idle_clients_at_once_and_cuts_a_download_left_after_the_drain_with_426_and_421(
+) {
+    let (mut server, acme) = setup("ftps-drain", "[limits]\ndrain_secs = 1\n").await;
+    seed(
+        s3().store().await.as_ref(),
+        &acme,
+        "call-big",
+        "2026-11-23T11:00:00Z",
+        "2026-11-23T11:05:00Z",
+        pseudo_random(48 << 20, 11),
+    )
+    .await;
+    let mut idle = RawFtp::login(server.ftps_port, "qa", PW).await;
+    let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
+    let port = c.epsv().await;
+    let r = c.cmd(&format!("RETR {DAY}/call-big/call-big.tar.gz")).await;
+    assert_eq!(r.code, 150, "{r:?}");
+    // A slow reader: some bytes, then nothing.
+    let mut data = open_data(port).await.unwrap();
+    let mut some = vec![0u8; 64 * 1024];
+    tokio::io::AsyncReadExt::read_exact(&mut data, &mut some)
+        .await
+        .unwrap();
+    server.signal("TERM");
+    let r = idle.reply().await.expect("the idle client is told");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text.contains("Server shutting down"), "{r:?}");
+    let r = c.reply().await.expect("the transfer's end");
+    assert_eq!(r.code, 426, "{r:?}");
+    assert!(
+        r.text
+            .contains("Server shutting down: transfer aborted after"),
+        "{r:?}"
+    );
+    let r = c.reply().await.expect("the goodbye");
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(c.reply().await.is_none(), "the connection is closed");
+    drop(data);
+    let began = std::time::Instant::now();
+    while server.is_running() && began.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!server.is_running(), "the server stopped by itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stat_of_a_folder_lists_at_most_its_limit_and_says_so() {
     let (server, _) = setup("ftps-stat", "[limits]\nftp_stat_max_entries = 1\n").await;
     let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;

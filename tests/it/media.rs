@@ -1872,3 +1872,125 @@ async fn sigkill_during_a_remux_or_a_render_leaves_no_ffmpeg_and_no_render_folde
     let _ = get.kill();
     let _ = get.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_render_leaves_no_upload_or_lease_behind_and_the_next_start_renders_it() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-stop");
+    let config = format!("[limits]\ndrain_secs = 1\n\n{}", media_config(&prefix));
+    let mut server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    // A one-hour call: its MP3 (58 MB) takes a while to render and is
+    // uploaded in 8 MiB parts as it is made.
+    let dir = media_session_until(work.path(), "call-stop", "2026-11-23T11:00:00Z");
+    push_session(&server, &dir);
+    let session = "/2026/11/23/call-stop";
+    let want = listed_size(&server, work.path(), session, "call-stop.mp3");
+    let batch = work.path().join("get-batch");
+    std::fs::write(&batch, format!("get {session}/call-stop.mp3 part.mp3\n")).unwrap();
+    let get = Command::new("sftp")
+        .args(["-o", "LogLevel=error", "-P", &server.port.to_string(), "-i"])
+        .arg(&client_key("qa").private)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-b",
+        ])
+        .arg(&batch)
+        .arg("qa@127.0.0.1")
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the render's upload has begun (its first part is sent
+    // once 8 MiB are made), so the stop has an upload to clean up.
+    let store = s3().store().await;
+    let tenant = format!("{prefix}acme/");
+    let mut uploading = false;
+    for _ in 0..1500 {
+        if !store.multipart_list(&tenant).await.unwrap().is_empty() {
+            uploading = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(uploading, "the render's upload never started");
+    let leases = |keys: &[String]| keys.iter().filter(|k| k.ends_with(".lease")).count();
+    assert_eq!(
+        leases(&list_keys(store.as_ref(), &tenant).await),
+        1,
+        "the render holds its lease"
+    );
+
+    server.signal("TERM");
+    let began = std::time::Instant::now();
+    while server.is_running() && began.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !server.is_running(),
+        "stopped within the drain, goodbye and clean-up times"
+    );
+    let out = get.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the cut download fails (the render had ended: make the call longer)\n{}",
+        server.log()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server shutting down"),
+        "the client is told why: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing half-made is left in storage.
+    assert_eq!(
+        store.multipart_list(&tenant).await.unwrap(),
+        vec![],
+        "uploads aborted at the stop"
+    );
+    let keys = list_keys(store.as_ref(), &tenant).await;
+    assert_eq!(
+        leases(&keys),
+        0,
+        "lease deleted at the stop: {keys:?}\n{}",
+        server.log()
+    );
+    assert!(
+        !keys.iter().any(|k| k.ends_with("call-stop.mp3")),
+        "{keys:?}"
+    );
+
+    // The next start renders it whole.
+    let server = Server::restart(server.kill9(), &config);
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("get {session}/call-stop.mp3 full.mp3\n"),
+        work.path(),
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    assert_eq!(
+        std::fs::metadata(work.path().join("full.mp3"))
+            .unwrap()
+            .len(),
+        want
+    );
+}
+
+/// Every key under `prefix`.
+async fn list_keys(store: &dyn recvault::store::ObjectStore, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut next = None;
+    loop {
+        let page = store.list_page(prefix, None, next).await.unwrap();
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next {
+            Some(n) => next = Some(n),
+            None => return keys,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! What this process has under way in storage, as a decorator on any
+//! [`ObjectStore`]: the multipart uploads it started and has neither
+//! completed nor aborted. A stopping server calls [`Inflight::close`] after
+//! its drain: new uploads are refused from then on (a transient error, so
+//! the archiver keeps its session queued in the spool for the next start)
+//! and every upload still open is aborted, so a stop leaves no half-written
+//! upload behind for the orphan sweep to find a day later. An upload whose
+//! writer was cut off mid-way (its task dropped when the process stops)
+//! is caught the same way.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    ByteStream, ListPage, ObjectMeta, ObjectStore, PutOptions, SharedStore, StoreError, Upload,
+};
+
+pub struct Inflight {
+    inner: SharedStore,
+    /// (key, upload id) of every upload started and not yet finished.
+    open: Mutex<HashSet<(String, String)>>,
+    closed: AtomicBool,
+}
+
+impl Inflight {
+    pub fn new(inner: SharedStore) -> Self {
+        Self {
+            inner,
+            open: Mutex::new(HashSet::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refuse_if_closed(&self, key: &str) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Transient(format!(
+                "not uploading {key}: the server is shutting down"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses new uploads and aborts every one still open; returns how
+    /// many were aborted. Each abort is bounded like any storage request
+    /// (the timeout decorator below this one).
+    pub async fn close(&self) -> usize {
+        self.closed.store(true, Ordering::Release);
+        let open: Vec<(String, String)> = self.open().drain().collect();
+        let aborts = open
+            .iter()
+            .map(|(key, id)| self.inner.multipart_abort(key, id));
+        let done = futures::future::join_all(aborts).await;
+        for ((key, _), r) in open.iter().zip(&done) {
+            if let Err(e) = r {
+                tracing::warn!(%key, error = %e, "unfinished upload not aborted at stop (the orphan sweep will)");
+            }
+        }
+        done.iter().filter(|r| r.is_ok()).count()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Inflight {
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(key).await
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StoreError> {
+        self.inner.get(key, offset, len).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list_page(prefix, delimiter, continuation).await
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
+        self.inner.put(key, body, opts).await
+    }
+
+    async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
+        self.refuse_if_closed(key)?;
+        let id = self.inner.multipart_start(key).await?;
+        self.open().insert((key.to_string(), id.clone()));
+        if self.closed.load(Ordering::Acquire) {
+            // Closed while it started: `close` did not see it.
+            self.open().remove(&(key.to_string(), id.clone()));
+            let _ = self.inner.multipart_abort(key, &id).await;
+            self.refuse_if_closed(key)?;
+        }
+        Ok(id)
+    }
+
+    async fn multipart_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        self.refuse_if_closed(key)?;
+        self.inner.multipart_part(key, upload, number, body).await
+    }
+
+    async fn multipart_complete(
+        &self,
+        key: &str,
+        upload: &str,
+        tags: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.refuse_if_closed(key)?;
+        let done = self.inner.multipart_complete(key, upload, tags).await;
+        if done.is_ok() {
+            self.open().remove(&(key.to_string(), upload.to_string()));
+        }
+        done
+    }
+
+    async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
+        let done = self.inner.multipart_abort(key, upload).await;
+        self.open().remove(&(key.to_string(), upload.to_string()));
+        done
+    }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError> {
+        self.inner.multipart_list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+
+    #[tokio::test]
+    async fn close_aborts_open_uploads_keeps_finished_ones_and_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Inflight::new(std::sync::Arc::new(LocalStore::open(dir.path()).unwrap()));
+        let done = store.multipart_start("t/done.bin").await.unwrap();
+        let tag = store
+            .multipart_part("t/done.bin", &done, 1, Bytes::from_static(b"whole"))
+            .await
+            .unwrap();
+        store
+            .multipart_complete("t/done.bin", &done, vec![tag])
+            .await
+            .unwrap();
+        let cut = store.multipart_start("t/cut.bin").await.unwrap();
+        store
+            .multipart_part("t/cut.bin", &cut, 1, Bytes::from_static(b"half"))
+            .await
+            .unwrap();
+        // A writer that started an upload and was dropped never finishes it.
+        let _dropped = store.multipart_start("t/dropped.bin").await.unwrap();
+        assert_eq!(store.multipart_list("t/").await.unwrap().len(), 2);
+
+        assert_eq!(store.close().await, 2, "the two open uploads aborted");
+        assert!(store.multipart_list("t/").await.unwrap().is_empty());
+        assert!(store.head("t/done.bin").await.unwrap().is_some());
+        assert!(store.head("t/cut.bin").await.unwrap().is_none());
+        let refused = store.multipart_start("t/late.bin").await.unwrap_err();
+        assert!(refused.is_transient(), "{refused}");
+        assert!(refused.to_string().contains("shutting down"), "{refused}");
+        let late_part = store
+            .multipart_part("t/cut.bin", &cut, 2, Bytes::from_static(b"more"))
+            .await
+            .unwrap_err();
+        assert!(late_part.is_transient());
+        assert!(store.multipart_list("t/").await.unwrap().is_empty());
+    }
+}
