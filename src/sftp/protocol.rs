@@ -23,7 +23,7 @@ use russh_sftp::protocol::{
     StatusCode, Version,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::limits::Limits;
@@ -38,12 +38,35 @@ type Frame = Vec<Bytes>;
 /// Entries per READDIR reply (as OpenSSH's server).
 const READDIR_BATCH: usize = 100;
 
+/// Replies on their way to the channel, bounded in bytes
+/// (`limits.sftp_queued_reply_bytes`), not only in count: a client with 64
+/// reads of 255 KiB outstanding must not park 16 MiB of replies per channel
+/// in memory while it reads slowly. A reply waits for room before it is
+/// queued, so a file's worker stops taking data from its read-ahead.
+struct Outbox {
+    tx: mpsc::Sender<(Frame, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+    cap: usize,
+}
+
+impl Outbox {
+    async fn send(&self, frame: Frame) {
+        let n: usize = frame.iter().map(Bytes::len).sum();
+        // One reply larger than the whole room takes all of it.
+        let want = n.clamp(1, self.cap) as u32;
+        let Ok(permit) = self.room.clone().acquire_many_owned(want).await else {
+            return;
+        };
+        let _ = self.tx.send((frame, permit)).await;
+    }
+}
+
 struct Ctx {
     vfs: Vfs,
     limits: Limits,
     /// Who is on the other end, for logs and audit.
     conn: Conn,
-    out: mpsc::Sender<Frame>,
+    out: Outbox,
     handles: Mutex<HashMap<String, mpsc::Sender<HandleOp>>>,
     next_handle: AtomicU64,
 }
@@ -66,9 +89,17 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
     E: AsyncWrite + Unpin,
 {
-    let (out, mut out_rx) = mpsc::channel::<Frame>(256);
+    let limits = conn.limits().clone();
+    let (tx, mut out_rx) = mpsc::channel::<(Frame, OwnedSemaphorePermit)>(256);
+    let cap = limits.sftp_queued_reply_bytes.max(1);
+    let out = Outbox {
+        tx,
+        room: Arc::new(Semaphore::new(cap)),
+        cap,
+    };
     let writer = tokio::spawn(async move {
-        'frames: while let Some(frame) = out_rx.recv().await {
+        // Each reply's room is given back once it is written.
+        'frames: while let Some((frame, _room)) = out_rx.recv().await {
             for part in frame {
                 if wr.write_all(&part).await.is_err() {
                     break 'frames;
@@ -77,7 +108,6 @@ where
         }
         let _ = wr.shutdown().await;
     });
-    let limits = conn.limits().clone();
     let inflight = Arc::new(Semaphore::new(limits.sftp_max_inflight));
     let max_packet = limits.sftp_max_packet;
     let ctx = Arc::new(Ctx {
@@ -353,7 +383,7 @@ impl Ctx {
     async fn reply(&self, packet: Packet) {
         match Bytes::try_from(packet) {
             Ok(b) => {
-                let _ = self.out.send(vec![b]).await;
+                self.out.send(vec![b]).await;
             }
             Err(e) => warn!(error = %e, "cannot encode SFTP reply"),
         }
@@ -428,7 +458,7 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
                             let mut frame = Vec::with_capacity(parts.len() + 1);
                             frame.push(data_header(id, n as u32));
                             frame.extend(parts);
-                            let _ = ctx.out.send(frame).await;
+                            ctx.out.send(frame).await;
                         }
                         Ok(None) => ctx.reply(status(id, StatusCode::Eof, "end of file")).await,
                         Err(e) => {
