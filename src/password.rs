@@ -25,7 +25,28 @@ pub fn check_phc(phc: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Verifies a password against a PHC string (CPU-heavy: call off the async threads).
+/// Verifies a password on the blocking pool, at most one verification per
+/// CPU core at a time. Each argon2id verification takes 19 MiB for its
+/// duration: unbounded, 100 clients logging in at once held 1.9 GB (seen in
+/// `bench/load.sh`), and 64 unauthenticated connections guessing passwords
+/// could do the same. More at once than there are cores would not finish
+/// any sooner; the others wait their turn (within the login grace time).
+pub async fn verify_bounded(phc: String, password: String) -> bool {
+    static CHECKS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let checks = CHECKS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    });
+    let Ok(_turn) = checks.acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || verify(&phc, &password))
+        .await
+        .unwrap_or(false)
+}
+
+/// Verifies a password against a PHC string (CPU-heavy: call off the async
+/// threads, through [`verify_bounded`]).
 pub fn verify(phc: &str, password: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(h) => Argon2::default()

@@ -134,9 +134,7 @@ impl Users {
             .and_then(|u| u.password.clone())
             .unwrap_or_else(|| password::decoy().to_string());
         let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&phc, &password))
-            .await
-            .unwrap_or(false);
+        let ok = password::verify_bounded(phc, password).await;
         match user {
             None => Err(Denied::UnknownUser),
             Some(u) if u.password.is_none() => Err(Denied::NoPassword),
