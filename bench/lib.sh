@@ -200,6 +200,44 @@ show_server_logs() {
     done
 }
 
+# ---------------------------------------------------------------- OpenSSH peer
+# start_sshd pubkey [line...]: OpenSSH's sshd (internal-sftp) on a free port
+# of 127.0.0.1, letting the current user log in with PUBKEY's key (as root
+# too); each LINE is added to its sshd_config. The host key is
+# $TMP/sshd_host_key (made when missing). Adds it to PIDS; sets SSHD_PORT and
+# SSHD_PID.
+start_sshd() {
+    local pubkey=$1 line
+    shift
+    [[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd is not installed (openssh-server)"
+    [[ -f $TMP/sshd_host_key ]] || ssh-keygen -q -t ed25519 -N '' -C bench-sshd -f "$TMP/sshd_host_key"
+    SSHD_PORT=$(free_port)
+    cp "$pubkey" "$TMP/authorized_keys"
+    {
+        cat <<EOF
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $TMP/sshd_host_key
+AuthorizedKeysFile $TMP/authorized_keys
+PidFile $TMP/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
+EOF
+        for line in "$@"; do printf '%s\n' "$line"; done
+    } >"$TMP/sshd_config"
+    mkdir -p /run/sshd
+    /usr/sbin/sshd -t -f "$TMP/sshd_config" || die "sshd refuses $TMP/sshd_config"
+    /usr/sbin/sshd -D -e -f "$TMP/sshd_config" </dev/null 2>"$TMP/sshd.log" 3>&- 4>&- &
+    SSHD_PID=$!
+    PIDS+=("$SSHD_PID")
+    wait_port "$SSHD_PORT" 30 "$SSHD_PID" || { cat "$TMP/sshd.log" >&2; die "sshd did not start"; }
+    log "sshd pid $SSHD_PID listening on 127.0.0.1:$SSHD_PORT"
+}
+
 # ---------------------------------------------------------------- the benchmark file
 # One random file laid out as session bench-1 of tenant "bench" (prefix
 # tenants/bench/), with its info.json, for the download benchmarks.

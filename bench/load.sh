@@ -5,8 +5,10 @@
 #   1. sessions: BENCH_SESSIONS authenticated SFTP sessions at once, each
 #      with the file open and then BENCH_READS reads of BENCH_READ_KIB KiB in
 #      flight, all at once, BENCH_ROUNDS times (examples/load.rs: every byte
-#      checked). Resident memory before, with the sessions idle, at the peak
-#      of the reads and after they closed; memory per session.
+#      checked). Memory (PSS of the server's processes) before, with the
+#      sessions idle, at the peak of the reads and after they closed; memory
+#      per session. The named peer is OpenSSH's sshd serving the same file
+#      from local disk to the same load (ratios printed).
 #   2. cycles: BENCH_CYCLES connect / authenticate / SFTP REALPATH /
 #      disconnect cycles, BENCH_CYCLE_CONCURRENCY at a time; the memory curve
 #      after every tenth of them.
@@ -163,33 +165,10 @@ phase_sessions() {
     # The named peer: OpenSSH's sshd (a process per connection) serving the
     # same file from local disk to the same load.
     [[ -x /usr/sbin/sshd ]] || { log "no /usr/sbin/sshd (openssh-server): no peer for phase 1"; return; }
-    local port sshd_pid
-    port=$(free_port)
-    ssh-keygen -q -t ed25519 -N '' -f "$TMP/sshd_host_key"
-    cp "$TMP/client_key.pub" "$TMP/authorized_keys"
-    cat >"$TMP/sshd_config" <<EOF
-Port $port
-ListenAddress 127.0.0.1
-HostKey $TMP/sshd_host_key
-AuthorizedKeysFile $TMP/authorized_keys
-PidFile $TMP/sshd.pid
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-MaxStartups 1024
-Subsystem sftp internal-sftp
-EOF
-    mkdir -p /run/sshd
-    /usr/sbin/sshd -t -f "$TMP/sshd_config" || die "sshd refuses $TMP/sshd_config"
-    /usr/sbin/sshd -D -e -f "$TMP/sshd_config" </dev/null 2>"$TMP/sshd.log" 3>&- 4>&- &
-    sshd_pid=$!
-    PIDS+=("$sshd_pid")
-    wait_port "$port" 30 "$sshd_pid" || { cat "$TMP/sshd.log" >&2; die "sshd did not start"; }
-    sessions_load "OpenSSH sshd (internal-sftp, local file)" "$port" "$(id -un)" "$TMP/objects/$OBJ_KEY" "$sshd_pid"
+    start_sshd "$TMP/client_key.pub" "MaxStartups 1024"
+    sessions_load "OpenSSH sshd (internal-sftp, local file)" "$SSHD_PORT" "$(id -un)" "$TMP/objects/$OBJ_KEY" "$SSHD_PID"
     phase_errors sessions-openssh "$SESSION_ERRORS"
-    stop_pid "$sshd_pid"
+    stop_pid "$SSHD_PID"
     printf '\n  recvault / OpenSSH: per idle session %s, peak per session %s\n' \
         "$(ratio "$rv_idle" "$IDLE_KIB")" "$(ratio "$rv_peak" "$PEAK_KIB")"
 }

@@ -165,28 +165,7 @@ bench_download "recvault (local)" "$RV_PORT" bench "$SFTP_PATH"
 stop_pid "$RV_PID"
 
 # ---------------------------------------------------------------- OpenSSH sshd
-SSHD_PORT=$(free_port)
-cp "$TMP/client.pub" "$TMP/authorized_keys"
-cat >"$TMP/sshd_config" <<EOF
-Port $SSHD_PORT
-ListenAddress 127.0.0.1
-HostKey $TMP/sshd_host_key
-AuthorizedKeysFile $TMP/authorized_keys
-PidFile $TMP/sshd.pid
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-Subsystem sftp internal-sftp
-EOF
-mkdir -p /run/sshd
-/usr/sbin/sshd -t -f "$TMP/sshd_config" || die "sshd refuses $TMP/sshd_config"
-/usr/sbin/sshd -D -e -f "$TMP/sshd_config" </dev/null 2>"$TMP/sshd.log" 3>&- 4>&- &
-SSHD_PID=$!
-PIDS+=("$SSHD_PID")
-wait_port "$SSHD_PORT" 30 "$SSHD_PID" || { cat "$TMP/sshd.log" >&2; die "sshd did not start"; }
-log "sshd pid $SSHD_PID listening on 127.0.0.1:$SSHD_PORT"
+start_sshd "$TMP/client.pub"
 bench_download "OpenSSH sshd (local)" "$SSHD_PORT" "$(id -un)" "$TMP/objects/$OBJ_KEY"
 # The ratios compare like with like: OpenSSH again with the cipher recvault negotiated.
 OPENSSH_REF="OpenSSH sshd (local)"

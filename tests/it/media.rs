@@ -1142,25 +1142,12 @@ async fn a_render_killed_half_way_renders_again_byte_for_byte_and_reget_complete
     assert_eq!(want, 128 + 384 * ((20 * 60 * 48_000u64).div_ceil(1152) + 1));
 
     // Start downloading; kill the server once bytes have arrived.
-    let batch = work.path().join("get-batch");
-    std::fs::write(&batch, format!("get {session}/call-long.mp3 part.mp3\n")).unwrap();
-    let mut get = Command::new("sftp")
-        .args(["-q", "-P", &server.port.to_string(), "-i"])
-        .arg(&client_key("qa").private)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-b",
-        ])
-        .arg(&batch)
-        .arg("qa@127.0.0.1")
-        .current_dir(work.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut get = sftp_get_in_background(
+        &server,
+        &format!("{session}/call-long.mp3"),
+        work.path(),
+        "part.mp3",
+    );
     let part = work.path().join("part.mp3");
     for _ in 0..600 {
         if std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) >= 64 * 1024 {
@@ -1886,25 +1873,12 @@ async fn sigterm_during_a_render_leaves_no_upload_or_lease_behind_and_the_next_s
     push_session(&server, &dir);
     let session = "/2026/11/23/call-stop";
     let want = listed_size(&server, work.path(), session, "call-stop.mp3");
-    let batch = work.path().join("get-batch");
-    std::fs::write(&batch, format!("get {session}/call-stop.mp3 part.mp3\n")).unwrap();
-    let get = Command::new("sftp")
-        .args(["-o", "LogLevel=error", "-P", &server.port.to_string(), "-i"])
-        .arg(&client_key("qa").private)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-b",
-        ])
-        .arg(&batch)
-        .arg("qa@127.0.0.1")
-        .current_dir(work.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let get = sftp_get_in_background(
+        &server,
+        &format!("{session}/call-stop.mp3"),
+        work.path(),
+        "part.mp3",
+    );
     // Wait until the render's upload has begun (its first part is sent
     // once 8 MiB are made), so the stop has an upload to clean up.
     let store = s3().store().await;
@@ -1979,6 +1953,36 @@ async fn sigterm_during_a_render_leaves_no_upload_or_lease_behind_and_the_next_s
             .len(),
         want
     );
+}
+
+/// OpenSSH `sftp` getting `remote` into `cwd/local` as user qa, in the
+/// background; its stderr (warnings and errors only) is piped.
+fn sftp_get_in_background(
+    server: &crate::harness::Server,
+    remote: &str,
+    cwd: &Path,
+    local: &str,
+) -> std::process::Child {
+    use crate::harness::client_key;
+    let batch = cwd.join(format!("{local}.batch"));
+    std::fs::write(&batch, format!("get {remote} {local}\n")).unwrap();
+    Command::new("sftp")
+        .args(["-o", "LogLevel=error", "-P", &server.port.to_string(), "-i"])
+        .arg(&client_key("qa").private)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-b",
+        ])
+        .arg(&batch)
+        .arg("qa@127.0.0.1")
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Every key under `prefix`.
