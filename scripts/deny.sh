@@ -22,7 +22,10 @@ if [[ -n ${RECVAULT_ADVISORY_DB:-} ]]; then
         [[ -d $db/.git ]] || continue
         echo "advisory database $(basename "$db"): last change $(git -C "$db" log -1 --format=%cs)"
     done
-    cargo deny --offline check advisories
+    config=$(mktemp)
+    trap 'rm -f "$config"' EXIT
+    sed "s|^\[advisories\]\$|[advisories]\ndb-path = \"$RECVAULT_ADVISORY_DB\"|" deny.toml >"$config"
+    cargo deny --offline --config "$config" check advisories
 else
     echo "cargo deny: known advisories NOT checked: no local RustSec database (set RECVAULT_ADVISORY_DB; see scripts/deny.sh)"
 fi

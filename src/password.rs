@@ -32,17 +32,24 @@ pub fn check_phc(phc: &str) -> Result<(), String> {
 /// could do the same. More at once than there are cores would not finish
 /// any sooner; the others wait their turn (within the login grace time).
 pub async fn verify_bounded(phc: String, password: String) -> bool {
-    static CHECKS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    static CHECKS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
     let checks = CHECKS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
     });
-    let Ok(_turn) = checks.acquire().await else {
+    let Ok(turn) = checks.clone().acquire_owned().await else {
         return false;
     };
-    tokio::task::spawn_blocking(move || verify(&phc, &password))
-        .await
-        .unwrap_or(false)
+    // The turn goes with the work: a login given up on (timed out) keeps it
+    // until its verification really ends.
+    tokio::task::spawn_blocking(move || {
+        let ok = verify(&phc, &password);
+        drop(turn);
+        ok
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Verifies a password against a PHC string (CPU-heavy: call off the async

@@ -219,19 +219,32 @@ pub async fn serve(
     // Nothing half-made left in storage: renders stop (deleting their
     // leases), then every upload still open is aborted (an archive cut off
     // stays queued in the spool and is archived at the next start).
-    for p in producers.iter() {
-        p.stop().await;
-    }
-    let aborted = inflight.close().await;
-    if aborted > 0 {
-        info!(
+    // Bounded as a whole, so the stop fits systemd's TimeoutStopSec
+    // (drain + goodbye + this); what a dead storage leaves, the orphan sweep
+    // and the leases' expiry handle.
+    let clean_up = async {
+        for p in producers.iter() {
+            p.stop().await;
+        }
+        inflight.close().await
+    };
+    match tokio::time::timeout(CLEAN_UP, clean_up).await {
+        Ok(0) => {}
+        Ok(aborted) => info!(
             uploads = aborted,
             "aborted the uploads still under way; their sessions are archived at the next start"
-        );
+        ),
+        Err(_) => warn!(
+            "storage clean-up not finished within {} s; leftover uploads are aborted by the orphan sweep",
+            CLEAN_UP.as_secs()
+        ),
     }
     info!("stopped");
     Ok(())
 }
+
+/// Longest the stop spends stopping renders and aborting uploads.
+const CLEAN_UP: Duration = Duration::from_secs(10);
 
 /// Binds the FTPS listeners (explicit, and implicit when configured).
 async fn start_ftps(

@@ -277,6 +277,8 @@ pub async fn run(
             .instrument(span),
         );
     }
+    // New clients are refused at once, not left waiting in the backlog.
+    drop(listener);
     if !gate.drain(drain).await {
         warn!("FTPS transfers still running after the drain time; cutting them (426, then 421)");
         let _ = close_all.send(true);

@@ -81,6 +81,9 @@ enum Ended {
     Aborted,
     /// The stopping server's drain time ran out.
     ServerStopping,
+    /// The control connection broke or must close (too long a line, too
+    /// many commands queued): the transfer ends with it.
+    ControlLost,
 }
 
 async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -866,25 +869,31 @@ impl Session {
                         let (v, _) = line::split(&l);
                         match v.as_str() {
                             "ABOR" => break Ended::Aborted,
-                            "NOOP" => self.send(200, "OK: transfer in progress").await?,
+                            "NOOP" => {
+                                if self.send(200, "OK: transfer in progress").await.is_err() {
+                                    break Ended::ControlLost;
+                                }
+                            }
                             "STAT" => {
                                 let text = format!("Transfer in progress: {} bytes sent", sent.load(Ordering::Relaxed));
-                                self.send(213, &text).await?
+                                if self.send(213, &text).await.is_err() {
+                                    break Ended::ControlLost;
+                                }
                             }
                             _ if self.queued.len() >= MAX_QUEUED => {
                                 warn!(queued = MAX_QUEUED, "closing: too many commands sent during a transfer");
                                 let text = format!("More than {MAX_QUEUED} commands sent during a transfer: closing the connection");
                                 let _ = self.send(421, &text).await;
-                                return Ok(Flow::Close);
+                                break Ended::ControlLost;
                             }
                             _ => self.queued.push_back(l),
                         }
                     }
                     Err(LineError::TooLong(max)) => {
                         self.too_long(max).await;
-                        return Ok(Flow::Close);
+                        break Ended::ControlLost;
                     }
-                    Err(_) => return Ok(Flow::Close),
+                    Err(_) => break Ended::ControlLost,
                 }
             }
         };
@@ -896,6 +905,8 @@ impl Session {
             }
         }
         match outcome {
+            // The download was audited above with the bytes it got.
+            Ended::ControlLost => Ok(Flow::Close),
             Ended::Aborted => {
                 self.send(426, "Transfer aborted").await?;
                 self.go(226, "ABOR successful").await

@@ -175,6 +175,8 @@ pub async fn run(
             .instrument(span),
         );
     }
+    // New clients are refused at once, not left waiting in the backlog.
+    drop(listener);
     // Drain: wait for connections to end, bounded.
     if !gate.drain(drain).await {
         info!(

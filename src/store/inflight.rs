@@ -1,15 +1,17 @@
 //! What this process has under way in storage, as a decorator on any
 //! [`ObjectStore`]: the multipart uploads it started and has neither
 //! completed nor aborted. A stopping server calls [`Inflight::close`] after
-//! its drain: new uploads are refused from then on (a transient error, so
-//! the archiver keeps its session queued in the spool for the next start)
-//! and every upload still open is aborted, so a stop leaves no half-written
-//! upload behind for the orphan sweep to find a day later. An upload whose
-//! writer was cut off mid-way (its task dropped when the process stops)
-//! is caught the same way.
+//! its drain: every write is refused from then on (a transient error, so
+//! the archiver keeps its session queued in the spool for the next start,
+//! and never commits a session index whose party files the stop cut off),
+//! the parts being sent are waited for (bounded), and every upload still
+//! open is aborted, so a stop leaves no half-written upload behind for the
+//! orphan sweep to find a day later. An upload whose writer was cut off
+//! mid-way (its task dropped when the process stops) is caught the same
+//! way. Deletes still pass: the renders' leases are deleted before.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -23,14 +25,21 @@ pub struct Inflight {
     inner: SharedStore,
     /// (key, upload id) of every upload started and not yet finished.
     open: Mutex<HashSet<(String, String)>>,
+    /// Parts being sent right now (an abort while a part is on its way may
+    /// leave that part stored: S3 says to abort again).
+    sending: AtomicUsize,
     closed: AtomicBool,
 }
+
+/// How long [`Inflight::close`] waits for parts on their way.
+const PARTS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Inflight {
     pub fn new(inner: SharedStore) -> Self {
         Self {
             inner,
             open: Mutex::new(HashSet::new()),
+            sending: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         }
     }
@@ -42,7 +51,7 @@ impl Inflight {
     fn refuse_if_closed(&self, key: &str) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Transient(format!(
-                "not uploading {key}: the server is shutting down"
+                "not writing {key}: the server is shutting down"
             )));
         }
         Ok(())
@@ -53,6 +62,10 @@ impl Inflight {
     /// (the timeout decorator below this one).
     pub async fn close(&self) -> usize {
         self.closed.store(true, Ordering::Release);
+        let waited = tokio::time::Instant::now();
+        while self.sending.load(Ordering::Acquire) > 0 && waited.elapsed() < PARTS_WAIT {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let open: Vec<(String, String)> = self.open().drain().collect();
         let aborts = open
             .iter()
@@ -92,6 +105,7 @@ impl ObjectStore for Inflight {
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
+        self.refuse_if_closed(key)?;
         self.inner.put(key, body, opts).await
     }
 
@@ -116,7 +130,10 @@ impl ObjectStore for Inflight {
         body: Bytes,
     ) -> Result<String, StoreError> {
         self.refuse_if_closed(key)?;
-        self.inner.multipart_part(key, upload, number, body).await
+        self.sending.fetch_add(1, Ordering::AcqRel);
+        let sent = self.inner.multipart_part(key, upload, number, body).await;
+        self.sending.fetch_sub(1, Ordering::AcqRel);
+        sent
     }
 
     async fn multipart_complete(
@@ -188,5 +205,17 @@ mod tests {
             .unwrap_err();
         assert!(late_part.is_transient());
         assert!(store.multipart_list("t/").await.unwrap().is_empty());
+        // No write commits anything after the stop (a session index, say).
+        let late_put = store
+            .put(
+                "t/index.json",
+                Bytes::from_static(b"{}"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(late_put.is_transient());
+        assert!(store.head("t/index.json").await.unwrap().is_none());
+        store.delete("t/done.bin").await.unwrap();
     }
 }
