@@ -8,6 +8,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Write a new keyset with one key.
+    New { file: PathBuf },
+    /// Add a new primary key (older keys keep reading what they encrypted).
+    Rotate { file: PathBuf },
+    /// List the keys: ids, the primary, segment sizes.
+    Show { file: PathBuf },
+}
+
 #[derive(Parser)]
 #[command(name = "recvault", version, about = "Contact-centre call recordings in S3, exported over SFTP", long_about = None)]
 struct Cli {
@@ -99,6 +109,13 @@ enum Command {
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
     GenToken,
+    /// Encryption keysets (Tink JSON, AES-256 streaming AEAD): `new FILE`
+    /// writes a new one (mode 0600, never overwriting), `rotate FILE` adds a
+    /// new primary key, `show FILE` lists its keys. No key material is printed.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Write a synthetic call (four MJR streams and info.json) for benchmarks.
     #[command(hide = true)]
     Fixture {
@@ -191,6 +208,17 @@ fn main() -> Result<()> {
             let made = recvault::media::fixture::session(&dir, &id, seconds)
                 .map_err(anyhow::Error::msg)?;
             println!("{}", made.display());
+            Ok(())
+        }
+        Command::Keys { action } => {
+            let text = match action {
+                KeysAction::New { file } => recvault::crypto::keys_new(&file),
+                KeysAction::Rotate { file } => recvault::crypto::keys_rotate(&file),
+                KeysAction::Show { file } => recvault::crypto::read_keyset(&file)
+                    .map(|set| recvault::crypto::describe(&file, &set)),
+            }
+            .map_err(anyhow::Error::msg)?;
+            print!("{text}");
             Ok(())
         }
         Command::GenToken => {

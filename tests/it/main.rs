@@ -4,6 +4,7 @@
 
 mod attacks;
 mod clients;
+mod crypto;
 mod faults;
 mod ftps;
 mod harness;
