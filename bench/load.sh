@@ -404,7 +404,7 @@ phase_drain() {
     printf '  render: %s\n' "$(tail -n1 "$TMP/drain/render.err" 2>/dev/null || echo "ended")"
     printf '  storage after the stop: %s unfinished multipart uploads, %s render leases\n' "$uploads" "$leases"
     printf '  the session acknowledged just before SIGTERM: %s; after a restart: %s\n' \
-        "$([[ $before_restart == yes ]] && echo "archived before the stop" || echo "its archiving was cut by the stop")" "${st:-unknown}"
+        "$([[ $before_restart == yes ]] && echo "archived before the stop" || echo "not yet archived when the server stopped")" "${st:-unknown}"
     ((exited)) || errors=$((errors + 1))
     # The server must be gone by the drain time, the goodbye (5 s) and the clean-up (5 s).
     awk -v e="$t_exit" -v l=$((BENCH_DRAIN_SECS + 10)) 'BEGIN {exit !(e > l)}' && errors=$((errors + 1))
