@@ -7,53 +7,188 @@
 //! found or changed in one session) and `job_end` (its totals, and whether
 //! it ran to the end).
 //! Field names are a contract for compliance tooling; add fields, never rename.
+//!
+//! **Tamper-evident.** Every line carries `node` (the host, or `[audit]
+//! node`), `seq` (1, 2, 3, … per file, whatever process wrote the line) and
+//! `prev`: the SHA-256, in hex, of the previous line's bytes (64 zeros for
+//! the first). An edited line no longer matches the `prev` of the line
+//! after it; a deleted one leaves a gap in `seq`; swapped lines break both.
+//! `recvault audit verify FILE…` ([`verify`]) names the first line that
+//! does not follow. Every process appending to one file (the server, a
+//! `recvault verify` run beside it) takes the file's lock for each line and
+//! chains onto whatever line is last, so there is one chain per file. What
+//! a chain alone cannot show, a cut-off tail or a chain recomputed from the
+//! start by whoever can write the file, needs a copy of its head elsewhere
+//! (not built yet).
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// `prev` of a chain's first line.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Where lines go, and the chain's head as this process last saw it.
+enum Sink {
+    /// A stream (stdout, stderr): this process is its only writer.
+    Stream {
+        out: Box<dyn Write + Send>,
+        seq: u64,
+        prev: String,
+    },
+    /// A file other processes may append to: the head is read from the file
+    /// under its lock whenever someone else wrote since.
+    File {
+        file: std::fs::File,
+        /// The file's length after this process's last line, with that
+        /// line's seq and hash; stale when the length differs.
+        known: Option<(u64, u64, String)>,
+    },
+}
 
 pub struct Audit {
-    out: Mutex<Box<dyn Write + Send>>,
+    node: String,
+    sink: Mutex<Sink>,
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn sha256_hex(line: &[u8]) -> String {
+    hex::encode(Sha256::digest(line))
+}
+
+/// The seq and hash of the last whole line of `file` (of `len` bytes);
+/// `(0, GENESIS)` for an empty file.
+fn tail(file: &mut std::fs::File, len: u64) -> std::io::Result<(u64, String)> {
+    if len == 0 {
+        return Ok((0, GENESIS.to_string()));
+    }
+    let mut window = 64 * 1024u64;
+    loop {
+        let start = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        Read::by_ref(file).take(len - start).read_to_end(&mut buf)?;
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        match body.iter().rposition(|b| *b == b'\n') {
+            Some(i) => return Ok(line_head(&body[i + 1..])),
+            None if start == 0 => return Ok(line_head(body)),
+            None => window *= 4,
+        }
+    }
+}
+
+/// A line's own seq (0 when it has none: a line from before the chain, or
+/// a torn one) and its hash.
+fn line_head(line: &[u8]) -> (u64, String) {
+    let seq = serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("seq")?.as_u64())
+        .unwrap_or(0);
+    (seq, sha256_hex(line))
 }
 
 impl Audit {
-    pub fn stdout() -> Self {
+    fn stream(out: Box<dyn Write + Send>, node: Option<&str>) -> Self {
         Self {
-            out: Mutex::new(Box::new(std::io::stdout())),
+            node: node.map_or_else(hostname, str::to_string),
+            sink: Mutex::new(Sink::Stream {
+                out,
+                seq: 0,
+                prev: GENESIS.to_string(),
+            }),
         }
+    }
+
+    pub fn stdout() -> Self {
+        Self::stream(Box::new(std::io::stdout()), None)
     }
 
     /// For commands whose standard output is their report.
     pub fn stderr() -> Self {
-        Self {
-            out: Mutex::new(Box::new(std::io::stderr())),
-        }
+        Self::stream(Box::new(std::io::stderr()), None)
     }
 
     pub fn file(path: &Path) -> std::io::Result<Self> {
-        let f = std::fs::OpenOptions::new()
+        Self::file_of_node(path, None)
+    }
+
+    /// An audit file whose lines name `node` (the host's name when `None`).
+    pub fn file_of_node(path: &Path, node: Option<&str>) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)?;
         Ok(Self {
-            out: Mutex::new(Box::new(f)),
+            node: node.map_or_else(hostname, str::to_string),
+            sink: Mutex::new(Sink::File { file, known: None }),
         })
     }
 
-    fn emit(&self, mut event: serde_json::Value) {
-        if let Some(obj) = event.as_object_mut() {
-            obj.insert(
-                "ts".into(),
-                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            );
+    /// One chained line: `seq`, `node`, `prev`, the event's fields and `ts`.
+    fn line(&self, event: &serde_json::Value, seq: u64, prev: &str) -> Vec<u8> {
+        let mut obj = serde_json::Map::new();
+        obj.insert("seq".into(), json!(seq));
+        obj.insert("node".into(), json!(self.node));
+        obj.insert("prev".into(), json!(prev));
+        if let Some(fields) = event.as_object() {
+            for (k, v) in fields {
+                obj.insert(k.clone(), v.clone());
+            }
         }
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(out, "{event}");
-        let _ = out.flush();
+        obj.insert(
+            "ts".into(),
+            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        serde_json::Value::Object(obj).to_string().into_bytes()
+    }
+
+    fn emit(&self, event: serde_json::Value) {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *sink {
+            Sink::Stream { out, seq, prev } => {
+                *seq += 1;
+                let line = self.line(&event, *seq, prev);
+                *prev = sha256_hex(&line);
+                let _ = out.write_all(&line);
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            }
+            Sink::File { file, known } => {
+                let written = (|| -> std::io::Result<()> {
+                    file.lock()?;
+                    let result = (|| {
+                        let len = file.metadata()?.len();
+                        let (seq, prev) = match known.take() {
+                            Some((at, seq, hash)) if at == len => (seq, hash),
+                            _ => tail(file, len)?,
+                        };
+                        let line = self.line(&event, seq + 1, &prev);
+                        let mut bytes = line.clone();
+                        bytes.push(b'\n');
+                        file.write_all(&bytes)?;
+                        *known = Some((len + bytes.len() as u64, seq + 1, sha256_hex(&line)));
+                        Ok(())
+                    })();
+                    let _ = file.unlock();
+                    result
+                })();
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "cannot write the audit trail");
+                }
+            }
+        }
     }
 
     pub fn login(
@@ -135,5 +270,199 @@ impl Audit {
             "event": "job_end", "kind": kind, "tenant": tenant, "sessions": sessions,
             "findings": findings, "complete": complete,
         }));
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every line follows the one before: how many lines, per node's chain
+    /// start and end.
+    Intact { lines: u64, last_seq: u64 },
+    /// The first line that does not follow, and why.
+    Broken {
+        file: String,
+        line: u64,
+        why: String,
+    },
+}
+
+/// Checks audit files, oldest first, as one chain: each line's `seq` one
+/// more than the line before it and its `prev` the SHA-256 of that line.
+pub fn verify(files: &[std::path::PathBuf]) -> Result<Verdict, String> {
+    use std::io::BufRead;
+    let mut last: Option<(u64, String)> = None;
+    let mut lines = 0u64;
+    for path in files {
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut reader = std::io::BufReader::new(f);
+        let mut number = 0u64;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            number += 1;
+            let broken = |why: String| Verdict::Broken {
+                file: path.display().to_string(),
+                line: number,
+                why,
+            };
+            let Some(line) = buf.strip_suffix(b"\n") else {
+                return Ok(broken(
+                    "the last line is incomplete (cut off while being written, or truncated)"
+                        .into(),
+                ));
+            };
+            let v: serde_json::Value = match serde_json::from_slice(line) {
+                Ok(v) => v,
+                Err(_) => return Ok(broken("not a JSON line".into())),
+            };
+            let (Some(seq), Some(prev)) = (
+                v.get("seq").and_then(|s| s.as_u64()),
+                v.get("prev").and_then(|p| p.as_str()),
+            ) else {
+                return Ok(broken("no seq or prev: not a chained audit line".into()));
+            };
+            match &last {
+                None if seq != 1 => {
+                    return Ok(broken(format!(
+                        "the chain starts at seq {seq}: give the older files first, or lines 1 to {} are missing",
+                        seq - 1
+                    )))
+                }
+                None if prev != GENESIS => {
+                    return Ok(broken("the first line's prev is not the chain's start".into()))
+                }
+                Some((s, _)) if seq <= *s => {
+                    return Ok(broken(format!(
+                        "seq {seq} after seq {s}: lines reordered or repeated"
+                    )))
+                }
+                Some((s, _)) if seq > s + 1 => {
+                    return Ok(broken(format!(
+                        "seq {seq} after seq {s}: {} line(s) missing before it",
+                        seq - s - 1
+                    )))
+                }
+                Some((_, h)) if prev != h => {
+                    return Ok(broken(
+                        "its prev is not the SHA-256 of the line before it: that line was edited or replaced".into(),
+                    ))
+                }
+                _ => {}
+            }
+            last = Some((seq, sha256_hex(line)));
+            lines += 1;
+        }
+    }
+    Ok(Verdict::Intact {
+        lines,
+        last_seq: last.map_or(0, |(s, _)| s),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_events(audit: &Audit, n: usize) {
+        for i in 0..n {
+            audit.job_finding("verify", "acme", &format!("/2026/11/23/call-{i}"), "ok");
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn two_writers_on_one_file_make_one_chain_that_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let server = Audit::file_of_node(&path, Some("node-a")).unwrap();
+        let job = Audit::file_of_node(&path, Some("node-a")).unwrap();
+        write_events(&server, 3);
+        write_events(&job, 2);
+        write_events(&server, 2);
+        drop((server, job));
+        // A restart continues the chain.
+        write_events(&Audit::file_of_node(&path, Some("node-a")).unwrap(), 1);
+        let got = lines(&path);
+        assert_eq!(got.len(), 8);
+        let v: serde_json::Value = serde_json::from_str(&got[7]).unwrap();
+        assert_eq!(v["seq"], 8);
+        assert_eq!(v["node"], "node-a");
+        assert_eq!(v["event"], "job");
+        assert_eq!(
+            verify(&[path]).unwrap(),
+            Verdict::Intact {
+                lines: 8,
+                last_seq: 8
+            }
+        );
+    }
+
+    #[test]
+    fn an_edited_deleted_or_swapped_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write_events(&Audit::file_of_node(&path, Some("n")).unwrap(), 6);
+        let good = lines(&path);
+        let check = |edit: &dyn Fn(&mut Vec<String>)| {
+            let mut l = good.clone();
+            edit(&mut l);
+            let p = dir.path().join("edited.log");
+            std::fs::write(&p, l.join("\n") + "\n").unwrap();
+            verify(&[p]).unwrap()
+        };
+        // Line 3 edited: line 4's prev no longer matches.
+        let v = check(&|l| l[2] = l[2].replace("call-2", "call-9"));
+        assert!(
+            matches!(&v, Verdict::Broken { line: 4, why, .. } if why.contains("edited")),
+            "{v:?}"
+        );
+        // Line 3 deleted: a gap at what is now line 3.
+        let v = check(&|l| {
+            l.remove(2);
+        });
+        assert!(
+            matches!(&v, Verdict::Broken { line: 3, why, .. } if why.contains("1 line(s) missing")),
+            "{v:?}"
+        );
+        // Lines 3 and 4 swapped.
+        let v = check(&|l| l.swap(2, 3));
+        assert!(matches!(&v, Verdict::Broken { line: 3, .. }), "{v:?}");
+        // The first line removed: the chain does not start at 1.
+        let v = check(&|l| {
+            l.remove(0);
+        });
+        assert!(
+            matches!(&v, Verdict::Broken { line: 1, why, .. } if why.contains("starts at seq 2")),
+            "{v:?}"
+        );
+        // A line that is not the audit's.
+        let v = check(&|l| l.insert(5, "{\"event\":\"login\"}".into()));
+        assert!(
+            matches!(&v, Verdict::Broken { line: 6, why, .. } if why.contains("not a chained")),
+            "{v:?}"
+        );
+        // Untouched.
+        assert_eq!(
+            check(&|_| {}),
+            Verdict::Intact {
+                lines: 6,
+                last_seq: 6
+            }
+        );
     }
 }

@@ -210,6 +210,8 @@ fn default_log_level() -> String {
 pub struct AuditConfig {
     /// File the JSON audit lines are appended to; standard output when unset.
     pub path: Option<PathBuf>,
+    /// The name every line carries as `node` (default: the host's name).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,15 @@ use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
 #[derive(Subcommand)]
+enum AuditAction {
+    /// Check audit files, oldest first, as one chain.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// Write a new keyset with one key.
     New { file: PathBuf },
@@ -109,6 +118,13 @@ enum Command {
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
     GenToken,
+    /// The audit trail: `verify FILE…` checks that every line follows the
+    /// one before (seq and SHA-256 chain), oldest file first. Exit status: 0
+    /// intact, 1 a line that does not follow (named on stdout), 2 unreadable.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Encryption keysets (Tink JSON, AES-256 streaming AEAD): `new FILE`
     /// writes a new one (mode 0600, never overwriting), `rotate FILE` adds a
     /// new primary key, `show FILE` lists its keys. No key material is printed.
@@ -210,6 +226,22 @@ fn main() -> Result<()> {
             println!("{}", made.display());
             Ok(())
         }
+        Command::Audit {
+            action: AuditAction::Verify { files },
+        } => match recvault::audit::verify(&files) {
+            Ok(recvault::audit::Verdict::Intact { lines, last_seq }) => {
+                println!("intact: {lines} lines, the chain runs from seq 1 to {last_seq}");
+                Ok(())
+            }
+            Ok(recvault::audit::Verdict::Broken { file, line, why }) => {
+                println!("BROKEN {file}:{line}: {why}");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("recvault audit verify: {e}");
+                std::process::exit(2);
+            }
+        },
         Command::Keys { action } => {
             let text = match action {
                 KeysAction::New { file } => recvault::crypto::keys_new(&file),

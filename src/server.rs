@@ -83,9 +83,8 @@ pub async fn serve(
         warn!("no users are configured: nobody can log in");
     }
     let audit = Arc::new(match &cfg.audit.path {
-        Some(p) => {
-            Audit::file(p).map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?
-        }
+        Some(p) => Audit::file_of_node(p, cfg.audit.node.as_deref())
+            .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
         None => Audit::stdout(),
     });
     let host_key = crate::hostkey::load_or_generate(&cfg.sftp.host_key)?;

@@ -412,9 +412,8 @@ pub async fn run_cli(
     }
     let store: crate::store::SharedStore = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let audit = match &cfg.audit.path {
-        Some(p) => {
-            Audit::file(p).map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?
-        }
+        Some(p) => Audit::file_of_node(p, cfg.audit.node.as_deref())
+            .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
         None => Audit::stderr(),
     };
     let opts = Options {

@@ -1189,12 +1189,22 @@ async fn verify_reports_a_changed_archive_and_a_missing_one_and_exits_1() {
     );
     assert_eq!(lines[2], "verify acme: 3 sessions checked, 2 mismatches");
     let audit = server.audit();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(
-        audit.contains(r#""event":"job","finding":"call-ver-2.tar.gz is missing from storage","kind":"verify","path":"/2026/11/23/call-ver-2","tenant":"acme""#),
+        events.iter().any(|e| e["event"] == "job"
+            && e["finding"] == "call-ver-2.tar.gz is missing from storage"
+            && e["kind"] == "verify"
+            && e["path"] == "/2026/11/23/call-ver-2"
+            && e["tenant"] == "acme"),
         "{audit}"
     );
     assert!(
-        audit.contains(r#""complete":true,"event":"job_end","findings":2"#),
+        events
+            .iter()
+            .any(|e| e["event"] == "job_end" && e["complete"] == true && e["findings"] == 2),
         "{audit}"
     );
 
@@ -1209,5 +1219,92 @@ async fn verify_reports_a_changed_archive_and_a_missing_one_and_exits_1() {
     assert!(
         err.contains("no tenant \"nope\"") && err.contains("acme, bravo"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_passes_on_a_trail_a_server_and_a_job_wrote_together_and_names_an_edited_line()
+{
+    let prefix = unique_prefix("audit-chain");
+    let jobs = tempfile::tempdir().unwrap();
+    let rest = tenants(
+        &prefix,
+        &format!("[jobs]\nstate_dir = \"{}\"\n", jobs.path().display()),
+    );
+    let server = Server::start(&rest);
+    let work = tempfile::tempdir().unwrap();
+    let out = push(
+        &server,
+        &make_session(work.path(), "call-aud-1", 4, 60),
+        TOKEN_A,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ls = || {
+        let out = sftp_batch(server.port, "qa", client_key("qa"), "ls /\n", work.path());
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    ls();
+    // A job run beside the server appends to the same file, between the
+    // server's lines.
+    let config = server.dir.path().join("recvault.toml");
+    let job = recvault_command()
+        .args(["verify", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(job.status.success(), "{}", text(&job));
+    ls();
+    ls();
+    let audit_path = server.dir.path().join("audit.log");
+    let check = |path: &Path| {
+        recvault_command()
+            .args(["audit", "verify"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&audit_path);
+    assert!(out.status.success(), "{}\n{}", text(&out), server.audit());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("intact: "),
+        "{}",
+        text(&out)
+    );
+    let trail = server.audit();
+    assert!(trail.contains("\"event\":\"job_end\""), "{trail}");
+    let lines: Vec<&str> = trail.lines().collect();
+    let logins: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("\"event\":\"login\""))
+        .collect();
+    assert!(logins.len() >= 2, "{trail}");
+
+    // Someone turns the first login into another user's.
+    let i = logins[0];
+    assert!(lines[i].contains("\"user\":\"qa\""), "{}", lines[i]);
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    edited[i] = edited[i].replace("\"user\":\"qa\"", "\"user\":\"qb\"");
+    let edited_path = work.path().join("edited.log");
+    std::fs::write(&edited_path, edited.join("\n") + "\n").unwrap();
+    let out = check(&edited_path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains(&format!(
+            "edited.log:{}: its prev is not the SHA-256 of the line before it",
+            i + 2
+        )),
+        "{said}"
+    );
+    // And a later login taken out (not the last line: a cut-off tail needs
+    // the chain's head kept elsewhere, which is not built yet).
+    let mut cut: Vec<&str> = lines.clone();
+    cut.remove(logins[1]);
+    std::fs::write(&edited_path, cut.join("\n") + "\n").unwrap();
+    let out = check(&edited_path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 line(s) missing"),
+        "{}",
+        text(&out)
     );
 }
