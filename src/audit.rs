@@ -18,8 +18,8 @@
 //! `recvault verify` run beside it) takes the file's lock for each line and
 //! chains onto whatever line is last, so there is one chain per file. What
 //! a chain alone cannot show, a cut-off tail or a chain recomputed from the
-//! start by whoever can write the file, needs a copy of its head elsewhere
-//! (not built yet).
+//! start by whoever can write the file, needs a copy of its head elsewhere:
+//! [`crate::anchor`] keeps it in the operator's bucket.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
@@ -65,6 +65,22 @@ pub fn hostname() -> String {
 
 fn sha256_hex(line: &[u8]) -> String {
     hex::encode(Sha256::digest(line))
+}
+
+/// A chain's name: the first 16 hex digits of its first line's SHA-256
+/// (that line holds its time, so two chains never share it). The anchors
+/// of a chain are filed under it.
+pub fn chain_id(first_line_hash: &str) -> String {
+    first_line_hash.chars().take(16).collect()
+}
+
+/// The SHA-256 of the first line of `file` (`None` when it has none yet).
+fn first_line_hash(file: &mut std::fs::File) -> std::io::Result<Option<String>> {
+    use std::io::BufRead;
+    file.seek(SeekFrom::Start(0))?;
+    let mut line = Vec::new();
+    std::io::BufReader::new(Read::by_ref(file)).read_until(b'\n', &mut line)?;
+    Ok(line.strip_suffix(b"\n").map(sha256_hex))
 }
 
 /// The seq and hash of the last whole line of `file` (of `len` bytes);
@@ -134,6 +150,32 @@ impl Audit {
             node: node.map_or_else(hostname, str::to_string),
             sink: Mutex::new(Sink::File { file, known: None }),
         })
+    }
+
+    /// The name the lines carry as `node`.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The head of a file's chain: its [`chain_id`], the last line's seq
+    /// and SHA-256 (`None` for a stream, or before the first line). Read
+    /// from the file under its lock, so it is the head whichever process
+    /// wrote last.
+    pub fn head(&self) -> std::io::Result<Option<(String, u64, String)>> {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let Sink::File { file, .. } = &mut *sink else {
+            return Ok(None);
+        };
+        file.lock()?;
+        let head = (|| {
+            let Some(first) = first_line_hash(file)? else {
+                return Ok(None);
+            };
+            let (seq, hash) = tail(file, file.metadata()?.len())?;
+            Ok(Some((chain_id(&first), seq, hash)))
+        })();
+        let _ = file.unlock();
+        head
     }
 
     /// One chained line: `seq`, `node`, `prev`, the event's fields and `ts`.
@@ -274,7 +316,7 @@ impl Audit {
 }
 
 /// What [`verify`] found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Every line follows the one before: how many lines, per node's chain
     /// start and end.
@@ -290,6 +332,39 @@ pub enum Verdict {
 /// Checks audit files, oldest first, as one chain: each line's `seq` one
 /// more than the line before it and its `prev` the SHA-256 of that line.
 pub fn verify(files: &[std::path::PathBuf]) -> Result<Verdict, String> {
+    read_chain(files).map(|c| c.verdict)
+}
+
+/// A chain as [`read_chain`] found it.
+pub struct Chain {
+    pub verdict: Verdict,
+    /// The SHA-256 of the line with seq `i + 1`, for every line that followed.
+    pub hashes: Vec<String>,
+    /// The `node` names the lines carry.
+    pub nodes: std::collections::BTreeSet<String>,
+    /// The chain's [`chain_id`] (`None` when the files hold no line).
+    pub id: Option<String>,
+}
+
+/// [`verify`], keeping each line's hash (to check the chain's heads kept
+/// elsewhere against it) and the nodes named.
+pub fn read_chain(files: &[std::path::PathBuf]) -> Result<Chain, String> {
+    let mut hashes: Vec<String> = Vec::new();
+    let mut nodes = std::collections::BTreeSet::new();
+    let verdict = follow(files, &mut hashes, &mut nodes)?;
+    Ok(Chain {
+        verdict,
+        id: hashes.first().map(|h| chain_id(h)),
+        hashes,
+        nodes,
+    })
+}
+
+fn follow(
+    files: &[std::path::PathBuf],
+    hashes: &mut Vec<String>,
+    nodes: &mut std::collections::BTreeSet<String>,
+) -> Result<Verdict, String> {
     use std::io::BufRead;
     let mut last: Option<(u64, String)> = None;
     let mut lines = 0u64;
@@ -308,8 +383,9 @@ pub fn verify(files: &[std::path::PathBuf]) -> Result<Verdict, String> {
                 break;
             }
             number += 1;
+            let file = path.display().to_string();
             let broken = |why: String| Verdict::Broken {
-                file: path.display().to_string(),
+                file: file.clone(),
                 line: number,
                 why,
             };
@@ -357,7 +433,12 @@ pub fn verify(files: &[std::path::PathBuf]) -> Result<Verdict, String> {
                 }
                 _ => {}
             }
-            last = Some((seq, sha256_hex(line)));
+            let hash = sha256_hex(line);
+            if let Some(node) = v.get("node").and_then(|n| n.as_str()) {
+                nodes.insert(node.to_string());
+            }
+            hashes.push(hash.clone());
+            last = Some((seq, hash));
             lines += 1;
         }
     }

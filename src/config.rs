@@ -212,6 +212,9 @@ pub struct AuditConfig {
     pub path: Option<PathBuf>,
     /// The name every line carries as `node` (default: the host's name).
     pub node: Option<String>,
+    /// Seconds between two anchors of the chain's head in the bucket
+    /// (default 60; one more is written at every stop).
+    pub anchor_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

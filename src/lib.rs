@@ -1,7 +1,8 @@
 //! recvault: contact-centre call recordings in S3, exported over SFTP and FTPS.
 #![forbid(unsafe_code)]
 
-pub mod audit; // the JSON audit trail (logins, downloads)
+pub mod anchor; // the audit chain's heads, kept in the operator's bucket
+pub mod audit; // the JSON audit trail (logins, downloads), chained line to line
 pub mod auth; // users, argon2id passwords, public keys, the brute-force defender
 pub mod config; // TOML → typed, validated configuration
 pub mod crypto; // encryption at rest: Tink streaming AEAD, Tink JSON keysets

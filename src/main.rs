@@ -10,8 +10,12 @@ use sha2::{Digest, Sha256};
 
 #[derive(Subcommand)]
 enum AuditAction {
-    /// Check audit files, oldest first, as one chain.
+    /// Check audit files, oldest first, as one chain; with --config, also
+    /// against the chain's heads the server anchored in the bucket (catches
+    /// a cut-off tail and a recomputed chain).
     Verify {
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -227,13 +231,19 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Audit {
-            action: AuditAction::Verify { files },
-        } => match recvault::audit::verify(&files) {
-            Ok(recvault::audit::Verdict::Intact { lines, last_seq }) => {
-                println!("intact: {lines} lines, the chain runs from seq 1 to {last_seq}");
+            action: AuditAction::Verify { config, files },
+        } => match audit_verify(config.as_deref(), &files) {
+            Ok((recvault::audit::Verdict::Intact { lines, last_seq }, anchors)) => {
+                let anchored = match anchors {
+                    Some(n) => format!("; {n} anchors in the bucket match"),
+                    None => "; not checked against the bucket's anchors (no --config)".into(),
+                };
+                println!(
+                    "intact: {lines} lines, the chain runs from seq 1 to {last_seq}{anchored}"
+                );
                 Ok(())
             }
-            Ok(recvault::audit::Verdict::Broken { file, line, why }) => {
+            Ok((recvault::audit::Verdict::Broken { file, line, why }, _)) => {
                 println!("BROKEN {file}:{line}: {why}");
                 std::process::exit(1);
             }
@@ -315,6 +325,26 @@ fn main() -> Result<()> {
                 .map_err(anyhow::Error::msg)
         }
     }
+}
+
+/// `recvault audit verify`: the chain in `files`, and with a config the
+/// anchors in its bucket; the verdict and how many anchors were checked.
+fn audit_verify(
+    config: Option<&std::path::Path>,
+    files: &[PathBuf],
+) -> Result<(recvault::audit::Verdict, Option<usize>), String> {
+    let chain = recvault::audit::read_chain(files)?;
+    let Some(config) = config else {
+        return Ok((chain.verdict, None));
+    };
+    let cfg = recvault::config::load(config).map_err(|e| e.to_string())?;
+    let rt = runtime().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let store: recvault::store::SharedStore =
+            recvault::store::open(&cfg.storage, &cfg.limits).await?;
+        let (verdict, n) = recvault::anchor::check(store.as_ref(), &chain).await?;
+        Ok((verdict, Some(n)))
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -87,6 +87,11 @@ pub async fn serve(
             .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
         None => Audit::stdout(),
     });
+    // The chain's head goes to the bucket, away from the log's disk.
+    let anchoring = cfg.audit.path.is_some().then(|| {
+        let every = Duration::from_secs(cfg.audit.anchor_secs.unwrap_or(60).max(1));
+        tokio::spawn(crate::anchor::keep(store.clone(), audit.clone(), every))
+    });
     let host_key = crate::hostkey::load_or_generate(&cfg.sftp.host_key)?;
     crate::media::render::ffmpeg::set_memory_limit(
         cfg.limits.render_memory_mib.saturating_mul(1 << 20),
@@ -118,7 +123,7 @@ pub async fn serve(
     let ingest = match &cfg.ingest {
         Some(i) => {
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
-            let state = crate::ingest::Ingest::start(&cfg, &store, defender, audit)?;
+            let state = crate::ingest::Ingest::start(&cfg, &store, defender, audit.clone())?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
                 (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
                 _ => None,
@@ -224,6 +229,13 @@ pub async fn serve(
     let clean_up = async {
         for p in producers.iter() {
             p.stop().await;
+        }
+        // The last head, after the last line (renders cut above wrote theirs).
+        if let Some(task) = anchoring {
+            task.abort();
+            if let Err(e) = crate::anchor::write(store.as_ref(), &audit, None).await {
+                warn!(error = %e, "the audit chain's last head was not anchored");
+            }
         }
         inflight.close().await
     };

@@ -11,6 +11,7 @@
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>     generated media (hidden from clients)
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.lease   the render lease of <name>
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.sums    MD5/SHA-1/SHA-256 of a rendered <name>
+//! audit/<node>/anchors/<chain>/<ms>-<seq>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! ```
 
 pub mod index;
@@ -21,6 +22,22 @@ use chrono::{DateTime, Utc};
 pub const INDEX: &str = "info.json";
 /// The folder of generated media inside a session folder.
 const DERIVED: &str = "derived/";
+
+/// recvault's own keys, outside every tenant's prefix.
+pub const AUDIT: &str = "audit/";
+
+/// `audit/<node>/anchors/<chain>/`: the heads of one audit chain of a node
+/// (`chain`: the start of its first line's SHA-256, see
+/// [`crate::audit::chain_id`]).
+pub fn audit_anchors(node: &str, chain: &str) -> String {
+    format!("{AUDIT}{node}/anchors/{chain}/")
+}
+
+/// One head of an audit chain, named so that keys sort by time:
+/// `audit/<node>/anchors/<chain>/<unix ms, 13 digits>-<seq>.json`.
+pub fn audit_anchor(node: &str, chain: &str, unix_ms: i64, seq: u64) -> String {
+    format!("{}{unix_ms:013}-{seq}.json", audit_anchors(node, chain))
+}
 
 /// The key prefix of a tenant's sessions, or of a date folder below it:
 /// `P/sessions/` followed by each of `dates` (year, month, day) and `/`.

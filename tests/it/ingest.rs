@@ -1231,7 +1231,7 @@ async fn audit_verify_passes_on_a_trail_a_server_and_a_job_wrote_together_and_na
         &prefix,
         &format!("[jobs]\nstate_dir = \"{}\"\n", jobs.path().display()),
     );
-    let server = Server::start(&rest);
+    let mut server = Server::start(&rest);
     let work = tempfile::tempdir().unwrap();
     let out = push(
         &server,
@@ -1296,7 +1296,7 @@ async fn audit_verify_passes_on_a_trail_a_server_and_a_job_wrote_together_and_na
         "{said}"
     );
     // And a later login taken out (not the last line: a cut-off tail needs
-    // the chain's head kept elsewhere, which is not built yet).
+    // the anchors, below).
     let mut cut: Vec<&str> = lines.clone();
     cut.remove(logins[1]);
     std::fs::write(&edited_path, cut.join("\n") + "\n").unwrap();
@@ -1304,6 +1304,43 @@ async fn audit_verify_passes_on_a_trail_a_server_and_a_job_wrote_together_and_na
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 line(s) missing"),
+        "{}",
+        text(&out)
+    );
+
+    // The stop anchors the chain's head in the bucket: with the config,
+    // verify checks the files against it, and a cut-off tail shows.
+    server.signal("TERM");
+    let began = std::time::Instant::now();
+    while server.is_running() && began.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let with_anchors = |path: &Path| {
+        recvault_command()
+            .args(["audit", "verify", "--config"])
+            .arg(&config)
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = with_anchors(&audit_path);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("anchors in the bucket match") && !said.contains("; 0 anchors"),
+        "{said}"
+    );
+    let trail = server.audit();
+    let all: Vec<&str> = trail.lines().collect();
+    std::fs::write(&edited_path, all[..all.len() - 1].join("\n") + "\n").unwrap();
+    assert!(
+        check(&edited_path).status.success(),
+        "the chain alone cannot see a cut tail"
+    );
+    let out = with_anchors(&edited_path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("their tail was cut"),
         "{}",
         text(&out)
     );
