@@ -58,7 +58,7 @@ pub async fn write(
         hash,
         ts: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
-    let key = crate::layout::audit_anchor(node, &chain, now.timestamp_millis(), seq);
+    let key = crate::layout::audit_anchor(node, &chain, now.timestamp_millis(), seq, &anchor.hash);
     let body = serde_json::to_vec(&anchor).map_err(|e| e.to_string())?;
     store
         .put(&key, Bytes::from(body), PutOptions::default())
@@ -81,7 +81,8 @@ pub async fn keep(store: crate::store::SharedStore, audit: std::sync::Arc<Audit>
     }
 }
 
-/// Every anchor of chain `chain` of `node`, oldest first.
+/// Every anchor of chain `chain` of `node`, oldest first, from the
+/// listing alone: each key names its time, seq and hash.
 pub async fn list(
     store: &dyn ObjectStore,
     node: &str,
@@ -93,16 +94,23 @@ pub async fn list(
     loop {
         let page = store.list_page(&prefix, None, next).await?;
         for o in page.objects {
-            let body = crate::store::read_all(store, &o.key, 4096).await?;
-            match serde_json::from_slice::<Anchor>(&body) {
-                Ok(a) => out.push((o.key, a)),
-                Err(e) => {
-                    return Err(StoreError::Permanent(format!(
-                        "{} is not an audit anchor: {e}",
-                        o.key
-                    )))
-                }
-            }
+            let Some((ms, seq, hash)) = crate::layout::audit_anchor_of(&prefix, &o.key) else {
+                return Err(StoreError::Permanent(format!(
+                    "{} is not an audit anchor",
+                    o.key
+                )));
+            };
+            let ts = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default();
+            let anchor = Anchor {
+                node: node.to_string(),
+                chain: chain.to_string(),
+                seq,
+                hash: hash.to_string(),
+                ts,
+            };
+            out.push((o.key, anchor));
         }
         match page.next {
             Some(n) => next = Some(n),

@@ -30,6 +30,8 @@ pub struct Gate {
     conns: Arc<Semaphore>,
     /// Written to a connection refused for the cap, before it is closed.
     refusal: Option<Arc<[u8]>>,
+    /// Turns true when a stopping server's drain time ran out ([`Gate::finish`]).
+    closing: watch::Sender<bool>,
 }
 
 /// An admitted connection; dropping `permit` frees its slot.
@@ -46,6 +48,36 @@ impl Gate {
             max: max_connections,
             conns: Arc::new(Semaphore::new(max_connections)),
             refusal: None,
+            closing: watch::channel(false).0,
+        }
+    }
+
+    /// Turns true once a stopping server's drain time has run out: a
+    /// connection still open then tells its client why it ends (an SSH
+    /// disconnect, an FTP 426/421) and closes.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// The stop, once the accept loop has ended: waits up to `drain` for the
+    /// connections to end; then turns [`Gate::closing`] true and gives those
+    /// left [`GOODBYE`] to say so and go.
+    pub async fn finish(&self, drain: Duration) {
+        if self.drain(drain).await {
+            return;
+        }
+        let protocol = self.protocol;
+        tracing::info!(
+            protocol,
+            "connections still open after the {} s drain: telling them the server is shutting down",
+            drain.as_secs()
+        );
+        let _ = self.closing.send(true);
+        if !self.drain(GOODBYE).await {
+            warn!(
+                protocol,
+                "connections still open after their goodbye; closing them"
+            );
         }
     }
 

@@ -210,7 +210,7 @@ pub async fn run(
         limits.max_unauthenticated,
         limits.max_unauthenticated_per_source,
     );
-    let (close_all, closing) = watch::channel(false);
+    let closing = gate.closing();
     while let Some(Admitted { sock, peer, permit }) = gate
         .accept(&listener, &ftps.shared.defender, &mut shutdown)
         .await
@@ -279,11 +279,5 @@ pub async fn run(
     }
     // New clients are refused at once, not left waiting in the backlog.
     drop(listener);
-    if !gate.drain(drain).await {
-        warn!("FTPS transfers still running after the drain time; cutting them (426, then 421)");
-        let _ = close_all.send(true);
-        if !gate.drain(crate::listener::GOODBYE).await {
-            warn!("FTPS connections still open after saying goodbye; closing them");
-        }
-    }
+    gate.finish(drain).await;
 }

@@ -11,7 +11,7 @@
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>     generated media (hidden from clients)
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.lease   the render lease of <name>
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.sums    MD5/SHA-1/SHA-256 of a rendered <name>
-//! audit/<node>/anchors/<chain>/<ms>-<seq>.json  a head of one audit chain of a node (the operator's, no tenant's)
+//! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! ```
 
 pub mod index;
@@ -33,10 +33,24 @@ pub fn audit_anchors(node: &str, chain: &str) -> String {
     format!("{AUDIT}{node}/anchors/{chain}/")
 }
 
-/// One head of an audit chain, named so that keys sort by time:
-/// `audit/<node>/anchors/<chain>/<unix ms, 13 digits>-<seq>.json`.
-pub fn audit_anchor(node: &str, chain: &str, unix_ms: i64, seq: u64) -> String {
-    format!("{}{unix_ms:013}-{seq}.json", audit_anchors(node, chain))
+/// One head of an audit chain, named so that keys sort by time and a
+/// listing alone tells every anchor (no read per anchor):
+/// `audit/<node>/anchors/<chain>/<unix ms, 13 digits>-<seq>-<line's SHA-256>.json`.
+pub fn audit_anchor(node: &str, chain: &str, unix_ms: i64, seq: u64, hash: &str) -> String {
+    format!(
+        "{}{unix_ms:013}-{seq}-{hash}.json",
+        audit_anchors(node, chain)
+    )
+}
+
+/// The (unix ms, seq, hash) an [`audit_anchor`] key below `prefix` names.
+pub fn audit_anchor_of<'a>(prefix: &str, key: &'a str) -> Option<(i64, u64, &'a str)> {
+    let name = key.strip_prefix(prefix)?.strip_suffix(".json")?;
+    let mut parts = name.splitn(3, '-');
+    let ms = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let hash = parts.next()?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((ms, seq, hash))
 }
 
 /// The key prefix of a tenant's sessions, or of a date folder below it:

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use super::lease;
@@ -44,6 +45,8 @@ pub struct MediaProducer {
     audit: Arc<Audit>,
     /// Cancelled when the server stops.
     stopping: CancellationToken,
+    /// The render jobs, for the stop to wait on.
+    jobs: TaskTracker,
 }
 
 impl MediaProducer {
@@ -54,6 +57,7 @@ impl MediaProducer {
             timeout,
             audit,
             stopping: CancellationToken::new(),
+            jobs: TaskTracker::new(),
         }
     }
 }
@@ -178,7 +182,7 @@ impl Producer for MediaProducer {
                         stopping: self.stopping.clone(),
                     };
                     let reader = r.follow(offset);
-                    tokio::spawn(job.run(self.renders.clone()));
+                    self.jobs.spawn(job.run(self.renders.clone()));
                     reader
                 }
             }
@@ -201,15 +205,14 @@ impl Producer for MediaProducer {
     /// up to 5 s for them to end.
     async fn stop(&self) {
         self.stopping.cancel();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while tokio::time::Instant::now() < deadline {
-            let running = self.renders.lock().unwrap_or_else(|e| e.into_inner()).len();
-            if running == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // An `open` that saw no cancellation spawned its job under this
+        // lock: once the lock is free, every job is tracked.
+        drop(self.renders.lock().unwrap_or_else(|e| e.into_inner()));
+        self.jobs.close();
+        let wait = std::time::Duration::from_secs(5);
+        if tokio::time::timeout(wait, self.jobs.wait()).await.is_err() {
+            warn!("renders still running 5 s after the stop was asked");
         }
-        warn!("renders still running 5 s after the stop was asked");
     }
 }
 

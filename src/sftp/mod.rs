@@ -81,7 +81,7 @@ pub async fn run(
         limits.max_unauthenticated,
         limits.max_unauthenticated_per_source,
     );
-    let (close_all, closing) = watch::channel(false);
+    let closing = gate.closing();
     while let Some(Admitted {
         sock,
         peer,
@@ -178,16 +178,7 @@ pub async fn run(
     // New clients are refused at once, not left waiting in the backlog.
     drop(listener);
     // Drain: wait for connections to end, bounded.
-    if !gate.drain(drain).await {
-        info!(
-            "shutdown: disconnecting SSH connections still open after {}s",
-            drain.as_secs()
-        );
-        let _ = close_all.send(true);
-        if !gate.drain(crate::listener::GOODBYE).await {
-            warn!("SSH connections still open after the disconnect; closing them");
-        }
-    }
+    gate.finish(drain).await;
 }
 
 struct SshHandler {

@@ -46,6 +46,16 @@ for src, dst in zip(files[::2], files[1::2]):
         open(dst, "wb").write(plain)
 "#;
 
+/// Tink's `enc` or `dec` of each (input, output) pair under `keyset`.
+fn tink_files(mode: &str, keyset: &Path, pairs: &[(PathBuf, PathBuf)]) -> std::process::Output {
+    let mut args = vec![mode, s(keyset), AAD];
+    for (from, to) in pairs {
+        args.push(s(from));
+        args.push(s(to));
+    }
+    tink(&args)
+}
+
 fn tink(args: &[&str]) -> std::process::Output {
     let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
     Command::new(python)
@@ -110,12 +120,11 @@ fn tink_decrypts_what_recvault_encrypts_and_recvault_what_tink_encrypts() {
     let plains = plaintexts(dir.path());
 
     // Tink encrypts; recvault decrypts, whole and by ranges.
-    let mut args = vec!["enc".to_string(), s(&keyset_path).into(), AAD.into()];
-    for (n, p) in &plains {
-        args.push(s(p).into());
-        args.push(s(&dir.path().join(format!("tink-{n}.ct"))).into());
-    }
-    let out = tink(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let pairs: Vec<_> = plains
+        .iter()
+        .map(|(n, p)| (p.clone(), dir.path().join(format!("tink-{n}.ct"))))
+        .collect();
+    let out = tink_files("enc", &keyset_path, &pairs);
     assert!(
         out.status.success(),
         "{}",
@@ -149,16 +158,15 @@ fn tink_decrypts_what_recvault_encrypts_and_recvault_what_tink_encrypts() {
     }
 
     // recvault encrypts; Tink decrypts.
-    let mut args = vec!["dec".to_string(), s(&keyset_path).into(), AAD.into()];
+    let mut pairs = Vec::new();
     for (n, p) in &plains {
         let plain = std::fs::read(p).unwrap();
         let ct = streaming::encrypt(key.material(), AAD.as_bytes(), LAYOUT, &plain).unwrap();
         let ct_path = dir.path().join(format!("rv-{n}.ct"));
         std::fs::write(&ct_path, ct).unwrap();
-        args.push(s(&ct_path).into());
-        args.push(s(&dir.path().join(format!("rv-{n}.out"))).into());
+        pairs.push((ct_path, dir.path().join(format!("rv-{n}.out"))));
     }
-    let out = tink(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = tink_files("dec", &keyset_path, &pairs);
     assert!(
         out.status.success(),
         "Tink refused recvault's ciphertext: {}",

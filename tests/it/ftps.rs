@@ -853,19 +853,24 @@ async fn a_client_flooding_commands_during_a_transfer_is_disconnected() {
     assert_eq!(other.cmd("PWD").await.code, 257);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_a_download_is_cut_off_at_the_stall_limit() {
-    let (server, acme) = setup("ftps-stall", "[limits]\nftp_stall_secs = 2\n").await;
-    // Far more than loopback's socket buffers hold.
+/// Session `call-big` of `acme`: a 48 MiB archive, far more than
+/// loopback's socket buffers hold.
+async fn seed_big(acme: &str, content_seed: u64) {
     seed(
         s3().store().await.as_ref(),
-        &acme,
+        acme,
         "call-big",
         "2026-11-23T11:00:00Z",
         "2026-11-23T11:05:00Z",
-        pseudo_random(48 << 20, 9),
+        pseudo_random(48 << 20, content_seed),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_download_is_cut_off_at_the_stall_limit() {
+    let (server, acme) = setup("ftps-stall", "[limits]\nftp_stall_secs = 2\n").await;
+    seed_big(&acme, 9).await;
     let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
     let port = c.epsv().await;
     let r = c.cmd(&format!("RETR {DAY}/call-big/call-big.tar.gz")).await;
@@ -893,15 +898,7 @@ async fn a_client_that_stops_reading_a_download_is_cut_off_at_the_stall_limit() 
 async fn sigterm_tells_idle_clients_at_once_and_cuts_a_download_left_after_the_drain_with_426_and_421(
 ) {
     let (mut server, acme) = setup("ftps-drain", "[limits]\ndrain_secs = 1\n").await;
-    seed(
-        s3().store().await.as_ref(),
-        &acme,
-        "call-big",
-        "2026-11-23T11:00:00Z",
-        "2026-11-23T11:05:00Z",
-        pseudo_random(48 << 20, 11),
-    )
-    .await;
+    seed_big(&acme, 11).await;
     let mut idle = RawFtp::login(server.ftps_port, "qa", PW).await;
     let mut c = RawFtp::login(server.ftps_port, "qa", PW).await;
     let port = c.epsv().await;
