@@ -299,6 +299,21 @@ impl Audit {
         });
     }
 
+    /// A tenant's keyset got a new primary key (`recvault keys rotate`, then a reload).
+    pub fn key_rotation(&self, tenant: &str, primary: u32, previous: u32) {
+        self.emit(json!({
+            "event": "key_rotation", "tenant": tenant, "primary": primary, "previous": previous,
+        }));
+    }
+
+    /// A reload of the configuration (SIGHUP): applied, or why not.
+    pub fn config_reload(&self, outcome: Result<(), &str>) {
+        self.emit(match outcome {
+            Ok(()) => json!({"event": "config_reload", "ok": true}),
+            Err(e) => json!({"event": "config_reload", "ok": false, "error": e}),
+        });
+    }
+
     /// What a job over every session found or changed in one session.
     pub fn job_finding(&self, kind: &str, tenant: &str, path: &str, what: &str) {
         self.emit(json!({

@@ -230,6 +230,32 @@ pub struct TenantConfig {
     /// (x264 `-maxrate`; the VBV buffer is twice that). Sessions keep the cap
     /// they were archived with.
     pub mp4_video_kbps: Option<Spanned<u32>>,
+    /// `"recvault"`: every object recvault writes for the tenant is
+    /// encrypted with the tenant's keyset (SPEC §10); `"none"` (the default):
+    /// objects are stored as they are (the `[storage]` server-side
+    /// encryption settings still apply).
+    pub encryption: Option<Spanned<Encryption>>,
+    /// The tenant's Tink JSON keyset (a secret file: mode 0600), required
+    /// with `encryption = "recvault"`.
+    pub keyset: Option<Spanned<PathBuf>>,
+}
+
+impl TenantConfig {
+    pub fn encryption(&self) -> Encryption {
+        self.encryption
+            .as_ref()
+            .map_or(Encryption::None, |e| *e.get_ref())
+    }
+}
+
+/// How a tenant's objects are encrypted by recvault itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    #[default]
+    None,
+    /// Tink AES-GCM-HKDF streaming AEAD under the tenant's keyset.
+    Recvault,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -379,6 +405,21 @@ impl Validator<'_> {
                 if !(100..=20_000).contains(k.get_ref()) {
                     return self.err(k.span(), "mp4_video_kbps must be between 100 and 20000");
                 }
+            }
+            match (t.encryption(), &t.keyset) {
+                (Encryption::Recvault, None) => {
+                    return self.err(
+                        t.encryption.as_ref().map_or(t.id.span(), |e| e.span()),
+                        format!("tenant {id:?}: encryption = \"recvault\" needs keyset = \"FILE\" (create one with `recvault keys new FILE`)"),
+                    );
+                }
+                (Encryption::None, Some(k)) => {
+                    return self.err(
+                        k.span(),
+                        format!("tenant {id:?}: keyset is set but encryption is not \"recvault\"; add encryption = \"recvault\" or remove keyset"),
+                    );
+                }
+                _ => {}
             }
             if !is_tenant_id(id) {
                 return self.err(

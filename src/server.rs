@@ -18,27 +18,70 @@ use crate::shared::Shared;
 use crate::store::SharedStore;
 use crate::vfs::{Producer, Tenant};
 
+/// The tenants the configuration names, with their stores: the shared
+/// store, or for `encryption = "recvault"` the shared store under the
+/// tenant's keyset ([`crate::store::crypt::Crypt`]). A tenant whose keyset
+/// cannot be read is not started (logged as an error): its users cannot log
+/// in and what it ingests waits in the spool; it never falls back to
+/// writing clear objects. On a reload (`existing`), a tenant keeps its
+/// store and only its keyset is re-read (a rotation; an unreadable one
+/// keeps the keyset in use).
 fn build_tenants(
     cfg: &Config,
     store: &SharedStore,
     existing: &HashMap<String, Arc<Tenant>>,
+    audit: &Audit,
 ) -> HashMap<String, Arc<Tenant>> {
-    cfg.tenants
-        .iter()
-        .map(|t| {
-            let id = t.id.get_ref().clone();
-            let tenant = match existing.get(&id) {
-                Some(old) if old.prefix == *t.prefix.get_ref() => old.clone(),
-                _ => Arc::new(Tenant::new(
-                    id.clone(),
-                    t.prefix.get_ref().clone(),
-                    store.clone(),
-                    &cfg.limits,
-                )),
-            };
-            (id, tenant)
-        })
-        .collect()
+    let mut out = HashMap::new();
+    for t in &cfg.tenants {
+        let id = t.id.get_ref().clone();
+        let prefix = t.prefix.get_ref().clone();
+        let encrypted = t.encryption() == crate::config::Encryption::Recvault;
+        let old = existing
+            .get(&id)
+            .filter(|old| old.prefix == prefix && old.sealed.is_some() == encrypted);
+        let keys = t.keyset.as_ref().map(|path| {
+            let path = path.get_ref();
+            crate::crypto::read_keyset(path).map(|k| (k, path))
+        });
+        let tenant = match (old, keys) {
+            (Some(old), None) => old.clone(),
+            (Some(old), Some(read)) => {
+                let sealed = old.sealed.as_ref().expect("matched on sealed");
+                let before = sealed.primary_id();
+                match read.and_then(|(keys, _)| sealed.replace_keyset(keys)) {
+                    Ok(()) if sealed.primary_id() != before => {
+                        info!(tenant = %id, primary = sealed.primary_id(), previous = before, "keyset rotated: new objects are sealed by the new primary key");
+                        audit.key_rotation(&id, sealed.primary_id(), before);
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        error!(tenant = %id, error = %e, "SIGHUP: keyset not reloaded, keeping the one in use")
+                    }
+                }
+                old.clone()
+            }
+            (None, None) => Arc::new(Tenant::new(id.clone(), prefix, store.clone(), &cfg.limits)),
+            (None, Some(read)) => {
+                let sealed = read.and_then(|(keys, path)| {
+                    crate::store::crypt::Crypt::new(store.clone(), &id, &prefix, keys)
+                        .map(|c| (Arc::new(c), path))
+                });
+                match sealed {
+                    Ok((sealed, path)) => {
+                        info!(tenant = %id, keyset = %path.display(), primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
+                        Arc::new(Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits))
+                    }
+                    Err(e) => {
+                        error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and what it ingests waits in the spool until the keyset is fixed and recvault restarted");
+                        continue;
+                    }
+                }
+            }
+        };
+        out.insert(id, tenant);
+    }
+    out
 }
 
 /// Where the listeners are bound, once they are.
@@ -69,7 +112,12 @@ pub async fn serve(
     }
     let inflight = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let store: SharedStore = inflight.clone();
-    let mut tenants = build_tenants(&cfg, &store, &HashMap::new());
+    let audit = Arc::new(match &cfg.audit.path {
+        Some(p) => Audit::file_of_node(p, cfg.audit.node.as_deref())
+            .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
+        None => Audit::stdout(),
+    });
+    let mut tenants = build_tenants(&cfg, &store, &HashMap::new(), &audit);
     tokio::spawn(sweep_orphan_uploads(
         store.clone(),
         tenants.values().map(|t| t.prefix.clone()).collect(),
@@ -82,11 +130,6 @@ pub async fn serve(
     if users.is_empty() {
         warn!("no users are configured: nobody can log in");
     }
-    let audit = Arc::new(match &cfg.audit.path {
-        Some(p) => Audit::file_of_node(p, cfg.audit.node.as_deref())
-            .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
-        None => Audit::stdout(),
-    });
     // The chain's head goes to the bucket, away from the log's disk.
     let anchoring = cfg.audit.path.is_some().then(|| {
         let every = Duration::from_secs(cfg.audit.anchor_secs.unwrap_or(60).max(1));
@@ -123,7 +166,11 @@ pub async fn serve(
     let ingest = match &cfg.ingest {
         Some(i) => {
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
-            let state = crate::ingest::Ingest::start(&cfg, &store, defender, audit.clone())?;
+            let stores = tenants
+                .iter()
+                .map(|(id, t)| (id.clone(), t.store.clone()))
+                .collect();
+            let state = crate::ingest::Ingest::start(&cfg, &stores, defender, audit.clone())?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
                 (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
                 _ => None,
@@ -180,7 +227,7 @@ pub async fn serve(
                 };
                 match crate::config::load(path) {
                     Ok(new_cfg) => {
-                        let new_tenants = build_tenants(&new_cfg, &store, &tenants);
+                        let new_tenants = build_tenants(&new_cfg, &store, &tenants, &audit);
                         match Users::from_config(&new_cfg, &new_tenants) {
                             Ok(users) => {
                                 let n = users.len();
@@ -195,12 +242,19 @@ pub async fn serve(
                                     }
                                 }
                                 tenants = new_tenants;
+                                audit.config_reload(Ok(()));
                                 info!(users = n, tenants = tenants.len(), "reloaded users and keys; open connections keep running");
                             }
-                            Err(e) => error!(error = %e, "SIGHUP: reload refused, keeping the running configuration"),
+                            Err(e) => {
+                                audit.config_reload(Err(&e));
+                                error!(error = %e, "SIGHUP: reload refused, keeping the running configuration");
+                            }
                         }
                     }
-                    Err(e) => error!(error = %e, "SIGHUP: reload refused, keeping the running configuration"),
+                    Err(e) => {
+                        audit.config_reload(Err(&e.to_string()));
+                        error!(error = %e, "SIGHUP: reload refused, keeping the running configuration");
+                    }
                 }
             }
         }

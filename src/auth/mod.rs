@@ -68,9 +68,11 @@ impl Users {
     ) -> Result<Users, String> {
         let mut by_name = HashMap::new();
         for t in &cfg.tenants {
-            let tenant = tenants
-                .get(t.id.get_ref())
-                .ok_or_else(|| format!("tenant {:?} has no storage", t.id.get_ref()))?;
+            let Some(tenant) = tenants.get(t.id.get_ref()) else {
+                // Not started (its keyset could not be read; logged then).
+                tracing::warn!(tenant = %t.id.get_ref(), users = t.users.len(), "users of a tenant that is not started cannot log in");
+                continue;
+            };
             for u in &t.users {
                 let name = u.name.get_ref().clone();
                 let password = match (&u.password, &u.password_file) {

@@ -204,6 +204,22 @@ impl Archiver {
             .upload_archive(&mut st, &target, &archive_key, files.clone(), v.info.ended)
             .await?;
         let size = archive.size;
+        // The archive is checked before the index that publishes it is
+        // written; its mark (the key that sealed it) goes into the index.
+        let stored = target
+            .store
+            .head(&archive_key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(stored) = stored.filter(|m| m.size == size) else {
+            return Err(format!(
+                "verification: {archive_key} does not have the {size} bytes uploaded"
+            ));
+        };
+        let archive = index::Digest {
+            sealed: stored.mark,
+            ..archive
+        };
         let party_files = store_party_files(&target, &files, &keys).await;
         let recipe = crate::media::producer::Mp4Recipe {
             video_bps: target.mp4_video_bps,
@@ -217,7 +233,7 @@ impl Archiver {
             .put(
                 &index_key,
                 Bytes::from(index.to_bytes()),
-                PutOptions { if_absent: true },
+                PutOptions::if_absent(),
             )
             .await
         {
@@ -233,16 +249,6 @@ impl Archiver {
                     .map(drop);
             }
             Err(e) => return Err(e.to_string()),
-        }
-        let stored = target
-            .store
-            .head(&archive_key)
-            .await
-            .map_err(|e| e.to_string())?;
-        if stored.map(|m| m.size) != Some(size) {
-            return Err(format!(
-                "verification: {archive_key} does not have the {size} bytes uploaded"
-            ));
         }
         if target
             .store
@@ -527,7 +533,7 @@ fn write_tar_gz(
 mod tests {
     use super::*;
     use crate::media::mjr::{rtp_packet, write_mjr, Kind};
-    use crate::store::{ByteStream, ListPage, ObjectMeta, ObjectStore, Upload};
+    use crate::store::{Got, ListPage, ObjectMeta, ObjectStore, Upload};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A store that panics on every write of a session index, as a parser
@@ -542,8 +548,8 @@ mod tests {
         async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
             self.inner.head(key).await
         }
-        async fn get(&self, k: &str, o: u64, l: Option<u64>) -> Result<ByteStream, StoreError> {
-            self.inner.get(k, o, l).await
+        async fn get_object(&self, k: &str, o: u64, l: Option<u64>) -> Result<Got, StoreError> {
+            self.inner.get_object(k, o, l).await
         }
         async fn list_page(
             &self,
@@ -560,8 +566,8 @@ mod tests {
             }
             self.inner.put(key, body, opts).await
         }
-        async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
-            self.inner.multipart_start(key).await
+        async fn multipart_start(&self, key: &str, m: Option<&str>) -> Result<String, StoreError> {
+            self.inner.multipart_start(key, m).await
         }
         async fn multipart_part(
             &self,

@@ -84,7 +84,7 @@ impl Ingest {
     /// Opens the spool and starts the archiver (which resumes pending sessions).
     pub fn start(
         cfg: &Config,
-        store: &SharedStore,
+        stores: &HashMap<String, SharedStore>,
         defender: Arc<Defender>,
         audit: Arc<Audit>,
     ) -> Result<Arc<Ingest>, String> {
@@ -104,11 +104,13 @@ impl Ingest {
             ),
             Err(e) => warn!(error = %e, "cannot clean the spool's incoming folders"),
         }
-        let tokens = token_map(cfg);
         let targets: HashMap<String, Target> = cfg
             .tenants
             .iter()
-            .map(|t| {
+            .filter_map(|t| {
+                // A tenant that was not started has no store: its sessions
+                // wait in the spool.
+                let store = stores.get(t.id.get_ref())?;
                 let target = Target {
                     prefix: t.prefix.get_ref().clone(),
                     store: store.clone(),
@@ -119,9 +121,11 @@ impl Ingest {
                             *k.get_ref() as u64 * 1000
                         }),
                 };
-                (t.id.get_ref().clone(), target)
+                Some((t.id.get_ref().clone(), target))
             })
             .collect();
+        let mut tokens = token_map(cfg);
+        tokens.retain(|_, tenant| targets.contains_key(tenant));
         let archiver = Archiver::start(spool.clone(), targets.clone(), &limits)
             .map_err(|e| format!("cannot read the spool: {e}"))?;
         Ok(Arc::new(Ingest {

@@ -136,6 +136,10 @@ pub struct Digest {
     pub md5: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha1: Option<String>,
+    /// For a stored object recvault encrypted: its mark, naming the key
+    /// that sealed it (`tink-aes-gcm-hkdf-streaming key=<id>`, SPEC §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// A hex digest of `len` digits, in lower case, when `h` is one.
@@ -152,6 +156,7 @@ impl Digest {
             sha256,
             md5: None,
             sha1: None,
+            sealed: None,
         }
     }
 
@@ -219,6 +224,7 @@ impl Summer {
             sha256: hex::encode(self.sha256.finalize()),
             md5: Some(hex::encode(self.md5.finalize())),
             sha1: Some(hex::encode(self.sha1.finalize())),
+            sealed: None,
         }
     }
 }

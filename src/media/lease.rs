@@ -72,7 +72,7 @@ async fn expiry(store: &dyn ObjectStore, key: &str) -> Result<Option<u64>, Strin
 /// Takes the lease, or says another live process holds it.
 pub async fn acquire(store: &dyn ObjectStore, key: &str) -> Result<Outcome, String> {
     for _ in 0..3 {
-        match store.put(key, body(), PutOptions { if_absent: true }).await {
+        match store.put(key, body(), PutOptions::if_absent()).await {
             Ok(()) => return Ok(Outcome::Mine),
             Err(StoreError::AlreadyExists(_)) => match expiry(store, key).await? {
                 Some(t) if t > now() => return Ok(Outcome::Theirs),

@@ -17,9 +17,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{
-    ByteStream, ListPage, ObjectMeta, ObjectStore, PutOptions, SharedStore, StoreError, Upload,
-};
+use super::{Got, ListPage, ObjectMeta, ObjectStore, PutOptions, SharedStore, StoreError, Upload};
 
 pub struct Inflight {
     inner: SharedStore,
@@ -86,13 +84,13 @@ impl ObjectStore for Inflight {
         self.inner.head(key).await
     }
 
-    async fn get(
+    async fn get_object(
         &self,
         key: &str,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<ByteStream, StoreError> {
-        self.inner.get(key, offset, len).await
+    ) -> Result<Got, StoreError> {
+        self.inner.get_object(key, offset, len).await
     }
 
     async fn list_page(
@@ -109,9 +107,9 @@ impl ObjectStore for Inflight {
         self.inner.put(key, body, opts).await
     }
 
-    async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
+    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
         self.refuse_if_closed(key)?;
-        let id = self.inner.multipart_start(key).await?;
+        let id = self.inner.multipart_start(key, mark).await?;
         self.open().insert((key.to_string(), id.clone()));
         if self.closed.load(Ordering::Acquire) {
             // Closed while it started: `close` did not see it.
@@ -174,7 +172,7 @@ mod tests {
     async fn close_aborts_open_uploads_keeps_finished_ones_and_refuses_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = Inflight::new(std::sync::Arc::new(LocalStore::open(dir.path()).unwrap()));
-        let done = store.multipart_start("t/done.bin").await.unwrap();
+        let done = store.multipart_start("t/done.bin", None).await.unwrap();
         let tag = store
             .multipart_part("t/done.bin", &done, 1, Bytes::from_static(b"whole"))
             .await
@@ -183,20 +181,20 @@ mod tests {
             .multipart_complete("t/done.bin", &done, vec![tag])
             .await
             .unwrap();
-        let cut = store.multipart_start("t/cut.bin").await.unwrap();
+        let cut = store.multipart_start("t/cut.bin", None).await.unwrap();
         store
             .multipart_part("t/cut.bin", &cut, 1, Bytes::from_static(b"half"))
             .await
             .unwrap();
         // A writer that started an upload and was dropped never finishes it.
-        let _dropped = store.multipart_start("t/dropped.bin").await.unwrap();
+        let _dropped = store.multipart_start("t/dropped.bin", None).await.unwrap();
         assert_eq!(store.multipart_list("t/").await.unwrap().len(), 2);
 
         assert_eq!(store.close().await, 2, "the two open uploads aborted");
         assert!(store.multipart_list("t/").await.unwrap().is_empty());
         assert!(store.head("t/done.bin").await.unwrap().is_some());
         assert!(store.head("t/cut.bin").await.unwrap().is_none());
-        let refused = store.multipart_start("t/late.bin").await.unwrap_err();
+        let refused = store.multipart_start("t/late.bin", None).await.unwrap_err();
         assert!(refused.is_transient(), "{refused}");
         assert!(refused.to_string().contains("shutting down"), "{refused}");
         let late_part = store

@@ -4,8 +4,14 @@
 //! conditional create, hard-linked, which fails when the key exists), so a
 //! reader never sees half an object. Temporary files live in `ROOT/#tmp`,
 //! a name no key can have.
+//!
+//! An object's mark ([`ObjectMeta::mark`]) is the file `NAME#mark-INODE`
+//! beside it: tied to the inode, so it stays with the object's file through
+//! the rename or hard link that publishes it, and a replaced object never
+//! inherits its predecessor's mark.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{ByteStream, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError};
+use super::{Got, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError};
 
 const TMP: &str = "#tmp";
 const PAGE: usize = 1000;
@@ -69,12 +75,23 @@ impl LocalStore {
         &self,
         tmp: &Path,
         dest: &Path,
-        if_absent: bool,
+        opts: &PutOptions,
         key: &str,
     ) -> Result<(), StoreError> {
+        let if_absent = opts.if_absent;
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
+        // The new file's mark goes beside the destination before the file
+        // does (a mark without its file is never read); the old file's is
+        // removed once it is replaced.
+        let ino = std::fs::metadata(tmp).map_err(io_err)?.ino();
+        let mark = mark_path(dest, ino);
+        match &opts.mark {
+            Some(m) => write_synced(&mark, m.as_bytes()).map_err(io_err)?,
+            None => remove_if_there(&mark).map_err(io_err)?,
+        }
+        let old = std::fs::metadata(dest).ok().map(|md| md.ino());
         let res = if if_absent {
             let r = std::fs::hard_link(tmp, dest);
             let _ = std::fs::remove_file(tmp);
@@ -82,8 +99,14 @@ impl LocalStore {
         } else {
             std::fs::rename(tmp, dest)
         };
+        if res.is_err() && opts.mark.is_some() {
+            let _ = std::fs::remove_file(&mark);
+        }
         match res {
             Ok(()) => {
+                if let Some(old) = old.filter(|o| *o != ino) {
+                    let _ = std::fs::remove_file(mark_path(dest, old));
+                }
                 if let Some(dir) = dest.parent() {
                     let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
                 }
@@ -109,6 +132,34 @@ impl LocalStore {
     }
 }
 
+/// The mark of the object file `path` whose inode is `ino`.
+fn mark_path(path: &Path, ino: u64) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!("{}#mark-{ino}", name.unwrap_or_default()))
+}
+
+/// The mark of the object file `path` (with metadata `md`), if it has one.
+fn read_mark(path: &Path, md: &std::fs::Metadata) -> Result<Option<String>, StoreError> {
+    match std::fs::read_to_string(mark_path(path, md.ino())) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn remove_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Permanent(format!("local storage: {e}"))
 }
@@ -122,6 +173,7 @@ fn meta_of(key: String, md: &std::fs::Metadata) -> ObjectMeta {
         key,
         size: md.len(),
         last_modified,
+        mark: None,
     }
 }
 
@@ -171,7 +223,13 @@ impl ObjectStore for LocalStore {
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(key)?;
         match tokio::fs::metadata(&path).await {
-            Ok(md) if md.is_file() => Ok(Some(meta_of(key.to_string(), &md))),
+            Ok(md) if md.is_file() => {
+                let mark = read_mark(&path, &md)?;
+                Ok(Some(ObjectMeta {
+                    mark,
+                    ..meta_of(key.to_string(), &md)
+                }))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
                 Ok(None)
@@ -180,16 +238,16 @@ impl ObjectStore for LocalStore {
         }
     }
 
-    async fn get(
+    async fn get_object(
         &self,
         key: &str,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<ByteStream, StoreError> {
+    ) -> Result<Got, StoreError> {
         let path = self.path(key)?;
         let key = key.to_string();
-        let file =
-            tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64), StoreError> {
+        let file = tokio::task::spawn_blocking(
+            move || -> Result<(std::fs::File, ObjectMeta), StoreError> {
                 let mut f = std::fs::File::open(&path).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::NotFound {
                         StoreError::NotFound(key.clone())
@@ -197,13 +255,23 @@ impl ObjectStore for LocalStore {
                         io_err(e)
                     }
                 })?;
-                let size = f.metadata().map_err(io_err)?.len();
-                f.seek(SeekFrom::Start(offset.min(size))).map_err(io_err)?;
-                Ok((f, size))
-            })
-            .await
-            .map_err(|e| StoreError::Permanent(e.to_string()))??;
-        let (file, size) = file;
+                let md = f.metadata().map_err(io_err)?;
+                if !md.is_file() {
+                    return Err(StoreError::NotFound(key));
+                }
+                let meta = ObjectMeta {
+                    mark: read_mark(&path, &md)?,
+                    ..meta_of(key, &md)
+                };
+                f.seek(SeekFrom::Start(offset.min(meta.size)))
+                    .map_err(io_err)?;
+                Ok((f, meta))
+            },
+        )
+        .await
+        .map_err(|e| StoreError::Permanent(e.to_string()))??;
+        let (file, meta) = file;
+        let size = meta.size;
         let end = len.map_or(size, |l| offset.saturating_add(l).min(size));
         let remaining = end.saturating_sub(offset);
         let state = (Some(file), remaining);
@@ -243,7 +311,10 @@ impl ObjectStore for LocalStore {
                 Err(e) => Some((Err(StoreError::Permanent(e.to_string())), (None, 0))),
             }
         });
-        Ok(Box::pin(stream))
+        Ok(Got {
+            meta,
+            body: Box::pin(stream),
+        })
     }
 
     async fn list_page(
@@ -301,10 +372,10 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
         let dest = self.path(key)?;
         let tmp = self.write_tmp(&[&body]).map_err(io_err)?;
-        self.publish(&tmp, &dest, opts.if_absent, key)
+        self.publish(&tmp, &dest, &opts, key)
     }
 
-    async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
+    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
         self.path(key)?;
         let id = format!(
             "{:016x}{:016x}",
@@ -315,6 +386,9 @@ impl ObjectStore for LocalStore {
         std::fs::create_dir_all(&dir).map_err(io_err)?;
         // The key, for listing unfinished uploads.
         std::fs::write(dir.join("key"), key).map_err(io_err)?;
+        if let Some(m) = mark {
+            std::fs::write(dir.join("mark"), m).map_err(io_err)?;
+        }
         Ok(id)
     }
 
@@ -356,7 +430,16 @@ impl ObjectStore for LocalStore {
             }
             out.sync_all().map_err(io_err)?;
         }
-        self.publish(&tmp, &dest, false, key)?;
+        let mark = match std::fs::read_to_string(dir.join("mark")) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        let opts = PutOptions {
+            if_absent: false,
+            mark,
+        };
+        self.publish(&tmp, &dest, &opts, key)?;
         let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
@@ -406,8 +489,12 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
+        let ino = std::fs::symlink_metadata(&path).ok().map(|md| md.ino());
         match std::fs::remove_file(&path) {
             Ok(()) => {
+                if let Some(ino) = ino {
+                    remove_if_there(&mark_path(&path, ino)).map_err(io_err)?;
+                }
                 // Remove directories the delete left empty, up to the root.
                 let mut dir = path.parent();
                 while let Some(d) = dir {
@@ -433,6 +520,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         super::super::contract::run(&store, "").await;
+        super::super::contract::marks(&store, "").await;
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! writes, conditional create), for `recvault demo` and unit tests. Nothing
 //! above this module knows which one it talks to.
 
+pub mod crypt;
 pub mod inflight;
 pub mod local;
 pub mod s3;
@@ -24,6 +25,18 @@ pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     pub last_modified: DateTime<Utc>,
+    /// recvault's mark on the object (S3 metadata `x-amz-meta-recvault-mark`;
+    /// on the local backend a file beside it), set by the writer: how the
+    /// object is encrypted ([`crypt`]). Head and get carry it; listings do
+    /// not (S3 lists no metadata), so they leave it `None`.
+    pub mark: Option<String>,
+}
+
+/// An object being read: its metadata (the size of the whole object, not
+/// of the range) and the body of the range.
+pub struct Got {
+    pub meta: ObjectMeta,
+    pub body: ByteStream,
 }
 
 /// One page of a listing.
@@ -49,10 +62,22 @@ pub struct Upload {
 }
 
 /// Options of a write.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PutOptions {
     /// Create only if no object has the key (`If-None-Match: *`).
     pub if_absent: bool,
+    /// The object's mark ([`ObjectMeta::mark`]), stored with it atomically.
+    pub mark: Option<String>,
+}
+
+impl PutOptions {
+    /// Create only if absent.
+    pub fn if_absent() -> Self {
+        Self {
+            if_absent: true,
+            mark: None,
+        }
+    }
 }
 
 /// Storage errors, each knowing whether a retry may help.
@@ -80,9 +105,21 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Size and time of one object, `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
 
-    /// Streams `[offset, offset+len)` of an object (to its end when `len` is `None`).
-    async fn get(&self, key: &str, offset: u64, len: Option<u64>)
-        -> Result<ByteStream, StoreError>;
+    /// Streams `[offset, offset+len)` of an object (to its end when `len`
+    /// is `None`), with the whole object's metadata. A range at or past the
+    /// end is an empty body.
+    async fn get_object(&self, key: &str, offset: u64, len: Option<u64>)
+        -> Result<Got, StoreError>;
+
+    /// [`Self::get_object`]'s body alone.
+    async fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteStream, StoreError> {
+        Ok(self.get_object(key, offset, len).await?.body)
+    }
 
     /// One page of keys under `prefix`, in key order, rolled up at `delimiter`.
     async fn list_page(
@@ -95,8 +132,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Writes a whole object atomically.
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError>;
 
-    /// Starts a multipart upload and returns its id.
-    async fn multipart_start(&self, key: &str) -> Result<String, StoreError>;
+    /// Starts a multipart upload of an object marked `mark` and returns its id.
+    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError>;
 
     /// Uploads part `number` (1-based) and returns its tag.
     async fn multipart_part(
@@ -176,7 +213,7 @@ pub struct Multipart<'a> {
 
 impl<'a> Multipart<'a> {
     pub async fn start(store: &'a dyn ObjectStore, key: &str) -> Result<Self, StoreError> {
-        let id = store.multipart_start(key).await?;
+        let id = store.multipart_start(key, None).await?;
         Ok(Self {
             store,
             key: key.to_string(),
@@ -366,14 +403,21 @@ pub mod contract {
         let missing = store.get(&k("p/missing"), 0, None).await;
         assert!(matches!(missing, Err(StoreError::NotFound(_))));
 
-        let opts = PutOptions { if_absent: true };
         let err = store
-            .put(&k("p/a"), Bytes::from_static(b"other"), opts)
+            .put(
+                &k("p/a"),
+                Bytes::from_static(b"other"),
+                PutOptions::if_absent(),
+            )
             .await;
         assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{err:?}");
         assert_eq!(body(store, &k("p/a"), 0, None).await, b"hello world");
         store
-            .put(&k("p/new"), Bytes::from_static(b"n"), opts)
+            .put(
+                &k("p/new"),
+                Bytes::from_static(b"n"),
+                PutOptions::if_absent(),
+            )
             .await
             .unwrap();
 
@@ -389,7 +433,7 @@ pub mod contract {
         );
 
         let big = k("p/big");
-        let up = store.multipart_start(&big).await.unwrap();
+        let up = store.multipart_start(&big, None).await.unwrap();
         let part = Bytes::from(vec![1u8; 5 * 1024 * 1024]);
         let t1 = store.multipart_part(&big, &up, 1, part).await.unwrap();
         let t2 = store
@@ -409,7 +453,7 @@ pub mod contract {
             5 * 1024 * 1024 + 4
         );
         assert_eq!(body(store, &big, 5 * 1024 * 1024, None).await, b"tail");
-        let aborted = store.multipart_start(&k("p/gone")).await.unwrap();
+        let aborted = store.multipart_start(&k("p/gone"), None).await.unwrap();
         // Unfinished uploads are listed under their prefix, with their key.
         let listed = store.multipart_list(&k("p/")).await.unwrap();
         assert_eq!(
@@ -428,5 +472,84 @@ pub mod contract {
         store.delete(&k("p/a")).await.unwrap();
         store.delete(&k("p/a")).await.unwrap();
         assert!(store.head(&k("p/a")).await.unwrap().is_none());
+    }
+
+    /// The backend's part of the contract: marks are stored with their
+    /// objects (a decorator that sets its own marks runs [`run`] only).
+    pub async fn marks(store: &dyn ObjectStore, base: &str) {
+        let k = |s: &str| format!("{base}{s}");
+        store
+            .put(&k("m/a"), Bytes::from_static(b"a"), PutOptions::default())
+            .await
+            .unwrap();
+        let opts = PutOptions {
+            if_absent: true,
+            mark: Some("other mark".into()),
+        };
+        let err = store
+            .put(&k("m/a"), Bytes::from_static(b"other"), opts)
+            .await;
+        assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{err:?}");
+        assert_eq!(
+            store.head(&k("m/a")).await.unwrap().unwrap().mark,
+            None,
+            "a refused conditional write leaves the object's mark alone"
+        );
+        store.delete(&k("m/a")).await.unwrap();
+        // Marks are stored with the object, and head and get return them.
+        let marked = PutOptions {
+            if_absent: false,
+            mark: Some("m v1 key=7".into()),
+        };
+        store
+            .put(&k("m/x"), Bytes::from_static(b"marked"), marked.clone())
+            .await
+            .unwrap();
+        let head = store.head(&k("m/x")).await.unwrap().unwrap();
+        assert_eq!(head.mark.as_deref(), Some("m v1 key=7"));
+        let got = store.get_object(&k("m/x"), 2, Some(2)).await.unwrap();
+        assert_eq!(
+            (got.meta.size, got.meta.mark.as_deref()),
+            (6, Some("m v1 key=7")),
+            "get gives the whole object's size and mark, whatever the range"
+        );
+        store
+            .put(
+                &k("m/x"),
+                Bytes::from_static(b"plain"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.head(&k("m/x")).await.unwrap().unwrap().mark, None);
+        let up = store.multipart_start(&k("m/y"), Some("mp")).await.unwrap();
+        let t = store
+            .multipart_part(&k("m/y"), &up, 1, Bytes::from_static(b"y"))
+            .await
+            .unwrap();
+        store
+            .multipart_complete(&k("m/y"), &up, vec![t])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .head(&k("m/y"))
+                .await
+                .unwrap()
+                .unwrap()
+                .mark
+                .as_deref(),
+            Some("mp")
+        );
+        let listed = store.list_page(&k("m/"), None, None).await.unwrap();
+        assert_eq!(listed.objects.len(), 2, "marks are no objects of their own");
+        store.delete(&k("m/x")).await.unwrap();
+        store.delete(&k("m/y")).await.unwrap();
+        assert!(store
+            .list_page(&k("m/"), None, None)
+            .await
+            .unwrap()
+            .objects
+            .is_empty());
     }
 }

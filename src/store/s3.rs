@@ -15,7 +15,10 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{ByteStream, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError};
+use super::{Got, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError};
+
+/// The user metadata key of an object's mark (`x-amz-meta-recvault-mark`).
+const MARK: &str = "recvault-mark";
 use crate::config::StorageConfig;
 
 #[derive(Clone)]
@@ -236,6 +239,7 @@ impl ObjectStore for S3Store {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 last_modified: to_utc(out.last_modified()),
+                mark: out.metadata().and_then(|m| m.get(MARK)).cloned(),
             })),
             Err(e) => match classify(key, e) {
                 StoreError::NotFound(_) => Ok(None),
@@ -244,14 +248,22 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn get(
+    async fn get_object(
         &self,
         key: &str,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<ByteStream, StoreError> {
+    ) -> Result<Got, StoreError> {
         if len == Some(0) {
-            return Ok(Box::pin(futures::stream::empty()));
+            // No range can be empty: a HEAD tells the object's metadata.
+            let meta = self
+                .head(key)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+            return Ok(Got {
+                meta,
+                body: Box::pin(futures::stream::empty()),
+            });
         }
         let mut req = self.client.get_object().bucket(&self.bucket).key(key);
         if let Some(r) = range_header(offset, len) {
@@ -268,10 +280,24 @@ impl ObjectStore for S3Store {
             Err(e) => {
                 // A range starting at the end of an object: an empty body, not an error.
                 if http_status(&e) == Some(416) {
-                    return Ok(Box::pin(futures::stream::empty()));
+                    return self.get_object(key, 0, Some(0)).await;
                 }
                 return Err(classify(key, e));
             }
+        };
+        let body_len = out.content_length().unwrap_or(0).max(0) as u64;
+        // `bytes a-b/size` names the whole object's size; without a range
+        // the body is the whole object.
+        let size = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(offset + body_len);
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            size,
+            last_modified: to_utc(out.last_modified()),
+            mark: out.metadata().and_then(|m| m.get(MARK)).cloned(),
         };
         let key = key.to_string();
         let body: AwsByteStream = out.body;
@@ -289,7 +315,10 @@ impl ObjectStore for S3Store {
                 }
             }
         });
-        Ok(Box::pin(stream))
+        Ok(Got {
+            meta,
+            body: Box::pin(stream),
+        })
     }
 
     async fn list_page(
@@ -315,6 +344,7 @@ impl ObjectStore for S3Store {
             .iter()
             .filter_map(|o| {
                 Some(ObjectMeta {
+                    mark: None,
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     last_modified: to_utc(o.last_modified()),
@@ -349,6 +379,9 @@ impl ObjectStore for S3Store {
         if opts.if_absent {
             req = req.if_none_match("*");
         }
+        if let Some(m) = &opts.mark {
+            req = req.metadata(MARK, m);
+        }
         if let Some(s) = &self.sse {
             req = req.server_side_encryption(s.clone());
         }
@@ -364,12 +397,15 @@ impl ObjectStore for S3Store {
         req.send().await.map(|_| ()).map_err(|e| classify(key, e))
     }
 
-    async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
+    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
         let mut req = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key);
+        if let Some(m) = mark {
+            req = req.metadata(MARK, m);
+        }
         if let Some(s) = &self.sse {
             req = req.server_side_encryption(s.clone());
         }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{ByteStream, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError, Upload};
+use super::{ByteStream, Got, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError, Upload};
 
 pub struct Timeouts<S> {
     inner: S,
@@ -78,16 +78,19 @@ impl<S: ObjectStore> ObjectStore for Timeouts<S> {
         self.within("HEAD", key, self.inner.head(key)).await
     }
 
-    async fn get(
+    async fn get_object(
         &self,
         key: &str,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<ByteStream, StoreError> {
-        let body = self
-            .within("GET", key, self.inner.get(key, offset, len))
+    ) -> Result<Got, StoreError> {
+        let got = self
+            .within("GET", key, self.inner.get_object(key, offset, len))
             .await?;
-        Ok(stall_bounded(body, self.stall, key.to_string()))
+        Ok(Got {
+            meta: got.meta,
+            body: stall_bounded(got.body, self.stall, key.to_string()),
+        })
     }
 
     async fn list_page(
@@ -109,11 +112,11 @@ impl<S: ObjectStore> ObjectStore for Timeouts<S> {
             .await
     }
 
-    async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
+    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
         self.within(
             "CreateMultipartUpload",
             key,
-            self.inner.multipart_start(key),
+            self.inner.multipart_start(key, mark),
         )
         .await
     }
@@ -183,10 +186,18 @@ mod tests {
         async fn head(&self, _: &str) -> Result<Option<ObjectMeta>, StoreError> {
             futures::future::pending().await
         }
-        async fn get(&self, key: &str, _: u64, _: Option<u64>) -> Result<ByteStream, StoreError> {
+        async fn get_object(&self, key: &str, _: u64, _: Option<u64>) -> Result<Got, StoreError> {
             if key == "stalls" {
                 let first = futures::stream::iter([Ok(Bytes::from_static(b"abc"))]);
-                return Ok(Box::pin(first.chain(futures::stream::pending())));
+                return Ok(Got {
+                    meta: ObjectMeta {
+                        key: key.into(),
+                        size: 6,
+                        last_modified: chrono::Utc::now(),
+                        mark: None,
+                    },
+                    body: Box::pin(first.chain(futures::stream::pending())),
+                });
             }
             futures::future::pending().await
         }
@@ -201,7 +212,7 @@ mod tests {
         async fn put(&self, _: &str, _: Bytes, _: PutOptions) -> Result<(), StoreError> {
             futures::future::pending().await
         }
-        async fn multipart_start(&self, _: &str) -> Result<String, StoreError> {
+        async fn multipart_start(&self, _: &str, _: Option<&str>) -> Result<String, StoreError> {
             futures::future::pending().await
         }
         async fn multipart_part(
@@ -248,7 +259,11 @@ mod tests {
             .await
             .unwrap_err()
             .is_transient());
-        assert!(s.multipart_start("k").await.unwrap_err().is_transient());
+        assert!(s
+            .multipart_start("k", None)
+            .await
+            .unwrap_err()
+            .is_transient());
         assert!(s
             .multipart_part("k", "u", 1, Bytes::new())
             .await

@@ -4,6 +4,11 @@
 //! `info.json` and one LIST of its folder (real sizes of stored objects). A
 //! date folder's time is the newest session inside it, found by scanning the
 //! day's keys; the tenant caches both (see [`super::Tenant`]).
+//!
+//! A stored file's size is its plaintext size: `info.json`'s is the length
+//! read; the archive's is the index's when the listed size agrees with it
+//! (equal, or the size of its encryption, SPEC §10); otherwise a HEAD tells
+//! (a listing cannot tell an encrypted object from a clear one).
 
 use std::sync::Arc;
 
@@ -67,18 +72,28 @@ impl SessionMeta {
         });
         let ended_at = index.ended().unwrap_or(info_obj.last_modified);
         let shown = keys.shown();
-        let mut files: Vec<StoredFile> = listing
-            .objects
-            .iter()
-            .filter_map(|o| {
-                let (name, _) = shown.iter().find(|(_, key)| *key == o.key)?;
-                Some(StoredFile {
-                    name: name.clone(),
-                    key: o.key.clone(),
-                    size: o.size,
-                })
-            })
-            .collect();
+        let mut files: Vec<StoredFile> = Vec::new();
+        for o in &listing.objects {
+            let Some((name, _)) = shown.iter().find(|(_, key)| *key == o.key) else {
+                continue;
+            };
+            let size = if o.key == info_key {
+                info.len() as u64
+            } else {
+                match index.recvault.objects.get(name).map(|d| d.size) {
+                    Some(plain) if crate::store::crypt::stored_size_agrees(o.size, plain) => plain,
+                    _ => match store.head(&o.key).await? {
+                        Some(m) => m.size,
+                        None => continue,
+                    },
+                }
+            };
+            files.push(StoredFile {
+                name: name.clone(),
+                key: o.key.clone(),
+                size,
+            });
+        }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Some(SessionMeta {
             session: s.clone(),

@@ -43,6 +43,8 @@ pub struct Tenant {
     pub id: String,
     pub prefix: String,
     pub store: SharedStore,
+    /// The encryption under `store`, for a tenant with `encryption = "recvault"`.
+    pub sealed: Option<Arc<crate::store::crypt::Crypt>>,
     /// Session metadata by session prefix.
     sessions: Option<Cache<String, Arc<SessionMeta>>>,
     /// Folder times by folder prefix.
@@ -76,9 +78,24 @@ impl Tenant {
             id,
             prefix,
             store,
+            sealed: None,
             sessions: cache(limits),
             dir_times: cache(limits),
             empty_root_time: Utc::now(),
+        }
+    }
+
+    /// A tenant whose objects are encrypted by `sealed` (which wraps the
+    /// shared store).
+    pub fn sealed(
+        id: String,
+        prefix: String,
+        sealed: Arc<crate::store::crypt::Crypt>,
+        limits: &crate::limits::Limits,
+    ) -> Self {
+        Self {
+            sealed: Some(sealed.clone()),
+            ..Self::new(id, prefix, sealed, limits)
         }
     }
 

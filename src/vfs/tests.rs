@@ -321,12 +321,12 @@ impl crate::store::ObjectStore for CountingGets {
     async fn head(&self, key: &str) -> Result<Option<crate::store::ObjectMeta>, StoreError> {
         self.inner.head(key).await
     }
-    async fn get(
+    async fn get_object(
         &self,
         key: &str,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<crate::store::ByteStream, StoreError> {
+    ) -> Result<crate::store::Got, StoreError> {
         *self
             .gets
             .lock()
@@ -335,7 +335,7 @@ impl crate::store::ObjectStore for CountingGets {
             .or_default() += 1;
         // Slow enough that concurrent callers overlap.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        self.inner.get(key, offset, len).await
+        self.inner.get_object(key, offset, len).await
     }
     async fn list_page(
         &self,
@@ -348,8 +348,8 @@ impl crate::store::ObjectStore for CountingGets {
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
         self.inner.put(key, body, opts).await
     }
-    async fn multipart_start(&self, key: &str) -> Result<String, StoreError> {
-        self.inner.multipart_start(key).await
+    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
+        self.inner.multipart_start(key, mark).await
     }
     async fn multipart_part(
         &self,

@@ -46,9 +46,15 @@ for src, dst in zip(files[::2], files[1::2]):
         open(dst, "wb").write(plain)
 "#;
 
-/// Tink's `enc` or `dec` of each (input, output) pair under `keyset`.
-fn tink_files(mode: &str, keyset: &Path, pairs: &[(PathBuf, PathBuf)]) -> std::process::Output {
-    let mut args = vec![mode, s(keyset), AAD];
+/// Tink's `enc` or `dec` of each (input, output) pair under `keyset`, with
+/// associated data `aad`.
+pub(crate) fn tink_files(
+    mode: &str,
+    keyset: &Path,
+    aad: &str,
+    pairs: &[(PathBuf, PathBuf)],
+) -> std::process::Output {
+    let mut args = vec![mode, s(keyset), aad];
     for (from, to) in pairs {
         args.push(s(from));
         args.push(s(to));
@@ -56,7 +62,7 @@ fn tink_files(mode: &str, keyset: &Path, pairs: &[(PathBuf, PathBuf)]) -> std::p
     tink(&args)
 }
 
-fn tink(args: &[&str]) -> std::process::Output {
+pub(crate) fn tink(args: &[&str]) -> std::process::Output {
     let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
     Command::new(python)
         .arg("-c")
@@ -124,7 +130,7 @@ fn tink_decrypts_what_recvault_encrypts_and_recvault_what_tink_encrypts() {
         .iter()
         .map(|(n, p)| (p.clone(), dir.path().join(format!("tink-{n}.ct"))))
         .collect();
-    let out = tink_files("enc", &keyset_path, &pairs);
+    let out = tink_files("enc", &keyset_path, AAD, &pairs);
     assert!(
         out.status.success(),
         "{}",
@@ -166,7 +172,7 @@ fn tink_decrypts_what_recvault_encrypts_and_recvault_what_tink_encrypts() {
         std::fs::write(&ct_path, ct).unwrap();
         pairs.push((ct_path, dir.path().join(format!("rv-{n}.out"))));
     }
-    let out = tink_files("dec", &keyset_path, &pairs);
+    let out = tink_files("dec", &keyset_path, AAD, &pairs);
     assert!(
         out.status.success(),
         "Tink refused recvault's ciphertext: {}",

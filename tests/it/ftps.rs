@@ -9,12 +9,17 @@ use std::sync::OnceLock;
 use crate::harness::*;
 use crate::rawftp::*;
 
-const PW: &str = "ftps-Passw0rd-1";
+pub(crate) const PW: &str = "ftps-Passw0rd-1";
 const DAY: &str = "/2026/11/23";
 
-fn pw_hash() -> &'static str {
+pub(crate) fn pw_hash() -> &'static str {
     static H: OnceLock<String> = OnceLock::new();
     H.get_or_init(|| recvault::password::hash(PW).unwrap())
+}
+
+/// A password user `name` who may list and download (also key-authenticated, key "qa").
+pub(crate) fn user_toml_pub(name: &str) -> String {
+    user_toml(name, "[\"list\", \"download\"]")
 }
 
 /// A password user block (also key-authenticated for SFTP comparisons).
@@ -97,7 +102,7 @@ fn lftp(port: u16, script: &str, cwd: &Path) -> Output {
         .current_dir(cwd))
 }
 
-fn curl(args: &[&str]) -> Output {
+pub(crate) fn curl(args: &[&str]) -> Output {
     let (cert, _) = ftps_cert();
     run(Command::new("curl")
         .args(["-sS", "--ssl-reqd", "--cacert"])

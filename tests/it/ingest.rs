@@ -11,7 +11,7 @@ use recvault::media::mjr::{rtp_packet, write_mjr, Kind};
 
 use crate::harness::*;
 
-const TOKEN_A: &str = "token-for-acme-0123456789abcdef";
+pub(crate) const TOKEN_A: &str = "token-for-acme-0123456789abcdef";
 const TOKEN_B: &str = "token-for-bravo-0123456789abcdef";
 
 /// Tenants acme (user "qa", token A) and bravo (token B) under `prefix`.
@@ -26,7 +26,7 @@ fn tenants(prefix: &str, limits: &str) -> String {
 }
 
 /// A session folder like the gateway's: four MJR streams and info.json.
-fn make_session(root: &Path, id: &str, seed: u8, packets: u32) -> PathBuf {
+pub(crate) fn make_session(root: &Path, id: &str, seed: u8, packets: u32) -> PathBuf {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let t0 = 1_763_888_400_000_000i64;
@@ -115,7 +115,7 @@ fn curl(method: &str, url: &str, token: Option<&str>, data: Option<&Path>) -> (u
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn push(server: &Server, dir: &Path, token: &str) -> std::process::Output {
+pub(crate) fn push(server: &Server, dir: &Path, token: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_recvault"))
         .arg("push")
         .arg(dir)
@@ -131,7 +131,13 @@ fn push(server: &Server, dir: &Path, token: &str) -> std::process::Output {
         .expect("recvault push")
 }
 
-fn wait_status(server: &Server, id: &str, token: &str, want: &str, limit: Duration) -> String {
+pub(crate) fn wait_status(
+    server: &Server,
+    id: &str,
+    token: &str,
+    want: &str,
+    limit: Duration,
+) -> String {
     let start = Instant::now();
     loop {
         let (_, body) = curl(

@@ -16,6 +16,7 @@ mod progressive;
 mod protocol;
 mod rawftp;
 mod rawsftp;
+mod sealed;
 mod sftp_openssh;
 mod storage;
 mod sync_tools;

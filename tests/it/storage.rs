@@ -5,7 +5,19 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_backend_meets_the_storage_contract() {
     let store = s3().store().await;
-    recvault::store::contract::run(store.as_ref(), &unique_prefix("contract")).await;
+    let prefix = unique_prefix("contract");
+    recvault::store::contract::run(store.as_ref(), &prefix).await;
+    recvault::store::contract::marks(store.as_ref(), &prefix).await;
+    // Encrypted, over S3: the same contract through the decorator.
+    let prefix = unique_prefix("contract-sealed");
+    let sealed = recvault::store::crypt::Crypt::new(
+        store,
+        "t",
+        &prefix,
+        recvault::crypto::keyset::Keyset::generate().unwrap(),
+    )
+    .unwrap();
+    recvault::store::contract::run(&sealed, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,14 +123,14 @@ async fn unfinished_uploads_of_a_dead_process_are_aborted_at_start() {
         format!("{prefix}acme/2026/11/23/c-1/derived/c-1.mp4"),
     ];
     for key in &ours {
-        let up = store.multipart_start(key).await.unwrap();
+        let up = store.multipart_start(key, None).await.unwrap();
         store
             .multipart_part(key, &up, 1, bytes::Bytes::from_static(b"part"))
             .await
             .unwrap();
     }
     let foreign = format!("{prefix}elsewhere/x");
-    let foreign_id = store.multipart_start(&foreign).await.unwrap();
+    let foreign_id = store.multipart_start(&foreign, None).await.unwrap();
     assert_eq!(store.multipart_list(&prefix).await.unwrap().len(), 3);
 
     let key = client_key("qa");

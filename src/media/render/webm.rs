@@ -233,7 +233,7 @@ pub async fn store_party_files(
                     &key,
                     file.file,
                     file.size,
-                    PutOptions { if_absent: true },
+                    PutOptions::if_absent(),
                     |b| sums.update(b),
                 )
                 .await;

@@ -1,0 +1,434 @@
+//! Encryption at rest end to end (SPEC §10): a tenant with `encryption =
+//! "recvault"` stores nothing in clear (checked against a clear tenant in
+//! the same run, so the check can fail), Google's Tink decrypts what
+//! recvault stored straight from S3, recvault serves what Tink encrypted
+//! byte-exact over SFTP and FTPS (whole, `reget`, `REST` at segment
+//! boundaries), and a changed object is an error, never bytes.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use recvault::store::{ObjectStore, PutOptions};
+
+use crate::crypto::{tink, tink_files};
+use crate::harness::*;
+
+const MIB: usize = 1 << 20;
+const TOKEN_C: &str = "token-for-clear-0123456789abcdef";
+
+fn aad(tenant: &str, relative: &str) -> String {
+    format!("recvault/v1 tenant={tenant} object={relative}")
+}
+
+/// Every object under `prefix`: (key, mark, raw bytes).
+async fn raw_objects(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Vec<(String, Option<String>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list_page(prefix, None, token).await.unwrap();
+        for o in page.objects {
+            let head = store.head(&o.key).await.unwrap().unwrap();
+            let body = recvault::store::read_all(store, &o.key, 1 << 30)
+                .await
+                .unwrap();
+            out.push((o.key, head.mark, body.to_vec()));
+        }
+        token = page.next;
+        if token.is_none() {
+            return out;
+        }
+    }
+}
+
+fn keys_new(path: &Path) {
+    let out = recvault_command()
+        .args(["keys", "new"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn primary_of(keyset: &Path) -> u32 {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(keyset).unwrap()).unwrap();
+    v["primaryKeyId"].as_u64().unwrap() as u32
+}
+
+/// What shows that bytes are in clear: a session index's fields, a gzip,
+/// MP4 or WebM start.
+fn clear_signs(key: &str, body: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for needle in [&b"\"queue\""[..], b"\"session_id\"", b"\"recvault\""] {
+        if body.windows(needle.len()).any(|w| w == needle) {
+            found.push(format!("{key}: {}", String::from_utf8_lossy(needle)));
+        }
+    }
+    if body.starts_with(&[0x1f, 0x8b]) {
+        found.push(format!("{key}: gzip magic"));
+    }
+    if body.get(4..8) == Some(b"ftyp") {
+        found.push(format!("{key}: MP4 ftyp"));
+    }
+    if body.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]) {
+        found.push(format!("{key}: WebM/EBML magic"));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_an_encrypted_tenant_is_stored_in_clear_and_tink_decrypts_it_all() {
+    let base = unique_prefix("sealed");
+    let keys = tempfile::tempdir().unwrap();
+    let keyset = keys.path().join("acme.keyset.json");
+    keys_new(&keyset);
+    let hash = recvault::ingest::token_hash;
+    let config = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{base}acme/\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n\n[[tenants]]\nid = \"clear\"\nprefix = \"{base}clear/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qc\"\nauthorized_keys = [\"{}\"]\n",
+        hash(crate::ingest::TOKEN_A),
+        keyset.display(),
+        client_key("qa").public,
+        hash(TOKEN_C),
+        client_key("qa").public,
+    );
+    let server = Server::start(&config);
+    let calls = tempfile::tempdir().unwrap();
+    let session = crate::ingest::make_session(calls.path(), "call-sealed-1", 3, 150);
+    for token in [crate::ingest::TOKEN_A, TOKEN_C] {
+        let out = crate::ingest::push(&server, &session, token);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // Both tenants' files over SFTP: the index, the archive, the MP4
+    // (rendered now, stored encrypted) and the party files.
+    let dir = "/2026/11/23/call-sealed-1";
+    let mut got = std::collections::BTreeMap::new();
+    for user in ["qa", "qc"] {
+        let cwd = tempfile::tempdir().unwrap();
+        let out = sftp_batch(
+            server.port,
+            user,
+            client_key("qa"),
+            &format!("cd {dir}\nls -l\nget *\n"),
+            cwd.path(),
+        );
+        assert!(out.status.success(), "{user}: {}", text(&out));
+        for e in std::fs::read_dir(cwd.path()).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            got.insert((user, name), std::fs::read(&p).unwrap());
+        }
+        std::mem::forget(cwd);
+    }
+    let names: Vec<_> = got
+        .keys()
+        .filter(|(u, _)| *u == "qa")
+        .map(|(_, n)| n.clone())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".mp4")) && names.contains(&"info.json".to_string()),
+        "{names:?}"
+    );
+    let store = s3().store().await;
+    let clear = raw_objects(store.as_ref(), &format!("{base}clear/")).await;
+    let sealed = raw_objects(store.as_ref(), &format!("{base}acme/")).await;
+    assert!(
+        sealed.len() >= 4,
+        "{:?}",
+        sealed.iter().map(|o| &o.0).collect::<Vec<_>>()
+    );
+    // The check can fail: the clear tenant's objects show every sign.
+    let signs: Vec<String> = clear
+        .iter()
+        .flat_map(|(k, _, b)| clear_signs(k, b))
+        .collect();
+    for sign in ["\"queue\"", "gzip magic", "MP4 ftyp", "WebM/EBML magic"] {
+        assert!(
+            signs.iter().any(|s| s.ends_with(sign)),
+            "clear tenant lacks {sign}: {signs:?}"
+        );
+    }
+    let signs: Vec<String> = sealed
+        .iter()
+        .flat_map(|(k, _, b)| clear_signs(k, b))
+        .collect();
+    assert!(signs.is_empty(), "in clear at rest: {signs:?}");
+
+    // Tink decrypts every object straight from S3 with the tenant's keyset
+    // and the documented associated data; what SFTP served is among them.
+    let work = tempfile::tempdir().unwrap();
+    let primary = primary_of(&keyset);
+    let mut decrypted = Vec::new();
+    for (i, (key, mark, body)) in sealed.iter().enumerate() {
+        assert_eq!(
+            mark.as_deref(),
+            Some(format!("tink-aes-gcm-hkdf-streaming key={primary}").as_str()),
+            "{key}"
+        );
+        let relative = key.strip_prefix(&format!("{base}acme/")).unwrap();
+        let (ct, pt) = (
+            work.path().join(format!("{i}.ct")),
+            work.path().join(format!("{i}.pt")),
+        );
+        std::fs::write(&ct, body).unwrap();
+        let out = tink_files("dec", &keyset, &aad("acme", relative), &[(ct, pt.clone())]);
+        assert!(out.status.success(), "{key}: {}", text(&out));
+        decrypted.push((relative.to_string(), std::fs::read(&pt).unwrap()));
+    }
+    for ((_, name), body) in got.iter().filter(|((u, _), _)| *u == "qa") {
+        assert!(
+            decrypted
+                .iter()
+                .any(|(_, d)| !d.is_empty() && body.starts_with(d)),
+            "{name} ({} bytes) is no stored object decrypted by Tink",
+            body.len()
+        );
+    }
+    let index = decrypted
+        .iter()
+        .find(|(k, _)| k.ends_with("/info.json"))
+        .expect("the index");
+    let v: serde_json::Value = serde_json::from_slice(&index.1).unwrap();
+    let sealed_mark = &v["recvault"]["objects"]["call-sealed-1.tar.gz"]["sealed"];
+    assert_eq!(
+        sealed_mark.as_str(),
+        Some(format!("tink-aes-gcm-hkdf-streaming key={primary}").as_str()),
+        "the index records the key of the archive"
+    );
+}
+
+/// A session whose archive Tink encrypted, for every size around the
+/// segment boundaries; served over SFTP (`get`, `reget`) and FTPS (`REST`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recvault_serves_what_tink_encrypted_byte_exact_whole_and_resumed() {
+    let prefix = unique_prefix("tink-served");
+    let keys = tempfile::tempdir().unwrap();
+    let keyset = keys.path().join("tink.keyset.json");
+    let out = tink(&["gen", keyset.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keyset, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let set = recvault::crypto::read_keyset(&keyset).unwrap();
+    let mark = format!("tink-aes-gcm-hkdf-streaming key={}", set.primary);
+    let raw = s3().store().await;
+    let sealed = recvault::store::crypt::Crypt::new(raw.clone(), "acme", &prefix, set).unwrap();
+    let sizes = [0, 1, MIB - 57, MIB - 56, MIB - 55, 3 * MIB + 4321];
+    let work = tempfile::tempdir().unwrap();
+    let mut plains = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let id = format!("t-{n}");
+        let plain = pseudo_random(n, i as u64 + 5);
+        // The index (encrypted by recvault), then the archive replaced by
+        // Tink's encryption of the same bytes.
+        let key = recvault::sample::put_session(
+            &sealed,
+            &prefix,
+            &id,
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T09:05:00Z"),
+            Bytes::from(plain.clone()),
+        )
+        .await
+        .unwrap();
+        let (pt, ct) = (
+            work.path().join(format!("{n}.pt")),
+            work.path().join(format!("{n}.ct")),
+        );
+        std::fs::write(&pt, &plain).unwrap();
+        let relative = key.strip_prefix(&prefix).unwrap();
+        let out = tink_files("enc", &keyset, &aad("acme", relative), &[(pt, ct.clone())]);
+        assert!(out.status.success(), "{}", text(&out));
+        let opts = PutOptions {
+            if_absent: false,
+            mark: Some(mark.clone()),
+        };
+        raw.put(&key, Bytes::from(std::fs::read(&ct).unwrap()), opts)
+            .await
+            .unwrap();
+        plains.push((id, plain));
+    }
+    let config = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\nencryption = \"recvault\"\nkeyset = \"{}\"\n{}",
+        keyset.display(),
+        crate::ftps::user_toml_pub("qa")
+    );
+    let server = Server::start(&config);
+    let cwd = tempfile::tempdir().unwrap();
+    // Whole files, then resumed from partial copies cut inside, at and
+    // across segment boundaries.
+    let (s1, s2) = (MIB - 56, MIB - 56 + MIB - 16);
+    let big = &plains.last().unwrap().1;
+    let cuts = [1, s1 - 1, s1, s1 + 1, s2 - 1, s2, s2 + 1, big.len() - 1];
+    let mut batch = String::new();
+    for (id, _) in &plains {
+        batch.push_str(&format!("get /2026/11/23/{id}/{id}.tar.gz {id}\n"));
+    }
+    let (big_id, _) = plains.last().unwrap();
+    for (i, cut) in cuts.iter().enumerate() {
+        std::fs::write(cwd.path().join(format!("part-{i}")), &big[..*cut]).unwrap();
+        batch.push_str(&format!(
+            "reget /2026/11/23/{big_id}/{big_id}.tar.gz part-{i}\n"
+        ));
+    }
+    let out = sftp_batch(server.port, "qa", client_key("qa"), &batch, cwd.path());
+    assert!(out.status.success(), "{}", text(&out));
+    for (id, plain) in &plains {
+        let got = std::fs::read(cwd.path().join(id)).unwrap();
+        assert!(
+            got == *plain,
+            "{id}: {} bytes served, {} stored",
+            got.len(),
+            plain.len()
+        );
+    }
+    for (i, cut) in cuts.iter().enumerate() {
+        let got = std::fs::read(cwd.path().join(format!("part-{i}"))).unwrap();
+        assert!(got == *big, "reget from {cut}");
+    }
+    // FTPS REST at the same offsets (curl -C), and a 0-byte file.
+    for cut in cuts.iter().chain([&0usize]) {
+        let file = cwd.path().join(format!("ftps-{cut}"));
+        let url = format!(
+            "ftp://127.0.0.1:{}/2026/11/23/{big_id}/{big_id}.tar.gz",
+            server.ftps_port
+        );
+        let out = crate::ftps::curl(&["-C", &cut.to_string(), "-o", file.to_str().unwrap(), &url]);
+        assert!(out.status.success(), "REST {cut}: {}", text(&out));
+        assert!(std::fs::read(&file).unwrap() == big[*cut..], "REST {cut}");
+    }
+    let empty = cwd.path().join("ftps-empty");
+    let url = format!(
+        "ftp://127.0.0.1:{}/2026/11/23/t-0/t-0.tar.gz",
+        server.ftps_port
+    );
+    let out = crate::ftps::curl(&["-o", empty.to_str().unwrap(), &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+}
+
+/// A flipped byte, a cut object, an object swapped in from another session
+/// and a wrong keyset: the client gets an error, never the bytes, and the
+/// server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving() {
+    let prefix = unique_prefix("sealed-tamper");
+    let keys = tempfile::tempdir().unwrap();
+    let keyset = keys.path().join("k.json");
+    keys_new(&keyset);
+    let raw = s3().store().await;
+    let sealed = recvault::store::crypt::Crypt::new(
+        raw.clone(),
+        "acme",
+        &prefix,
+        recvault::crypto::read_keyset(&keyset).unwrap(),
+    )
+    .unwrap();
+    let mut keys_of = Vec::new();
+    for (i, id) in ["good", "flipped", "cut", "swapped"].iter().enumerate() {
+        let key = recvault::sample::put_session(
+            &sealed,
+            &prefix,
+            id,
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T09:05:00Z"),
+            Bytes::from(pseudo_random(3 * MIB, i as u64 + 1)),
+        )
+        .await
+        .unwrap();
+        keys_of.push(key);
+    }
+    let stored = |k: &str| {
+        let raw = raw.clone();
+        let k = k.to_string();
+        async move {
+            let head = raw.head(&k).await.unwrap().unwrap();
+            let body = recvault::store::read_all(raw.as_ref(), &k, 1 << 30)
+                .await
+                .unwrap();
+            (body.to_vec(), head.mark)
+        }
+    };
+    let put_raw = |k: String, body: Vec<u8>, mark: Option<String>| {
+        let raw = raw.clone();
+        async move {
+            raw.put(
+                &k,
+                Bytes::from(body),
+                PutOptions {
+                    if_absent: false,
+                    mark,
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (mut body, mark) = stored(&keys_of[1]).await;
+    body[MIB + 77] ^= 0x20;
+    put_raw(keys_of[1].clone(), body, mark).await;
+    let (body, mark) = stored(&keys_of[2]).await;
+    put_raw(keys_of[2].clone(), body[..2 * MIB].to_vec(), mark).await;
+    let (body, mark) = stored(&keys_of[0]).await;
+    put_raw(keys_of[3].clone(), body, mark).await;
+
+    let config = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\nencryption = \"recvault\"\nkeyset = \"{}\"\n{}",
+        keyset.display(),
+        crate::ftps::user_toml_pub("qa")
+    );
+    let server = Server::start(&config);
+    let cwd = tempfile::tempdir().unwrap();
+    for id in ["flipped", "cut", "swapped"] {
+        let out = sftp_batch(
+            server.port,
+            "qa",
+            client_key("qa"),
+            &format!("get /2026/11/23/{id}/{id}.tar.gz\n"),
+            cwd.path(),
+        );
+        assert!(!out.status.success(), "{id}: served");
+        let local = cwd.path().join(format!("{id}.tar.gz"));
+        let served = std::fs::read(&local).unwrap_or_default();
+        assert!(
+            served.len() <= MIB,
+            "{id}: {} bytes served; at most the segments before the changed one",
+            served.len()
+        );
+        // The one that is intact is served whole, on the same server.
+        let out = sftp_batch(
+            server.port,
+            "qa",
+            client_key("qa"),
+            "get /2026/11/23/good/good.tar.gz\n",
+            cwd.path(),
+        );
+        assert!(out.status.success(), "after {id}: {}", text(&out));
+        assert_eq!(
+            std::fs::read(cwd.path().join("good.tar.gz")).unwrap(),
+            pseudo_random(3 * MIB, 1)
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.contains("failed authentication") || log.contains("truncated"),
+        "the log names the cause: {log}"
+    );
+    drop(server);
+
+    // The wrong keyset: the tenant's files are errors, with the key named.
+    let other = keys.path().join("other.json");
+    keys_new(&other);
+    let config = config.replace(&keyset.display().to_string(), &other.display().to_string());
+    let server = Server::start(&config);
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        "get /2026/11/23/good/good.tar.gz\n",
+        cwd.path(),
+    );
+    assert!(!out.status.success(), "served with another keyset");
+    assert!(server.log().contains("does not hold"), "{}", server.log());
+}
