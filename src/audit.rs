@@ -250,7 +250,7 @@ impl Audit {
         }));
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A download ended, complete or not.
     pub fn download(
         &self,
         protocol: &str,
@@ -258,14 +258,29 @@ impl Audit {
         user: &str,
         tenant: &str,
         path: &str,
-        bytes: u64,
-        size: u64,
-        took: Duration,
+        d: &Download,
     ) {
         self.emit(json!({
             "event": "download", "protocol": protocol, "peer": peer.to_string(), "user": user,
-            "tenant": tenant, "path": path, "bytes": bytes, "size": size,
-            "duration_ms": took.as_millis() as u64,
+            "tenant": tenant, "path": path, "offset": d.offset, "bytes": d.bytes, "size": d.size,
+            "complete": d.complete, "sha256": d.sha256, "duration_ms": d.took.as_millis() as u64,
+        }));
+    }
+
+    /// A session folder was listed (who looked at which call).
+    pub fn listing(&self, protocol: &str, peer: SocketAddr, user: &str, tenant: &str, path: &str) {
+        self.emit(json!({
+            "event": "listing", "protocol": protocol, "peer": peer.to_string(), "user": user,
+            "tenant": tenant, "path": path,
+        }));
+    }
+
+    /// Ingest: a session's files were all received (`complete`), it was
+    /// archived, or it failed for good (quarantined).
+    pub fn ingest(&self, tenant: &str, session: &str, stage: &str, detail: serde_json::Value) {
+        self.emit(json!({
+            "event": "ingest", "tenant": tenant, "session": session, "stage": stage,
+            "detail": detail,
         }));
     }
 
@@ -328,6 +343,22 @@ impl Audit {
             "findings": findings, "complete": complete,
         }));
     }
+}
+
+/// What one download served.
+#[derive(Debug, Clone)]
+pub struct Download {
+    /// Where it started (FTP `REST`; the lowest offset an SFTP client read).
+    pub offset: u64,
+    pub bytes: u64,
+    /// The file's size.
+    pub size: u64,
+    /// Whether the file was served to its end (from `offset`).
+    pub complete: bool,
+    /// The file's SHA-256 as recorded (the index, a render's sums); `None`
+    /// when none is recorded.
+    pub sha256: Option<String>,
+    pub took: Duration,
 }
 
 /// What [`verify`] found.

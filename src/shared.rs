@@ -192,20 +192,45 @@ impl Conn {
         self.user.vfs(self.shared.producers.clone())
     }
 
-    /// A download ended (complete or not): `bytes` of the file's `size`
-    /// were sent.
-    pub fn downloaded(&self, path: &str, bytes: u64, size: u64, took: Duration) {
+    /// A download of `file` ended (complete or not): `bytes` were sent from
+    /// `offset`. The audit line carries the file's recorded SHA-256.
+    pub async fn downloaded(
+        &self,
+        path: &str,
+        file: &crate::vfs::OpenFile,
+        offset: u64,
+        bytes: u64,
+        complete: bool,
+        took: Duration,
+    ) {
+        let d = crate::audit::Download {
+            offset,
+            bytes,
+            size: file.entry.size,
+            complete,
+            sha256: file.recorded_sha256().await,
+            took,
+        };
         self.shared.audit.download(
             self.protocol,
             self.peer,
             &self.user.name,
             &self.user.tenant.id,
             path,
-            bytes,
-            size,
-            took,
+            &d,
         );
-        debug!(%path, bytes, "download ended");
+        debug!(%path, bytes, complete, "download ended");
+    }
+
+    /// A session folder was listed.
+    pub fn listed(&self, path: &str) {
+        self.shared.audit.listing(
+            self.protocol,
+            self.peer,
+            &self.user.name,
+            &self.user.tenant.id,
+            path,
+        );
     }
 
     /// A whole session was erased (`objects` removed).

@@ -776,6 +776,11 @@ impl Session {
             }
         };
         let sessions = vfs.is_day(&p);
+        if vfs.is_session(&p) {
+            if let Some((conn, _)) = &self.login {
+                conn.listed(&p.to_string());
+            }
+        }
         self.transfer(
             vfs,
             pending,
@@ -852,8 +857,8 @@ impl Session {
         };
         let sent = job.sent.clone();
         let audit_file = match &payload {
-            Payload::File { file, path, .. } => {
-                Some((path.clone(), file.entry.size, Instant::now()))
+            Payload::File { file, path, offset } => {
+                Some((path.clone(), file.clone(), *offset, Instant::now()))
             }
             Payload::Listing { .. } => None,
         };
@@ -899,9 +904,12 @@ impl Session {
         };
         // The data connection closes here, before the reply about it.
         drop(work);
-        if let Some((path, size, began)) = audit_file {
+        if let Some((path, file, offset, began)) = audit_file {
             if let Some((conn, _)) = &self.login {
-                conn.downloaded(&path, sent.load(Ordering::Relaxed), size, began.elapsed());
+                let bytes = sent.load(Ordering::Relaxed);
+                let complete = offset + bytes == file.entry.size;
+                conn.downloaded(&path, &file, offset, bytes, complete, began.elapsed())
+                    .await;
             }
         }
         match outcome {

@@ -48,6 +48,7 @@ pub struct Archiver {
     tx: mpsc::UnboundedSender<(String, String)>,
     max_failures: u32,
     first_backoff: Duration,
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl Archiver {
@@ -56,8 +57,9 @@ impl Archiver {
         spool: Spool,
         targets: HashMap<String, Target>,
         limits: &crate::limits::Limits,
+        audit: Arc<crate::audit::Audit>,
     ) -> std::io::Result<Arc<Archiver>> {
-        Self::start_with(spool, targets, limits, Duration::from_secs(1))
+        Self::start_with(spool, targets, limits, Duration::from_secs(1), audit)
     }
 
     fn start_with(
@@ -65,6 +67,7 @@ impl Archiver {
         targets: HashMap<String, Target>,
         limits: &crate::limits::Limits,
         first_backoff: Duration,
+        audit: Arc<crate::audit::Audit>,
     ) -> std::io::Result<Arc<Archiver>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let archiver = Arc::new(Archiver {
@@ -73,6 +76,7 @@ impl Archiver {
             tx,
             max_failures: limits.archive_max_failures.max(1),
             first_backoff,
+            audit,
         });
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..limits.archive_concurrency.max(1) {
@@ -220,6 +224,7 @@ impl Archiver {
             sealed: stored.mark,
             ..archive
         };
+        let (sha256, sealed) = (archive.sha256.clone(), archive.sealed.clone());
         let party_files = store_party_files(&target, &files, &keys).await;
         let recipe = crate::media::producer::Mp4Recipe {
             video_bps: target.mp4_video_bps,
@@ -266,11 +271,23 @@ impl Archiver {
         st.upload = None;
         spool.finish(&st).await.map_err(|e| e.to_string())?;
         info!(tenant, session = id, bytes = size, "archived");
+        self.audit.ingest(
+            tenant,
+            id,
+            "archived",
+            serde_json::json!({"bytes": size, "sha256": sha256, "sealed": sealed}),
+        );
         Ok(())
     }
 
     async fn fail(&self, mut st: SessionState, reason: String) -> Result<SessionState, String> {
         error!(tenant = %st.tenant, session = %st.id, %reason, "session cannot be archived; quarantined");
+        self.audit.ingest(
+            &st.tenant,
+            &st.id,
+            "failed",
+            serde_json::json!({"reason": reason}),
+        );
         st.status = Status::Failed;
         st.reason = Some(reason);
         self.spool
@@ -650,6 +667,7 @@ mod tests {
             HashMap::from([("acme".to_string(), target)]),
             &limits,
             Duration::from_millis(10),
+            Arc::new(crate::audit::Audit::stderr()),
         )
         .unwrap();
         let mut state = None;

@@ -126,7 +126,7 @@ impl Ingest {
             .collect();
         let mut tokens = token_map(cfg);
         tokens.retain(|_, tenant| targets.contains_key(tenant));
-        let archiver = Archiver::start(spool.clone(), targets.clone(), &limits)
+        let archiver = Archiver::start(spool.clone(), targets.clone(), &limits, audit.clone())
             .map_err(|e| format!("cannot read the spool: {e}"))?;
         Ok(Arc::new(Ingest {
             spool,

@@ -156,6 +156,9 @@ pub async fn complete(
             st.status = Status::Failed;
             st.reason = Some(reason.clone());
             ingest.spool.quarantine(&st).await?;
+            ingest
+                .audit
+                .ingest(tenant, id, "failed", serde_json::json!({"reason": reason}));
             return Err(Refusal::Unprocessable(reason));
         }
     };
@@ -176,6 +179,12 @@ pub async fn complete(
     st.completed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     ingest.spool.save(&st).await?;
     ingest.archiver.enqueue(tenant, id);
+    ingest.audit.ingest(
+        tenant,
+        id,
+        "received",
+        serde_json::json!({"files": st.files.len(), "bytes": st.bytes()}),
+    );
     info!(
         tenant,
         session = id,

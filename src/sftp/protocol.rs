@@ -319,6 +319,7 @@ async fn path_request(ctx: &Arc<Ctx>, packet: Packet) -> Packet {
                             reader,
                             path: p,
                             served: 0,
+                            reach: None,
                             started: Instant::now(),
                         },
                     )
@@ -329,7 +330,11 @@ async fn path_request(ctx: &Arc<Ctx>, packet: Packet) -> Packet {
         Packet::OpenDir(r) => {
             let listed = async {
                 let p = ctx.vfs.resolve(&root, &r.path)?;
-                ctx.vfs.list(&p).await
+                let lister = ctx.vfs.list(&p).await?;
+                if ctx.vfs.is_session(&p) {
+                    ctx.conn.listed(&p.to_string());
+                }
+                Ok::<_, VfsError>(lister)
             };
             match listed.await {
                 Ok(lister) => ctx.new_handle(
@@ -370,6 +375,8 @@ enum Worker {
         reader: ReadAhead,
         path: VPath,
         served: u64,
+        /// The lowest offset read and the highest end, once a read was served.
+        reach: Option<(u64, u64)>,
         started: Instant,
     },
     Dir {
@@ -448,6 +455,7 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
                     reader,
                     path,
                     served,
+                    reach,
                     ..
                 } => {
                     let len = len.min(ctx.limits.sftp_max_read);
@@ -455,6 +463,10 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
                         Ok(Some(parts)) => {
                             let n: usize = parts.iter().map(Bytes::len).sum();
                             *served += n as u64;
+                            let end = offset + n as u64;
+                            *reach = Some(reach.map_or((offset, end), |(low, high)| {
+                                (low.min(offset), high.max(end))
+                            }));
                             let mut frame = Vec::with_capacity(parts.len() + 1);
                             frame.push(data_header(id, n as u32));
                             frame.extend(parts);
@@ -492,15 +504,23 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
         reader,
         path,
         served,
+        reach,
         started,
     } = &w
     {
-        ctx.conn.downloaded(
-            &path.to_string(),
-            *served,
-            reader.file().entry.size,
-            started.elapsed(),
-        );
+        let file = reader.file();
+        let (low, high) = reach.unwrap_or((0, 0));
+        let complete = high == file.entry.size && (reach.is_some() || file.entry.size == 0);
+        ctx.conn
+            .downloaded(
+                &path.to_string(),
+                file,
+                low,
+                *served,
+                complete,
+                started.elapsed(),
+            )
+            .await;
     }
 }
 

@@ -377,25 +377,42 @@ pub struct Vfs {
 }
 
 /// An open file: its entry and where its bytes come from.
+#[derive(Clone)]
 pub struct OpenFile {
     pub entry: Entry,
     source: Source,
     tenant: Arc<Tenant>,
 }
 
+#[derive(Clone)]
 enum Source {
-    Stored(String),
+    Stored(String, Arc<SessionMeta>),
     Produced(Arc<dyn Producer>, Arc<SessionMeta>),
 }
 
 impl OpenFile {
+    /// The file's SHA-256 as recorded: by ingest for a stored object, by
+    /// the producer's sums for a rendered one; `None` when not recorded
+    /// (the file is never read to hash it).
+    pub async fn recorded_sha256(&self) -> Option<String> {
+        match &self.source {
+            Source::Stored(_, m) => m.index.object(&self.entry.name)?.hashes().sha256,
+            Source::Produced(p, m) => {
+                p.hashes(&self.tenant.handle(m), &self.entry.name)
+                    .await
+                    .ok()?
+                    .sha256
+            }
+        }
+    }
+
     /// Streams the file's bytes from `offset` to its end.
     pub async fn stream_from(&self, offset: u64) -> Result<ByteStream, VfsError> {
         if offset >= self.entry.size {
             return Ok(Box::pin(futures::stream::empty()));
         }
         let body = match &self.source {
-            Source::Stored(key) => self.tenant.store.get(key, offset, None).await?,
+            Source::Stored(key, _) => self.tenant.store.get(key, offset, None).await?,
             Source::Produced(p, m) => {
                 p.open(&self.tenant.handle(m), &self.entry.name, offset)
                     .await?
@@ -469,7 +486,7 @@ impl Vfs {
                     size: f.size,
                     mtime: m.ended_at,
                 };
-                (e, Source::Stored(f.key.clone()))
+                (e, Source::Stored(f.key.clone(), m.clone()))
             })
             .collect();
         for p in self.producers.iter() {
@@ -596,7 +613,7 @@ impl Vfs {
         let m = self.session_meta(&s, p).await?;
         // Stored or produced: a name the folder does not show is NotFound.
         match self.session_entry(&m, &name, p)?.1 {
-            Source::Stored(_) => Ok(m
+            Source::Stored(..) => Ok(m
                 .index
                 .object(&name)
                 .map(|o| o.hashes())

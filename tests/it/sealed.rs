@@ -432,3 +432,144 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     assert!(!out.status.success(), "served with another keyset");
     assert!(server.log().contains("does not hold"), "{}", server.log());
 }
+
+/// Every audit event type appears, each line as the issue names it, and
+/// the trail verifies against its anchors afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_audit_event_type_appears_and_the_trail_verifies() {
+    let base = unique_prefix("audit-all");
+    let keys = tempfile::tempdir().unwrap();
+    let keyset = keys.path().join("acme.keyset.json");
+    keys_new(&keyset);
+    let hash = recvault::ingest::token_hash;
+    let config = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{base}\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n\n[[tenants.users]]\nname = \"qa\"\npassword = \"{}\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\", \"delete\"]\n",
+        hash(crate::ingest::TOKEN_A),
+        keyset.display(),
+        crate::ftps::pw_hash(),
+        client_key("qa").public,
+    );
+    let server = Server::start(&config);
+    let calls = tempfile::tempdir().unwrap();
+    for id in ["call-audit-1", "call-audit-2"] {
+        let dir = crate::ingest::make_session(calls.path(), id, 4, 100);
+        let out = crate::ingest::push(&server, &dir, crate::ingest::TOKEN_A);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // A session whose stream is no MJR: the archiver fails it.
+    let bad = crate::ingest::make_session(calls.path(), "call-audit-bad", 4, 10);
+    std::fs::write(bad.join("agent-audio.mjr"), vec![7u8; 4096]).unwrap();
+    let _ = crate::ingest::push(&server, &bad, crate::ingest::TOKEN_A);
+    // A wrong password, then a listing, downloads (one resumed) and a render.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = sftp_batch_password(server.port, "qa", "wrong-password", "ls\n", cwd.path());
+    assert!(!out.status.success());
+    let day = "/2026/11/23";
+    std::fs::write(cwd.path().join("call-audit-1.tar.gz"), b"x").unwrap();
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("cd {day}/call-audit-1\nls -l\nget info.json\nreget call-audit-1.tar.gz\nget call-audit-1.mp4\nrmdir {day}/call-audit-2\n"),
+        cwd.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // A key rotation, picked up by a reload.
+    let out = recvault_command()
+        .args(["keys", "rotate"])
+        .arg(&keyset)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    server.reload(&config);
+    let mut events = Vec::new();
+    // The render's line comes once its upload is stored, after the download.
+    for _ in 0..300 {
+        events = server
+            .audit()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if events.iter().any(|e| e["event"] == "config_reload")
+            && events.iter().any(|e| e["event"] == "render")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let find = |what: &dyn Fn(&serde_json::Value) -> bool, name: &str| {
+        assert!(
+            events.iter().any(what),
+            "no {name} event in {}",
+            server.audit()
+        );
+    };
+    find(
+        &|e| e["event"] == "login" && e["ok"] == false && e["user"] == "qa",
+        "failed login",
+    );
+    find(
+        &|e| e["event"] == "login" && e["ok"] == true && e["method"] == "publickey",
+        "login",
+    );
+    find(
+        &|e| e["event"] == "listing" && e["path"] == format!("{day}/call-audit-1"),
+        "listing",
+    );
+    find(
+        &|e| {
+            e["event"] == "download"
+                && e["path"] == format!("{day}/call-audit-1/info.json")
+                && e["complete"] == true
+                && e["offset"] == 0
+        },
+        "download",
+    );
+    find(
+        &|e| {
+            e["event"] == "download"
+                && e["path"] == format!("{day}/call-audit-1/call-audit-1.tar.gz")
+                && e["offset"] == 1
+                && e["complete"] == true
+                && e["sha256"].as_str().is_some_and(|h| h.len() == 64)
+        },
+        "resumed download with its SHA-256",
+    );
+    find(&|e| e["event"] == "render" && e["ok"] == true, "render");
+    find(
+        &|e| e["event"] == "erase" && e["path"] == format!("{day}/call-audit-2"),
+        "erase",
+    );
+    find(
+        &|e| e["event"] == "ingest" && e["stage"] == "received",
+        "ingest received",
+    );
+    find(
+        &|e| {
+            e["event"] == "ingest" && e["stage"] == "archived" && e["detail"]["sealed"].is_string()
+        },
+        "ingest archived",
+    );
+    find(
+        &|e| e["event"] == "ingest" && e["stage"] == "failed" && e["session"] == "call-audit-bad",
+        "ingest failed",
+    );
+    find(
+        &|e| e["event"] == "key_rotation" && e["tenant"] == "acme",
+        "key rotation",
+    );
+    find(
+        &|e| e["event"] == "config_reload" && e["ok"] == true,
+        "config reload",
+    );
+    // Stopped, the head is anchored; the trail verifies against it.
+    server.signal("TERM");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = recvault_command()
+        .args(["audit", "verify", "--config"])
+        .arg(server.dir.path().join("recvault.toml"))
+        .arg(server.dir.path().join("audit.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
