@@ -22,8 +22,8 @@ use crate::vfs::{Producer, Tenant};
 /// store, or for `encryption = "recvault"` the shared store under the
 /// tenant's keyset ([`crate::store::crypt::Crypt`]). A tenant whose keyset
 /// cannot be read is not started (logged as an error): its users cannot log
-/// in and what it ingests waits in the spool; it never falls back to
-/// writing clear objects. On a reload (`existing`), a tenant keeps its
+/// in and its ingest is answered 503; it never falls back to writing clear
+/// objects. On a reload (`existing`), a tenant keeps its
 /// store and only its keyset is re-read (a rotation; an unreadable one
 /// keeps the keyset in use).
 fn build_tenants(
@@ -73,7 +73,7 @@ fn build_tenants(
                         Arc::new(Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits))
                     }
                     Err(e) => {
-                        error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and what it ingests waits in the spool until the keyset is fixed and recvault restarted");
+                        error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and its ingest is answered 503 (the gateway keeps its recordings) until the keyset is fixed and recvault restarted");
                         continue;
                     }
                 }

@@ -222,6 +222,12 @@ fn authenticate(
         ));
     };
     match ingest.tenant_of(token.trim()) {
+        // Its keyset could not be read at the start: nothing is taken in
+        // that could not be archived encrypted; the gateway keeps it and
+        // sends it again.
+        Some(t) if !ingest.serves(&t) => Err(Refusal::Busy(format!(
+            "tenant {t:?} is not started (see the server's log); nothing was stored, send again later"
+        ))),
         Some(t) => Ok(t),
         None => {
             crate::shared::login_failed(

@@ -124,8 +124,7 @@ impl Ingest {
                 Some((t.id.get_ref().clone(), target))
             })
             .collect();
-        let mut tokens = token_map(cfg);
-        tokens.retain(|_, tenant| targets.contains_key(tenant));
+        let tokens = token_map(cfg);
         let archiver = Archiver::start(spool.clone(), targets.clone(), &limits, audit.clone())
             .map_err(|e| format!("cannot read the spool: {e}"))?;
         Ok(Arc::new(Ingest {
@@ -141,6 +140,11 @@ impl Ingest {
         }))
     }
 
+    /// Whether the tenant was started (has a store to archive into).
+    fn serves(&self, tenant: &str) -> bool {
+        self.targets.contains_key(tenant)
+    }
+
     /// The tenant a bearer token belongs to.
     fn tenant_of(&self, token: &str) -> Option<String> {
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
@@ -148,16 +152,18 @@ impl Ingest {
     }
 
     /// Replaces the accepted tokens (SIGHUP). Tenants added since the start
-    /// need a restart before their sessions can be archived.
+    /// need a restart before their sessions can be archived: until then
+    /// their uploads are answered 503 (the gateway keeps them).
     pub fn reload_tokens(&self, cfg: &Config) {
-        let mut fresh = token_map(cfg);
-        fresh.retain(|_, tenant| {
-            let known = self.targets.contains_key(tenant);
-            if !known {
-                warn!(tenant = %tenant, "ingest tokens of a tenant added since the start are ignored until a restart");
-            }
-            known
-        });
+        let fresh = token_map(cfg);
+        let mut unknown: Vec<&String> = fresh
+            .values()
+            .filter(|t| !self.targets.contains_key(*t))
+            .collect();
+        unknown.dedup();
+        for tenant in unknown {
+            warn!(tenant = %tenant, "ingest of a tenant not started (added since the start, or its keyset unreadable) is answered 503 until a restart");
+        }
         *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 

@@ -573,3 +573,91 @@ async fn every_audit_event_type_appears_and_the_trail_verifies() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A tenant whose keyset is missing or readable by others is not started
+/// (a clear error in the log; its users cannot log in; its ingest is
+/// answered 503 and nothing is stored); every other tenant is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_keyset_cannot_be_read_is_not_started_and_the_others_are_served() {
+    let base = unique_prefix("sealed-refused");
+    let store = s3().store().await;
+    seed(
+        store.as_ref(),
+        &format!("{base}ok/"),
+        "call-ok",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:05:00Z",
+        b"fine".to_vec(),
+    )
+    .await;
+    let keys = tempfile::tempdir().unwrap();
+    let open_keyset = keys.path().join("open.json");
+    keys_new(&open_keyset);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open_keyset, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let hash = recvault::ingest::token_hash;
+    let user = |name: &str| {
+        format!(
+            "\n[[tenants.users]]\nname = \"{name}\"\nauthorized_keys = [\"{}\"]\n",
+            client_key("qa").public
+        )
+    };
+    let config = format!(
+        "[[tenants]]\nid = \"gone\"\nprefix = \"{base}gone/\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n{}\n[[tenants]]\nid = \"open\"\nprefix = \"{base}open/\"\nencryption = \"recvault\"\nkeyset = \"{}\"\n{}\n[[tenants]]\nid = \"ok\"\nprefix = \"{base}ok/\"\n{}",
+        hash(crate::ingest::TOKEN_A),
+        keys.path().join("missing.json").display(),
+        user("qg"),
+        open_keyset.display(),
+        user("qo"),
+        user("qk"),
+    );
+    let server = Server::start(&config);
+    let log = server.log();
+    for (tenant, why) in [("gone", "missing.json"), ("open", "chmod 600")] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("tenant not started") && l.contains(tenant) && l.contains(why)),
+            "{tenant}: {log}"
+        );
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    for refused in ["qg", "qo"] {
+        let out = sftp_batch(server.port, refused, client_key("qa"), "ls /\n", cwd.path());
+        assert!(!out.status.success(), "{refused} logged in");
+    }
+    let out = sftp_batch(
+        server.port,
+        "qk",
+        client_key("qa"),
+        "ls /2026/11/23\n",
+        cwd.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("call-ok"), "{}", text(&out));
+    // Ingest for the tenant that is not started: 503, nothing kept.
+    let calls = tempfile::tempdir().unwrap();
+    let session = crate::ingest::make_session(calls.path(), "call-gone-1", 1, 10);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", crate::ingest::TOKEN_A))
+        .arg("--data-binary")
+        .arg(format!("@{}", session.join("info.json").display()))
+        .arg(format!(
+            "{}/v1/sessions/call-gone-1/files/info.json",
+            server.ingest_url()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "503");
+    assert!(
+        !server.dir.path().join("spool/gone/call-gone-1").exists(),
+        "nothing of the tenant is in the spool"
+    );
+    assert!(store
+        .list_page(&format!("{base}gone/"), None, None)
+        .await
+        .unwrap()
+        .objects
+        .is_empty());
+}
