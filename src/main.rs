@@ -56,6 +56,7 @@ struct JobArgs {
 enum JobCommand {
     Verify,
     Backfill,
+    Reencrypt,
 }
 
 /// Runs a job command; exits 2 when it could not finish, 1 when `verify`
@@ -68,11 +69,16 @@ fn run_job(args: JobArgs, job: JobCommand) -> Result<()> {
         match job {
             JobCommand::Verify => recvault::jobs::verify::run_cli(&cfg, tenant, since).await,
             JobCommand::Backfill => recvault::jobs::backfill::run_cli(&cfg, tenant, since).await,
+            JobCommand::Reencrypt => match tenant {
+                Some(_) => recvault::jobs::reencrypt::run_cli(&cfg, tenant, since).await,
+                None => Err("name the tenant to re-encrypt: --tenant ID".into()),
+            },
         }
     });
     let name = match job {
         JobCommand::Verify => "verify",
         JobCommand::Backfill => "backfill",
+        JobCommand::Reencrypt => "reencrypt",
     };
     match outcome {
         Ok(n) if n > 0 && job == JobCommand::Verify => std::process::exit(1),
@@ -118,6 +124,14 @@ enum Command {
     /// finish. Running servers show the new entries once their metadata
     /// cache expires ([limits] metadata_cache_secs).
     Backfill(JobArgs),
+    /// Seal every object of a tenant with `encryption = "recvault"` that its
+    /// keyset's primary key did not seal (clear objects from before
+    /// encryption was switched on; an older key's after a rotation). Each
+    /// object is sealed as a copy, read back and checked against the index's
+    /// SHA-256, then put in place of the old one; every object is audited;
+    /// resumes an interrupted run. Versioned buckets keep the old versions:
+    /// see the README. Exit status: 0 done, 2 could not finish.
+    Reencrypt(JobArgs),
     /// Print an argon2id hash for a password read from the terminal or stdin (never argv).
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
@@ -307,6 +321,7 @@ fn main() -> Result<()> {
         }
         Command::Verify(args) => run_job(args, JobCommand::Verify),
         Command::Backfill(args) => run_job(args, JobCommand::Backfill),
+        Command::Reencrypt(args) => run_job(args, JobCommand::Reencrypt),
         Command::Serve { config } => {
             let cfg = recvault::config::load(&config)?;
             init_tracing(cfg.log.format, &cfg.log.level);

@@ -40,16 +40,16 @@ fn build_tenants(
         let old = existing
             .get(&id)
             .filter(|old| old.prefix == prefix && old.sealed.is_some() == encrypted);
-        let keys = t.keyset.as_ref().map(|path| {
-            let path = path.get_ref();
-            crate::crypto::read_keyset(path).map(|k| (k, path))
-        });
-        let tenant = match (old, keys) {
-            (Some(old), None) => old.clone(),
-            (Some(old), Some(read)) => {
-                let sealed = old.sealed.as_ref().expect("matched on sealed");
+        let tenant = match old {
+            Some(old) => {
+                let (Some(sealed), Some(path)) = (&old.sealed, &t.keyset) else {
+                    out.insert(id, old.clone());
+                    continue;
+                };
                 let before = sealed.primary_id();
-                match read.and_then(|(keys, _)| sealed.replace_keyset(keys)) {
+                match crate::crypto::read_keyset(path.get_ref())
+                    .and_then(|keys| sealed.replace_keyset(keys))
+                {
                     Ok(()) if sealed.primary_id() != before => {
                         info!(tenant = %id, primary = sealed.primary_id(), previous = before, "keyset rotated: new objects are sealed by the new primary key");
                         audit.key_rotation(&id, sealed.primary_id(), before);
@@ -61,23 +61,17 @@ fn build_tenants(
                 }
                 old.clone()
             }
-            (None, None) => Arc::new(Tenant::new(id.clone(), prefix, store.clone(), &cfg.limits)),
-            (None, Some(read)) => {
-                let sealed = read.and_then(|(keys, path)| {
-                    crate::store::crypt::Crypt::new(store.clone(), &id, &prefix, keys)
-                        .map(|c| (Arc::new(c), path))
-                });
-                match sealed {
-                    Ok((sealed, path)) => {
-                        info!(tenant = %id, keyset = %path.display(), primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
-                        Arc::new(Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits))
-                    }
-                    Err(e) => {
-                        error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and its ingest is answered 503 (the gateway keeps its recordings) until the keyset is fixed and recvault restarted");
-                        continue;
-                    }
+            None => match crate::store::crypt::for_tenant(t, store) {
+                Ok(None) => Arc::new(Tenant::new(id.clone(), prefix, store.clone(), &cfg.limits)),
+                Ok(Some(sealed)) => {
+                    info!(tenant = %id, primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
+                    Arc::new(Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits))
                 }
-            }
+                Err(e) => {
+                    error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and its ingest is answered 503 (the gateway keeps its recordings) until the keyset is fixed and recvault restarted");
+                    continue;
+                }
+            },
         };
         out.insert(id, tenant);
     }

@@ -12,6 +12,7 @@
 //! runner shows a progress line; the log gets one every few seconds.
 
 pub mod backfill;
+pub mod reencrypt;
 pub mod verify;
 
 use std::io::{IsTerminal, Write};
@@ -25,11 +26,19 @@ use tracing::info;
 
 use crate::audit::Audit;
 use crate::layout::{self, SessionKeys};
+use crate::store::crypt::Crypt;
 use crate::store::SharedStore;
+use std::sync::Arc;
 
 /// One session as a job sees it.
 pub struct Session {
+    /// The tenant's objects (decrypted when the tenant is encrypted).
     pub store: SharedStore,
+    /// The tenant's encryption, when it has it (the store below it is
+    /// `raw`).
+    pub sealed: Option<Arc<Crypt>>,
+    /// The objects as stored.
+    pub raw: SharedStore,
     pub keys: SessionKeys,
     /// The session folder's path in the tenant's tree (`/YYYY/MM/DD/<id>`).
     pub path: String,
@@ -59,7 +68,20 @@ pub trait Job: Send + Sync {
 pub struct Target {
     pub tenant: String,
     pub prefix: String,
-    pub store: SharedStore,
+    /// The shared store.
+    pub raw: SharedStore,
+    /// The tenant's encryption over `raw`, when it has it.
+    pub sealed: Option<Arc<Crypt>>,
+}
+
+impl Target {
+    /// The tenant's view of its objects.
+    pub fn store(&self) -> SharedStore {
+        match &self.sealed {
+            Some(c) => c.clone(),
+            None => self.raw.clone(),
+        }
+    }
 }
 
 pub struct Options {
@@ -299,7 +321,8 @@ async fn walk(
     progress: &mut Progress,
     audit: &Audit,
 ) -> Result<(), String> {
-    let store = target.store.as_ref();
+    let tenant_store = target.store();
+    let store = tenant_store.as_ref();
     let err = |e: crate::store::StoreError| e.to_string();
     let skip = |folder: &str, after: &str| before(folder, since) || before(folder, after);
     let years_prefix = layout::dates_prefix(&target.prefix, &[]);
@@ -341,7 +364,9 @@ async fn walk(
                         .map(|id| {
                             let keys = SessionKeys::new(&target.prefix, &y, &m, &d, id);
                             Session {
-                                store: target.store.clone(),
+                                store: tenant_store.clone(),
+                                sealed: target.sealed.clone(),
+                                raw: target.raw.clone(),
                                 path: format!("/{day}{id}"),
                                 keys,
                             }
@@ -424,10 +449,13 @@ pub async fn run_cli(
     let mut total = 0;
     for t in tenants {
         let id = t.id.get_ref();
+        let sealed = crate::store::crypt::for_tenant(t, &store)
+            .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
         let target = Target {
             tenant: id.clone(),
             prefix: t.prefix.get_ref().clone(),
-            store: store.clone(),
+            raw: store.clone(),
+            sealed,
         };
         let report = run(job, &target, &opts, &audit)
             .await

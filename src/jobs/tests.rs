@@ -71,7 +71,8 @@ async fn seeded() -> (tempfile::TempDir, Target) {
     let target = Target {
         tenant: "t".into(),
         prefix: "t/".into(),
-        store,
+        raw: store,
+        sealed: None,
     };
     (dir, target)
 }
@@ -162,7 +163,7 @@ fn folders_before_a_bound_are_skipped_whole() {
 #[tokio::test]
 async fn verify_finds_changed_missing_and_unreadable_objects_and_passes_the_rest() {
     let (dir, target) = seeded().await;
-    let store = target.store.clone();
+    let store = target.store();
     let keys = |d: &str, id: &str| {
         let (y, rest) = d.split_at(4);
         SessionKeys::new("t/", y, &rest[1..3], &rest[4..6], id)

@@ -11,6 +11,7 @@
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>     generated media (hidden from clients)
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.lease   the render lease of <name>
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.sums    MD5/SHA-1/SHA-256 of a rendered <name>
+//! P/sessions/YYYY/MM/DD/<id>/derived/<path>.staged  a re-encrypted copy being verified (`/` in <path> as `~`)
 //! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! ```
 
@@ -78,6 +79,16 @@ pub fn session_of_index_key<'a>(day_prefix: &str, key: &'a str) -> Option<&'a st
     let rest = key.strip_prefix(day_prefix)?;
     let id = rest.strip_suffix(INDEX)?.strip_suffix('/')?;
     crate::path::is_name(id).then_some(id)
+}
+
+/// Whether `key` is a render lease (kept clear: a lock, not a recording).
+pub fn is_lease(key: &str) -> bool {
+    key.contains("/derived/") && key.ends_with(".lease")
+}
+
+/// Whether `key` is a staged copy ([`SessionKeys::staged`]).
+pub fn is_staged(key: &str) -> bool {
+    key.contains("/derived/") && key.ends_with(".staged")
 }
 
 /// The keys of one session.
@@ -156,6 +167,13 @@ impl SessionKeys {
     /// `…/<id>/derived/<name>.lease`: the render lease of a derived file.
     pub fn lease(&self, name: &str) -> String {
         format!("{}.lease", self.derived(name))
+    }
+
+    /// `…/<id>/derived/<relative>.staged`: where a re-encrypted copy of the
+    /// session's object `…/<id>/<relative>` is verified before it replaces
+    /// the object (hidden from clients, like everything under `derived/`).
+    pub fn staged(&self, relative: &str) -> String {
+        format!("{}.staged", self.derived(&relative.replace('/', "~")))
     }
 
     /// The stored objects a session folder shows (index and archive), as

@@ -106,6 +106,28 @@ pub struct Crypt {
     prefix: String,
     keys: RwLock<Arc<Keyset>>,
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Sealing>>>>,
+    /// Staging keys that hold another key's object (re-encryption): sealed
+    /// and opened with that key's associated data.
+    aliases: Mutex<HashMap<String, String>>,
+}
+
+/// The store of tenant `t`: `None` when recvault does not encrypt its
+/// objects; its keyset read and checked otherwise (an error names the
+/// tenant and the file).
+pub fn for_tenant(
+    t: &crate::config::TenantConfig,
+    shared: &SharedStore,
+) -> Result<Option<Arc<Crypt>>, String> {
+    if t.encryption() != crate::config::Encryption::Recvault {
+        return Ok(None);
+    }
+    let id = t.id.get_ref();
+    let path = t
+        .keyset
+        .as_ref()
+        .ok_or_else(|| format!("tenant {id:?}: encryption = \"recvault\" needs a keyset"))?;
+    let keys = crate::crypto::read_keyset(path.get_ref())?;
+    Crypt::new(shared.clone(), id, t.prefix.get_ref(), keys).map(|c| Some(Arc::new(c)))
 }
 
 impl Crypt {
@@ -128,6 +150,7 @@ impl Crypt {
             prefix: prefix.to_string(),
             keys: RwLock::new(Arc::new(keys)),
             uploads: Mutex::new(HashMap::new()),
+            aliases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -159,7 +182,36 @@ impl Crypt {
         self.keyset().primary
     }
 
+    /// Until [`Self::unalias`], the object at `staging` is sealed and opened
+    /// as the object `key` (its associated data): a copy being verified
+    /// before it replaces `key`.
+    pub fn alias(&self, staging: &str, key: &str) {
+        self.aliases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(staging.to_string(), key.to_string());
+    }
+
+    pub fn unalias(&self, staging: &str) {
+        self.aliases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(staging);
+    }
+
+    /// The mark of an object sealed by the primary key now.
+    pub fn primary_mark(&self) -> String {
+        mark(self.primary_id())
+    }
+
     fn aad(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let aliased = self
+            .aliases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        let key = aliased.as_deref().unwrap_or(key);
         let relative = key.strip_prefix(&self.prefix).ok_or_else(|| {
             StoreError::Permanent(format!(
                 "{key} is not an object of tenant {:?} (below {:?}); refusing to store it unencrypted",
@@ -187,13 +239,25 @@ impl Crypt {
         Ok(Some((keys, id)))
     }
 
-    fn seal(&self, key: &str, body: &[u8]) -> Result<(Vec<u8>, String), StoreError> {
+    /// `body` sealed as the object `key` under the primary key: the
+    /// ciphertext and its mark.
+    pub fn seal(&self, key: &str, body: &[u8]) -> Result<(Vec<u8>, String), StoreError> {
         let aad = self.aad(key)?;
         let keys = self.keyset();
         let k = primary(&keys)?;
         let ct = streaming::encrypt(k.material(), &aad, k.layout, body)
             .map_err(|e| crypto_err(key, e))?;
         Ok((ct, mark(k.id)))
+    }
+
+    /// Decrypts a whole (small) ciphertext of the object `key` marked `mark`.
+    pub fn open(&self, key: &str, mark: &str, ct: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (keys, id) = self
+            .sealed_by(key, Some(mark))?
+            .ok_or_else(|| StoreError::Permanent(format!("{key}: no mark")))?;
+        let k = key_in(&keys, id)?;
+        streaming::decrypt(k.material(), &self.aad(key)?, k.layout, ct)
+            .map_err(|e| crypto_err(key, e))
     }
 
     fn sealing(&self, upload: &str) -> Result<Arc<tokio::sync::Mutex<Sealing>>, StoreError> {

@@ -213,7 +213,16 @@ pub struct Multipart<'a> {
 
 impl<'a> Multipart<'a> {
     pub async fn start(store: &'a dyn ObjectStore, key: &str) -> Result<Self, StoreError> {
-        let id = store.multipart_start(key, None).await?;
+        Self::start_marked(store, key, None).await
+    }
+
+    /// [`Self::start`] of an object marked `mark`.
+    pub async fn start_marked(
+        store: &'a dyn ObjectStore,
+        key: &str,
+        mark: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let id = store.multipart_start(key, mark).await?;
         Ok(Self {
             store,
             key: key.to_string(),
@@ -262,7 +271,7 @@ impl<'a> Multipart<'a> {
 }
 
 /// Parts of [`upload_file`]'s multipart uploads (S3's minimum is 5 MiB).
-const UPLOAD_PART: usize = 8 * 1024 * 1024;
+pub const UPLOAD_PART: usize = 8 * 1024 * 1024;
 
 /// Stores the `size` bytes of `file` at `key`, in 8 MiB parts when larger
 /// than one (never whole in memory), handing every byte to `seen` in order
@@ -312,6 +321,67 @@ pub async fn upload_file(
             Err(e)
         }
     }
+}
+
+/// Stores the bytes of `body` at `key` (marked `mark`): one PUT when they
+/// fit in one part, else a multipart upload of [`UPLOAD_PART`] parts, never
+/// more than a part in memory. Hands every byte to `seen` in order; returns
+/// how many there were. A failed body aborts the upload.
+pub async fn upload_stream(
+    store: &dyn ObjectStore,
+    key: &str,
+    mut body: ByteStream,
+    mark: Option<String>,
+    mut seen: impl FnMut(&[u8]) + Send,
+) -> Result<u64, StoreError> {
+    use futures::StreamExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut upload: Option<Multipart<'_>> = None;
+    let mut total = 0u64;
+    let sent = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            seen(&chunk);
+            total += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+            while buf.len() >= UPLOAD_PART {
+                let part = buf.split_to(UPLOAD_PART).freeze();
+                if upload.is_none() {
+                    upload = Some(Multipart::start_marked(store, key, mark.as_deref()).await?);
+                }
+                if let Some(up) = upload.as_mut() {
+                    up.part(part).await?;
+                }
+            }
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    match (sent, upload) {
+        (Ok(()), None) => {
+            let opts = PutOptions {
+                if_absent: false,
+                mark,
+            };
+            store.put(key, buf.freeze(), opts).await?;
+        }
+        (Ok(()), Some(mut up)) => {
+            if !buf.is_empty() {
+                if let Err(e) = up.part(buf.freeze()).await {
+                    up.abort().await;
+                    return Err(e);
+                }
+            }
+            up.complete().await?;
+        }
+        (Err(e), up) => {
+            if let Some(up) = up {
+                up.abort().await;
+            }
+            return Err(e);
+        }
+    }
+    Ok(total)
 }
 
 /// The next (up to) [`UPLOAD_PART`] bytes of `file`.

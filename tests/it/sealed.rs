@@ -661,3 +661,154 @@ async fn a_tenant_whose_keyset_cannot_be_read_is_not_started_and_the_others_are_
         .objects
         .is_empty());
 }
+
+/// A tenant switching encryption on: its clear objects keep reading, and
+/// `recvault reencrypt` seals every one (a small index, a 20 MiB archive
+/// through a staged copy, rendered media), checked against the index's
+/// SHA-256; an archive that does not match its index is left and reported;
+/// a second run seals nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reencrypt_seals_a_tenants_clear_objects_and_they_read_the_same() {
+    let base = unique_prefix("reencrypt");
+    let store = s3().store().await;
+    let big = pseudo_random(20 * MIB + 17, 9);
+    seed(
+        store.as_ref(),
+        &base,
+        "big",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:05:00Z",
+        big.clone(),
+    )
+    .await;
+    seed(
+        store.as_ref(),
+        &base,
+        "small",
+        "2026-11-23T10:00:00Z",
+        "2026-11-23T10:05:00Z",
+        b"small one".to_vec(),
+    )
+    .await;
+    seed(
+        store.as_ref(),
+        &base,
+        "changed",
+        "2026-11-23T11:00:00Z",
+        "2026-11-23T11:05:00Z",
+        b"original".to_vec(),
+    )
+    .await;
+    // Changed behind the index's back: its SHA-256 no longer matches.
+    let changed =
+        recvault::layout::SessionKeys::new(&base, "2026", "11", "23", "changed").archive();
+    store
+        .put(
+            &changed,
+            Bytes::from_static(b"tampered"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let hash = recvault::ingest::token_hash;
+    let clear = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{base}\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
+        hash(crate::ingest::TOKEN_A),
+        client_key("qa").public,
+    );
+    let server = Server::start(&clear);
+    let calls = tempfile::tempdir().unwrap();
+    let dir = crate::ingest::make_session(calls.path(), "call-re-1", 5, 100);
+    let out = crate::ingest::push(&server, &dir, crate::ingest::TOKEN_A);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = tempfile::tempdir().unwrap();
+    let batch = "get -r /2026/11/23\n";
+    let out = sftp_batch(server.port, "qa", client_key("qa"), batch, before.path());
+    assert!(out.status.success(), "{}", text(&out));
+    drop(server);
+
+    let keys = tempfile::tempdir().unwrap();
+    let keyset = keys.path().join("acme.json");
+    keys_new(&keyset);
+    let sealed_cfg = clear.replace(
+        "ingest_tokens",
+        &format!(
+            "encryption = \"recvault\"\nkeyset = \"{}\"\ningest_tokens",
+            keyset.display()
+        ),
+    );
+    let server = Server::start(&sealed_cfg);
+    let reencrypt = |server: &Server| {
+        recvault_command()
+            .args(["reencrypt", "--tenant", "acme", "--config"])
+            .arg(server.dir.path().join("recvault.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = reencrypt(&server);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("/2026/11/23/changed: changed.tar.gz: its SHA-256")
+            && report.contains("not the index's"),
+        "{report}"
+    );
+    assert!(report.contains("sealed big.tar.gz (was clear)"), "{report}");
+    let primary = primary_of(&keyset);
+    let want = format!("tink-aes-gcm-hkdf-streaming key={primary}");
+    for (key, mark, body) in raw_objects(store.as_ref(), &base).await {
+        if key == changed {
+            assert_eq!(mark, None, "left as it is");
+            continue;
+        }
+        if recvault::layout::is_lease(&key) {
+            continue;
+        }
+        assert!(
+            !recvault::layout::is_staged(&key),
+            "{key}: staged copy left"
+        );
+        assert_eq!(mark.as_deref(), Some(want.as_str()), "{key}");
+        assert!(
+            clear_signs(&key, &body).is_empty(),
+            "{key}: {:?}",
+            clear_signs(&key, &body)
+        );
+    }
+    // Every file reads as it did (a fresh server: no cached metadata).
+    drop(server);
+    let server = Server::start(&sealed_cfg);
+    let after = tempfile::tempdir().unwrap();
+    let out = sftp_batch(server.port, "qa", client_key("qa"), batch, after.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let files = |d: &Path| {
+        let mut v = Vec::new();
+        let mut stack = vec![d.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if !p.ends_with("info.json") {
+                    v.push((p.strip_prefix(d).unwrap().to_path_buf(), sha256_file(&p)));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let (b, a) = (files(before.path()), files(after.path()));
+    assert!(b.len() >= 5, "{b:?}");
+    assert_eq!(a, b);
+    assert_eq!(
+        std::fs::read(after.path().join("23/big/big.tar.gz")).unwrap(),
+        big
+    );
+    let out = reencrypt(&server);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains(": sealed "),
+        "a second run seals nothing: {}",
+        text(&out)
+    );
+}
