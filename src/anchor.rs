@@ -67,8 +67,16 @@ pub async fn write(
     Ok(Some(seq))
 }
 
-/// Anchors the chain every `every` until the task is dropped.
-pub async fn keep(store: crate::store::SharedStore, audit: std::sync::Arc<Audit>, every: Duration) {
+/// Anchors the chain every `every`, and copies the lines written since
+/// the last copy to the bucket (`copies`, encrypted when `[audit] keyset`
+/// is set), until the task is dropped.
+pub async fn keep(
+    store: crate::store::SharedStore,
+    copies: crate::store::SharedStore,
+    copier: std::sync::Arc<tokio::sync::Mutex<Copier>>,
+    audit: std::sync::Arc<Audit>,
+    every: Duration,
+) {
     let mut last = None;
     loop {
         tokio::time::sleep(every).await;
@@ -78,7 +86,126 @@ pub async fn keep(store: crate::store::SharedStore, audit: std::sync::Arc<Audit>
                 warn!(error = %e, "audit anchor not written; next try in {} s", every.as_secs())
             }
         }
+        if let Err(e) = copier.lock().await.copy(copies.as_ref(), &audit).await {
+            warn!(error = %e, "audit lines not copied to the bucket; next try in {} s", every.as_secs())
+        }
     }
+}
+
+/// Most bytes of lines in one copy object.
+const COPY_MAX: usize = 4 << 20;
+
+/// Where the copies of a chain's lines stand: the chain, the last seq
+/// copied and the byte offset after it in the file.
+#[derive(Default)]
+pub struct Copier {
+    at: Option<(String, u64, u64)>,
+}
+
+impl Copier {
+    /// Copies every whole line not copied yet; returns how many.
+    pub async fn copy(&mut self, store: &dyn ObjectStore, audit: &Audit) -> Result<u64, String> {
+        let node = audit.node();
+        let Some((chain, _, _)) = audit.head().map_err(|e| e.to_string())? else {
+            return Ok(0);
+        };
+        let (mut seq, mut offset) = match &self.at {
+            Some((c, seq, offset)) if *c == chain => (*seq, *offset),
+            _ => {
+                let seq = last_copied(store, node, &chain)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (seq, offset_after(audit, seq)?)
+            }
+        };
+        let mut copied = 0;
+        loop {
+            let lines = audit
+                .read_lines(offset, COPY_MAX)
+                .map_err(|e| format!("cannot read the audit file: {e}"))?
+                .unwrap_or_default();
+            if lines.is_empty() {
+                break;
+            }
+            let n = lines.iter().filter(|b| **b == b'\n').count() as u64;
+            let day = chrono::Utc::now().format("%Y/%m/%d").to_string();
+            let key = crate::layout::audit_copy(node, &day, &chain, seq + 1, seq + n);
+            store
+                .put(&key, Bytes::from(lines.clone()), PutOptions::default())
+                .await
+                .map_err(|e| format!("cannot store {key}: {e}"))?;
+            seq += n;
+            offset += lines.len() as u64;
+            copied += n;
+            self.at = Some((chain.clone(), seq, offset));
+        }
+        self.at = Some((chain, seq, offset));
+        Ok(copied)
+    }
+}
+
+/// The byte offset after the first `lines` lines of the audit file.
+fn offset_after(audit: &Audit, lines: u64) -> Result<u64, String> {
+    let (mut offset, mut seen) = (0u64, 0u64);
+    while seen < lines {
+        let chunk = audit
+            .read_lines(offset, COPY_MAX)
+            .map_err(|e| format!("cannot read the audit file: {e}"))?
+            .unwrap_or_default();
+        if chunk.is_empty() {
+            break;
+        }
+        for (i, b) in chunk.iter().enumerate() {
+            if *b == b'\n' {
+                seen += 1;
+                if seen == lines {
+                    return Ok(offset + i as u64 + 1);
+                }
+            }
+        }
+        offset += chunk.len() as u64;
+    }
+    Ok(offset)
+}
+
+/// The last seq of chain `chain` copied to the bucket, from the newest
+/// day folder that has a copy of it (0 when none).
+async fn last_copied(store: &dyn ObjectStore, node: &str, chain: &str) -> Result<u64, StoreError> {
+    let base = crate::layout::audit_node(node);
+    // Date folders newest first (year, month, day: depths 0, 1, 2).
+    let dirs = |prefix: String, depth: usize| async move {
+        let mut names = crate::vfs::meta::child_dirs(store, &prefix, depth).await?;
+        names.sort();
+        names.reverse();
+        Ok::<_, StoreError>(names)
+    };
+    for y in dirs(base.clone(), 0).await? {
+        for m in dirs(format!("{base}{y}/"), 1).await? {
+            for d in dirs(format!("{base}{y}/{m}/"), 2).await? {
+                let day = format!("{base}{y}/{m}/{d}/");
+                let mut best = None;
+                let mut next = None;
+                loop {
+                    let page = store.list_page(&day, None, next).await?;
+                    for o in &page.objects {
+                        if let Some((c, _, last)) = crate::layout::audit_copy_of(&day, &o.key) {
+                            if c == chain {
+                                best = best.max(Some(last));
+                            }
+                        }
+                    }
+                    next = page.next;
+                    if next.is_none() {
+                        break;
+                    }
+                }
+                if let Some(last) = best {
+                    return Ok(last);
+                }
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// Every anchor of chain `chain` of `node`, oldest first, from the

@@ -178,6 +178,30 @@ impl Audit {
         head
     }
 
+    /// Up to `max` bytes of whole lines of the audit file from byte
+    /// `offset` (empty at the end; `None` when the trail is not a file).
+    /// Read under the file's lock, so no half-written line is taken.
+    pub fn read_lines(&self, offset: u64, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let Sink::File { file, .. } = &mut *sink else {
+            return Ok(None);
+        };
+        file.lock()?;
+        let read = (|| {
+            let len = file.metadata()?.len();
+            let want = len.saturating_sub(offset).min(max as u64) as usize;
+            let mut buf = vec![0u8; want];
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut buf)?;
+            let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            buf.truncate(whole);
+            Ok(Some(buf))
+        })();
+        let _ = file.unlock();
+        read
+    }
+
     /// One chained line: `seq`, `node`, `prev`, the event's fields and `ts`.
     fn line(&self, event: &serde_json::Value, seq: u64, prev: &str) -> Vec<u8> {
         let mut obj = serde_json::Map::new();

@@ -213,8 +213,14 @@ pub struct AuditConfig {
     /// The name every line carries as `node` (default: the host's name).
     pub node: Option<String>,
     /// Seconds between two anchors of the chain's head in the bucket
-    /// (default 60; one more is written at every stop).
+    /// (default 60; one more is written at every stop). The lines written
+    /// since are copied to `audit/<node>/YYYY/MM/DD/` at the same time.
     pub anchor_secs: Option<u64>,
+    /// A Tink JSON keyset (`recvault keys new`) that encrypts the audit
+    /// lines' copies in the bucket (associated data `recvault/v1
+    /// tenant=audit@<node> object=YYYY/MM/DD/<name>`); without it they are
+    /// stored as they are.
+    pub keyset: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -78,6 +78,27 @@ fn build_tenants(
     out
 }
 
+/// Where the audit lines' copies go: the bucket, through `[audit] keyset`
+/// when it is set (an unreadable keyset stops the start: copies are never
+/// written in clear once encryption is asked for).
+fn audit_copies(cfg: &Config, store: &SharedStore, audit: &Audit) -> Result<SharedStore, String> {
+    let Some(path) = &cfg.audit.keyset else {
+        if cfg.audit.path.is_some() {
+            warn!("[audit] keyset is not set: the copies of the audit lines in the bucket are not encrypted by recvault");
+        }
+        return Ok(store.clone());
+    };
+    let keys = crate::crypto::read_keyset(path).map_err(|e| format!("[audit] keyset: {e}"))?;
+    let node = audit.node();
+    let sealed = crate::store::crypt::Crypt::new(
+        store.clone(),
+        &format!("audit@{node}"),
+        &crate::layout::audit_node(node),
+        keys,
+    )?;
+    Ok(Arc::new(sealed))
+}
+
 /// Where the listeners are bound, once they are.
 #[derive(Clone)]
 pub struct Listening {
@@ -125,9 +146,18 @@ pub async fn serve(
         warn!("no users are configured: nobody can log in");
     }
     // The chain's head goes to the bucket, away from the log's disk.
+    // The audit lines are copied there too (encrypted with [audit] keyset).
+    let copies = audit_copies(&cfg, &store, &audit)?;
+    let copier = Arc::new(tokio::sync::Mutex::new(crate::anchor::Copier::default()));
     let anchoring = cfg.audit.path.is_some().then(|| {
         let every = Duration::from_secs(cfg.audit.anchor_secs.unwrap_or(60).max(1));
-        tokio::spawn(crate::anchor::keep(store.clone(), audit.clone(), every))
+        tokio::spawn(crate::anchor::keep(
+            store.clone(),
+            copies.clone(),
+            copier.clone(),
+            audit.clone(),
+            every,
+        ))
     });
     let host_key = crate::hostkey::load_or_generate(&cfg.sftp.host_key)?;
     crate::media::render::ffmpeg::set_memory_limit(
@@ -283,6 +313,9 @@ pub async fn serve(
             task.abort();
             if let Err(e) = crate::anchor::write(store.as_ref(), &audit, None).await {
                 warn!(error = %e, "the audit chain's last head was not anchored");
+            }
+            if let Err(e) = copier.lock().await.copy(copies.as_ref(), &audit).await {
+                warn!(error = %e, "the last audit lines were not copied to the bucket");
             }
         }
         inflight.close().await

@@ -122,8 +122,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Spool {
+    /// Opens (creates) the spool; its folder is made private to recvault's
+    /// user (mode 0700): RAW files wait there in clear until archived.
     pub fn open(root: &Path) -> std::io::Result<Spool> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(root)?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
         Ok(Spool {
             root: root.to_owned(),
         })

@@ -13,6 +13,7 @@
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.sums    MD5/SHA-1/SHA-256 of a rendered <name>
 //! P/sessions/YYYY/MM/DD/<id>/derived/<path>.staged  a re-encrypted copy being verified (`/` in <path> as `~`)
 //! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
+//! audit/<node>/YYYY/MM/DD/<chain>-<first>-<last>.jsonl  a copy of audit lines first..=last (seq), by the day copied
 //! ```
 
 pub mod index;
@@ -52,6 +53,31 @@ pub fn audit_anchor_of<'a>(prefix: &str, key: &'a str) -> Option<(i64, u64, &'a 
     let seq = parts.next()?.parse().ok()?;
     let hash = parts.next()?;
     (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((ms, seq, hash))
+}
+
+/// `audit/<node>/`: a node's audit copies (date folders) and anchors.
+pub fn audit_node(node: &str) -> String {
+    format!("{AUDIT}{node}/")
+}
+
+/// A copy of audit lines `first..=last` of chain `chain` of a node, filed
+/// under the day it was copied:
+/// `audit/<node>/YYYY/MM/DD/<chain>-<first, 12 digits>-<last, 12 digits>.jsonl`.
+pub fn audit_copy(node: &str, day: &str, chain: &str, first: u64, last: u64) -> String {
+    format!(
+        "{}{day}/{chain}-{first:012}-{last:012}.jsonl",
+        audit_node(node)
+    )
+}
+
+/// The (chain, first, last) an [`audit_copy`] key below the day folder
+/// `day_prefix` names.
+pub fn audit_copy_of<'a>(day_prefix: &str, key: &'a str) -> Option<(&'a str, u64, u64)> {
+    let name = key.strip_prefix(day_prefix)?.strip_suffix(".jsonl")?;
+    let mut parts = name.rsplitn(3, '-');
+    let last = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    Some((parts.next()?, first, last))
 }
 
 /// The key prefix of a tenant's sessions, or of a date folder below it:

@@ -373,6 +373,27 @@ impl Opening {
     }
 }
 
+/// Segments decrypted ahead of the reader (so AES-GCM runs on another
+/// core while the protocol encrypts and sends the segment before).
+const AHEAD: usize = 2;
+
+/// `body` polled by a task of its own, up to [`AHEAD`] pieces ahead of the
+/// reader; the task ends when the reader drops the stream.
+fn ahead(mut body: ByteStream) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    tokio::spawn(async move {
+        while let Some(piece) = body.next().await {
+            let failed = piece.is_err();
+            if tx.send(piece).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    }))
+}
+
 /// At most `len` bytes of `body`.
 fn limited(body: ByteStream, len: Option<u64>) -> ByteStream {
     let Some(left) = len else { return body };
@@ -517,7 +538,7 @@ impl ObjectStore for Crypt {
         };
         Ok(Got {
             meta,
-            body: opening.into_stream(),
+            body: ahead(opening.into_stream()),
         })
     }
 

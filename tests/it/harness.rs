@@ -315,8 +315,15 @@ fn write_config(dir: &Path, config: &str) -> PathBuf {
     } else {
         ftps_toml("")
     };
+    // A test may bring `[audit]` keys of its own (`# audit: KEY = VALUE`
+    // lines, anywhere): they join the table that names the log.
+    let audit_extra: String = config
+        .lines()
+        .filter_map(|l| l.strip_prefix("# audit: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let text = format!(
-        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n{ingest}\n{ftps}\n[audit]\npath = \"{}\"\n",
+        "{config}\n[sftp]\nlisten = \"127.0.0.1:0\"\nhost_key = \"{}\"\n\n{ingest}\n{ftps}\n[audit]\npath = \"{}\"\n{audit_extra}",
         dir.join("host_key").display(),
         dir.join("audit.log").display()
     );

@@ -30,11 +30,15 @@ async fn raw_objects(
     loop {
         let page = store.list_page(prefix, None, token).await.unwrap();
         for o in page.objects {
-            let head = store.head(&o.key).await.unwrap().unwrap();
-            let body = recvault::store::read_all(store, &o.key, 1 << 30)
-                .await
-                .unwrap();
-            out.push((o.key, head.mark, body.to_vec()));
+            // Gone since the listing (a render's lease, released): skipped.
+            let Some(head) = store.head(&o.key).await.unwrap() else {
+                continue;
+            };
+            match recvault::store::read_all(store, &o.key, 1 << 30).await {
+                Ok(body) => out.push((o.key, head.mark, body.to_vec())),
+                Err(recvault::store::StoreError::NotFound(_)) => continue,
+                Err(e) => panic!("{}: {e}", o.key),
+            }
         }
         token = page.next;
         if token.is_none() {
@@ -186,6 +190,39 @@ async fn nothing_of_an_encrypted_tenant_is_stored_in_clear_and_tink_decrypts_it_
             body.len()
         );
     }
+    // The README's script for customers does the same.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let script = readme
+        .split("<!-- decrypt.py -->")
+        .nth(1)
+        .and_then(|r| r.split("<!-- /decrypt.py -->").next())
+        .and_then(|r| r.split("```python").nth(1))
+        .and_then(|r| r.split("```").next())
+        .expect("README has the decrypt.py script");
+    let (archive_key, _, archive_ct) = sealed
+        .iter()
+        .find(|(k, _, _)| k.ends_with("/call-sealed-1.tar.gz"))
+        .expect("the archive");
+    let relative = archive_key.strip_prefix(&format!("{base}acme/")).unwrap();
+    std::fs::write(work.path().join("decrypt.py"), script).unwrap();
+    std::fs::write(work.path().join("archive.ct"), archive_ct).unwrap();
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
+    let out = std::process::Command::new(python)
+        .arg(work.path().join("decrypt.py"))
+        .arg(&keyset)
+        .arg("acme")
+        .arg(relative)
+        .arg(work.path().join("archive.ct"))
+        .arg(work.path().join("archive.tar.gz"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read(work.path().join("archive.tar.gz")).unwrap()
+            == got[&("qa", "call-sealed-1.tar.gz".to_string())],
+        "the README's script decrypts the archive to what SFTP serves"
+    );
     let index = decrypted
         .iter()
         .find(|(k, _)| k.ends_with("/info.json"))
@@ -441,9 +478,13 @@ async fn every_audit_event_type_appears_and_the_trail_verifies() {
     let keys = tempfile::tempdir().unwrap();
     let keyset = keys.path().join("acme.keyset.json");
     keys_new(&keyset);
+    let audit_keyset = keys.path().join("audit.keyset.json");
+    keys_new(&audit_keyset);
+    let node = format!("it-audit-{}", std::process::id());
     let hash = recvault::ingest::token_hash;
     let config = format!(
-        "[[tenants]]\nid = \"acme\"\nprefix = \"{base}\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n\n[[tenants.users]]\nname = \"qa\"\npassword = \"{}\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\", \"delete\"]\n",
+        "# audit: node = \"{node}\"\n# audit: keyset = \"{}\"\n# audit: anchor_secs = 1\n[[tenants]]\nid = \"acme\"\nprefix = \"{base}\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n\n[[tenants.users]]\nname = \"qa\"\npassword = \"{}\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\", \"delete\"]\n",
+        audit_keyset.display(),
         hash(crate::ingest::TOKEN_A),
         keyset.display(),
         crate::ftps::pw_hash(),
@@ -564,7 +605,59 @@ async fn every_audit_event_type_appears_and_the_trail_verifies() {
     );
     // Stopped, the head is anchored; the trail verifies against it.
     server.signal("TERM");
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut server = server;
+    for _ in 0..100 {
+        if !server.is_running() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!server.is_running(), "recvault did not stop");
+    // Every line is also in the bucket, encrypted, under the day it was copied.
+    let log = std::fs::read(server.dir.path().join("audit.log")).unwrap();
+    let first = log.split(|b| *b == b'\n').next().unwrap();
+    let chain = recvault::audit::chain_id(&sha256(first));
+    let raw = s3().store().await;
+    let copies = recvault::store::crypt::Crypt::new(
+        raw.clone(),
+        &format!("audit@{node}"),
+        &recvault::layout::audit_node(&node),
+        recvault::crypto::read_keyset(&audit_keyset).unwrap(),
+    )
+    .unwrap();
+    let day = chrono::Utc::now().format("%Y/%m/%d").to_string();
+    let day_prefix = format!("{}{day}/", recvault::layout::audit_node(&node));
+    let mut parts = Vec::new();
+    for (key, mark, body) in raw_objects(raw.as_ref(), &day_prefix).await {
+        let Some((c, first, last)) = recvault::layout::audit_copy_of(&day_prefix, &key) else {
+            continue;
+        };
+        if c != chain {
+            continue;
+        }
+        assert!(mark.is_some(), "{key} is not encrypted");
+        assert!(
+            !body.windows(7).any(|w| w == b"\"login\""),
+            "{key} in clear"
+        );
+        let plain = recvault::store::read_all(&copies, &key, 1 << 30)
+            .await
+            .unwrap();
+        parts.push((first, last, plain.to_vec()));
+    }
+    parts.sort();
+    assert!(
+        parts.windows(2).all(|w| w[1].0 == w[0].1 + 1),
+        "copies follow each other: {:?}",
+        parts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()
+    );
+    let copied: Vec<u8> = parts.into_iter().flat_map(|p| p.2).collect();
+    assert!(
+        copied == log,
+        "the copies hold the whole log ({} of {} bytes)",
+        copied.len(),
+        log.len()
+    );
     let out = recvault_command()
         .args(["audit", "verify", "--config"])
         .arg(server.dir.path().join("recvault.toml"))
