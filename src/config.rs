@@ -221,6 +221,8 @@ pub struct AuditConfig {
     /// tenant=audit@<node> object=YYYY/MM/DD/<name>`); without it they are
     /// stored as they are.
     pub keyset: Option<PathBuf>,
+    /// The AWS KMS key that wraps `keyset` (see the tenants' `keyset_kms_key`).
+    pub keyset_kms_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +246,10 @@ pub struct TenantConfig {
     /// The tenant's Tink JSON keyset (a secret file: mode 0600), required
     /// with `encryption = "recvault"`.
     pub keyset: Option<Spanned<PathBuf>>,
+    /// The AWS KMS key that wraps `keyset` (a Tink key URI,
+    /// `aws-kms://arn:aws:kms:<region>:<account>:key/<id>`); without it the
+    /// keyset file is cleartext.
+    pub keyset_kms_key: Option<Spanned<String>>,
 }
 
 impl TenantConfig {
@@ -418,6 +424,18 @@ impl Validator<'_> {
                         t.encryption.as_ref().map_or(t.id.span(), |e| e.span()),
                         format!("tenant {id:?}: encryption = \"recvault\" needs keyset = \"FILE\" (create one with `recvault keys new FILE`)"),
                     );
+                }
+                _ if t.keyset_kms_key.is_some() && t.keyset.is_none() => {
+                    let k = t.keyset_kms_key.as_ref().map_or(t.id.span(), |k| k.span());
+                    return self.err(k, format!("tenant {id:?}: keyset_kms_key needs keyset = \"FILE\" (the wrapped keyset)"));
+                }
+                (_, _)
+                    if t.keyset_kms_key
+                        .as_ref()
+                        .is_some_and(|k| crate::crypto::kms::arn_of(k.get_ref()).is_err()) =>
+                {
+                    let k = t.keyset_kms_key.as_ref().map_or(t.id.span(), |k| k.span());
+                    return self.err(k, format!("tenant {id:?}: keyset_kms_key must look like \"aws-kms://arn:aws:kms:<region>:<account>:key/<id>\""));
                 }
                 (Encryption::None, Some(k)) => {
                     return self.err(

@@ -24,11 +24,27 @@ enum AuditAction {
 #[derive(Subcommand)]
 enum KeysAction {
     /// Write a new keyset with one key.
-    New { file: PathBuf },
+    New {
+        file: PathBuf,
+        /// Wrap it with this AWS KMS key (a Tink key URI,
+        /// `aws-kms://arn:aws:kms:…`), as Tink's AWS KMS integration does.
+        #[arg(long, value_name = "URI")]
+        kms: Option<String>,
+    },
     /// Add a new primary key (older keys keep reading what they encrypted).
-    Rotate { file: PathBuf },
+    Rotate {
+        file: PathBuf,
+        /// The KMS key the keyset is wrapped with.
+        #[arg(long, value_name = "URI")]
+        kms: Option<String>,
+    },
     /// List the keys: ids, the primary, segment sizes.
-    Show { file: PathBuf },
+    Show {
+        file: PathBuf,
+        /// The KMS key the keyset is wrapped with.
+        #[arg(long, value_name = "URI")]
+        kms: Option<String>,
+    },
 }
 
 #[derive(Parser)]
@@ -267,13 +283,23 @@ fn main() -> Result<()> {
             }
         },
         Command::Keys { action } => {
-            let text = match action {
-                KeysAction::New { file } => recvault::crypto::keys_new(&file),
-                KeysAction::Rotate { file } => recvault::crypto::keys_rotate(&file),
-                KeysAction::Show { file } => recvault::crypto::read_keyset(&file)
-                    .map(|set| recvault::crypto::describe(&file, &set)),
-            }
-            .map_err(anyhow::Error::msg)?;
+            let text = runtime()?
+                .block_on(async {
+                    match action {
+                        KeysAction::New { file, kms } => {
+                            recvault::crypto::keys_new(&file, kms.as_deref()).await
+                        }
+                        KeysAction::Rotate { file, kms } => {
+                            recvault::crypto::keys_rotate(&file, kms.as_deref()).await
+                        }
+                        KeysAction::Show { file, kms } => {
+                            recvault::crypto::load_keyset(&file, kms.as_deref())
+                                .await
+                                .map(|set| recvault::crypto::describe(&file, &set))
+                        }
+                    }
+                })
+                .map_err(anyhow::Error::msg)?;
             print!("{text}");
             Ok(())
         }

@@ -26,7 +26,7 @@ use crate::vfs::{Producer, Tenant};
 /// objects. On a reload (`existing`), a tenant keeps its
 /// store and only its keyset is re-read (a rotation; an unreadable one
 /// keeps the keyset in use).
-fn build_tenants(
+async fn build_tenants(
     cfg: &Config,
     store: &SharedStore,
     existing: &HashMap<String, Arc<Tenant>>,
@@ -61,7 +61,7 @@ fn build_tenants(
                 }
                 old.clone()
             }
-            None => match crate::store::crypt::for_tenant(t, store) {
+            None => match crate::store::crypt::for_tenant(t, store).await {
                 Ok(None) => Arc::new(Tenant::new(id.clone(), prefix, store.clone(), &cfg.limits)),
                 Ok(Some(sealed)) => {
                     info!(tenant = %id, primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
@@ -81,14 +81,20 @@ fn build_tenants(
 /// Where the audit lines' copies go: the bucket, through `[audit] keyset`
 /// when it is set (an unreadable keyset stops the start: copies are never
 /// written in clear once encryption is asked for).
-fn audit_copies(cfg: &Config, store: &SharedStore, audit: &Audit) -> Result<SharedStore, String> {
+async fn audit_copies(
+    cfg: &Config,
+    store: &SharedStore,
+    audit: &Audit,
+) -> Result<SharedStore, String> {
     let Some(path) = &cfg.audit.keyset else {
         if cfg.audit.path.is_some() {
             warn!("[audit] keyset is not set: the copies of the audit lines in the bucket are not encrypted by recvault");
         }
         return Ok(store.clone());
     };
-    let keys = crate::crypto::read_keyset(path).map_err(|e| format!("[audit] keyset: {e}"))?;
+    let keys = crate::crypto::load_keyset(path, cfg.audit.keyset_kms_key.as_deref())
+        .await
+        .map_err(|e| format!("[audit] keyset: {e}"))?;
     let node = audit.node();
     let sealed = crate::store::crypt::Crypt::new(
         store.clone(),
@@ -132,7 +138,7 @@ pub async fn serve(
             .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
         None => Audit::stdout(),
     });
-    let mut tenants = build_tenants(&cfg, &store, &HashMap::new(), &audit);
+    let mut tenants = build_tenants(&cfg, &store, &HashMap::new(), &audit).await;
     tokio::spawn(sweep_orphan_uploads(
         store.clone(),
         tenants.values().map(|t| t.prefix.clone()).collect(),
@@ -147,7 +153,7 @@ pub async fn serve(
     }
     // The chain's head goes to the bucket, away from the log's disk.
     // The audit lines are copied there too (encrypted with [audit] keyset).
-    let copies = audit_copies(&cfg, &store, &audit)?;
+    let copies = audit_copies(&cfg, &store, &audit).await?;
     let copier = Arc::new(tokio::sync::Mutex::new(crate::anchor::Copier::default()));
     let anchoring = cfg.audit.path.is_some().then(|| {
         let every = Duration::from_secs(cfg.audit.anchor_secs.unwrap_or(60).max(1));
@@ -251,7 +257,7 @@ pub async fn serve(
                 };
                 match crate::config::load(path) {
                     Ok(new_cfg) => {
-                        let new_tenants = build_tenants(&new_cfg, &store, &tenants, &audit);
+                        let new_tenants = build_tenants(&new_cfg, &store, &tenants, &audit).await;
                         match Users::from_config(&new_cfg, &new_tenants) {
                             Ok(users) => {
                                 let n = users.len();

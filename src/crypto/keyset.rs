@@ -240,6 +240,98 @@ impl Keyset {
     pub fn from_json(text: &str) -> Result<Keyset, String> {
         let json: KeysetJson =
             serde_json::from_str(text).map_err(|e| format!("not a Tink JSON keyset: {e}"))?;
+        Self::from_parsed(json)
+    }
+
+    /// Parses a binary Tink keyset (the `google.crypto.tink.Keyset`
+    /// message an `EncryptedKeyset` wraps).
+    pub fn from_proto(b: &[u8]) -> Result<Keyset, String> {
+        const STATUS: [&str; 4] = ["UNKNOWN_STATUS", "ENABLED", "DISABLED", "DESTROYED"];
+        const PREFIX: [&str; 5] = ["UNKNOWN_PREFIX", "TINK", "LEGACY", "RAW", "CRUNCHY"];
+        let name = |names: &[&str], v: u64| names.get(v as usize).unwrap_or(&"UNKNOWN").to_string();
+        let mut json = KeysetJson {
+            primary_key_id: 0,
+            key: Vec::new(),
+        };
+        for (n, f) in fields(b)? {
+            match (n, f) {
+                (1, Field::Varint(v)) => json.primary_key_id = v as u32,
+                (2, Field::Bytes(k)) => {
+                    let mut key = KeyJson {
+                        key_data: KeyDataJson {
+                            type_url: String::new(),
+                            value: String::new(),
+                            key_material_type: "SYMMETRIC".into(),
+                        },
+                        status: STATUS[0].into(),
+                        key_id: 0,
+                        output_prefix_type: PREFIX[0].into(),
+                    };
+                    for (m, g) in fields(k)? {
+                        match (m, g) {
+                            (1, Field::Bytes(d)) => {
+                                for (o, h) in fields(d)? {
+                                    match (o, h) {
+                                        (1, Field::Bytes(u)) => {
+                                            key.key_data.type_url =
+                                                String::from_utf8_lossy(u).into_owned()
+                                        }
+                                        (2, Field::Bytes(v)) => {
+                                            key.key_data.value =
+                                                base64::engine::general_purpose::STANDARD.encode(v)
+                                        }
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            (2, Field::Varint(v)) => key.status = name(&STATUS, v),
+                            (3, Field::Varint(v)) => key.key_id = v as u32,
+                            (4, Field::Varint(v)) => key.output_prefix_type = name(&PREFIX, v),
+                            _ => {}
+                        }
+                    }
+                    json.key.push(key);
+                }
+                _ => {}
+            }
+        }
+        Self::from_parsed(json)
+    }
+
+    /// The keyset as a binary Tink `Keyset` message (holds key material).
+    pub fn to_proto(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::new());
+        out.push(0x08); // 1: primary_key_id
+        varint(self.primary as u64, &mut out);
+        for k in &self.keys {
+            let value = Zeroizing::new(encode_key(k.layout, &k.material));
+            let mut data = Zeroizing::new(Vec::new());
+            data.push(0x0a); // 1: type_url
+            varint(TYPE_URL.len() as u64, &mut data);
+            data.extend_from_slice(TYPE_URL.as_bytes());
+            data.push(0x12); // 2: value
+            varint(value.len() as u64, &mut data);
+            data.extend_from_slice(&value);
+            data.push(0x18); // 3: key_material_type SYMMETRIC
+            varint(1, &mut data);
+            let mut key = Zeroizing::new(Vec::new());
+            key.push(0x0a); // 1: key_data
+            varint(data.len() as u64, &mut key);
+            key.extend_from_slice(&data);
+            key.push(0x10); // 2: status
+            varint(if k.enabled { 1 } else { 2 }, &mut key);
+            key.push(0x18); // 3: key_id
+            varint(k.id as u64, &mut key);
+            key.push(0x20); // 4: output_prefix_type RAW
+            varint(3, &mut key);
+            out.push(0x12); // 2: key
+            varint(key.len() as u64, &mut out);
+            out.extend_from_slice(&key);
+        }
+        out
+    }
+
+    fn from_parsed(json: KeysetJson) -> Result<Keyset, String> {
         let mut keys = Vec::new();
         for k in json.key {
             if k.key_data.type_url != TYPE_URL {

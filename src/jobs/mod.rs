@@ -450,6 +450,7 @@ pub async fn run_cli(
     for t in tenants {
         let id = t.id.get_ref();
         let sealed = crate::store::crypt::for_tenant(t, &store)
+            .await
             .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
         let target = Target {
             tenant: id.clone(),

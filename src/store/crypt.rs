@@ -114,7 +114,7 @@ pub struct Crypt {
 /// The store of tenant `t`: `None` when recvault does not encrypt its
 /// objects; its keyset read and checked otherwise (an error names the
 /// tenant and the file).
-pub fn for_tenant(
+pub async fn for_tenant(
     t: &crate::config::TenantConfig,
     shared: &SharedStore,
 ) -> Result<Option<Arc<Crypt>>, String> {
@@ -126,7 +126,8 @@ pub fn for_tenant(
         .keyset
         .as_ref()
         .ok_or_else(|| format!("tenant {id:?}: encryption = \"recvault\" needs a keyset"))?;
-    let keys = crate::crypto::read_keyset(path.get_ref())?;
+    let kms = t.keyset_kms_key.as_ref().map(|k| k.get_ref().as_str());
+    let keys = crate::crypto::load_keyset(path.get_ref(), kms).await?;
     Crypt::new(shared.clone(), id, t.prefix.get_ref(), keys).map(|c| Some(Arc::new(c)))
 }
 

@@ -135,6 +135,7 @@ pub fn recvault_command() -> Command {
     c.env("AWS_ACCESS_KEY_ID", &s3.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
         .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL_KMS", &s3.endpoint)
         .env_remove("AWS_CA_BUNDLE")
         .env_remove("AWS_PROFILE");
     c

@@ -905,3 +905,227 @@ async fn reencrypt_seals_a_tenants_clear_objects_and_they_read_the_same() {
         text(&out)
     );
 }
+
+/// Tink's side of AWS KMS, against moto's KMS: `mkkey` prints a new key's
+/// ARN; `wrap WRAPPED URI` writes a new keyset wrapped by it;
+/// `enc|dec WRAPPED URI AAD IN OUT` uses a wrapped keyset.
+const TINK_KMS: &str = r#"
+import io, os, sys, boto3, tink
+from tink import streaming_aead
+from tink.integration import awskms
+streaming_aead.register()
+kms = boto3.client("kms", endpoint_url=os.environ["KMS"], region_name="us-east-1",
+                   aws_access_key_id=os.environ["AK"], aws_secret_access_key=os.environ["SK"])
+mode = sys.argv[1]
+if mode == "mkkey":
+    print(kms.create_key(Description="recvault test")["KeyMetadata"]["Arn"])
+    sys.exit(0)
+path, uri = sys.argv[2], sys.argv[3]
+remote = awskms.new_client(boto3_client=kms, key_uri=uri).get_aead(uri)
+if mode == "wrap":
+    h = tink.new_keyset_handle(streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB)
+    open(path, "w").write(tink.json_proto_keyset_format.serialize_encrypted(h, remote, b""))
+    print(h.keyset_info().primary_key_id)
+    sys.exit(0)
+h = tink.json_proto_keyset_format.parse_encrypted(open(path).read(), remote, b"")
+p = h.primitive(streaming_aead.StreamingAead)
+aad, src, dst = sys.argv[4].encode(), sys.argv[5], sys.argv[6]
+data = open(src, "rb").read()
+if mode == "enc":
+    class Keep(io.BytesIO):
+        def close(self):
+            pass
+    out = Keep()
+    with p.new_encrypting_stream(out, aad) as e:
+        e.write(data)
+    open(dst, "wb").write(out.getvalue())
+else:
+    with p.new_decrypting_stream(io.BytesIO(data), aad) as d:
+        open(dst, "wb").write(d.read())
+"#;
+
+fn tink_kms(args: &[&str]) -> std::process::Output {
+    let s3 = s3();
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
+    std::process::Command::new(python)
+        .arg("-c")
+        .arg(TINK_KMS)
+        .args(args)
+        .env("KMS", &s3.endpoint)
+        .env("AK", &s3.access_key)
+        .env("SK", &s3.secret_key)
+        .output()
+        .unwrap()
+}
+
+/// A keyset wrapped by an AWS KMS key (moto's KMS): recvault wraps it as
+/// Tink does, so Python Tink unwraps it and decrypts what the server stored
+/// under it; a keyset Python Tink wrapped is read, rotated and served by
+/// recvault; a wrapped keyset without its KMS key is refused clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_wrapped_keysets_interoperate_with_tink_both_ways() {
+    let out = tink_kms(&["mkkey"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let arn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let uri = format!("aws-kms://{arn}");
+    let keys = tempfile::tempdir().unwrap();
+    let ours = keys.path().join("ours.json");
+    let out = recvault_command()
+        .args(["keys", "new", "--kms", &uri])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let wrapped = std::fs::read_to_string(&ours).unwrap();
+    assert!(
+        wrapped.contains("encryptedKeyset") && !wrapped.contains("keyData"),
+        "{wrapped}"
+    );
+    // The server runs on it; what it stores, Tink decrypts with the keyset it unwraps.
+    let prefix = unique_prefix("kms");
+    let hash = recvault::ingest::token_hash;
+    let config = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\nkeyset_kms_key = \"{uri}\"\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
+        hash(crate::ingest::TOKEN_A),
+        ours.display(),
+        client_key("qa").public,
+    );
+    let server = Server::start(&config);
+    let calls = tempfile::tempdir().unwrap();
+    let dir = crate::ingest::make_session(calls.path(), "call-kms-1", 6, 50);
+    let out = crate::ingest::push(&server, &dir, crate::ingest::TOKEN_A);
+    assert!(out.status.success(), "{}", text(&out));
+    let cwd = tempfile::tempdir().unwrap();
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        "get /2026/11/23/call-kms-1/call-kms-1.tar.gz\n",
+        cwd.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let served = std::fs::read(cwd.path().join("call-kms-1.tar.gz")).unwrap();
+    let store = s3().store().await;
+    let key =
+        recvault::layout::SessionKeys::new(&prefix, "2026", "11", "23", "call-kms-1").archive();
+    let ct = recvault::store::read_all(store.as_ref(), &key, 1 << 30)
+        .await
+        .unwrap();
+    std::fs::write(cwd.path().join("archive.ct"), &ct).unwrap();
+    let relative = key.strip_prefix(&prefix).unwrap();
+    let out = tink_kms(&[
+        "dec",
+        ours.to_str().unwrap(),
+        &uri,
+        &aad("acme", relative),
+        cwd.path().join("archive.ct").to_str().unwrap(),
+        cwd.path().join("archive.pt").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::read(cwd.path().join("archive.pt")).unwrap() == served);
+    drop(server);
+
+    // Tink wraps; recvault reads it, rotates it (Tink still reads it) and
+    // serves what Tink encrypted under it.
+    let theirs = keys.path().join("theirs.json");
+    let out = tink_kms(&["wrap", theirs.to_str().unwrap(), &uri]);
+    assert!(out.status.success(), "{}", text(&out));
+    let primary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = recvault_command()
+        .args(["keys", "show", "--kms", &uri])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("primary key: {primary}")),
+        "{}",
+        text(&out)
+    );
+    let out = recvault_command()
+        .args(["keys", "rotate", "--kms", &uri])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(cwd.path().join("plain"), b"recorded by tink").unwrap();
+    let object = "sessions/2026/11/23/t-1/t-1.tar.gz";
+    let out = tink_kms(&[
+        "enc",
+        theirs.to_str().unwrap(),
+        &uri,
+        &aad("acme", object),
+        cwd.path().join("plain").to_str().unwrap(),
+        cwd.path().join("plain.ct").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "Tink reads the keyset recvault rotated: {}",
+        text(&out)
+    );
+    let prefix2 = unique_prefix("kms-theirs");
+    let sealed_cfg = format!(
+        "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix2}\"\nencryption = \"recvault\"\nkeyset = \"{}\"\nkeyset_kms_key = \"{uri}\"\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n",
+        theirs.display(),
+        client_key("qa").public,
+    );
+    recvault::sample::put_session(
+        store.as_ref(),
+        &prefix2,
+        "t-1",
+        t("2026-11-23T09:00:00Z"),
+        t("2026-11-23T09:05:00Z"),
+        Bytes::from_static(b"recorded by tink"),
+    )
+    .await
+    .unwrap();
+    // The index in clear (a tenant switching on), the archive Tink's.
+    let ct = std::fs::read(cwd.path().join("plain.ct")).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&theirs).unwrap()).unwrap();
+    let mut ids: Vec<u64> = v["keysetInfo"]["keyInfo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["keyId"].as_u64().unwrap())
+        .collect();
+    ids.retain(|id| id.to_string() != v["keysetInfo"]["primaryKeyId"].to_string());
+    assert_eq!(ids.len(), 1, "rotated: the old key is still there");
+    let old_primary: u64 = primary.parse().unwrap();
+    assert_eq!(ids[0], old_primary);
+    // Tink sealed it with the new primary (recvault's rotation).
+    let new_primary = v["keysetInfo"]["primaryKeyId"].as_u64().unwrap();
+    let opts = PutOptions {
+        if_absent: false,
+        mark: Some(format!("tink-aes-gcm-hkdf-streaming key={new_primary}")),
+    };
+    store
+        .put(&format!("{prefix2}{object}"), Bytes::from(ct), opts)
+        .await
+        .unwrap();
+    let server = Server::start(&sealed_cfg);
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        "get /2026/11/23/t-1/t-1.tar.gz\n",
+        cwd.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(cwd.path().join("t-1.tar.gz")).unwrap(),
+        b"recorded by tink"
+    );
+    drop(server);
+
+    // A wrapped keyset named without its KMS key: refused, with the reason.
+    let out = recvault_command()
+        .args(["keys", "show"])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("keyset_kms_key"), "{}", text(&out));
+}

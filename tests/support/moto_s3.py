@@ -62,7 +62,7 @@ def main():
         PolicyName="s3",
         PolicyDocument=json.dumps({
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            "Statement": [{"Effect": "Allow", "Action": ["s3:*", "kms:*"], "Resource": "*"}],
         }),
     )
     key = iam.create_access_key(UserName="recvault")["AccessKey"]
