@@ -1091,7 +1091,7 @@ async fn kms_wrapped_keysets_interoperate_with_tink_both_ways() {
         .iter()
         .map(|k| k["keyId"].as_u64().unwrap())
         .collect();
-    ids.retain(|id| id.to_string() != v["keysetInfo"]["primaryKeyId"].to_string());
+    ids.retain(|id| v["keysetInfo"]["primaryKeyId"] != *id);
     assert_eq!(ids.len(), 1, "rotated: the old key is still there");
     let old_primary: u64 = primary.parse().unwrap();
     assert_eq!(ids[0], old_primary);
