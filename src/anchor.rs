@@ -92,120 +92,64 @@ pub async fn keep(
     }
 }
 
-/// Most bytes of lines in one copy object.
-const COPY_MAX: usize = 4 << 20;
-
-/// Where the copies of a chain's lines stand: the chain, the last seq
-/// copied and the byte offset after it in the file.
+/// Copies of the audit lines in the bucket,
+/// `audit/<node>/YYYY/MM/DD/<chain>-<first seq>-<last seq>.jsonl` (the
+/// day of the copy): each process copies the lines it wrote itself
+/// ([`Audit::keep_copies`]), so rotation, and other processes appending to
+/// the same file, need no file offsets.
 #[derive(Default)]
-pub struct Copier {
-    at: Option<(String, u64, u64)>,
-}
+pub struct Copier;
 
 impl Copier {
-    /// Copies every whole line not copied yet; returns how many.
+    /// Copies the lines written since the last copy; returns how many. On a
+    /// storage error the lines are kept for the next try.
     pub async fn copy(&mut self, store: &dyn ObjectStore, audit: &Audit) -> Result<u64, String> {
-        let node = audit.node();
-        let Some((chain, _, _)) = audit.head().map_err(|e| e.to_string())? else {
-            return Ok(0);
-        };
-        let (mut seq, mut offset) = match &self.at {
-            Some((c, seq, offset)) if *c == chain => (*seq, *offset),
-            _ => {
-                let seq = last_copied(store, node, &chain)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (seq, offset_after(audit, seq)?)
-            }
-        };
+        let node = audit.node().to_string();
+        let mut batches = audit.take_copies();
         let mut copied = 0;
-        loop {
-            let lines = audit
-                .read_lines(offset, COPY_MAX)
-                .map_err(|e| format!("cannot read the audit file: {e}"))?
-                .unwrap_or_default();
-            if lines.is_empty() {
-                break;
-            }
-            let n = lines.iter().filter(|b| **b == b'\n').count() as u64;
+        while !batches.is_empty() {
+            let b = &batches[0];
             let day = chrono::Utc::now().format("%Y/%m/%d").to_string();
-            let key = crate::layout::audit_copy(node, &day, &chain, seq + 1, seq + n);
-            store
-                .put(&key, Bytes::from(lines.clone()), PutOptions::default())
+            let key = crate::layout::audit_copy(&node, &day, &b.chain, b.first, b.last);
+            if let Err(e) = store
+                .put(&key, Bytes::from(b.lines.clone()), PutOptions::default())
                 .await
-                .map_err(|e| format!("cannot store {key}: {e}"))?;
-            seq += n;
-            offset += lines.len() as u64;
-            copied += n;
-            self.at = Some((chain.clone(), seq, offset));
+            {
+                audit.return_copies(batches);
+                return Err(format!("cannot store {key}: {e}"));
+            }
+            copied += b.last - b.first + 1;
+            batches.remove(0);
         }
-        self.at = Some((chain, seq, offset));
         Ok(copied)
     }
 }
 
-/// The byte offset after the first `lines` lines of the audit file.
-fn offset_after(audit: &Audit, lines: u64) -> Result<u64, String> {
-    let (mut offset, mut seen) = (0u64, 0u64);
-    while seen < lines {
-        let chunk = audit
-            .read_lines(offset, COPY_MAX)
-            .map_err(|e| format!("cannot read the audit file: {e}"))?
-            .unwrap_or_default();
-        if chunk.is_empty() {
-            break;
+/// Where the audit lines' copies go: the bucket, through `[audit] keyset`
+/// when it is set (an unreadable keyset is an error: copies are never
+/// written in clear once encryption is asked for).
+pub async fn copies_store(
+    cfg: &crate::config::Config,
+    store: &crate::store::SharedStore,
+    audit: &Audit,
+) -> Result<crate::store::SharedStore, String> {
+    let Some(path) = &cfg.audit.keyset else {
+        if cfg.audit.path.is_some() {
+            warn!("[audit] keyset is not set: the copies of the audit lines in the bucket are not encrypted by recvault");
         }
-        for (i, b) in chunk.iter().enumerate() {
-            if *b == b'\n' {
-                seen += 1;
-                if seen == lines {
-                    return Ok(offset + i as u64 + 1);
-                }
-            }
-        }
-        offset += chunk.len() as u64;
-    }
-    Ok(offset)
-}
-
-/// The last seq of chain `chain` copied to the bucket, from the newest
-/// day folder that has a copy of it (0 when none).
-async fn last_copied(store: &dyn ObjectStore, node: &str, chain: &str) -> Result<u64, StoreError> {
-    let base = crate::layout::audit_node(node);
-    // Date folders newest first (year, month, day: depths 0, 1, 2).
-    let dirs = |prefix: String, depth: usize| async move {
-        let mut names = crate::vfs::meta::child_dirs(store, &prefix, depth).await?;
-        names.sort();
-        names.reverse();
-        Ok::<_, StoreError>(names)
+        return Ok(store.clone());
     };
-    for y in dirs(base.clone(), 0).await? {
-        for m in dirs(format!("{base}{y}/"), 1).await? {
-            for d in dirs(format!("{base}{y}/{m}/"), 2).await? {
-                let day = format!("{base}{y}/{m}/{d}/");
-                let mut best = None;
-                let mut next = None;
-                loop {
-                    let page = store.list_page(&day, None, next).await?;
-                    for o in &page.objects {
-                        if let Some((c, _, last)) = crate::layout::audit_copy_of(&day, &o.key) {
-                            if c == chain {
-                                best = best.max(Some(last));
-                            }
-                        }
-                    }
-                    next = page.next;
-                    if next.is_none() {
-                        break;
-                    }
-                }
-                if let Some(last) = best {
-                    return Ok(last);
-                }
-            }
-        }
-    }
-    Ok(0)
+    let keys = crate::crypto::load_keyset(path, cfg.audit.keyset_kms_key.as_deref())
+        .await
+        .map_err(|e| format!("[audit] keyset: {e}"))?;
+    let node = audit.node();
+    let sealed = crate::store::crypt::Crypt::new(
+        store.clone(),
+        &format!("audit@{node}"),
+        &crate::layout::audit_node(node),
+        keys,
+    )?;
+    Ok(std::sync::Arc::new(sealed))
 }
 
 /// Every anchor of chain `chain` of `node`, oldest first, from the

@@ -23,7 +23,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,18 +42,39 @@ enum Sink {
         prev: String,
     },
     /// A file other processes may append to: the head is read from the file
-    /// under its lock whenever someone else wrote since.
+    /// under its lock whenever someone else wrote since; reopened when
+    /// someone rotated it.
     File {
         file: std::fs::File,
+        path: PathBuf,
         /// The file's length after this process's last line, with that
-        /// line's seq and hash; stale when the length differs.
-        known: Option<(u64, u64, String)>,
+        /// line's seq and hash and the chain's id; stale when the length
+        /// differs.
+        known: Option<(u64, u64, String, String)>,
+        /// Rotate before a line would take the file past this size.
+        max_bytes: Option<u64>,
     },
 }
+
+/// Lines this process wrote and has not copied to the bucket yet, in runs
+/// of one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub chain: String,
+    pub first: u64,
+    pub last: u64,
+    pub lines: Vec<u8>,
+}
+
+/// Most bytes of lines waiting for their copy (storage down); older ones
+/// are dropped past it (the file keeps them; the gap is logged).
+const PENDING_MAX: usize = 64 << 20;
 
 pub struct Audit {
     node: String,
     sink: Mutex<Sink>,
+    /// `Some` once copies are asked for ([`Audit::keep_copies`]).
+    pending: Mutex<Option<Vec<Batch>>>,
 }
 
 /// This host's name (`/proc/sys/kernel/hostname`).
@@ -74,13 +95,53 @@ pub fn chain_id(first_line_hash: &str) -> String {
     first_line_hash.chars().take(16).collect()
 }
 
-/// The SHA-256 of the first line of `file` (`None` when it has none yet).
-fn first_line_hash(file: &mut std::fs::File) -> std::io::Result<Option<String>> {
+/// The first whole line of `file` (`None` when it has none yet).
+fn first_line(file: &mut std::fs::File) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::BufRead;
     file.seek(SeekFrom::Start(0))?;
     let mut line = Vec::new();
     std::io::BufReader::new(Read::by_ref(file)).read_until(b'\n', &mut line)?;
-    Ok(line.strip_suffix(b"\n").map(sha256_hex))
+    Ok(line.strip_suffix(b"\n").map(<[u8]>::to_vec))
+}
+
+/// The [`chain_id`] of the chain `file` holds: named by its first line's
+/// hash, or by a rotated file's first line (`"event": "rotated"`, which
+/// carries it); `None` before the first line.
+fn chain_of(file: &mut std::fs::File) -> std::io::Result<Option<String>> {
+    let Some(line) = first_line(file)? else {
+        return Ok(None);
+    };
+    let v: Option<serde_json::Value> = serde_json::from_slice(&line).ok();
+    let carried = v
+        .as_ref()
+        .filter(|v| v["event"] == "rotated")
+        .and_then(|v| v["chain"].as_str().map(str::to_string));
+    Ok(Some(
+        carried.unwrap_or_else(|| chain_id(&sha256_hex(&line))),
+    ))
+}
+
+/// Whether `file` is (still) the file at `path`.
+fn is_at(file: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (file.metadata()?, std::fs::metadata(path));
+    Ok(b.is_ok_and(|b| a.ino() == b.ino() && a.dev() == b.dev()))
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+}
+
+/// The name a full audit file is rotated to: `<path>.<its first seq, 12
+/// digits>`, so the files sort in chain order.
+pub fn rotated_name(path: &Path, first_seq: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{first_seq:012}"));
+    PathBuf::from(name)
 }
 
 /// The seq and hash of the last whole line of `file` (of `len` bytes);
@@ -123,6 +184,7 @@ impl Audit {
                 seq: 0,
                 prev: GENESIS.to_string(),
             }),
+            pending: Mutex::new(None),
         }
     }
 
@@ -141,15 +203,76 @@ impl Audit {
 
     /// An audit file whose lines name `node` (the host's name when `None`).
     pub fn file_of_node(path: &Path, node: Option<&str>) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)?;
+        Self::rotating(path, node, None)
+    }
+
+    /// [`Self::file_of_node`], rotated by size: before a line would take
+    /// the file past `max_bytes`, it is renamed [`rotated_name`] and a new
+    /// file continues the chain (its first line, `"event": "rotated"`,
+    /// follows the old file's last one and names the chain).
+    pub fn rotating(
+        path: &Path,
+        node: Option<&str>,
+        max_bytes: Option<u64>,
+    ) -> std::io::Result<Self> {
+        let file = open_append(path)?;
         Ok(Self {
             node: node.map_or_else(hostname, str::to_string),
-            sink: Mutex::new(Sink::File { file, known: None }),
+            sink: Mutex::new(Sink::File {
+                file,
+                path: path.to_owned(),
+                known: None,
+                max_bytes,
+            }),
+            pending: Mutex::new(None),
         })
+    }
+
+    /// From now on, every line this process writes is also kept for
+    /// [`Self::take_copies`] (the bucket's copy of the trail).
+    pub fn keep_copies(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(Vec::new());
+        }
+    }
+
+    /// The lines written since the last call, in runs of one chain.
+    pub fn take_copies(&self) -> Vec<Batch> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Puts back batches that could not be copied (before newer ones).
+    pub fn return_copies(&self, mut batches: Vec<Batch>) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pending) = p.as_mut() {
+            batches.append(pending);
+            let mut total: usize = batches.iter().map(|b| b.lines.len()).sum();
+            while total > PENDING_MAX && batches.len() > 1 {
+                let dropped = batches.remove(0);
+                total -= dropped.lines.len();
+                tracing::error!(chain = %dropped.chain, first = dropped.first, last = dropped.last, "audit lines dropped from the bucket copy (storage unreachable too long); the file keeps them");
+            }
+            *pending = batches;
+        }
+    }
+
+    fn keep(&self, chain: &str, seq: u64, line: &[u8]) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pending) = p.as_mut() else { return };
+        match pending.last_mut() {
+            Some(b) if b.chain == chain && b.last + 1 == seq => {
+                b.last = seq;
+                b.lines.extend_from_slice(line);
+            }
+            _ => pending.push(Batch {
+                chain: chain.to_string(),
+                first: seq,
+                last: seq,
+                lines: line.to_vec(),
+            }),
+        }
     }
 
     /// The name the lines carry as `node`.
@@ -163,43 +286,19 @@ impl Audit {
     /// wrote last.
     pub fn head(&self) -> std::io::Result<Option<(String, u64, String)>> {
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        let Sink::File { file, .. } = &mut *sink else {
+        let Sink::File { file, path, .. } = &mut *sink else {
             return Ok(None);
         };
-        file.lock()?;
+        lock_current(file, path)?;
         let head = (|| {
-            let Some(first) = first_line_hash(file)? else {
+            let Some(chain) = chain_of(file)? else {
                 return Ok(None);
             };
             let (seq, hash) = tail(file, file.metadata()?.len())?;
-            Ok(Some((chain_id(&first), seq, hash)))
+            Ok(Some((chain, seq, hash)))
         })();
         let _ = file.unlock();
         head
-    }
-
-    /// Up to `max` bytes of whole lines of the audit file from byte
-    /// `offset` (empty at the end; `None` when the trail is not a file).
-    /// Read under the file's lock, so no half-written line is taken.
-    pub fn read_lines(&self, offset: u64, max: usize) -> std::io::Result<Option<Vec<u8>>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        let Sink::File { file, .. } = &mut *sink else {
-            return Ok(None);
-        };
-        file.lock()?;
-        let read = (|| {
-            let len = file.metadata()?.len();
-            let want = len.saturating_sub(offset).min(max as u64) as usize;
-            let mut buf = vec![0u8; want];
-            file.seek(SeekFrom::Start(offset))?;
-            file.read_exact(&mut buf)?;
-            let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            buf.truncate(whole);
-            Ok(Some(buf))
-        })();
-        let _ = file.unlock();
-        read
     }
 
     /// One chained line: `seq`, `node`, `prev`, the event's fields and `ts`.
@@ -231,20 +330,47 @@ impl Audit {
                 let _ = out.write_all(b"\n");
                 let _ = out.flush();
             }
-            Sink::File { file, known } => {
+            Sink::File {
+                file,
+                path,
+                known,
+                max_bytes,
+            } => {
                 let written = (|| -> std::io::Result<()> {
-                    file.lock()?;
+                    lock_current(file, path)?;
                     let result = (|| {
-                        let len = file.metadata()?.len();
-                        let (seq, prev) = match known.take() {
-                            Some((at, seq, hash)) if at == len => (seq, hash),
-                            _ => tail(file, len)?,
+                        let mut len = file.metadata()?.len();
+                        let (mut seq, mut prev, chain) = match known.take() {
+                            Some((at, seq, hash, chain)) if at == len => (seq, hash, chain),
+                            _ => {
+                                let (seq, hash) = tail(file, len)?;
+                                (seq, hash, chain_of(file)?.unwrap_or_default())
+                            }
                         };
-                        let line = self.line(&event, seq + 1, &prev);
+                        let mut line = self.line(&event, seq + 1, &prev);
+                        let mut chain = chain;
+                        if let Some(max) = *max_bytes {
+                            if len > 0 && len + line.len() as u64 + 1 > max {
+                                let (new, rotated) = self.rotate(file, path, seq, &prev, &chain)?;
+                                let _ = file.unlock();
+                                *file = new;
+                                self.keep(&chain, seq + 1, &[rotated.as_slice(), b"\n"].concat());
+                                len = rotated.len() as u64 + 1;
+                                seq += 1;
+                                prev = sha256_hex(&rotated);
+                                line = self.line(&event, seq + 1, &prev);
+                            }
+                        }
                         let mut bytes = line.clone();
                         bytes.push(b'\n');
                         file.write_all(&bytes)?;
-                        *known = Some((len + bytes.len() as u64, seq + 1, sha256_hex(&line)));
+                        if chain.is_empty() {
+                            // The first line of a chain names it.
+                            chain = chain_id(&sha256_hex(&line));
+                        }
+                        self.keep(&chain, seq + 1, &bytes);
+                        *known =
+                            Some((len + bytes.len() as u64, seq + 1, sha256_hex(&line), chain));
                         Ok(())
                     })();
                     let _ = file.unlock();
@@ -255,6 +381,50 @@ impl Audit {
                 }
             }
         }
+    }
+
+    /// Rotates the full file `file` (locked; its last line has `seq` and
+    /// hash `prev`): a new file, locked, whose first line continues the
+    /// chain, takes its place at `path`; the full one is renamed
+    /// [`rotated_name`]. Returns the new file and its first line.
+    fn rotate(
+        &self,
+        file: &mut std::fs::File,
+        path: &Path,
+        seq: u64,
+        prev: &str,
+        chain: &str,
+    ) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+        let first_seq = first_line(file)?
+            .map(|l| line_head(&l).0)
+            .filter(|s| *s > 0)
+            .unwrap_or(1);
+        let rotated = rotated_name(path, first_seq);
+        let from = rotated
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".rotating-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let mut new = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(&tmp)?;
+        new.lock()?;
+        let line = self.line(
+            &json!({"event": "rotated", "chain": chain, "from": from}),
+            seq + 1,
+            prev,
+        );
+        new.write_all(&[line.as_slice(), b"\n"].concat())?;
+        new.sync_all()?;
+        std::fs::rename(path, &rotated)?;
+        std::fs::rename(&tmp, path)?;
+        tracing::info!(rotated = %rotated.display(), "audit file rotated; the chain continues in a new file");
+        Ok((new, line))
     }
 
     pub fn login(
@@ -385,6 +555,19 @@ pub struct Download {
     pub took: Duration,
 }
 
+/// Locks `file`, reopening `path` first while `file` is no longer the file
+/// there (another process rotated it).
+fn lock_current(file: &mut std::fs::File, path: &Path) -> std::io::Result<()> {
+    loop {
+        file.lock()?;
+        if is_at(file, path)? {
+            return Ok(());
+        }
+        let _ = file.unlock();
+        *file = open_append(path)?;
+    }
+}
+
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -419,6 +602,15 @@ pub struct Chain {
 /// [`verify`], keeping each line's hash (to check the chain's heads kept
 /// elsewhere against it) and the nodes named.
 pub fn read_chain(files: &[std::path::PathBuf]) -> Result<Chain, String> {
+    // Rotated files in chain order, whatever order they were named in.
+    let mut files = files.to_vec();
+    files.sort_by_key(|p| {
+        std::fs::File::open(p)
+            .ok()
+            .and_then(|mut f| first_line(&mut f).ok().flatten())
+            .map_or(u64::MAX, |l| line_head(&l).0)
+    });
+    let files = &files[..];
     let mut hashes: Vec<String> = Vec::new();
     let mut nodes = std::collections::BTreeSet::new();
     let verdict = follow(files, &mut hashes, &mut nodes)?;
@@ -534,6 +726,81 @@ mod tests {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// Every file of a rotated trail: the current one and its rotations.
+    fn trail(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("audit.log"))
+            .collect();
+        // Named in the wrong order on purpose: verify puts them in chain order.
+        files.sort();
+        files.reverse();
+        files
+    }
+
+    #[test]
+    fn rotation_by_size_keeps_one_chain_across_files_and_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let a = Audit::rotating(&path, Some("n"), Some(4096)).unwrap();
+        let b = Audit::rotating(&path, Some("n"), Some(4096)).unwrap();
+        a.keep_copies();
+        b.keep_copies();
+        let chain = {
+            write_events(&a, 1);
+            a.head().unwrap().unwrap().0
+        };
+        for _ in 0..40 {
+            write_events(&a, 3);
+            write_events(&b, 2);
+        }
+        let files = trail(dir.path());
+        assert!(files.len() >= 5, "rotated: {files:?}");
+        for f in &files {
+            assert!(
+                std::fs::metadata(f).unwrap().len() <= 4096,
+                "{f:?} is past the limit"
+            );
+        }
+        let rotations = files.len() as u64 - 1;
+        assert_eq!(
+            verify(&files).unwrap(),
+            Verdict::Intact {
+                lines: 201 + rotations,
+                last_seq: 201 + rotations
+            }
+        );
+        assert_eq!(
+            a.head().unwrap().unwrap().0,
+            chain,
+            "the chain keeps its name"
+        );
+        assert_eq!(b.head().unwrap().unwrap().0, chain);
+        // Each writer's copies, together, are every line once, as written.
+        let mut batches = a.take_copies();
+        batches.extend(b.take_copies());
+        batches.sort_by_key(|b| b.first);
+        assert!(batches.iter().all(|b| b.chain == chain));
+        assert!(batches.windows(2).all(|w| w[1].first == w[0].last + 1));
+        let copied: Vec<u8> = batches.into_iter().flat_map(|b| b.lines).collect();
+        // Chain order: the rotations (oldest first), then the current file.
+        let mut files: Vec<PathBuf> = files.into_iter().filter(|f| *f != path).collect();
+        files.sort();
+        files.push(path.clone());
+        let written: Vec<u8> = files
+            .iter()
+            .flat_map(|f| std::fs::read(f).unwrap())
+            .collect();
+        assert!(copied == written, "the copies are the trail");
+        // One file missing from the middle: named.
+        std::fs::remove_file(&files[2]).unwrap();
+        let files = trail(dir.path());
+        assert!(
+            matches!(verify(&files).unwrap(), Verdict::Broken { why, .. } if why.contains("missing"))
+        );
     }
 
     #[test]

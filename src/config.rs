@@ -223,6 +223,16 @@ pub struct AuditConfig {
     pub keyset: Option<PathBuf>,
     /// The AWS KMS key that wraps `keyset` (see the tenants' `keyset_kms_key`).
     pub keyset_kms_key: Option<String>,
+    /// The audit file is rotated before it grows past this many bytes
+    /// (default 100 MiB); the chain goes on in the new file.
+    pub max_bytes: Option<u64>,
+}
+
+impl AuditConfig {
+    /// [`Self::max_bytes`] or its default.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(100 << 20).max(4096)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -78,33 +78,6 @@ async fn build_tenants(
     out
 }
 
-/// Where the audit lines' copies go: the bucket, through `[audit] keyset`
-/// when it is set (an unreadable keyset stops the start: copies are never
-/// written in clear once encryption is asked for).
-async fn audit_copies(
-    cfg: &Config,
-    store: &SharedStore,
-    audit: &Audit,
-) -> Result<SharedStore, String> {
-    let Some(path) = &cfg.audit.keyset else {
-        if cfg.audit.path.is_some() {
-            warn!("[audit] keyset is not set: the copies of the audit lines in the bucket are not encrypted by recvault");
-        }
-        return Ok(store.clone());
-    };
-    let keys = crate::crypto::load_keyset(path, cfg.audit.keyset_kms_key.as_deref())
-        .await
-        .map_err(|e| format!("[audit] keyset: {e}"))?;
-    let node = audit.node();
-    let sealed = crate::store::crypt::Crypt::new(
-        store.clone(),
-        &format!("audit@{node}"),
-        &crate::layout::audit_node(node),
-        keys,
-    )?;
-    Ok(Arc::new(sealed))
-}
-
 /// Where the listeners are bound, once they are.
 #[derive(Clone)]
 pub struct Listening {
@@ -134,7 +107,7 @@ pub async fn serve(
     let inflight = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let store: SharedStore = inflight.clone();
     let audit = Arc::new(match &cfg.audit.path {
-        Some(p) => Audit::file_of_node(p, cfg.audit.node.as_deref())
+        Some(p) => Audit::rotating(p, cfg.audit.node.as_deref(), Some(cfg.audit.max_bytes()))
             .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
         None => Audit::stdout(),
     });
@@ -153,7 +126,10 @@ pub async fn serve(
     }
     // The chain's head goes to the bucket, away from the log's disk.
     // The audit lines are copied there too (encrypted with [audit] keyset).
-    let copies = audit_copies(&cfg, &store, &audit).await?;
+    let copies = crate::anchor::copies_store(&cfg, &store, &audit).await?;
+    if cfg.audit.path.is_some() {
+        audit.keep_copies();
+    }
     let copier = Arc::new(tokio::sync::Mutex::new(crate::anchor::Copier::default()));
     let anchoring = cfg.audit.path.is_some().then(|| {
         let every = Duration::from_secs(cfg.audit.anchor_secs.unwrap_or(60).max(1));

@@ -437,9 +437,17 @@ pub async fn run_cli(
     }
     let store: crate::store::SharedStore = crate::store::open(&cfg.storage, &cfg.limits).await?;
     let audit = match &cfg.audit.path {
-        Some(p) => Audit::file_of_node(p, cfg.audit.node.as_deref())
+        Some(p) => Audit::rotating(p, cfg.audit.node.as_deref(), Some(cfg.audit.max_bytes()))
             .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
         None => Audit::stderr(),
+    };
+    // The job's own audit lines go to the bucket's copy of the trail too.
+    let copies = match &cfg.audit.path {
+        Some(_) => {
+            audit.keep_copies();
+            Some(crate::anchor::copies_store(cfg, &store, &audit).await?)
+        }
+        None => None,
     };
     let opts = Options {
         since,
@@ -468,6 +476,11 @@ pub async fn run_cli(
             .unwrap_or_default();
         print(id, &report, &resumed);
         total += report.findings.len();
+    }
+    if let Some(copies) = copies {
+        if let Err(e) = crate::anchor::Copier.copy(copies.as_ref(), &audit).await {
+            tracing::warn!(error = %e, "the job's audit lines were not copied to the bucket (the file keeps them)");
+        }
     }
     Ok(total)
 }

@@ -470,6 +470,23 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     assert!(server.log().contains("does not hold"), "{}", server.log());
 }
 
+/// A server's audit files in chain order: its rotations, then the current one.
+fn trail(server: &Server) -> Vec<std::path::PathBuf> {
+    let current = server.dir.path().join("audit.log");
+    let mut files: Vec<_> = std::fs::read_dir(server.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit.log.") && !n.contains("rotating"))
+        })
+        .collect();
+    files.sort();
+    files.push(current);
+    files
+}
+
 /// Every audit event type appears, each line as the issue names it, and
 /// the trail verifies against its anchors afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,7 +500,7 @@ async fn every_audit_event_type_appears_and_the_trail_verifies() {
     let node = format!("it-audit-{}", std::process::id());
     let hash = recvault::ingest::token_hash;
     let config = format!(
-        "# audit: node = \"{node}\"\n# audit: keyset = \"{}\"\n# audit: anchor_secs = 1\n[[tenants]]\nid = \"acme\"\nprefix = \"{base}\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n\n[[tenants.users]]\nname = \"qa\"\npassword = \"{}\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\", \"delete\"]\n",
+        "# audit: node = \"{node}\"\n# audit: keyset = \"{}\"\n# audit: anchor_secs = 1\n# audit: max_bytes = 4096\n[[tenants]]\nid = \"acme\"\nprefix = \"{base}\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n\n[[tenants.users]]\nname = \"qa\"\npassword = \"{}\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\", \"delete\"]\n",
         audit_keyset.display(),
         hash(crate::ingest::TOKEN_A),
         keyset.display(),
@@ -526,9 +543,17 @@ async fn every_audit_event_type_appears_and_the_trail_verifies() {
     let mut events = Vec::new();
     // The render's line comes once its upload is stored, after the download.
     for _ in 0..300 {
-        events = server
-            .audit()
-            .lines()
+        events = trail(&server)
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .iter()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .collect();
         if events.iter().any(|e| e["event"] == "config_reload")
@@ -614,7 +639,10 @@ async fn every_audit_event_type_appears_and_the_trail_verifies() {
     }
     assert!(!server.is_running(), "recvault did not stop");
     // Every line is also in the bucket, encrypted, under the day it was copied.
-    let log = std::fs::read(server.dir.path().join("audit.log")).unwrap();
+    let log: Vec<u8> = trail(&server)
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap())
+        .collect();
     let first = log.split(|b| *b == b'\n').next().unwrap();
     let chain = recvault::audit::chain_id(&sha256(first));
     let raw = s3().store().await;
@@ -658,10 +686,12 @@ async fn every_audit_event_type_appears_and_the_trail_verifies() {
         copied.len(),
         log.len()
     );
+    let files = trail(&server);
+    assert!(files.len() >= 2, "the trail was rotated: {files:?}");
     let out = recvault_command()
         .args(["audit", "verify", "--config"])
         .arg(server.dir.path().join("recvault.toml"))
-        .arg(server.dir.path().join("audit.log"))
+        .args(&files)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
