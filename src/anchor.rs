@@ -73,7 +73,6 @@ pub async fn write(
 pub async fn keep(
     store: crate::store::SharedStore,
     copies: crate::store::SharedStore,
-    copier: std::sync::Arc<tokio::sync::Mutex<Copier>>,
     audit: std::sync::Arc<Audit>,
     every: Duration,
 ) {
@@ -86,43 +85,38 @@ pub async fn keep(
                 warn!(error = %e, "audit anchor not written; next try in {} s", every.as_secs())
             }
         }
-        if let Err(e) = copier.lock().await.copy(copies.as_ref(), &audit).await {
+        if let Err(e) = copy_lines(copies.as_ref(), &audit).await {
             warn!(error = %e, "audit lines not copied to the bucket; next try in {} s", every.as_secs())
         }
     }
 }
 
-/// Copies of the audit lines in the bucket,
-/// `audit/<node>/YYYY/MM/DD/<chain>-<first seq>-<last seq>.jsonl` (the
-/// day of the copy): each process copies the lines it wrote itself
-/// ([`Audit::keep_copies`]), so rotation, and other processes appending to
-/// the same file, need no file offsets.
-#[derive(Default)]
-pub struct Copier;
-
-impl Copier {
-    /// Copies the lines written since the last copy; returns how many. On a
-    /// storage error the lines are kept for the next try.
-    pub async fn copy(&mut self, store: &dyn ObjectStore, audit: &Audit) -> Result<u64, String> {
-        let node = audit.node().to_string();
-        let mut batches = audit.take_copies();
-        let mut copied = 0;
-        while !batches.is_empty() {
-            let b = &batches[0];
-            let day = chrono::Utc::now().format("%Y/%m/%d").to_string();
-            let key = crate::layout::audit_copy(&node, &day, &b.chain, b.first, b.last);
-            if let Err(e) = store
-                .put(&key, Bytes::from(b.lines.clone()), PutOptions::default())
-                .await
-            {
-                audit.return_copies(batches);
-                return Err(format!("cannot store {key}: {e}"));
-            }
-            copied += b.last - b.first + 1;
-            batches.remove(0);
+// Copies of the audit lines in the bucket,
+// `audit/<node>/YYYY/MM/DD/<chain>-<first seq>-<last seq>.jsonl` (the
+// day of the copy): each process copies the lines it wrote itself
+// ([`Audit::keep_copies`]), so rotation, and other processes appending to
+// the same file, need no file offsets.
+/// Copies the lines written since the last copy; returns how many. On a
+/// storage error the lines are kept for the next try.
+pub async fn copy_lines(store: &dyn ObjectStore, audit: &Audit) -> Result<u64, String> {
+    let node = audit.node().to_string();
+    let mut batches = audit.take_copies();
+    let mut copied = 0;
+    while !batches.is_empty() {
+        let b = &batches[0];
+        let day = chrono::Utc::now().format("%Y/%m/%d").to_string();
+        let key = crate::layout::audit_copy(&node, &day, &b.chain, b.first, b.last);
+        if let Err(e) = store
+            .put(&key, Bytes::from(b.lines.clone()), PutOptions::default())
+            .await
+        {
+            audit.return_copies(batches);
+            return Err(format!("cannot store {key}: {e}"));
         }
-        Ok(copied)
+        copied += b.last - b.first + 1;
+        batches.remove(0);
     }
+    Ok(copied)
 }
 
 /// Where the audit lines' copies go: the bucket, through `[audit] keyset`

@@ -262,7 +262,7 @@ impl Audit {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let Some(pending) = p.as_mut() else { return };
         match pending.last_mut() {
-            Some(b) if b.chain == chain && b.last + 1 == seq => {
+            Some(b) if b.chain == chain && b.last + 1 == seq && b.lines.len() < 4 << 20 => {
                 b.last = seq;
                 b.lines.extend_from_slice(line);
             }

@@ -130,13 +130,11 @@ pub async fn serve(
     if cfg.audit.path.is_some() {
         audit.keep_copies();
     }
-    let copier = Arc::new(tokio::sync::Mutex::new(crate::anchor::Copier::default()));
     let anchoring = cfg.audit.path.is_some().then(|| {
         let every = Duration::from_secs(cfg.audit.anchor_secs.unwrap_or(60).max(1));
         tokio::spawn(crate::anchor::keep(
             store.clone(),
             copies.clone(),
-            copier.clone(),
             audit.clone(),
             every,
         ))
@@ -296,7 +294,7 @@ pub async fn serve(
             if let Err(e) = crate::anchor::write(store.as_ref(), &audit, None).await {
                 warn!(error = %e, "the audit chain's last head was not anchored");
             }
-            if let Err(e) = copier.lock().await.copy(copies.as_ref(), &audit).await {
+            if let Err(e) = crate::anchor::copy_lines(copies.as_ref(), &audit).await {
                 warn!(error = %e, "the last audit lines were not copied to the bucket");
             }
         }

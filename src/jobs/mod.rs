@@ -478,7 +478,7 @@ pub async fn run_cli(
         total += report.findings.len();
     }
     if let Some(copies) = copies {
-        if let Err(e) = crate::anchor::Copier.copy(copies.as_ref(), &audit).await {
+        if let Err(e) = crate::anchor::copy_lines(copies.as_ref(), &audit).await {
             tracing::warn!(error = %e, "the job's audit lines were not copied to the bucket (the file keeps them)");
         }
     }
