@@ -20,12 +20,15 @@
 //! associated data only enters the key derivation: an object decrypts only
 //! with the same key and the same associated data.
 //!
+//! AES-256-GCM is ring's (linked already for SSH and TLS; about nine times
+//! the speed of RustCrypto's `aes-gcm` on the build machine); HKDF-SHA256
+//! is RustCrypto's `hkdf`.
+//!
 //! Because segments stand alone, a read of any range authenticates only
 //! the segments it covers ([`Layout::segments_for`]), and the plaintext size
 //! follows from the ciphertext size alone ([`Layout::plaintext_len`]).
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::{Aes256Gcm, KeyInit};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
 /// Bytes of the salt (the derived key's size: AES-256).
@@ -150,7 +153,7 @@ impl Layout {
 /// The per-object key and nonce prefix, derived from the key material, the
 /// header's salt and the associated data.
 pub struct SegmentCipher {
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     nonce_prefix: [u8; NONCE_PREFIX],
 }
 
@@ -174,7 +177,8 @@ impl SegmentCipher {
         let mut key = Zeroizing::new([0u8; 32]);
         hk.expand(aad, key.as_mut())
             .map_err(|_| CryptoError::Format("HKDF cannot derive a 32-byte key".into()))?;
-        let cipher = Aes256Gcm::new_from_slice(key.as_ref())
+        let cipher = UnboundKey::new(&AES_256_GCM, key.as_ref())
+            .map(LessSafeKey::new)
             .map_err(|_| CryptoError::Format("bad AES-256 key length".into()))?;
         Ok(Self {
             cipher,
@@ -204,34 +208,32 @@ impl SegmentCipher {
     /// Decrypts segment `i` (its ciphertext and tag; segment 0 without the
     /// header) and checks its tag.
     pub fn open(&self, i: u64, last: bool, segment: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let Some(body_len) = segment.len().checked_sub(TAG) else {
+        if segment.len() < TAG {
             return Err(CryptoError::Truncated(format!(
                 "segment {i} has {} bytes, less than its tag",
                 segment.len()
             )));
-        };
-        let n = nonce(&self.nonce_prefix, i, last)?;
-        let mut plain = segment[..body_len].to_vec();
-        let tag = aes_gcm::Tag::try_from(&segment[body_len..])
-            .map_err(|_| CryptoError::Authentication(i))?;
-        let nonce = aes_gcm::Nonce::try_from(&n[..]).map_err(|_| CryptoError::Authentication(i))?;
-        self.cipher
-            .decrypt_inout_detached(&nonce, b"", plain.as_mut_slice().into(), &tag)
-            .map_err(|_| CryptoError::Authentication(i))?;
-        Ok(plain)
+        }
+        let n = Nonce::assume_unique_for_key(nonce(&self.nonce_prefix, i, last)?);
+        let mut buf = segment.to_vec();
+        let len = self
+            .cipher
+            .open_in_place(n, Aad::empty(), &mut buf)
+            .map_err(|_| CryptoError::Authentication(i))?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
     }
 
     fn seal(&self, i: u64, last: bool, plain: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let n = nonce(&self.nonce_prefix, i, last)?;
-        let nonce = aes_gcm::Nonce::try_from(&n[..])
-            .map_err(|_| CryptoError::Format("bad nonce length".into()))?;
+        let n = Nonce::assume_unique_for_key(nonce(&self.nonce_prefix, i, last)?);
         let start = out.len();
         out.extend_from_slice(plain);
         let tag = self
             .cipher
-            .encrypt_inout_detached(&nonce, b"", out[start..].as_mut().into())
+            .seal_in_place_separate_tag(n, Aad::empty(), &mut out[start..])
             .map_err(|_| CryptoError::Format("AES-GCM refused the segment".into()))?;
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
         Ok(())
     }
 }

@@ -136,6 +136,26 @@ async fn nothing_of_an_encrypted_tenant_is_stored_in_clear_and_tink_decrypts_it_
         "{names:?}"
     );
     let store = s3().store().await;
+    // The MP4 is stored once its render ends, after it was served: wait.
+    for tenant in ["acme", "clear"] {
+        let key = recvault::layout::SessionKeys::new(
+            &format!("{base}{tenant}/"),
+            "2026",
+            "11",
+            "23",
+            "call-sealed-1",
+        )
+        .derived("call-sealed-1.mp4");
+        let mut stored = false;
+        for _ in 0..600 {
+            if store.head(&key).await.unwrap().is_some() {
+                stored = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(stored, "{key} was not stored");
+    }
     let clear = raw_objects(store.as_ref(), &format!("{base}clear/")).await;
     let sealed = raw_objects(store.as_ref(), &format!("{base}acme/")).await;
     assert!(
