@@ -47,6 +47,13 @@ async fn raw_objects(
     }
 }
 
+/// A new keyset `name` in `dir`, made by `recvault keys new`.
+fn new_keyset(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    keys_new(&path);
+    path
+}
+
 fn keys_new(path: &Path) {
     let out = recvault_command()
         .args(["keys", "new"])
@@ -87,8 +94,7 @@ fn clear_signs(key: &str, body: &[u8]) -> Vec<String> {
 async fn nothing_of_an_encrypted_tenant_is_stored_in_clear_and_tink_decrypts_it_all() {
     let base = unique_prefix("sealed");
     let keys = tempfile::tempdir().unwrap();
-    let keyset = keys.path().join("acme.keyset.json");
-    keys_new(&keyset);
+    let keyset = new_keyset(&keys, "acme.keyset.json");
     let hash = recvault::ingest::token_hash;
     let config = format!(
         "[[tenants]]\nid = \"acme\"\nprefix = \"{base}acme/\"\ningest_tokens = [\"sha256:{}\"]\nencryption = \"recvault\"\nkeyset = \"{}\"\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\n\n[[tenants]]\nid = \"clear\"\nprefix = \"{base}clear/\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qc\"\nauthorized_keys = [\"{}\"]\n",
@@ -372,8 +378,7 @@ async fn recvault_serves_what_tink_encrypted_byte_exact_whole_and_resumed() {
 async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving() {
     let prefix = unique_prefix("sealed-tamper");
     let keys = tempfile::tempdir().unwrap();
-    let keyset = keys.path().join("k.json");
-    keys_new(&keyset);
+    let keyset = new_keyset(&keys, "k.json");
     let raw = s3().store().await;
     let sealed = recvault::store::crypt::Crypt::new(
         raw.clone(),
@@ -475,8 +480,7 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     drop(server);
 
     // The wrong keyset: the tenant's files are errors, with the key named.
-    let other = keys.path().join("other.json");
-    keys_new(&other);
+    let other = new_keyset(&keys, "other.json");
     let config = config.replace(&keyset.display().to_string(), &other.display().to_string());
     let server = Server::start(&config);
     let out = sftp_batch(
@@ -513,10 +517,8 @@ fn trail(server: &Server) -> Vec<std::path::PathBuf> {
 async fn every_audit_event_type_appears_and_the_trail_verifies() {
     let base = unique_prefix("audit-all");
     let keys = tempfile::tempdir().unwrap();
-    let keyset = keys.path().join("acme.keyset.json");
-    keys_new(&keyset);
-    let audit_keyset = keys.path().join("audit.keyset.json");
-    keys_new(&audit_keyset);
+    let keyset = new_keyset(&keys, "acme.keyset.json");
+    let audit_keyset = new_keyset(&keys, "audit.keyset.json");
     let node = format!("it-audit-{}", std::process::id());
     let hash = recvault::ingest::token_hash;
     let config = format!(
@@ -734,8 +736,7 @@ async fn a_tenant_whose_keyset_cannot_be_read_is_not_started_and_the_others_are_
     )
     .await;
     let keys = tempfile::tempdir().unwrap();
-    let open_keyset = keys.path().join("open.json");
-    keys_new(&open_keyset);
+    let open_keyset = new_keyset(&keys, "open.json");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&open_keyset, std::fs::Permissions::from_mode(0o644)).unwrap();
     let hash = recvault::ingest::token_hash;
@@ -871,8 +872,7 @@ async fn reencrypt_seals_a_tenants_clear_objects_and_they_read_the_same() {
     drop(server);
 
     let keys = tempfile::tempdir().unwrap();
-    let keyset = keys.path().join("acme.json");
-    keys_new(&keyset);
+    let keyset = new_keyset(&keys, "acme.json");
     let sealed_cfg = clear.replace(
         "ingest_tokens",
         &format!(
