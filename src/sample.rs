@@ -23,10 +23,12 @@ pub async fn put_session(
     let keys = SessionKeys::of_call(tenant_prefix, started, id);
     let mut sums = Summer::default();
     sums.update(&archive);
-    let digest = sums.finish();
+    let mut digest = sums.finish();
     store
         .put(&keys.archive(), archive, PutOptions::default())
         .await?;
+    // As ingest does: the index records the key that sealed the archive.
+    digest.sealed = store.head(&keys.archive()).await?.and_then(|m| m.mark);
     let gateway = json!({
         "session_id": id,
         "started_at": started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

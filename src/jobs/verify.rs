@@ -22,19 +22,39 @@ fn stop(e: StoreError) -> Result<(), String> {
     }
 }
 
-/// Size and SHA-256 of a whole object; `None` when it is missing.
-async fn digest(s: &Session, key: &str) -> Result<Option<(u64, String)>, String> {
+/// What reading a whole object gave.
+enum Read {
+    Missing,
+    /// Damaged, or not readable with the tenant's keyset: a finding.
+    Corrupt(String),
+    Whole {
+        size: u64,
+        sha256: String,
+    },
+}
+
+/// Size and SHA-256 of a whole object.
+async fn digest(s: &Session, key: &str) -> Result<Read, String> {
     let mut body = match s.store.get(key, 0, None).await {
         Ok(b) => b,
-        Err(e) => return stop(e).map(|()| None),
+        Err(StoreError::Corrupt(why)) => return Ok(Read::Corrupt(why)),
+        Err(e) => return stop(e).map(|()| Read::Missing),
     };
     let (mut sha, mut n) = (Sha256::new(), 0u64);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        sha.update(&chunk);
-        n += chunk.len() as u64;
+        match chunk {
+            Ok(c) => {
+                sha.update(&c);
+                n += c.len() as u64;
+            }
+            Err(StoreError::Corrupt(why)) => return Ok(Read::Corrupt(why)),
+            Err(e) => return Err(e.to_string()),
+        }
     }
-    Ok(Some((n, hex::encode(sha.finalize()))))
+    Ok(Read::Whole {
+        size: n,
+        sha256: hex::encode(sha.finalize()),
+    })
 }
 
 #[async_trait]
@@ -76,16 +96,30 @@ impl Job for Verify {
                 continue;
             };
             match digest(s, &key).await? {
-                None => found.push(format!("{name} is missing from storage")),
-                Some((size, _)) if size != want.size => found.push(format!(
+                Read::Missing => found.push(format!("{name} is missing from storage")),
+                Read::Corrupt(why) => found.push(format!("{name} cannot be read: {why}")),
+                Read::Whole { size, .. } if size != want.size => found.push(format!(
                     "{name} holds {size} bytes, the index records {}",
                     want.size
                 )),
-                Some((_, sha)) if Some(&sha) != want.sha256_hex().as_ref() => found.push(format!(
-                    "{name}: SHA-256 is {sha}, the index records {}",
-                    want.sha256
-                )),
-                Some(_) => {}
+                Read::Whole { sha256, .. } if Some(&sha256) != want.sha256_hex().as_ref() => found
+                    .push(format!(
+                        "{name}: SHA-256 is {sha256}, the index records {}",
+                        want.sha256
+                    )),
+                Read::Whole { .. } => {}
+            }
+            if let Some(sealed) = &want.sealed {
+                let stored = s.raw.head(&key).await.map_err(|e| e.to_string())?;
+                match stored.map(|m| m.mark) {
+                    Some(None) => found.push(format!(
+                        "{name} is stored without the encryption mark the index records ({sealed}): its metadata was removed"
+                    )),
+                    Some(Some(m)) if m != *sealed => found.push(format!(
+                        "{name} is marked {m:?}, the index records {sealed:?}"
+                    )),
+                    _ => {}
+                }
             }
         }
         for (name, d) in &index.recvault.derived {
@@ -97,6 +131,10 @@ impl Job for Verify {
             };
             let stored = match s.store.head(&key).await {
                 Ok(m) => m,
+                Err(StoreError::Corrupt(why)) => {
+                    found.push(format!("{name} cannot be read: {why}"));
+                    continue;
+                }
                 Err(e) => return Err(e.to_string()),
             };
             match stored {

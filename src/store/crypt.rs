@@ -81,7 +81,7 @@ pub fn stored_size_agrees(stored: u64, plain: u64) -> bool {
 }
 
 fn crypto_err(key: &str, e: CryptoError) -> StoreError {
-    StoreError::Permanent(format!("{key}: {e}"))
+    StoreError::Corrupt(format!("{key}: {e}"))
 }
 
 /// A multipart upload being encrypted.
@@ -232,7 +232,7 @@ impl Crypt {
         let id = key_of_mark(key, mark)?;
         let keys = self.keyset();
         if keys.key(id).is_none() {
-            return Err(StoreError::Permanent(format!(
+            return Err(StoreError::Corrupt(format!(
                 "{key} was encrypted with key {id}, which the keyset of tenant {:?} does not hold (a wrong or outdated keyset?)",
                 self.tenant
             )));

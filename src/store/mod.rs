@@ -91,6 +91,10 @@ pub enum StoreError {
     Transient(String),
     #[error("storage request failed: {0}")]
     Permanent(String),
+    /// The object is there but is not what was stored: it fails
+    /// authentication, is cut short, or is sealed by a key the keyset lacks.
+    #[error("stored object is damaged or not readable with this keyset: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {

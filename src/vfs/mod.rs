@@ -308,7 +308,9 @@ impl From<StoreError> for VfsError {
         let kind = match &e {
             StoreError::NotFound(_) => FaultKind::Missing,
             StoreError::Transient(_) => FaultKind::Transient,
-            StoreError::AlreadyExists(_) | StoreError::Permanent(_) => FaultKind::Refused,
+            StoreError::AlreadyExists(_) | StoreError::Permanent(_) | StoreError::Corrupt(_) => {
+                FaultKind::Refused
+            }
         };
         VfsError::Storage(Fault {
             kind,
@@ -412,7 +414,20 @@ impl OpenFile {
             return Ok(Box::pin(futures::stream::empty()));
         }
         let body = match &self.source {
-            Source::Stored(key, _) => self.tenant.store.get(key, offset, None).await?,
+            Source::Stored(key, m) => {
+                let got = self.tenant.store.get_object(key, offset, None).await?;
+                let recorded = m
+                    .index
+                    .object(&self.entry.name)
+                    .and_then(|d| d.sealed.clone());
+                if let (Some(mark), None) = (recorded, &got.meta.mark) {
+                    // Read as clear, it would serve ciphertext as the file.
+                    return Err(VfsError::from(crate::store::StoreError::Corrupt(format!(
+                        "{key} is stored without the encryption mark its index records ({mark}): its metadata was removed or the object replaced; not served"
+                    ))));
+                }
+                got.body
+            }
             Source::Produced(p, m) => {
                 p.open(&self.tenant.handle(m), &self.entry.name, offset)
                     .await?

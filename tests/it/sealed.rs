@@ -388,7 +388,10 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     )
     .unwrap();
     let mut keys_of = Vec::new();
-    for (i, id) in ["good", "flipped", "cut", "swapped"].iter().enumerate() {
+    for (i, id) in ["good", "flipped", "cut", "swapped", "stripped"]
+        .iter()
+        .enumerate()
+    {
         let key = recvault::sample::put_session(
             &sealed,
             &prefix,
@@ -434,6 +437,9 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     put_raw(keys_of[2].clone(), body[..2 * MIB].to_vec(), mark).await;
     let (body, mark) = stored(&keys_of[0]).await;
     put_raw(keys_of[3].clone(), body, mark).await;
+    // Its mark removed (as a copy without metadata would): not served as clear.
+    let (body, _) = stored(&keys_of[4]).await;
+    put_raw(keys_of[4].clone(), body, None).await;
 
     let config = format!(
         "[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\nencryption = \"recvault\"\nkeyset = \"{}\"\n{}",
@@ -442,7 +448,7 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     );
     let server = Server::start(&config);
     let cwd = tempfile::tempdir().unwrap();
-    for id in ["flipped", "cut", "swapped"] {
+    for id in ["flipped", "cut", "swapped", "stripped"] {
         let out = sftp_batch(
             server.port,
             "qa",
@@ -476,6 +482,22 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     assert!(
         log.contains("failed authentication") || log.contains("truncated"),
         "the log names the cause: {log}"
+    );
+    assert!(
+        log.contains("without the encryption mark its index records"),
+        "the stripped archive is named: {log}"
+    );
+    // recvault verify reports the stripped mark too.
+    let out = recvault_command()
+        .args(["verify", "--tenant", "acme", "--config"])
+        .arg(server.dir.path().join("recvault.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("stripped.tar.gz is stored without the encryption mark"),
+        "{}",
+        text(&out)
     );
     drop(server);
 
