@@ -119,7 +119,11 @@ pub async fn serve(
     ));
     // In the background: storage that does not answer must not keep the
     // listeners from binding (its errors are logged; requests fail clearly).
-    tokio::spawn(probe_storage(tenants.clone()));
+    tokio::spawn(probe_storage(
+        tenants.clone(),
+        store.clone(),
+        audit.node().to_string(),
+    ));
     let users = Users::from_config(&cfg, &tenants)?;
     if users.is_empty() {
         warn!("no users are configured: nobody can log in");
@@ -364,11 +368,21 @@ type FtpsRunning = (
 /// One listing per tenant at start, so that wrong credentials, a missing
 /// bucket or an unreachable endpoint show in the log at once, not at the
 /// first login. Not fatal: storage may come back while we run.
-async fn probe_storage(tenants: HashMap<String, Arc<Tenant>>) {
+async fn probe_storage(tenants: HashMap<String, Arc<Tenant>>, store: SharedStore, node: String) {
     for t in tenants.values() {
         if let Err(e) = t.check_storage().await {
             error!(tenant = %t.id, error = %e, "storage check failed: listings and downloads will fail until storage answers");
         }
+    }
+    let probe = crate::layout::selftest_probe(&node, &format!("{:016x}", rand::random::<u64>()));
+    match crate::store::selftest(store.as_ref(), &probe).await {
+        Ok(c) if c.trusted() => info!("storage honours conditional writes (If-None-Match, If-Match)"),
+        Ok(c) => warn!(
+            if_none_match = c.if_none_match,
+            if_match = c.if_match,
+            "storage IGNORES conditional writes: two nodes may both write a session's info.json or hold one render lease; run a single recvault node per bucket until the store honours them"
+        ),
+        Err(e) => warn!(error = %e, "conditional-write self-test could not run"),
     }
 }
 

@@ -91,6 +91,7 @@ async fn seal_one(
         let opts = PutOptions {
             if_absent: false,
             mark: Some(mark),
+            if_match: None,
         };
         raw.put(key, Bytes::from(ct), opts).await.map_err(err)?;
         return Ok(Ok(()));
@@ -223,6 +224,7 @@ impl Job for Reencrypt {
                 let opts = PutOptions {
                     if_absent: false,
                     mark: Some(mark),
+                    if_match: None,
                 };
                 raw.put(&key, Bytes::from(ct), opts).await.map_err(err)?;
                 found.push(format!("sealed {name} (was {was})"));

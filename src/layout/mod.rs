@@ -14,6 +14,7 @@
 //! P/sessions/YYYY/MM/DD/<id>/derived/<path>.staged  a re-encrypted copy being verified (`/` in <path> as `~`)
 //! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! audit/<node>/YYYY/MM/DD/<chain>-<first>-<last>.jsonl  a copy of audit lines first..=last (seq), by the day copied
+//! audit/<node>/selftest-<random>                  the conditional-write self-test's probe (removed after)
 //! ```
 
 pub mod index;
@@ -53,6 +54,13 @@ pub fn audit_anchor_of<'a>(prefix: &str, key: &'a str) -> Option<(i64, u64, &'a 
     let seq = parts.next()?.parse().ok()?;
     let hash = parts.next()?;
     (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((ms, seq, hash))
+}
+
+/// A probe object of the conditional-write self-test
+/// ([`crate::store::selftest`]): `audit/<node>/selftest-<random>`, removed
+/// after the test.
+pub fn selftest_probe(node: &str, random: &str) -> String {
+    format!("{}selftest-{random}", audit_node(node))
 }
 
 /// `audit/<node>/`: a node's audit copies (date folders) and anchors.

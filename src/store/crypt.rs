@@ -557,6 +557,7 @@ impl ObjectStore for Crypt {
         let opts = PutOptions {
             if_absent: opts.if_absent,
             mark: Some(mark),
+            if_match: opts.if_match,
         };
         self.inner.put(key, Bytes::from(ct), opts).await
     }

@@ -91,6 +91,29 @@ impl LocalStore {
             Some(m) => write_synced(&mark, m.as_bytes()).map_err(io_err)?,
             None => remove_if_there(&mark).map_err(io_err)?,
         }
+        // A write on a version (If-Match): checked and made under one lock,
+        // so two writers cannot both replace the version they read.
+        let _cas = match &opts.if_match {
+            Some(want) => {
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(self.root.join(TMP).join("cas.lock"))
+                    .map_err(io_err)?;
+                lock.lock().map_err(io_err)?;
+                let now = std::fs::metadata(dest).ok().map(|md| etag_of(&md));
+                if now.as_deref() != Some(want.as_str()) {
+                    let _ = std::fs::remove_file(tmp);
+                    if opts.mark.is_some() {
+                        let _ = std::fs::remove_file(&mark);
+                    }
+                    return Err(StoreError::Changed(key.to_string()));
+                }
+                Some(lock)
+            }
+            None => None,
+        };
         let old = std::fs::metadata(dest).ok().map(|md| md.ino());
         let res = if if_absent {
             let r = std::fs::hard_link(tmp, dest);
@@ -130,6 +153,18 @@ impl LocalStore {
         }
         Ok(self.root.join(TMP).join(format!("mpu-{upload}")))
     }
+}
+
+/// A local object's version tag: its file's inode, change time and size
+/// (every write publishes a new file, so a new inode).
+fn etag_of(md: &std::fs::Metadata) -> String {
+    format!(
+        "{:x}-{:x}.{:x}-{:x}",
+        md.ino(),
+        md.ctime(),
+        md.ctime_nsec(),
+        md.len()
+    )
 }
 
 /// The mark of the object file `path` whose inode is `ino`.
@@ -174,6 +209,7 @@ fn meta_of(key: String, md: &std::fs::Metadata) -> ObjectMeta {
         size: md.len(),
         last_modified,
         mark: None,
+        etag: Some(etag_of(md)),
     }
 }
 
@@ -438,6 +474,7 @@ impl ObjectStore for LocalStore {
         let opts = PutOptions {
             if_absent: false,
             mark,
+            if_match: None,
         };
         self.publish(&tmp, &dest, &opts, key)?;
         let _ = std::fs::remove_dir_all(dir);

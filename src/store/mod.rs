@@ -30,6 +30,10 @@ pub struct ObjectMeta {
     /// object is encrypted ([`crypt`]). Head and get carry it; listings do
     /// not (S3 lists no metadata), so they leave it `None`.
     pub mark: Option<String>,
+    /// The object's version tag (S3's ETag; on the local backend its file's
+    /// identity), for a write that must not lose a change made since the
+    /// read ([`PutOptions::if_match`]). Listings carry it too.
+    pub etag: Option<String>,
 }
 
 /// An object being read: its metadata (the size of the whole object, not
@@ -68,6 +72,9 @@ pub struct PutOptions {
     pub if_absent: bool,
     /// The object's mark ([`ObjectMeta::mark`]), stored with it atomically.
     pub mark: Option<String>,
+    /// Replace only the object with this [`ObjectMeta::etag`] (`If-Match`);
+    /// [`StoreError::Changed`] when it has another (or is gone).
+    pub if_match: Option<String>,
 }
 
 impl PutOptions {
@@ -75,7 +82,7 @@ impl PutOptions {
     pub fn if_absent() -> Self {
         Self {
             if_absent: true,
-            mark: None,
+            ..Self::default()
         }
     }
 }
@@ -87,6 +94,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("object already exists: {0}")]
     AlreadyExists(String),
+    /// A conditional write (`If-Match`) met another version of the object.
+    #[error("object changed since it was read: {0}")]
+    Changed(String),
     #[error("storage request failed (transient, may be retried): {0}")]
     Transient(String),
     #[error("storage request failed: {0}")]
@@ -364,8 +374,8 @@ pub async fn upload_stream(
     match (sent, upload) {
         (Ok(()), None) => {
             let opts = PutOptions {
-                if_absent: false,
                 mark,
+                ..PutOptions::default()
             };
             store.put(key, buf.freeze(), opts).await?;
         }
@@ -405,6 +415,57 @@ async fn read_part(file: &mut tokio::fs::File, key: &str) -> Result<Vec<u8>, Sto
     }
     part.truncate(got);
     Ok(part)
+}
+
+/// Whether a store honours conditional writes (SPEC §4): the write-once
+/// `info.json` and the cross-node render lease rely on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conditional {
+    /// A second create of one key with `If-None-Match: *` is refused.
+    pub if_none_match: bool,
+    /// A write on an ETag the object no longer has (`If-Match`) is refused.
+    pub if_match: bool,
+}
+
+impl Conditional {
+    pub fn trusted(&self) -> bool {
+        self.if_none_match && self.if_match
+    }
+}
+
+/// Tries conditional writes on a probe object at `key` (removed after):
+/// creates it twice with `If-None-Match: *`, and writes it on a stale ETag.
+pub async fn selftest(store: &dyn ObjectStore, key: &str) -> Result<Conditional, StoreError> {
+    let create =
+        |body: &'static [u8]| store.put(key, Bytes::from_static(body), PutOptions::if_absent());
+    let result = async {
+        create(b"first").await?;
+        let if_none_match = matches!(create(b"second").await, Err(StoreError::AlreadyExists(_)));
+        let first = store
+            .head(key)
+            .await?
+            .and_then(|m| m.etag)
+            .ok_or_else(|| StoreError::Permanent(format!("{key}: the store gives no ETag")))?;
+        let on = |tag: String, body: &'static [u8]| {
+            store.put(
+                key,
+                Bytes::from_static(body),
+                PutOptions {
+                    if_match: Some(tag),
+                    ..PutOptions::default()
+                },
+            )
+        };
+        on(first.clone(), b"third").await?;
+        let if_match = matches!(on(first, b"fourth").await, Err(StoreError::Changed(_)));
+        Ok(Conditional {
+            if_none_match,
+            if_match,
+        })
+    }
+    .await;
+    let _ = store.delete(key).await;
+    result
 }
 
 /// Opens the store the configuration names, every wait on it bounded by
@@ -546,6 +607,46 @@ pub mod contract {
         store.delete(&k("p/a")).await.unwrap();
         store.delete(&k("p/a")).await.unwrap();
         assert!(store.head(&k("p/a")).await.unwrap().is_none());
+
+        // Writes on a version (If-Match): the first on the version read
+        // wins, a second on the same version is refused.
+        let v = k("c/x");
+        put(v.clone(), b"one").await;
+        let tag = store
+            .head(&v)
+            .await
+            .unwrap()
+            .unwrap()
+            .etag
+            .expect("an ETag");
+        let on = |tag: String| PutOptions {
+            if_match: Some(tag),
+            ..PutOptions::default()
+        };
+        store
+            .put(&v, Bytes::from_static(b"two"), on(tag.clone()))
+            .await
+            .unwrap();
+        let stale = store.put(&v, Bytes::from_static(b"three"), on(tag)).await;
+        assert!(matches!(stale, Err(StoreError::Changed(_))), "{stale:?}");
+        assert_eq!(body(store, &v, 0, None).await, b"two");
+        let listed = store.list_page(&k("c/"), None, None).await.unwrap();
+        assert_eq!(
+            listed.objects[0].etag,
+            store.head(&v).await.unwrap().unwrap().etag,
+            "a listing carries the ETag a head gives"
+        );
+        let gone = store
+            .put(
+                &k("c/missing"),
+                Bytes::from_static(b"x"),
+                on("\"nope\"".into()),
+            )
+            .await;
+        assert!(matches!(gone, Err(StoreError::Changed(_))), "{gone:?}");
+        store.delete(&v).await.unwrap();
+        let probe = selftest(store, &k("probe")).await.unwrap();
+        assert!(probe.trusted(), "{probe:?}");
     }
 
     /// The backend's part of the contract: marks are stored with their
@@ -559,6 +660,7 @@ pub mod contract {
         let opts = PutOptions {
             if_absent: true,
             mark: Some("other mark".into()),
+            if_match: None,
         };
         let err = store
             .put(&k("m/a"), Bytes::from_static(b"other"), opts)
@@ -574,6 +676,7 @@ pub mod contract {
         let marked = PutOptions {
             if_absent: false,
             mark: Some("m v1 key=7".into()),
+            if_match: None,
         };
         store
             .put(&k("m/x"), Bytes::from_static(b"marked"), marked.clone())

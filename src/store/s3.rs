@@ -240,6 +240,7 @@ impl ObjectStore for S3Store {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 last_modified: to_utc(out.last_modified()),
                 mark: out.metadata().and_then(|m| m.get(MARK)).cloned(),
+                etag: out.e_tag().map(str::to_string),
             })),
             Err(e) => match classify(key, e) {
                 StoreError::NotFound(_) => Ok(None),
@@ -298,6 +299,7 @@ impl ObjectStore for S3Store {
             size,
             last_modified: to_utc(out.last_modified()),
             mark: out.metadata().and_then(|m| m.get(MARK)).cloned(),
+            etag: out.e_tag().map(str::to_string),
         };
         let key = key.to_string();
         let body: AwsByteStream = out.body;
@@ -345,6 +347,7 @@ impl ObjectStore for S3Store {
             .filter_map(|o| {
                 Some(ObjectMeta {
                     mark: None,
+                    etag: o.e_tag().map(str::to_string),
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     last_modified: to_utc(o.last_modified()),
@@ -382,6 +385,10 @@ impl ObjectStore for S3Store {
         if let Some(m) = &opts.mark {
             req = req.metadata(MARK, m);
         }
+        if let Some(tag) = &opts.if_match {
+            req = req.if_match(tag);
+        }
+        let on_version = opts.if_match.is_some();
         if let Some(s) = &self.sse {
             req = req.server_side_encryption(s.clone());
         }
@@ -394,7 +401,17 @@ impl ObjectStore for S3Store {
                 .sse_customer_key(&c.key_b64)
                 .sse_customer_key_md5(&c.md5_b64);
         }
-        req.send().await.map(|_| ()).map_err(|e| classify(key, e))
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| match classify(key, e) {
+                // 412 to an If-Match: another version is there now.
+                // (404 to an If-Match: the version read is gone.)
+                StoreError::AlreadyExists(k) | StoreError::NotFound(k) if on_version => {
+                    StoreError::Changed(k)
+                }
+                other => other,
+            })
     }
 
     async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {

@@ -195,6 +195,7 @@ mod tests {
                         size: 6,
                         last_modified: chrono::Utc::now(),
                         mark: None,
+                        etag: None,
                     },
                     body: Box::pin(first.chain(futures::stream::pending())),
                 });

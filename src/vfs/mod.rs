@@ -308,9 +308,10 @@ impl From<StoreError> for VfsError {
         let kind = match &e {
             StoreError::NotFound(_) => FaultKind::Missing,
             StoreError::Transient(_) => FaultKind::Transient,
-            StoreError::AlreadyExists(_) | StoreError::Permanent(_) | StoreError::Corrupt(_) => {
-                FaultKind::Refused
-            }
+            StoreError::AlreadyExists(_)
+            | StoreError::Changed(_)
+            | StoreError::Permanent(_)
+            | StoreError::Corrupt(_) => FaultKind::Refused,
         };
         VfsError::Storage(Fault {
             kind,

@@ -39,6 +39,9 @@ pub enum Fault {
     /// Pass moto's answer through (its full Content-Length), then cut the
     /// connection after this many body bytes.
     CutBody(u64),
+    /// Answer a refused conditional write (`412 Precondition Failed`) with
+    /// `200 OK`, as a store that ignores `If-None-Match` / `If-Match` does.
+    IgnoreConditions,
 }
 
 /// A fault for requests whose method and path-and-query match.
@@ -231,7 +234,13 @@ impl FaultProxy {
                             .expect("response"))
                     }
                 };
-                let (parts, body) = answer.into_parts();
+                let (mut parts, body) = answer.into_parts();
+                if matches!(forward, Some(Fault::IgnoreConditions)) && parts.status == 412 {
+                    parts.status = hyper::StatusCode::OK;
+                    parts.headers.remove("content-length");
+                    let empty: Body = Full::new(Bytes::new()).map_err(|e| match e {}).boxed();
+                    return Ok(Response::from_parts(parts, empty));
+                }
                 let body: Body = match forward {
                     Some(Fault::CutBody(after)) => {
                         let mut left = after;

@@ -306,6 +306,7 @@ async fn recvault_serves_what_tink_encrypted_byte_exact_whole_and_resumed() {
         let opts = PutOptions {
             if_absent: false,
             mark: Some(mark.clone()),
+            if_match: None,
         };
         raw.put(&key, Bytes::from(std::fs::read(&ct).unwrap()), opts)
             .await
@@ -424,6 +425,7 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
                 PutOptions {
                     if_absent: false,
                     mark,
+                    if_match: None,
                 },
             )
             .await
@@ -1170,8 +1172,8 @@ async fn kms_wrapped_keysets_interoperate_with_tink_both_ways() {
     // Tink sealed it with the new primary (recvault's rotation).
     let new_primary = v["keysetInfo"]["primaryKeyId"].as_u64().unwrap();
     let opts = PutOptions {
-        if_absent: false,
         mark: Some(format!("tink-aes-gcm-hkdf-streaming key={new_primary}")),
+        ..PutOptions::default()
     };
     store
         .put(&format!("{prefix2}{object}"), Bytes::from(ct), opts)

@@ -424,3 +424,41 @@ async fn storage_body_cut_mid_stream_is_never_a_short_success() {
         op.check(&got, &archive);
     }
 }
+
+/// The conditional-write self-test at start: moto honours `If-None-Match`
+/// and `If-Match` and the log says so; behind a proxy that answers a
+/// refused condition with 200 (a store that ignores them), the log warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_self_test_tells_a_store_that_ignores_conditional_writes() {
+    let wait_for = |server: &Server, needle: &str| {
+        for _ in 0..200 {
+            if server.log_shows(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    };
+    let prefix = unique_prefix("selftest");
+    let tenant = tenant_toml("acme", &prefix, &[]);
+    let server = Server::start(&tenant);
+    assert!(
+        wait_for(&server, "storage honours conditional writes"),
+        "{}",
+        server.log()
+    );
+    drop(server);
+    let proxy = crate::faults::FaultProxy::start(&s3().endpoint);
+    proxy.inject(crate::faults::Rule::new(
+        Some("PUT"),
+        "selftest-",
+        crate::faults::Fault::IgnoreConditions,
+    ));
+    let server = Server::start_with(&format!("{}\n{tenant}", proxy.storage_toml(s3())));
+    assert!(
+        wait_for(&server, "storage IGNORES conditional writes"),
+        "{}",
+        server.log()
+    );
+    assert!(server.log_shows("if_none_match=false"), "{}", server.log());
+}
