@@ -273,6 +273,12 @@ impl Audit {
                 lines: line.to_vec(),
             }),
         }
+        let mut total: usize = pending.iter().map(|b| b.lines.len()).sum();
+        while total > PENDING_MAX && pending.len() > 1 {
+            let dropped = pending.remove(0);
+            total -= dropped.lines.len();
+            tracing::error!(chain = %dropped.chain, first = dropped.first, last = dropped.last, "audit lines dropped from the bucket copy (not copied in time); the file keeps them");
+        }
     }
 
     /// The name the lines carry as `node`.
@@ -337,7 +343,10 @@ impl Audit {
                 max_bytes,
             } => {
                 let written = (|| -> std::io::Result<()> {
-                    lock_current(file, path)?;
+                    if lock_current(file, path)? {
+                        // Another file now: what this process knew is of the old one.
+                        *known = None;
+                    }
                     let result = (|| {
                         let mut len = file.metadata()?.len();
                         let (mut seq, mut prev, chain) = match known.take() {
@@ -421,7 +430,27 @@ impl Audit {
         );
         new.write_all(&[line.as_slice(), b"\n"].concat())?;
         new.sync_all()?;
-        std::fs::rename(path, &rotated)?;
+        // The full file gets its second name first (never over another:
+        // a rotated file is history), then the new one takes the path in
+        // one rename, so the path always names a file of the chain.
+        match std::fs::hard_link(path, &rotated) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                use std::os::unix::fs::MetadataExt;
+                let (a, b) = (std::fs::metadata(path)?, std::fs::metadata(&rotated)?);
+                if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(std::io::Error::other(format!(
+                        "cannot rotate the audit file: {} exists and is another file",
+                        rotated.display()
+                    )));
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
         std::fs::rename(&tmp, path)?;
         tracing::info!(rotated = %rotated.display(), "audit file rotated; the chain continues in a new file");
         Ok((new, line))
@@ -557,14 +586,16 @@ pub struct Download {
 
 /// Locks `file`, reopening `path` first while `file` is no longer the file
 /// there (another process rotated it).
-fn lock_current(file: &mut std::fs::File, path: &Path) -> std::io::Result<()> {
+fn lock_current(file: &mut std::fs::File, path: &Path) -> std::io::Result<bool> {
+    let mut reopened = false;
     loop {
         file.lock()?;
         if is_at(file, path)? {
-            return Ok(());
+            return Ok(reopened);
         }
         let _ = file.unlock();
         *file = open_append(path)?;
+        reopened = true;
     }
 }
 

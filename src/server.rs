@@ -37,9 +37,14 @@ async fn build_tenants(
         let id = t.id.get_ref().clone();
         let prefix = t.prefix.get_ref().clone();
         let encrypted = t.encryption() == crate::config::Encryption::Recvault;
-        let old = existing
-            .get(&id)
-            .filter(|old| old.prefix == prefix && old.sealed.is_some() == encrypted);
+        let old = existing.get(&id).filter(|old| old.prefix == prefix);
+        if let Some(old) = old.filter(|old| old.sealed.is_some() != encrypted) {
+            // Ingest writes with the stores of the start: a switch on a
+            // reload would archive in the old mode.
+            error!(tenant = %id, "SIGHUP: encryption of a tenant changes only at a restart; keeping it as it was");
+            out.insert(id, old.clone());
+            continue;
+        }
         let tenant = match old {
             Some(old) => {
                 let (Some(sealed), Some(path)) = (&old.sealed, &t.keyset) else {
@@ -47,9 +52,9 @@ async fn build_tenants(
                     continue;
                 };
                 let before = sealed.primary_id();
-                match crate::crypto::read_keyset(path.get_ref())
-                    .and_then(|keys| sealed.replace_keyset(keys))
-                {
+                let kms = t.keyset_kms_key.as_ref().map(|k| k.get_ref().as_str());
+                let read = crate::crypto::load_keyset(path.get_ref(), kms).await;
+                match read.and_then(|keys| sealed.replace_keyset(keys)) {
                     Ok(()) if sealed.primary_id() != before => {
                         info!(tenant = %id, primary = sealed.primary_id(), previous = before, "keyset rotated: new objects are sealed by the new primary key");
                         audit.key_rotation(&id, sealed.primary_id(), before);

@@ -32,6 +32,9 @@ use crate::store::{ObjectStore, PutOptions, StoreError, UPLOAD_PART};
 
 pub struct Reencrypt;
 
+/// Why an object was left: written or erased while it was being sealed.
+const CHANGED: &str = "changed or erased while it was being sealed; left for the next run";
+
 fn err(e: StoreError) -> String {
     e.to_string()
 }
@@ -66,6 +69,7 @@ async fn seal_one(
     key: &str,
     size: u64,
     want: Option<&str>,
+    etag: Option<String>,
 ) -> Result<Result<(), String>, String> {
     let raw = s.raw.as_ref();
     let mismatch = |got: &str| {
@@ -91,10 +95,13 @@ async fn seal_one(
         let opts = PutOptions {
             if_absent: false,
             mark: Some(mark),
-            if_match: None,
+            if_match: etag,
         };
-        raw.put(key, Bytes::from(ct), opts).await.map_err(err)?;
-        return Ok(Ok(()));
+        return match raw.put(key, Bytes::from(ct), opts).await {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::Changed(_)) => Ok(Err(CHANGED.into())),
+            Err(e) => Err(e.to_string()),
+        };
     }
     let relative = key.strip_prefix(s.keys.prefix()).unwrap_or(key);
     let staged = s.keys.staged(relative);
@@ -121,6 +128,12 @@ async fn seal_one(
             .map_err(err)?
             .and_then(|m| m.mark)
             .ok_or("the sealed copy has no mark")?;
+        // Not over an object changed or erased meanwhile (an erase must
+        // not be undone); a multipart upload cannot carry If-Match.
+        let now = raw.head(key).await.map_err(err)?.and_then(|m| m.etag);
+        if now.is_none() || now != etag {
+            return Ok(Err(CHANGED.into()));
+        }
         let body = raw.get(&staged, 0, None).await.map_err(err)?;
         crate::store::upload_stream(raw, key, body, Some(mark), |_| {})
             .await
@@ -159,6 +172,11 @@ impl Job for Reencrypt {
                 break;
             }
         }
+        let index_etag = raw
+            .head(&index_key)
+            .await
+            .map_err(err)?
+            .and_then(|m| m.etag);
         let bytes = match crate::store::read_all(sealed, &index_key, index::MAX_BYTES).await {
             Ok(b) => b,
             Err(StoreError::NotFound(_)) => {
@@ -224,10 +242,13 @@ impl Job for Reencrypt {
                 let opts = PutOptions {
                     if_absent: false,
                     mark: Some(mark),
-                    if_match: None,
+                    if_match: index_etag.clone(),
                 };
-                raw.put(&key, Bytes::from(ct), opts).await.map_err(err)?;
-                found.push(format!("sealed {name} (was {was})"));
+                match raw.put(&key, Bytes::from(ct), opts).await {
+                    Ok(()) => found.push(format!("sealed {name} (was {was})")),
+                    Err(StoreError::Changed(_)) => found.push(format!("{name}: {CHANGED}")),
+                    Err(e) => return Err(e.to_string()),
+                }
                 continue;
             }
             if meta.mark.as_deref() == Some(primary.as_str()) {
@@ -239,7 +260,7 @@ impl Job for Reencrypt {
                 .filter(|_| key == s.keys.archive())
                 .and_then(|ix| ix.recvault.objects.get(&s.keys.archive_name()))
                 .map(|d| d.sha256.clone());
-            match seal_one(s, sealed, &key, size, want.as_deref()).await? {
+            match seal_one(s, sealed, &key, size, want.as_deref(), meta.etag.clone()).await? {
                 Ok(()) => found.push(format!("sealed {name} (was {was})")),
                 Err(why) => found.push(format!("{name}: {why}")),
             }

@@ -168,7 +168,12 @@ impl Crypt {
         if keys.primary().is_none() {
             return Err("the new keyset has no enabled primary key".into());
         }
-        if let Some(lost) = old.keys.iter().find(|k| keys.key(k.id).is_none()) {
+        if let Some(lost) = old
+            .keys
+            .iter()
+            .filter(|k| k.enabled)
+            .find(|k| keys.key(k.id).is_none())
+        {
             return Err(format!(
                 "the new keyset lacks key {} of the one in use; objects it sealed would become unreadable",
                 lost.id
@@ -478,7 +483,15 @@ impl ObjectStore for Crypt {
             // The header first: it tells the key and where segments start.
             let first = self.inner.get_object(key, 0, Some(HEADER as u64)).await?;
             if first.meta.mark.is_none() {
-                return self.inner.get_object(key, offset, len).await;
+                let clear = self.inner.get_object(key, offset, len).await?;
+                if clear.meta.mark.is_some() || clear.meta.etag != first.meta.etag {
+                    // Replaced between the two (re-encrypted): never serve
+                    // the new object's ciphertext as the old one's bytes.
+                    return Err(StoreError::Transient(format!(
+                        "{key} changed while it was being opened; try again"
+                    )));
+                }
+                return Ok(clear);
             }
             let header = read_header(key, first.body).await?;
             let body: ByteStream = Box::pin(futures::stream::empty());
@@ -501,6 +514,7 @@ impl ObjectStore for Crypt {
         let plain = layout.plaintext_len(n).map_err(|e| crypto_err(key, e))?;
         let mut meta = got.meta;
         meta.size = plain;
+        let meta_etag = meta.etag.clone();
         let remaining = len.unwrap_or(u64::MAX).min(plain.saturating_sub(offset));
         if remaining == 0 && offset > 0 {
             return Ok(Got {
@@ -517,8 +531,13 @@ impl ObjectStore for Crypt {
                 let end = layout.cipher_range(last, n).1;
                 let cipher = SegmentCipher::for_header(k.material(), &aad, &header)
                     .map_err(|e| crypto_err(key, e))?;
-                let body = self.inner.get(key, start, Some(end - start)).await?;
-                (body, first, Some(cipher))
+                let got = self.inner.get_object(key, start, Some(end - start)).await?;
+                if got.meta.etag != meta_etag {
+                    return Err(StoreError::Transient(format!(
+                        "{key} changed while it was being opened; try again"
+                    )));
+                }
+                (got.body, first, Some(cipher))
             }
         };
         let opening = Opening {

@@ -516,6 +516,27 @@ async fn changed_objects_and_wrong_keys_are_errors_and_the_server_keeps_serving(
     );
     assert!(!out.status.success(), "served with another keyset");
     assert!(server.log().contains("does not hold"), "{}", server.log());
+    drop(server);
+
+    // Encryption switched off for the tenant: its sealed objects are not
+    // served as if they were clear.
+    let config = config
+        .replace("encryption = \"recvault\"\n", "")
+        .replace(&format!("keyset = \"{}\"\n", other.display()), "");
+    let server = Server::start(&config);
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        "get /2026/11/23/good/good.tar.gz\n",
+        cwd.path(),
+    );
+    assert!(!out.status.success(), "ciphertext served as the file");
+    assert!(
+        server.log().contains("the tenant has no keyset configured"),
+        "{}",
+        server.log()
+    );
 }
 
 /// A server's audit files in chain order: its rotations, then the current one.
