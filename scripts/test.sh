@@ -3,7 +3,7 @@
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
 # lftp, curl, PuTTY's psftp, sshfs, python3 with venv for ftplib and moto, openssl, tar, kill, setpriv,
 # mkfifo, and ffmpeg/ffprobe and janus-pp-rec for the media tests; Debian
-# packages) and moto's S3 server, paramiko and Tink (PyPI, in ./.venv). Extra arguments go to
+# packages) and moto's S3 and KMS server, paramiko and Tink (PyPI, in ./.venv). Extra arguments go to
 # `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -47,13 +47,12 @@ async fn build_tenants(
         }
         let tenant = match old {
             Some(old) => {
-                let (Some(sealed), Some(path)) = (&old.sealed, &t.keyset) else {
+                let Some(sealed) = &old.sealed else {
                     out.insert(id, old.clone());
                     continue;
                 };
                 let before = sealed.primary_id();
-                let kms = t.keyset_kms_key.as_ref().map(|k| k.get_ref().as_str());
-                let read = crate::crypto::load_keyset(path.get_ref(), kms).await;
+                let read = crate::store::crypt::keyset_of(t).await;
                 match read.and_then(|keys| sealed.replace_keyset(keys)) {
                     Ok(()) if sealed.primary_id() != before => {
                         info!(tenant = %id, primary = sealed.primary_id(), previous = before, "keyset rotated: new objects are sealed by the new primary key");
@@ -67,7 +66,12 @@ async fn build_tenants(
                 old.clone()
             }
             None => match crate::store::crypt::for_tenant(t, store).await {
-                Ok(None) => Arc::new(Tenant::new(id.clone(), prefix, store.clone(), &cfg.limits)),
+                Ok(None) => Arc::new(Tenant::new(
+                    id.clone(),
+                    prefix,
+                    crate::store::crypt::tenant_store(None, store),
+                    &cfg.limits,
+                )),
                 Ok(Some(sealed)) => {
                     info!(tenant = %id, primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
                     Arc::new(Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits))

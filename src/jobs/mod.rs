@@ -77,10 +77,7 @@ pub struct Target {
 impl Target {
     /// The tenant's view of its objects.
     pub fn store(&self) -> SharedStore {
-        match &self.sealed {
-            Some(c) => c.clone(),
-            None => self.raw.clone(),
-        }
+        crate::store::crypt::tenant_store(self.sealed.as_ref(), &self.raw)
     }
 }
 

@@ -121,14 +121,20 @@ pub async fn for_tenant(
     if t.encryption() != crate::config::Encryption::Recvault {
         return Ok(None);
     }
-    let id = t.id.get_ref();
-    let path = t
-        .keyset
-        .as_ref()
-        .ok_or_else(|| format!("tenant {id:?}: encryption = \"recvault\" needs a keyset"))?;
+    let keys = keyset_of(t).await?;
+    Crypt::new(shared.clone(), t.id.get_ref(), t.prefix.get_ref(), keys).map(|c| Some(Arc::new(c)))
+}
+
+/// Reads tenant `t`'s keyset (`keyset`, unwrapped with `keyset_kms_key`).
+pub async fn keyset_of(t: &crate::config::TenantConfig) -> Result<Keyset, String> {
+    let path = t.keyset.as_ref().ok_or_else(|| {
+        format!(
+            "tenant {:?}: encryption = \"recvault\" needs a keyset",
+            t.id.get_ref()
+        )
+    })?;
     let kms = t.keyset_kms_key.as_ref().map(|k| k.get_ref().as_str());
-    let keys = crate::crypto::load_keyset(path.get_ref(), kms).await?;
-    Crypt::new(shared.clone(), id, t.prefix.get_ref(), keys).map(|c| Some(Arc::new(c)))
+    crate::crypto::load_keyset(path.get_ref(), kms).await
 }
 
 impl Crypt {
@@ -687,6 +693,95 @@ impl ObjectStore for Crypt {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(upload);
+        self.inner.multipart_abort(key, upload).await
+    }
+
+    async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError> {
+        self.inner.multipart_list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// The store of a tenant without `encryption = "recvault"`: objects as
+/// they are, except that one recvault sealed (its mark says so) is refused
+/// rather than served as if its ciphertext were the file (encryption
+/// switched off for a tenant that has sealed objects).
+pub struct Unsealed {
+    inner: SharedStore,
+}
+
+/// A tenant's view of the shared store: through its encryption, or
+/// [`Unsealed`].
+pub fn tenant_store(sealed: Option<&Arc<Crypt>>, shared: &SharedStore) -> SharedStore {
+    match sealed {
+        Some(c) => c.clone(),
+        None => Arc::new(Unsealed {
+            inner: shared.clone(),
+        }),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Unsealed {
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(key).await
+    }
+
+    async fn get_object(
+        &self,
+        key: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Got, StoreError> {
+        let got = self.inner.get_object(key, offset, len).await?;
+        if let Some(mark) = &got.meta.mark {
+            return Err(StoreError::Corrupt(format!(
+                "{key} is encrypted by recvault ({mark}) but the tenant has no keyset configured (encryption = \"recvault\"); not served"
+            )));
+        }
+        Ok(got)
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list_page(prefix, delimiter, continuation).await
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
+        self.inner.put(key, body, opts).await
+    }
+
+    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
+        self.inner.multipart_start(key, mark).await
+    }
+
+    async fn multipart_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        self.inner.multipart_part(key, upload, number, body).await
+    }
+
+    async fn multipart_complete(
+        &self,
+        key: &str,
+        upload: &str,
+        tags: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.inner.multipart_complete(key, upload, tags).await
+    }
+
+    async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
         self.inner.multipart_abort(key, upload).await
     }
 

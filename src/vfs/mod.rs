@@ -417,13 +417,6 @@ impl OpenFile {
         let body = match &self.source {
             Source::Stored(key, m) => {
                 let got = self.tenant.store.get_object(key, offset, None).await?;
-                if self.tenant.sealed.is_none() {
-                    if let Some(mark) = &got.meta.mark {
-                        return Err(VfsError::from(crate::store::StoreError::Corrupt(format!(
-                            "{key} is encrypted by recvault ({mark}) but the tenant has no keyset configured (encryption = \"recvault\"); not served"
-                        ))));
-                    }
-                }
                 let recorded = m
                     .index
                     .object(&self.entry.name)
