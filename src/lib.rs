@@ -6,6 +6,7 @@ pub mod audit; // the JSON audit trail (logins, downloads), chained line to line
 pub mod auth; // users, argon2id passwords, public keys, the brute-force defender
 pub mod config; // TOML → typed, validated configuration
 pub mod crypto; // encryption at rest: Tink streaming AEAD, Tink JSON keysets
+pub mod days; // the day index: updated safely on any store, read for listings
 pub mod demo; // `recvault demo`: the embedded default
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 #[doc(hidden)]

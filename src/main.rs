@@ -73,6 +73,7 @@ enum JobCommand {
     Verify,
     Backfill,
     Reencrypt,
+    Reindex,
 }
 
 /// Runs a job command; exits 2 when it could not finish, 1 when `verify`
@@ -85,6 +86,7 @@ fn run_job(args: JobArgs, job: JobCommand) -> Result<()> {
         match job {
             JobCommand::Verify => recvault::jobs::verify::run_cli(&cfg, tenant, since).await,
             JobCommand::Backfill => recvault::jobs::backfill::run_cli(&cfg, tenant, since).await,
+            JobCommand::Reindex => recvault::jobs::reindex::run_cli(&cfg, tenant, since).await,
             JobCommand::Reencrypt => match tenant {
                 Some(_) => recvault::jobs::reencrypt::run_cli(&cfg, tenant, since).await,
                 None => Err("name the tenant to re-encrypt: --tenant ID".into()),
@@ -95,6 +97,7 @@ fn run_job(args: JobArgs, job: JobCommand) -> Result<()> {
         JobCommand::Verify => "verify",
         JobCommand::Backfill => "backfill",
         JobCommand::Reencrypt => "reencrypt",
+        JobCommand::Reindex => "reindex",
     };
     match outcome {
         Ok(n) if n > 0 && job == JobCommand::Verify => std::process::exit(1),
@@ -126,8 +129,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:2121")]
         ftps_listen: String,
     },
-    /// Validate a configuration file and exit (status 0 when valid).
-    CheckConfig { file: PathBuf },
+    /// Validate a configuration file and exit (status 0 when valid). Then,
+    /// unless --offline, reach each tenant's storage and run the
+    /// conditional-write self-test there, and say how day indexes are kept
+    /// (storage that does not answer is reported, not an invalid file).
+    CheckConfig {
+        file: PathBuf,
+        /// Only validate the file; do not reach storage.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Re-read every stored object of each session and check its size and
     /// SHA-256 against the session index; report every mismatch. Resumes an
     /// interrupted run ([jobs] state_dir). Exit status: 0 all match, 1
@@ -148,6 +159,13 @@ enum Command {
     /// resumes an interrupted run. Versioned buckets keep the old versions:
     /// see the README. Exit status: 0 done, 2 could not finish.
     Reencrypt(JobArgs),
+    /// Rebuild the day indexes (the listing of each day's sessions, SPEC
+    /// §16) from the sessions themselves: one read of each session's
+    /// info.json, the day's index rewritten where it differs (sessions
+    /// archived meanwhile are kept). A day whose index is missing is also
+    /// rebuilt on its first listing. Resumes an interrupted run at the day it
+    /// was in. Exit status: 0 done, 2 could not finish.
+    Reindex(JobArgs),
     /// Print an argon2id hash for a password read from the terminal or stdin (never argv).
     HashPassword,
     /// Print a new random ingest token and the `sha256:` line for the config.
@@ -232,7 +250,7 @@ fn read_password() -> Result<String> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, offline } => {
             let cfg = recvault::config::load(&file)?;
             let users: usize = cfg.tenants.iter().map(|t| t.users.len()).sum();
             println!(
@@ -241,6 +259,12 @@ fn main() -> Result<()> {
                 cfg.tenants.len(),
                 users
             );
+            if !offline {
+                init_tracing(cfg.log.format, "error");
+                for line in runtime()?.block_on(recvault::days::check_config(&cfg)) {
+                    println!("{line}");
+                }
+            }
             Ok(())
         }
         Command::HashPassword => {
@@ -347,6 +371,7 @@ fn main() -> Result<()> {
         }
         Command::Verify(args) => run_job(args, JobCommand::Verify),
         Command::Backfill(args) => run_job(args, JobCommand::Backfill),
+        Command::Reindex(args) => run_job(args, JobCommand::Reindex),
         Command::Reencrypt(args) => run_job(args, JobCommand::Reencrypt),
         Command::Serve { config } => {
             let cfg = recvault::config::load(&config)?;

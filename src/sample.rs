@@ -1,6 +1,7 @@
 //! Writes sessions into storage in the archived layout (SPEC §4): the RAW
-//! archive first, the indexed `info.json` last (a session is visible once its
-//! index exists). Used by `recvault demo` and by tests to seed storage.
+//! archive first, the indexed `info.json` next (a session is visible once its
+//! index exists); the day's index is then dropped, to be built from the
+//! sessions by the next listing. Used by `recvault demo` and by tests to seed storage.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -45,6 +46,10 @@ pub async fn put_session(
             PutOptions::default(),
         )
         .await?;
+    // Many samples are written at once: rather than each updating the day
+    // index, the index is dropped and the next listing builds it from the
+    // sessions.
+    crate::days::forget(store, tenant_prefix, &crate::layout::Day::of_call(started)).await?;
     Ok(keys.archive())
 }
 

@@ -26,6 +26,13 @@ use crate::vfs::{Producer, Tenant};
 /// objects. On a reload (`existing`), a tenant keeps its
 /// store and only its keyset is re-read (a rotation; an unreadable one
 /// keeps the keyset in use).
+/// A tenant with its day indexes, whose shards (on a store that ignores
+/// conditional writes) carry this node's name.
+fn with_days(t: Tenant, audit: &Audit) -> Tenant {
+    let days = crate::days::Days::new(t.store.clone(), &t.prefix, audit.node());
+    t.with_days(Arc::new(days))
+}
+
 async fn build_tenants(
     cfg: &Config,
     store: &SharedStore,
@@ -66,15 +73,21 @@ async fn build_tenants(
                 old.clone()
             }
             None => match crate::store::crypt::for_tenant(t, store).await {
-                Ok(None) => Arc::new(Tenant::new(
-                    id.clone(),
-                    prefix,
-                    crate::store::crypt::tenant_store(None, store),
-                    &cfg.limits,
+                Ok(None) => Arc::new(with_days(
+                    Tenant::new(
+                        id.clone(),
+                        prefix,
+                        crate::store::crypt::tenant_store(None, store),
+                        &cfg.limits,
+                    ),
+                    audit,
                 )),
                 Ok(Some(sealed)) => {
                     info!(tenant = %id, primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
-                    Arc::new(Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits))
+                    Arc::new(with_days(
+                        Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits),
+                        audit,
+                    ))
                 }
                 Err(e) => {
                     error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and its ingest is answered 503 (the gateway keeps its recordings) until the keyset is fixed and recvault restarted");
@@ -128,11 +141,7 @@ pub async fn serve(
     ));
     // In the background: storage that does not answer must not keep the
     // listeners from binding (its errors are logged; requests fail clearly).
-    tokio::spawn(probe_storage(
-        tenants.clone(),
-        store.clone(),
-        audit.node().to_string(),
-    ));
+    tokio::spawn(probe_storage(tenants.clone()));
     let users = Users::from_config(&cfg, &tenants)?;
     if users.is_empty() {
         warn!("no users are configured: nobody can log in");
@@ -185,7 +194,7 @@ pub async fn serve(
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
             let stores = tenants
                 .iter()
-                .map(|(id, t)| (id.clone(), t.store.clone()))
+                .map(|(id, t)| (id.clone(), t.days.clone()))
                 .collect();
             let state = crate::ingest::Ingest::start(&cfg, &stores, defender, audit.clone())?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
@@ -377,21 +386,15 @@ type FtpsRunning = (
 /// One listing per tenant at start, so that wrong credentials, a missing
 /// bucket or an unreachable endpoint show in the log at once, not at the
 /// first login. Not fatal: storage may come back while we run.
-async fn probe_storage(tenants: HashMap<String, Arc<Tenant>>, store: SharedStore, node: String) {
+async fn probe_storage(tenants: HashMap<String, Arc<Tenant>>) {
     for t in tenants.values() {
         if let Err(e) = t.check_storage().await {
             error!(tenant = %t.id, error = %e, "storage check failed: listings and downloads will fail until storage answers");
         }
-    }
-    let probe = crate::layout::selftest_probe(&node, &format!("{:016x}", rand::random::<u64>()));
-    match crate::store::selftest(store.as_ref(), &probe).await {
-        Ok(c) if c.trusted() => info!("storage honours conditional writes (If-None-Match, If-Match)"),
-        Ok(c) => warn!(
-            if_none_match = c.if_none_match,
-            if_match = c.if_match,
-            "storage IGNORES conditional writes: two nodes may both write a session's info.json or hold one render lease; run a single recvault node per bucket until the store honours them"
-        ),
-        Err(e) => warn!(error = %e, "conditional-write self-test could not run"),
+        // Logs what it finds (and how day indexes are kept there).
+        if let Err(e) = t.days.mode().await {
+            warn!(tenant = %t.id, error = %e, "conditional-write self-test could not run; it runs again at the first day index update");
+        }
     }
 }
 

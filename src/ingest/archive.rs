@@ -38,6 +38,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Target {
     pub prefix: String,
     pub store: SharedStore,
+    /// The tenant's day indexes (over `store`), shared with the tree.
+    pub days: Arc<crate::days::Days>,
     /// The tenant's MP4 video cap (bits/s), recorded in each index it writes.
     pub mp4_video_bps: u64,
 }
@@ -266,6 +268,8 @@ impl Archiver {
                 "verification: {index_key} is missing after it was written"
             ));
         }
+        let written = index.to_bytes().len() as u64;
+        self.list_in_day(&st, &index, written).await?;
         st.status = Status::Archived;
         st.index_key = Some(index_key);
         st.upload = None;
@@ -278,6 +282,26 @@ impl Archiver {
             serde_json::json!({"bytes": size, "sha256": sha256, "sealed": sealed}),
         );
         Ok(())
+    }
+
+    /// Adds an archived session to its day index: the last step before the
+    /// session counts as archived (a failure is retried like a storage
+    /// error, and the retry finds the index and lists it).
+    async fn list_in_day(
+        &self,
+        st: &SessionState,
+        index: &SessionIndex,
+        len: u64,
+    ) -> Result<(), String> {
+        let target = self
+            .targets
+            .get(&st.tenant)
+            .ok_or_else(|| format!("tenant {:?} is not configured", st.tenant))?;
+        target
+            .days
+            .add(index, len)
+            .await
+            .map_err(|e| format!("day index: {e}"))
     }
 
     async fn fail(&self, mut st: SessionState, reason: String) -> Result<SessionState, String> {
@@ -311,10 +335,22 @@ impl Archiver {
         };
         let index_key = SessionKeys::of_call(&target.prefix, started, &st.id).index();
         match read_index(target, &index_key).await {
-            Ok(Some(existing)) => self
-                .settle_existing(st, &existing, &index_key)
-                .await
-                .map(Some),
+            Ok(Some(existing)) => {
+                let same = existing.index.same_raw_files(
+                    st.files
+                        .iter()
+                        .map(|(n, f)| (n.as_str(), f.sha256.as_str())),
+                );
+                if same {
+                    if let Err(e) = self.list_in_day(&st, &existing.index, existing.len).await {
+                        warn!(tenant = %st.tenant, session = %st.id, error = %e, "an earlier delivery is stored but not listed yet; the archiver lists it");
+                        return Ok(None);
+                    }
+                }
+                self.settle_existing(st, &existing, &index_key)
+                    .await
+                    .map(Some)
+            }
             Ok(None) => Ok(None),
             Err(e) => {
                 warn!(tenant = %st.tenant, session = %st.id, error = %e, "cannot check storage for an earlier delivery; the archiver will");
@@ -328,14 +364,17 @@ impl Archiver {
     async fn settle_existing(
         &self,
         mut st: SessionState,
-        existing: &SessionIndex,
+        existing: &Stored,
         index_key: &str,
     ) -> Result<SessionState, String> {
         let received = st
             .files
             .iter()
             .map(|(n, f)| (n.as_str(), f.sha256.as_str()));
-        if existing.same_raw_files(received) {
+        if existing.index.same_raw_files(received) {
+            // It may have been stored by an attempt that stopped before it
+            // was listed.
+            self.list_in_day(&st, &existing.index, existing.len).await?;
             st.status = Status::Archived;
             st.index_key = Some(index_key.to_string());
             st.upload = None;
@@ -418,11 +457,20 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
+/// A session index as stored, and its size.
+struct Stored {
+    index: SessionIndex,
+    len: u64,
+}
+
 /// The stored index at `key`; an unreadable one counts as recording no
 /// files (a conflict for any delivery: an operator must look).
-async fn read_index(target: &Target, key: &str) -> Result<Option<SessionIndex>, String> {
+async fn read_index(target: &Target, key: &str) -> Result<Option<Stored>, String> {
     match crate::store::read_all(target.store.as_ref(), key, index::MAX_BYTES).await {
-        Ok(b) => Ok(Some(SessionIndex::parse(&b).unwrap_or_default())),
+        Ok(b) => Ok(Some(Stored {
+            index: SessionIndex::parse(&b).unwrap_or_default(),
+            len: b.len() as u64,
+        })),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.to_string()),
     }
@@ -653,9 +701,11 @@ mod tests {
         st.completed_at = Some("2026-11-23T10:00:02Z".into());
         spool.save(&st).await.unwrap();
 
+        let store: SharedStore = Arc::new(store);
         let target = Target {
             prefix: "acme/".into(),
-            store: Arc::new(store),
+            days: Arc::new(crate::days::Days::new(store.clone(), "acme/", "test")),
+            store,
             mp4_video_bps: crate::media::render::VIDEO_BPS,
         };
         let limits = crate::limits::Limits {

@@ -57,7 +57,6 @@ use crate::auth::defender::Defender;
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::listener::{Admitted, Gate, PreAuth, PreAuthSlot};
-use crate::store::SharedStore;
 use archive::{Archiver, Target};
 use spool::Spool;
 
@@ -84,7 +83,7 @@ impl Ingest {
     /// Opens the spool and starts the archiver (which resumes pending sessions).
     pub fn start(
         cfg: &Config,
-        stores: &HashMap<String, SharedStore>,
+        stores: &HashMap<String, Arc<crate::days::Days>>,
         defender: Arc<Defender>,
         audit: Arc<Audit>,
     ) -> Result<Arc<Ingest>, String> {
@@ -110,10 +109,11 @@ impl Ingest {
             .filter_map(|t| {
                 // A tenant that was not started has no store: its sessions
                 // wait in the spool.
-                let store = stores.get(t.id.get_ref())?;
+                let days = stores.get(t.id.get_ref())?;
                 let target = Target {
                     prefix: t.prefix.get_ref().clone(),
-                    store: store.clone(),
+                    store: days.store().clone(),
+                    days: days.clone(),
                     mp4_video_bps: t
                         .mp4_video_kbps
                         .as_ref()

@@ -102,14 +102,18 @@ impl Job for Backfill {
         if added.is_empty() {
             return Ok(Vec::new());
         }
+        let bytes = index.to_bytes();
+        let len = bytes.len() as u64;
         store
             .put(
                 &s.keys.index(),
-                bytes::Bytes::from(index.to_bytes()),
+                bytes::Bytes::from(bytes),
                 PutOptions::default(),
             )
             .await
             .map_err(|e| e.to_string())?;
+        // The day listing shows the new entries and the index's new size.
+        s.days.add(&index, len).await.map_err(|e| e.to_string())?;
         Ok(vec![format!("derived entries added: {}", added.join(", "))])
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod backfill;
 pub mod reencrypt;
+pub mod reindex;
 pub mod verify;
 
 use std::io::{IsTerminal, Write};
@@ -42,6 +43,9 @@ pub struct Session {
     pub keys: SessionKeys,
     /// The session folder's path in the tenant's tree (`/YYYY/MM/DD/<id>`).
     pub path: String,
+    /// The tenant's day indexes (a job that rewrites an `info.json` lists
+    /// it again).
+    pub days: Arc<crate::days::Days>,
 }
 
 /// What a job found or changed in one session.
@@ -62,6 +66,24 @@ pub trait Job: Send + Sync {
     /// stops the job (storage is down, say); the next run resumes with
     /// this session.
     async fn session(&self, s: &Session) -> Result<Vec<String>, String>;
+
+    /// Works on a whole day after its sessions (`sessions`: how many the
+    /// walk handed to [`Self::session`] this run). What it returns is
+    /// recorded under the day's path.
+    async fn day_end(
+        &self,
+        _days: &crate::days::Days,
+        _day: &layout::Day,
+        _sessions: u64,
+    ) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+
+    /// Whether the job works on whole days: its checkpoint moves only
+    /// after [`Self::day_end`], so a stopped run redoes the day it was in.
+    fn whole_days(&self) -> bool {
+        false
+    }
 }
 
 /// The tenant a job runs over.
@@ -72,6 +94,8 @@ pub struct Target {
     pub raw: SharedStore,
     /// The tenant's encryption over `raw`, when it has it.
     pub sealed: Option<Arc<Crypt>>,
+    /// The tenant's day indexes (over [`Self::store`]).
+    pub days: Arc<crate::days::Days>,
 }
 
 impl Target {
@@ -99,7 +123,7 @@ pub struct Report {
 
 /// The checkpoint file's content. The findings so far are lines of a file
 /// beside it (appended as they come), so a checkpoint stays small.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Checkpoint {
     /// The walk position (`YYYY/MM/DD/<id>/`) of the last session done;
     /// every session at or before it is done.
@@ -348,6 +372,8 @@ async fn walk(
                     continue;
                 }
                 let day_prefix = layout::dates_prefix(&target.prefix, &[&y, &m, &d]);
+                let done_before = cp.clone();
+                let mut in_day = 0u64;
                 let mut token = None;
                 loop {
                     let page = store
@@ -366,6 +392,7 @@ async fn walk(
                                 raw: target.raw.clone(),
                                 path: format!("/{day}{id}"),
                                 keys,
+                                days: target.days.clone(),
                             }
                         })
                         .filter(|s| position(&s.keys, &day) > cp.after)
@@ -374,7 +401,15 @@ async fn walk(
                         .map(|s| async move { (s, job.session(s).await) })
                         .buffered(opts.concurrency.max(1));
                     while let Some((s, outcome)) = done.next().await {
-                        let found = outcome.map_err(|e| format!("{}: {e}", s.path))?;
+                        let found = match outcome {
+                            Ok(f) => f,
+                            Err(e) => {
+                                if job.whole_days() {
+                                    *cp = done_before;
+                                }
+                                return Err(format!("{}: {e}", s.path));
+                            }
+                        };
                         for what in found {
                             audit.job_finding(job.kind(), &target.tenant, &s.path, &what);
                             state.record(&Finding {
@@ -384,16 +419,41 @@ async fn walk(
                             cp.findings += 1;
                         }
                         cp.sessions += 1;
+                        in_day += 1;
                         cp.after = position(&s.keys, &day);
                         progress.show(cp);
                         // After every session: a stop or crash redoes only
                         // the sessions that were in flight.
-                        state.save(cp)?;
+                        if !job.whole_days() {
+                            state.save(cp)?;
+                        }
                     }
                     token = page.next;
                     if token.is_none() {
                         break;
                     }
+                }
+                if in_day > 0 || !job.whole_days() {
+                    let the_day = layout::Day::new(&y, &m, &d);
+                    let found = match job.day_end(&target.days, &the_day, in_day).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            if job.whole_days() {
+                                *cp = done_before;
+                            }
+                            return Err(format!("/{}: {e}", day.trim_end_matches('/')));
+                        }
+                    };
+                    let path = format!("/{}", day.trim_end_matches('/'));
+                    for what in found {
+                        audit.job_finding(job.kind(), &target.tenant, &path, &what);
+                        state.record(&Finding {
+                            path: path.clone(),
+                            what,
+                        })?;
+                        cp.findings += 1;
+                    }
+                    state.save(cp)?;
                 }
             }
         }
@@ -457,11 +517,18 @@ pub async fn run_cli(
         let sealed = crate::store::crypt::for_tenant(t, &store)
             .await
             .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
+        let prefix = t.prefix.get_ref().clone();
+        let days = Arc::new(crate::days::Days::new(
+            crate::store::crypt::tenant_store(sealed.as_ref(), &store),
+            &prefix,
+            audit.node(),
+        ));
         let target = Target {
             tenant: id.clone(),
-            prefix: t.prefix.get_ref().clone(),
+            prefix,
             raw: store.clone(),
             sealed,
+            days,
         };
         let report = run(job, &target, &opts, &audit)
             .await

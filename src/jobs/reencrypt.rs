@@ -245,7 +245,14 @@ impl Job for Reencrypt {
                     if_match: index_etag.clone(),
                 };
                 match raw.put(&key, Bytes::from(ct), opts).await {
-                    Ok(()) => found.push(format!("sealed {name} (was {was})")),
+                    Ok(()) => {
+                        found.push(format!("sealed {name} (was {was})"));
+                        // Its size changes with the mark it records.
+                        s.days
+                            .add(ix, plain.len() as u64)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                     Err(StoreError::Changed(_)) => found.push(format!("{name}: {CHANGED}")),
                     Err(e) => return Err(e.to_string()),
                 }

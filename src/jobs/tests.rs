@@ -71,6 +71,7 @@ async fn seeded() -> (tempfile::TempDir, Target) {
     let target = Target {
         tenant: "t".into(),
         prefix: "t/".into(),
+        days: Arc::new(crate::days::Days::new(store.clone(), "t/", "test")),
         raw: store,
         sealed: None,
     };

@@ -381,6 +381,18 @@ impl SessionIndex {
         time(self.ended_at.as_deref())
     }
 
+    /// The derived entries a session folder shows (name, reserved size):
+    /// its media files (`.mp3`, `.mp4`, `.webm`), not the bookkeeping
+    /// beside them.
+    pub fn shown_derived(&self) -> Vec<(String, u64)> {
+        self.recvault
+            .derived
+            .iter()
+            .filter(|(name, _)| [".mp3", ".mp4", ".webm"].iter().any(|x| name.ends_with(x)))
+            .map(|(name, d)| (name.clone(), d.size))
+            .collect()
+    }
+
     /// The recorded size and hash of the stored object `name`.
     pub fn object(&self, name: &str) -> Option<&Digest> {
         self.recvault.objects.get(name)

@@ -12,11 +12,14 @@
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.lease   the render lease of <name>
 //! P/sessions/YYYY/MM/DD/<id>/derived/<name>.sums    MD5/SHA-1/SHA-256 of a rendered <name>
 //! P/sessions/YYYY/MM/DD/<id>/derived/<path>.staged  a re-encrypted copy being verified (`/` in <path> as `~`)
+//! P/index/YYYY/MM/DD.json                       the day index (SPEC §16), see [`day`]
+//! P/index/YYYY/MM/DD/<node>.json                a node's shard of it (stores that ignore conditional writes)
+//! P/index/selftest-<node>-<random>              the conditional-write self-test's probe (removed after)
 //! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! audit/<node>/YYYY/MM/DD/<chain>-<first>-<last>.jsonl  a copy of audit lines first..=last (seq), by the day copied
-//! audit/<node>/selftest-<random>                  the conditional-write self-test's probe (removed after)
 //! ```
 
+pub mod day;
 pub mod index;
 
 use chrono::{DateTime, Utc};
@@ -56,13 +59,6 @@ pub fn audit_anchor_of<'a>(prefix: &str, key: &'a str) -> Option<(i64, u64, &'a 
     (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((ms, seq, hash))
 }
 
-/// A probe object of the conditional-write self-test
-/// ([`crate::store::selftest`]): `audit/<node>/selftest-<random>`, removed
-/// after the test.
-pub fn selftest_probe(node: &str, random: &str) -> String {
-    format!("{}selftest-{random}", audit_node(node))
-}
-
 /// `audit/<node>/`: a node's audit copies (date folders) and anchors.
 pub fn audit_node(node: &str) -> String {
     format!("{AUDIT}{node}/")
@@ -97,6 +93,86 @@ pub fn dates_prefix(tenant_prefix: &str, dates: &[&str]) -> String {
         p.push('/');
     }
     p
+}
+
+/// One day of a tenant's tree: `YYYY`, `MM`, `DD` (digits, as in keys).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Day {
+    pub year: String,
+    pub month: String,
+    pub day: String,
+}
+
+impl Day {
+    pub fn new(year: &str, month: &str, day: &str) -> Self {
+        Day {
+            year: year.to_string(),
+            month: month.to_string(),
+            day: day.to_string(),
+        }
+    }
+
+    /// The day a call that started at `started` is filed under.
+    pub fn of_call(started: DateTime<Utc>) -> Self {
+        Day {
+            year: started.format("%Y").to_string(),
+            month: started.format("%m").to_string(),
+            day: started.format("%d").to_string(),
+        }
+    }
+
+    /// `YYYY-MM-DD`, as the day index names it.
+    pub fn label(&self) -> String {
+        format!("{}-{}-{}", self.year, self.month, self.day)
+    }
+
+    /// `P/sessions/YYYY/MM/DD/`: the day's session folders.
+    pub fn sessions_prefix(&self, tenant_prefix: &str) -> String {
+        dates_prefix(tenant_prefix, &[&self.year, &self.month, &self.day])
+    }
+
+    /// `P/index/YYYY/MM/DD`: a listing of it finds the day's index and
+    /// every node's shard of it (nothing else shares the prefix).
+    pub fn index_prefix(&self, tenant_prefix: &str) -> String {
+        format!(
+            "{tenant_prefix}{INDEXES}{}/{}/{}",
+            self.year, self.month, self.day
+        )
+    }
+
+    /// `P/index/YYYY/MM/DD.json`: the day index all nodes update with
+    /// conditional writes.
+    pub fn index(&self, tenant_prefix: &str) -> String {
+        format!("{}.json", self.index_prefix(tenant_prefix))
+    }
+
+    /// `P/index/YYYY/MM/DD/<node>.json`: the part of the day's index one
+    /// node writes alone, on a store that ignores conditional writes.
+    pub fn shard(&self, tenant_prefix: &str, node: &str) -> String {
+        format!("{}/{node}.json", self.index_prefix(tenant_prefix))
+    }
+
+    /// Whether `key` (from a listing of [`Self::index_prefix`]) is the
+    /// day's index or one of its shards.
+    pub fn is_index_part(&self, tenant_prefix: &str, key: &str) -> bool {
+        let Some(rest) = key.strip_prefix(&self.index_prefix(tenant_prefix)) else {
+            return false;
+        };
+        rest == ".json"
+            || rest
+                .strip_prefix('/')
+                .and_then(|n| n.strip_suffix(".json"))
+                .is_some_and(crate::path::is_name)
+    }
+}
+
+/// Where day indexes live below a tenant prefix.
+const INDEXES: &str = "index/";
+
+/// The conditional-write self-test's probe in a tenant's storage:
+/// `P/index/selftest-<node>-<random>`, removed after the test.
+pub fn index_selftest_probe(tenant_prefix: &str, node: &str, random: &str) -> String {
+    format!("{tenant_prefix}{INDEXES}selftest-{node}-{random}")
 }
 
 /// The name of a child folder from a delimited listing's common prefix
@@ -250,6 +326,21 @@ mod tests {
         assert_eq!(SessionKeys::of_call("tenants/acme/", started, "c-1"), k);
         assert_eq!(dates_prefix("t/", &[]), "t/sessions/");
         assert_eq!(dates_prefix("t/", &["2026", "11"]), "t/sessions/2026/11/");
+    }
+
+    #[test]
+    fn day_index_keys() {
+        let d = Day::of_call(Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 59).unwrap());
+        assert_eq!(d, Day::new("2026", "11", "23"));
+        assert_eq!(d.label(), "2026-11-23");
+        assert_eq!(d.index("t/"), "t/index/2026/11/23.json");
+        assert_eq!(d.shard("t/", "node-a"), "t/index/2026/11/23/node-a.json");
+        assert_eq!(d.sessions_prefix("t/"), "t/sessions/2026/11/23/");
+        assert!(d.is_index_part("t/", "t/index/2026/11/23.json"));
+        assert!(d.is_index_part("t/", "t/index/2026/11/23/node-a.json"));
+        assert!(!d.is_index_part("t/", "t/index/2026/11/23/a/b.json"));
+        assert!(!d.is_index_part("t/", "t/index/2026/11/230.json"));
+        assert!(index_selftest_probe("t/", "n", "r").starts_with("t/index/"));
     }
 
     #[test]

@@ -107,13 +107,7 @@ pub fn reserve(
 #[async_trait]
 impl Producer for MediaProducer {
     fn entries(&self, index: &SessionIndex) -> Vec<(String, u64)> {
-        index
-            .recvault
-            .derived
-            .iter()
-            .filter(|(name, _)| [".mp3", ".mp4", ".webm"].iter().any(|x| name.ends_with(x)))
-            .map(|(name, d)| (name.clone(), d.size))
-            .collect()
+        index.shown_derived()
     }
 
     async fn open(

@@ -1,10 +1,11 @@
 //! Folder listings that stream page by page.
 //!
-//! A day folder is read one storage page at a time (never the whole prefix
-//! at once); a session appears when its `info.json` key is seen. Date folders
-//! list their children's names with one delimited LIST, then each child's
-//! time, a few at a time.
+//! A day folder lists from its day index ([`crate::days`]), a batch of
+//! sessions at a time, each at its call's end. Date folders list their
+//! children's names with one delimited LIST, then each child's time (the
+//! newest call end its day indexes list), a few at a time.
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::tree::Loc;
 use super::{child_loc, meta, Entry, Kind, Tenant, VfsError};
+use crate::layout::day::DayIndex;
 
+/// Sessions per batch of a day listing.
+const DAY_BATCH: usize = 1000;
 /// Children whose times are looked up per batch of a date listing.
 const DATE_BATCH: usize = 64;
 /// Concurrent time look-ups in a date listing.
@@ -23,9 +27,9 @@ pub struct DirLister(State);
 enum State {
     Fixed(Option<Vec<Entry>>),
     Day {
-        tenant: Arc<Tenant>,
-        prefix: String,
-        token: Option<String>,
+        index: Arc<DayIndex>,
+        /// The last session id handed out.
+        after: Option<String>,
         done: bool,
     },
     Dates {
@@ -41,11 +45,10 @@ impl DirLister {
         DirLister(State::Fixed(Some(entries)))
     }
 
-    pub(super) fn day(tenant: Arc<Tenant>, prefix: String) -> Self {
+    pub(super) fn day(index: Arc<DayIndex>) -> Self {
         DirLister(State::Day {
-            tenant,
-            prefix,
-            token: None,
+            index,
+            after: None,
             done: false,
         })
     }
@@ -64,30 +67,27 @@ impl DirLister {
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Entry>>, VfsError> {
         match &mut self.0 {
             State::Fixed(entries) => Ok(entries.take()),
-            State::Day {
-                tenant,
-                prefix,
-                token,
-                done,
-            } => {
+            State::Day { index, after, done } => {
                 if *done {
                     return Ok(None);
                 }
-                let page = tenant.store.list_page(prefix, None, token.take()).await?;
-                let entries = page
-                    .objects
-                    .iter()
-                    .filter_map(|o| {
-                        crate::layout::session_of_index_key(prefix, &o.key).map(|id| Entry {
-                            name: id.to_string(),
-                            kind: Kind::Dir,
-                            size: 0,
-                            mtime: o.last_modified,
-                        })
+                let rest = match after.take() {
+                    Some(a) => index
+                        .sessions
+                        .range::<str, _>((Bound::Excluded(a.as_str()), Bound::Unbounded)),
+                    None => index.sessions.range::<str, _>(..),
+                };
+                let entries: Vec<Entry> = rest
+                    .take(DAY_BATCH)
+                    .map(|(id, e)| Entry {
+                        name: id.clone(),
+                        kind: Kind::Dir,
+                        size: 0,
+                        mtime: e.ended().or(e.started()).unwrap_or_default(),
                     })
                     .collect();
-                *token = page.next;
-                *done = token.is_none();
+                *done = entries.len() < DAY_BATCH;
+                *after = entries.last().map(|e| e.name.clone());
                 Ok(Some(entries))
             }
             State::Dates {

@@ -1,9 +1,9 @@
 //! Session metadata and folder times, loaded from storage and cached.
 //!
 //! A session is described by two requests made together: GET of its
-//! `info.json` and one LIST of its folder (real sizes of stored objects). A
-//! date folder's time is the newest session inside it, found by scanning the
-//! day's keys; the tenant caches both (see [`super::Tenant`]).
+//! `info.json` and one LIST of its folder (real sizes of stored objects); the
+//! tenant caches it (see [`super::Tenant`]). Folder times come from the day
+//! indexes ([`crate::days`]).
 //!
 //! A stored file's size is its plaintext size: `info.json`'s is the length
 //! read; the archive's is the index's when the listed size agrees with it
@@ -34,8 +34,6 @@ pub struct StoredFile {
 pub struct SessionMeta {
     pub session: SessionRef,
     pub keys: SessionKeys,
-    /// Time of the session folder: when its index was written (stable).
-    pub folder_time: DateTime<Utc>,
     /// Time of every entry in the session: the call's end.
     pub ended_at: DateTime<Utc>,
     pub files: Vec<StoredFile>,
@@ -98,32 +96,10 @@ impl SessionMeta {
         Ok(Some(SessionMeta {
             session: s.clone(),
             keys,
-            folder_time: info_obj.last_modified,
             ended_at,
             files,
             index: Arc::new(index),
         }))
-    }
-}
-
-/// Scans a whole day and returns its newest session time.
-pub async fn newest_in_day(
-    store: &dyn ObjectStore,
-    day_prefix: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let mut token = None;
-    let mut newest: Option<DateTime<Utc>> = None;
-    loop {
-        let page = store.list_page(day_prefix, None, token).await?;
-        for o in &page.objects {
-            if layout::session_of_index_key(day_prefix, &o.key).is_some() {
-                newest = newest.max(Some(o.last_modified));
-            }
-        }
-        token = page.next;
-        if token.is_none() {
-            return Ok(newest);
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 pub use listing::{ls_line, DirLister};
 use meta::SessionMeta;
@@ -45,6 +45,8 @@ pub struct Tenant {
     pub store: SharedStore,
     /// The encryption under `store`, for a tenant with `encryption = "recvault"`.
     pub sealed: Option<Arc<crate::store::crypt::Crypt>>,
+    /// The tenant's day indexes (shared with the archiver of this process).
+    pub days: Arc<crate::days::Days>,
     /// Session metadata by session prefix.
     sessions: Option<Cache<String, Arc<SessionMeta>>>,
     /// Folder times by folder prefix.
@@ -75,6 +77,7 @@ impl Tenant {
             })
         }
         Self {
+            days: Arc::new(crate::days::Days::new(store.clone(), &prefix, "local")),
             id,
             prefix,
             store,
@@ -97,6 +100,12 @@ impl Tenant {
             sealed: Some(sealed.clone()),
             ..Self::new(id, prefix, sealed, limits)
         }
+    }
+
+    /// The same tenant with `days` as its day indexes (one per tenant and
+    /// process, shared with the archiver).
+    pub fn with_days(self, days: Arc<crate::days::Days>) -> Self {
+        Self { days, ..self }
     }
 
     /// Forgets what the caches hold of a session and of every folder time
@@ -169,41 +178,39 @@ impl Tenant {
         }
     }
 
-    /// Finds the newest session time under the date folder `loc` (at `prefix`).
+    /// Finds the newest session time under the date folder `loc` (at
+    /// `prefix`): the newest call end its day indexes list (every day, not
+    /// only the last: a long call filed under an earlier day may end last).
     async fn newest_under(
         &self,
         loc: &Loc,
         prefix: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let found = match loc {
-            Loc::Day(..) => meta::newest_in_day(self.store.as_ref(), prefix).await?,
-            Loc::Root | Loc::Year(_) | Loc::Month(..) => {
-                // Sessions are filed by start date, so the newest one lives in the
-                // last non-empty child; walk children from the end.
-                let depth = match loc {
-                    Loc::Root => 0,
-                    Loc::Year(_) => 1,
-                    _ => 2,
-                };
-                let mut found = None;
-                for name in meta::child_dirs(self.store.as_ref(), prefix, depth)
-                    .await?
-                    .iter()
-                    .rev()
-                {
-                    let child = child_loc(loc, name);
-                    if let Some(t) = Box::pin(self.dir_time(&child)).await? {
-                        found = Some(t);
-                        break;
-                    }
-                }
-                found
+        let depth = match loc {
+            Loc::Day(y, m, d) => {
+                let day = crate::layout::Day::new(y, m, d);
+                return Ok(self.days.day(&day).await?.newest());
             }
-            Loc::Session(_) | Loc::File(..) => None,
+            Loc::Root => 0,
+            Loc::Year(_) => 1,
+            Loc::Month(..) => 2,
+            Loc::Session(_) | Loc::File(..) => return Ok(None),
         };
-        Ok(found)
+        let children = meta::child_dirs(self.store.as_ref(), prefix, depth).await?;
+        let times: Vec<Option<DateTime<Utc>>> = futures::stream::iter(children)
+            .map(|name| {
+                let child = child_loc(loc, &name);
+                async move { Box::pin(self.dir_time(&child)).await }
+            })
+            .buffer_unordered(DIR_TIME_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(times.into_iter().flatten().max())
     }
 }
+
+/// Child folders whose times are looked up at once.
+const DIR_TIME_CONCURRENCY: usize = 8;
 
 fn child_loc(parent: &Loc, name: &str) -> Loc {
     let n = name.to_string();
@@ -554,7 +561,7 @@ impl Vfs {
             mtime,
         };
         match self.locate(p)? {
-            Loc::Session(s) => Ok((dir(self.session_meta(&s, p).await?.folder_time), None)),
+            Loc::Session(s) => Ok((dir(self.session_meta(&s, p).await?.ended_at), None)),
             Loc::File(s, file) => {
                 let m = self.session_meta(&s, p).await?;
                 let (e, src) = self.session_entry(&m, &file, p)?;
@@ -596,12 +603,16 @@ impl Vfs {
                     .collect();
                 Ok(DirLister::fixed(entries))
             }
-            Loc::Day(..) => {
-                if !p.is_root() && self.tenant.dir_time(&loc).await?.is_none() {
+            Loc::Day(y, m, d) => {
+                let index = self
+                    .tenant
+                    .days
+                    .day(&crate::layout::Day::new(y, m, d))
+                    .await?;
+                if !p.is_root() && index.sessions.is_empty() {
                     return Err(VfsError::NotFound(p.to_string()));
                 }
-                let prefix = loc.dir_prefix(&self.tenant.prefix).unwrap_or_default();
-                Ok(DirLister::day(self.tenant.clone(), prefix))
+                Ok(DirLister::day(index))
             }
             Loc::Root | Loc::Year(_) | Loc::Month(..) => {
                 if !p.is_root() && self.tenant.dir_time(&loc).await?.is_none() {
@@ -639,8 +650,10 @@ impl Vfs {
     }
 
     /// Erases a whole session folder: every object under it, the index
-    /// last (so an interrupted erase is still visible and can be repeated).
-    /// Needs the `delete` permission. Returns the number of objects removed.
+    /// last (so an interrupted erase is still visible and can be repeated),
+    /// then its entry in the day index (an erase repeated after the objects
+    /// went removes a leftover entry and returns 0). Needs the `delete`
+    /// permission. Returns the number of objects removed.
     pub async fn erase(&self, p: &VPath) -> Result<usize, VfsError> {
         if !self.perms.delete {
             return Err(VfsError::PermissionDenied(
@@ -652,7 +665,25 @@ impl Vfs {
                 "only a whole session folder can be erased".into(),
             ));
         };
-        self.session_meta(&s, p).await?;
+        let day = crate::layout::Day::new(&s.year, &s.month, &s.day);
+        if let Err(e) = self.session_meta(&s, p).await {
+            if matches!(e, VfsError::NotFound(_))
+                && self
+                    .tenant
+                    .days
+                    .day(&day)
+                    .await?
+                    .sessions
+                    .contains_key(&s.id)
+            {
+                self.tenant.days.remove(&day, &s.id).await?;
+                self.tenant
+                    .forget(s.keys(&self.tenant.prefix).prefix())
+                    .await;
+                return Ok(0);
+            }
+            return Err(e);
+        }
         let session = s.keys(&self.tenant.prefix);
         let prefix = session.prefix();
         let index = session.index();
@@ -671,7 +702,9 @@ impl Vfs {
             self.tenant.store.delete(k).await?;
         }
         self.tenant.store.delete(&index).await?;
+        let unlisted = self.tenant.days.remove(&day, &s.id).await;
         self.tenant.forget(prefix).await;
+        unlisted?;
         Ok(keys.len() + 1)
     }
 

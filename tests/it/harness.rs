@@ -41,9 +41,24 @@ fn python() -> PathBuf {
 /// because it stops when its standard input closes).
 pub fn s3() -> &'static S3 {
     static S3_SERVER: OnceLock<S3> = OnceLock::new();
-    S3_SERVER.get_or_init(|| {
+    S3_SERVER.get_or_init(|| start_moto(&[]))
+}
+
+/// A second moto server that answers one request at a time: moto's
+/// threaded server checks a conditional write and then writes without a
+/// lock, so two conditional writes of one key can both succeed there (real
+/// S3 refuses the second). Tests of concurrent conditional updates by
+/// several recvault processes use this one.
+pub fn s3_single_threaded() -> &'static S3 {
+    static S3_SERVER: OnceLock<S3> = OnceLock::new();
+    S3_SERVER.get_or_init(|| start_moto(&["--single-threaded"]))
+}
+
+fn start_moto(flags: &[&str]) -> S3 {
+    {
         let mut child = Command::new(python())
             .arg(repo().join("tests/support/moto_s3.py"))
+            .args(flags)
             .arg("recordings")
             .env_remove("AWS_CA_BUNDLE")
             .env_remove("AWS_PROFILE")
@@ -67,7 +82,7 @@ pub fn s3() -> &'static S3 {
             bucket: s("bucket"),
             _wrapper: Mutex::new(child),
         }
-    })
+    }
 }
 
 impl S3 {
@@ -130,7 +145,11 @@ pub fn client_key(name: &str) -> &'static ClientKey {
 /// The `recvault` binary with moto's credentials and nothing else of the
 /// AWS environment.
 pub fn recvault_command() -> Command {
-    let s3 = s3();
+    recvault_command_for(s3())
+}
+
+/// The `recvault` binary with the credentials of moto server `s3`.
+pub fn recvault_command_for(s3: &S3) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_recvault"));
     c.env("AWS_ACCESS_KEY_ID", &s3.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
@@ -180,8 +199,28 @@ impl Server {
 
     /// [`Server::start_in`] with a log filter (`RUST_LOG`) of its own.
     pub fn start_logging(dir: tempfile::TempDir, config: &str, filter: &str) -> Server {
+        Self::start_full(dir, config, filter, s3())
+    }
+
+    /// Starts with `[storage]` for moto server `s3` (its credentials) plus
+    /// `rest`, or with a whole configuration (`rest` has its own
+    /// `[storage]`, a proxy in front of `s3`, say).
+    pub fn start_on(s3: &S3, rest: &str) -> Server {
+        let config = if rest.contains("[storage]") {
+            rest.to_string()
+        } else {
+            format!(
+                "{}
+{rest}",
+                s3.storage_toml()
+            )
+        };
+        Self::start_full(tempfile::tempdir().expect("tempdir"), &config, "info", s3)
+    }
+
+    fn start_full(dir: tempfile::TempDir, config: &str, filter: &str, s3: &S3) -> Server {
         let path = write_config(dir.path(), config);
-        let mut child = recvault_command()
+        let mut child = recvault_command_for(s3)
             .arg("serve")
             .arg("--config")
             .arg(&path)

@@ -6,6 +6,9 @@ Prints one JSON line once the server is ready:
 then keeps running until its standard input closes (so a test process that dies
 takes its S3 server with it), or until it is killed.
 
+With --single-threaded, moto answers one request at a time (see
+moto_single_threaded.py): for tests of concurrent conditional writes.
+
 The first three requests run unauthenticated (INITIAL_NO_AUTH_ACTION_COUNT=3):
 they create an IAM user, give it an S3 policy and create its access key. Every
 later request must be signed with that key.
@@ -19,7 +22,8 @@ import threading
 import time
 import urllib.request
 
-BUCKETS = sys.argv[1:] or ["recordings"]
+SINGLE = "--single-threaded" in sys.argv[1:]
+BUCKETS = [a for a in sys.argv[1:] if not a.startswith("--")] or ["recordings"]
 
 
 def free_port():
@@ -34,8 +38,14 @@ def main():
     env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
     for k in ("AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         env.pop(k, None)
+    if SINGLE:
+        # One request at a time: see moto_single_threaded.py.
+        here = os.path.dirname(os.path.abspath(__file__))
+        cmd = [sys.executable, os.path.join(here, "moto_single_threaded.py"), str(port)]
+    else:
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        cmd,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"

@@ -1,0 +1,896 @@
+//! The day index kept up to date and read (SPEC §16; its schema and keys
+//! are in [`crate::layout::day`] and [`crate::layout::Day`]).
+//!
+//! One [`Days`] per tenant, shared by the archiver, the tree and the jobs of
+//! a process. It learns once, by the storage self-test
+//! ([`crate::store::selftest`], under the tenant's own prefix), how updates
+//! can be made safe there:
+//!
+//! - [`Mode::Shared`], on a store that honours conditional writes: one
+//!   object per day, `P/index/YYYY/MM/DD.json`, updated by read, change and
+//!   write on the ETag read (`If-Match`; a new one with `If-None-Match: *`),
+//!   again on conflict, so two nodes never lose each other's sessions.
+//! - [`Mode::Shards`], on a store that ignores them: each node writes only
+//!   its own shard, `P/index/YYYY/MM/DD/<node>.json` (`[audit] node`, which
+//!   must differ between nodes), one update at a time within the process;
+//!   readers merge the day's index and all its shards. An erase by one node
+//!   of a session another node's shard lists is a dated entry in the erasing
+//!   node's shard.
+//!
+//! Readers list the day's index prefix (one request finds the index and
+//! every shard with their ETags) and read only what changed since they last
+//! read it. A day with no index yet is built from its sessions (one read of
+//! each `info.json`) and stored, so sessions archived before the index
+//! existed still list; `recvault reindex` rebuilds days on purpose.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::layout::day::{DayEntry, DayIndex, MAX_BYTES};
+use crate::layout::index::{self, SessionIndex};
+use crate::layout::{self, Day, SessionKeys};
+use crate::store::{ObjectStore, PutOptions, SharedStore, StoreError};
+
+/// How updates are made safe on this tenant's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One index per day, conditional writes.
+    Shared,
+    /// One shard per node and day, merged on read.
+    Shards,
+}
+
+impl Mode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Shared => {
+                "one day index updated with conditional writes (If-Match, If-None-Match)"
+            }
+            Mode::Shards => {
+                "per-node day index shards merged on read (the store ignores conditional writes)"
+            }
+        }
+    }
+}
+
+/// Tries of one update before it reports a conflict (each after a short,
+/// growing, jittered pause).
+const TRIES: u32 = 30;
+/// Sessions' `info.json` read at once when a day is built from them.
+const SCAN_CONCURRENCY: usize = 16;
+/// Parsed day indexes kept (each validated by its ETag before use).
+const CACHED_DAYS: u64 = 512;
+
+/// A day's index, or its shards merged, as one tenant's tree reads it.
+pub struct Days {
+    store: SharedStore,
+    prefix: String,
+    node: String,
+    mode: OnceCell<Mode>,
+    /// Forces the mode (tests; `None`: the self-test decides).
+    forced: Option<Mode>,
+    /// One update of a key at a time within this process.
+    locks: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Parsed parts by key, with the ETag they were read at.
+    parts: moka::future::Cache<String, (String, Arc<DayIndex>)>,
+}
+
+/// What a rebuild of one day found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub sessions: usize,
+    /// Whether the stored index differed and was rewritten.
+    pub changed: bool,
+}
+
+impl Days {
+    /// The day indexes of the tenant whose objects `store` holds below
+    /// `prefix`; `node` names this process's shards.
+    pub fn new(store: SharedStore, prefix: &str, node: &str) -> Self {
+        Days {
+            store,
+            prefix: prefix.to_string(),
+            node: node.to_string(),
+            mode: OnceCell::new(),
+            forced: None,
+            locks: std::sync::Mutex::new(HashMap::new()),
+            parts: moka::future::Cache::builder()
+                .max_capacity(CACHED_DAYS)
+                .build(),
+        }
+    }
+
+    /// The same with the mode chosen instead of tested (tests, samples).
+    pub fn with_mode(store: SharedStore, prefix: &str, node: &str, mode: Mode) -> Self {
+        Days {
+            forced: Some(mode),
+            ..Days::new(store, prefix, node)
+        }
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The mode, from the self-test the first time (again after a self-test
+    /// that could not run: storage did not answer).
+    pub async fn mode(&self) -> Result<Mode, StoreError> {
+        self.mode
+            .get_or_try_init(|| async {
+                if let Some(m) = self.forced {
+                    return Ok(m);
+                }
+                let probe = layout::index_selftest_probe(
+                    &self.prefix,
+                    &self.node,
+                    &format!("{:016x}", rand::random::<u64>()),
+                );
+                let c = crate::store::selftest(self.store.as_ref(), &probe).await?;
+                if c.trusted() {
+                    info!(prefix = %self.prefix, "storage honours conditional writes (If-None-Match, If-Match); day indexes are shared");
+                    Ok(Mode::Shared)
+                } else {
+                    warn!(
+                        prefix = %self.prefix,
+                        if_none_match = c.if_none_match,
+                        if_match = c.if_match,
+                        node = %self.node,
+                        "storage IGNORES conditional writes: day indexes fall back to one shard per node (give every node its own [audit] node name); deliver each session to one node only, since two nodes archiving the same session at once may both write its info.json; a render lease can then be held twice (both renders give the same bytes)"
+                    );
+                    Ok(Mode::Shards)
+                }
+            })
+            .await
+            .copied()
+    }
+
+    /// The mode if the self-test already ran.
+    pub fn known_mode(&self) -> Option<Mode> {
+        self.mode.get().copied()
+    }
+
+    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, l| l.strong_count() > 0);
+        if let Some(l) = locks.get(key).and_then(Weak::upgrade) {
+            return l;
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(key.to_string(), Arc::downgrade(&l));
+        l
+    }
+
+    /// The day's stored parts merged; `None` when the day has none (or only
+    /// unreadable ones).
+    async fn load(&self, day: &Day) -> Result<Option<DayIndex>, StoreError> {
+        let mut listed = Vec::new();
+        let mut token = None;
+        let index_prefix = day.index_prefix(&self.prefix);
+        loop {
+            let page = self.store.list_page(&index_prefix, None, token).await?;
+            listed.extend(
+                page.objects
+                    .into_iter()
+                    .filter(|o| day.is_index_part(&self.prefix, &o.key)),
+            );
+            token = page.next;
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut parts = Vec::new();
+        for o in listed {
+            let etag = o.etag.clone().unwrap_or_default();
+            if let Some((tag, d)) = self.parts.get(&o.key).await {
+                if !etag.is_empty() && tag == etag {
+                    parts.push(d);
+                    continue;
+                }
+            }
+            if let Some((tag, d)) = read_part(self.store.as_ref(), &o.key).await?.read() {
+                let d = Arc::new(d);
+                if !tag.is_empty() {
+                    self.parts.insert(o.key.clone(), (tag, d.clone())).await;
+                }
+                parts.push(d);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        if parts.len() == 1 && parts[0].erased.is_empty() {
+            return Ok(Some((*parts[0]).clone()));
+        }
+        Ok(Some(DayIndex::merge(
+            &day.label(),
+            parts.iter().map(|p| (**p).clone()),
+        )))
+    }
+
+    /// The day as listings see it: its index (its shards merged), built from
+    /// the sessions and stored when there is none yet.
+    pub async fn day(&self, day: &Day) -> Result<Arc<DayIndex>, StoreError> {
+        if let Some(d) = self.load(day).await? {
+            return Ok(Arc::new(d));
+        }
+        let scanned = self.scan(day).await?;
+        if !scanned.sessions.is_empty() {
+            info!(prefix = %self.prefix, day = %day.label(), sessions = scanned.sessions.len(), "day index missing; built from the sessions");
+            if let Err(e) = self.store_built(day, &scanned).await {
+                warn!(prefix = %self.prefix, day = %day.label(), error = %e, "the day index built from the sessions could not be stored; it is built again on the next listing");
+            }
+        }
+        Ok(Arc::new(scanned))
+    }
+
+    /// Stores a day built from its sessions where nothing is stored yet.
+    async fn store_built(&self, day: &Day, built: &DayIndex) -> Result<(), StoreError> {
+        let body = Bytes::from(built.to_bytes());
+        match self.mode().await? {
+            Mode::Shared => match self
+                .store
+                .put(&day.index(&self.prefix), body, PutOptions::if_absent())
+                .await
+            {
+                // Another node stored it first: theirs is as good.
+                Ok(()) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Mode::Shards => {
+                let key = day.shard(&self.prefix, &self.node);
+                let lock = self.lock_of(&key);
+                let _held = lock.lock().await;
+                if !matches!(read_part(self.store.as_ref(), &key).await?, Part::Absent) {
+                    return Ok(());
+                }
+                self.store.put(&key, body, PutOptions::default()).await
+            }
+        }
+    }
+
+    /// Builds a day's index from its sessions: one read of each session's
+    /// `info.json`.
+    pub async fn scan(&self, day: &Day) -> Result<DayIndex, StoreError> {
+        scan(self.store.as_ref(), &self.prefix, day).await
+    }
+
+    /// Applies `change` to the day's index (or this node's shard), one
+    /// update of a key at a time in this process.
+    async fn update(
+        &self,
+        day: &Day,
+        change: impl Fn(&mut DayIndex, Mode) -> bool,
+    ) -> Result<(), StoreError> {
+        let mode = self.mode().await?;
+        let key = self.key(day, mode);
+        let lock = self.lock_of(&key);
+        let _held = lock.lock().await;
+        update(self.store.as_ref(), &self.prefix, day, &key, mode, change).await
+    }
+
+    /// The part of the day's index this process writes.
+    fn key(&self, day: &Day, mode: Mode) -> String {
+        match mode {
+            Mode::Shared => day.index(&self.prefix),
+            Mode::Shards => day.shard(&self.prefix, &self.node),
+        }
+    }
+
+    /// Records an archived session (`info_len`: the size of its stored
+    /// `info.json`). Idempotent.
+    pub async fn add(&self, index: &SessionIndex, info_len: u64) -> Result<(), StoreError> {
+        let (id, day, entry) = placed(index, info_len)?;
+        self.update(&day, add_entry(&id, &entry)).await
+    }
+
+    /// Removes an erased session from its day. Idempotent.
+    pub async fn remove(&self, day: &Day, id: &str) -> Result<(), StoreError> {
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.update(day, |d, mode| {
+            let listed = d.sessions.remove(id).is_some();
+            match mode {
+                Mode::Shared => listed,
+                Mode::Shards => {
+                    d.erased.insert(id.to_string(), now.clone());
+                    true
+                }
+            }
+        })
+        .await
+    }
+
+    /// Rebuilds a day's index from its sessions (`recvault reindex`):
+    /// what the scan finds, plus sessions the stored index lists that were
+    /// archived while the scan ran; rewritten only when it differs.
+    pub async fn rebuild(&self, day: &Day) -> Result<Rebuilt, StoreError> {
+        let mode = self.mode().await?;
+        let key = self.key(day, mode);
+        let lock = self.lock_of(&key);
+        let _held = lock.lock().await;
+        for _ in 0..TRIES {
+            let mut built = self.scan(day).await?;
+            let part = read_part(self.store.as_ref(), &key).await?;
+            let unreadable = match &part {
+                Part::Unreadable(tag) => Some(tag.clone()),
+                _ => None,
+            };
+            let stored = part.read();
+            if let Some((_, current)) = &stored {
+                for (id, e) in &current.sessions {
+                    if built.sessions.contains_key(id) {
+                        continue;
+                    }
+                    let keys = SessionKeys::new(&self.prefix, &day.year, &day.month, &day.day, id);
+                    if self.store.head(&keys.index()).await?.is_some() {
+                        built.sessions.insert(id.clone(), e.clone());
+                    }
+                }
+            }
+            let sessions = built.sessions.len();
+            let unchanged = match (&stored, &unreadable) {
+                (Some((_, current)), _) => {
+                    current.sessions == built.sessions && current.erased.is_empty()
+                }
+                (None, Some(_)) => false,
+                (None, None) => built.sessions.is_empty(),
+            };
+            if unchanged {
+                return Ok(Rebuilt {
+                    sessions,
+                    changed: false,
+                });
+            }
+            let tag = stored.map(|(tag, _)| tag).or(unreadable);
+            match self
+                .store
+                .put(&key, Bytes::from(built.to_bytes()), write_on(mode, tag))
+                .await
+            {
+                Ok(()) => {
+                    return Ok(Rebuilt {
+                        sessions,
+                        changed: true,
+                    })
+                }
+                Err(StoreError::Changed(_) | StoreError::AlreadyExists(_)) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Transient(format!(
+            "{key}: changed by another writer on each of {TRIES} tries"
+        )))
+    }
+}
+
+/// Reads one part (the day's index or a shard): `None` when absent.
+/// One stored part of a day's index.
+enum Part {
+    Absent,
+    /// Stored but not readable as a day index (rebuilt, and written on its ETag).
+    Unreadable(String),
+    Read(String, DayIndex),
+}
+
+impl Part {
+    fn read(self) -> Option<(String, DayIndex)> {
+        match self {
+            Part::Read(tag, d) => Some((tag, d)),
+            _ => None,
+        }
+    }
+}
+
+async fn read_part(store: &dyn ObjectStore, key: &str) -> Result<Part, StoreError> {
+    let got = match store.get_object(key, 0, None).await {
+        Ok(g) => g,
+        Err(StoreError::NotFound(_)) => return Ok(Part::Absent),
+        Err(e) => return Err(e),
+    };
+    if got.meta.size > MAX_BYTES {
+        return Err(StoreError::Permanent(format!(
+            "{key} is larger than {MAX_BYTES} bytes"
+        )));
+    }
+    let etag = got.meta.etag.clone().unwrap_or_default();
+    let bytes: Vec<Bytes> = got.body.try_collect().await?;
+    let bytes = bytes.concat();
+    match DayIndex::parse(&bytes) {
+        Ok(d) => Ok(Part::Read(etag, d)),
+        Err(e) => {
+            // Rebuilt from the sessions (and rewritten) like a missing one.
+            warn!(%key, error = %e, "day index unreadable; rebuilding it from the sessions");
+            Ok(Part::Unreadable(etag))
+        }
+    }
+}
+
+/// Builds a day's index from its sessions: one read of each session's
+/// `info.json`.
+async fn scan(
+    store: &dyn ObjectStore,
+    tenant_prefix: &str,
+    day: &Day,
+) -> Result<DayIndex, StoreError> {
+    let prefix = day.sessions_prefix(tenant_prefix);
+    let mut ids = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list_page(&prefix, None, token).await?;
+        for o in &page.objects {
+            if let Some(id) = layout::session_of_index_key(&prefix, &o.key) {
+                ids.push((id.to_string(), o.last_modified));
+            }
+        }
+        token = page.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    let entries: Vec<Option<(String, DayEntry)>> = futures::stream::iter(ids)
+        .map(|(id, written)| async move {
+            let keys = SessionKeys::new(tenant_prefix, &day.year, &day.month, &day.day, &id);
+            let bytes = match crate::store::read_all(store, &keys.index(), index::MAX_BYTES).await {
+                Ok(b) => b,
+                // Erased between the listing and the read.
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            Ok(Some((id, entry_of_stored(&bytes, written))))
+        })
+        .buffered(SCAN_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut out = DayIndex::new(&day.label());
+    out.sessions.extend(entries.into_iter().flatten());
+    Ok(out)
+}
+
+/// Applies `change` to the day's index (or this node's shard) and
+/// stores it, again on conflict; `change` returns whether it changed
+/// anything. A day without an index yet starts from its sessions.
+async fn update(
+    store: &dyn ObjectStore,
+    tenant_prefix: &str,
+    day: &Day,
+    key: &str,
+    mode: Mode,
+    change: impl Fn(&mut DayIndex, Mode) -> bool,
+) -> Result<(), StoreError> {
+    let mut pause = Duration::from_millis(10);
+    for _ in 0..TRIES {
+        let part = read_part(store, key).await?;
+        let repair = matches!(part, Part::Unreadable(_));
+        let (current, etag) = match part {
+            Part::Read(etag, d) => (d, Some(etag)),
+            // Whatever it held, the sessions tell again.
+            Part::Unreadable(etag) => (scan(store, tenant_prefix, day).await?, Some(etag)),
+            Part::Absent => {
+                let nothing_yet = match mode {
+                    Mode::Shared => true,
+                    Mode::Shards => !has_parts(store, tenant_prefix, day).await?,
+                };
+                let base = if nothing_yet {
+                    scan(store, tenant_prefix, day).await?
+                } else {
+                    DayIndex::new(&day.label())
+                };
+                (base, None)
+            }
+        };
+        let mut next = current;
+        if !change(&mut next, mode) && etag.is_some() && !repair {
+            return Ok(());
+        }
+        match store
+            .put(key, Bytes::from(next.to_bytes()), write_on(mode, etag))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Changed(_) | StoreError::AlreadyExists(_)) => {
+                tokio::time::sleep(pause / 2 + pause.mul_f64(rand::random::<f64>() / 2.0)).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Transient(format!(
+        "{key}: changed by another writer on each of {TRIES} tries"
+    )))
+}
+
+/// `recvault check-config`: one line per tenant saying whether its storage
+/// answers and honours conditional writes, and so how its day indexes are
+/// kept. Each tenant's check is bounded in time.
+pub async fn check_config(cfg: &crate::config::Config) -> Vec<String> {
+    let store = match tokio::time::timeout(
+        Duration::from_secs(30),
+        crate::store::open(&cfg.storage, &cfg.limits),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s as SharedStore,
+        Ok(Err(e)) => return vec![format!("storage: cannot be opened: {e}")],
+        Err(_) => return vec!["storage: did not answer within 30 s".into()],
+    };
+    let node = cfg
+        .audit
+        .node
+        .clone()
+        .unwrap_or_else(crate::audit::hostname);
+    let mut out = Vec::new();
+    for t in &cfg.tenants {
+        let id = t.id.get_ref();
+        let line = async {
+            let sealed = crate::store::crypt::for_tenant(t, &store)
+                .await
+                .map_err(|e| format!("its keyset cannot be read: {e}"))?;
+            let days = Days::new(
+                crate::store::crypt::tenant_store(sealed.as_ref(), &store),
+                t.prefix.get_ref(),
+                &node,
+            );
+            let mode = tokio::time::timeout(Duration::from_secs(30), days.mode())
+                .await
+                .map_err(|_| "storage did not answer within 30 s".to_string())?
+                .map_err(|e| format!("storage does not answer: {e}"))?;
+            Ok::<_, String>(match mode {
+                Mode::Shared => format!("honours conditional writes; {}", mode.describe()),
+                Mode::Shards => format!("IGNORES conditional writes; {}", mode.describe()),
+            })
+        }
+        .await;
+        out.push(match line {
+            Ok(l) => format!("tenant {id}: storage {l}"),
+            Err(e) => format!("tenant {id}: {e}"),
+        });
+    }
+    out
+}
+
+/// How a part read at `etag` (`None`: absent) is written: on its ETag, or
+/// as a new object, where conditions are honoured; plainly in a node's own
+/// shard.
+fn write_on(mode: Mode, etag: Option<String>) -> PutOptions {
+    match (mode, etag) {
+        (Mode::Shards, _) => PutOptions::default(),
+        (Mode::Shared, Some(tag)) if !tag.is_empty() => PutOptions {
+            if_match: Some(tag),
+            ..PutOptions::default()
+        },
+        (Mode::Shared, _) => PutOptions::if_absent(),
+    }
+}
+
+/// Whether the day has an index or any shard of it.
+async fn has_parts(
+    store: &dyn ObjectStore,
+    tenant_prefix: &str,
+    day: &Day,
+) -> Result<bool, StoreError> {
+    let page = store
+        .list_page(&day.index_prefix(tenant_prefix), None, None)
+        .await?;
+    Ok(page
+        .objects
+        .iter()
+        .any(|o| day.is_index_part(tenant_prefix, &o.key)))
+}
+
+/// Drops a day's index and its shards, for a writer that changed the
+/// day's sessions without a [`Days`] (samples written straight into
+/// storage): the next listing builds the day from its sessions.
+pub async fn forget(
+    store: &dyn ObjectStore,
+    tenant_prefix: &str,
+    day: &Day,
+) -> Result<(), StoreError> {
+    let page = store
+        .list_page(&day.index_prefix(tenant_prefix), None, None)
+        .await?;
+    for o in page
+        .objects
+        .iter()
+        .filter(|o| day.is_index_part(tenant_prefix, &o.key))
+    {
+        store.delete(&o.key).await?;
+    }
+    Ok(())
+}
+
+/// A session's id, day and entry, from its index.
+fn placed(index: &SessionIndex, info_len: u64) -> Result<(String, Day, DayEntry), StoreError> {
+    match (
+        index.session_id.clone(),
+        index.started(),
+        DayEntry::of(index, info_len),
+    ) {
+        (Some(id), Some(started), Some(entry)) => Ok((id, Day::of_call(started), entry)),
+        _ => Err(StoreError::Permanent(
+            "a session index without id, start or end cannot be listed".into(),
+        )),
+    }
+}
+
+/// The change that adds (or refreshes) one session's entry.
+fn add_entry<'a>(id: &'a str, entry: &'a DayEntry) -> impl Fn(&mut DayIndex, Mode) -> bool + 'a {
+    move |d, _| {
+        let erased = d.erased.remove(id).is_some();
+        let same = d.sessions.get(id) == Some(entry);
+        if !same {
+            d.sessions.insert(id.to_string(), entry.clone());
+        }
+        erased || !same
+    }
+}
+
+/// A day entry from a stored `info.json` (`written`: its time in storage).
+/// An index that cannot be read still lists, as the tree shows it: its
+/// own file, at the time it was written.
+fn entry_of_stored(bytes: &[u8], written: chrono::DateTime<Utc>) -> DayEntry {
+    let len = bytes.len() as u64;
+    SessionIndex::parse(bytes)
+        .ok()
+        .and_then(|i| DayEntry::of(&i, len))
+        .unwrap_or_else(|| {
+            let at = written.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            DayEntry {
+                started_at: at.clone(),
+                ended_at: at,
+                entries: [(layout::INDEX.to_string(), len)].into(),
+                ..DayEntry::default()
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+    use std::collections::BTreeMap;
+
+    const P: &str = "tenants/acme/";
+
+    fn index(id: &str, minute: u32) -> SessionIndex {
+        SessionIndex::parse(
+            format!(
+                r#"{{"session_id":"{id}","started_at":"2026-11-23T10:{minute:02}:00Z","ended_at":"2026-11-23T10:{minute:02}:30Z",
+                "agent":{{"id":"a"}},"user":{{"id":"u"}},"recvault":{{"v":1,"ingested_at":"2026-11-23T11:00:00Z"}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// Writes a session's `info.json` as the archiver does (the scan finds it).
+    async fn archive(store: &SharedStore, ix: &SessionIndex) -> u64 {
+        let keys =
+            SessionKeys::of_call(P, ix.started().unwrap(), ix.session_id.as_deref().unwrap());
+        let bytes = ix.to_bytes();
+        let len = bytes.len() as u64;
+        store
+            .put(&keys.index(), Bytes::from(bytes), PutOptions::default())
+            .await
+            .unwrap();
+        len
+    }
+
+    fn day() -> Day {
+        Day::new("2026", "11", "23")
+    }
+
+    /// Pauses after each read, so that two nodes' read-change-write
+    /// cycles overlap (as over a network).
+    struct Slow(SharedStore);
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Slow {
+        async fn head(&self, key: &str) -> Result<Option<crate::store::ObjectMeta>, StoreError> {
+            self.0.head(key).await
+        }
+        async fn get_object(
+            &self,
+            k: &str,
+            o: u64,
+            l: Option<u64>,
+        ) -> Result<crate::store::Got, StoreError> {
+            let got = self.0.get_object(k, o, l).await;
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            got
+        }
+        async fn list_page(
+            &self,
+            p: &str,
+            d: Option<&str>,
+            c: Option<String>,
+        ) -> Result<crate::store::ListPage, StoreError> {
+            self.0.list_page(p, d, c).await
+        }
+        async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
+            self.0.put(key, body, opts).await
+        }
+        async fn multipart_start(&self, key: &str, m: Option<&str>) -> Result<String, StoreError> {
+            self.0.multipart_start(key, m).await
+        }
+        async fn multipart_part(
+            &self,
+            k: &str,
+            u: &str,
+            n: u32,
+            b: Bytes,
+        ) -> Result<String, StoreError> {
+            self.0.multipart_part(k, u, n, b).await
+        }
+        async fn multipart_complete(
+            &self,
+            k: &str,
+            u: &str,
+            t: Vec<String>,
+        ) -> Result<(), StoreError> {
+            self.0.multipart_complete(k, u, t).await
+        }
+        async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
+            self.0.multipart_abort(key, upload).await
+        }
+        async fn multipart_list(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<crate::store::Upload>, StoreError> {
+            self.0.multipart_list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key).await
+        }
+    }
+
+    /// Two nodes (two `Days` over one store) add 40 sessions each at once.
+    async fn two_nodes_at_once(
+        mode: Option<Mode>,
+    ) -> (tempfile::TempDir, SharedStore, [Arc<Days>; 2]) {
+        let dir = tempfile::tempdir().unwrap();
+        let local: SharedStore = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let store: SharedStore = Arc::new(Slow(local));
+        let make = |node: &str| {
+            Arc::new(match mode {
+                Some(m) => Days::with_mode(store.clone(), P, node, m),
+                None => Days::new(store.clone(), P, node),
+            })
+        };
+        let nodes = [make("node-a"), make("node-b")];
+        let mut tasks = Vec::new();
+        // Each node archives one session after the other (the index exists
+        // after the first), both nodes at once.
+        for (n, days) in nodes.iter().enumerate() {
+            let (days, store) = (days.clone(), store.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    let ix = index(&format!("c-{n}-{i:02}"), i % 60);
+                    let len = archive(&store, &ix).await;
+                    days.add(&ix, len).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (dir, store, nodes)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_nodes_updating_one_day_at_once_lose_no_session() {
+        let (_dir, store, [a, b]) = two_nodes_at_once(None).await;
+        assert_eq!(
+            a.mode().await.unwrap(),
+            Mode::Shared,
+            "the local backend honours conditions"
+        );
+        assert_eq!(b.day(&day()).await.unwrap().sessions.len(), 80);
+        // One object, no shards.
+        let listed = store
+            .list_page(&day().index_prefix(P), None, None)
+            .await
+            .unwrap();
+        let keys: Vec<_> = listed.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, [day().index(P).as_str()]);
+        // Erase by either node removes the entry for both.
+        b.remove(&day(), "c-0-07").await.unwrap();
+        let left = a.day(&day()).await.unwrap();
+        assert_eq!(left.sessions.len(), 79);
+        assert!(!left.sessions.contains_key("c-0-07"));
+        assert_eq!(
+            left.newest().unwrap().to_rfc3339(),
+            "2026-11-23T10:39:30+00:00"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn per_node_shards_merge_every_session_and_an_erase_by_another_node() {
+        let (_dir, store, [a, b]) = two_nodes_at_once(Some(Mode::Shards)).await;
+        let listed = store
+            .list_page(&day().index_prefix(P), None, None)
+            .await
+            .unwrap();
+        let keys: Vec<_> = listed.objects.iter().map(|o| o.key.clone()).collect();
+        assert_eq!(keys, [day().shard(P, "node-a"), day().shard(P, "node-b")]);
+        assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 80);
+        // Node b erases a session node a listed.
+        b.remove(&day(), "c-0-03").await.unwrap();
+        let merged = a.day(&day()).await.unwrap();
+        assert_eq!(merged.sessions.len(), 79);
+        assert!(!merged.sessions.contains_key("c-0-03"));
+    }
+
+    #[tokio::test]
+    async fn a_day_without_an_index_is_built_from_its_sessions_and_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let mut lens = BTreeMap::new();
+        for i in 0..5 {
+            let ix = index(&format!("old-{i}"), i);
+            lens.insert(format!("old-{i}"), archive(&store, &ix).await);
+        }
+        let days = Days::new(store.clone(), P, "n");
+        assert!(store.head(&day().index(P)).await.unwrap().is_none());
+        let d = days.day(&day()).await.unwrap();
+        assert_eq!(d.sessions.len(), 5);
+        assert_eq!(d.sessions["old-3"].entries["info.json"], lens["old-3"]);
+        assert!(
+            store.head(&day().index(P)).await.unwrap().is_some(),
+            "stored"
+        );
+        // The next session archived keeps the older ones (the index starts
+        // from what it has).
+        let ix = index("new", 50);
+        let len = archive(&store, &ix).await;
+        days.add(&ix, len).await.unwrap();
+        assert_eq!(days.day(&day()).await.unwrap().sessions.len(), 6);
+        // A rebuild finds the same, and changes nothing.
+        let r = days.rebuild(&day()).await.unwrap();
+        assert_eq!(
+            r,
+            Rebuilt {
+                sessions: 6,
+                changed: false
+            }
+        );
+        // An unreadable index is rebuilt too.
+        store
+            .put(
+                &day().index(P),
+                Bytes::from_static(b"{broken"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(days.day(&day()).await.unwrap().sessions.len(), 6);
+        let r = days.rebuild(&day()).await.unwrap();
+        assert_eq!(
+            r,
+            Rebuilt {
+                sessions: 6,
+                changed: true
+            }
+        );
+        assert_eq!(days.day(&day()).await.unwrap().sessions.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn an_index_without_a_start_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let days = Days::new(store, P, "n");
+        let e = days
+            .add(&SessionIndex::parse(br#"{"session_id":"x"}"#).unwrap(), 1)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("without id, start or end"), "{e}");
+    }
+}
