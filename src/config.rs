@@ -229,6 +229,30 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    /// This node's name: `node`, or the host's name made a plain name
+    /// ("node" when it has none). It names the node's audit keys and its
+    /// day index shards in the bucket.
+    pub fn node_name(&self) -> String {
+        if let Some(n) = &self.node {
+            return n.clone();
+        }
+        let host: String = crate::audit::hostname()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        if crate::path::is_name(&host) {
+            host
+        } else {
+            "node".into()
+        }
+    }
+
     /// [`Self::max_bytes`] or its default.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes.unwrap_or(100 << 20).max(4096)
@@ -375,6 +399,14 @@ impl Validator<'_> {
 
     fn validate(&self, c: &Config) -> Result<(), ConfigError> {
         self.storage(&c.storage)?;
+        if let Some(n) = &c.audit.node {
+            if !crate::path::is_name(n) {
+                return self.err(
+                    0..0,
+                    format!("[audit] node {n:?} must be a plain name (no '/', not empty): it names this node's keys in the bucket"),
+                );
+            }
+        }
         self.listen(&c.sftp.listen, "[sftp] listen")?;
         if let Some(f) = &c.ftps {
             self.listen(&f.listen, "[ftps] listen")?;

@@ -65,8 +65,11 @@ impl Mode {
 const TRIES: u32 = 30;
 /// Sessions' `info.json` read at once when a day is built from them.
 const SCAN_CONCURRENCY: usize = 16;
-/// Parsed day indexes kept (each validated by its ETag before use).
-const CACHED_DAYS: u64 = 512;
+/// Sessions of parsed day indexes kept in memory (each part validated by its
+/// ETag before use; about 100 MB).
+const CACHED_SESSIONS: u64 = 200_000;
+/// Days whose newest call end is kept (by the ETags of their parts).
+const CACHED_TIMES: u64 = 100_000;
 
 /// A day's index, or its shards merged, as one tenant's tree reads it.
 pub struct Days {
@@ -80,6 +83,9 @@ pub struct Days {
     locks: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     /// Parsed parts by key, with the ETag they were read at.
     parts: moka::future::Cache<String, (String, Arc<DayIndex>)>,
+    /// Each day's newest call end by its index prefix, with the ETags of
+    /// the parts it was read from.
+    times: moka::future::Cache<String, (String, Option<chrono::DateTime<Utc>>)>,
 }
 
 /// What a rebuild of one day found.
@@ -102,7 +108,13 @@ impl Days {
             forced: None,
             locks: std::sync::Mutex::new(HashMap::new()),
             parts: moka::future::Cache::builder()
-                .max_capacity(CACHED_DAYS)
+                .max_capacity(CACHED_SESSIONS)
+                .weigher(|_, (_, d): &(String, Arc<DayIndex>)| {
+                    u32::try_from(d.sessions.len().max(1)).unwrap_or(u32::MAX)
+                })
+                .build(),
+            times: moka::future::Cache::builder()
+                .max_capacity(CACHED_TIMES)
                 .build(),
         }
     }
@@ -167,9 +179,8 @@ impl Days {
         l
     }
 
-    /// The day's stored parts merged; `None` when the day has none (or only
-    /// unreadable ones).
-    async fn load(&self, day: &Day) -> Result<Option<DayIndex>, StoreError> {
+    /// The day's stored parts (the index and its shards) with their ETags.
+    async fn list_parts(&self, day: &Day) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
         let mut listed = Vec::new();
         let mut token = None;
         let index_prefix = day.index_prefix(&self.prefix);
@@ -182,9 +193,49 @@ impl Days {
             );
             token = page.next;
             if token.is_none() {
-                break;
+                return Ok(listed);
             }
         }
+    }
+
+    /// The newest call end of a day (`None`: it lists no session). A day
+    /// whose parts kept their ETags since the last look costs one LIST.
+    pub async fn newest(&self, day: &Day) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+        let listed = self.list_parts(day).await?;
+        let tags: Vec<&str> = listed
+            .iter()
+            .map(|o| o.etag.as_deref().unwrap_or(""))
+            .collect();
+        let tags = tags.join(" ");
+        let key = day.index_prefix(&self.prefix);
+        if !listed.is_empty() && listed.iter().all(|o| o.etag.is_some()) {
+            if let Some((t, newest)) = self.times.get(&key).await {
+                if t == tags {
+                    return Ok(newest);
+                }
+            }
+        }
+        let newest = match self.load_listed(day, listed).await? {
+            Some(d) => d.newest(),
+            None => self.day(day).await?.newest(),
+        };
+        self.times.insert(key, (tags, newest)).await;
+        Ok(newest)
+    }
+
+    /// The day's stored parts merged; `None` when the day has none (or only
+    /// unreadable ones).
+    async fn load(&self, day: &Day) -> Result<Option<Arc<DayIndex>>, StoreError> {
+        let listed = self.list_parts(day).await?;
+        self.load_listed(day, listed).await
+    }
+
+    /// [`Self::load`] of the parts a listing found.
+    async fn load_listed(
+        &self,
+        day: &Day,
+        listed: Vec<crate::store::ObjectMeta>,
+    ) -> Result<Option<Arc<DayIndex>>, StoreError> {
         let mut parts = Vec::new();
         for o in listed {
             let etag = o.etag.clone().unwrap_or_default();
@@ -206,19 +257,29 @@ impl Days {
             return Ok(None);
         }
         if parts.len() == 1 && parts[0].erased.is_empty() {
-            return Ok(Some((*parts[0]).clone()));
+            return Ok(parts.pop());
         }
-        Ok(Some(DayIndex::merge(
+        Ok(Some(Arc::new(DayIndex::merge(
             &day.label(),
             parts.iter().map(|p| (**p).clone()),
-        )))
+        ))))
     }
 
     /// The day as listings see it: its index (its shards merged), built from
     /// the sessions and stored when there is none yet.
     pub async fn day(&self, day: &Day) -> Result<Arc<DayIndex>, StoreError> {
-        if let Some(d) = self.load(day).await? {
-            return Ok(Arc::new(d));
+        let listed = self.list_parts(day).await?;
+        let stored = !listed.is_empty();
+        if let Some(d) = self.load_listed(day, listed).await? {
+            return Ok(d);
+        }
+        if stored {
+            // Parts that cannot be read: rewritten from the sessions on
+            // their ETag.
+            self.rebuild(day).await?;
+            if let Some(d) = self.load(day).await? {
+                return Ok(d);
+            }
         }
         let scanned = self.scan(day).await?;
         if !scanned.sessions.is_empty() {
@@ -306,6 +367,29 @@ impl Days {
         .await
     }
 
+    /// Those of `sessions` whose `info.json` is still stored (a few HEADs at
+    /// once).
+    async fn still_there(&self, day: &Day, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| SessionKeys::new(&self.prefix, &day.year, &day.month, &day.day, id).index())
+            .collect();
+        let store = self.store.clone();
+        let found: Vec<bool> = futures::stream::iter(keys)
+            .map(move |key| {
+                let store = store.clone();
+                async move { Ok::<_, StoreError>(store.head(&key).await?.is_some()) }
+            })
+            .buffered(SCAN_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(ids
+            .into_iter()
+            .zip(found)
+            .filter_map(|(id, there)| there.then_some(id))
+            .collect())
+    }
+
     /// Rebuilds a day's index from its sessions (`recvault reindex`):
     /// what the scan finds, plus sessions the stored index lists that were
     /// archived while the scan ran; rewritten only when it differs.
@@ -323,20 +407,69 @@ impl Days {
             };
             let stored = part.read();
             if let Some((_, current)) = &stored {
-                for (id, e) in &current.sessions {
-                    if built.sessions.contains_key(id) {
-                        continue;
+                // Listed but not scanned: archived while the scan ran, or
+                // erased before it.
+                let unscanned: Vec<String> = current
+                    .sessions
+                    .keys()
+                    .filter(|id| !built.sessions.contains_key(*id))
+                    .cloned()
+                    .collect();
+                for id in self.still_there(day, unscanned).await? {
+                    if let Some(e) = current.sessions.get(&id) {
+                        built.sessions.insert(id, e.clone());
                     }
-                    let keys = SessionKeys::new(&self.prefix, &day.year, &day.month, &day.day, id);
-                    if self.store.head(&keys.index()).await?.is_some() {
-                        built.sessions.insert(id.clone(), e.clone());
+                }
+                // Scanned but not listed: erased since the scan read it?
+                let unlisted: Vec<String> = built
+                    .sessions
+                    .keys()
+                    .filter(|id| !current.sessions.contains_key(*id))
+                    .cloned()
+                    .collect();
+                let kept: std::collections::HashSet<String> =
+                    self.still_there(day, unlisted).await?.into_iter().collect();
+                built
+                    .sessions
+                    .retain(|id, _| current.sessions.contains_key(id) || kept.contains(id));
+            }
+            if mode == Mode::Shards {
+                // Another node's shard may list a session erased since: this
+                // node's shard says so, or the merge would bring it back.
+                if let Some((_, c)) = &stored {
+                    for (id, when) in &c.erased {
+                        if !built.sessions.contains_key(id) {
+                            built.erased.insert(id.clone(), when.clone());
+                        }
+                    }
+                }
+                if let Some(all) = self.load(day).await? {
+                    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let others: Vec<String> = all
+                        .sessions
+                        .keys()
+                        .filter(|id| !built.sessions.contains_key(*id))
+                        .cloned()
+                        .collect();
+                    let there: std::collections::HashSet<String> = self
+                        .still_there(day, others.clone())
+                        .await?
+                        .into_iter()
+                        .collect();
+                    for id in others {
+                        if !there.contains(&id) {
+                            let had = stored
+                                .as_ref()
+                                .and_then(|(_, c)| c.erased.get(&id).cloned());
+                            built.erased.insert(id, had.unwrap_or_else(|| now.clone()));
+                        }
                     }
                 }
             }
             let sessions = built.sessions.len();
             let unchanged = match (&stored, &unreadable) {
                 (Some((_, current)), _) => {
-                    current.sessions == built.sessions && current.erased.is_empty()
+                    current.sessions == built.sessions && current.erased == built.erased
                 }
                 (None, Some(_)) => false,
                 (None, None) => built.sessions.is_empty(),
@@ -395,12 +528,12 @@ async fn read_part(store: &dyn ObjectStore, key: &str) -> Result<Part, StoreErro
         Err(StoreError::NotFound(_)) => return Ok(Part::Absent),
         Err(e) => return Err(e),
     };
-    if got.meta.size > MAX_BYTES {
-        return Err(StoreError::Permanent(format!(
-            "{key} is larger than {MAX_BYTES} bytes"
-        )));
-    }
     let etag = got.meta.etag.clone().unwrap_or_default();
+    if got.meta.size > MAX_BYTES {
+        // Not read (it would hold that much memory): rebuilt instead.
+        warn!(%key, bytes = got.meta.size, "day index larger than {MAX_BYTES} bytes; rebuilding it from the sessions");
+        return Ok(Part::Unreadable(etag));
+    }
     let bytes: Vec<Bytes> = got.body.try_collect().await?;
     let bytes = bytes.concat();
     match DayIndex::parse(&bytes) {
@@ -521,11 +654,7 @@ pub async fn check_config(cfg: &crate::config::Config) -> Vec<String> {
         Ok(Err(e)) => return vec![format!("storage: cannot be opened: {e}")],
         Err(_) => return vec!["storage: did not answer within 30 s".into()],
     };
-    let node = cfg
-        .audit
-        .node
-        .clone()
-        .unwrap_or_else(crate::audit::hostname);
+    let node = format!("{}-check", cfg.audit.node_name());
     let mut out = Vec::new();
     for t in &cfg.tenants {
         let id = t.id.get_ref();
@@ -821,11 +950,24 @@ mod tests {
         let keys: Vec<_> = listed.objects.iter().map(|o| o.key.clone()).collect();
         assert_eq!(keys, [day().shard(P, "node-a"), day().shard(P, "node-b")]);
         assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 80);
-        // Node b erases a session node a listed.
+        // Node b erases a session node a listed (objects first, as the
+        // tree's erase does).
+        let keys = SessionKeys::new(P, "2026", "11", "23", "c-0-03");
+        store.delete(&keys.index()).await.unwrap();
         b.remove(&day(), "c-0-03").await.unwrap();
         let merged = a.day(&day()).await.unwrap();
         assert_eq!(merged.sessions.len(), 79);
         assert!(!merged.sessions.contains_key("c-0-03"));
+        // A rebuild on b keeps the erase (a's shard still lists it), and
+        // one on a drops it from a's shard.
+        b.rebuild(&day()).await.unwrap();
+        assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 79);
+        a.rebuild(&day()).await.unwrap();
+        assert_eq!(b.day(&day()).await.unwrap().sessions.len(), 79);
+        assert!(
+            !b.rebuild(&day()).await.unwrap().changed,
+            "a second rebuild changes nothing"
+        );
     }
 
     #[tokio::test]
@@ -870,13 +1012,18 @@ mod tests {
             )
             .await
             .unwrap();
+        // The listing repairs it (rewritten on its ETag).
         assert_eq!(days.day(&day()).await.unwrap().sessions.len(), 6);
+        let repaired = crate::store::read_all(store.as_ref(), &day().index(P), MAX_BYTES)
+            .await
+            .unwrap();
+        assert_eq!(DayIndex::parse(&repaired).unwrap().sessions.len(), 6);
         let r = days.rebuild(&day()).await.unwrap();
         assert_eq!(
             r,
             Rebuilt {
                 sessions: 6,
-                changed: true
+                changed: false
             }
         );
         assert_eq!(days.day(&day()).await.unwrap().sessions.len(), 6);

@@ -28,8 +28,8 @@ use crate::vfs::{Producer, Tenant};
 /// keeps the keyset in use).
 /// A tenant with its day indexes, whose shards (on a store that ignores
 /// conditional writes) carry this node's name.
-fn with_days(t: Tenant, audit: &Audit) -> Tenant {
-    let days = crate::days::Days::new(t.store.clone(), &t.prefix, audit.node());
+fn with_days(t: Tenant, cfg: &Config) -> Tenant {
+    let days = crate::days::Days::new(t.store.clone(), &t.prefix, &cfg.audit.node_name());
     t.with_days(Arc::new(days))
 }
 
@@ -80,13 +80,13 @@ async fn build_tenants(
                         crate::store::crypt::tenant_store(None, store),
                         &cfg.limits,
                     ),
-                    audit,
+                    cfg,
                 )),
                 Ok(Some(sealed)) => {
                     info!(tenant = %id, primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
                     Arc::new(with_days(
                         Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits),
-                        audit,
+                        cfg,
                     ))
                 }
                 Err(e) => {

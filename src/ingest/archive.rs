@@ -197,6 +197,9 @@ impl Archiver {
         let (index_key, archive_key) = (keys.index(), keys.archive());
 
         if let Some(existing) = read_index(&target, &index_key).await? {
+            if same_files(&st, &existing) {
+                self.list_in_day(&st, &existing.index, existing.len).await?;
+            }
             return self
                 .settle_existing(st, &existing, &index_key)
                 .await
@@ -250,6 +253,9 @@ impl Archiver {
                 let existing = read_index(&target, &index_key)
                     .await?
                     .ok_or("index vanished")?;
+                if same_files(&st, &existing) {
+                    self.list_in_day(&st, &existing.index, existing.len).await?;
+                }
                 return self
                     .settle_existing(st, &existing, &index_key)
                     .await
@@ -336,12 +342,7 @@ impl Archiver {
         let index_key = SessionKeys::of_call(&target.prefix, started, &st.id).index();
         match read_index(target, &index_key).await {
             Ok(Some(existing)) => {
-                let same = existing.index.same_raw_files(
-                    st.files
-                        .iter()
-                        .map(|(n, f)| (n.as_str(), f.sha256.as_str())),
-                );
-                if same {
+                if same_files(&st, &existing) {
                     if let Err(e) = self.list_in_day(&st, &existing.index, existing.len).await {
                         warn!(tenant = %st.tenant, session = %st.id, error = %e, "an earlier delivery is stored but not listed yet; the archiver lists it");
                         return Ok(None);
@@ -361,20 +362,15 @@ impl Archiver {
 
     /// An index already exists: the same files make this an archived
     /// re-delivery; different files are a conflict. Returns the final state.
+    /// The caller has listed the session in its day (an attempt may have
+    /// stopped between the index and the listing).
     async fn settle_existing(
         &self,
         mut st: SessionState,
         existing: &Stored,
         index_key: &str,
     ) -> Result<SessionState, String> {
-        let received = st
-            .files
-            .iter()
-            .map(|(n, f)| (n.as_str(), f.sha256.as_str()));
-        if existing.index.same_raw_files(received) {
-            // It may have been stored by an attempt that stopped before it
-            // was listed.
-            self.list_in_day(&st, &existing.index, existing.len).await?;
+        if same_files(&st, existing) {
             st.status = Status::Archived;
             st.index_key = Some(index_key.to_string());
             st.upload = None;
@@ -455,6 +451,15 @@ fn panic_text(e: tokio::task::JoinError) -> String {
             .unwrap_or_else(|| "a panic without a message".into()),
         Err(e) => e.to_string(),
     }
+}
+
+/// Whether the stored index records exactly the files received.
+fn same_files(st: &SessionState, existing: &Stored) -> bool {
+    let received = st
+        .files
+        .iter()
+        .map(|(n, f)| (n.as_str(), f.sha256.as_str()));
+    existing.index.same_raw_files(received)
 }
 
 /// A session index as stored, and its size.

@@ -24,6 +24,22 @@ impl Job for Backfill {
         "backfill"
     }
 
+    /// The day's index lists the new entries and the indexes' new sizes
+    /// (rebuilt from the sessions: a run that stopped after rewriting an
+    /// index redoes the day and still refreshes it).
+    async fn day_end(
+        &self,
+        days: &crate::days::Days,
+        day: &crate::layout::Day,
+        _n: u64,
+    ) -> Result<Vec<String>, String> {
+        super::refresh_day(days, day).await
+    }
+
+    fn whole_days(&self) -> bool {
+        true
+    }
+
     async fn session(&self, s: &Session) -> Result<Vec<String>, String> {
         let store = s.store.as_ref();
         let bytes = match crate::store::read_all(store, &s.keys.index(), index::MAX_BYTES).await {
@@ -103,7 +119,6 @@ impl Job for Backfill {
             return Ok(Vec::new());
         }
         let bytes = index.to_bytes();
-        let len = bytes.len() as u64;
         store
             .put(
                 &s.keys.index(),
@@ -112,8 +127,6 @@ impl Job for Backfill {
             )
             .await
             .map_err(|e| e.to_string())?;
-        // The day listing shows the new entries and the index's new size.
-        s.days.add(&index, len).await.map_err(|e| e.to_string())?;
         Ok(vec![format!("derived entries added: {}", added.join(", "))])
     }
 }

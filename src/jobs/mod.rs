@@ -43,9 +43,20 @@ pub struct Session {
     pub keys: SessionKeys,
     /// The session folder's path in the tenant's tree (`/YYYY/MM/DD/<id>`).
     pub path: String,
-    /// The tenant's day indexes (a job that rewrites an `info.json` lists
-    /// it again).
-    pub days: Arc<crate::days::Days>,
+}
+
+/// Rebuilds a day's index after a job rewrote sessions' `info.json`; a
+/// finding when it changed.
+pub async fn refresh_day(
+    days: &crate::days::Days,
+    day: &layout::Day,
+) -> Result<Vec<String>, String> {
+    let r = days.rebuild(day).await.map_err(|e| e.to_string())?;
+    Ok(if r.changed {
+        vec![format!("day index refreshed: {} sessions", r.sessions)]
+    } else {
+        Vec::new()
+    })
 }
 
 /// What a job found or changed in one session.
@@ -196,6 +207,23 @@ impl State {
             .map_err(|e| format!("cannot write {}: {e}", self.findings.display()))
     }
 
+    /// Keeps only the first `n` findings in the findings file.
+    fn keep_findings(&self, n: u64) -> Result<(), String> {
+        let Ok(text) = std::fs::read_to_string(&self.findings) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .take(n as usize)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if kept.len() == text.len() {
+            return Ok(());
+        }
+        std::fs::write(&self.findings, kept)
+            .map_err(|e| format!("cannot write {}: {e}", self.findings.display()))
+    }
+
     /// The findings recorded so far, at most `n` of them (a run that
     /// stopped may have written one past its checkpoint).
     fn findings(&self, n: u64) -> Vec<Finding> {
@@ -278,6 +306,9 @@ pub async fn run(
             }
         }
     };
+    // Findings a stopped run recorded past its checkpoint (the day a
+    // whole-day job redoes) are dropped, so the report is this run's truth.
+    state.keep_findings(cp.findings)?;
     let resumed_after = (!cp.after.is_empty()).then(|| cp.after.clone());
     if let Some(after) = &resumed_after {
         info!(job = kind, tenant = %target.tenant, %after, "resuming an unfinished job");
@@ -371,92 +402,117 @@ async fn walk(
                 if skip(&day, &cp.after) {
                     continue;
                 }
-                let day_prefix = layout::dates_prefix(&target.prefix, &[&y, &m, &d]);
                 let done_before = cp.clone();
-                let mut in_day = 0u64;
-                let mut token = None;
-                loop {
-                    let page = store
-                        .list_page(&day_prefix, None, token)
-                        .await
-                        .map_err(err)?;
-                    let sessions: Vec<Session> = page
-                        .objects
-                        .iter()
-                        .filter_map(|o| layout::session_of_index_key(&day_prefix, &o.key))
-                        .map(|id| {
-                            let keys = SessionKeys::new(&target.prefix, &y, &m, &d, id);
-                            Session {
-                                store: tenant_store.clone(),
-                                sealed: target.sealed.clone(),
-                                raw: target.raw.clone(),
-                                path: format!("/{day}{id}"),
-                                keys,
-                                days: target.days.clone(),
-                            }
-                        })
-                        .filter(|s| position(&s.keys, &day) > cp.after)
-                        .collect();
-                    let mut done = futures::stream::iter(sessions.iter())
-                        .map(|s| async move { (s, job.session(s).await) })
-                        .buffered(opts.concurrency.max(1));
-                    while let Some((s, outcome)) = done.next().await {
-                        let found = match outcome {
-                            Ok(f) => f,
-                            Err(e) => {
-                                if job.whole_days() {
-                                    *cp = done_before;
-                                }
-                                return Err(format!("{}: {e}", s.path));
-                            }
-                        };
-                        for what in found {
-                            audit.job_finding(job.kind(), &target.tenant, &s.path, &what);
-                            state.record(&Finding {
-                                path: s.path.clone(),
-                                what,
-                            })?;
-                            cp.findings += 1;
-                        }
-                        cp.sessions += 1;
-                        in_day += 1;
-                        cp.after = position(&s.keys, &day);
-                        progress.show(cp);
-                        // After every session: a stop or crash redoes only
-                        // the sessions that were in flight.
-                        if !job.whole_days() {
-                            state.save(cp)?;
-                        }
+                let the_day = layout::Day::new(&y, &m, &d);
+                if let Err(e) = walk_day(
+                    job, target, opts, &the_day, &day, cp, state, progress, audit,
+                )
+                .await
+                {
+                    // A whole-day job redoes the day it was in.
+                    if job.whole_days() {
+                        *cp = done_before;
                     }
-                    token = page.next;
-                    if token.is_none() {
-                        break;
-                    }
-                }
-                if in_day > 0 || !job.whole_days() {
-                    let the_day = layout::Day::new(&y, &m, &d);
-                    let found = match job.day_end(&target.days, &the_day, in_day).await {
-                        Ok(f) => f,
-                        Err(e) => {
-                            if job.whole_days() {
-                                *cp = done_before;
-                            }
-                            return Err(format!("/{}: {e}", day.trim_end_matches('/')));
-                        }
-                    };
-                    let path = format!("/{}", day.trim_end_matches('/'));
-                    for what in found {
-                        audit.job_finding(job.kind(), &target.tenant, &path, &what);
-                        state.record(&Finding {
-                            path: path.clone(),
-                            what,
-                        })?;
-                        cp.findings += 1;
-                    }
-                    state.save(cp)?;
+                    return Err(e);
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// One day of [`walk`]: its sessions, then the job's [`Job::day_end`].
+#[allow(clippy::too_many_arguments)]
+async fn walk_day(
+    job: &dyn Job,
+    target: &Target,
+    opts: &Options,
+    the_day: &layout::Day,
+    day: &str,
+    cp: &mut Checkpoint,
+    state: &State,
+    progress: &mut Progress,
+    audit: &Audit,
+) -> Result<(), String> {
+    let tenant_store = target.store();
+    let store = tenant_store.as_ref();
+    let err = |e: crate::store::StoreError| e.to_string();
+    let day_prefix = the_day.sessions_prefix(&target.prefix);
+    let mut in_day = 0u64;
+    let mut token = None;
+    loop {
+        let page = store
+            .list_page(&day_prefix, None, token)
+            .await
+            .map_err(err)?;
+        let sessions: Vec<Session> = page
+            .objects
+            .iter()
+            .filter_map(|o| layout::session_of_index_key(&day_prefix, &o.key))
+            .map(|id| {
+                let keys = SessionKeys::new(
+                    &target.prefix,
+                    &the_day.year,
+                    &the_day.month,
+                    &the_day.day,
+                    id,
+                );
+                Session {
+                    store: tenant_store.clone(),
+                    sealed: target.sealed.clone(),
+                    raw: target.raw.clone(),
+                    path: format!("/{day}{id}"),
+                    keys,
+                }
+            })
+            .filter(|s| position(&s.keys, day) > cp.after)
+            .collect();
+        let mut done = futures::stream::iter(sessions.iter())
+            .map(|s| async move { (s, job.session(s).await) })
+            .buffered(opts.concurrency.max(1));
+        while let Some((s, outcome)) = done.next().await {
+            let found = match outcome {
+                Ok(f) => f,
+                Err(e) => return Err(format!("{}: {e}", s.path)),
+            };
+            for what in found {
+                audit.job_finding(job.kind(), &target.tenant, &s.path, &what);
+                state.record(&Finding {
+                    path: s.path.clone(),
+                    what,
+                })?;
+                cp.findings += 1;
+            }
+            cp.sessions += 1;
+            in_day += 1;
+            cp.after = position(&s.keys, day);
+            progress.show(cp);
+            // After every session: a stop or crash redoes only
+            // the sessions that were in flight.
+            if !job.whole_days() {
+                state.save(cp)?;
+            }
+        }
+        token = page.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    if in_day > 0 || !job.whole_days() {
+        let found = match job.day_end(&target.days, the_day, in_day).await {
+            Ok(f) => f,
+            Err(e) => return Err(format!("/{}: {e}", day.trim_end_matches('/'))),
+        };
+        let path = format!("/{}", day.trim_end_matches('/'));
+        for what in found {
+            audit.job_finding(job.kind(), &target.tenant, &path, &what);
+            state.record(&Finding {
+                path: path.clone(),
+                what,
+            })?;
+            cp.findings += 1;
+        }
+        state.save(cp)?;
     }
     Ok(())
 }
@@ -518,10 +574,12 @@ pub async fn run_cli(
             .await
             .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
         let prefix = t.prefix.get_ref().clone();
+        // Its own shard name (on a store that ignores conditional writes):
+        // a server of the same node may be writing the node's shard.
         let days = Arc::new(crate::days::Days::new(
             crate::store::crypt::tenant_store(sealed.as_ref(), &store),
             &prefix,
-            audit.node(),
+            &format!("{}-{}", cfg.audit.node_name(), job.kind()),
         ));
         let target = Target {
             tenant: id.clone(),

@@ -28,8 +28,9 @@ use super::index::SessionIndex;
 /// The version this code writes.
 pub const VERSION: u32 = 1;
 
-/// Largest day index read (10,000 sessions take about 4 MB).
-pub const MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest day index read (10,000 sessions take about 4 MB); a larger one
+/// is rebuilt from the sessions rather than held in memory.
+pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One day's index, or one node's shard of it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -151,8 +152,18 @@ impl DayIndex {
         }
     }
 
+    /// Reads a stored day index. Sessions and entries whose names are not
+    /// plain names are left out: what storage holds is not trusted to name
+    /// keys or listing lines.
     pub fn parse(bytes: &[u8]) -> Result<DayIndex, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("day index unreadable: {e}"))
+        let mut d: DayIndex =
+            serde_json::from_slice(bytes).map_err(|e| format!("day index unreadable: {e}"))?;
+        d.sessions.retain(|id, _| crate::path::is_name(id));
+        d.erased.retain(|id, _| crate::path::is_name(id));
+        for e in d.sessions.values_mut() {
+            e.entries.retain(|name, _| crate::path::is_name(name));
+        }
+        Ok(d)
     }
 
     /// The stored form: compact JSON, keys in order (the same sessions
@@ -174,7 +185,16 @@ impl DayIndex {
         let mut erased: BTreeMap<String, String> = BTreeMap::new();
         for part in parts {
             for (id, e) in part.sessions {
-                out.sessions.entry(id).or_insert(e);
+                // The latest ingest of a session id wins (one erased and
+                // delivered again).
+                match out.sessions.get(&id) {
+                    Some(had)
+                        if had.ingested_at.as_deref().and_then(time)
+                            >= e.ingested_at.as_deref().and_then(time) => {}
+                    _ => {
+                        out.sessions.insert(id, e);
+                    }
+                }
             }
             for (id, when) in part.erased {
                 let newest = erased.entry(id).or_default();
@@ -232,6 +252,20 @@ mod tests {
         );
         let no_times = SessionIndex::parse(br#"{"session_id":"x"}"#).unwrap();
         assert!(DayEntry::of(&no_times, 1).is_none());
+    }
+
+    #[test]
+    fn names_that_are_not_plain_names_are_left_out_when_read() {
+        let stored = br#"{"v":1,"day":"2026-11-23","sessions":{
+            "ok":{"started_at":"x","ended_at":"y","entries":{"a.mp4":1,"../b":2}},
+            "bad/id":{"started_at":"x","ended_at":"y"},
+            "two\r\nlines":{"started_at":"x","ended_at":"y"}}}"#;
+        let d = DayIndex::parse(stored).unwrap();
+        assert_eq!(d.sessions.keys().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(
+            d.sessions["ok"].entries.keys().collect::<Vec<_>>(),
+            ["a.mp4"]
+        );
     }
 
     #[test]

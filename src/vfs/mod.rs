@@ -189,7 +189,7 @@ impl Tenant {
         let depth = match loc {
             Loc::Day(y, m, d) => {
                 let day = crate::layout::Day::new(y, m, d);
-                return Ok(self.days.day(&day).await?.newest());
+                return self.days.newest(&day).await;
             }
             Loc::Root => 0,
             Loc::Year(_) => 1,
@@ -202,7 +202,13 @@ impl Tenant {
                 let child = child_loc(loc, &name);
                 async move { Box::pin(self.dir_time(&child)).await }
             })
-            .buffer_unordered(DIR_TIME_CONCURRENCY)
+            // Few at once at each level, so that a root listing's
+            // look-ups stay bounded (at most 1 × 2 × 8 requests at once).
+            .buffer_unordered(match depth {
+                2 => DIR_TIME_CONCURRENCY,
+                1 => 2,
+                _ => 1,
+            })
             .try_collect()
             .await?;
         Ok(times.into_iter().flatten().max())

@@ -75,6 +75,12 @@ async fn a_day_with_10000_sessions_lists_completely_and_in_order_over_sftp_and_f
     let mut h = connect(server.port).await;
     assert!(auth_key(&mut h, "qa", key).await);
     let (mut s, _) = RawSftp::start(&h).await;
+    // The start's self-test is done (its requests are not the listing's).
+    assert!(
+        server.log_shows("day indexes are shared"),
+        "{}",
+        server.log()
+    );
     let before = proxy.seen().len();
     let names = s.list(b"/2026/11/23").await.unwrap();
     assert_eq!(names, ids, "every session once, in order, from the index");
