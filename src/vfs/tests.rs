@@ -196,6 +196,44 @@ async fn folder_times_are_the_newest_session_never_the_epoch() {
         .unwrap();
     let newest = sessions.iter().map(|e| e.mtime).max().unwrap();
     assert_eq!(day.mtime, newest);
+    // Each session folder shows its call's end, in the listing and in its
+    // stat (not when it was archived), as every entry inside it does.
+    let ends = [
+        ("call-1", "2026-11-23T09:05:00Z"),
+        ("call-2", "2026-11-23T10:30:00Z"),
+    ];
+    for (id, end) in ends {
+        let listed = sessions.iter().find(|e| e.name == id).unwrap();
+        assert_eq!(listed.mtime, t(end), "{id} listed");
+        let folder = format!("/2026/11/23/{id}");
+        assert_eq!(
+            v.stat(&p(&folder)).await.unwrap().mtime,
+            t(end),
+            "{id} stat"
+        );
+        let inside = v
+            .list(&p(&folder))
+            .await
+            .unwrap()
+            .collect_all()
+            .await
+            .unwrap();
+        assert!(inside.iter().all(|e| e.mtime == t(end)), "{id}: {inside:?}");
+    }
+    assert_eq!(day.mtime, t("2026-11-23T10:30:00Z"));
+    // A month and a year show the newest call end below them.
+    assert_eq!(
+        v.stat(&p("/2026/11")).await.unwrap().mtime,
+        t("2026-11-23T10:30:00Z")
+    );
+    assert_eq!(
+        v.stat(&p("/2026")).await.unwrap().mtime,
+        t("2026-11-23T10:30:00Z")
+    );
+    assert_eq!(
+        v.stat(&p("/2026/10")).await.unwrap().mtime,
+        t("2026-10-01T08:01:00Z")
+    );
     for path in ["/", "/2026", "/2026/11", "/2026/10/01"] {
         let e = v.stat(&p(path)).await.unwrap();
         assert_eq!(e.kind, Kind::Dir);
