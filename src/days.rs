@@ -65,9 +65,10 @@ impl Mode {
 const TRIES: u32 = 30;
 /// Sessions' `info.json` read at once when a day is built from them.
 const SCAN_CONCURRENCY: usize = 16;
-/// Sessions of parsed day indexes kept in memory (each part validated by its
-/// ETag before use; about 100 MB).
-const CACHED_SESSIONS: u64 = 200_000;
+/// Parsed day indexes kept in memory, in KiB of their stored size (each
+/// part validated by its ETag before use): 64 MiB stored, about 16 days of
+/// 10,000 sessions.
+const CACHED_KIB: u64 = 64 * 1024;
 /// Days whose newest call end is kept (by the ETags of their parts).
 const CACHED_TIMES: u64 = 100_000;
 
@@ -82,7 +83,7 @@ pub struct Days {
     /// One update of a key at a time within this process.
     locks: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     /// Parsed parts by key, with the ETag they were read at.
-    parts: moka::future::Cache<String, (String, Arc<DayIndex>)>,
+    parts: moka::future::Cache<String, (String, Arc<DayIndex>, u32)>,
     /// Each day's newest call end by its index prefix, with the ETags of
     /// the parts it was read from.
     times: moka::future::Cache<String, (String, Option<chrono::DateTime<Utc>>)>,
@@ -108,10 +109,8 @@ impl Days {
             forced: None,
             locks: std::sync::Mutex::new(HashMap::new()),
             parts: moka::future::Cache::builder()
-                .max_capacity(CACHED_SESSIONS)
-                .weigher(|_, (_, d): &(String, Arc<DayIndex>)| {
-                    u32::try_from(d.sessions.len().max(1)).unwrap_or(u32::MAX)
-                })
+                .max_capacity(CACHED_KIB)
+                .weigher(|_, part: &(String, Arc<DayIndex>, u32)| part.2)
                 .build(),
             times: moka::future::Cache::builder()
                 .max_capacity(CACHED_TIMES)
@@ -161,11 +160,6 @@ impl Days {
             })
             .await
             .copied()
-    }
-
-    /// The mode if the self-test already ran.
-    pub fn known_mode(&self) -> Option<Mode> {
-        self.mode.get().copied()
     }
 
     fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -239,7 +233,7 @@ impl Days {
         let mut parts = Vec::new();
         for o in listed {
             let etag = o.etag.clone().unwrap_or_default();
-            if let Some((tag, d)) = self.parts.get(&o.key).await {
+            if let Some((tag, d, _)) = self.parts.get(&o.key).await {
                 if !etag.is_empty() && tag == etag {
                     parts.push(d);
                     continue;
@@ -248,7 +242,10 @@ impl Days {
             if let Some((tag, d)) = read_part(self.store.as_ref(), &o.key).await?.read() {
                 let d = Arc::new(d);
                 if !tag.is_empty() {
-                    self.parts.insert(o.key.clone(), (tag, d.clone())).await;
+                    let kib = u32::try_from(o.size.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+                    self.parts
+                        .insert(o.key.clone(), (tag, d.clone(), kib))
+                        .await;
                 }
                 parts.push(d);
             }
@@ -318,7 +315,7 @@ impl Days {
 
     /// Builds a day's index from its sessions: one read of each session's
     /// `info.json`.
-    pub async fn scan(&self, day: &Day) -> Result<DayIndex, StoreError> {
+    async fn scan(&self, day: &Day) -> Result<DayIndex, StoreError> {
         scan(self.store.as_ref(), &self.prefix, day).await
     }
 

@@ -24,19 +24,8 @@ impl Job for Backfill {
         "backfill"
     }
 
-    /// The day's index lists the new entries and the indexes' new sizes
-    /// (rebuilt from the sessions: a run that stopped after rewriting an
-    /// index redoes the day and still refreshes it).
-    async fn day_end(
-        &self,
-        days: &crate::days::Days,
-        day: &crate::layout::Day,
-        _n: u64,
-    ) -> Result<Vec<String>, String> {
-        super::refresh_day(days, day).await
-    }
-
-    fn whole_days(&self) -> bool {
+    /// The day's index must list the new entries and the indexes' new sizes.
+    fn rewrites_indexes(&self) -> bool {
         true
     }
 

@@ -78,22 +78,34 @@ pub trait Job: Send + Sync {
     /// this session.
     async fn session(&self, s: &Session) -> Result<Vec<String>, String>;
 
+    /// Whether the job rewrites sessions' `info.json`: then the day's
+    /// index is rebuilt from the sessions after each day ([`refresh_day`]),
+    /// and the job works on whole days (a run that stopped after rewriting
+    /// an index redoes its day, and still refreshes the day's index).
+    fn rewrites_indexes(&self) -> bool {
+        false
+    }
+
     /// Works on a whole day after its sessions (`sessions`: how many the
     /// walk handed to [`Self::session`] this run). What it returns is
     /// recorded under the day's path.
     async fn day_end(
         &self,
-        _days: &crate::days::Days,
-        _day: &layout::Day,
+        days: &crate::days::Days,
+        day: &layout::Day,
         _sessions: u64,
     ) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
+        if self.rewrites_indexes() {
+            refresh_day(days, day).await
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     /// Whether the job works on whole days: its checkpoint moves only
     /// after [`Self::day_end`], so a stopped run redoes the day it was in.
     fn whole_days(&self) -> bool {
-        false
+        self.rewrites_indexes()
     }
 }
 

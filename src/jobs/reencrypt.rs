@@ -152,19 +152,8 @@ impl Job for Reencrypt {
         "reencrypt"
     }
 
-    /// An index's size changes with the mark it records: the day's index
-    /// is rebuilt from the sessions after each day (a stopped run redoes
-    /// the day).
-    async fn day_end(
-        &self,
-        days: &crate::days::Days,
-        day: &crate::layout::Day,
-        _n: u64,
-    ) -> Result<Vec<String>, String> {
-        super::refresh_day(days, day).await
-    }
-
-    fn whole_days(&self) -> bool {
+    /// An index's size changes with the mark it records.
+    fn rewrites_indexes(&self) -> bool {
         true
     }
 

@@ -129,6 +129,99 @@ async fn a_job_stopped_by_a_fault_resumes_after_the_last_session_it_finished() {
     assert!(again.resumed_after.is_none());
 }
 
+/// [`Recorder`] on whole days, with a finding per day; the end of day
+/// `.2` fails (once).
+struct DayRecorder(Recorder, Mutex<Vec<String>>, Mutex<Option<String>>);
+
+#[async_trait]
+impl Job for DayRecorder {
+    fn kind(&self) -> &'static str {
+        "dayrecord"
+    }
+
+    async fn session(&self, s: &Session) -> Result<Vec<String>, String> {
+        self.0.session(s).await
+    }
+
+    async fn day_end(
+        &self,
+        _days: &crate::days::Days,
+        day: &layout::Day,
+        sessions: u64,
+    ) -> Result<Vec<String>, String> {
+        let mut fail = self.2.lock().unwrap();
+        if fail.as_deref() == Some(day.label().as_str()) {
+            *fail = None;
+            return Err("storage went away".into());
+        }
+        self.1.lock().unwrap().push(day.label());
+        Ok(vec![format!("{sessions} sessions")])
+    }
+
+    fn whole_days(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_whole_day_job_stopped_mid_day_redoes_that_day_and_reports_it_once() {
+    let (dir, target) = seeded().await;
+    let audit = Audit::stderr();
+    let job = DayRecorder(
+        Recorder {
+            seen: Mutex::new(Vec::new()),
+            fail_at: Mutex::new(None),
+        },
+        Mutex::new(Vec::new()),
+        // After all of the day's sessions (c3's finding recorded).
+        Mutex::new(Some("2026-01-02".into())),
+    );
+    let err = run(&job, &target, &options(&dir, None), &audit)
+        .await
+        .unwrap_err();
+    // The finished day is kept; the day in progress is not.
+    assert!(err.contains("/2026/01/02: storage went away"), "{err}");
+    assert!(err.contains("resumes after 2025/12/31/z"), "{err}");
+    assert_eq!(*job.1.lock().unwrap(), ["2025-12-31"]);
+    job.0.seen.lock().unwrap().clear();
+    let report = run(&job, &target, &options(&dir, None), &audit)
+        .await
+        .unwrap();
+    let second: Vec<String> = job.0.seen.lock().unwrap().drain(..).collect();
+    assert_eq!(
+        second,
+        [
+            "/2026/01/02/a-1",
+            "/2026/01/02/a",
+            "/2026/01/02/c3",
+            "/2026/02/01/b"
+        ],
+        "the stopped day whole, then the rest"
+    );
+    assert_eq!(report.sessions, 5);
+    let days: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.what.ends_with(" sessions"))
+        .map(|f| (f.path.as_str(), f.what.as_str()))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("/2025/12/31", "1 sessions"),
+            ("/2026/01/02", "3 sessions"),
+            ("/2026/02/01", "1 sessions")
+        ]
+    );
+    // The day's session finding appears once, not once per attempt.
+    let odd = report
+        .findings
+        .iter()
+        .filter(|f| f.what == "odd one")
+        .count();
+    assert_eq!(odd, 1, "{:?}", report.findings);
+}
+
 #[tokio::test]
 async fn since_skips_earlier_days_and_one_job_of_a_kind_runs_per_tenant() {
     let (dir, target) = seeded().await;
