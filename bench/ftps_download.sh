@@ -81,36 +81,7 @@ for backend in s3 local; do
 done
 
 # ---------------------------------------------------------------- vsftpd
-VS_PORT=$(free_port)
-PASV_LO=$(free_port)
-cat >"$TMP/vsftpd.conf" <<EOF
-listen=YES
-listen_address=127.0.0.1
-listen_port=$VS_PORT
-background=NO
-anonymous_enable=YES
-anon_root=$TMP/vsroot
-no_anon_password=YES
-local_enable=NO
-write_enable=NO
-ssl_enable=YES
-allow_anon_ssl=YES
-force_anon_logins_ssl=YES
-force_anon_data_ssl=YES
-require_ssl_reuse=NO
-ssl_ciphers=ECDHE-RSA-AES128-GCM-SHA256
-rsa_cert_file=$TMP/cert.pem
-rsa_private_key_file=$TMP/key.pem
-pasv_enable=YES
-pasv_min_port=$PASV_LO
-pasv_max_port=$((PASV_LO + 20))
-seccomp_sandbox=NO
-xferlog_enable=NO
-EOF
-/usr/sbin/vsftpd "$TMP/vsftpd.conf" </dev/null >"$TMP/vsftpd.log" 2>&1 3>&- 4>&- &
-VS_PID=$!
-PIDS+=("$VS_PID")
-wait_port "$VS_PORT" 20 "$VS_PID" || { cat "$TMP/vsftpd.log" >&2; die "vsftpd did not start"; }
+start_vsftpd "$TMP/vsroot" ssl_ciphers=ECDHE-RSA-AES128-GCM-SHA256
 bench_download "vsftpd (local)" "ftp://127.0.0.1:$VS_PORT/bench-1.tar.gz" "anonymous:"
 
 # ---------------------------------------------------------------- report

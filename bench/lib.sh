@@ -200,6 +200,49 @@ show_server_logs() {
     done
 }
 
+# ---------------------------------------------------------------- vsftpd peer
+# start_vsftpd root [line...]: vsftpd (anonymous, read-only, TLS required
+# with make_test_cert's certificate, passive ports from a free one) serving
+# ROOT on a free port of 127.0.0.1; each LINE is added to its config. Adds
+# it to PIDS; sets VS_PORT and VS_PID.
+start_vsftpd() {
+    local root=$1 line pasv_lo
+    shift
+    [[ -x /usr/sbin/vsftpd ]] || die "/usr/sbin/vsftpd is not installed (apt-get install vsftpd)"
+    VS_PORT=$(free_port)
+    pasv_lo=$(free_port)
+    {
+        cat <<EOF
+listen=YES
+listen_address=127.0.0.1
+listen_port=$VS_PORT
+background=NO
+anonymous_enable=YES
+anon_root=$root
+no_anon_password=YES
+local_enable=NO
+write_enable=NO
+ssl_enable=YES
+allow_anon_ssl=YES
+force_anon_logins_ssl=YES
+force_anon_data_ssl=YES
+require_ssl_reuse=NO
+rsa_cert_file=$TMP/cert.pem
+rsa_private_key_file=$TMP/key.pem
+pasv_enable=YES
+pasv_min_port=$pasv_lo
+pasv_max_port=$((pasv_lo + 20))
+seccomp_sandbox=NO
+xferlog_enable=NO
+EOF
+        for line in "$@"; do printf '%s\n' "$line"; done
+    } >"$TMP/vsftpd.conf"
+    /usr/sbin/vsftpd "$TMP/vsftpd.conf" </dev/null >"$TMP/vsftpd.log" 2>&1 3>&- 4>&- &
+    VS_PID=$!
+    PIDS+=("$VS_PID")
+    wait_port "$VS_PORT" 20 "$VS_PID" || { cat "$TMP/vsftpd.log" >&2; die "vsftpd did not start"; }
+}
+
 # ---------------------------------------------------------------- OpenSSH peer
 # start_sshd pubkey [line...]: OpenSSH's sshd (internal-sftp) on a free port
 # of 127.0.0.1, letting the current user log in with PUBKEY's key (as root

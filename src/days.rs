@@ -175,21 +175,7 @@ impl Days {
 
     /// The day's stored parts (the index and its shards) with their ETags.
     async fn list_parts(&self, day: &Day) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
-        let mut listed = Vec::new();
-        let mut token = None;
-        let index_prefix = day.index_prefix(&self.prefix);
-        loop {
-            let page = self.store.list_page(&index_prefix, None, token).await?;
-            listed.extend(
-                page.objects
-                    .into_iter()
-                    .filter(|o| day.is_index_part(&self.prefix, &o.key)),
-            );
-            token = page.next;
-            if token.is_none() {
-                return Ok(listed);
-            }
-        }
+        list_parts(self.store.as_ref(), &self.prefix, day).await
     }
 
     /// The newest call end of a day (`None`: it lists no session). A day
@@ -278,7 +264,7 @@ impl Days {
                 return Ok(d);
             }
         }
-        let scanned = self.scan(day).await?;
+        let scanned = scan(self.store.as_ref(), &self.prefix, day).await?;
         if !scanned.sessions.is_empty() {
             info!(prefix = %self.prefix, day = %day.label(), sessions = scanned.sessions.len(), "day index missing; built from the sessions");
             if let Err(e) = self.store_built(day, &scanned).await {
@@ -311,12 +297,6 @@ impl Days {
                 self.store.put(&key, body, PutOptions::default()).await
             }
         }
-    }
-
-    /// Builds a day's index from its sessions: one read of each session's
-    /// `info.json`.
-    async fn scan(&self, day: &Day) -> Result<DayIndex, StoreError> {
-        scan(self.store.as_ref(), &self.prefix, day).await
     }
 
     /// Applies `change` to the day's index (or this node's shard), one
@@ -366,7 +346,11 @@ impl Days {
 
     /// Those of `sessions` whose `info.json` is still stored (a few HEADs at
     /// once).
-    async fn still_there(&self, day: &Day, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+    async fn still_there(
+        &self,
+        day: &Day,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
         let keys: Vec<String> = ids
             .iter()
             .map(|id| SessionKeys::new(&self.prefix, &day.year, &day.month, &day.day, id).index())
@@ -396,7 +380,7 @@ impl Days {
         let lock = self.lock_of(&key);
         let _held = lock.lock().await;
         for _ in 0..TRIES {
-            let mut built = self.scan(day).await?;
+            let mut built = scan(self.store.as_ref(), &self.prefix, day).await?;
             let part = read_part(self.store.as_ref(), &key).await?;
             let unreadable = match &part {
                 Part::Unreadable(tag) => Some(tag.clone()),
@@ -406,26 +390,13 @@ impl Days {
             if let Some((_, current)) = &stored {
                 // Listed but not scanned: archived while the scan ran, or
                 // erased before it.
-                let unscanned: Vec<String> = current
-                    .sessions
-                    .keys()
-                    .filter(|id| !built.sessions.contains_key(*id))
-                    .cloned()
-                    .collect();
-                for id in self.still_there(day, unscanned).await? {
+                for id in self.still_there(day, absent_from(current, &built)).await? {
                     if let Some(e) = current.sessions.get(&id) {
                         built.sessions.insert(id, e.clone());
                     }
                 }
                 // Scanned but not listed: erased since the scan read it?
-                let unlisted: Vec<String> = built
-                    .sessions
-                    .keys()
-                    .filter(|id| !current.sessions.contains_key(*id))
-                    .cloned()
-                    .collect();
-                let kept: std::collections::HashSet<String> =
-                    self.still_there(day, unlisted).await?.into_iter().collect();
+                let kept = self.still_there(day, absent_from(&built, current)).await?;
                 built
                     .sessions
                     .retain(|id, _| current.sessions.contains_key(id) || kept.contains(id));
@@ -442,17 +413,8 @@ impl Days {
                 }
                 if let Some(all) = self.load(day).await? {
                     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                    let others: Vec<String> = all
-                        .sessions
-                        .keys()
-                        .filter(|id| !built.sessions.contains_key(*id))
-                        .cloned()
-                        .collect();
-                    let there: std::collections::HashSet<String> = self
-                        .still_there(day, others.clone())
-                        .await?
-                        .into_iter()
-                        .collect();
+                    let others = absent_from(&all, &built);
+                    let there = self.still_there(day, others.clone()).await?;
                     for id in others {
                         if !there.contains(&id) {
                             let had = stored
@@ -606,7 +568,7 @@ async fn update(
             Part::Absent => {
                 let nothing_yet = match mode {
                     Mode::Shared => true,
-                    Mode::Shards => !has_parts(store, tenant_prefix, day).await?,
+                    Mode::Shards => list_parts(store, tenant_prefix, day).await?.is_empty(),
                 };
                 let base = if nothing_yet {
                     scan(store, tenant_prefix, day).await?
@@ -696,19 +658,36 @@ fn write_on(mode: Mode, etag: Option<String>) -> PutOptions {
     }
 }
 
-/// Whether the day has an index or any shard of it.
-async fn has_parts(
+/// The sessions `a` lists and `b` does not.
+fn absent_from(a: &DayIndex, b: &DayIndex) -> Vec<String> {
+    a.sessions
+        .keys()
+        .filter(|id| !b.sessions.contains_key(*id))
+        .cloned()
+        .collect()
+}
+
+/// A day's stored parts (its index and every shard) with their ETags.
+async fn list_parts(
     store: &dyn ObjectStore,
     tenant_prefix: &str,
     day: &Day,
-) -> Result<bool, StoreError> {
-    let page = store
-        .list_page(&day.index_prefix(tenant_prefix), None, None)
-        .await?;
-    Ok(page
-        .objects
-        .iter()
-        .any(|o| day.is_index_part(tenant_prefix, &o.key)))
+) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
+    let mut listed = Vec::new();
+    let mut token = None;
+    let index_prefix = day.index_prefix(tenant_prefix);
+    loop {
+        let page = store.list_page(&index_prefix, None, token).await?;
+        listed.extend(
+            page.objects
+                .into_iter()
+                .filter(|o| day.is_index_part(tenant_prefix, &o.key)),
+        );
+        token = page.next;
+        if token.is_none() {
+            return Ok(listed);
+        }
+    }
 }
 
 /// Drops a day's index and its shards, for a writer that changed the
@@ -719,14 +698,7 @@ pub async fn forget(
     tenant_prefix: &str,
     day: &Day,
 ) -> Result<(), StoreError> {
-    let page = store
-        .list_page(&day.index_prefix(tenant_prefix), None, None)
-        .await?;
-    for o in page
-        .objects
-        .iter()
-        .filter(|o| day.is_index_part(tenant_prefix, &o.key))
-    {
+    for o in list_parts(store, tenant_prefix, day).await? {
         store.delete(&o.key).await?;
     }
     Ok(())

@@ -197,13 +197,7 @@ impl Archiver {
         let (index_key, archive_key) = (keys.index(), keys.archive());
 
         if let Some(existing) = read_index(&target, &index_key).await? {
-            if same_files(&st, &existing) {
-                self.list_in_day(&st, &existing.index, existing.len).await?;
-            }
-            return self
-                .settle_existing(st, &existing, &index_key)
-                .await
-                .map(drop);
+            return self.settle_stored(st, &existing, &index_key).await;
         }
         if let Some((key, upload)) = st.upload.take() {
             let _ = target.store.multipart_abort(&key, &upload).await;
@@ -253,13 +247,7 @@ impl Archiver {
                 let existing = read_index(&target, &index_key)
                     .await?
                     .ok_or("index vanished")?;
-                if same_files(&st, &existing) {
-                    self.list_in_day(&st, &existing.index, existing.len).await?;
-                }
-                return self
-                    .settle_existing(st, &existing, &index_key)
-                    .await
-                    .map(drop);
+                return self.settle_stored(st, &existing, &index_key).await;
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -288,6 +276,23 @@ impl Archiver {
             serde_json::json!({"bytes": size, "sha256": sha256, "sealed": sealed}),
         );
         Ok(())
+    }
+
+    /// The archiver's settle of a session whose index is stored: an
+    /// identical delivery is listed in its day (an attempt may have stopped
+    /// before it was), then settled. `Err`: try again later.
+    async fn settle_stored(
+        &self,
+        st: SessionState,
+        existing: &Stored,
+        index_key: &str,
+    ) -> Result<(), String> {
+        if same_files(&st, existing) {
+            self.list_in_day(&st, &existing.index, existing.len).await?;
+        }
+        self.settle_existing(st, existing, index_key)
+            .await
+            .map(drop)
     }
 
     /// Adds an archived session to its day index: the last step before the

@@ -416,10 +416,8 @@ async fn walk(
                 }
                 let done_before = cp.clone();
                 let the_day = layout::Day::new(&y, &m, &d);
-                if let Err(e) = walk_day(
-                    job, target, opts, &the_day, &day, cp, state, progress, audit,
-                )
-                .await
+                if let Err(e) =
+                    walk_day(job, target, opts, &the_day, cp, state, progress, audit).await
                 {
                     // A whole-day job redoes the day it was in.
                     if job.whole_days() {
@@ -440,7 +438,6 @@ async fn walk_day(
     target: &Target,
     opts: &Options,
     the_day: &layout::Day,
-    day: &str,
     cp: &mut Checkpoint,
     state: &State,
     progress: &mut Progress,
@@ -450,6 +447,8 @@ async fn walk_day(
     let store = tenant_store.as_ref();
     let err = |e: crate::store::StoreError| e.to_string();
     let day_prefix = the_day.sessions_prefix(&target.prefix);
+    // Its walk position, `YYYY/MM/DD/`.
+    let day = &format!("{}/{}/{}/", the_day.year, the_day.month, the_day.day);
     let mut in_day = 0u64;
     let mut token = None;
     loop {
