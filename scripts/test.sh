@@ -2,7 +2,7 @@
 # Runs the whole test suite. Installs what the tests need when it is missing:
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
 # lftp, curl, PuTTY's psftp, sshfs, python3 with venv for ftplib and moto, openssl, tar, kill, setpriv,
-# mkfifo, and ffmpeg/ffprobe and janus-pp-rec for the media tests; Debian
+# mkfifo, ffmpeg/ffprobe and janus-pp-rec for the media tests, prometheus and promtool for the metrics test; Debian
 # packages) and moto's S3 and KMS server, paramiko and Tink (PyPI, in ./.venv). Extra arguments go to
 # `cargo test`.
 set -euo pipefail
@@ -27,6 +27,7 @@ command -v tar >/dev/null 2>&1 || missing+=(tar)
 command -v mkfifo >/dev/null 2>&1 || missing+=(coreutils)  # the MP4/WebM renders' input pipes
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v janus-pp-rec >/dev/null 2>&1 || missing+=(janus-tools)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the admin listener's scrape test (prometheus, promtool)
 type -P kill >/dev/null 2>&1 || missing+=(procps)  # the binary: `command -v` finds the builtin
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

@@ -467,6 +467,7 @@ impl Audit {
     ) {
         // Unknown user names are attacker-chosen: bound them.
         let user: String = user.chars().take(64).collect();
+        crate::metrics::login(protocol, ok);
         self.emit(json!({
             "event": "login", "protocol": protocol, "peer": peer.to_string(), "user": user,
             "tenant": tenant, "method": method, "ok": ok,
@@ -483,6 +484,7 @@ impl Audit {
         path: &str,
         d: &Download,
     ) {
+        crate::metrics::download(protocol, d.bytes, d.complete);
         self.emit(json!({
             "event": "download", "protocol": protocol, "peer": peer.to_string(), "user": user,
             "tenant": tenant, "path": path, "offset": d.offset, "bytes": d.bytes, "size": d.size,
@@ -492,6 +494,7 @@ impl Audit {
 
     /// A session folder was listed (who looked at which call).
     pub fn listing(&self, protocol: &str, peer: SocketAddr, user: &str, tenant: &str, path: &str) {
+        crate::metrics::listing(protocol);
         self.emit(json!({
             "event": "listing", "protocol": protocol, "peer": peer.to_string(), "user": user,
             "tenant": tenant, "path": path,
@@ -501,6 +504,7 @@ impl Audit {
     /// Ingest: a session's files were all received (`complete`), it was
     /// archived, or it failed for good (quarantined).
     pub fn ingest(&self, tenant: &str, session: &str, stage: &str, detail: serde_json::Value) {
+        crate::metrics::ingest(stage);
         self.emit(json!({
             "event": "ingest", "tenant": tenant, "session": session, "stage": stage,
             "detail": detail,
@@ -516,6 +520,7 @@ impl Audit {
         path: &str,
         objects: usize,
     ) {
+        crate::metrics::erase(protocol);
         self.emit(json!({
             "event": "erase", "protocol": protocol, "peer": peer.to_string(), "user": user,
             "tenant": tenant, "path": path, "objects": objects,
@@ -525,6 +530,7 @@ impl Audit {
     /// A derived entry rendered here: its size, or why it failed.
     pub fn render(&self, tenant: &str, path: &str, outcome: Result<u64, &String>, took: Duration) {
         let ms = took.as_millis() as u64;
+        crate::metrics::render(outcome.is_ok(), took);
         self.emit(match outcome {
             Ok(bytes) => json!({
                 "event": "render", "tenant": tenant, "path": path, "ok": true,

@@ -26,6 +26,10 @@ pub struct Config {
     /// The HTTP intake of RAW sessions; omitted, no ingest listener runs.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
+    /// Metrics, health and readiness (`/metrics`, `/healthz`, `/readyz`);
+    /// omitted, no admin listener runs.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -38,6 +42,20 @@ pub struct Config {
     pub defender: DefenderConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+}
+
+/// The admin listener ([`crate::admin`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens; plain HTTP with no authentication, so loopback
+    /// unless told (default `127.0.0.1:9464`).
+    #[serde(default = "default_admin_listen")]
+    pub listen: Spanned<String>,
+}
+
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9464".to_string())
 }
 
 /// The brute-force defender's exemptions.

@@ -1,6 +1,7 @@
 //! recvault: contact-centre call recordings in S3, exported over SFTP and FTPS.
 #![forbid(unsafe_code)]
 
+pub mod admin; // the admin listener: Prometheus metrics, health, readiness
 pub mod anchor; // the audit chain's heads, kept in the operator's bucket
 pub mod audit; // the JSON audit trail (logins, downloads), chained line to line
 pub mod auth; // users, argon2id passwords, public keys, the brute-force defender
@@ -18,6 +19,7 @@ pub mod layout; // the storage contract: every key shape, and the typed session 
 pub mod limits; // every limit, with safe defaults
 pub mod listener; // the shared accept loop: defender, connection cap, drain
 pub mod media; // Janus MJR recordings and RTP
+pub mod metrics; // the process's Prometheus metrics, fed by the audit funnel, gate and storage
 pub mod net; // canonical addresses, allow-list networks, per-source grouping
 pub mod password; // argon2id password hashes (PHC strings)
 pub mod path; // the one canonical path type and its parser

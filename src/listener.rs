@@ -113,15 +113,18 @@ impl Gate {
             };
             if let Some(left) = defender.banned(peer.ip()) {
                 debug!(protocol, %peer, secs_left = left.as_secs(), "refused: address is banned");
+                crate::metrics::connection(protocol, "banned");
                 continue;
             }
             let Ok(permit) = self.conns.clone().try_acquire_owned() else {
                 warn!(protocol, %peer, max = self.max, "refused: connection limit reached");
+                crate::metrics::connection(protocol, "over_limit");
                 if let Some(text) = &self.refusal {
                     tokio::spawn(refuse(sock, text.clone()));
                 }
                 continue;
             };
+            crate::metrics::connection(protocol, "admitted");
             return Some(Admitted { sock, peer, permit });
         }
     }

@@ -167,6 +167,7 @@ pub async fn serve(
     );
     let media = crate::media::producer::MediaProducer::new(
         cfg.limits.render_concurrency,
+        cfg.limits.render_threads(),
         Duration::from_secs(cfg.limits.render_timeout_secs),
         audit.clone(),
     );
@@ -196,7 +197,8 @@ pub async fn serve(
                 .iter()
                 .map(|(id, t)| (id.clone(), t.days.clone()))
                 .collect();
-            let state = crate::ingest::Ingest::start(&cfg, &stores, defender, audit.clone())?;
+            let state =
+                crate::ingest::Ingest::start(&cfg, &stores, defender.clone(), audit.clone())?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
                 (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
                 _ => None,
@@ -220,6 +222,35 @@ pub async fn serve(
     };
     let ftps = match &cfg.ftps {
         Some(f) => Some(start_ftps(f, shared.clone(), &stop_rx, drain).await?),
+        None => None,
+    };
+    let admin = match &cfg.admin {
+        Some(a) => {
+            let (l, addr) = crate::listener::bind(a.listen.get_ref(), "admin").await?;
+            if !addr.ip().is_loopback() {
+                warn!(%addr, "the admin listener (metrics, health) is not on loopback: it has no authentication");
+            }
+            let spool = cfg
+                .ingest
+                .as_ref()
+                .map(|i| (i.spool_dir.clone(), cfg.limits.ingest_min_free_bytes));
+            let ready = Arc::new(crate::admin::Readiness::new(
+                tenants.clone(),
+                spool,
+                stop_rx.clone(),
+            ));
+            let task = tokio::spawn(crate::admin::run(
+                l,
+                ready,
+                defender.clone(),
+                cfg.limits.max_connections,
+                Duration::from_secs(cfg.limits.login_grace_secs),
+                stop_rx.clone(),
+            ));
+            eprintln!("recvault: admin listening on {addr}");
+            info!(%addr, "admin listening");
+            Some(task)
+        }
         None => None,
     };
     let sftp = tokio::spawn(crate::sftp::run(
@@ -292,6 +323,9 @@ pub async fn serve(
     notify_systemd("STOPPING=1");
     let _ = stop_tx.send(true);
     let _ = sftp.await;
+    if let Some(task) = admin {
+        let _ = task.await;
+    }
     if let Some((task, _, _)) = ingest {
         let _ = task.await;
     }

@@ -94,6 +94,7 @@ impl Defender {
         r.failures = 0;
         r.bans = r.bans.saturating_add(1);
         r.banned_until = Some(now + len);
+        crate::metrics::ban();
         Some(len)
     }
 

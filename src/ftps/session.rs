@@ -862,6 +862,9 @@ impl Session {
             }
             Payload::Listing { .. } => None,
         };
+        let _flight = audit_file
+            .is_some()
+            .then(|| crate::metrics::InFlight::start("ftps"));
         let mut work = Box::pin(job.run(payload));
         let mut closing = self.stop.closing.clone();
         let outcome = loop {

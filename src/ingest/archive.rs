@@ -42,6 +42,8 @@ pub struct Target {
     pub days: Arc<crate::days::Days>,
     /// The tenant's MP4 video cap (bits/s), recorded in each index it writes.
     pub mp4_video_bps: u64,
+    /// Encoders of a new session's MP4 (`[limits] render_threads`).
+    pub render_threads: u32,
 }
 
 pub struct Archiver {
@@ -230,6 +232,7 @@ impl Archiver {
             encoder: crate::media::render::ffmpeg::encoder_build()
                 .await
                 .to_string(),
+            threads: target.render_threads,
         };
         let index = build_index(v, &st, &keys, archive, &party_files, &recipe)?;
         match target
@@ -717,6 +720,7 @@ mod tests {
             days: Arc::new(crate::days::Days::new(store.clone(), "acme/", "test")),
             store,
             mp4_video_bps: crate::media::render::VIDEO_BPS,
+            render_threads: 1,
         };
         let limits = crate::limits::Limits {
             archive_max_failures: 3,

@@ -120,6 +120,7 @@ impl Ingest {
                         .map_or(crate::media::render::VIDEO_BPS, |k| {
                             *k.get_ref() as u64 * 1000
                         }),
+                    render_threads: cfg.limits.render_threads(),
                 };
                 Some((t.id.get_ref().clone(), target))
             })

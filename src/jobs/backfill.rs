@@ -74,6 +74,8 @@ impl Job for Backfill {
                 encoder: crate::media::render::ffmpeg::encoder_build()
                     .await
                     .to_string(),
+                // A fixed default too: one encoder.
+                threads: 1,
             };
             for (name, d) in crate::media::producer::reserve(&id, started, ended, &recipe) {
                 if let std::collections::btree_map::Entry::Vacant(slot) =

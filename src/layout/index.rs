@@ -248,6 +248,11 @@ pub struct Derived {
     /// its bytes may differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<String>,
+    /// MP4: the x264 encoders run in parallel at archive time's setting
+    /// (`[limits] render_threads`); absent: one. Every render of the
+    /// session uses it, since the bytes depend on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
     /// Made at archive time and stored in `derived/` (WebM): never rendered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stored: bool,

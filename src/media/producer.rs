@@ -39,7 +39,10 @@ type Renders = Arc<Mutex<HashMap<String, Arc<Render>>>>;
 /// The derived-media producer (MP3 and MP4; per-party WebM to come).
 pub struct MediaProducer {
     renders: Renders,
+    /// Encoder threads free: `render_concurrency × render_threads`; a
+    /// render takes as many as it runs encoders (at most all of them).
     pool: Arc<Semaphore>,
+    pool_size: usize,
     /// Longest a render may run before it is killed.
     timeout: std::time::Duration,
     audit: Arc<Audit>,
@@ -50,10 +53,17 @@ pub struct MediaProducer {
 }
 
 impl MediaProducer {
-    pub fn new(concurrency: usize, timeout: std::time::Duration, audit: Arc<Audit>) -> Self {
+    pub fn new(
+        concurrency: usize,
+        threads: u32,
+        timeout: std::time::Duration,
+        audit: Arc<Audit>,
+    ) -> Self {
+        let budget = concurrency.max(1).saturating_mul(threads.max(1) as usize);
         Self {
             renders: Arc::new(Mutex::new(HashMap::new())),
-            pool: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            pool_size: budget.min(Semaphore::MAX_PERMITS),
             timeout,
             audit,
             stopping: CancellationToken::new(),
@@ -69,6 +79,9 @@ pub struct Mp4Recipe {
     pub video_bps: u64,
     /// The encoder build (see [`render::ffmpeg::encoder_build`]).
     pub encoder: String,
+    /// Encoders run in parallel (`[limits] render_threads`; see
+    /// [`render::x264`]).
+    pub threads: u32,
 }
 
 /// The rendered entries of the index's `recvault.derived` for a call from
@@ -94,10 +107,12 @@ pub fn reserve(
         (
             format!("{id}.mp4"),
             Derived {
-                size: render::mp4_size(ms, video_bps),
+                size: render::mp4_size(ms, video_bps, mp4.threads),
                 duration_ms: Some(ms),
                 video_bps: Some(video_bps),
                 encoder: Some(mp4.encoder.clone()),
+                // Sessions without it render with one encoder, as before.
+                threads: (mp4.threads > 1).then_some(mp4.threads),
                 ..Derived::default()
             },
         ),
@@ -138,7 +153,19 @@ impl Producer for MediaProducer {
             })?;
             // Indexes written before the cap was recorded used the default.
             let video_bps = spec.video_bps.unwrap_or(render::VIDEO_BPS);
-            What::Mp4 { ms, video_bps }
+            // And with one encoder (the bytes depend on the count).
+            let threads = spec.threads.unwrap_or(1);
+            if !(1..=render::x264::MAX_THREADS).contains(&threads) {
+                return Err(VfsError::Producer(format!(
+                    "the session index records {threads} encoder threads (1 to {} can be rendered)",
+                    render::x264::MAX_THREADS
+                )));
+            }
+            What::Mp4 {
+                ms,
+                video_bps,
+                threads,
+            }
         } else {
             let samples = spec.samples.ok_or_else(|| {
                 VfsError::Producer("the session index has no sample count".into())
@@ -172,6 +199,7 @@ impl Producer for MediaProducer {
                         what,
                         encoder: spec.encoder.clone(),
                         pool: self.pool.clone(),
+                        pool_size: self.pool_size,
                         timeout: self.timeout,
                         stopping: self.stopping.clone(),
                     };
@@ -253,6 +281,7 @@ struct Job {
     /// The encoder build recorded at archive time (MP4).
     encoder: Option<String>,
     pool: Arc<Semaphore>,
+    pool_size: usize,
     timeout: std::time::Duration,
     stopping: CancellationToken,
 }
@@ -269,8 +298,14 @@ enum Input {
 /// What a render makes.
 #[derive(Clone, Copy)]
 enum What {
-    Mp3 { samples: u64 },
-    Mp4 { ms: u64, video_bps: u64 },
+    Mp3 {
+        samples: u64,
+    },
+    Mp4 {
+        ms: u64,
+        video_bps: u64,
+        threads: u32,
+    },
 }
 
 impl Job {
@@ -372,11 +407,20 @@ impl Job {
     }
 
     async fn render_here(&self) -> Result<(), String> {
+        let threads = match self.what {
+            What::Mp4 { threads, .. } => threads,
+            What::Mp3 { .. } => 1,
+        };
+        let budget = u32::try_from(self.pool_size).unwrap_or(u32::MAX);
+        let waiting = crate::metrics::Held::new(&crate::metrics::get().renders_waiting);
         let _permit = self
             .pool
-            .acquire()
+            .clone()
+            .acquire_many_owned(threads.min(budget).max(1))
             .await
             .map_err(|_| "render pool closed".to_string())?;
+        drop(waiting);
+        let _running = crate::metrics::Held::new(&crate::metrics::get().renders_running);
         if let Some(recorded) = &self.encoder {
             let here = render::ffmpeg::encoder_build().await;
             if recorded != here {
@@ -388,7 +432,7 @@ impl Job {
                 );
             }
         }
-        info!(key = %self.key, "render started");
+        info!(key = %self.key, encoders = threads, "render started");
         let began = std::time::Instant::now();
         let video = matches!(self.what, What::Mp4 { .. });
         let want: fn(&str) -> bool = if video {
@@ -426,9 +470,11 @@ impl Job {
         let encode = async {
             match self.what {
                 What::Mp3 { samples } => render::render_mp3(parties, samples, tx).await,
-                What::Mp4 { ms, video_bps } => {
-                    render::render_mp4(parties, agent, user, ms, video_bps, tx).await
-                }
+                What::Mp4 {
+                    ms,
+                    video_bps,
+                    threads,
+                } => render::render_mp4(parties, agent, user, ms, video_bps, threads, tx).await,
             }
         }
         .instrument(tracing::info_span!("render", key = %self.key));

@@ -321,6 +321,7 @@ async fn path_request(ctx: &Arc<Ctx>, packet: Packet) -> Packet {
                             served: 0,
                             reach: None,
                             started: Instant::now(),
+                            _flight: crate::metrics::InFlight::start("sftp"),
                         },
                     )
                 }
@@ -378,6 +379,8 @@ enum Worker {
         /// The lowest offset read and the highest end, once a read was served.
         reach: Option<(u64, u64)>,
         started: Instant,
+        /// Counts the download in flight while the handle is open.
+        _flight: crate::metrics::InFlight,
     },
     Dir {
         lister: DirLister,
@@ -506,6 +509,7 @@ async fn run_worker(ctx: Arc<Ctx>, mut w: Worker, mut rx: mpsc::Receiver<HandleO
         served,
         reach,
         started,
+        ..
     } = &w
     {
         let file = reader.file();

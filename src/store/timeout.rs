@@ -6,6 +6,9 @@
 //! "try again" (SFTP failure, FTP 451, HTTP 503) instead of a hang, and the
 //! archiver retries it like any other transient fault.
 //!
+//! Every operation passing here is also counted, by name and outcome, with
+//! its latency ([`crate::metrics`]).
+//!
 //! Without it, an endpoint that accepts connections and never answers (a
 //! network partition, a stuck proxy) held every request, and the start-up
 //! storage check, for as long as it stayed silent.
@@ -40,13 +43,16 @@ impl<S: ObjectStore> Timeouts<S> {
         key: &str,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.operation, op).await {
+        let began = std::time::Instant::now();
+        let r = match tokio::time::timeout(self.operation, op).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Transient(format!(
                 "storage did not answer {what} {key} within {} s ([limits] storage_timeout_secs)",
                 self.operation.as_secs_f64()
             ))),
-        }
+        };
+        crate::metrics::storage(what, &r, began.elapsed());
+        r
     }
 }
 

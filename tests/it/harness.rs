@@ -170,6 +170,8 @@ pub struct Server {
     pub ftps_port: u16,
     /// Port of the implicit FTPS listener (0 when not configured).
     pub ftps_implicit_port: u16,
+    /// The admin listener's port (0 without `[admin]`).
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
 }
@@ -236,7 +238,7 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for what in ["sftp", "ingest", "ftps", "ftps-implicit"] {
+                for what in ["sftp", "ingest", "ftps", "ftps-implicit", "admin"] {
                     if let Some(addr) =
                         line.strip_prefix(&format!("recvault: {what} listening on "))
                     {
@@ -247,6 +249,7 @@ impl Server {
             }
         });
         let (mut port, mut ingest_port, mut ftps_port, mut ftps_implicit_port) = (0u16, 0, 0, 0);
+        let mut admin_port = 0;
         // The SFTP line comes last: every other listener is bound by then.
         while port == 0 || ingest_port == 0 {
             let Ok((what, addr)) = rx.recv_timeout(Duration::from_secs(60)) else {
@@ -262,6 +265,7 @@ impl Server {
                 "sftp" => port = p,
                 "ingest" => ingest_port = p,
                 "ftps" => ftps_port = p,
+                "admin" => admin_port = p,
                 _ => ftps_implicit_port = p,
             }
         }
@@ -271,6 +275,7 @@ impl Server {
             ingest_port,
             ftps_port,
             ftps_implicit_port,
+            admin_port,
             dir,
             log,
         }

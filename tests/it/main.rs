@@ -2,6 +2,7 @@
 //! moto's S3 server (signature checking on), with OpenSSH's `sftp`/`ssh`, lftp, curl,
 //! rclone and Python's ftplib, and russh- and rustls-based protocol clients. One test binary, so one build serves all.
 
+mod admin;
 mod attacks;
 mod clients;
 mod crypto;

@@ -940,7 +940,7 @@ async fn mp4_shows_both_parties_side_by_side_with_events_at_their_true_times() {
     push_session(&server, &dir);
     let session = "/2026/11/23/call-mp4";
     let listed = listed_size(&server, work.path(), session, "call-mp4.mp4");
-    assert_eq!(listed, recvault::media::render::mp4_size(6000, 800_000));
+    assert_eq!(listed, recvault::media::render::mp4_size(6000, 800_000, 1));
     let out = sftp_batch(
         server.port,
         "qa",
@@ -1593,6 +1593,98 @@ async fn an_mp4_renders_to_the_same_bytes_in_another_process_and_a_different_enc
         log.contains("encoder build differs") && log.contains("x264 core 163 r3060"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mp4_archived_with_two_encoders_renders_the_same_bytes_in_a_process_set_to_one() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-threads");
+    let two = format!("{}\n[limits]\nrender_threads = 2\n", media_config(&prefix));
+    let one = format!(
+        "{}\n[limits]\nrender_threads = 1\nrender_concurrency = 1\n",
+        media_config(&prefix)
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (id, session) = ("call-thr", "/2026/11/23/call-thr");
+    let keys =
+        recvault::layout::SessionKeys::new(&format!("{prefix}acme/"), "2026", "11", "23", id);
+    let store = s3().store().await;
+    let name = format!("{id}.mp4");
+
+    // Archived by a node set to two encoders: the reservation says so and
+    // its size has room for both encoders' VBV buffers.
+    let first = Server::start(&two);
+    push_session(&first, &mp4_session(work.path(), id));
+    let index = recvault::store::read_all(store.as_ref(), &keys.index(), 1 << 20)
+        .await
+        .unwrap();
+    let index = recvault::layout::index::SessionIndex::parse(&index).unwrap();
+    assert_eq!(index.recvault.derived[&name].threads, Some(2));
+    let listed = listed_size(&first, work.path(), session, &name);
+    assert_eq!(listed, recvault::media::render::mp4_size(6000, 800_000, 2));
+    let rendered = get_mp4(&first, work.path(), session, id);
+    assert_eq!(rendered.len() as u64, listed);
+    assert!(first.log_shows("encoders=2"), "{}", first.log());
+    let mp4 = work.path().join("two.mp4");
+    std::fs::write(&mp4, &rendered).unwrap();
+    let (frames, errors) = decode(&mp4);
+    assert!(errors.is_empty(), "{errors}");
+    assert_eq!(frames, 90);
+    // Every frame on the 15 fps grid; an IDR at each chunk's start (frames
+    // 0, 30, 60: chunks from the two encoders in turn) and nowhere else.
+    let packets = probe(
+        &mp4,
+        &[
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time,flags",
+            "-of",
+            "csv=p=0",
+        ],
+    );
+    let mut keyframes = Vec::new();
+    for (k, line) in packets.lines().enumerate() {
+        let (t, flags) = line.split_once(',').unwrap();
+        let t: f64 = t.trim().parse().unwrap();
+        assert!((t - k as f64 / 15.0).abs() <= 0.001, "frame {k} at {t} s");
+        if flags.starts_with('K') {
+            keyframes.push(k);
+        }
+    }
+    assert_eq!(keyframes, [0, 30, 60], "{packets}");
+    drop(first);
+
+    // The render is lost and a node set to one encoder renders it again:
+    // with the two recorded, the same bytes.
+    for key in [keys.derived(&name), keys.sums(&name), keys.lease(&name)] {
+        let _ = store.delete(&key).await;
+    }
+    let second = Server::start(&one);
+    let again = get_mp4(&second, work.path(), session, id);
+    assert!(
+        again == rendered,
+        "the re-render with the recorded encoders gave other bytes"
+    );
+    assert!(second.log_shows("encoders=2"), "{}", second.log());
+
+    // A session it archives itself records nothing (one encoder, as
+    // before) and renders with one.
+    let (id1, session1) = ("call-thr1", "/2026/11/23/call-thr1");
+    push_session(&second, &mp4_session(work.path(), id1));
+    let keys1 =
+        recvault::layout::SessionKeys::new(&format!("{prefix}acme/"), "2026", "11", "23", id1);
+    let index1 = recvault::store::read_all(store.as_ref(), &keys1.index(), 1 << 20)
+        .await
+        .unwrap();
+    let index1 = recvault::layout::index::SessionIndex::parse(&index1).unwrap();
+    assert_eq!(index1.recvault.derived[&format!("{id1}.mp4")].threads, None);
+    let single = get_mp4(&second, work.path(), session1, id1);
+    assert_eq!(
+        single.len() as u64,
+        recvault::media::render::mp4_size(6000, 800_000, 1)
+    );
+    assert!(second.log_shows("encoders=1"), "{}", second.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

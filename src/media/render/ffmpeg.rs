@@ -171,7 +171,7 @@ fn resident_bytes(pid: u32) -> Option<u64> {
 /// The error to report when a render step failed with `e`: an encoder's
 /// own message if one of them failed (it usually is the cause: its output
 /// ended), else `e`. Encoders still running are killed.
-pub async fn explain<const N: usize>(e: String, encoders: [Ffmpeg; N]) -> String {
+pub async fn explain(e: String, encoders: impl IntoIterator<Item = Ffmpeg>) -> String {
     for mut enc in encoders {
         // A failed encoder has exited (or is exiting); a running one is
         // killed when its handle is dropped.

@@ -13,6 +13,7 @@ pub mod audio;
 pub mod ffmpeg;
 pub mod video;
 pub mod webm;
+pub mod x264;
 
 use bytes::Bytes;
 use std::ffi::OsStr;
@@ -211,11 +212,12 @@ pub const VIDEO_BPS: u64 = 800_000;
 pub const AUDIO_BPS: u64 = 64_000;
 
 /// The reserved size of the MP4 of a `ms`-long call: x264 with `-maxrate R
-/// -bufsize B` writes at most `(R·T + B)/8` bytes of video; AAC its bitrate
+/// -bufsize B` writes at most `(R·T + B)/8` bytes of video, `threads`
+/// encoders in parallel (see [`x264`]) `(R·T + threads·B)/8`; AAC its bitrate
 /// plus 1 %; fragmented-MP4 boxes a bounded amount per sample and fragment;
 /// 8 more bytes so that a `free` box can always fill the rest.
-pub fn mp4_size(ms: u64, video_bps: u64) -> u64 {
-    let video = (video_bps * ms / 1000 + 2 * video_bps) / 8;
+pub fn mp4_size(ms: u64, video_bps: u64, threads: u32) -> u64 {
+    let video = (video_bps * ms / 1000 + u64::from(threads.max(1)) * 2 * video_bps) / 8;
     let audio = AUDIO_BPS * ms / 1000 / 8 * 101 / 100;
     let video_frames = (ms * video::FPS).div_ceil(1000);
     let audio_frames = (ms * audio::RATE / 1000).div_ceil(1024) + 2;
@@ -313,6 +315,7 @@ pub async fn render_mp4(
     user: Option<video::Party>,
     ms: u64,
     video_bps: u64,
+    threads: u32,
     out: mpsc::Sender<Bytes>,
 ) -> Result<u64, String> {
     let dir = PipeDir::new().await?;
@@ -336,38 +339,24 @@ pub async fn render_mp4(
         &fps,
     ];
     let pcm = ["-f", "s16le", "-ar", "48000", "-ac", "1"];
-    let mut args = ffmpeg::pipe_input(&vpath, &raw_video);
+    // One encoder: it reads the composed frames and muxes. Several: they
+    // encode chunks in parallel and this ffmpeg muxes their H.264 as is.
+    let parallel = threads > 1;
+    let h264 = ["-f", "h264", "-framerate", &fps];
+    let mut args = if parallel {
+        ffmpeg::pipe_input(&vpath, &h264)
+    } else {
+        ffmpeg::pipe_input(&vpath, &raw_video)
+    };
     args.extend(ffmpeg::pipe_input(&apath, &pcm));
+    args.extend(["-map", "0:v", "-map", "1:a"].map(OsStr::new));
+    if parallel {
+        args.extend(["-c:v", "copy"].map(OsStr::new));
+    } else {
+        args.extend(x264::args(&rate, &buf, false));
+    }
     args.extend(
         [
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            // One thread: the same RAW must give the same bytes on every
-            // node and every render (a resumed download splices two
-            // renders). x264 with VBV (which the reserved size needs) is
-            // not deterministic with more: 4 runs on 2 threads gave 4
-            // different streams, with frame or sliced threads, with or
-            // without the lookahead; 1 thread gives one.
-            "-threads",
-            "1",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-            "-b:v",
-            &rate,
-            "-maxrate",
-            &rate,
-            "-bufsize",
-            &buf,
-            "-pix_fmt",
-            "yuv420p",
             "-c:a",
             "aac",
             "-b:a",
@@ -388,10 +377,30 @@ pub async fn render_mp4(
     );
     let mut enc = Ffmpeg::spawn(args)?;
     let mut stdout = enc.stdout.take().ok_or("ffmpeg has no stdout")?;
+    let (feeds, outputs, mut encoders) = if parallel {
+        let (f, o, e) = x264::start(threads, &rate, &buf)?;
+        (Some(f), Some(o), e)
+    } else {
+        (None, None, Vec::new())
+    };
     let feed_video = async {
         let mut f = ffmpeg::open_pipe(&vpath).await?;
-        video::compose(agent, user, frames, &mut f).await?;
-        f.flush().await.map_err(|e| e.to_string())
+        match (feeds, outputs) {
+            (Some(mut feeds), Some(outputs)) => {
+                let compose = async {
+                    video::compose(agent, user, frames, &mut feeds).await?;
+                    // Closing the feeds ends the encoders' input.
+                    drop(feeds);
+                    Ok::<(), String>(())
+                };
+                tokio::try_join!(compose, outputs.write_to(frames, &mut f))?;
+                Ok(())
+            }
+            _ => {
+                video::compose(agent, user, frames, &mut f).await?;
+                f.flush().await.map_err(|e| e.to_string())
+            }
+        }
     };
     // The AAC encoder puts 1024 samples of priming before the first one and
     // a fragmented MP4 has no edit list to hide them: start the mix 1024
@@ -406,13 +415,19 @@ pub async fn render_mp4(
         f.flush().await.map_err(|e| e.to_string())
     };
     // 8 bytes stay free for the padding box's header.
-    let want = mp4_size(ms, video_bps);
+    let want = mp4_size(ms, video_bps, threads);
     let mut fragments = Fragments::default();
     let pump = ffmpeg::pump(&mut stdout, &out, want - 8, "MP4", |b| fragments.sent(b));
     let n = match tokio::try_join!(feed_video, feed_audio, pump) {
         Ok(((), (), n)) => n,
-        Err(e) => return Err(ffmpeg::explain(e, [enc]).await),
+        Err(e) => {
+            encoders.insert(0, enc);
+            return Err(ffmpeg::explain(e, encoders).await);
+        }
     };
+    for e in encoders {
+        e.finish().await?;
+    }
     enc.finish().await?;
     out.send(Bytes::from(free_box(want - n)))
         .await

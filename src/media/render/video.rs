@@ -6,7 +6,7 @@
 
 use std::io::Read;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::ffmpeg::Ffmpeg;
 use crate::media::container::ivf;
@@ -195,11 +195,11 @@ fn place(canvas: &mut [u8], tile: &[u8], right: bool) {
 
 /// Writes exactly `frames` side-by-side frames (1280x480 yuv420p) to `out`:
 /// `agent` on the left, `user` on the right.
-pub async fn compose<W2: AsyncWrite + Unpin>(
+pub async fn compose<S: FrameSink>(
     agent: Option<Party>,
     user: Option<Party>,
     frames: u64,
-    out: &mut W2,
+    out: &mut S,
 ) -> Result<(), String> {
     let mut sides = Vec::new();
     for p in [agent, user] {
@@ -239,11 +239,29 @@ pub async fn compose<W2: AsyncWrite + Unpin>(
                 }
             }
         }
-        out.write_all(&canvas)
-            .await
-            .map_err(|e| format!("encoder video input: {e}"))?;
+        out.put(&canvas).await?;
     }
     Ok(())
+}
+
+/// Where composed frames go: one encoder's input pipe, or the feeds of
+/// several ([`super::x264::Feeds`]).
+pub trait FrameSink {
+    fn put(&mut self, frame: &[u8]) -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+impl FrameSink for tokio::net::unix::pipe::Sender {
+    async fn put(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.write_all(frame)
+            .await
+            .map_err(|e| format!("encoder video input: {e}"))
+    }
+}
+
+impl FrameSink for super::x264::Feeds {
+    async fn put(&mut self, frame: &[u8]) -> Result<(), String> {
+        super::x264::Feeds::put(self, frame).await
+    }
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> bool {

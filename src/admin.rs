@@ -1,0 +1,253 @@
+//! The admin listener (`[admin] listen`, loopback by default): what an
+//! operator's monitoring and a load balancer ask of a node.
+//!
+//! - `GET /metrics`: [`crate::metrics`] in the Prometheus text format.
+//! - `GET /healthz`: 200 while the process runs and answers.
+//! - `GET /readyz`: 200 when this node can serve: its listeners are bound
+//!   and not stopping, every tenant's storage answers a listing (within
+//!   5 s), and the ingest spool's disk has more than `[limits]
+//!   ingest_min_free_bytes` free; 503 otherwise. The JSON body says which
+//!   check failed, and each tenant's conditional-write self-test result
+//!   (how its day indexes are kept). Results are kept for 2 s, so a flood
+//!   of probes costs storage one listing per tenant every 2 s.
+//!
+//! Plain HTTP/1.1 with no authentication: keep it on loopback or a
+//! management network (the README says so). Its connections pass the same
+//! gate (connection cap) as every listener; nothing it serves names a
+//! tenant's data beyond tenant ids.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex};
+use tracing::debug;
+
+use crate::auth::defender::Defender;
+use crate::listener::{Admitted, Gate};
+use crate::vfs::Tenant;
+
+/// Longest a readiness check waits for one tenant's storage.
+const STORAGE_CHECK: Duration = Duration::from_secs(5);
+/// How long a readiness result is reused.
+const READY_CACHE: Duration = Duration::from_secs(2);
+
+/// What `/readyz` looks at.
+pub struct Readiness {
+    tenants: HashMap<String, Arc<Tenant>>,
+    /// The ingest spool and the free bytes it must keep.
+    spool: Option<(PathBuf, u64)>,
+    stopping: watch::Receiver<bool>,
+    last: Mutex<Option<(Instant, bool, Value)>>,
+}
+
+impl Readiness {
+    pub fn new(
+        tenants: HashMap<String, Arc<Tenant>>,
+        spool: Option<(PathBuf, u64)>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            tenants,
+            spool,
+            stopping,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether the node is ready, and the checks' results.
+    pub async fn check(&self) -> (bool, Value) {
+        let mut last = self.last.lock().await;
+        if let Some((at, ready, body)) = &*last {
+            if at.elapsed() < READY_CACHE {
+                return (*ready, body.clone());
+            }
+        }
+        let (ready, body) = self.check_now().await;
+        *last = Some((Instant::now(), ready, body.clone()));
+        (ready, body)
+    }
+
+    async fn check_now(&self) -> (bool, Value) {
+        let mut ready = true;
+        let stopping = *self.stopping.borrow();
+        if stopping {
+            ready = false;
+        }
+        let checks = self.tenants.values().map(|t| async move {
+            let storage = match tokio::time::timeout(STORAGE_CHECK, t.check_storage()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "storage did not answer a listing within {} s",
+                    STORAGE_CHECK.as_secs()
+                )),
+            };
+            let writes = match t.days.known_mode() {
+                Some(crate::days::Mode::Shared) => "honoured (one shared index per day)",
+                Some(crate::days::Mode::Shards) => "ignored (one index shard per node and day)",
+                None => "not tested yet",
+            };
+            (t.id.clone(), storage, writes)
+        });
+        let mut tenants = serde_json::Map::new();
+        for (id, storage, writes) in futures::future::join_all(checks).await {
+            let mut entry = json!({ "conditional_writes": writes });
+            match storage {
+                Ok(()) => entry["storage"] = json!("ok"),
+                Err(e) => {
+                    ready = false;
+                    entry["storage"] = json!(e);
+                }
+            }
+            tenants.insert(id, entry);
+        }
+        let mut body = json!({
+            "listeners": if stopping { "stopping" } else { "bound" },
+            "tenants": tenants,
+        });
+        if let Some((dir, floor)) = &self.spool {
+            match fs4::available_space(dir) {
+                Ok(free) => {
+                    body["spool"] = json!({ "free_bytes": free, "floor_bytes": floor });
+                    if free <= *floor {
+                        ready = false;
+                        body["spool"]["error"] = json!(
+                            "the spool's disk is at its floor ([limits] ingest_min_free_bytes)"
+                        );
+                    }
+                }
+                Err(e) => {
+                    ready = false;
+                    body["spool"] =
+                        json!({ "error": format!("cannot read the spool's free space: {e}") });
+                }
+            }
+        }
+        body["ready"] = json!(ready);
+        (ready, body)
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder()
+        .status(code)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(Full::new(body.into()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn error(code: StatusCode, msg: &str) -> Reply {
+    let body = json!({ "error": msg, "status": code.as_u16() }).to_string();
+    reply(code, "application/json", body)
+}
+
+fn wants_open_metrics(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+async fn handle(req: Request<Incoming>, ready: Arc<Readiness>) -> Reply {
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served here",
+        );
+        r.headers_mut().insert(
+            "allow",
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    }
+    let mut r = match req.uri().path() {
+        // Prometheus asks for OpenMetrics; anything else gets the classic
+        // text format.
+        "/metrics" if wants_open_metrics(&req) => reply(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            crate::metrics::encode(),
+        ),
+        "/metrics" => reply(
+            StatusCode::OK,
+            crate::metrics::CLASSIC_CONTENT_TYPE,
+            crate::metrics::encode_classic(),
+        ),
+        "/healthz" => reply(StatusCode::OK, "application/json", r#"{"alive":true}"#),
+        "/readyz" => {
+            let (ok, body) = ready.check().await;
+            let code = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(code, "application/json", body.to_string())
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "no such page (try /metrics, /healthz or /readyz)",
+        ),
+    };
+    if head {
+        *r.body_mut() = Full::new(Bytes::new());
+    }
+    r
+}
+
+/// Serves the admin listener until `shutdown` turns true.
+pub async fn run(
+    listener: TcpListener,
+    ready: Arc<Readiness>,
+    defender: Arc<Defender>,
+    max_connections: usize,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let gate = Gate::new("admin", max_connections);
+    while let Some(Admitted { sock, peer, permit }) =
+        gate.accept(&listener, &defender, &mut shutdown).await
+    {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            serve(sock, peer, ready, idle).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ready: Arc<Readiness>,
+    idle: Duration,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let ready = ready.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, ready).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle)
+        .serve_connection(TokioIo::new(sock), service);
+    // A connection is bounded in time whatever the client does.
+    match tokio::time::timeout(idle * 4, conn).await {
+        Ok(Err(e)) => debug!(%peer, error = %e, "admin connection ended with an error"),
+        Err(_) => debug!(%peer, "admin connection closed: open too long"),
+        Ok(Ok(())) => {}
+    }
+}
