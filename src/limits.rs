@@ -86,11 +86,11 @@ pub struct Limits {
     pub job_concurrency: usize,
     /// Derived-media renders (ffmpeg) run at once; more wait in a queue.
     pub render_concurrency: usize,
-    /// x264 encoders one MP4 render runs in parallel (1 to 16); unset: the
+    /// x264 encoders one MP4 render runs in parallel (1 to 16); 0: the
     /// cores divided by `render_concurrency`. Recorded in each session's
     /// index when it is archived, and every render of the session uses the
     /// recorded count (its bytes depend on it).
-    pub render_threads: Option<u32>,
+    pub render_threads: u32,
     /// Seconds a render may run before it is stopped (and the read fails).
     pub render_timeout_secs: u64,
     /// Resident memory (MiB) one ffmpeg process may use before it is stopped.
@@ -155,7 +155,7 @@ impl Default for Limits {
             archive_max_failures: 3,
             job_concurrency: 4,
             render_concurrency: 2,
-            render_threads: None,
+            render_threads: 0,
             render_timeout_secs: 3600,
             render_memory_mib: 1024,
             storage_timeout_secs: 30,
@@ -225,11 +225,11 @@ impl Limits {
         if !(512..=65536).contains(&self.ftp_max_line) {
             return Err("ftp_max_line must be between 512 and 65536".into());
         }
-        if let Some(t) = self.render_threads {
-            let max = crate::media::render::x264::MAX_THREADS;
-            if !(1..=max).contains(&t) {
-                return Err(format!("render_threads must be between 1 and {max}"));
-            }
+        let max_threads = crate::media::render::x264::MAX_THREADS;
+        if self.render_threads > max_threads {
+            return Err(format!(
+                "render_threads must be between 0 (the cores divided by render_concurrency) and {max_threads}"
+            ));
         }
         if self.read_ahead_bytes < 64 * 1024 {
             return Err("read_ahead_bytes must be at least 65536".into());
@@ -245,14 +245,15 @@ impl Limits {
         Ok(())
     }
 
-    /// The x264 encoders of a new session's MP4 (`render_threads`, or the
-    /// cores divided by `render_concurrency`, at least 1).
+    /// The x264 encoders of a new session's MP4 (`render_threads`, or for
+    /// 0 the cores divided by `render_concurrency`, at least 1).
     pub fn render_threads(&self) -> u32 {
-        self.render_threads.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let t = cores / self.render_concurrency.max(1);
-            (t.max(1) as u32).min(crate::media::render::x264::MAX_THREADS)
-        })
+        if self.render_threads > 0 {
+            return self.render_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let t = cores / self.render_concurrency.max(1);
+        (t.max(1) as u32).min(crate::media::render::x264::MAX_THREADS)
     }
 
     pub fn drain(&self) -> Duration {
