@@ -12,9 +12,10 @@
 //!   of probes costs storage one listing per tenant every 2 s.
 //!
 //! Plain HTTP/1.1 with no authentication: keep it on loopback or a
-//! management network (the README says so). Its connections pass the same
-//! gate (connection cap) as every listener; nothing it serves names a
-//! tenant's data beyond tenant ids.
+//! management network (the README says so). Its connections pass the
+//! same kind of gate as every listener (the defender's bans, a cap of its
+//! own: 32 connections, each closed after 4 × `login_grace_secs`); nothing
+//! it serves names a tenant's data beyond tenant ids.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -116,7 +117,19 @@ impl Readiness {
             "tenants": tenants,
         });
         if let Some((dir, floor)) = &self.spool {
-            match fs4::available_space(dir) {
+            // statvfs blocks: off the runtime, and bounded.
+            let d = dir.clone();
+            let free = tokio::time::timeout(
+                STORAGE_CHECK,
+                tokio::task::spawn_blocking(move || fs4::available_space(&d)),
+            )
+            .await;
+            let free = match free {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                Err(_) => Err(std::io::Error::other("no answer within 5 s")),
+            };
+            match free {
                 Ok(free) => {
                     body["spool"] = json!({ "free_bytes": free, "floor_bytes": floor });
                     if free <= *floor {
@@ -209,16 +222,19 @@ async fn handle(req: Request<Incoming>, ready: Arc<Readiness>) -> Reply {
     r
 }
 
+/// Connections the admin listener holds at once (a scraper and a few
+/// probes need a handful).
+const MAX_CONNECTIONS: usize = 32;
+
 /// Serves the admin listener until `shutdown` turns true.
 pub async fn run(
     listener: TcpListener,
     ready: Arc<Readiness>,
     defender: Arc<Defender>,
-    max_connections: usize,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let gate = Gate::new("admin", max_connections);
+    let gate = Gate::new("admin", MAX_CONNECTIONS);
     while let Some(Admitted { sock, peer, permit }) =
         gate.accept(&listener, &defender, &mut shutdown).await
     {

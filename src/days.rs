@@ -130,14 +130,14 @@ impl Days {
         &self.store
     }
 
-    /// The mode, from the self-test the first time (again after a self-test
-    /// that could not run: storage did not answer).
     /// The self-test's verdict once it has run (or the mode forced); `None`
     /// before.
     pub fn known_mode(&self) -> Option<Mode> {
         self.forced.or_else(|| self.mode.get().copied())
     }
 
+    /// The mode, from the self-test the first time (again after a self-test
+    /// that could not run: storage did not answer).
     pub async fn mode(&self) -> Result<Mode, StoreError> {
         self.mode
             .get_or_try_init(|| async {

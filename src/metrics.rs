@@ -157,7 +157,7 @@ impl Metrics {
         );
         registry.register(
             "ingest_sessions",
-            "Ingested sessions reaching a stage (complete, archived, quarantined, ...)",
+            "Ingested sessions reaching a stage (received, archived, failed)",
             m.ingest.clone(),
         );
         registry.register(

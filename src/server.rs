@@ -243,7 +243,6 @@ pub async fn serve(
                 l,
                 ready,
                 defender.clone(),
-                cfg.limits.max_connections,
                 Duration::from_secs(cfg.limits.login_grace_secs),
                 stop_rx.clone(),
             ));

@@ -39,10 +39,7 @@ type Renders = Arc<Mutex<HashMap<String, Arc<Render>>>>;
 /// The derived-media producer (MP3 and MP4; per-party WebM to come).
 pub struct MediaProducer {
     renders: Renders,
-    /// Encoder threads free: `render_concurrency × render_threads`; a
-    /// render takes as many as it runs encoders (at most all of them).
-    pool: Arc<Semaphore>,
-    pool_size: usize,
+    pool: Arc<RenderPool>,
     /// Longest a render may run before it is killed.
     timeout: std::time::Duration,
     audit: Arc<Audit>,
@@ -59,16 +56,61 @@ impl MediaProducer {
         timeout: std::time::Duration,
         audit: Arc<Audit>,
     ) -> Self {
-        let budget = concurrency.max(1).saturating_mul(threads.max(1) as usize);
         Self {
             renders: Arc::new(Mutex::new(HashMap::new())),
-            pool: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
-            pool_size: budget.min(Semaphore::MAX_PERMITS),
+            pool: Arc::new(RenderPool::new(concurrency, threads)),
             timeout,
             audit,
             stopping: CancellationToken::new(),
             jobs: TaskTracker::new(),
         }
+    }
+}
+
+/// What renders may run at once: `render_concurrency` of them, holding at
+/// most `render_concurrency × render_threads` encoder threads between them
+/// (a render holds one per x264 it runs, at most all of them; a session
+/// recorded with more encoders than that still runs its recorded count).
+/// A render takes its slot first, then its threads, so waiting renders
+/// queue in order.
+pub struct RenderPool {
+    slots: Arc<Semaphore>,
+    threads: Arc<Semaphore>,
+    budget: u32,
+}
+
+impl RenderPool {
+    pub fn new(concurrency: usize, threads: u32) -> Self {
+        let concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
+        let budget = (concurrency as u64 * u64::from(threads.max(1)))
+            .min(Semaphore::MAX_PERMITS as u64) as u32;
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            threads: Arc::new(Semaphore::new(budget as usize)),
+            budget,
+        }
+    }
+
+    /// Waits for a slot and `threads` encoder threads.
+    pub async fn acquire(
+        &self,
+        threads: u32,
+    ) -> Result<
+        (
+            tokio::sync::OwnedSemaphorePermit,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
+        String,
+    > {
+        let closed = |_| "render pool closed".to_string();
+        let slot = self.slots.clone().acquire_owned().await.map_err(closed)?;
+        let held = self
+            .threads
+            .clone()
+            .acquire_many_owned(threads.clamp(1, self.budget))
+            .await
+            .map_err(closed)?;
+        Ok((slot, held))
     }
 }
 
@@ -199,7 +241,6 @@ impl Producer for MediaProducer {
                         what,
                         encoder: spec.encoder.clone(),
                         pool: self.pool.clone(),
-                        pool_size: self.pool_size,
                         timeout: self.timeout,
                         stopping: self.stopping.clone(),
                     };
@@ -280,8 +321,7 @@ struct Job {
     what: What,
     /// The encoder build recorded at archive time (MP4).
     encoder: Option<String>,
-    pool: Arc<Semaphore>,
-    pool_size: usize,
+    pool: Arc<RenderPool>,
     timeout: std::time::Duration,
     stopping: CancellationToken,
 }
@@ -411,14 +451,8 @@ impl Job {
             What::Mp4 { threads, .. } => threads,
             What::Mp3 { .. } => 1,
         };
-        let budget = u32::try_from(self.pool_size).unwrap_or(u32::MAX);
         let waiting = crate::metrics::Held::new(&crate::metrics::get().renders_waiting);
-        let _permit = self
-            .pool
-            .clone()
-            .acquire_many_owned(threads.min(budget).max(1))
-            .await
-            .map_err(|_| "render pool closed".to_string())?;
+        let _permits = self.pool.acquire(threads).await?;
         drop(waiting);
         let _running = crate::metrics::Held::new(&crate::metrics::get().renders_running);
         if let Some(recorded) = &self.encoder {
@@ -598,5 +632,29 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), 3000);
         assert_eq!((got[0], got[1000], got[2999]), (7, 8, 9));
+    }
+
+    #[tokio::test]
+    async fn the_render_pool_bounds_renders_and_encoder_threads() {
+        use std::time::Duration;
+        // Two renders, two threads each: four threads in all.
+        let pool = RenderPool::new(2, 2);
+        let a = pool.acquire(1).await.unwrap();
+        let b = pool.acquire(1).await.unwrap();
+        // A third render waits for a slot, though threads are free.
+        let third = tokio::time::timeout(Duration::from_millis(100), pool.acquire(1)).await;
+        assert!(third.is_err(), "a third render ran beside two");
+        drop(a);
+        // A session recorded with 16 encoders takes the whole budget (it
+        // never waits forever for more threads than exist).
+        drop(b);
+        let big = tokio::time::timeout(Duration::from_secs(5), pool.acquire(16))
+            .await
+            .expect("a render asking for more threads than the budget waits forever")
+            .unwrap();
+        let small = tokio::time::timeout(Duration::from_millis(100), pool.acquire(1)).await;
+        assert!(small.is_err(), "a render ran while all threads were held");
+        drop(big);
+        assert!(pool.acquire(1).await.is_ok());
     }
 }

@@ -842,6 +842,11 @@ async fn mp3_size_is_reserved_at_ingest_and_eight_first_reads_share_one_render()
 /// streams start 1 s into the session, the event 1 s into them); the user
 /// joins at 3 s with H.264 video and Opus audio (a tone from 3 s).
 fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
+    mp4_session_until(root, id, "2026-11-23T10:00:06Z")
+}
+
+/// [`mp4_session`] with the call ending at `ended_at`.
+fn mp4_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::PathBuf {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let t0 = 1_795_428_000_000_000i64; // 2026-11-23T10:00:00Z
@@ -912,7 +917,7 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
             write_mjr(Kind::Audio, "opus", t0, t0 + 3_000_000, &user_a),
         ),
     ];
-    write_session(&dir, id, "2026-11-23T10:00:06Z", files);
+    write_session(&dir, id, ended_at, files);
     dir
 }
 
@@ -1596,10 +1601,10 @@ async fn an_mp4_renders_to_the_same_bytes_in_another_process_and_a_different_enc
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_mp4_archived_with_two_encoders_renders_the_same_bytes_in_a_process_set_to_one() {
+async fn an_mp4_archived_with_three_encoders_renders_the_same_bytes_in_a_process_set_to_one() {
     use crate::harness::*;
     let prefix = unique_prefix("media-threads");
-    let two = format!("{}\n[limits]\nrender_threads = 2\n", media_config(&prefix));
+    let three = format!("{}\n[limits]\nrender_threads = 3\n", media_config(&prefix));
     let one = format!(
         "{}\n[limits]\nrender_threads = 1\nrender_concurrency = 1\n",
         media_config(&prefix)
@@ -1611,27 +1616,31 @@ async fn an_mp4_archived_with_two_encoders_renders_the_same_bytes_in_a_process_s
     let store = s3().store().await;
     let name = format!("{id}.mp4");
 
-    // Archived by a node set to two encoders: the reservation says so and
-    // its size has room for both encoders' VBV buffers.
-    let first = Server::start(&two);
-    push_session(&first, &mp4_session(work.path(), id));
+    // Archived by a node set to three encoders: the reservation says so and
+    // its size has room for each encoder's VBV buffer. 6.5 s: 98 frames, so
+    // the last chunk (encoder 0's second) is 8 frames.
+    let first = Server::start(&three);
+    push_session(
+        &first,
+        &mp4_session_until(work.path(), id, "2026-11-23T10:00:06.500Z"),
+    );
     let index = recvault::store::read_all(store.as_ref(), &keys.index(), 1 << 20)
         .await
         .unwrap();
     let index = recvault::layout::index::SessionIndex::parse(&index).unwrap();
-    assert_eq!(index.recvault.derived[&name].threads, Some(2));
+    assert_eq!(index.recvault.derived[&name].threads, Some(3));
     let listed = listed_size(&first, work.path(), session, &name);
-    assert_eq!(listed, recvault::media::render::mp4_size(6000, 800_000, 2));
+    assert_eq!(listed, recvault::media::render::mp4_size(6500, 800_000, 3));
     let rendered = get_mp4(&first, work.path(), session, id);
     assert_eq!(rendered.len() as u64, listed);
-    assert!(first.log_shows("encoders=2"), "{}", first.log());
-    let mp4 = work.path().join("two.mp4");
+    assert!(first.log_shows("encoders=3"), "{}", first.log());
+    let mp4 = work.path().join("three.mp4");
     std::fs::write(&mp4, &rendered).unwrap();
     let (frames, errors) = decode(&mp4);
     assert!(errors.is_empty(), "{errors}");
-    assert_eq!(frames, 90);
+    assert_eq!(frames, 98);
     // Every frame on the 15 fps grid; an IDR at each chunk's start (frames
-    // 0, 30, 60: chunks from the two encoders in turn) and nowhere else.
+    // 0, 30, 60, 90: chunks from the three encoders in turn) and nowhere else.
     let packets = probe(
         &mp4,
         &[
@@ -1652,11 +1661,11 @@ async fn an_mp4_archived_with_two_encoders_renders_the_same_bytes_in_a_process_s
             keyframes.push(k);
         }
     }
-    assert_eq!(keyframes, [0, 30, 60], "{packets}");
+    assert_eq!(keyframes, [0, 30, 60, 90], "{packets}");
     drop(first);
 
     // The render is lost and a node set to one encoder renders it again:
-    // with the two recorded, the same bytes.
+    // with the three recorded, the same bytes.
     for key in [keys.derived(&name), keys.sums(&name), keys.lease(&name)] {
         let _ = store.delete(&key).await;
     }
@@ -1666,7 +1675,7 @@ async fn an_mp4_archived_with_two_encoders_renders_the_same_bytes_in_a_process_s
         again == rendered,
         "the re-render with the recorded encoders gave other bytes"
     );
-    assert!(second.log_shows("encoders=2"), "{}", second.log());
+    assert!(second.log_shows("encoders=3"), "{}", second.log());
 
     // A session it archives itself records nothing (one encoder, as
     // before) and renders with one.

@@ -421,7 +421,8 @@ pub async fn render_mp4(
     let n = match tokio::try_join!(feed_video, feed_audio, pump) {
         Ok(((), (), n)) => n,
         Err(e) => {
-            encoders.insert(0, enc);
+            // The x264s first: a muxer fails when one of them died.
+            encoders.push(enc);
             return Err(ffmpeg::explain(e, encoders).await);
         }
     };

@@ -58,8 +58,13 @@ pub struct Feeds {
 }
 
 /// The output side: each encoder's chunks of H.264 (Annex B), in its order.
+/// Each encoder holds at most two finished chunks the muxer has not taken,
+/// so a slow reader slows the encoders (and the composer) instead of
+/// piling up video in memory. It cannot stall them: chunk c is taken from
+/// encoder c mod N, which needs only the first frames of chunk c + N to
+/// finish it, and every other encoder holds at most chunks below c + N.
 pub struct Outputs {
-    chunks: Vec<mpsc::UnboundedReceiver<Vec<u8>>>,
+    chunks: Vec<mpsc::Receiver<Vec<u8>>>,
 }
 
 /// Starts `n` (≥ 2) encoders of 1280x480 yuv420p frames. Each holds at
@@ -98,20 +103,34 @@ pub fn start(n: u32, rate: &str, buf: &str) -> Result<(Feeds, Outputs, Vec<Ffmpe
                 }
             }
         });
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::channel(2);
         tokio::spawn(async move {
             let mut split = Chunks::default();
             let mut buf = vec![0u8; 256 * 1024];
+            let mut done = Vec::new();
             loop {
                 match stdout.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(k) => split.push(&buf[..k], &mut |c| {
-                        let _ = out_tx.send(c);
-                    }),
+                    Ok(k) => {
+                        if let Err(e) = split.push(&buf[..k], &mut |c| done.push(c)) {
+                            // Ending the output early fails the render.
+                            tracing::warn!(error = %e, "video encoder output refused");
+                            return;
+                        }
+                    }
+                }
+                for c in done.drain(..) {
+                    if out_tx.send(c).await.is_err() {
+                        return;
+                    }
                 }
             }
-            if let Some(c) = split.finish() {
-                let _ = out_tx.send(c);
+            match split.finish() {
+                Ok(Some(c)) => {
+                    let _ = out_tx.send(c).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "video encoder output refused"),
             }
         });
         feeds.push(tx);
@@ -171,7 +190,7 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn push(&mut self, mut b: &[u8], emit: &mut impl FnMut(Vec<u8>)) {
+    fn push(&mut self, mut b: &[u8], emit: &mut impl FnMut(Vec<u8>)) -> Result<(), String> {
         while !b.is_empty() {
             let take = b.len().min(64 * 1024);
             self.nal.extend_from_slice(&b[..take]);
@@ -181,24 +200,37 @@ impl Chunks {
                 let rest = self.nal.split_off(at);
                 let whole = std::mem::replace(&mut self.nal, rest);
                 self.scan = 3;
-                self.whole(whole, emit);
+                self.whole(whole, emit)?;
             }
             self.scan = self.nal.len().saturating_sub(3).max(3);
         }
+        Ok(())
     }
 
     /// The last NAL and the last (short) chunk, at the end of the stream.
-    fn finish(mut self) -> Option<Vec<u8>> {
+    fn finish(mut self) -> Result<Option<Vec<u8>>, String> {
         let last = std::mem::take(&mut self.nal);
         let mut tail = None;
         if !last.is_empty() {
-            self.whole(last, &mut |c| tail = Some(c));
+            self.whole(last, &mut |c| tail = Some(c))?;
         }
-        tail.or_else(|| (!self.chunk.is_empty()).then_some(self.chunk))
+        Ok(tail.or_else(|| (!self.chunk.is_empty()).then_some(self.chunk)))
     }
 
-    fn whole(&mut self, nal: Vec<u8>, emit: &mut impl FnMut(Vec<u8>)) {
+    /// Adds one whole NAL. A chunk must start with an IDR picture and hold
+    /// one slice per picture (what the settings ask of x264): anything else
+    /// would make a chunk depend on another encoder's pictures, so it is
+    /// refused rather than passed on.
+    fn whole(&mut self, nal: Vec<u8>, emit: &mut impl FnMut(Vec<u8>)) -> Result<(), String> {
         let kind = nal_type(&nal);
+        if matches!(kind, Some(1 | 5)) {
+            if self.pictures == 0 && kind != Some(5) {
+                return Err("a chunk of the parallel encoders does not start with an IDR".into());
+            }
+            if !first_slice(&nal) {
+                return Err("a picture of the parallel encoders has more than one slice".into());
+            }
+        }
         self.chunk.extend_from_slice(&nal);
         if matches!(kind, Some(1 | 5)) {
             self.pictures += 1;
@@ -207,7 +239,23 @@ impl Chunks {
                 emit(std::mem::take(&mut self.chunk));
             }
         }
+        Ok(())
     }
+}
+
+/// Whether a slice NAL (with its start code) is its picture's first slice:
+/// `first_mb_in_slice` is 0, the Exp-Golomb code `1`, so the first bit after
+/// the NAL header is set.
+fn first_slice(nal: &[u8]) -> bool {
+    let Some(at) = next_start(nal, 0) else {
+        return false;
+    };
+    let header = if nal.get(at..at + 4) == Some(&[0, 0, 0, 1]) {
+        at + 4
+    } else {
+        at + 3
+    };
+    nal.get(header + 1).is_some_and(|b| b & 0x80 != 0)
 }
 
 /// Where the next start code (`00 00 01`, with one zero before it for the
@@ -255,7 +303,8 @@ mod tests {
                 nals.push(vec![0, 0, 1, 0x68, 0xce, 0x38, 0x80]);
             }
             let kind = if p % GOP == 0 { 0x65 } else { 0x41 };
-            let mut slice = vec![0, 0, 0, 1, kind];
+            // first_mb_in_slice = 0: the slice data's first bit is set.
+            let mut slice = vec![0, 0, 0, 1, kind, 0x88];
             slice.extend((0..(p % 7 + 3)).map(|i| if i % 3 == 0 { 0 } else { p as u8 | 1 }));
             slice.extend([0, 0, 3, 0, 0x80]);
             nals.push(slice);
@@ -280,9 +329,9 @@ mod tests {
             let mut c = Chunks::default();
             let mut got = Vec::new();
             for piece in all.chunks(step) {
-                c.push(piece, &mut |x| got.push(x));
+                c.push(piece, &mut |x| got.push(x)).unwrap();
             }
-            if let Some(x) = c.finish() {
+            if let Some(x) = c.finish().unwrap() {
                 got.push(x);
             }
             assert_eq!(got.len(), want.len(), "step {step}");
@@ -295,11 +344,29 @@ mod tests {
         let (all, want) = stream(GOP * 2);
         let mut c = Chunks::default();
         let mut got = Vec::new();
-        c.push(&all, &mut |x| got.push(x));
-        if let Some(x) = c.finish() {
+        c.push(&all, &mut |x| got.push(x)).unwrap();
+        if let Some(x) = c.finish().unwrap() {
             got.push(x);
         }
         assert_eq!(got, want);
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_start_with_an_idr_or_a_second_slice_is_refused() {
+        let p = [0, 0, 0, 1, 0x41, 0x88, 1, 2];
+        let mut c = Chunks::default();
+        let mut got = Vec::new();
+        c.push(&p, &mut |x| got.push(x)).unwrap();
+        assert!(c.finish().is_err(), "a P slice opening a chunk");
+        let (all, _) = stream(2);
+        let mut c = Chunks::default();
+        c.push(&all, &mut |x| got.push(x)).unwrap();
+        // A second slice of the same picture: first_mb_in_slice > 0.
+        c.push(&[0, 0, 1, 0x41, 0x40, 9], &mut |x| got.push(x))
+            .unwrap();
+        assert!(c
+            .push(&[0, 0, 1, 0x41, 0x88], &mut |x| got.push(x))
+            .is_err());
     }
 }
