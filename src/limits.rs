@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Most x264 encoders one MP4 render may run (`render_threads`).
+pub const MAX_RENDER_THREADS: u32 = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -225,7 +228,7 @@ impl Limits {
         if !(512..=65536).contains(&self.ftp_max_line) {
             return Err("ftp_max_line must be between 512 and 65536".into());
         }
-        let max_threads = crate::media::render::x264::MAX_THREADS;
+        let max_threads = MAX_RENDER_THREADS;
         if self.render_threads > max_threads {
             return Err(format!(
                 "render_threads must be between 0 (the cores divided by render_concurrency) and {max_threads}"
@@ -253,7 +256,7 @@ impl Limits {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let t = cores / self.render_concurrency.max(1);
-        (t.max(1) as u32).min(crate::media::render::x264::MAX_THREADS)
+        (t.max(1) as u32).min(MAX_RENDER_THREADS)
     }
 
     pub fn drain(&self) -> Duration {

@@ -51,7 +51,16 @@ impl<S: ObjectStore> Timeouts<S> {
                 self.operation.as_secs_f64()
             ))),
         };
-        crate::metrics::storage(what, &r, began.elapsed());
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(StoreError::NotFound(_)) => "not_found",
+            Err(StoreError::AlreadyExists(_)) => "exists",
+            Err(StoreError::Changed(_)) => "changed",
+            Err(StoreError::Transient(_)) => "transient",
+            Err(StoreError::Permanent(_)) => "permanent",
+            Err(StoreError::Corrupt(_)) => "corrupt",
+        };
+        crate::metrics::storage(what, outcome, began.elapsed());
         r
     }
 }

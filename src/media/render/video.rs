@@ -258,12 +258,6 @@ impl FrameSink for tokio::net::unix::pipe::Sender {
     }
 }
 
-impl FrameSink for super::x264::Feeds {
-    async fn put(&mut self, frame: &[u8]) -> Result<(), String> {
-        super::x264::Feeds::put(self, frame).await
-    }
-}
-
 async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> bool {
     let mut got = 0;
     while got < buf.len() {

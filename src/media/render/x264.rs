@@ -33,7 +33,7 @@ use super::video;
 pub const GOP: u64 = 30;
 
 /// Most encoders one render runs (a setting above it is refused).
-pub const MAX_THREADS: u32 = 16;
+pub const MAX_THREADS: u32 = crate::limits::MAX_RENDER_THREADS;
 
 /// x264's settings for a cap of `rate` bits/s and a VBV buffer of `buf`
 /// bits, one thread. `fixed_gop`: an IDR every [`GOP`] frames and only
@@ -149,6 +149,12 @@ impl Feeds {
             .send(Bytes::copy_from_slice(frame))
             .await
             .map_err(|_| format!("video encoder {k} ended early"))
+    }
+}
+
+impl video::FrameSink for Feeds {
+    async fn put(&mut self, frame: &[u8]) -> Result<(), String> {
+        Feeds::put(self, frame).await
     }
 }
 
