@@ -420,3 +420,29 @@ write_recvault_configs() {
     write_recvault_config "$TMP/recvault-s3.toml" s3 "" "$credential" "$@"
     write_recvault_config "$TMP/recvault-local.toml" local "" "$credential" "$@"
 }
+
+# ftps_curve URL OUT SIZE: downloads URL over FTPS (make_test_cert's
+# certificate, user bench with make_password's password) to OUT while
+# sampling the bytes received every 0.1 s; prints "t10 t50 t100" (seconds
+# to 10, 50 and 100 % of SIZE) and writes the samples ("seconds bytes") to
+# OUT.curve.
+ftps_curve() {
+    local url=$1 out=$2 size=$3 t0 pid t10= t50= t100= got t
+    : >"$out.curve"
+    t0=$(now)
+    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" --user "bench:$PASSWORD" -o "$out" "$url" &
+    pid=$!
+    while :; do
+        got=$(stat -c %s "$out" 2>/dev/null || echo 0)
+        t=$(secs_since "$t0")
+        printf '%s %s\n' "$t" "$got" >>"$out.curve"
+        [[ -z $t10 ]] && ((got * 10 >= size)) && t10=$t
+        [[ -z $t50 ]] && ((got * 2 >= size)) && t50=$t
+        if ((got >= size)); then t100=$t; break; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$pid" || die "download of $url failed"
+    [[ -n $t100 ]] || t100=$(secs_since "$t0")
+    printf '%s %s %s\n' "${t10:-$t100}" "${t50:-$t100}" "$t100"
+}

@@ -62,30 +62,8 @@ fetch() {
         "ftp://127.0.0.1:$FTPS_PORT$1"
 }
 
-# curve URL-PATH OUT SIZE: downloads over FTPS while sampling the bytes
-# received every 0.1 s; prints "t10 t50 t100" (seconds to 10, 50 and 100 %
-# of SIZE) and writes the samples ("seconds bytes") to OUT.curve.
-curve() {
-    local t0 pid size=$3 t10= t50= t100= got t
-    : >"$2.curve"
-    t0=$(now)
-    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" --user "bench:$PASSWORD" -o "$2" \
-        "ftp://127.0.0.1:$FTPS_PORT$1" &
-    pid=$!
-    while :; do
-        got=$(stat -c %s "$2" 2>/dev/null || echo 0)
-        t=$(secs_since "$t0")
-        printf '%s %s\n' "$t" "$got" >>"$2.curve"
-        [[ -z $t10 ]] && ((got * 10 >= size)) && t10=$t
-        [[ -z $t50 ]] && ((got * 2 >= size)) && t50=$t
-        if ((got >= size)); then t100=$t; break; fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    wait "$pid" || die "download of $1 failed"
-    [[ -n $t100 ]] || t100=$(secs_since "$t0")
-    printf '%s %s %s\n' "${t10:-$t100}" "${t50:-$t100}" "$t100"
-}
+# curve URL-PATH OUT SIZE: ftps_curve of the path on this script's recvault.
+curve() { ftps_curve "ftp://127.0.0.1:$FTPS_PORT$1" "$2" "$3"; }
 
 # render_ms ID: how long ID's MP4 render took, from the audit trail.
 render_ms() {

@@ -51,27 +51,11 @@ ingest() {
 # read_curve PORT ID OUT: a first read of ID's MP4 over FTPS, the bytes
 # received sampled every 0.1 s; prints "t10 t50 t100 size".
 read_curve() {
-    local url="ftp://127.0.0.1:$1/2026/11/23/$2/$2.mp4" size t0 pid got t t10= t50= t100=
+    local url="ftp://127.0.0.1:$1/2026/11/23/$2/$2.mp4" size
     size=$(curl -sS --ssl-reqd --cacert "$TMP/cert.pem" --user "bench:$PASSWORD" -I "$url" |
         sed -n 's/^Content-Length: \([0-9]*\).*/\1/p' | tr -d '\r')
     [[ -n $size ]] || die "no size for $2.mp4"
-    : >"$3.curve"
-    t0=$(now)
-    curl -sS --ssl-reqd --cacert "$TMP/cert.pem" --user "bench:$PASSWORD" -o "$3" "$url" &
-    pid=$!
-    while :; do
-        got=$(stat -c %s "$3" 2>/dev/null || echo 0)
-        t=$(secs_since "$t0")
-        printf '%s %s\n' "$t" "$got" >>"$3.curve"
-        [[ -z $t10 ]] && ((got * 10 >= size)) && t10=$t
-        [[ -z $t50 ]] && ((got * 2 >= size)) && t50=$t
-        if ((got >= size)); then t100=$t; break; fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    wait "$pid" || die "download of $2.mp4 failed"
-    [[ -n $t100 ]] || t100=$(secs_since "$t0")
-    printf '%s %s %s %s\n' "${t10:-$t100}" "${t50:-$t100}" "$t100" "$size"
+    printf '%s %s\n' "$(ftps_curve "$url" "$3" "$size")" "$size"
 }
 
 # forget ID: once ID's rendered MP4 is stored (the upload ends a moment

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -34,6 +35,7 @@ use tokio::sync::{watch, Mutex};
 use tracing::debug;
 
 use crate::auth::defender::Defender;
+use crate::http::{error_reply, json_reply, reply, Reply};
 use crate::listener::{Admitted, Gate};
 use crate::vfs::Tenant;
 
@@ -151,22 +153,6 @@ impl Readiness {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
-
-fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
-    Response::builder()
-        .status(code)
-        .header("content-type", content_type)
-        .header("cache-control", "no-store")
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-fn error(code: StatusCode, msg: &str) -> Reply {
-    let body = json!({ "error": msg, "status": code.as_u16() }).to_string();
-    reply(code, "application/json", body)
-}
-
 fn wants_open_metrics(req: &Request<Incoming>) -> bool {
     req.headers()
         .get_all(hyper::header::ACCEPT)
@@ -177,18 +163,16 @@ fn wants_open_metrics(req: &Request<Incoming>) -> bool {
 
 async fn handle(req: Request<Incoming>, ready: Arc<Readiness>) -> Reply {
     let head = req.method() == Method::HEAD;
-    if req.method() != Method::GET && !head {
-        let mut r = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are served here",
-        );
-        r.headers_mut().insert(
-            "allow",
-            hyper::header::HeaderValue::from_static("GET, HEAD"),
-        );
-        return r;
-    }
     let mut r = match req.uri().path() {
+        _ if req.method() != Method::GET && !head => {
+            let mut r = error_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served here",
+            );
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, HEAD"));
+            r
+        }
         // Prometheus asks for OpenMetrics; anything else gets the classic
         // text format.
         "/metrics" if wants_open_metrics(&req) => reply(
@@ -201,7 +185,7 @@ async fn handle(req: Request<Incoming>, ready: Arc<Readiness>) -> Reply {
             crate::metrics::CLASSIC_CONTENT_TYPE,
             crate::metrics::encode_classic(),
         ),
-        "/healthz" => reply(StatusCode::OK, "application/json", r#"{"alive":true}"#),
+        "/healthz" => json_reply(StatusCode::OK, &json!({ "alive": true })),
         "/readyz" => {
             let (ok, body) = ready.check().await;
             let code = if ok {
@@ -209,13 +193,15 @@ async fn handle(req: Request<Incoming>, ready: Arc<Readiness>) -> Reply {
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            reply(code, "application/json", body.to_string())
+            json_reply(code, &body)
         }
-        _ => error(
+        _ => error_reply(
             StatusCode::NOT_FOUND,
             "no such page (try /metrics, /healthz or /readyz)",
         ),
     };
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
     if head {
         *r.body_mut() = Full::new(Bytes::new());
     }

@@ -12,7 +12,8 @@ pub mod demo; // `recvault demo`: the embedded default
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 #[doc(hidden)]
 pub mod fuzz; // entry points of the fuzz targets and their corpus replay
-pub mod hostkey; // SSH host key: load or generate
+pub mod hostkey;
+pub mod http; // the answers every HTTP listener gives (JSON, errors) // SSH host key: load or generate
 pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
 pub mod jobs; // one runner for jobs over every session (verify), with checkpoints
 pub mod layout; // the storage contract: every key shape, and the typed session index

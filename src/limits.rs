@@ -228,10 +228,9 @@ impl Limits {
         if !(512..=65536).contains(&self.ftp_max_line) {
             return Err("ftp_max_line must be between 512 and 65536".into());
         }
-        let max_threads = MAX_RENDER_THREADS;
-        if self.render_threads > max_threads {
+        if self.render_threads > MAX_RENDER_THREADS {
             return Err(format!(
-                "render_threads must be between 0 (the cores divided by render_concurrency) and {max_threads}"
+                "render_threads must be between 0 (the cores divided by render_concurrency) and {MAX_RENDER_THREADS}"
             ));
         }
         if self.read_ahead_bytes < 64 * 1024 {

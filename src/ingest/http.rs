@@ -22,14 +22,10 @@ use super::spool::{self, FileRecord, SessionState, ALLOWED};
 use super::unpack::{unpack, Part};
 use super::Ingest;
 
-type Reply = Response<Full<Bytes>>;
+use crate::http::Reply;
 
 fn json_reply(code: StatusCode, body: Value) -> Reply {
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    crate::http::json_reply(code, &body)
 }
 
 /// The one mapping from a refusal to its answer: status, `Retry-After`
@@ -58,8 +54,7 @@ fn refusal_parts(e: Refusal) -> (StatusCode, Option<&'static str>, Bytes) {
         StatusCode::INSUFFICIENT_STORAGE => Some("60"),
         _ => None,
     };
-    let body = json!({"error": msg, "status": code.as_u16()}).to_string();
-    (code, retry_after, Bytes::from(body))
+    (code, retry_after, crate::http::error_body(code, &msg))
 }
 
 fn error_reply(e: Refusal) -> Reply {

@@ -197,10 +197,10 @@ impl Producer for MediaProducer {
             let video_bps = spec.video_bps.unwrap_or(render::VIDEO_BPS);
             // And with one encoder (the bytes depend on the count).
             let threads = spec.threads.unwrap_or(1);
-            if !(1..=render::x264::MAX_THREADS).contains(&threads) {
+            let max = crate::limits::MAX_RENDER_THREADS;
+            if !(1..=max).contains(&threads) {
                 return Err(VfsError::Producer(format!(
-                    "the session index records {threads} encoder threads (1 to {} can be rendered)",
-                    render::x264::MAX_THREADS
+                    "the session index records {threads} encoder threads (1 to {max} can be rendered)"
                 )));
             }
             What::Mp4 {

@@ -111,6 +111,18 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient(_))
     }
+
+    /// The error's kind in one word (metrics' outcome label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::NotFound(_) => "not_found",
+            StoreError::AlreadyExists(_) => "exists",
+            StoreError::Changed(_) => "changed",
+            StoreError::Transient(_) => "transient",
+            StoreError::Permanent(_) => "permanent",
+            StoreError::Corrupt(_) => "corrupt",
+        }
+    }
 }
 
 /// The operations recvault needs from an object store.

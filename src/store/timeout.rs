@@ -51,15 +51,7 @@ impl<S: ObjectStore> Timeouts<S> {
                 self.operation.as_secs_f64()
             ))),
         };
-        let outcome = match &r {
-            Ok(_) => "ok",
-            Err(StoreError::NotFound(_)) => "not_found",
-            Err(StoreError::AlreadyExists(_)) => "exists",
-            Err(StoreError::Changed(_)) => "changed",
-            Err(StoreError::Transient(_)) => "transient",
-            Err(StoreError::Permanent(_)) => "permanent",
-            Err(StoreError::Corrupt(_)) => "corrupt",
-        };
+        let outcome = r.as_ref().map_or_else(StoreError::kind, |_| "ok");
         crate::metrics::storage(what, outcome, began.elapsed());
         r
     }

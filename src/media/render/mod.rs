@@ -327,17 +327,9 @@ pub async fn render_mp4(
         (2 * video_bps).to_string(),
         AUDIO_BPS.to_string(),
     );
-    let (size, fps) = (format!("{}x{}", video::W, video::H), video::FPS.to_string());
-    let raw_video = [
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "yuv420p",
-        "-s",
-        &size,
-        "-framerate",
-        &fps,
-    ];
+    let fps = video::FPS.to_string();
+    let raw = video::raw_format();
+    let raw_video: Vec<&str> = raw.iter().map(String::as_str).collect();
     let pcm = ["-f", "s16le", "-ar", "48000", "-ac", "1"];
     // One encoder: it reads the composed frames and muxes. Several: they
     // encode chunks in parallel and this ffmpeg muxes their H.264 as is.
@@ -377,16 +369,16 @@ pub async fn render_mp4(
     );
     let mut enc = Ffmpeg::spawn(args)?;
     let mut stdout = enc.stdout.take().ok_or("ffmpeg has no stdout")?;
-    let (feeds, outputs, mut encoders) = if parallel {
-        let (f, o, e) = x264::start(threads, &rate, &buf)?;
-        (Some(f), Some(o), e)
+    let (lanes, mut encoders) = if parallel {
+        let (feeds, outputs, encoders) = x264::start(threads, &rate, &buf)?;
+        (Some((feeds, outputs)), encoders)
     } else {
-        (None, None, Vec::new())
+        (None, Vec::new())
     };
     let feed_video = async {
         let mut f = ffmpeg::open_pipe(&vpath).await?;
-        match (feeds, outputs) {
-            (Some(mut feeds), Some(outputs)) => {
+        match lanes {
+            Some((mut feeds, outputs)) => {
                 let compose = async {
                     video::compose(agent, user, frames, &mut feeds).await?;
                     // Closing the feeds ends the encoders' input.
@@ -396,7 +388,7 @@ pub async fn render_mp4(
                 tokio::try_join!(compose, outputs.write_to(frames, &mut f))?;
                 Ok(())
             }
-            _ => {
+            None => {
                 video::compose(agent, user, frames, &mut f).await?;
                 f.flush().await.map_err(|e| e.to_string())
             }

@@ -193,6 +193,16 @@ fn place(canvas: &mut [u8], tile: &[u8], right: bool) {
     }
 }
 
+/// The composed frames' format (1280x480 yuv420p at [`FPS`]) as ffmpeg
+/// input options.
+pub fn raw_format() -> Vec<String> {
+    let mut f: Vec<String> = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s"]
+        .map(String::from)
+        .to_vec();
+    f.extend([format!("{W}x{H}"), "-framerate".into(), FPS.to_string()]);
+    f
+}
+
 /// Writes exactly `frames` side-by-side frames (1280x480 yuv420p) to `out`:
 /// `agent` on the left, `user` on the right.
 pub async fn compose<S: FrameSink>(

@@ -32,9 +32,6 @@ use super::video;
 /// Frames per GOP, and per chunk of the parallel form.
 pub const GOP: u64 = 30;
 
-/// Most encoders one render runs (a setting above it is refused).
-pub const MAX_THREADS: u32 = crate::limits::MAX_RENDER_THREADS;
-
 /// x264's settings for a cap of `rate` bits/s and a VBV buffer of `buf`
 /// bits, one thread. `fixed_gop`: an IDR every [`GOP`] frames and only
 /// there (the parallel form's chunks).
@@ -71,24 +68,11 @@ pub struct Outputs {
 /// most one chunk of frames queued (about 28 MB), so the composer can run
 /// one chunk ahead of each encoder and all of them stay busy.
 pub fn start(n: u32, rate: &str, buf: &str) -> Result<(Feeds, Outputs, Vec<Ffmpeg>), String> {
-    let size = format!("{}x{}", video::W, video::H);
-    let fps = video::FPS.to_string();
+    let raw = video::raw_format();
     let (mut feeds, mut chunks, mut encoders) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
-        let mut args: Vec<&OsStr> = [
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-s",
-            &size,
-            "-framerate",
-            &fps,
-            "-i",
-            "pipe:0",
-        ]
-        .map(OsStr::new)
-        .to_vec();
+        let mut args: Vec<&OsStr> = raw.iter().map(OsStr::new).collect();
+        args.extend(["-i", "pipe:0"].map(OsStr::new));
         args.extend(self::args(rate, buf, true));
         args.extend(["-f", "h264", "pipe:1"].map(OsStr::new));
         let mut enc = Ffmpeg::spawn(args)?;
