@@ -9,7 +9,10 @@
 //!   ingest_min_free_bytes` free; 503 otherwise. The JSON body says which
 //!   check failed, and each tenant's conditional-write self-test result
 //!   (how its day indexes are kept). Results are kept for 2 s, so a flood
-//!   of probes costs storage one listing per tenant every 2 s.
+//!   of probes costs storage one listing per tenant every 2 s. The tenants
+//!   are those of the running configuration (a reload replaces them), and
+//!   the listener keeps answering through a stop's drain, with 503
+//!   "stopping", so a balancer takes the node out before it goes.
 //!
 //! Plain HTTP/1.1 with no authentication: keep it on loopback or a
 //! management network (the README says so). Its connections pass the
@@ -46,7 +49,8 @@ const READY_CACHE: Duration = Duration::from_secs(2);
 
 /// What `/readyz` looks at.
 pub struct Readiness {
-    tenants: HashMap<String, Arc<Tenant>>,
+    /// The running configuration's tenants (a reload replaces them).
+    tenants: std::sync::RwLock<HashMap<String, Arc<Tenant>>>,
     /// The ingest spool and the free bytes it must keep.
     spool: Option<(PathBuf, u64)>,
     stopping: watch::Receiver<bool>,
@@ -60,18 +64,24 @@ impl Readiness {
         stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            tenants,
+            tenants: std::sync::RwLock::new(tenants),
             spool,
             stopping,
             last: Mutex::new(None),
         }
     }
 
-    /// Whether the node is ready, and the checks' results.
+    /// The tenants after a configuration reload.
+    pub fn set_tenants(&self, tenants: HashMap<String, Arc<Tenant>>) {
+        *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = tenants;
+    }
+
+    /// Whether the node is ready, and the checks' results. A stopping node
+    /// says so at once (no cached "ready").
     pub async fn check(&self) -> (bool, Value) {
         let mut last = self.last.lock().await;
         if let Some((at, ready, body)) = &*last {
-            if at.elapsed() < READY_CACHE {
+            if at.elapsed() < READY_CACHE && !*self.stopping.borrow() {
                 return (*ready, body.clone());
             }
         }
@@ -86,7 +96,14 @@ impl Readiness {
         if stopping {
             ready = false;
         }
-        let checks = self.tenants.values().map(|t| async move {
+        let tenants: Vec<Arc<Tenant>> = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let checks = tenants.iter().map(|t| async move {
             let storage = match tokio::time::timeout(STORAGE_CHECK, t.check_storage()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),

@@ -224,6 +224,9 @@ pub async fn serve(
         Some(f) => Some(start_ftps(f, shared.clone(), &stop_rx, drain).await?),
         None => None,
     };
+    // The admin listener outlives the others' drain, so a balancer sees
+    // "stopping" (503) rather than a refused connection; it has its own stop.
+    let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
     let admin = match &cfg.admin {
         Some(a) => {
             let (l, addr) = crate::listener::bind(a.listen.get_ref(), "admin").await?;
@@ -241,14 +244,14 @@ pub async fn serve(
             ));
             let task = tokio::spawn(crate::admin::run(
                 l,
-                ready,
+                ready.clone(),
                 defender.clone(),
                 Duration::from_secs(cfg.limits.login_grace_secs),
-                stop_rx.clone(),
+                admin_stop_rx,
             ));
             eprintln!("recvault: admin listening on {addr}");
             info!(%addr, "admin listening");
-            Some(task)
+            Some((task, ready))
         }
         None => None,
     };
@@ -298,6 +301,9 @@ pub async fn serve(
                                     }
                                 }
                                 tenants = new_tenants;
+                                if let Some((_, ready)) = &admin {
+                                    ready.set_tenants(tenants.clone());
+                                }
                                 audit.config_reload(Ok(()));
                                 info!(users = n, tenants = tenants.len(), "reloaded users and keys; open connections keep running");
                             }
@@ -322,9 +328,6 @@ pub async fn serve(
     notify_systemd("STOPPING=1");
     let _ = stop_tx.send(true);
     let _ = sftp.await;
-    if let Some(task) = admin {
-        let _ = task.await;
-    }
     if let Some((task, _, _)) = ingest {
         let _ = task.await;
     }
@@ -365,6 +368,10 @@ pub async fn serve(
             "storage clean-up not finished within {} s; leftover uploads are aborted by the orphan sweep",
             CLEAN_UP.as_secs()
         ),
+    }
+    let _ = admin_stop.send(true);
+    if let Some((task, _)) = admin {
+        let _ = task.await;
     }
     info!("stopped");
     Ok(())

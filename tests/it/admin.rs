@@ -202,3 +202,73 @@ async fn readiness_fails_while_a_tenants_storage_does_not_answer_and_health_stay
         "{page}"
     );
 }
+
+/// `curl` of the admin page: `None` when nothing answers.
+fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = s.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_a_reload_and_says_stopping_through_the_drain() {
+    use crate::rawsftp::{auth_key, connect};
+    let (a, b) = (unique_prefix("admin-a"), unique_prefix("admin-b"));
+    let (qa, qb) = (client_key("qa"), client_key("qb"));
+    let limits = "\n[limits]\ndrain_secs = 10\n";
+    let one = format!(
+        "{limits}{ADMIN}{}",
+        tenant_toml("acme", &a, &[("qa", qa, "")])
+    );
+    let server = Server::start(&one);
+    let admin = server.admin_port;
+    let (code, body) = get(admin, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(ready["tenants"].get("beta").is_none(), "{body}");
+
+    // A reload that adds a tenant: readiness checks it too (once its 2 s
+    // cache has passed).
+    server.reload(&format!(
+        "{one}{}",
+        tenant_toml("beta", &b, &[("qb", qb, "")])
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (_, body) = get(admin, "/readyz");
+        if body.contains("\"beta\"") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["tenants"]["beta"]["storage"], "ok", "{body}");
+
+    // An open SFTP connection holds the drain after SIGTERM: meanwhile the
+    // admin listener answers, and says the node is stopping.
+    let mut h = connect(server.port).await;
+    assert!(auth_key(&mut h, "qa", qa).await);
+    server.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let seen = loop {
+        match try_get(admin, "/readyz") {
+            Some((503, body)) => break Some(body),
+            _ if Instant::now() > deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let body = seen.unwrap_or_else(|| panic!("no 503 during the drain; log:\n{}", server.log()));
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["listeners"], "stopping", "{body}");
+    assert_eq!(ready["ready"], false, "{body}");
+    assert_eq!(try_get(admin, "/healthz").map(|(c, _)| c), Some(200));
+    drop(h);
+}
