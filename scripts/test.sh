@@ -3,7 +3,7 @@
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
 # lftp, curl, PuTTY's psftp, sshfs, python3 with venv for ftplib and moto, openssl, tar, kill, setpriv,
 # mkfifo, ffmpeg/ffprobe and janus-pp-rec for the media tests, prometheus and promtool for the metrics test; Debian
-# packages) and moto's S3 and KMS server, paramiko and Tink (PyPI, in ./.venv). Extra arguments go to
+# packages) and moto's S3 and KMS server, paramiko, Tink, requests and schemathesis (PyPI, in ./.venv). Extra arguments go to
 # `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +37,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! .venv/bin/python -c "import moto, flask, flask_cors, boto3, paramiko, tink" >/dev/null 2>&1; then
-  echo "installing moto's S3 server, paramiko and Google's Tink into .venv"
+if ! .venv/bin/python -c "import moto, flask, flask_cors, boto3, paramiko, tink, requests, schemathesis" >/dev/null 2>&1; then
+  echo "installing moto's S3 server, paramiko, Google's Tink, requests and schemathesis into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q "moto[s3]" flask flask-cors paramiko tink
+  .venv/bin/pip install -q "moto[s3]" flask flask-cors paramiko tink requests schemathesis
 fi
 export MOTO_PYTHON="$PWD/.venv/bin/python"
 

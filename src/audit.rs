@@ -527,6 +527,24 @@ impl Audit {
         }));
     }
 
+    /// A signed download link was made (who may hand out which file, until when).
+    #[allow(clippy::too_many_arguments)]
+    pub fn link(
+        &self,
+        protocol: &str,
+        peer: SocketAddr,
+        user: &str,
+        tenant: &str,
+        path: &str,
+        expires: i64,
+        uses: u32,
+    ) {
+        self.emit(json!({
+            "event": "link", "protocol": protocol, "peer": peer.to_string(), "user": user,
+            "tenant": tenant, "path": path, "expires": expires, "max_uses": uses,
+        }));
+    }
+
     /// A derived entry rendered here: its size, or why it failed.
     pub fn render(&self, tenant: &str, path: &str, outcome: Result<u64, &String>, took: Duration) {
         let ms = took.as_millis() as u64;

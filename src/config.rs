@@ -30,6 +30,9 @@ pub struct Config {
     /// omitted, no admin listener runs.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// The content API (`/v1`); off unless configured.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -56,6 +59,25 @@ pub struct AdminConfig {
 
 fn default_admin_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:9464".to_string())
+}
+
+/// The content API listener ([`crate::api`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where it listens (HTTP/1.1; HTTPS with `tls_certificate`).
+    pub listen: Spanned<String>,
+    /// PEM certificate chain; with `tls_private_key`, the listener speaks HTTPS.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key (mode 0600).
+    pub tls_private_key: Option<PathBuf>,
+    /// The secret that signs download links (32 random bytes, hex; a
+    /// secret file, mode 0600). Created at the first start when missing.
+    /// Every node behind one balancer needs the same file.
+    pub link_key_file: PathBuf,
+    /// The address clients reach the API at (`https://host:port`), the base
+    /// of signed links; default: the `Host` of the request that made the link.
+    pub public_url: Option<Spanned<String>>,
 }
 
 /// The brute-force defender's exemptions.
@@ -286,6 +308,9 @@ pub struct TenantConfig {
     pub ingest_tokens: Vec<Spanned<String>>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Keys of the content API (`[api]`).
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
     /// Video bitrate cap of the tenant's side-by-side MP4s, in kbit/s
     /// (x264 `-maxrate`; the VBV buffer is twice that). Sessions keep the cap
     /// they were archived with.
@@ -329,6 +354,22 @@ pub enum Permission {
     Download,
     Delete,
 }
+
+/// One API key of a tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The key's name in logs and the audit trail (`apikey:<name>`).
+    pub name: Spanned<String>,
+    /// `sha256:<hex>` of the secret (`recvault gen-token` prints both).
+    pub key: Spanned<String>,
+    /// What the key may do: `calls:read` (list and read calls' indexes),
+    /// `media:read` (download, make signed links), `calls:erase`.
+    pub scopes: Vec<Spanned<String>>,
+}
+
+/// The scopes an API key may hold.
+pub const API_SCOPES: [&str; 3] = ["calls:read", "media:read", "calls:erase"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -457,6 +498,26 @@ impl Validator<'_> {
                 );
             }
         }
+        if let Some(a) = &c.api {
+            self.listen(&a.listen, "[api] listen")?;
+            if a.tls_certificate.is_some() != a.tls_private_key.is_some() {
+                return self.err(
+                    a.listen.span(),
+                    "[api] tls_certificate and tls_private_key go together",
+                );
+            }
+            if let Some(u) = &a.public_url {
+                let v = u.get_ref();
+                if !(v.starts_with("http://") || v.starts_with("https://"))
+                    || v.trim_end_matches('/').contains('?')
+                {
+                    return self.err(
+                        u.span(),
+                        "[api] public_url must look like \"https://host:port\"",
+                    );
+                }
+            }
+        }
         if let Err(msg) = c.limits.check() {
             return self.err(0..0, format!("[limits] {msg}"));
         }
@@ -471,6 +532,7 @@ impl Validator<'_> {
         let mut ids = HashSet::new();
         let mut prefixes: Vec<(String, std::ops::Range<usize>)> = Vec::new();
         let mut users = HashSet::new();
+        let mut key_hashes = HashSet::new();
         for t in &c.tenants {
             let id = t.id.get_ref();
             if let Some(k) = &t.mp4_video_kbps {
@@ -531,12 +593,50 @@ impl Validator<'_> {
             }
             prefixes.push((prefix.clone(), t.prefix.span()));
             for tok in &t.ingest_tokens {
-                let ok = tok
-                    .get_ref()
-                    .strip_prefix("sha256:")
-                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-                if !ok {
+                if !is_sha256_ref(tok.get_ref()) {
                     return self.err(tok.span(), "ingest token must be \"sha256:<64 hex digits>\" (see `recvault gen-token`)");
+                }
+            }
+            let mut key_names = std::collections::HashSet::new();
+            for k in &t.api_keys {
+                let name = k.name.get_ref();
+                if !crate::path::is_name(name) || name.len() > 64 {
+                    return self.err(
+                        k.name.span(),
+                        format!("tenant {id:?}: API key name {name:?} must match [A-Za-z0-9._-]{{1,64}}"),
+                    );
+                }
+                if !key_names.insert(name.clone()) {
+                    return self.err(
+                        k.name.span(),
+                        format!("tenant {id:?}: API key {name:?} is defined twice"),
+                    );
+                }
+                if !is_sha256_ref(k.key.get_ref()) {
+                    return self.err(
+                        k.key.span(),
+                        "API key must be \"sha256:<64 hex digits>\" (see `recvault gen-token`)",
+                    );
+                }
+                if k.scopes.is_empty() {
+                    return self.err(k.name.span(), format!("tenant {id:?}: API key {name:?} has no scopes (one or more of {API_SCOPES:?})"));
+                }
+                for sc in &k.scopes {
+                    if !API_SCOPES.contains(&sc.get_ref().as_str()) {
+                        return self.err(
+                            sc.span(),
+                            format!(
+                                "unknown API scope {:?}: one of {API_SCOPES:?}",
+                                sc.get_ref()
+                            ),
+                        );
+                    }
+                }
+                if !key_hashes.insert(k.key.get_ref().to_ascii_lowercase()) {
+                    return self.err(
+                        k.key.span(),
+                        "this API key hash is used twice (every key needs its own secret)",
+                    );
                 }
             }
             for u in &t.users {
@@ -666,6 +766,12 @@ pub fn is_tenant_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `sha256:<64 hex digits>`: how tokens and API keys are configured.
+fn is_sha256_ref(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn is_user_name(s: &str) -> bool {

@@ -3,6 +3,7 @@
 
 pub mod admin; // the admin listener: Prometheus metrics, health, readiness
 pub mod anchor; // the audit chain's heads, kept in the operator's bucket
+pub mod api; // the content API (/v1): calls, media with Range, signed links, erase
 pub mod audit; // the JSON audit trail (logins, downloads), chained line to line
 pub mod auth; // users, argon2id passwords, public keys, the brute-force defender
 pub mod config; // TOML → typed, validated configuration
@@ -12,8 +13,8 @@ pub mod demo; // `recvault demo`: the embedded default
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 #[doc(hidden)]
 pub mod fuzz; // entry points of the fuzz targets and their corpus replay
-pub mod hostkey;
-pub mod http; // the answers every HTTP listener gives (JSON, errors) // SSH host key: load or generate
+pub mod hostkey; // SSH host key: load or generate
+pub mod http; // what every HTTP listener shares: answers (JSON, errors) and the accept loop
 pub mod ingest; // HTTP intake of RAW sessions: spool, validation, archiver
 pub mod jobs; // one runner for jobs over every session (verify), with checkpoints
 pub mod layout; // the storage contract: every key shape, and the typed session index

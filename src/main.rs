@@ -168,7 +168,7 @@ enum Command {
     Reindex(JobArgs),
     /// Print an argon2id hash for a password read from the terminal or stdin (never argv).
     HashPassword,
-    /// Print a new random ingest token and the `sha256:` line for the config.
+    /// Print a new random secret (an ingest token or a content-API key) and the `sha256:` line for the config.
     GenToken,
     /// The audit trail: `verify FILE…` checks that every line follows the
     /// one before (seq and SHA-256 chain), oldest file first. Exit status: 0
@@ -332,10 +332,9 @@ fn main() -> Result<()> {
             getrandom::getrandom(&mut raw).context("no randomness")?;
             let token = hex::encode(raw);
             println!("token: {token}");
-            println!(
-                "config: ingest_tokens = [\"sha256:{}\"]",
-                hex::encode(Sha256::digest(token.as_bytes()))
-            );
+            let hash = hex::encode(Sha256::digest(token.as_bytes()));
+            println!("config: ingest_tokens = [\"sha256:{hash}\"]");
+            println!("   or, for the content API: [[tenants.api_keys]] key = \"sha256:{hash}\"");
             Ok(())
         }
         Command::Push {

@@ -55,6 +55,12 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Stage {
     pub stage: String,
 }
@@ -86,6 +92,7 @@ pub struct Metrics {
     pub render_seconds: Histogram,
     pub renders_waiting: Gauge,
     pub renders_running: Gauge,
+    pub api_requests: Family<RouteStatus, Counter>,
 }
 
 impl Metrics {
@@ -107,6 +114,7 @@ impl Metrics {
             render_seconds: render_time(),
             renders_waiting: Gauge::default(),
             renders_running: Gauge::default(),
+            api_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -179,6 +187,11 @@ impl Metrics {
             "renders_running",
             "Renders running",
             m.renders_running.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Content API requests answered, by route (its pattern) and status code",
+            m.api_requests.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -277,6 +290,18 @@ pub fn listing(protocol: &str) {
 
 pub fn erase(protocol: &str) {
     get().erases.get_or_create(&p(protocol)).inc();
+}
+
+/// A content API request was answered: `route` is its pattern
+/// (`/v1/calls/{id}`), never the path asked for, so the labels stay few.
+pub fn api_request(route: &'static str, status: u16) {
+    get()
+        .api_requests
+        .get_or_create(&RouteStatus {
+            route: route.to_string(),
+            status: status.to_string(),
+        })
+        .inc();
 }
 
 pub fn ingest(stage: &str) {

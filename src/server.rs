@@ -224,6 +224,30 @@ pub async fn serve(
         Some(f) => Some(start_ftps(f, shared.clone(), &stop_rx, drain).await?),
         None => None,
     };
+    let api = match &cfg.api {
+        Some(a) => {
+            let (l, addr) = crate::listener::bind(a.listen.get_ref(), "api").await?;
+            let tls = match (&a.tls_certificate, &a.tls_private_key) {
+                (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
+                _ => None,
+            };
+            if tls.is_none() && !addr.ip().is_loopback() {
+                warn!(%addr, "the content API listens without TLS on a non-loopback address: API keys and recordings travel in clear text");
+            }
+            let link_key = crate::api::link_key(&a.link_key_file)?;
+            let state = Arc::new(crate::api::Api::new(
+                shared.clone(),
+                link_key,
+                a.public_url.as_ref().map(|u| u.get_ref().clone()),
+                tls.is_some(),
+            ));
+            let task = tokio::spawn(crate::api::run(l, state, tls, stop_rx.clone(), drain));
+            eprintln!("recvault: api listening on {addr}");
+            info!(%addr, "content API listening");
+            Some(task)
+        }
+        None => None,
+    };
     // The admin listener outlives the others' drain, so a balancer sees
     // "stopping" (503) rather than a refused connection; it has its own stop.
     let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
@@ -329,6 +353,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = sftp.await;
     if let Some((task, _, _)) = ingest {
+        let _ = task.await;
+    }
+    if let Some(task) = api {
         let _ = task.await;
     }
     if let Some((tasks, _, _)) = ftps {

@@ -233,6 +233,21 @@ impl Conn {
         );
     }
 
+    /// A signed link to `path` was made, valid until `expires` (Unix
+    /// seconds) for `uses` downloads.
+    pub fn linked(&self, path: &str, expires: i64, uses: u32) {
+        self.shared.audit.link(
+            self.protocol,
+            self.peer,
+            &self.user.name,
+            &self.user.tenant.id,
+            path,
+            expires,
+            uses,
+        );
+        info!(%path, expires, uses, "signed link made");
+    }
+
     /// A whole session was erased (`objects` removed).
     pub fn erased(&self, path: &str, objects: usize) {
         self.shared.audit.erase(

@@ -48,6 +48,10 @@ pub enum Denied {
     KeyNotAuthorized,
     #[error("bad bearer token")]
     BadToken,
+    #[error("unknown API key")]
+    BadApiKey,
+    #[error("altered or foreign signed link")]
+    BadLink,
     /// The connection neither logged in nor left within the login grace
     /// time (a slow-loris holding a slot); counted like a bad password.
     #[error("no login within the login grace time")]
@@ -58,6 +62,9 @@ pub enum Denied {
 #[derive(Default)]
 pub struct Users {
     by_name: HashMap<String, Arc<User>>,
+    /// The content API's keys: SHA-256 (hex) of the secret → the key as a
+    /// user (`apikey:<name>`, the whole tenant, its scopes as permissions).
+    api_keys: HashMap<String, Arc<User>>,
 }
 
 impl Users {
@@ -67,6 +74,7 @@ impl Users {
         tenants: &HashMap<String, Arc<Tenant>>,
     ) -> Result<Users, String> {
         let mut by_name = HashMap::new();
+        let mut api_keys = HashMap::new();
         for t in &cfg.tenants {
             let Some(tenant) = tenants.get(t.id.get_ref()) else {
                 // Not started (its keyset could not be read; logged then).
@@ -122,8 +130,27 @@ impl Users {
                 };
                 by_name.insert(name, Arc::new(user));
             }
+            for k in &t.api_keys {
+                let Some(hash) = k.key.get_ref().strip_prefix("sha256:") else {
+                    continue;
+                };
+                let has = |s: &str| k.scopes.iter().any(|x| x.get_ref() == s);
+                let user = User {
+                    name: format!("apikey:{}", k.name.get_ref()),
+                    tenant: tenant.clone(),
+                    password: None,
+                    keys: Vec::new(),
+                    perms: Perms {
+                        list: has("calls:read"),
+                        download: has("media:read"),
+                        delete: has("calls:erase"),
+                    },
+                    scope: VPath::root(),
+                };
+                api_keys.insert(hash.to_ascii_lowercase(), Arc::new(user));
+            }
         }
-        Ok(Users { by_name })
+        Ok(Users { by_name, api_keys })
     }
 
     /// Checks a password; takes as long for unknown users as for known
@@ -153,6 +180,20 @@ impl Users {
             .any(|k| k.key_data() == key.key_data())
             .then(|| user.clone())
             .ok_or(Denied::KeyNotAuthorized)
+    }
+
+    /// The API key whose secret is `secret`.
+    pub fn check_api_key(&self, secret: &str) -> Result<Arc<User>, Denied> {
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()));
+        self.api_keys.get(&hash).cloned().ok_or(Denied::BadApiKey)
+    }
+
+    /// The API key named `name` (`apikey:<name>`) of tenant `tenant`.
+    pub fn api_key_named(&self, tenant: &str, name: &str) -> Option<Arc<User>> {
+        self.api_keys
+            .values()
+            .find(|u| u.name == name && u.tenant.id == tenant)
+            .cloned()
     }
 
     pub fn len(&self) -> usize {

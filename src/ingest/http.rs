@@ -70,30 +70,6 @@ fn error_reply(e: Refusal) -> Reply {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-/// The answer on a connection refused a pre-authentication slot (too many
-/// from its address): 503 with the reason; the connection then closes.
-pub fn refused(reason: &str) -> Reply {
-    error_reply(Refusal::Busy(format!("{reason}; retry shortly")))
-}
-
-/// [`refused`] as the bytes of a whole HTTP/1.1 response that closes the
-/// connection, for a connection turned away before any request is read.
-pub fn refusal_bytes(reason: &str) -> Vec<u8> {
-    let (code, retry_after, body) =
-        refusal_parts(Refusal::Busy(format!("{reason}; retry shortly")));
-    let mut head = format!("HTTP/1.1 {code}\r\ncontent-type: application/json\r\n",);
-    if let Some(secs) = retry_after {
-        head.push_str(&format!("retry-after: {secs}\r\n"));
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut out = head.into_bytes();
-    out.extend_from_slice(&body);
-    out
-}
-
 /// The answer when a handler itself failed (it panicked): nothing was
 /// acknowledged.
 pub fn internal_error() -> Reply {

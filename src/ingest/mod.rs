@@ -46,17 +46,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::audit::Audit;
 use crate::auth::defender::Defender;
 use crate::config::Config;
 use crate::limits::Limits;
-use crate::listener::{Admitted, Gate, PreAuth, PreAuthSlot};
+use crate::listener::PreAuthSlot;
 use archive::{Archiver, Target};
 use spool::Spool;
 
@@ -200,162 +199,34 @@ pub async fn run(
     listener: TcpListener,
     ingest: Arc<Ingest>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let limits = ingest.limits.clone();
-    let mut gate = Gate::new("ingest", limits.max_connections);
-    if tls.is_none() {
-        gate = gate.with_refusal(http::refusal_bytes(
-            "too many connections (max_connections)",
-        ));
-    }
-    let preauth = PreAuth::new(
-        limits.max_unauthenticated,
-        limits.max_unauthenticated_per_source,
-    );
-    while let Some(Admitted { sock, peer, permit }) = gate
-        .accept(&listener, &ingest.defender, &mut shutdown)
-        .await
-    {
-        let (ingest, tls, stop) = (ingest.clone(), tls.clone(), shutdown.clone());
-        let timeout = Duration::from_secs(limits.ingest_idle_timeout_secs);
-        // Over the per-source (or listener) cap of connections that have
-        // not authenticated yet: 503 with the reason, at once in clear
-        // text; over TLS, each request gets it within a short deadline.
-        let admission = preauth.admit(peer).map(PreAuthSlot::new);
-        let deadline = tokio::time::Instant::now()
-            + match &admission {
-                Ok(_) => limits.login_grace(),
-                Err(_) => REFUSED_TLS_DEADLINE,
-            };
-        if let Err(reason) = &admission {
-            warn!(%peer, %reason, "ingest: refusing a connection");
-            if tls.is_none() {
-                let refusal = http::refusal_bytes(reason);
-                tokio::spawn(async move {
-                    crate::listener::refuse(sock, refusal).await;
-                    drop(permit);
-                });
-                continue;
-            }
-        }
-        tokio::spawn(async move {
-            let conn = Conn {
-                ingest,
-                peer,
-                header_timeout: timeout,
-                deadline,
-                admission,
-            };
-            match tls {
-                None => conn.serve(TokioIo::new(sock), stop).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout_at(deadline, acceptor.accept(sock)).await {
-                        Ok(Ok(stream)) => conn.serve(TokioIo::new(stream), stop).await,
-                        Ok(Err(e)) => debug!(%peer, error = %e, "ingest TLS handshake failed"),
-                        Err(_) => {
-                            info!(%peer, "closing: no TLS handshake within the login grace time");
-                            conn.grace_exceeded();
-                        }
-                    }
-                }
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if !gate.drain(drain).await {
-        tracing::info!(
-            "shutdown: closing ingest connections still open after {}s",
-            drain.as_secs()
-        );
-    }
+    let bounds = Arc::new(crate::http::serve::Bounds {
+        header_timeout: Duration::from_secs(ingest.limits.ingest_idle_timeout_secs),
+        limits: ingest.limits.clone(),
+        defender: ingest.defender.clone(),
+        audit: ingest.audit.clone(),
+    });
+    crate::http::serve::run(listener, ingest, tls, bounds, shutdown, drain).await;
 }
 
-/// How long a refused ingest connection over TLS may take to hear why.
-const REFUSED_TLS_DEADLINE: Duration = Duration::from_secs(5);
-
-/// One accepted ingest connection.
-struct Conn {
-    ingest: Arc<Ingest>,
-    peer: SocketAddr,
-    header_timeout: Duration,
-    /// When it must have authenticated (or asked for /healthz) by.
-    deadline: tokio::time::Instant,
-    /// Its pre-authentication slot, or why it got none.
-    admission: Result<PreAuthSlot, String>,
-}
-
-impl Conn {
-    /// A connection that did not authenticate (nor ask for /healthz, as
-    /// load balancers do) within the login grace time counts as a failed
-    /// login for the defender.
-    fn grace_exceeded(&self) {
-        crate::shared::login_timed_out(
-            &self.ingest.audit,
-            &self.ingest.defender,
-            "ingest",
-            self.peer,
-        );
+#[async_trait::async_trait]
+impl crate::http::serve::Service for Ingest {
+    fn protocol(&self) -> &'static str {
+        "ingest"
     }
 
-    async fn serve<I>(self, io: I, mut stop: watch::Receiver<bool>)
-    where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (ingest, peer, admission) = (self.ingest.clone(), self.peer, self.admission.clone());
-        // Each request runs in a task of its own: hyper drops the handler when
-        // the client hangs up, and a state change (or the removal of a part
-        // file) must not stop half-way for that.
-        let service = hyper::service::service_fn(move |req| {
-            let handling = match admission.clone() {
-                Ok(slot) => tokio::spawn(http::handle(ingest.clone(), req, peer, slot)),
-                Err(reason) => tokio::spawn(async move { http::refused(&reason) }),
-            };
-            async move {
-                let reply = handling.await.unwrap_or_else(|e| {
-                    warn!(%peer, error = %e, "ingest request handler failed");
-                    http::internal_error()
-                });
-                Ok::<_, std::convert::Infallible>(reply)
-            }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout)
-            .max_buf_size(64 * 1024)
-            .keep_alive(self.admission.is_ok())
-            .serve_connection(io, service);
-        tokio::pin!(conn);
-        let grace = tokio::time::sleep_until(self.deadline);
-        tokio::pin!(grace);
-        let mut graced = false;
-        let result = loop {
-            tokio::select! {
-                r = conn.as_mut() => break r,
-                _ = &mut grace, if !graced => {
-                    graced = true;
-                    match &self.admission {
-                        Ok(slot) if slot.idle() => {
-                            info!(%peer, "closing: not authenticated within the login grace time");
-                            self.grace_exceeded();
-                            return;
-                        }
-                        // A refused connection lives no longer than its deadline.
-                        Err(_) => return,
-                        Ok(_) => {}
-                    }
-                }
-                _ = async { drop(stop.wait_for(|s| *s).await) } => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    break conn.await;
-                }
-            }
-        };
-        if let Err(e) = result {
-            debug!(%peer, error = %e, "ingest connection ended");
-        }
+    async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+        slot: PreAuthSlot,
+    ) -> hyper::Response<crate::http::Body> {
+        crate::http::boxed(http::handle(self, req, peer, slot).await)
+    }
+
+    fn internal_error(&self) -> hyper::Response<crate::http::Body> {
+        crate::http::boxed(http::internal_error())
     }
 }

@@ -422,6 +422,25 @@ impl OpenFile {
         }
     }
 
+    /// A tag that changes whenever the file's bytes could (for HTTP
+    /// `ETag`): a hash of its name, size and the recorded SHA-256s of the
+    /// session's stored objects, which derived files are made from. The
+    /// same before and after a derived file is rendered, and on every node.
+    pub fn version(&self) -> String {
+        use sha2::Digest as _;
+        let m = match &self.source {
+            Source::Stored(_, m) | Source::Produced(_, m) => m,
+        };
+        let mut h = sha2::Sha256::new();
+        h.update(self.entry.name.as_bytes());
+        h.update(self.entry.size.to_be_bytes());
+        for (name, d) in &m.index.recvault.objects {
+            h.update(name.as_bytes());
+            h.update(d.sha256_hex().unwrap_or_default().as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+
     /// Streams the file's bytes from `offset` to its end.
     pub async fn stream_from(&self, offset: u64) -> Result<ByteStream, VfsError> {
         if offset >= self.entry.size {
@@ -627,6 +646,30 @@ impl Vfs {
                 Ok(DirLister::dates(self.tenant.clone(), loc))
             }
         }
+    }
+
+    /// The day index behind a day folder: its sessions with their times,
+    /// parties, queue, tags and entry sizes (what a search filters on).
+    /// An empty index for a day with no sessions.
+    pub async fn day(&self, p: &VPath) -> Result<Arc<crate::layout::day::DayIndex>, VfsError> {
+        self.need_list()?;
+        let Loc::Day(y, m, d) = self.locate(p)? else {
+            return Err(VfsError::NotFound(p.to_string()));
+        };
+        Ok(self
+            .tenant
+            .days
+            .day(&crate::layout::Day::new(&y, &m, &d))
+            .await?)
+    }
+
+    /// The index of a session folder (`info.json` as the tree read it).
+    pub async fn session_index(&self, p: &VPath) -> Result<Arc<SessionIndex>, VfsError> {
+        self.need_list()?;
+        let Loc::Session(s) = self.locate(p)? else {
+            return Err(VfsError::NotFound(p.to_string()));
+        };
+        Ok(self.session_meta(&s, p).await?.index.clone())
     }
 
     /// The SHA-256 (hex) of a stored file, when ingest recorded it; `None`

@@ -172,6 +172,8 @@ pub struct Server {
     pub ftps_implicit_port: u16,
     /// The admin listener's port (0 without `[admin]`).
     pub admin_port: u16,
+    /// The content API's port (0 without `[api]`).
+    pub api_port: u16,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
 }
@@ -238,7 +240,7 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for what in ["sftp", "ingest", "ftps", "ftps-implicit", "admin"] {
+                for what in ["sftp", "ingest", "ftps", "ftps-implicit", "admin", "api"] {
                     if let Some(addr) =
                         line.strip_prefix(&format!("recvault: {what} listening on "))
                     {
@@ -249,7 +251,7 @@ impl Server {
             }
         });
         let (mut port, mut ingest_port, mut ftps_port, mut ftps_implicit_port) = (0u16, 0, 0, 0);
-        let mut admin_port = 0;
+        let (mut admin_port, mut api_port) = (0, 0);
         // The SFTP line comes last: every other listener is bound by then.
         while port == 0 || ingest_port == 0 {
             let Ok((what, addr)) = rx.recv_timeout(Duration::from_secs(60)) else {
@@ -266,6 +268,7 @@ impl Server {
                 "ingest" => ingest_port = p,
                 "ftps" => ftps_port = p,
                 "admin" => admin_port = p,
+                "api" => api_port = p,
                 _ => ftps_implicit_port = p,
             }
         }
@@ -276,6 +279,7 @@ impl Server {
             ftps_port,
             ftps_implicit_port,
             admin_port,
+            api_port,
             dir,
             log,
         }

@@ -3,6 +3,7 @@
 //! rclone and Python's ftplib, and russh- and rustls-based protocol clients. One test binary, so one build serves all.
 
 mod admin;
+mod api;
 mod attacks;
 mod clients;
 mod crypto;

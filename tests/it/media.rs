@@ -846,7 +846,7 @@ fn mp4_session(root: &Path, id: &str) -> std::path::PathBuf {
 }
 
 /// [`mp4_session`] with the call ending at `ended_at`.
-fn mp4_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::PathBuf {
+pub(crate) fn mp4_session_until(root: &Path, id: &str, ended_at: &str) -> std::path::PathBuf {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let t0 = 1_795_428_000_000_000i64; // 2026-11-23T10:00:00Z
@@ -1524,7 +1524,12 @@ async fn rclone_hashsum_and_check_use_stored_hashes_and_unknown_ones_delete_noth
 }
 
 /// Reads `session`'s MP4 over SFTP from `server`.
-fn get_mp4(server: &crate::harness::Server, cwd: &Path, session: &str, id: &str) -> Vec<u8> {
+pub(crate) fn get_mp4(
+    server: &crate::harness::Server,
+    cwd: &Path,
+    session: &str,
+    id: &str,
+) -> Vec<u8> {
     use crate::harness::*;
     let out = sftp_batch(
         server.port,

@@ -1,0 +1,1026 @@
+//! The content API (`/v1`) driven with curl and Python's requests against
+//! the real binary and moto: searches over the day index, a call's index,
+//! downloads with Range/If-Range/resume equal to the SFTP bytes, signed
+//! links, erase, keys and tenants kept apart, the defender, and
+//! schemathesis against the served OpenAPI document.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const KEY_READ: &str = "key-read-0123456789abcdef0123456789abcdef";
+const KEY_ERASE: &str = "key-erase-0123456789abcdef0123456789abcd";
+const KEY_OTHER: &str = "key-other-tenant-0123456789abcdef0123456";
+
+fn api_toml(dir_hint: &str) -> String {
+    format!(
+        "\n[api]\nlisten = \"127.0.0.1:0\"\nlink_key_file = \"{}\"\n",
+        std::env::temp_dir()
+            .join(format!(
+                "recvault-it-link-{dir_hint}-{}.key",
+                std::process::id()
+            ))
+            .display()
+    )
+}
+
+fn key_toml(name: &str, secret: &str, scopes: &[&str]) -> String {
+    let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "\n[[tenants.api_keys]]\nname = \"{name}\"\nkey = \"sha256:{}\"\nscopes = [{}]\n",
+        recvault::ingest::token_hash(secret),
+        scopes.join(", ")
+    )
+}
+
+/// Two tenants: acme (user qa, keys `crm` read-only and `ops` with erase)
+/// and beta (key `other`).
+fn config(prefix: &str, extra: &str) -> String {
+    let qa = client_key("qa");
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| recvault::password::hash(crate::ftps::PW).unwrap());
+    let password = format!("password = \"{hash}\"");
+    let beta = format!(
+        "\n[[tenants]]\nid = \"beta\"\nprefix = \"{prefix}beta/\"\n{}",
+        key_toml(
+            "other",
+            KEY_OTHER,
+            &["calls:read", "media:read", "calls:erase"]
+        )
+    );
+    format!(
+        "{extra}\n{}\n{}\n{}{}{beta}",
+        api_toml(&prefix.replace('/', "-")),
+        tenant_toml("acme", &format!("{prefix}acme/"), &[("qa", qa, &password)]),
+        key_toml("crm", KEY_READ, &["calls:read", "media:read"]),
+        key_toml("ops", KEY_ERASE, &["calls:read", "calls:erase"]),
+    )
+}
+
+/// Stores a session whose RAW archive is `data`, with its own agent,
+/// queue and tags in the index.
+#[allow(clippy::too_many_arguments)]
+async fn seed_call(
+    prefix: &str,
+    id: &str,
+    started: &str,
+    ended: &str,
+    data: Vec<u8>,
+    agent: &str,
+    queue: &str,
+    tags: &[(&str, &str)],
+) {
+    let store = s3().store().await;
+    seed(store.as_ref(), prefix, id, started, ended, data).await;
+    let keys = recvault::layout::SessionKeys::of_call(prefix, t(started), id);
+    let bytes = recvault::store::read_all(store.as_ref(), &keys.index(), 1 << 20)
+        .await
+        .unwrap();
+    let mut index = recvault::layout::index::SessionIndex::parse(&bytes).unwrap();
+    index.gateway.insert(
+        "agent".into(),
+        serde_json::json!({"id": agent, "name": format!("Agent {agent}")}),
+    );
+    index.gateway.insert("queue".into(), queue.into());
+    let tags: serde_json::Map<String, Value> = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
+    index.gateway.insert("tags".into(), Value::Object(tags));
+    store
+        .put(
+            &keys.index(),
+            bytes::Bytes::from(index.to_bytes()),
+            recvault::store::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    recvault::days::forget(
+        store.as_ref(),
+        prefix,
+        &recvault::layout::Day::of_call(t(started)),
+    )
+    .await
+    .unwrap();
+}
+
+/// One answer: status, headers (lower-case names), body.
+struct Got {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// `curl` of the API with `key` (if any) and extra arguments.
+fn call(port: u16, method: &str, path: &str, key: Option<&str>, extra: &[&str]) -> Got {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, body) = (dir.path().join("h"), dir.path().join("b"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60", "-X", method, "-D"])
+        .arg(&head)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"]);
+    if method == "HEAD" {
+        cmd.arg("-I");
+    }
+    if let Some(k) = key {
+        cmd.args(["-H", &format!("Authorization: Bearer {k}")]);
+    }
+    cmd.args(extra);
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = cmd.output().expect("curl");
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let headers = std::fs::read_to_string(&head)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Got {
+        code,
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+fn sftp_get(server: &Server, remote: &str, cwd: &Path) -> Vec<u8> {
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("get {remote} got.bin\n"),
+        cwd,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::read(cwd.join("got.bin")).unwrap()
+}
+
+fn sftp_ls(server: &Server, remote: &str, cwd: &Path) -> String {
+    let out = sftp_batch(
+        server.port,
+        "qa",
+        client_key("qa"),
+        &format!("ls -l {remote}\n"),
+        cwd,
+    );
+    text(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_searches_calls_from_the_day_index_with_filters_and_cursor_pages() {
+    let prefix = unique_prefix("api-search");
+    let acme = format!("{prefix}acme/");
+    let calls = [
+        ("c-1", "2026-11-23T09:00:00Z", "ag-1", "sales", "spring"),
+        ("c-2", "2026-11-23T10:00:00Z", "ag-2", "support", "spring"),
+        ("c-3", "2026-11-23T11:00:00Z", "ag-1", "sales", "autumn"),
+        ("c-4", "2026-11-24T09:00:00Z", "ag-1", "sales", "spring"),
+        ("c-5", "2026-12-01T08:00:00Z", "ag-3", "sales", "spring"),
+    ];
+    for (i, (id, start, agent, queue, campaign)) in calls.iter().enumerate() {
+        let end = start.replace(":00:00Z", ":05:00Z");
+        seed_call(
+            &acme,
+            id,
+            start,
+            &end,
+            pseudo_random(1000 + i, i as u64),
+            agent,
+            queue,
+            &[("campaign", campaign)],
+        )
+        .await;
+    }
+    let server = Server::start(&config(&prefix, ""));
+    let port = server.api_port;
+    assert_ne!(port, 0, "{}", server.log());
+    let ids = |g: &Got| -> Vec<String> {
+        g.json()["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["session_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let range = "from=2026-11-20&to=2026-12-05";
+    // Newest first by default, across days and months.
+    let all = call(
+        port,
+        "GET",
+        &format!("/v1/calls?{range}"),
+        Some(KEY_READ),
+        &[],
+    );
+    assert_eq!(all.code, 200, "{}", String::from_utf8_lossy(&all.body));
+    assert_eq!(ids(&all), ["c-5", "c-4", "c-3", "c-2", "c-1"]);
+    let c1 = &all.json()["calls"][4];
+    assert_eq!(c1["id"], "2026-11-23_c-1");
+    assert_eq!(c1["agent"]["id"], "ag-1");
+    assert_eq!(c1["queue"], "sales");
+    assert_eq!(c1["duration_secs"], 300.0);
+    assert!(c1["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "c-1.tar.gz" && m["size"] == 1000));
+    let asc = call(
+        port,
+        "GET",
+        &format!("/v1/calls?{range}&order=asc"),
+        Some(KEY_READ),
+        &[],
+    );
+    assert_eq!(ids(&asc), ["c-1", "c-2", "c-3", "c-4", "c-5"]);
+    // Filters (agent by id or name, queue, tags together, session id).
+    let q = |filter: &str| {
+        ids(&call(
+            port,
+            "GET",
+            &format!("/v1/calls?{range}&{filter}"),
+            Some(KEY_READ),
+            &[],
+        ))
+    };
+    assert_eq!(q("agent=ag-1"), ["c-4", "c-3", "c-1"]);
+    assert_eq!(q("agent=Agent%20ag-2"), ["c-2"]);
+    assert_eq!(q("queue=sales&tag=campaign:spring"), ["c-5", "c-4", "c-1"]);
+    assert_eq!(q("tag=campaign:autumn"), ["c-3"]);
+    assert_eq!(q("session_id=c-2"), ["c-2"]);
+    assert!(q("agent=nobody").is_empty());
+    // A narrower range.
+    let one_day = call(
+        port,
+        "GET",
+        "/v1/calls?from=2026-11-24&to=2026-11-24",
+        Some(KEY_READ),
+        &[],
+    );
+    assert_eq!(ids(&one_day), ["c-4"]);
+    // Pages of two, in both orders, join up to the whole list.
+    for (order, want) in [
+        ("desc", ["c-5", "c-4", "c-3", "c-2", "c-1"]),
+        ("asc", ["c-1", "c-2", "c-3", "c-4", "c-5"]),
+    ] {
+        let mut got = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut path = format!("/v1/calls?{range}&order={order}&limit=2");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = call(port, "GET", &path, Some(KEY_READ), &[]);
+            assert_eq!(page.code, 200);
+            got.extend(ids(&page));
+            pages += 1;
+            match page.json()["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "{order}");
+        assert_eq!(pages, 3, "{order}: 2 + 2 + 1, and no empty last page");
+    }
+    // Bad queries get a clear 400.
+    for bad in [
+        "limit=0",
+        "limit=5000",
+        "from=2026-02-30",
+        "from=2024-01-01&to=2026-12-01",
+        "cursor=not-ours",
+        "agnt=ag-1",
+    ] {
+        let g = call(
+            port,
+            "GET",
+            &format!("/v1/calls?{bad}"),
+            Some(KEY_READ),
+            &[],
+        );
+        assert_eq!(g.code, 400, "{bad}");
+        assert_eq!(g.json()["status"], 400);
+        assert!(!g.json()["error"].as_str().unwrap().is_empty());
+    }
+    // The search read no session's info.json: the day index is enough.
+    // (The harness can not count requests here; the log says whether an
+    // index had to be built from the sessions, which reads every info.json
+    // once, and that happens once per day, not per request.)
+    let built = server
+        .log()
+        .matches("day index missing; built from the sessions")
+        .count();
+    assert!(built <= 3, "{built} days built: {}", server.log());
+
+    // Python's requests, as an integration script would page through.
+    let script = format!(
+        r#"
+import requests
+s = requests.Session()
+s.headers["Authorization"] = "Bearer {KEY_READ}"
+ids, cursor = [], None
+while True:
+    p = {{"from": "2026-11-20", "to": "2026-12-05", "limit": 1, "agent": "ag-1"}}
+    if cursor:
+        p["cursor"] = cursor
+    r = s.get("http://127.0.0.1:{port}/v1/calls", params=p, timeout=30)
+    r.raise_for_status()
+    body = r.json()
+    ids += [c["session_id"] for c in body["calls"]]
+    cursor = body["next_cursor"]
+    if not cursor:
+        break
+print(",".join(ids))
+"#
+    );
+    let out = Command::new(std::env::var("MOTO_PYTHON").unwrap_or("python3".into()))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "c-4,c-3,c-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_downloads_equal_the_sftp_bytes_with_ranges_if_range_and_resume() {
+    let prefix = unique_prefix("api-media");
+    let acme = format!("{prefix}acme/");
+    let data = pseudo_random(3 * 1024 * 1024 + 17, 11);
+    seed_call(
+        &acme,
+        "c-1",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:10:00Z",
+        data.clone(),
+        "ag-1",
+        "sales",
+        &[],
+    )
+    .await;
+    let server = Server::start(&config(&prefix, ""));
+    let port = server.api_port;
+    let work = tempfile::tempdir().unwrap();
+    let remote = "/2026/11/23/c-1/c-1.tar.gz";
+    let sftp_bytes = sftp_get(&server, remote, work.path());
+    assert_eq!(sftp_bytes, data);
+    let media = "/v1/calls/2026-11-23_c-1/media/c-1.tar.gz";
+
+    // The call's index: the archive with its size and SHA-256.
+    let detail = call(port, "GET", "/v1/calls/2026-11-23_c-1", Some(KEY_READ), &[]);
+    assert_eq!(
+        detail.code,
+        200,
+        "{}",
+        String::from_utf8_lossy(&detail.body)
+    );
+    let d = detail.json();
+    assert_eq!(d["session_id"], "c-1");
+    let archive = d["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "c-1.tar.gz")
+        .unwrap()
+        .clone();
+    assert_eq!(archive["size"], data.len() as u64);
+    assert_eq!(archive["sha256"], sha256(&data));
+    assert_eq!(archive["derived"], false);
+    assert!(d["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "info.json"));
+
+    // HEAD agrees with SFTP's stat.
+    let head = call(port, "HEAD", media, Some(KEY_READ), &[]);
+    assert_eq!(head.code, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(data.len().to_string().as_str())
+    );
+    assert_eq!(head.header("accept-ranges"), Some("bytes"));
+    assert_eq!(head.header("content-type"), Some("application/gzip"));
+    // (curl -I writes the headers where the body would go: no body came.)
+    assert!(head.body.starts_with(b"HTTP/1.1 200") && head.body.len() < 2048);
+    let ls = sftp_ls(&server, remote, work.path());
+    assert!(ls.contains(&format!(" {} ", data.len())), "{ls}");
+    let etag = head.header("etag").unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+
+    // The whole file, and ranges at the SFTP bytes' offsets.
+    let whole = call(port, "GET", media, Some(KEY_READ), &[]);
+    assert_eq!(whole.code, 200);
+    assert_eq!(whole.body, sftp_bytes);
+    assert_eq!(whole.header("etag"), Some(etag.as_str()));
+    let n = data.len();
+    for (range, a, b) in [
+        ("bytes=0-0", 0, 0),
+        ("bytes=1000-1999", 1000, 1999),
+        (&format!("bytes={}-", n - 5) as &str, n - 5, n - 1),
+        ("bytes=-17", n - 17, n - 1),
+        (&format!("bytes=1048570-{}", n + 1000), 1_048_570, n - 1),
+    ] {
+        let g = call(
+            port,
+            "GET",
+            media,
+            Some(KEY_READ),
+            &["-H", &format!("Range: {range}")],
+        );
+        assert_eq!(g.code, 206, "{range}");
+        assert_eq!(g.body, &sftp_bytes[a..=b], "{range}");
+        assert_eq!(
+            g.header("content-range"),
+            Some(format!("bytes {a}-{b}/{n}").as_str()),
+            "{range}"
+        );
+    }
+    let past = call(
+        port,
+        "GET",
+        media,
+        Some(KEY_READ),
+        &["-H", &format!("Range: bytes={n}-")],
+    );
+    assert_eq!(past.code, 416);
+    assert_eq!(
+        past.header("content-range"),
+        Some(format!("bytes */{n}").as_str())
+    );
+    // If-Range: the range only for this version; another tag gets it all.
+    let same = call(
+        port,
+        "GET",
+        media,
+        Some(KEY_READ),
+        &[
+            "-H",
+            "Range: bytes=10-19",
+            "-H",
+            &format!("If-Range: {etag}"),
+        ],
+    );
+    assert_eq!((same.code, same.body.as_slice()), (206, &data[10..20]));
+    let other = call(
+        port,
+        "GET",
+        media,
+        Some(KEY_READ),
+        &[
+            "-H",
+            "Range: bytes=10-19",
+            "-H",
+            "If-Range: \"another-version\"",
+        ],
+    );
+    assert_eq!(other.code, 200);
+    assert_eq!(other.body, data);
+    let cached = call(
+        port,
+        "GET",
+        media,
+        Some(KEY_READ),
+        &["-H", &format!("If-None-Match: {etag}")],
+    );
+    assert_eq!(cached.code, 304);
+    // Attachment on request.
+    let att = call(
+        port,
+        "HEAD",
+        &format!("{media}?disposition=attachment"),
+        Some(KEY_READ),
+        &[],
+    );
+    assert_eq!(
+        att.header("content-disposition"),
+        Some("attachment; filename=\"c-1.tar.gz\"")
+    );
+
+    // `curl -C -` resumes a cut-off download.
+    let part = work.path().join("resumed.bin");
+    std::fs::write(&part, &data[..1_234_567]).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "-C", "-", "-H"])
+        .arg(format!("Authorization: Bearer {KEY_READ}"))
+        .arg("-o")
+        .arg(&part)
+        .arg(format!("http://127.0.0.1:{port}{media}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sha256_file(&part), sha256(&data));
+
+    // Each GET was audited as a download, the ranged ones as partial.
+    let audit = server.audit();
+    let downloads: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &Value| e["event"] == "download" && e["protocol"] == "api")
+        .collect();
+    assert!(downloads.iter().any(|e| e["complete"] == true
+        && e["bytes"] == n as u64
+        && e["user"] == "apikey:crm"
+        && e["sha256"] == sha256(&data)));
+    assert!(downloads
+        .iter()
+        .any(|e| e["offset"] == 1000 && e["bytes"] == 1000 && e["complete"] == false));
+    assert!(downloads
+        .iter()
+        .any(|e| e["offset"] == 1_234_567 && e["complete"] == true));
+    // The key never reaches the log or the trail.
+    assert!(!audit.contains(KEY_READ) && !server.log().contains(KEY_READ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_tenants_are_kept_apart_and_wrong_keys_earn_a_ban() {
+    let prefix = unique_prefix("api-keys");
+    seed_call(
+        &format!("{prefix}acme/"),
+        "c-1",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:10:00Z",
+        pseudo_random(5000, 3),
+        "ag-1",
+        "sales",
+        &[],
+    )
+    .await;
+    let server = Server::start(&config(
+        &prefix,
+        "[limits]\nban_after_failures = 3\nban_secs = 300\n",
+    ));
+    let port = server.api_port;
+    let detail = "/v1/calls/2026-11-23_c-1";
+    let media = "/v1/calls/2026-11-23_c-1/media/c-1.tar.gz";
+    assert_eq!(call(port, "GET", detail, Some(KEY_READ), &[]).code, 200);
+    // Another tenant's key does not see this tenant's call, by any route.
+    assert_eq!(call(port, "GET", detail, Some(KEY_OTHER), &[]).code, 404);
+    assert_eq!(call(port, "GET", media, Some(KEY_OTHER), &[]).code, 404);
+    assert_eq!(call(port, "DELETE", detail, Some(KEY_OTHER), &[]).code, 404);
+    let other = call(
+        port,
+        "GET",
+        "/v1/calls?from=2026-11-01&to=2026-11-30",
+        Some(KEY_OTHER),
+        &[],
+    );
+    assert_eq!(other.code, 200);
+    assert!(other.json()["calls"].as_array().unwrap().is_empty());
+    // Scopes: the erase key has no media:read, the read key no calls:erase.
+    assert_eq!(call(port, "GET", media, Some(KEY_ERASE), &[]).code, 403);
+    assert_eq!(call(port, "DELETE", detail, Some(KEY_READ), &[]).code, 403);
+    // Paths that name nothing, and methods a path does not take.
+    for path in [
+        "/v1/calls/c-1",
+        "/v1/calls/2026-11-23_..",
+        "/v1/calls/2026-11-23_c-1/media/..%2f..%2fetc",
+        "/v1/calls/2026-11-23_c-1/media/nothing.mp4",
+        "/v2/calls",
+    ] {
+        let g = call(port, "GET", path, Some(KEY_READ), &[]);
+        assert_eq!(g.code, 404, "{path}");
+        assert_eq!(g.json()["status"], 404, "{path}");
+    }
+    let put = call(port, "PUT", detail, Some(KEY_READ), &[]);
+    assert_eq!(put.code, 405);
+    assert_eq!(put.header("allow"), Some("GET, DELETE"));
+    // No key: 401 with a challenge, not a failed login.
+    let none = call(port, "GET", detail, None, &[]);
+    assert_eq!(none.code, 401);
+    assert!(none
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer"));
+    // Wrong keys are failed logins: audited, and the third bans the address.
+    for _ in 0..2 {
+        assert_eq!(
+            call(port, "GET", detail, Some("guessed-key"), &[]).code,
+            401
+        );
+    }
+    let failed = server
+        .audit()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "login" && e["protocol"] == "api" && e["ok"] == false)
+        .count();
+    assert_eq!(failed, 2);
+    assert_eq!(
+        call(port, "GET", detail, Some("guessed-key"), &[]).code,
+        401
+    );
+    assert_eq!(
+        call(port, "GET", detail, Some(KEY_READ), &[]).code,
+        0,
+        "banned: the connection is dropped"
+    );
+    assert!(!server.audit().contains("guessed-key"));
+    assert!(server.log_shows("address banned"), "{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_signed_links_work_until_used_up_or_expired_and_an_altered_one_gets_403() {
+    let prefix = unique_prefix("api-links");
+    let data = pseudo_random(70_000, 5);
+    seed_call(
+        &format!("{prefix}acme/"),
+        "c-1",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:10:00Z",
+        data.clone(),
+        "ag-1",
+        "sales",
+        &[],
+    )
+    .await;
+    let server = Server::start(&config(&prefix, ""));
+    let port = server.api_port;
+    let make = |body: &str| {
+        call(
+            port,
+            "POST",
+            "/v1/calls/2026-11-23_c-1/media/c-1.tar.gz/links",
+            Some(KEY_READ),
+            &["-H", "Content-Type: application/json", "--data", body],
+        )
+    };
+    let made = make(r#"{"ttl_secs": 600, "max_uses": 2}"#);
+    assert_eq!(made.code, 201, "{}", String::from_utf8_lossy(&made.body));
+    let url = made.json()["url"].as_str().unwrap().to_string();
+    let path = url
+        .strip_prefix(&format!("http://127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("{url}"))
+        .to_string();
+    // No other authentication; HEAD is not a use; two GETs are.
+    assert_eq!(call(port, "HEAD", &path, None, &[]).code, 200);
+    let first = call(port, "GET", &path, None, &[]);
+    assert_eq!((first.code, first.body == data), (200, true));
+    let second = call(port, "GET", &path, None, &["-H", "Range: bytes=5-9"]);
+    assert_eq!((second.code, second.body.as_slice()), (206, &data[5..10]));
+    let third = call(port, "GET", &path, None, &[]);
+    assert_eq!(third.code, 410, "used up");
+    assert!(third.json()["error"].as_str().unwrap().contains("used up"));
+    // Altered claims or MAC: 403, counted as a failed login.
+    let (claims, mac) = path.rsplit_once('.').unwrap();
+    let mut flipped = mac.to_string().into_bytes();
+    flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+    let altered = format!("{claims}.{}", String::from_utf8(flipped).unwrap());
+    assert_eq!(call(port, "GET", &altered, None, &[]).code, 403);
+    assert_eq!(call(port, "GET", "/v1/links/e30.AAAA", None, &[]).code, 403);
+    // Expired.
+    let short = make(r#"{"ttl_secs": 1}"#);
+    let short_path = short.json()["url"]
+        .as_str()
+        .unwrap()
+        .replace(&format!("http://127.0.0.1:{port}"), "");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(call(port, "GET", &short_path, None, &[]).code, 410);
+    // Bad requests.
+    assert_eq!(make(r#"{"ttl_secs": 0}"#).code, 400);
+    assert_eq!(make(r#"{"ttl_secs": 99999999}"#).code, 400);
+    assert_eq!(make(r#"{"max_uses": 0}"#).code, 400);
+    assert_eq!(make(r#"{"other": 1}"#).code, 400);
+    assert_eq!(make("not json").code, 400);
+    // The erase-only key may not hand out downloads.
+    let refused = call(
+        port,
+        "POST",
+        "/v1/calls/2026-11-23_c-1/media/c-1.tar.gz/links",
+        Some(KEY_ERASE),
+        &["--data", "{}"],
+    );
+    assert_eq!(refused.code, 403);
+    // Made links are audited with what they allow.
+    let audit = server.audit();
+    assert!(
+        audit.lines().any(|l| l.contains("\"event\":\"link\"")
+            && l.contains("c-1.tar.gz")
+            && l.contains("\"max_uses\":2")),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_erase_removes_the_call_from_sftp_ftps_and_the_api() {
+    let prefix = unique_prefix("api-erase");
+    for id in ["c-1", "c-2"] {
+        seed_call(
+            &format!("{prefix}acme/"),
+            id,
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T09:10:00Z",
+            pseudo_random(4000, 9),
+            "ag-1",
+            "sales",
+            &[],
+        )
+        .await;
+    }
+    let server = Server::start(&config(&prefix, ""));
+    let port = server.api_port;
+    let work = tempfile::tempdir().unwrap();
+    assert!(sftp_ls(&server, "/2026/11/23", work.path()).contains("c-1"));
+    let erased = call(
+        port,
+        "DELETE",
+        "/v1/calls/2026-11-23_c-1",
+        Some(KEY_ERASE),
+        &[],
+    );
+    assert_eq!(
+        erased.code,
+        200,
+        "{}",
+        String::from_utf8_lossy(&erased.body)
+    );
+    assert_eq!(erased.json()["erased"], true);
+    assert!(erased.json()["objects"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        call(port, "GET", "/v1/calls/2026-11-23_c-1", Some(KEY_READ), &[]).code,
+        404
+    );
+    let listed = call(
+        port,
+        "GET",
+        "/v1/calls?from=2026-11-23&to=2026-11-23",
+        Some(KEY_READ),
+        &[],
+    );
+    let ids: Vec<&str> = listed.json()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["session_id"].as_str().unwrap().to_string().leak() as &str)
+        .collect();
+    assert_eq!(ids, ["c-2"]);
+    let ls = sftp_ls(&server, "/2026/11/23", work.path());
+    assert!(!ls.contains("c-1") && ls.contains("c-2"), "{ls}");
+    let ftps = crate::ftps::curl(&[&format!("ftp://127.0.0.1:{}/2026/11/23/", server.ftps_port)]);
+    let names = text(&ftps);
+    assert!(!names.contains("c-1") && names.contains("c-2"), "{names}");
+    // Again: nothing left to erase.
+    assert_eq!(
+        call(
+            port,
+            "DELETE",
+            "/v1/calls/2026-11-23_c-1",
+            Some(KEY_ERASE),
+            &[]
+        )
+        .code,
+        404
+    );
+    let audit = server.audit();
+    assert!(
+        audit.lines().any(|l| l.contains("\"event\":\"erase\"")
+            && l.contains("\"protocol\":\"api\"")
+            && l.contains("apikey:ops")),
+        "{audit}"
+    );
+}
+
+/// schemathesis (PyPI) against the served OpenAPI document, with a valid
+/// key and real call ids and file names (otherwise nearly every answer is a
+/// 404): no 5xx, every answer as documented (status, content type, headers,
+/// body schema). Prints how many requests it made and how many got
+/// 2xx/206 (the HAR report of the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
+    let st = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/schemathesis");
+    assert!(
+        st.exists(),
+        "schemathesis is not installed: scripts/test.sh installs it into .venv"
+    );
+    let prefix = unique_prefix("api-schemathesis");
+    for (i, id) in ["c-1", "c-2"].iter().enumerate() {
+        seed_call(
+            &format!("{prefix}acme/"),
+            id,
+            &format!("2026-11-2{}T09:00:00Z", 3 + i),
+            &format!("2026-11-2{}T09:10:00Z", 3 + i),
+            pseudo_random(20_000, i as u64),
+            "ag-1",
+            "sales",
+            &[("campaign", "spring")],
+        )
+        .await;
+    }
+    // No ban: schemathesis sends wrong keys on purpose (ignored_auth).
+    let server = Server::start(&config(&prefix, "[defender]\nallow = [\"127.0.0.0/8\"]\n"));
+    let port = server.api_port;
+    let work = tempfile::tempdir().unwrap();
+    let toml = work.path().join("schemathesis.toml");
+    std::fs::write(
+        &toml,
+        r#"
+[[operations]]
+include-path-regex = "^/v1/calls/\\{id\\}"
+parameters = { id = "2026-11-23_c-1" }
+
+[[operations]]
+include-path-regex = "/media/\\{name\\}"
+parameters = { name = "c-1.tar.gz" }
+
+# (Links: a link used up or expired is answered 410 Gone, as documented.)
+# A download's body is the file (its schema is "anything"); a range of
+# info.json is not JSON, though its Content-Type is the file's (RFC 9110).
+[[operations]]
+include-path-regex = "^/v1/(links/|calls/\\{id\\}/media/\\{name\\}$)"
+checks.response_schema_conformance.enabled = false
+# A range past the end is answered 416, as documented.
+checks.positive_data_acceptance.expected-statuses = [200, 206, 304, 401, 403, 404, 410, 416]
+
+# A range over 366 days is refused with 400, as documented (JSON Schema
+# cannot say it).
+[[operations]]
+include-path = "/v1/calls"
+checks.positive_data_acceptance.expected-statuses = [200, 400]
+"#,
+    )
+    .unwrap();
+    let har = work.path().join("run.har");
+    let out = Command::new(&st)
+        .arg("--config-file")
+        .arg(&toml)
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{port}/v1/openapi.json"))
+        .args(["-H", &format!("Authorization: Bearer {KEY_READ}")])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "-w",
+            "1",
+        ])
+        .args(["--request-timeout", "30", "--no-color", "--report", "har"])
+        .arg("--report-har-path")
+        .arg(&har)
+        .current_dir(work.path())
+        .output()
+        .expect("run schemathesis");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&har).unwrap_or_default()).unwrap_or(Value::Null);
+    let statuses: Vec<u64> = report["log"]["entries"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["response"]["status"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    let ok = statuses.iter().filter(|s| (200..300).contains(*s)).count();
+    let partial = statuses.iter().filter(|s| **s == 206).count();
+    let server_errors = statuses.iter().filter(|s| **s >= 500).count();
+    eprintln!(
+        "schemathesis: {} requests, {ok} answered 2xx ({partial} of them 206), {server_errors} 5xx",
+        statuses.len()
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        statuses.len() >= 300,
+        "{} requests: {}",
+        statuses.len(),
+        text(&out)
+    );
+    assert_eq!(server_errors, 0);
+    assert!(ok >= 50, "{ok} of {} answered 2xx", statuses.len());
+    // The server still serves.
+    assert_eq!(
+        call(port, "GET", "/v1/calls/2026-11-23_c-1", Some(KEY_READ), &[]).code,
+        200
+    );
+}
+
+/// A derived MP4 never rendered: the API's first GET starts the render and
+/// streams it with the reserved size as its length; the bytes equal what
+/// SFTP then reads from the stored render, and a range of it equals the
+/// same bytes; the call's index then says it was rendered, with its hash.
+/// Prometheus-format metrics count the API's requests by route and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_streams_a_derived_mp4_on_its_first_read_with_the_reserved_size() {
+    let prefix = unique_prefix("api-mp4");
+    let config = format!(
+        "{}{}\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        crate::media::media_config(&prefix),
+        key_toml("crm", KEY_READ, &["calls:read", "media:read"]),
+        api_toml("mp4"),
+    );
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    let id = "call-api";
+    crate::media::push_session(
+        &server,
+        &crate::media::mp4_session_until(work.path(), id, "2026-11-23T10:00:06Z"),
+    );
+    let port = server.api_port;
+    let call_id = format!("2026-11-23_{id}");
+    let detail = call(
+        port,
+        "GET",
+        &format!("/v1/calls/{call_id}"),
+        Some(KEY_READ),
+        &[],
+    );
+    assert_eq!(
+        detail.code,
+        200,
+        "{}",
+        String::from_utf8_lossy(&detail.body)
+    );
+    let mp4_entry = |d: &Value| {
+        d["media"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == format!("{id}.mp4"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no mp4 in {d}"))
+    };
+    let before = mp4_entry(&detail.json());
+    assert_eq!(before["derived"], true);
+    assert_eq!(before["rendered"], false);
+    assert!(detail.json()["streams"].as_object().unwrap().len() >= 3);
+    let reserved = before["size"].as_u64().unwrap();
+    let media = format!("/v1/calls/{call_id}/media/{id}.mp4");
+    let head = call(port, "HEAD", &media, Some(KEY_READ), &[]);
+    assert_eq!(
+        head.header("content-length"),
+        Some(reserved.to_string().as_str())
+    );
+    assert_eq!(head.header("content-type"), Some("video/mp4"));
+    assert!(!server.log_shows("render started"), "HEAD renders nothing");
+    let first = call(port, "GET", &media, Some(KEY_READ), &[]);
+    assert_eq!(first.code, 200);
+    assert_eq!(first.body.len() as u64, reserved);
+    assert_eq!(server.log().matches("render started").count(), 1);
+    let sftp = crate::media::get_mp4(&server, work.path(), &format!("/2026/11/23/{id}"), id);
+    assert_eq!(
+        sftp, first.body,
+        "the API's streamed render = the stored render"
+    );
+    let (a, b) = (reserved as usize / 3, reserved as usize / 3 + 65_535);
+    let part = call(
+        port,
+        "GET",
+        &media,
+        Some(KEY_READ),
+        &["-H", &format!("Range: bytes={a}-{b}")],
+    );
+    assert_eq!(part.code, 206);
+    assert_eq!(part.body, &sftp[a..=b]);
+    assert_eq!(
+        server.log().matches("render started").count(),
+        1,
+        "rendered once"
+    );
+    let after = call(
+        port,
+        "GET",
+        &format!("/v1/calls/{call_id}"),
+        Some(KEY_READ),
+        &[],
+    );
+    let after = mp4_entry(&after.json());
+    assert_eq!(after["rendered"], true);
+    assert_eq!(after["sha256"], sha256(&sftp));
+    // The API's requests in /metrics, by route pattern and status.
+    let metrics = Command::new("curl")
+        .args([
+            "-sS",
+            &format!("http://127.0.0.1:{}/metrics", server.admin_port),
+        ])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "recvault_api_requests_total{route=\"/v1/calls/{id}/media/{name}\",status=\"206\"} 1",
+        "recvault_api_requests_total{route=\"/v1/calls/{id}\",status=\"200\"} 2",
+        "recvault_served_bytes_total{protocol=\"api\"}",
+    ] {
+        assert!(page.contains(line), "{line} not in:\n{page}");
+    }
+}
