@@ -72,6 +72,8 @@ const PENDING_MAX: usize = 64 << 20;
 
 pub struct Audit {
     node: String,
+    /// Where call and render events go ([`crate::events`]), once set.
+    events: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::events::Event>>,
     sink: Mutex<Sink>,
     /// `Some` once copies are asked for ([`Audit::keep_copies`]).
     pending: Mutex<Option<Vec<Batch>>>,
@@ -179,6 +181,7 @@ impl Audit {
     fn stream(out: Box<dyn Write + Send>, node: Option<&str>) -> Self {
         Self {
             node: node.map_or_else(hostname, str::to_string),
+            events: std::sync::OnceLock::new(),
             sink: Mutex::new(Sink::Stream {
                 out,
                 seq: 0,
@@ -218,6 +221,7 @@ impl Audit {
         let file = open_append(path)?;
         Ok(Self {
             node: node.map_or_else(hostname, str::to_string),
+            events: std::sync::OnceLock::new(),
             sink: Mutex::new(Sink::File {
                 file,
                 path: path.to_owned(),
@@ -456,6 +460,17 @@ impl Audit {
         Ok((new, line))
     }
 
+    /// Sends the call and render events of this trail to `tx` from now on.
+    pub fn send_events_to(&self, tx: tokio::sync::mpsc::UnboundedSender<crate::events::Event>) {
+        let _ = self.events.set(tx);
+    }
+
+    fn event(&self, e: Option<crate::events::Event>) {
+        if let (Some(tx), Some(e)) = (self.events.get(), e) {
+            let _ = tx.send(e);
+        }
+    }
+
     pub fn login(
         &self,
         protocol: &str,
@@ -505,6 +520,23 @@ impl Audit {
     /// archived, or it failed for good (quarantined).
     pub fn ingest(&self, tenant: &str, session: &str, stage: &str, detail: serde_json::Value) {
         crate::metrics::ingest(stage);
+        let kind = match stage {
+            "archived" => Some("call.archived"),
+            "failed" => Some("call.failed"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let day = detail["day"].as_str().map(str::to_string);
+            self.event(Some(crate::events::Event::new(
+                kind,
+                tenant,
+                session,
+                day,
+                None,
+                detail.clone(),
+                &self.node,
+            )));
+        }
         self.emit(json!({
             "event": "ingest", "tenant": tenant, "session": session, "stage": stage,
             "detail": detail,
@@ -521,6 +553,13 @@ impl Audit {
         objects: usize,
     ) {
         crate::metrics::erase(protocol);
+        self.event(crate::events::Event::at_path(
+            "call.erased",
+            tenant,
+            path,
+            json!({"objects": objects, "by": user, "protocol": protocol}),
+            &self.node,
+        ));
         self.emit(json!({
             "event": "erase", "protocol": protocol, "peer": peer.to_string(), "user": user,
             "tenant": tenant, "path": path, "objects": objects,
@@ -549,6 +588,20 @@ impl Audit {
     pub fn render(&self, tenant: &str, path: &str, outcome: Result<u64, &String>, took: Duration) {
         let ms = took.as_millis() as u64;
         crate::metrics::render(outcome.is_ok(), took);
+        self.event(crate::events::Event::at_path(
+            if outcome.is_ok() {
+                "render.completed"
+            } else {
+                "render.failed"
+            },
+            tenant,
+            path,
+            match outcome {
+                Ok(bytes) => json!({"bytes": bytes}),
+                Err(e) => json!({"error": e}),
+            },
+            &self.node,
+        ));
         self.emit(match outcome {
             Ok(bytes) => json!({
                 "event": "render", "tenant": tenant, "path": path, "ok": true,

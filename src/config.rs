@@ -78,6 +78,28 @@ pub struct ApiConfig {
     /// The address clients reach the API at (`https://host:port`), the base
     /// of signed links; default: the `Host` of the request that made the link.
     pub public_url: Option<Spanned<String>>,
+    /// This node's durable outbox of events (webhook deliveries, the event
+    /// log's writes); must survive restarts.
+    #[serde(default = "default_outbox_dir")]
+    pub outbox_dir: PathBuf,
+}
+
+fn default_outbox_dir() -> PathBuf {
+    PathBuf::from("/var/lib/recvault/outbox")
+}
+
+/// One webhook of a tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are POSTed (`https://…`; `http://` for loopback or a
+    /// private network).
+    pub url: Spanned<String>,
+    /// The signing secret (a secret file, mode 0600).
+    pub secret_file: Spanned<PathBuf>,
+    /// The event types it gets; default: every type.
+    #[serde(default)]
+    pub events: Vec<Spanned<String>>,
 }
 
 /// The brute-force defender's exemptions.
@@ -311,6 +333,9 @@ pub struct TenantConfig {
     /// Keys of the content API (`[api]`).
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Where the tenant's events are POSTed (needs `[api]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
     /// Video bitrate cap of the tenant's side-by-side MP4s, in kbit/s
     /// (x264 `-maxrate`; the VBV buffer is twice that). Sessions keep the cap
     /// they were archived with.
@@ -637,6 +662,32 @@ impl Validator<'_> {
                         k.key.span(),
                         "this API key hash is used twice (every key needs its own secret)",
                     );
+                }
+            }
+            for w in &t.webhooks {
+                let u = w.url.get_ref();
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.parse::<hyper::Uri>().is_err()
+                {
+                    return self.err(
+                        w.url.span(),
+                        format!("tenant {id:?}: webhook url must be an http:// or https:// URL"),
+                    );
+                }
+                for e in &w.events {
+                    if !crate::events::KINDS.contains(&e.get_ref().as_str()) {
+                        return self.err(
+                            e.span(),
+                            format!(
+                                "unknown event type {:?}: one of {:?}",
+                                e.get_ref(),
+                                crate::events::KINDS
+                            ),
+                        );
+                    }
+                }
+                if c.api.is_none() {
+                    return self.err(w.url.span(), format!("tenant {id:?}: webhooks need an [api] section (its outbox_dir keeps deliveries)"));
                 }
             }
             for u in &t.users {

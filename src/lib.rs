@@ -10,6 +10,7 @@ pub mod config; // TOML → typed, validated configuration
 pub mod crypto; // encryption at rest: Tink streaming AEAD, Tink JSON keysets
 pub mod days; // the day index: updated safely on any store, read for listings
 pub mod demo; // `recvault demo`: the embedded default
+pub mod events; // call/render events: durable outbox, the event log in storage, signed webhooks
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections
 #[doc(hidden)]
 pub mod fuzz; // entry points of the fuzz targets and their corpus replay

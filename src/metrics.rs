@@ -93,6 +93,8 @@ pub struct Metrics {
     pub renders_waiting: Gauge,
     pub renders_running: Gauge,
     pub api_requests: Family<RouteStatus, Counter>,
+    pub webhooks: Family<Outcome, Counter>,
+    pub events_pending: Gauge,
 }
 
 impl Metrics {
@@ -115,6 +117,8 @@ impl Metrics {
             renders_waiting: Gauge::default(),
             renders_running: Gauge::default(),
             api_requests: Family::default(),
+            webhooks: Family::default(),
+            events_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -192,6 +196,16 @@ impl Metrics {
             "api_requests",
             "Content API requests answered, by route (its pattern) and status code",
             m.api_requests.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed: retried later, dead: given up after 24 h, lost: not recorded)",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "events_pending",
+            "Events in this node's outbox not yet delivered everywhere",
+            m.events_pending.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -300,6 +314,15 @@ pub fn api_request(route: &'static str, status: u16) {
         .get_or_create(&RouteStatus {
             route: route.to_string(),
             status: status.to_string(),
+        })
+        .inc();
+}
+
+pub fn webhook(outcome: &str) {
+    get()
+        .webhooks
+        .get_or_create(&Outcome {
+            outcome: outcome.to_string(),
         })
         .inc();
 }

@@ -224,6 +224,24 @@ pub async fn serve(
         Some(f) => Some(start_ftps(f, shared.clone(), &stop_rx, drain).await?),
         None => None,
     };
+    // Stopped after the drain and clean-up (like the admin listener), so
+    // the events of the stop itself are recorded.
+    let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
+    let events = match &cfg.api {
+        Some(a) => {
+            let outbox = crate::events::Outbox::open(&a.outbox_dir)?;
+            outbox.set_tenants(crate::events::tenants_of(&cfg, &tenants)?);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            audit.send_events_to(tx);
+            let task = tokio::spawn(crate::events::run(
+                outbox.clone(),
+                rx,
+                admin_stop_rx.clone(),
+            ));
+            Some((task, outbox))
+        }
+        None => None,
+    };
     let api = match &cfg.api {
         Some(a) => {
             let (l, addr) = crate::listener::bind(a.listen.get_ref(), "api").await?;
@@ -250,7 +268,6 @@ pub async fn serve(
     };
     // The admin listener outlives the others' drain, so a balancer sees
     // "stopping" (503) rather than a refused connection; it has its own stop.
-    let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
     let admin = match &cfg.admin {
         Some(a) => {
             let (l, addr) = crate::listener::bind(a.listen.get_ref(), "admin").await?;
@@ -328,6 +345,12 @@ pub async fn serve(
                                 if let Some((_, ready)) = &admin {
                                     ready.set_tenants(tenants.clone());
                                 }
+                                if let Some((_, outbox)) = &events {
+                                    match crate::events::tenants_of(&new_cfg, &tenants) {
+                                        Ok(t) => outbox.set_tenants(t),
+                                        Err(e) => error!(error = %e, "SIGHUP: webhooks not reloaded, keeping the running ones"),
+                                    }
+                                }
                                 audit.config_reload(Ok(()));
                                 info!(users = n, tenants = tenants.len(), "reloaded users and keys; open connections keep running");
                             }
@@ -398,6 +421,9 @@ pub async fn serve(
     }
     let _ = admin_stop.send(true);
     if let Some((task, _)) = admin {
+        let _ = task.await;
+    }
+    if let Some((task, _)) = events {
         let _ = task.await;
     }
     info!("stopped");

@@ -342,6 +342,65 @@ pub async fn list(conn: &Conn, query: Option<&str>) -> Answer {
     )))
 }
 
+/// `GET /v1/events?after=<id>&limit=`: the tenant's event log, oldest
+/// first, after event `after` (or from the last 24 hours); needs
+/// `calls:read`. `next_after` is the id to ask after next time.
+pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
+    if !conn.vfs().perms().list {
+        return Err(ApiError::Forbidden(
+            "this key may not do that: the event log needs calls:read".into(),
+        ));
+    }
+    let (mut after, mut limit) = (None, DEFAULT_LIMIT);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "after" if v.is_empty() => {}
+            "after" => {
+                if !crate::layout::EventRef::is_id(&v) {
+                    return Err(ApiError::BadRequest(
+                        "after must be an event id this API gave".into(),
+                    ));
+                }
+                after = Some(v.to_string());
+            }
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}"))
+                    })?
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown parameter {:?} (after, limit)",
+                    other.chars().take(64).collect::<String>()
+                )))
+            }
+        }
+    }
+    let vfs = conn.vfs();
+    let tenant = vfs.tenant();
+    let found = crate::events::list(
+        &tenant.store,
+        &tenant.prefix,
+        after.as_deref(),
+        limit,
+        Utc::now(),
+    )
+    .await
+    .map_err(VfsError::from)?;
+    let next = found.last().map(|e| e.id.clone()).or(after);
+    Ok(boxed(json_reply(
+        StatusCode::OK,
+        &json!({
+            "events": found.iter().map(crate::events::listed).collect::<Vec<_>>(),
+            "next_after": next,
+        }),
+    )))
+}
+
 /// The path of entry `name` of call `id`.
 pub fn entry_path(id: &str, name: &str) -> Result<VPath, ApiError> {
     CallId::parse(id)

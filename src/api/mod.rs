@@ -290,6 +290,7 @@ impl Api {
                 slot.authenticated();
                 match route {
                     Route::Calls => calls::list(&conn, req.uri.query()).await,
+                    Route::Events => calls::events(&conn, req.uri.query()).await,
                     Route::Call(id) => calls::show(&conn, id).await,
                     Route::Erase(id) => calls::erase(&conn, id).await,
                     Route::Media { id, name, head } => {

@@ -7,7 +7,7 @@ use crate::path::VPath;
 
 /// Every route: method and path pattern (the OpenAPI document has exactly
 /// these; metrics label requests with the pattern).
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 11] = [
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/calls"),
     ("GET", "/v1/calls/{id}"),
@@ -17,6 +17,7 @@ pub const ROUTES: [(&str, &str); 10] = [
     ("POST", "/v1/calls/{id}/media/{name}/links"),
     ("GET", "/v1/links/{token}"),
     ("HEAD", "/v1/links/{token}"),
+    ("GET", "/v1/events"),
     ("GET", "/healthz"),
 ];
 
@@ -26,6 +27,7 @@ pub enum Route<'a> {
     OpenApi,
     Health,
     Calls,
+    Events,
     Call(&'a str),
     Erase(&'a str),
     Media {
@@ -62,6 +64,7 @@ impl<'a> Route<'a> {
             ["healthz"] => (matches!(m, "GET").then_some(Route::Health), "GET"),
             ["v1", "openapi.json"] => (matches!(m, "GET").then_some(Route::OpenApi), "GET"),
             ["v1", "calls"] => (matches!(m, "GET").then_some(Route::Calls), "GET"),
+            ["v1", "events"] => (matches!(m, "GET").then_some(Route::Events), "GET"),
             ["v1", "calls", id] if !id.is_empty() => (
                 match m {
                     "GET" => Some(Route::Call(id)),
@@ -93,6 +96,7 @@ impl<'a> Route<'a> {
             Route::OpenApi => "/v1/openapi.json",
             Route::Health => "/healthz",
             Route::Calls => "/v1/calls",
+            Route::Events => "/v1/events",
             Route::Call(_) | Route::Erase(_) => "/v1/calls/{id}",
             Route::Media { .. } => "/v1/calls/{id}/media/{name}",
             Route::MakeLink { .. } => "/v1/calls/{id}/media/{name}/links",

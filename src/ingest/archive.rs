@@ -276,7 +276,12 @@ impl Archiver {
             tenant,
             id,
             "archived",
-            serde_json::json!({"bytes": size, "sha256": sha256, "sealed": sealed}),
+            serde_json::json!({
+                "bytes": size,
+                "sha256": sha256,
+                "sealed": sealed,
+                "day": index.started().map(|t| t.format("%Y-%m-%d").to_string()),
+            }),
         );
         Ok(())
     }

@@ -15,6 +15,7 @@
 //! P/index/YYYY/MM/DD.json                       the day index (SPEC §16), see [`day`]
 //! P/index/YYYY/MM/DD/<node>.json                a node's shard of it (stores that ignore conditional writes)
 //! P/index/selftest-<node>-<random>              the conditional-write self-test's probe (removed after)
+//! P/events/YYYY/MM/DD/HH/<id>/<type>/<session>/<day>/<name>  one event of the tenant's event log (see [`EventRef`])
 //! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! audit/<node>/YYYY/MM/DD/<chain>-<first>-<last>.jsonl  a copy of audit lines first..=last (seq), by the day copied
 //! ```
@@ -23,6 +24,96 @@ pub mod day;
 pub mod index;
 
 use chrono::{DateTime, Utc};
+
+/// One event of a tenant's event log, as its key names it: the listing of
+/// an hour's prefix is the log, without reading any object. `id` is
+/// `<YYYYMMDDTHHMMSS.ffffffZ>.<node>.<seq>` (ordered by time), `kind` the
+/// event type (`call.archived`, …), `day` the call's day (`YYYY-MM-DD`,
+/// when known) and `name` a file of the call (render events). The object's
+/// body is the event's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef {
+    pub id: String,
+    pub kind: String,
+    pub session: String,
+    pub day: Option<String>,
+    pub name: Option<String>,
+}
+
+/// `P/events/YYYY/MM/DD/HH/`: the events of one hour (UTC).
+pub fn events_hour(tenant_prefix: &str, hour: DateTime<Utc>) -> String {
+    format!("{tenant_prefix}events/{}/", hour.format("%Y/%m/%d/%H"))
+}
+
+fn event_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 140
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl EventRef {
+    /// The time in an event id.
+    pub fn time_of(id: &str) -> Option<DateTime<Utc>> {
+        let stamp = id.get(..23)?;
+        chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.6fZ")
+            .ok()
+            .map(|t| t.and_utc())
+    }
+
+    /// Whether `s` has the shape of an event id
+    /// (`<YYYYMMDDTHHMMSS.ffffffZ>.<node>.<seq: 6 digits>`) and a real time.
+    pub fn is_id(s: &str) -> bool {
+        let Some(rest) = s.get(23..).and_then(|r| r.strip_prefix('.')) else {
+            return false;
+        };
+        let Some((node, seq)) = rest.rsplit_once('.') else {
+            return false;
+        };
+        Self::time_of(s).is_some()
+            && (1..=40).contains(&node.len())
+            && node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && seq.len() == 6
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// Its key; `None` when a part is not a plain name.
+    pub fn key(&self, tenant_prefix: &str) -> Option<String> {
+        let at = Self::time_of(&self.id)?;
+        let day = self.day.as_deref().unwrap_or("-");
+        let name = self.name.as_deref().unwrap_or("-");
+        [self.id.as_str(), &self.kind, &self.session, day, name]
+            .iter()
+            .all(|s| *s == "-" || event_segment(s))
+            .then(|| {
+                format!(
+                    "{}{}/{}/{}/{day}/{name}",
+                    events_hour(tenant_prefix, at),
+                    self.id,
+                    self.kind,
+                    self.session
+                )
+            })
+    }
+
+    /// The event a key of hour prefix `hour_prefix` names.
+    pub fn of_key(hour_prefix: &str, key: &str) -> Option<EventRef> {
+        let rest = key.strip_prefix(hour_prefix)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [id, kind, session, day, name] = parts.as_slice() else {
+            return None;
+        };
+        let opt = |s: &str| (s != "-").then(|| s.to_string());
+        (Self::time_of(id).is_some() && [*id, *kind, *session].iter().all(|s| event_segment(s)))
+            .then(|| EventRef {
+                id: id.to_string(),
+                kind: kind.to_string(),
+                session: session.to_string(),
+                day: opt(day),
+                name: opt(name),
+            })
+    }
+}
 
 /// The index's name inside a session folder.
 pub const INDEX: &str = "info.json";

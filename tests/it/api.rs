@@ -856,6 +856,11 @@ checks.positive_data_acceptance.expected-statuses = [200, 206, 304, 401, 403, 40
 [[operations]]
 include-path = "/v1/calls"
 checks.positive_data_acceptance.expected-statuses = [200, 400]
+
+# An `after` of the id's shape that names no time (month 13) is refused, as documented.
+[[operations]]
+include-path = "/v1/events"
+checks.positive_data_acceptance.expected-statuses = [200, 400]
 "#,
     )
     .unwrap();
@@ -1023,4 +1028,207 @@ async fn api_streams_a_derived_mp4_on_its_first_read_with_the_reserved_size() {
     ] {
         assert!(page.contains(line), "{line} not in:\n{page}");
     }
+}
+
+/// A webhook receiver (Python's http.server) that checks each delivery's
+/// signature with the README's snippet and records it; answers 503 while
+/// `<dir>/down` exists.
+const RECEIVER: &str = r#"
+import hashlib, hmac, http.server, json, os, sys, time
+port, secret, out = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+down = os.path.join(os.path.dirname(out), "down")
+
+def verify(secret, timestamp, body, signature):
+    # The README's verification: HMAC-SHA256 over "<timestamp>.<body>",
+    # compared in constant time; reject old timestamps (replays).
+    mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    fresh = abs(time.time() - int(timestamp)) < 300
+    return fresh and hmac.compare_digest("v1=" + mac, signature)
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if os.path.exists(down):
+            self.send_response(503); self.end_headers(); return
+        ok = verify(secret, self.headers["X-Recvault-Timestamp"], body, self.headers["X-Recvault-Signature"])
+        event = json.loads(body)
+        with open(out, "a") as f:
+            f.write(json.dumps({"id": event["id"], "header_id": self.headers["X-Recvault-Event-Id"],
+                                "type": event["type"], "call": event["call"]["id"], "sig_ok": ok}) + "\n")
+        self.send_response(200 if ok else 400); self.end_headers()
+    def log_message(self, *a): pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// Webhooks arrive signed, survive a receiver outage and a SIGKILL of
+/// recvault (the outbox is on disk), each event delivered once; the event
+/// log (`GET /v1/events`) lists the same events from storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_webhooks_survive_a_receiver_outage_and_a_restart_and_the_event_log_agrees() {
+    let prefix = unique_prefix("api-hooks");
+    let work = tempfile::tempdir().unwrap();
+    let hook_dir = work.path().join("hook");
+    std::fs::create_dir_all(&hook_dir).unwrap();
+    std::fs::write(hook_dir.join("down"), b"").unwrap();
+    let received = hook_dir.join("received.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = "whsec-0123456789abcdef";
+    let secret_file = work.path().join("hook.secret");
+    recvault::secret::write_secret_file(&secret_file, secret.as_bytes()).unwrap();
+    let mut receiver = Command::new(std::env::var("MOTO_PYTHON").unwrap_or("python3".into()))
+        .args(["-c", RECEIVER, &port.to_string(), secret])
+        .arg(&received)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(std::mem::replace(
+        &mut receiver,
+        Command::new("true").spawn().unwrap(),
+    ));
+    let outbox = work.path().join("outbox");
+    let config = format!(
+        "{}{}\n[[tenants.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"{}\"\n{}\noutbox_dir = \"{}\"\n",
+        crate::media::media_config(&prefix),
+        key_toml("ops", KEY_ERASE, &["calls:read", "media:read", "calls:erase"]),
+        secret_file.display(),
+        api_toml("hooks"),
+        outbox.display(),
+    );
+    let server = Server::start(&config);
+    let id = "call-hook";
+    crate::media::push_session(
+        &server,
+        &crate::media::mp4_session_until(work.path(), id, "2026-11-23T10:00:04Z"),
+    );
+    let api = server.api_port;
+    let call_id = format!("2026-11-23_{id}");
+    // A render and an erase: three events in all.
+    let mp3 = call(
+        api,
+        "GET",
+        &format!("/v1/calls/{call_id}/media/{id}.mp3"),
+        Some(KEY_ERASE),
+        &[],
+    );
+    assert_eq!(mp3.code, 200);
+    let erased = call(
+        api,
+        "DELETE",
+        &format!("/v1/calls/{call_id}"),
+        Some(KEY_ERASE),
+        &[],
+    );
+    assert_eq!(erased.code, 200);
+    // The event log has them (from storage), oldest first, whatever the
+    // receiver does.
+    let wanted = ["call.archived", "render.completed", "call.erased"];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let logged = loop {
+        let page = call(api, "GET", "/v1/events", Some(KEY_ERASE), &[]);
+        assert_eq!(page.code, 200, "{}", String::from_utf8_lossy(&page.body));
+        let types: Vec<String> = page.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect();
+        if types.len() >= 3 || std::time::Instant::now() > deadline {
+            break page.json();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let events = logged["events"].as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, wanted, "{logged}");
+    assert!(events.iter().all(|e| e["call_id"] == call_id.as_str()));
+    assert_eq!(events[1]["name"], format!("{id}.mp3"));
+    // Paging with after.
+    let after = events[0]["id"].as_str().unwrap();
+    let rest = call(
+        api,
+        "GET",
+        &format!("/v1/events?after={after}"),
+        Some(KEY_ERASE),
+        &[],
+    );
+    assert_eq!(rest.json()["events"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        call(
+            api,
+            "GET",
+            "/v1/events?after=nonsense",
+            Some(KEY_ERASE),
+            &[]
+        )
+        .code,
+        400
+    );
+    // Nothing reached the receiver yet (it answers 503), and the outbox
+    // holds the deliveries; then recvault dies hard.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!received.exists() || std::fs::read_to_string(&received).unwrap().is_empty());
+    assert!(
+        std::fs::read_dir(&outbox).unwrap().count() >= 3,
+        "records in the outbox"
+    );
+    let dir = server.kill9();
+    std::fs::remove_file(hook_dir.join("down")).unwrap();
+    let server = Server::start_in(dir, &format!("{}\n{config}", s3().storage_toml()));
+    // Delivered after the restart, each event once, signed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let got: Vec<Value> = loop {
+        let lines: Vec<Value> = std::fs::read_to_string(&received)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let mut got_types: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    got_types.sort();
+    let mut want_sorted = wanted.to_vec();
+    want_sorted.sort();
+    assert_eq!(got_types, want_sorted, "{got:?}\n{}", server.log());
+    for e in &got {
+        assert_eq!(e["sig_ok"], true, "{e}");
+        assert_eq!(e["id"], e["header_id"]);
+        assert_eq!(e["call"], call_id.as_str());
+    }
+    let mut ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), got.len(), "each event once");
+    let logged_ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, logged_ids, "the same events as the log");
+    // Delivered: the outbox is empty again, and stays so.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let left = std::fs::read_dir(&outbox)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(left, 0);
+    assert_eq!(
+        std::fs::read_to_string(&received).unwrap().lines().count(),
+        3
+    );
 }

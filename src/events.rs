@@ -1,0 +1,676 @@
+//! Events for integrations: `call.archived`, `call.failed`,
+//! `render.completed`, `render.failed` and `call.erased`, taken from the
+//! audit funnel (the one place every protocol reports them), recorded in a
+//! durable local outbox, and from there
+//!
+//! - written to the tenant's event log in storage (one object per event,
+//!   under `P/events/YYYY/MM/DD/HH/`, see [`crate::layout::EventRef`]), which
+//!   `GET /v1/events` lists — so every node answers the same;
+//! - delivered to the tenant's webhooks (`[[tenants.webhooks]]`): a POST of
+//!   the event's JSON, signed with HMAC-SHA256 over `<timestamp>.<body>`
+//!   (headers `X-Recvault-Timestamp`, `X-Recvault-Signature: v1=<hex>`,
+//!   `X-Recvault-Event-Id` for de-duplication). A failed delivery is
+//!   retried with backoff (2 s doubling to 10 min) for 24 hours, then the
+//!   event is dead-lettered (`<outbox>/dead/`, counted in metrics).
+//!
+//! The outbox is a folder of this node (`[api] outbox_dir`): a record is
+//! written and fsync'd before anything is delivered, and removed once every
+//! target has it, so deliveries survive a restart (at least once; receivers
+//! de-duplicate by event id). A node gone for good takes its undelivered
+//! records with it unless its folder is moved to another node; the event
+//! log in storage still has every event that node had stored. Nothing here
+//! waits on ingest or downloads: the funnel hands events over a channel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Timelike as _, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::layout::EventRef;
+use crate::store::{PutOptions, SharedStore, StoreError};
+
+/// The event types.
+pub const KINDS: [&str; 5] = [
+    "call.archived",
+    "call.failed",
+    "render.completed",
+    "render.failed",
+    "call.erased",
+];
+
+/// First retry delay of a failed delivery; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// How long a delivery is retried before the event is dead-lettered.
+pub const GIVE_UP: Duration = Duration::from_secs(24 * 3600);
+/// Longest wait for a webhook receiver's answer.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hours of the log one `GET /v1/events` reads at most.
+pub const MAX_HOURS: i64 = 7 * 24;
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created_at: String,
+    pub tenant: String,
+    pub session_id: String,
+    /// The call's day, `YYYY-MM-DD` (unknown for a session that failed
+    /// before its index was read).
+    pub day: Option<String>,
+    /// A file of the call (render events).
+    pub name: Option<String>,
+    pub detail: Value,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Event {
+    /// A new event of this node (`node`: its audit name).
+    pub fn new(
+        kind: &str,
+        tenant: &str,
+        session: &str,
+        day: Option<String>,
+        name: Option<String>,
+        detail: Value,
+        node: &str,
+    ) -> Event {
+        let now = Utc::now();
+        let node: String = node
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
+        let node = if node.is_empty() { "node".into() } else { node };
+        let id = format!(
+            "{}.{node}.{:06}",
+            now.format("%Y%m%dT%H%M%S%.6fZ"),
+            SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000
+        );
+        Event {
+            id,
+            kind: kind.to_string(),
+            created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            tenant: tenant.to_string(),
+            session_id: session.to_string(),
+            day,
+            name,
+            detail,
+        }
+    }
+
+    /// An event about the tree path `/YYYY/MM/DD/<id>[/<name>]`.
+    pub fn at_path(
+        kind: &str,
+        tenant: &str,
+        path: &str,
+        detail: Value,
+        node: &str,
+    ) -> Option<Event> {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (day, session, name) = match parts.as_slice() {
+            [y, m, d, s] => (format!("{y}-{m}-{d}"), *s, None),
+            [y, m, d, s, n] => (format!("{y}-{m}-{d}"), *s, Some(n.to_string())),
+            _ => return None,
+        };
+        Some(Event::new(
+            kind,
+            tenant,
+            session,
+            Some(day),
+            name,
+            detail,
+            node,
+        ))
+    }
+
+    /// The API's id of the call, when its day is known.
+    pub fn call_id(&self) -> Option<String> {
+        Some(format!("{}_{}", self.day.as_ref()?, self.session_id))
+    }
+
+    fn reference(&self) -> EventRef {
+        EventRef {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            session: self.session_id.clone(),
+            day: self.day.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The JSON a webhook receives (and the event log's object holds).
+    pub fn body(&self) -> Value {
+        json!({
+            "id": self.id,
+            "type": self.kind,
+            "created_at": self.created_at,
+            "tenant": self.tenant,
+            "call": {
+                "id": self.call_id(),
+                "session_id": self.session_id,
+                "path": self.day.as_ref().map(|d| format!("/{}/{}", d.replace('-', "/"), self.session_id)),
+            },
+            "name": self.name,
+            "detail": self.detail,
+        })
+    }
+}
+
+/// An event as the log lists it (from its key alone).
+pub fn listed(r: &EventRef) -> Value {
+    json!({
+        "id": r.id,
+        "type": r.kind,
+        "created_at": EventRef::time_of(&r.id).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        "call_id": r.day.as_ref().map(|d| format!("{d}_{}", r.session)),
+        "session_id": r.session,
+        "name": r.name,
+    })
+}
+
+/// The signature header's value for `body` sent at `timestamp`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    format!("v1={}", hex::encode(ctx.sign().as_ref()))
+}
+
+/// One webhook of a tenant.
+#[derive(Clone)]
+pub struct Hook {
+    pub url: String,
+    pub secret: Vec<u8>,
+    /// The event types it gets.
+    pub kinds: Vec<String>,
+}
+
+/// Where a tenant's events go.
+#[derive(Clone)]
+pub struct Tenant {
+    pub store: SharedStore,
+    pub prefix: String,
+    pub hooks: Vec<Hook>,
+}
+
+/// One delivery of a record: the event log (`url` None) or a webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Target {
+    url: Option<String>,
+    attempts: u32,
+    /// Unix ms of the next attempt.
+    next_ms: i64,
+    #[serde(default)]
+    last_error: Option<String>,
+}
+
+/// One outbox file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    event: Event,
+    targets: Vec<Target>,
+}
+
+/// The durable outbox and its delivery.
+pub struct Outbox {
+    dir: PathBuf,
+    tenants: RwLock<Arc<HashMap<String, Tenant>>>,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<Bytes>,
+    >,
+    wake: tokio::sync::Notify,
+}
+
+impl Outbox {
+    /// Opens (creates) the outbox folder.
+    pub fn open(dir: &Path) -> Result<Arc<Outbox>, String> {
+        std::fs::create_dir_all(dir.join("dead"))
+            .map_err(|e| format!("cannot create the event outbox {}: {e}", dir.display()))?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("no TLS roots for webhooks: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(https);
+        Ok(Arc::new(Outbox {
+            dir: dir.to_path_buf(),
+            tenants: RwLock::new(Arc::new(HashMap::new())),
+            client,
+            wake: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// The tenants (stores, webhooks) after a start or a reload.
+    pub fn set_tenants(&self, tenants: HashMap<String, Tenant>) {
+        *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tenants);
+        self.wake.notify_one();
+    }
+
+    fn tenants(&self) -> Arc<HashMap<String, Tenant>> {
+        self.tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records an event durably (its file written and fsync'd): the event
+    /// log and every webhook of the tenant that wants its type.
+    async fn record(&self, event: Event) {
+        let tenants = self.tenants();
+        let now = Utc::now().timestamp_millis();
+        let target = |url: Option<String>| Target {
+            url,
+            attempts: 0,
+            next_ms: now,
+            last_error: None,
+        };
+        let mut targets = vec![target(None)];
+        if let Some(t) = tenants.get(&event.tenant) {
+            for h in &t.hooks {
+                if h.kinds.contains(&event.kind) {
+                    targets.push(target(Some(h.url.clone())));
+                }
+            }
+        }
+        let rec = Record { event, targets };
+        if let Err(e) = self.write(&rec).await {
+            warn!(event = %rec.event.id, error = %e, "event not recorded in the outbox: it is lost for webhooks and the event log");
+            crate::metrics::webhook("lost");
+        }
+    }
+
+    fn path_of(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    async fn write(&self, rec: &Record) -> std::io::Result<()> {
+        let path = self.path_of(&rec.event.id);
+        let tmp = self.dir.join(format!(".{}.tmp", rec.event.id));
+        let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// The records waiting, oldest first.
+    async fn pending(&self) -> Vec<PathBuf> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            p.extension().is_some_and(|x| x == "json")
+                                && !p
+                                    .file_name()
+                                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.sort();
+            out
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// One pass over the outbox: every target that is due gets one attempt;
+    /// a target that fails is skipped for the rest of the pass.
+    async fn deliver_due(&self) -> usize {
+        let tenants = self.tenants();
+        let mut failing: Vec<Option<String>> = Vec::new();
+        let files = self.pending().await;
+        crate::metrics::get().events_pending.set(files.len() as i64);
+        let now = Utc::now().timestamp_millis();
+        for path in files {
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
+            let Ok(mut rec) = serde_json::from_slice::<Record>(&bytes) else {
+                warn!(file = %path.display(), "unreadable outbox record moved to dead/");
+                let _ = tokio::fs::rename(
+                    &path,
+                    self.dir
+                        .join("dead")
+                        .join(path.file_name().unwrap_or_default()),
+                )
+                .await;
+                continue;
+            };
+            let mut changed = false;
+            let mut kept = Vec::new();
+            for mut t in std::mem::take(&mut rec.targets) {
+                if t.next_ms > now || failing.contains(&t.url) {
+                    kept.push(t);
+                    continue;
+                }
+                changed = true;
+                let outcome = self.attempt(&tenants, &rec.event, t.url.as_deref()).await;
+                match outcome {
+                    Ok(()) => {
+                        if t.url.is_some() {
+                            crate::metrics::webhook("delivered");
+                        }
+                    }
+                    Err(e) => {
+                        failing.push(t.url.clone());
+                        t.attempts += 1;
+                        let backoff = FIRST_BACKOFF
+                            .saturating_mul(1u32 << t.attempts.min(16))
+                            .min(MAX_BACKOFF);
+                        t.next_ms = now + backoff.as_millis() as i64;
+                        t.last_error = Some(e.chars().take(300).collect());
+                        let age = EventRef::time_of(&rec.event.id)
+                            .map(|at| Utc::now() - at)
+                            .and_then(|a| a.to_std().ok())
+                            .unwrap_or_default();
+                        let what = t.url.as_deref().unwrap_or("the event log");
+                        if age > GIVE_UP {
+                            warn!(event = %rec.event.id, target = %what, error = %e, attempts = t.attempts, "event dead-lettered: not delivered within 24 hours");
+                            crate::metrics::webhook("dead");
+                            self.dead_letter(&rec, &t).await;
+                        } else {
+                            debug!(event = %rec.event.id, target = %what, error = %e, "delivery failed; retried later");
+                            if t.url.is_some() {
+                                crate::metrics::webhook("failed");
+                            }
+                            kept.push(t);
+                        }
+                    }
+                }
+            }
+            rec.targets = kept;
+            if rec.targets.is_empty() {
+                let _ = tokio::fs::remove_file(&path).await;
+            } else if changed {
+                if let Err(e) = self.write(&rec).await {
+                    warn!(event = %rec.event.id, error = %e, "cannot update an outbox record");
+                }
+            }
+        }
+        failing.len()
+    }
+
+    async fn dead_letter(&self, rec: &Record, t: &Target) {
+        let dead = Record {
+            event: rec.event.clone(),
+            targets: vec![t.clone()],
+        };
+        let name = format!(
+            "{}-{}.json",
+            rec.event.id,
+            hex::encode(
+                &<sha2::Sha256 as sha2::Digest>::digest(
+                    t.url.as_deref().unwrap_or("log").as_bytes()
+                )[..4]
+            )
+        );
+        if let Ok(bytes) = serde_json::to_vec(&dead) {
+            let _ = tokio::fs::write(self.dir.join("dead").join(name), bytes).await;
+        }
+    }
+
+    /// One attempt at one target.
+    async fn attempt(
+        &self,
+        tenants: &HashMap<String, Tenant>,
+        event: &Event,
+        url: Option<&str>,
+    ) -> Result<(), String> {
+        let tenant = tenants
+            .get(&event.tenant)
+            .ok_or_else(|| format!("tenant {:?} is not running", event.tenant))?;
+        let body = serde_json::to_vec(&event.body()).unwrap_or_default();
+        let Some(url) = url else {
+            let key = event
+                .reference()
+                .key(&tenant.prefix)
+                .ok_or("the event cannot be named in storage")?;
+            return tenant
+                .store
+                .put(&key, Bytes::from(body), PutOptions::default())
+                .await
+                .map_err(|e: StoreError| e.to_string());
+        };
+        let Some(hook) = tenant.hooks.iter().find(|h| h.url == url) else {
+            // Removed from the configuration: nothing to deliver to.
+            return Ok(());
+        };
+        let ts = Utc::now().timestamp();
+        let req = hyper::Request::post(url)
+            .header("content-type", "application/json")
+            .header(
+                "user-agent",
+                concat!("recvault/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("x-recvault-event", &event.kind)
+            .header("x-recvault-event-id", &event.id)
+            .header("x-recvault-timestamp", ts.to_string())
+            .header("x-recvault-signature", signature(&hook.secret, ts, &body))
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .map_err(|e| format!("bad webhook request: {e}"))?;
+        let answer = tokio::time::timeout(DELIVERY_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| format!("no answer within {} s", DELIVERY_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("cannot reach the receiver: {e}"))?;
+        let status = answer.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the receiver answered {status}"))
+        }
+    }
+}
+
+/// Records the events sent on `rx` and delivers the outbox until `stop`.
+pub async fn run(
+    outbox: Arc<Outbox>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pending = outbox.pending().await.len();
+    if pending > 0 {
+        info!(
+            records = pending,
+            "event outbox: delivering what the last run left"
+        );
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    outbox.record(ev).await;
+                    // Everything already queued, then one delivery pass.
+                    while let Ok(ev) = rx.try_recv() {
+                        outbox.record(ev).await;
+                    }
+                    outbox.deliver_due().await;
+                }
+                None => break,
+            },
+            _ = tick.tick() => { outbox.deliver_due().await; }
+            _ = outbox.wake.notified() => { outbox.deliver_due().await; }
+            _ = async { drop(stop.wait_for(|s| *s).await) } => break,
+        }
+    }
+    // Events sent while stopping are recorded; their delivery waits for the
+    // next start.
+    while let Ok(ev) = rx.try_recv() {
+        outbox.record(ev).await;
+    }
+}
+
+/// The tenant's events after event `after` (or from the last 24 hours),
+/// at most `limit`, oldest first; reads one listing per hour (at most
+/// [`MAX_HOURS`] of them), never an event's object.
+pub async fn list(
+    store: &SharedStore,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Result<Vec<EventRef>, StoreError> {
+    let start = after
+        .and_then(EventRef::time_of)
+        .unwrap_or(now - chrono::Duration::hours(24));
+    let mut hour = start
+        .with_nanosecond(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_minute(0))
+        .unwrap_or(start);
+    let mut out = Vec::new();
+    let mut hours = 0;
+    while hour <= now && hours < MAX_HOURS && out.len() < limit {
+        let hp = crate::layout::events_hour(prefix, hour);
+        let mut next = None;
+        let mut found = Vec::new();
+        loop {
+            let page = store.list_page(&hp, None, next).await?;
+            found.extend(
+                page.objects
+                    .iter()
+                    .filter_map(|o| EventRef::of_key(&hp, &o.key)),
+            );
+            next = page.next;
+            if next.is_none() {
+                break;
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        out.extend(
+            found
+                .into_iter()
+                .filter(|e| after.is_none_or(|a| e.id.as_str() > a)),
+        );
+        hour += chrono::Duration::hours(1);
+        hours += 1;
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Where each running tenant's events go, from the configuration: its
+/// store and prefix, and its webhooks with their secrets (read here).
+pub fn tenants_of(
+    cfg: &crate::config::Config,
+    running: &HashMap<String, Arc<crate::vfs::Tenant>>,
+) -> Result<HashMap<String, Tenant>, String> {
+    let mut out = HashMap::new();
+    for t in &cfg.tenants {
+        let Some(run) = running.get(t.id.get_ref()) else {
+            continue;
+        };
+        let mut hooks = Vec::new();
+        for w in &t.webhooks {
+            let secret = crate::secret::read_secret_file(w.secret_file.get_ref())?;
+            let kinds = if w.events.is_empty() {
+                KINDS.iter().map(|k| k.to_string()).collect()
+            } else {
+                w.events.iter().map(|e| e.get_ref().clone()).collect()
+            };
+            hooks.push(Hook {
+                url: w.url.get_ref().clone(),
+                secret: secret.trim().as_bytes().to_vec(),
+                kinds,
+            });
+        }
+        out.insert(
+            run.id.clone(),
+            Tenant {
+                store: run.store.clone(),
+                prefix: run.prefix.clone(),
+                hooks,
+            },
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_key_names_the_event_and_reads_back() {
+        let e = Event::at_path(
+            "render.completed",
+            "acme",
+            "/2026/11/23/c-1/c-1.mp4",
+            json!({}),
+            "node-a",
+        )
+        .unwrap();
+        assert_eq!(e.call_id().as_deref(), Some("2026-11-23_c-1"));
+        let key = e.reference().key("tenants/acme/").unwrap();
+        let hour = crate::layout::events_hour("tenants/acme/", EventRef::time_of(&e.id).unwrap());
+        assert!(key.starts_with(&hour), "{key}");
+        assert_eq!(EventRef::of_key(&hour, &key), Some(e.reference()));
+        let failed = Event::new(
+            "call.failed",
+            "acme",
+            "c-9",
+            None,
+            None,
+            json!({"reason": "x"}),
+            "n",
+        );
+        let key = failed.reference().key("p/").unwrap();
+        assert!(key.ends_with("/call.failed/c-9/-/-"), "{key}");
+        assert_eq!(failed.call_id(), None);
+        // Ids of one node are ordered by time, then sequence.
+        let a = Event::new("call.erased", "t", "s", None, None, json!({}), "n");
+        let b = Event::new("call.erased", "t", "s", None, None, json!({}), "n");
+        assert!(a.id < b.id);
+        assert!(EventRef::is_id(&a.id), "{}", a.id);
+        for bad in [
+            "",
+            "x",
+            "20261302T000000.000000Z.n.000001",
+            "20261202T000000.000000Z.n.1",
+            "20261202T000000.000000Z..000001",
+            "20261202T000000.000000Z.n/x.000001",
+        ] {
+            assert!(!EventRef::is_id(bad), "{bad}");
+        }
+        assert!(Event::at_path("call.erased", "t", "/2026/11", json!({}), "n").is_none());
+    }
+
+    #[test]
+    fn the_signature_covers_timestamp_and_body() {
+        let s = signature(b"secret", 1_700_000_000, b"{\"a\":1}");
+        assert!(s.starts_with("v1=") && s.len() == 3 + 64);
+        assert_ne!(s, signature(b"secret", 1_700_000_001, b"{\"a\":1}"));
+        assert_ne!(s, signature(b"secret", 1_700_000_000, b"{\"a\":2}"));
+        assert_ne!(s, signature(b"other", 1_700_000_000, b"{\"a\":1}"));
+    }
+}
