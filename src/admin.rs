@@ -170,6 +170,56 @@ impl Readiness {
     }
 }
 
+/// Most spool entries one scrape walks (a spool is sessions in flight).
+const SPOOL_WALK_MAX: usize = 200_000;
+
+/// The bytes of the files under `dir`, walking at most [`SPOOL_WALK_MAX`]
+/// entries.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let (mut total, mut seen, mut stack) = (0u64, 0usize, vec![dir.to_path_buf()]);
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > SPOOL_WALK_MAX {
+                return total;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// A walk of the spool under way (one at a time, however fast the scrapes).
+static WALKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Readiness {
+    /// Gauges read at a scrape: the spool's bytes (bounded in time; one
+    /// walk at a time, a scrape during a walk keeps the last value).
+    async fn refresh_gauges(&self) {
+        use std::sync::atomic::Ordering;
+        if let Some((dir, _)) = &self.spool {
+            if WALKING.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let d = dir.clone();
+            let walk = tokio::task::spawn_blocking(move || {
+                let bytes = bytes_under(&d);
+                crate::metrics::get().spool_bytes.set(bytes as i64);
+                WALKING.store(false, Ordering::Release);
+            });
+            // The scrape waits a bounded time; the walk finishes on its own.
+            let _ = tokio::time::timeout(STORAGE_CHECK, walk).await;
+        }
+    }
+}
+
 fn wants_open_metrics(req: &Request<Incoming>) -> bool {
     req.headers()
         .get_all(hyper::header::ACCEPT)
@@ -180,6 +230,9 @@ fn wants_open_metrics(req: &Request<Incoming>) -> bool {
 
 async fn handle(req: Request<Incoming>, ready: Arc<Readiness>) -> Reply {
     let head = req.method() == Method::HEAD;
+    if req.uri().path() == "/metrics" {
+        ready.refresh_gauges().await;
+    }
     let mut r = match req.uri().path() {
         _ if req.method() != Method::GET && !head => {
             let mut r = error_reply(

@@ -95,7 +95,7 @@ impl Event {
         let node = if node.is_empty() { "node".into() } else { node };
         let id = format!(
             "{}.{node}.{:06}",
-            now.format("%Y%m%dT%H%M%S%.6fZ"),
+            now.format(crate::layout::EVENT_STAMP),
             SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000
         );
         Event {
@@ -140,8 +140,10 @@ impl Event {
         Some(format!("{}_{}", self.day.as_ref()?, self.session_id))
     }
 
-    fn reference(&self) -> EventRef {
+    /// Its entry in the log, stored at `stored`.
+    fn reference(&self, stored: DateTime<Utc>) -> EventRef {
         EventRef {
+            stored: stored.format(crate::layout::EVENT_STAMP).to_string(),
             id: self.id.clone(),
             kind: self.kind.clone(),
             session: self.session_id.clone(),
@@ -172,6 +174,7 @@ impl Event {
 pub fn listed(r: &EventRef) -> Value {
     json!({
         "id": r.id,
+        "position": r.position(),
         "type": r.kind,
         "created_at": EventRef::time_of(&r.id).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         "call_id": r.day.as_ref().map(|d| format!("{d}_{}", r.session)),
@@ -241,6 +244,13 @@ impl Outbox {
     pub fn open(dir: &Path) -> Result<Arc<Outbox>, String> {
         std::fs::create_dir_all(dir.join("dead"))
             .map_err(|e| format!("cannot create the event outbox {}: {e}", dir.display()))?;
+        // Half-written records of a crash (their event was never recorded).
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| format!("no TLS roots for webhooks: {e}"))?
@@ -298,15 +308,17 @@ impl Outbox {
         }
     }
 
-    fn path_of(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+    async fn write(&self, rec: &Record) -> std::io::Result<()> {
+        self.write_as(&self.dir, &rec.event.id, rec).await
     }
 
-    async fn write(&self, rec: &Record) -> std::io::Result<()> {
-        let path = self.path_of(&rec.event.id);
-        let tmp = self.dir.join(format!(".{}.tmp", rec.event.id));
+    /// Writes `rec` as `<dir>/<name>.json`, durably (temporary file,
+    /// fsync, rename, fsync of the folder).
+    async fn write_as(&self, dir: &Path, name: &str, rec: &Record) -> std::io::Result<()> {
+        let path = dir.join(format!("{name}.json"));
+        let tmp = dir.join(format!(".{name}.tmp"));
         let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-        let dir = self.dir.clone();
+        let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
@@ -424,17 +436,19 @@ impl Outbox {
             event: rec.event.clone(),
             targets: vec![t.clone()],
         };
-        let name = format!(
-            "{}-{}.json",
-            rec.event.id,
-            hex::encode(
-                &<sha2::Sha256 as sha2::Digest>::digest(
-                    t.url.as_deref().unwrap_or("log").as_bytes()
-                )[..4]
-            )
+        let tag = hex::encode(
+            &<sha2::Sha256 as sha2::Digest>::digest(t.url.as_deref().unwrap_or("log").as_bytes())
+                [..4],
         );
-        if let Ok(bytes) = serde_json::to_vec(&dead) {
-            let _ = tokio::fs::write(self.dir.join("dead").join(name), bytes).await;
+        if let Err(e) = self
+            .write_as(
+                &self.dir.join("dead"),
+                &format!("{}-{tag}", rec.event.id),
+                &dead,
+            )
+            .await
+        {
+            warn!(event = %rec.event.id, error = %e, "cannot write a dead letter");
         }
     }
 
@@ -451,7 +465,7 @@ impl Outbox {
         let body = serde_json::to_vec(&event.body()).unwrap_or_default();
         let Some(url) = url else {
             let key = event
-                .reference()
+                .reference(Utc::now())
                 .key(&tenant.prefix)
                 .ok_or("the event cannot be named in storage")?;
             return tenant
@@ -490,7 +504,8 @@ impl Outbox {
     }
 }
 
-/// Records the events sent on `rx` and delivers the outbox until `stop`.
+/// Records the events sent on `rx` (at once: never behind a delivery) and
+/// delivers the outbox, until `stop`.
 pub async fn run(
     outbox: Arc<Outbox>,
     mut rx: mpsc::UnboundedReceiver<Event>,
@@ -503,23 +518,33 @@ pub async fn run(
             "event outbox: delivering what the last run left"
         );
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let delivery = {
+        let (outbox, mut stop) = (outbox.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = outbox.wake.notified() => {}
+                    _ = async { drop(stop.wait_for(|s| *s).await) } => break,
+                }
+                tokio::select! {
+                    _ = outbox.deliver_due() => {}
+                    _ = async { drop(stop.wait_for(|s| *s).await) } => break,
+                }
+            }
+        })
+    };
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     outbox.record(ev).await;
-                    // Everything already queued, then one delivery pass.
-                    while let Ok(ev) = rx.try_recv() {
-                        outbox.record(ev).await;
-                    }
-                    outbox.deliver_due().await;
+                    outbox.wake.notify_one();
                 }
                 None => break,
             },
-            _ = tick.tick() => { outbox.deliver_due().await; }
-            _ = outbox.wake.notified() => { outbox.deliver_due().await; }
             _ = async { drop(stop.wait_for(|s| *s).await) } => break,
         }
     }
@@ -528,18 +553,28 @@ pub async fn run(
     while let Ok(ev) = rx.try_recv() {
         outbox.record(ev).await;
     }
+    let _ = delivery.await;
 }
 
-/// The tenant's events after event `after` (or from the last 24 hours),
-/// at most `limit`, oldest first; reads one listing per hour (at most
-/// [`MAX_HOURS`] of them), never an event's object.
+/// How long a stored event waits before the log lists it: a write under
+/// way on another node (and a little clock skew between nodes) lands
+/// before readers pass its place.
+pub const SETTLE: Duration = Duration::from_secs(5);
+
+/// The tenant's events stored after position `after` (or in the last 24
+/// hours), at most `limit`, in the order they were stored, and the
+/// position to ask after next (the last event's, or the end of the hours
+/// read when they held none). Reads one listing per hour (at most
+/// [`MAX_HOURS`]), never an event's object, and lists only events stored
+/// [`SETTLE`] ago or more.
 pub async fn list(
     store: &SharedStore,
     prefix: &str,
     after: Option<&str>,
     limit: usize,
     now: DateTime<Utc>,
-) -> Result<Vec<EventRef>, StoreError> {
+) -> Result<(Vec<EventRef>, Option<String>), StoreError> {
+    let settled = now - chrono::Duration::from_std(SETTLE).unwrap_or_default();
     let start = after
         .and_then(EventRef::time_of)
         .unwrap_or(now - chrono::Duration::hours(24));
@@ -550,7 +585,8 @@ pub async fn list(
         .unwrap_or(start);
     let mut out = Vec::new();
     let mut hours = 0;
-    while hour <= now && hours < MAX_HOURS && out.len() < limit {
+    let mut read_to = None;
+    while hour <= settled && hours < MAX_HOURS && out.len() < limit {
         let hp = crate::layout::events_hour(prefix, hour);
         let mut next = None;
         let mut found = Vec::new();
@@ -566,17 +602,32 @@ pub async fn list(
                 break;
             }
         }
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        out.extend(
-            found
-                .into_iter()
-                .filter(|e| after.is_none_or(|a| e.id.as_str() > a)),
-        );
+        found.sort_by_key(EventRef::position);
+        out.extend(found.into_iter().filter(|e| {
+            after.is_none_or(|a| e.position().as_str() > a)
+                && EventRef::time_of(&e.stored).is_some_and(|t| t <= settled)
+        }));
         hour += chrono::Duration::hours(1);
         hours += 1;
+        // A whole hour read, and settled: nothing more will land in it.
+        if hour <= settled {
+            read_to = Some(hour - chrono::Duration::microseconds(1));
+        }
     }
     out.truncate(limit);
-    Ok(out)
+    let next = match out.last() {
+        Some(e) => Some(e.position()),
+        // Nothing in the hours read: go on from their end (an empty week
+        // is not read again), never past what has settled.
+        None => match read_to {
+            Some(t) if after.is_none_or(|a| EventRef::time_of(a).is_some_and(|at| at < t)) => {
+                let stamp = t.format(crate::layout::EVENT_STAMP).to_string();
+                Some(format!("{stamp}_{stamp}.end.999999"))
+            }
+            _ => after.map(str::to_string),
+        },
+    };
+    Ok((out, next))
 }
 
 /// Where each running tenant's events go, from the configuration: its
@@ -631,10 +682,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.call_id().as_deref(), Some("2026-11-23_c-1"));
-        let key = e.reference().key("tenants/acme/").unwrap();
-        let hour = crate::layout::events_hour("tenants/acme/", EventRef::time_of(&e.id).unwrap());
+        let stored = Utc::now();
+        let key = e.reference(stored).key("tenants/acme/").unwrap();
+        let hour = crate::layout::events_hour("tenants/acme/", stored);
         assert!(key.starts_with(&hour), "{key}");
-        assert_eq!(EventRef::of_key(&hour, &key), Some(e.reference()));
+        assert_eq!(EventRef::of_key(&hour, &key), Some(e.reference(stored)));
+        assert!(EventRef::is_position(&e.reference(stored).position()));
         let failed = Event::new(
             "call.failed",
             "acme",
@@ -644,7 +697,7 @@ mod tests {
             json!({"reason": "x"}),
             "n",
         );
-        let key = failed.reference().key("p/").unwrap();
+        let key = failed.reference(Utc::now()).key("p/").unwrap();
         assert!(key.ends_with("/call.failed/c-9/-/-"), "{key}");
         assert_eq!(failed.call_id(), None);
         // Ids of one node are ordered by time, then sequence.

@@ -95,6 +95,7 @@ pub struct Metrics {
     pub api_requests: Family<RouteStatus, Counter>,
     pub webhooks: Family<Outcome, Counter>,
     pub events_pending: Gauge,
+    pub spool_bytes: Gauge,
 }
 
 impl Metrics {
@@ -119,6 +120,7 @@ impl Metrics {
             api_requests: Family::default(),
             webhooks: Family::default(),
             events_pending: Gauge::default(),
+            spool_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -206,6 +208,11 @@ impl Metrics {
             "events_pending",
             "Events in this node's outbox not yet delivered everywhere",
             m.events_pending.clone(),
+        );
+        registry.register(
+            "ingest_spool_bytes",
+            "Bytes in the ingest spool (sessions received and not yet archived, and the quarantine), read at each scrape",
+            m.spool_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

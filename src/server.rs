@@ -190,6 +190,14 @@ pub async fn serve(
     let ssh_config = Arc::new(crate::sftp::ssh_config(host_key, &cfg.limits));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = cfg.limits.drain();
+    // Events are taken from the audit funnel before anything can make one
+    // (the archiver resumes spooled sessions at once); the channel keeps
+    // them until the outbox runs.
+    let mut events_rx = cfg.api.as_ref().map(|_| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        audit.send_events_to(tx);
+        rx
+    });
     let ingest = match &cfg.ingest {
         Some(i) => {
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
@@ -231,8 +239,7 @@ pub async fn serve(
         Some(a) => {
             let outbox = crate::events::Outbox::open(&a.outbox_dir)?;
             outbox.set_tenants(crate::events::tenants_of(&cfg, &tenants)?);
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            audit.send_events_to(tx);
+            let rx = events_rx.take().ok_or("the events channel was not made")?;
             let task = tokio::spawn(crate::events::run(
                 outbox.clone(),
                 rx,

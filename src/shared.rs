@@ -248,14 +248,19 @@ impl Conn {
         info!(%path, expires, uses, "signed link made");
     }
 
-    /// A whole session was erased (`objects` removed).
+    /// A whole session was erased (`objects` removed); `path` is as the
+    /// user sees it (inside its scope). The audit line and the event name
+    /// the session by its path in the tenant's tree.
     pub fn erased(&self, path: &str, objects: usize) {
+        let in_tenant = crate::path::VPath::parse_absolute(path)
+            .map(|p| self.user.scope.join(&p).to_string())
+            .unwrap_or_else(|_| path.to_string());
         self.shared.audit.erase(
             self.protocol,
             self.peer,
             &self.user.name,
             &self.user.tenant.id,
-            path,
+            &in_tenant,
             objects,
         );
         info!(%path, objects, "session erased");

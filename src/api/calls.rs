@@ -342,9 +342,10 @@ pub async fn list(conn: &Conn, query: Option<&str>) -> Answer {
     )))
 }
 
-/// `GET /v1/events?after=<id>&limit=`: the tenant's event log, oldest
-/// first, after event `after` (or from the last 24 hours); needs
-/// `calls:read`. `next_after` is the id to ask after next time.
+/// `GET /v1/events?after=<position>&limit=`: the tenant's event log in the
+/// order events were stored, after position `after` (or from the last 24
+/// hours); needs `calls:read`. `next_after` is the position to ask after
+/// next time.
 pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
     if !conn.vfs().perms().list {
         return Err(ApiError::Forbidden(
@@ -356,9 +357,9 @@ pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
         match k.as_ref() {
             "after" if v.is_empty() => {}
             "after" => {
-                if !crate::layout::EventRef::is_id(&v) {
+                if !crate::layout::EventRef::is_position(&v) {
                     return Err(ApiError::BadRequest(
-                        "after must be an event id this API gave".into(),
+                        "after must be a position this API gave (next_after, or an event's position)".into(),
                     ));
                 }
                 after = Some(v.to_string());
@@ -382,7 +383,7 @@ pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
     }
     let vfs = conn.vfs();
     let tenant = vfs.tenant();
-    let found = crate::events::list(
+    let (found, next) = crate::events::list(
         &tenant.store,
         &tenant.prefix,
         after.as_deref(),
@@ -391,7 +392,6 @@ pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
     )
     .await
     .map_err(VfsError::from)?;
-    let next = found.last().map(|e| e.id.clone()).or(after);
     Ok(boxed(json_reply(
         StatusCode::OK,
         &json!({

@@ -36,8 +36,9 @@ const DEFAULT_TTL_SECS: u64 = 3600;
 /// Most GETs one link allows (per node).
 pub const MAX_USES: u32 = 1000;
 const DEFAULT_USES: u32 = 1;
-/// Links whose uses a node counts at once (expired ones are dropped first).
-const MAX_COUNTED: usize = 100_000;
+/// Links whose uses a node counts at once, per tenant (expired ones are
+/// dropped first), so one tenant's links never crowd out another's.
+const MAX_COUNTED: usize = 20_000;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -45,8 +46,10 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 struct Claims {
     /// Tenant.
     t: String,
-    /// The key that made it (its user name, `apikey:<name>`).
+    /// The key that made it (its user name, `apikey:<name>`) and its
+    /// fingerprint (a key given a new secret ends its links).
     k: String,
+    h: String,
     /// Call id and file name.
     c: String,
     n: String,
@@ -94,10 +97,13 @@ impl Use<'_> {
     }
 }
 
+/// One tenant's counted links: SHA-256 of a token → (GETs served, expiry).
+type Counts = HashMap<[u8; 32], (u32, i64)>;
+
 pub struct Links {
     key: ring::hmac::Key,
-    /// SHA-256 of a token → (GETs served, expiry).
-    uses: Mutex<HashMap<[u8; 32], (u32, i64)>>,
+    /// Per tenant: SHA-256 of a token → (GETs served, expiry).
+    uses: Mutex<HashMap<String, Counts>>,
 }
 
 impl Links {
@@ -150,6 +156,7 @@ impl Links {
         let claims = Claims {
             t: conn.user().tenant.id.clone(),
             k: conn.user().name.clone(),
+            h: conn.user().key_id.clone().unwrap_or_default(),
             c: id.to_string(),
             n: name.to_string(),
             e: expires,
@@ -198,7 +205,7 @@ impl Links {
         let user = shared
             .users()
             .api_key_named(&claims.t, &claims.k)
-            .filter(|u| u.perms.download)
+            .filter(|u| u.perms.download && u.key_id.as_deref() == Some(claims.h.as_str()))
             .ok_or_else(|| {
                 ApiError::Gone(
                     "the key that made this link no longer exists or may not download".into(),
@@ -230,13 +237,14 @@ impl Links {
     fn count(&self, token: &str, claims: &Claims, now: i64) -> Result<(), ApiError> {
         use sha2::Digest as _;
         let id: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        let uses = all.entry(claims.t.clone()).or_default();
         if uses.len() >= MAX_COUNTED && !uses.contains_key(&id) {
             uses.retain(|_, (_, e)| *e > now);
             if uses.len() >= MAX_COUNTED {
-                return Err(ApiError::Unavailable(
-                    "too many links in use on this node; try again later".into(),
-                ));
+                return Err(ApiError::Unavailable(format!(
+                    "this tenant has {MAX_COUNTED} links in use on this node; try again when some expire"
+                )));
             }
         }
         let used = uses.entry(id).or_insert((0, claims.e));
@@ -259,6 +267,7 @@ mod tests {
         Claims {
             t: "acme".into(),
             k: "apikey:crm".into(),
+            h: "0123456789abcdef".into(),
             c: "2026-11-23_c-1".into(),
             n: "c-1.mp4".into(),
             e,

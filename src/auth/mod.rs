@@ -22,6 +22,9 @@ pub struct User {
     keys: Vec<PublicKey>,
     pub perms: Perms,
     pub scope: VPath,
+    /// An API key's fingerprint (the start of its configured hash), which
+    /// its signed links carry: a key given a new secret ends them.
+    pub key_id: Option<String>,
 }
 
 impl User {
@@ -127,6 +130,7 @@ impl Users {
                     keys,
                     perms: Perms::from_list(&u.permissions),
                     scope,
+                    key_id: None,
                 };
                 by_name.insert(name, Arc::new(user));
             }
@@ -146,6 +150,7 @@ impl Users {
                         delete: has("calls:erase"),
                     },
                     scope: VPath::root(),
+                    key_id: Some(hash.to_ascii_lowercase()[..16].to_string()),
                 };
                 api_keys.insert(hash.to_ascii_lowercase(), Arc::new(user));
             }

@@ -15,7 +15,7 @@
 //! P/index/YYYY/MM/DD.json                       the day index (SPEC §16), see [`day`]
 //! P/index/YYYY/MM/DD/<node>.json                a node's shard of it (stores that ignore conditional writes)
 //! P/index/selftest-<node>-<random>              the conditional-write self-test's probe (removed after)
-//! P/events/YYYY/MM/DD/HH/<id>/<type>/<session>/<day>/<name>  one event of the tenant's event log (see [`EventRef`])
+//! P/events/YYYY/MM/DD/HH/<stored>_<id>/<type>/<session>/<day>/<name>  one event of the tenant's event log (see [`EventRef`])
 //! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! audit/<node>/YYYY/MM/DD/<chain>-<first>-<last>.jsonl  a copy of audit lines first..=last (seq), by the day copied
 //! ```
@@ -26,13 +26,17 @@ pub mod index;
 use chrono::{DateTime, Utc};
 
 /// One event of a tenant's event log, as its key names it: the listing of
-/// an hour's prefix is the log, without reading any object. `id` is
-/// `<YYYYMMDDTHHMMSS.ffffffZ>.<node>.<seq>` (ordered by time), `kind` the
+/// an hour's prefix is the log, without reading any object. `stored` is
+/// when the event was written to storage (`YYYYMMDDTHHMMSS.ffffffZ`, the
+/// writing node's clock) and orders the log, so an event stored late (its
+/// node's storage was down) is listed after what clients already read;
+/// `id` is `<created stamp>.<node>.<seq>` (for de-duplication), `kind` the
 /// event type (`call.archived`, …), `day` the call's day (`YYYY-MM-DD`,
 /// when known) and `name` a file of the call (render events). The object's
 /// body is the event's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRef {
+    pub stored: String,
     pub id: String,
     pub kind: String,
     pub session: String,
@@ -40,10 +44,13 @@ pub struct EventRef {
     pub name: Option<String>,
 }
 
-/// `P/events/YYYY/MM/DD/HH/`: the events of one hour (UTC).
+/// `P/events/YYYY/MM/DD/HH/`: the events stored in one hour (UTC).
 pub fn events_hour(tenant_prefix: &str, hour: DateTime<Utc>) -> String {
     format!("{tenant_prefix}events/{}/", hour.format("%Y/%m/%d/%H"))
 }
+
+/// The stamp format of event keys and ids.
+pub const EVENT_STAMP: &str = "%Y%m%dT%H%M%S%.6fZ";
 
 fn event_segment(s: &str) -> bool {
     !s.is_empty()
@@ -53,10 +60,10 @@ fn event_segment(s: &str) -> bool {
 }
 
 impl EventRef {
-    /// The time in an event id.
+    /// The time of a stamp, or of the stamp an event id starts with.
     pub fn time_of(id: &str) -> Option<DateTime<Utc>> {
         let stamp = id.get(..23)?;
-        chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.6fZ")
+        chrono::NaiveDateTime::parse_from_str(stamp, EVENT_STAMP)
             .ok()
             .map(|t| t.and_utc())
     }
@@ -77,41 +84,57 @@ impl EventRef {
             && seq.bytes().all(|b| b.is_ascii_digit())
     }
 
+    /// Where the event is in the log: `<stored>_<id>` (what `after` takes).
+    pub fn position(&self) -> String {
+        format!("{}_{}", self.stored, self.id)
+    }
+
+    /// Whether `s` is a position of the log ([`EventRef::position`]).
+    pub fn is_position(s: &str) -> bool {
+        s.get(23..24) == Some("_")
+            && Self::time_of(s).is_some()
+            && s.get(24..).is_some_and(Self::is_id)
+    }
+
     /// Its key; `None` when a part is not a plain name.
     pub fn key(&self, tenant_prefix: &str) -> Option<String> {
-        let at = Self::time_of(&self.id)?;
+        let at = Self::time_of(&self.stored)?;
         let day = self.day.as_deref().unwrap_or("-");
         let name = self.name.as_deref().unwrap_or("-");
-        [self.id.as_str(), &self.kind, &self.session, day, name]
-            .iter()
-            .all(|s| *s == "-" || event_segment(s))
-            .then(|| {
-                format!(
-                    "{}{}/{}/{}/{day}/{name}",
-                    events_hour(tenant_prefix, at),
-                    self.id,
-                    self.kind,
-                    self.session
-                )
-            })
+        (Self::is_id(&self.id)
+            && [self.kind.as_str(), &self.session, day, name]
+                .iter()
+                .all(|s| *s == "-" || event_segment(s)))
+        .then(|| {
+            format!(
+                "{}{}/{}/{}/{day}/{name}",
+                events_hour(tenant_prefix, at),
+                self.position(),
+                self.kind,
+                self.session
+            )
+        })
     }
 
     /// The event a key of hour prefix `hour_prefix` names.
     pub fn of_key(hour_prefix: &str, key: &str) -> Option<EventRef> {
         let rest = key.strip_prefix(hour_prefix)?;
         let parts: Vec<&str> = rest.split('/').collect();
-        let [id, kind, session, day, name] = parts.as_slice() else {
+        let [position, kind, session, day, name] = parts.as_slice() else {
             return None;
         };
+        if !Self::is_position(position) || !event_segment(kind) || !event_segment(session) {
+            return None;
+        }
         let opt = |s: &str| (s != "-").then(|| s.to_string());
-        (Self::time_of(id).is_some() && [*id, *kind, *session].iter().all(|s| event_segment(s)))
-            .then(|| EventRef {
-                id: id.to_string(),
-                kind: kind.to_string(),
-                session: session.to_string(),
-                day: opt(day),
-                name: opt(name),
-            })
+        Some(EventRef {
+            stored: position[..23].to_string(),
+            id: position[24..].to_string(),
+            kind: kind.to_string(),
+            session: session.to_string(),
+            day: opt(day),
+            name: opt(name),
+        })
     }
 }
 

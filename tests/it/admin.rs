@@ -107,6 +107,11 @@ async fn admin_metrics_count_a_download_and_prometheus_scrapes_them() {
         Some(0.0),
         "{page}"
     );
+    // The spool's bytes, read at the scrape (the harness's spool exists).
+    assert!(
+        sample(&page, "recvault_ingest_spool_bytes").is_some(),
+        "{page}"
+    );
 
     // promtool's own check of the page.
     let mut check = Command::new("promtool")
