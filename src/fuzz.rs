@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ftp_line", ftp_line),
     ("sftp_packet", sftp_packet),
     ("ingest_route", ingest_route),
+    ("api_request", api_request),
     ("info_json", info_json),
     ("tar", tar),
 ];
@@ -130,6 +131,53 @@ pub fn sftp_packet(data: &[u8]) {
 
 /// An ingest request line: the first byte picks the method, the rest is the
 /// path.
+/// A content API request: method (first byte), path, query string and
+/// `Range` header (lines). A routed call or file names a path of plain
+/// names inside the tenant's tree; a served range lies inside the file.
+pub fn api_request(data: &[u8]) {
+    let Some((&m, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let mut lines = text.splitn(3, '\n');
+    let (path, query, range) = (
+        lines.next().unwrap_or(""),
+        lines.next().unwrap_or(""),
+        lines.next().unwrap_or(""),
+    );
+    let method = [
+        hyper::Method::GET,
+        hyper::Method::HEAD,
+        hyper::Method::POST,
+        hyper::Method::DELETE,
+    ][usize::from(m % 4)]
+    .clone();
+    use crate::api::route::{CallId, Route};
+    let named = match Route::of(&method, path) {
+        Ok(Route::Media { id, name, .. }) | Ok(Route::MakeLink { id, name }) => {
+            CallId::parse(id).and_then(|c| c.entry(name))
+        }
+        Ok(Route::Call(id)) | Ok(Route::Erase(id)) => CallId::parse(id).map(|c| c.folder()),
+        _ => None,
+    };
+    if let Some(p) = named {
+        let parts = p.components();
+        assert!((4..=5).contains(&parts.len()), "{path:?} -> {p}");
+        assert!(
+            parts
+                .iter()
+                .all(|c| crate::path::is_name(c) && !c.starts_with('.')),
+            "{path:?} -> {p}"
+        );
+    }
+    crate::api::fuzzing::query(query);
+    let _ = crate::layout::EventRef::is_position(query);
+    crate::api::fuzzing::range(range, u64::from(m) * 1000);
+    crate::api::fuzzing::range(range, u64::MAX);
+}
+
 pub fn ingest_route(data: &[u8]) {
     let Some((&m, rest)) = data.split_first() else {
         return;

@@ -23,6 +23,23 @@ mod link;
 mod media;
 pub mod route;
 
+/// The API's parsers of outside input, for `crate::fuzz`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A search's query string.
+    pub fn query(q: &str) {
+        let _ = super::calls::Query::parse(Some(q));
+    }
+
+    /// A `Range` header against a file of `size` bytes; a range served
+    /// lies inside the file.
+    pub fn range(header: &str, size: u64) {
+        if let super::media::Ask::Part(a, b) = super::media::ask(Some(header), size) {
+            assert!(a <= b && b < size, "{header:?} of {size}: {a}-{b}");
+        }
+    }
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
