@@ -60,6 +60,14 @@ pub struct Query {
     cursor: Option<Cursor>,
 }
 
+/// A page size, `1..=MAX_LIMIT`.
+fn limit(v: &str) -> Result<usize, ApiError> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")))
+}
+
 fn date(key: &str, v: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(v, "%Y-%m-%d")
         .ok()
@@ -103,15 +111,7 @@ impl Query {
                     };
                     q.tags.push((k.to_string(), v.to_string()));
                 }
-                "limit" => {
-                    q.limit = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}"))
-                        })?
-                }
+                "limit" => q.limit = limit(&v)?,
                 // An empty cursor is the first page.
                 "cursor" if v.is_empty() => {}
                 "cursor" => {
@@ -352,7 +352,7 @@ pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
             "this key may not do that: the event log needs calls:read".into(),
         ));
     }
-    let (mut after, mut limit) = (None, DEFAULT_LIMIT);
+    let (mut after, mut page) = (None, DEFAULT_LIMIT);
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "after" if v.is_empty() => {}
@@ -364,15 +364,7 @@ pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
                 }
                 after = Some(v.to_string());
             }
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}"))
-                    })?
-            }
+            "limit" => page = limit(&v)?,
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown parameter {:?} (after, limit)",
@@ -387,7 +379,7 @@ pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
         &tenant.store,
         &tenant.prefix,
         after.as_deref(),
-        limit,
+        page,
         Utc::now(),
     )
     .await

@@ -107,6 +107,22 @@ async fn seed_call(
     .unwrap();
 }
 
+/// Session c-1 of tenant acme (2026-11-23 09:00–09:10, agent ag-1, queue
+/// sales) whose RAW archive is `data`.
+async fn seed_one(prefix: &str, data: Vec<u8>) {
+    seed_call(
+        &format!("{prefix}acme/"),
+        "c-1",
+        "2026-11-23T09:00:00Z",
+        "2026-11-23T09:10:00Z",
+        data,
+        "ag-1",
+        "sales",
+        &[],
+    )
+    .await;
+}
+
 /// One answer: status, headers (lower-case names), body.
 struct Got {
     code: u16,
@@ -555,17 +571,7 @@ async fn api_downloads_equal_the_sftp_bytes_with_ranges_if_range_and_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_and_tenants_are_kept_apart_and_wrong_keys_earn_a_ban() {
     let prefix = unique_prefix("api-keys");
-    seed_call(
-        &format!("{prefix}acme/"),
-        "c-1",
-        "2026-11-23T09:00:00Z",
-        "2026-11-23T09:10:00Z",
-        pseudo_random(5000, 3),
-        "ag-1",
-        "sales",
-        &[],
-    )
-    .await;
+    seed_one(&prefix, pseudo_random(5000, 3)).await;
     let server = Server::start(&config(
         &prefix,
         "[limits]\nban_after_failures = 3\nban_secs = 300\n",
@@ -643,17 +649,7 @@ async fn api_keys_and_tenants_are_kept_apart_and_wrong_keys_earn_a_ban() {
 async fn api_signed_links_work_until_used_up_or_expired_and_an_altered_one_gets_403() {
     let prefix = unique_prefix("api-links");
     let data = pseudo_random(70_000, 5);
-    seed_call(
-        &format!("{prefix}acme/"),
-        "c-1",
-        "2026-11-23T09:00:00Z",
-        "2026-11-23T09:10:00Z",
-        data.clone(),
-        "ag-1",
-        "sales",
-        &[],
-    )
-    .await;
+    seed_one(&prefix, data.clone()).await;
     let server = Server::start(&config(&prefix, ""));
     let port = server.api_port;
     let make = |body: &str| {
@@ -1251,17 +1247,7 @@ async fn api_webhooks_survive_a_receiver_outage_and_a_restart_and_the_event_log_
 async fn api_over_tls_serves_the_same_answers_and_https_links() {
     let prefix = unique_prefix("api-tls");
     let data = pseudo_random(10_000, 1);
-    seed_call(
-        &format!("{prefix}acme/"),
-        "c-1",
-        "2026-11-23T09:00:00Z",
-        "2026-11-23T09:10:00Z",
-        data.clone(),
-        "ag-1",
-        "sales",
-        &[],
-    )
-    .await;
+    seed_one(&prefix, data.clone()).await;
     let (cert, key) = ftps_cert();
     let config = config(&prefix, "").replace(
         "\n[api]\n",
