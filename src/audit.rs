@@ -73,7 +73,7 @@ const PENDING_MAX: usize = 64 << 20;
 pub struct Audit {
     node: String,
     /// Where call and render events go ([`crate::events`]), once set.
-    events: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::events::Event>>,
+    events: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::layout::event::Event>>,
     sink: Mutex<Sink>,
     /// `Some` once copies are asked for ([`Audit::keep_copies`]).
     pending: Mutex<Option<Vec<Batch>>>,
@@ -461,11 +461,14 @@ impl Audit {
     }
 
     /// Sends the call and render events of this trail to `tx` from now on.
-    pub fn send_events_to(&self, tx: tokio::sync::mpsc::UnboundedSender<crate::events::Event>) {
+    pub fn send_events_to(
+        &self,
+        tx: tokio::sync::mpsc::UnboundedSender<crate::layout::event::Event>,
+    ) {
         let _ = self.events.set(tx);
     }
 
-    fn event(&self, e: Option<crate::events::Event>) {
+    fn event(&self, e: Option<crate::layout::event::Event>) {
         if let (Some(tx), Some(e)) = (self.events.get(), e) {
             let _ = tx.send(e);
         }
@@ -527,7 +530,7 @@ impl Audit {
         };
         if let Some(kind) = kind {
             let day = detail["day"].as_str().map(str::to_string);
-            self.event(Some(crate::events::Event::new(
+            self.event(Some(crate::layout::event::Event::new(
                 kind,
                 tenant,
                 session,
@@ -553,7 +556,7 @@ impl Audit {
         objects: usize,
     ) {
         crate::metrics::erase(protocol);
-        self.event(crate::events::Event::at_path(
+        self.event(crate::layout::event::Event::at_path(
             "call.erased",
             tenant,
             path,
@@ -588,7 +591,7 @@ impl Audit {
     pub fn render(&self, tenant: &str, path: &str, outcome: Result<u64, &String>, took: Duration) {
         let ms = took.as_millis() as u64;
         crate::metrics::render(outcome.is_ok(), took);
-        self.event(crate::events::Event::at_path(
+        self.event(crate::layout::event::Event::at_path(
             if outcome.is_ok() {
                 "render.completed"
             } else {

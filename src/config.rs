@@ -675,13 +675,13 @@ impl Validator<'_> {
                     );
                 }
                 for e in &w.events {
-                    if !crate::events::KINDS.contains(&e.get_ref().as_str()) {
+                    if !crate::layout::event::KINDS.contains(&e.get_ref().as_str()) {
                         return self.err(
                             e.span(),
                             format!(
                                 "unknown event type {:?}: one of {:?}",
                                 e.get_ref(),
-                                crate::events::KINDS
+                                crate::layout::event::KINDS
                             ),
                         );
                     }

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod day;
+pub mod event;
 pub mod index;
 
 use chrono::{DateTime, Utc};
