@@ -7,6 +7,8 @@
 #   - recvault over SFTP (paramiko listdir_attr: OPENDIR, READDIR…, the same
 #     facts as `ls -l`) and over FTPS (ftplib MLSD), first and repeated, in
 #     one session each;
+#   - recvault's content API: GET /v1/calls for that day filtered on one
+#     agent (1 in 40 sessions), every cursor page, first and repeated;
 #   - the peer: a plain delimited listing of the same prefix (boto3
 #     list_objects_v2 with Delimiter "/", every page), as a client listing
 #     the bucket itself would.
@@ -99,8 +101,12 @@ log "link model: $BENCH_DELAY_MS ms before each response's first byte, at $PROXY
 
 MOTO_ENDPOINT_DIRECT=$MOTO_ENDPOINT
 MOTO_ENDPOINT=$PROXY
-write_recvault_config "$TMP/recvault.toml" s3 "" "password = \"$HASH\"" "$(ftps_toml)" \
-    "$(printf '[jobs]\nstate_dir = "%s"' "$TMP/jobs")"
+API_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+write_recvault_config "$TMP/recvault.toml" s3 \
+    "$(printf '[[tenants.api_keys]]\nname = "bench"\nkey = "sha256:%s"\nscopes = ["calls:read"]' "$(printf '%s' "$API_KEY" | sha256sum | cut -d' ' -f1)")" \
+    "password = \"$HASH\"" "$(ftps_toml)" \
+    "$(printf '[jobs]\nstate_dir = "%s"' "$TMP/jobs")" \
+    "$(printf '[api]\nlisten = "127.0.0.1:0"\nlink_key_file = "%s"\noutbox_dir = "%s"' "$TMP/link.key" "$TMP/outbox")"
 MOTO_ENDPOINT=$MOTO_ENDPOINT_DIRECT
 
 log "building the day index: recvault reindex (through the link)"
@@ -113,7 +119,7 @@ log "reindex: $(tr '\n' ' ' <"$TMP/reindex.out")in $(secs_since "$t0" 1) s"
 # in one session; appends "MODE first-s again-s first-requests again-requests"
 # to $TMP/results.
 measure() {
-    "$MOTO_PYTHON" - "$1" "$PROXY" "$MOTO_BUCKET" "$DAY_PREFIX" "${2:-0}" "${3:-0}" "${4:-$PASSWORD}" \
+    API_KEY=$API_KEY "$MOTO_PYTHON" - "$1" "$PROXY" "$MOTO_BUCKET" "$DAY_PREFIX" "${2:-0}" "${3:-0}" "${4:-$PASSWORD}" \
         "$TMP/cert.pem" "$COUNT_FILE" "$BENCH_SESSIONS" "$TMP/results" <<'EOF'
 import ftplib, ssl, sys, time
 import boto3, paramiko
@@ -124,13 +130,13 @@ n = int(n)
 def requests():
     return int(open(count_file).read().strip() or 0)
 
-def timed(label, f):
+def timed(label, f, want=n):
     r0, t0 = requests(), time.perf_counter()
     names = f()
     secs = time.perf_counter() - t0
     reqs = requests() - r0
-    if len(names) != n:
-        sys.exit(f"{label}: listed {len(names)} sessions, not {n}")
+    if len(names) != want:
+        sys.exit(f"{label}: listed {len(names)} sessions, not {want}")
     print(f"[bench] {label}: {secs:.3f} s, {reqs} S3 requests", flush=True)
     return secs, reqs
 
@@ -169,6 +175,23 @@ elif mode in ("sftp", "openssh"):
     record(timed(f"{who} listdir_attr, first", sftp_list),
            timed(f"{who} listdir_attr, repeated", sftp_list))
     t.close()
+elif mode == "api":
+    import json, os, urllib.request
+    want = sum(1 for i in range(n) if i % 40 == 7)
+    def api_list():
+        ids, cursor = [], None
+        while True:
+            url = f"http://127.0.0.1:{sftp_port}/v1/calls?from=2026-11-23&to=2026-11-23&agent=agent-7&limit=1000"
+            if cursor:
+                url += f"&cursor={cursor}"
+            req = urllib.request.Request(url, headers={"Authorization": "Bearer " + os.environ["API_KEY"]})
+            body = json.load(urllib.request.urlopen(req, timeout=120))
+            ids += [c["session_id"] for c in body["calls"]]
+            cursor = body["next_cursor"]
+            if not cursor:
+                return ids
+    record(timed("recvault API GET /v1/calls?agent=, first", api_list, want),
+           timed("recvault API GET /v1/calls?agent=, repeated", api_list, want))
 elif mode == "vsftpd":
     # vsftpd has no MLSD: LIST, the nearest (a line per folder).
     ctx = ssl.create_default_context(cafile=cert)
@@ -216,9 +239,13 @@ if [[ -x /usr/sbin/vsftpd ]]; then
     stop_pid "$VS_PID"
 fi
 # A fresh server for each protocol, so that "first" is a cold listing.
-for proto in sftp ftps; do
+for proto in sftp ftps api; do
     run_recvault "recvault-$proto" "$TMP/recvault.toml" sftp
-    measure "$proto" "$RV_PORT" "$(listening_port "recvault-$proto" ftps)"
+    if [[ $proto == api ]]; then
+        measure api "$(listening_port "recvault-$proto" api)"
+    else
+        measure "$proto" "$RV_PORT" "$(listening_port "recvault-$proto" ftps)"
+    fi
     show_server_logs 'listening on' "recvault-$proto"
     stop_pid "$RV_PID"
 done
@@ -233,9 +260,10 @@ END {
     printf "[bench] %-34s %9.3f %9.0f %8d %8d\n", "recvault SFTP (listdir_attr)", first["sftp"], again["sftp"] * 1000, rf["sftp"], ra["sftp"]
     printf "[bench] %-34s %9.3f %9.0f %8s %8s\n", "OpenSSH, local disk (listdir_attr)", first["openssh"], again["openssh"] * 1000, "-", "-"
     printf "[bench] %-34s %9.3f %9.0f %8d %8d\n", "recvault FTPS (MLSD)", first["ftps"], again["ftps"] * 1000, rf["ftps"], ra["ftps"]
+    printf "[bench] %-34s %9.3f %9.0f %8d %8d\n", "recvault API (agent filter, pages)", first["api"], again["api"] * 1000, rf["api"], ra["api"]
     if ("vsftpd" in first) printf "[bench] %-34s %9.3f %9.0f %8s %8s\n", "vsftpd, local disk (LIST)", first["vsftpd"], again["vsftpd"] * 1000, "-", "-"
-    printf "[bench] ratio first listing / best plain listing: SFTP %.2f, FTPS %.2f (goal <= 1.2)\n", first["sftp"] / plain, first["ftps"] / plain
-    printf "[bench] repeated listing: SFTP %.0f ms, FTPS %.0f ms (goal <= 50 ms)\n", again["sftp"] * 1000, again["ftps"] * 1000
+    printf "[bench] ratio first listing / best plain listing: SFTP %.2f, FTPS %.2f, API %.2f (goal <= 1.2)\n", first["sftp"] / plain, first["ftps"] / plain, first["api"] / plain
+    printf "[bench] repeated listing: SFTP %.0f ms, FTPS %.0f ms, API %.0f ms (goal <= 50 ms)\n", again["sftp"] * 1000, again["ftps"] * 1000, again["api"] * 1000
     printf "[bench]   of which the client and protocol alone (a server on local disk): SFTP %.0f ms (OpenSSH)", again["openssh"] * 1000
     if ("vsftpd" in first) printf ", FTPS %.0f ms (vsftpd LIST)", again["vsftpd"] * 1000
     printf "\n[bench]   recvault itself: SFTP %.0f ms", (again["sftp"] - again["openssh"]) * 1000
