@@ -33,5 +33,5 @@ pub mod server; // `recvault serve`: wiring, signals, readiness
 pub mod sftp; // SFTP over SSH: accept loop, russh handler, SFTP request loop
 pub mod shared; // what every connection shares, and its login/download/erase bookkeeping
 pub mod store; // object storage: one trait; S3 and local-directory backends
-pub mod tls; // TLS server configuration (rustls + ring) shared by ingest and FTPS
+pub mod tls; // TLS server configuration (rustls + ring) shared by ingest, the API and FTPS
 pub mod vfs; // the tenant-scoped read-only virtual tree

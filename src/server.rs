@@ -208,7 +208,7 @@ pub async fn serve(
             let state =
                 crate::ingest::Ingest::start(&cfg, &stores, defender.clone(), audit.clone())?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
-                (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
+                (Some(c), Some(k)) => Some(crate::tls::http_acceptor(c, k, "ingest TLS")?),
                 _ => None,
             };
             if tls.is_none() && !addr.ip().is_loopback() {
@@ -253,7 +253,7 @@ pub async fn serve(
         Some(a) => {
             let (l, addr) = crate::listener::bind(a.listen.get_ref(), "api").await?;
             let tls = match (&a.tls_certificate, &a.tls_private_key) {
-                (Some(c), Some(k)) => Some(crate::ingest::tls::acceptor(c, k)?),
+                (Some(c), Some(k)) => Some(crate::tls::http_acceptor(c, k, "API TLS")?),
                 _ => None,
             };
             if tls.is_none() && !addr.ip().is_loopback() {

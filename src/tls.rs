@@ -52,3 +52,14 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, names: &[&str]) -> Result<(),
     std::fs::write(cert, made.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
     Ok(())
 }
+
+/// A TLS acceptor for an HTTP/1.1 listener (ingest, the content API):
+/// TLS 1.2/1.3, ALPN http/1.1; `what` names it in errors.
+pub fn http_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    what: &str,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let cfg = server_config(cert, key, &[b"http/1.1"], what)?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)))
+}

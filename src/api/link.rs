@@ -188,12 +188,7 @@ impl Links {
         token: &'a str,
         peer: SocketAddr,
     ) -> Result<(Conn, VPath, Use<'a>), ApiError> {
-        if let Some(left) = shared.defender.banned(peer.ip()) {
-            return Err(ApiError::Forbidden(format!(
-                "this address is banned for {} s after repeated failed logins",
-                left.as_secs().max(1)
-            )));
-        }
+        super::refuse_banned(shared, peer)?;
         let claims = self.verify(token).ok_or_else(|| {
             shared.login_failed("api", peer, "", "signed-link", crate::auth::Denied::BadLink);
             ApiError::Forbidden("this link is not valid (altered, or not made here)".into())

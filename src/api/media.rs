@@ -114,12 +114,9 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// The value of query parameter `key`, when it is plain text.
-fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find_map(|(k, v)| (k == key).then_some(v))
+/// The value of query parameter `key` (decoded as the search's are).
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find_map(|(k, v)| (k == key).then(|| v.into_owned()))
 }
 
 /// Serves the file at `path` to `conn`. A signed link's `one_use` is
@@ -132,7 +129,7 @@ pub async fn serve(
     req: &Parts,
     one_use: Option<&super::link::Use<'_>>,
 ) -> Answer {
-    let disposition = match query_value(req.uri.query(), "disposition") {
+    let disposition = match query_value(req.uri.query(), "disposition").as_deref() {
         None | Some("inline") => "inline",
         Some("attachment") => "attachment",
         Some(_) => {
@@ -339,10 +336,13 @@ mod tests {
     #[test]
     fn queries_and_types() {
         assert_eq!(
-            query_value(Some("a=1&disposition=attachment"), "disposition"),
+            query_value(Some("a=1&disposition=attachment"), "disposition").as_deref(),
             Some("attachment")
         );
-        assert_eq!(query_value(Some("disposition"), "disposition"), Some(""));
+        assert_eq!(
+            query_value(Some("disposition"), "disposition").as_deref(),
+            Some("")
+        );
         assert_eq!(query_value(None, "disposition"), None);
         assert_eq!(content_type("c-1.tar.gz"), "application/gzip");
         assert_eq!(content_type("agent.webm"), "video/webm");

@@ -331,12 +331,7 @@ impl Api {
     /// The key of the request. A wrong key is a failed login: audited and
     /// counted by the defender like a bad password.
     fn authenticate(&self, req: &Parts, peer: SocketAddr) -> Result<Conn, ApiError> {
-        if let Some(left) = self.shared.defender.banned(peer.ip()) {
-            return Err(ApiError::Forbidden(format!(
-                "this address is banned for {} s after repeated failed logins",
-                left.as_secs().max(1)
-            )));
-        }
+        refuse_banned(&self.shared, peer)?;
         let header = req
             .headers
             .get(hyper::header::AUTHORIZATION)
@@ -372,6 +367,18 @@ impl Api {
             .unwrap_or("localhost");
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{host}")
+    }
+}
+
+/// 403 for an address the defender banned while its connection was open
+/// (a new connection is refused at accept).
+fn refuse_banned(shared: &Shared, peer: SocketAddr) -> Result<(), ApiError> {
+    match shared.defender.banned(peer.ip()) {
+        Some(left) => Err(ApiError::Forbidden(format!(
+            "this address is banned for {} s after repeated failed logins",
+            left.as_secs().max(1)
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -17,7 +17,6 @@ pub mod archive;
 mod http;
 mod session;
 pub mod spool;
-pub mod tls;
 mod unpack;
 pub mod validate;
 
