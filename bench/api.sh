@@ -31,28 +31,6 @@ make_work_dir
 
 declare -A BEST_MBS=() RUNS_MBS=()
 
-# timed label command...: BENCH_RUNS runs of a download to $TMP/out.bin.
-timed() {
-    local label=$1 i t0 t1 secs mbs sum best=0 list="" out="$TMP/out.bin"
-    shift
-    for ((i = 1; i <= BENCH_RUNS; i++)); do
-        rm -f "$out"
-        t0=$(now)
-        "$@" >"$TMP/client.log" 2>&1 || { cat "$TMP/client.log" >&2; die "$label: download failed (run $i)"; }
-        t1=$(now)
-        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
-        mbs=$(awk -v n="$SIZE_BYTES" -v s="$secs" 'BEGIN {printf "%.1f", n / 1e6 / s}')
-        sum=$(sha256sum "$out" | cut -d' ' -f1)
-        [[ $sum == "$SRC_SHA" ]] || die "$label run $i: sha256 mismatch ($(stat -c %s "$out") of $SIZE_BYTES bytes)"
-        log "$label run $i: ${secs} s, ${mbs} MB/s"
-        list+="${list:+ }$mbs"
-        awk -v a="$mbs" -v b="$best" 'BEGIN {exit !(a > b)}' && best=$mbs
-    done
-    rm -f "$out"
-    BEST_MBS[$label]=$best
-    RUNS_MBS[$label]=$list
-}
-
 # ---------------------------------------------------------------- data
 write_bench_file
 chmod 755 "$TMP" "$TMP/objects"

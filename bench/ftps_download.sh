@@ -34,24 +34,7 @@ declare -A BEST_MBS=() RUNS_MBS=()
 
 # bench_download label url user:password
 bench_download() {
-    local label=$1 url=$2 cred=$3 i t0 t1 secs mbs sum best=0 list="" out="$TMP/download.bin"
-    for ((i = 1; i <= BENCH_RUNS; i++)); do
-        rm -f "$out"
-        t0=$(now)
-        curl -sS --ssl-reqd --cacert "$TMP/cert.pem" "${TLS_OPTS[@]}" --user "$cred" -o "$out" "$url" ||
-            die "$label: download failed (run $i)"
-        t1=$(now)
-        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
-        mbs=$(awk -v n="$SIZE_BYTES" -v s="$secs" 'BEGIN {printf "%.1f", n / 1e6 / s}')
-        sum=$(sha256sum "$out" | cut -d' ' -f1)
-        [[ $sum == "$SRC_SHA" ]] || die "$label run $i: sha256 mismatch ($(stat -c %s "$out") of $SIZE_BYTES bytes)"
-        log "$label run $i: ${secs} s, ${mbs} MB/s"
-        list+="${list:+ }$mbs"
-        awk -v a="$mbs" -v b="$best" 'BEGIN {exit !(a > b)}' && best=$mbs
-    done
-    rm -f "$out"
-    BEST_MBS[$label]=$best
-    RUNS_MBS[$label]=$list
+    timed "$1" curl -sS --ssl-reqd --cacert "$TMP/cert.pem" "${TLS_OPTS[@]}" --user "$3" -o "$TMP/out.bin" "$2"
 }
 
 # ---------------------------------------------------------------- data

@@ -103,6 +103,31 @@ secs_since() { awk -v a="$1" -v b="$(now)" -v d="${2:-2}" 'BEGIN {printf "%." d 
 # ratio a b: a / b with 2 decimals, "n/a" unless b > 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
+# timed label command...: BENCH_RUNS runs of a download command writing
+# $TMP/out.bin, each checked against SRC_SHA (SIZE_BYTES long); the best and
+# every run's MB/s go to BEST_MBS[label] and RUNS_MBS[label] (the caller
+# declares both as associative arrays).
+timed() {
+    local label=$1 i t0 t1 secs mbs sum best=0 list="" out="$TMP/out.bin"
+    shift
+    for ((i = 1; i <= BENCH_RUNS; i++)); do
+        rm -f "$out"
+        t0=$(now)
+        "$@" >"$TMP/client.log" 2>&1 || { cat "$TMP/client.log" >&2; die "$label: download failed (run $i)"; }
+        t1=$(now)
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
+        mbs=$(awk -v n="$SIZE_BYTES" -v s="$secs" 'BEGIN {printf "%.1f", n / 1e6 / s}')
+        sum=$(sha256sum "$out" | cut -d' ' -f1)
+        [[ $sum == "$SRC_SHA" ]] || die "$label run $i: sha256 mismatch ($(stat -c %s "$out") of $SIZE_BYTES bytes)"
+        log "$label run $i: ${secs} s, ${mbs} MB/s"
+        list+="${list:+ }$mbs"
+        awk -v a="$mbs" -v b="$best" 'BEGIN {exit !(a > b)}' && best=$mbs
+    done
+    rm -f "$out"
+    BEST_MBS[$label]=$best
+    RUNS_MBS[$label]=$list
+}
+
 # free_port: a TCP port on 127.0.0.1 that was free a moment ago.
 free_port() {
     "$MOTO_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -2,8 +2,8 @@
 # Runs the whole test suite. Installs what the tests need when it is missing:
 # the clients they drive (OpenSSH's sftp/ssh/ssh-keygen, sshpass, rclone,
 # lftp, curl, PuTTY's psftp, sshfs, python3 with venv for ftplib and moto, openssl, tar, kill, setpriv,
-# mkfifo, ffmpeg/ffprobe and janus-pp-rec for the media tests, prometheus and promtool for the metrics test; Debian
-# packages) and moto's S3 and KMS server, paramiko, Tink, requests and schemathesis (PyPI, in ./.venv). Extra arguments go to
+# mkfifo, ffmpeg/ffprobe and janus-pp-rec for the media tests, prometheus and promtool for the metrics test,
+# chromium and node for the browser tests; Debian packages), Playwright's library (npm, in tests/browser/node_modules) and moto's S3 and KMS server, paramiko, Tink, requests and schemathesis (PyPI, in ./.venv). Extra arguments go to
 # `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,10 @@ command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v janus-pp-rec >/dev/null 2>&1 || missing+=(janus-tools)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the admin listener's scrape test (prometheus, promtool)
 type -P kill >/dev/null 2>&1 || missing+=(procps)  # the binary: `command -v` finds the builtin
+command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # the browser tests (Playwright drives it)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -43,5 +47,11 @@ if ! .venv/bin/python -c "import moto, flask, flask_cors, boto3, paramiko, tink,
   .venv/bin/pip install -q "moto[s3]" flask flask-cors paramiko tink requests schemathesis
 fi
 export MOTO_PYTHON="$PWD/.venv/bin/python"
+
+# Playwright's library (no browser download: the tests use Debian's chromium).
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+  echo "installing playwright-core into tests/browser/node_modules"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 cargo test --all-targets "$@"

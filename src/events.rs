@@ -5,7 +5,8 @@
 //!
 //! - written to the tenant's event log in storage (one object per event,
 //!   under `P/events/YYYY/MM/DD/HH/`, see [`crate::layout::EventRef`]), which
-//!   `GET /v1/events` lists — so every node answers the same;
+//!   `GET /v1/events` lists through [`crate::vfs::Vfs::events`] — so every
+//!   node answers the same;
 //! - delivered to the tenant's webhooks (`[[tenants.webhooks]]`): a POST of
 //!   the event's JSON, signed with HMAC-SHA256 over `<timestamp>.<body>`
 //!   (headers `X-Recvault-Timestamp`, `X-Recvault-Signature: v1=<hex>`,
@@ -27,7 +28,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Timelike as _, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use tokio::sync::{mpsc, watch};
@@ -42,10 +43,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// How long a delivery is retried before the event is dead-lettered.
 pub const GIVE_UP: Duration = Duration::from_secs(24 * 3600);
+/// Longest time the outbox folder goes unread while nothing is due.
+const RESCAN: Duration = Duration::from_secs(60);
 /// Longest wait for a webhook receiver's answer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Hours of the log one `GET /v1/events` reads at most.
-pub const MAX_HOURS: i64 = 7 * 24;
 
 /// The signature header's value for `body` sent at `timestamp`.
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -166,9 +167,14 @@ impl Outbox {
             }
         }
         let rec = Record { event, targets };
-        if let Err(e) = self.write(&rec).await {
-            warn!(event = %rec.event.id, error = %e, "event not recorded in the outbox: it is lost for webhooks and the event log");
-            crate::metrics::webhook("lost");
+        match self.write(&rec).await {
+            Ok(()) => {
+                crate::metrics::get().events_pending.inc();
+            }
+            Err(e) => {
+                warn!(event = %rec.event.id, error = %e, "event not recorded in the outbox: it is lost for webhooks and the event log");
+                crate::metrics::webhook("lost");
+            }
         }
     }
 
@@ -219,10 +225,13 @@ impl Outbox {
     }
 
     /// One pass over the outbox: every target that is due gets one attempt;
-    /// a target that fails is skipped for the rest of the pass.
-    async fn deliver_due(&self) -> usize {
+    /// a target that fails is skipped for the rest of the pass. Returns when
+    /// the next target is due (Unix ms), or `None` when nothing waits.
+    async fn deliver_due(&self) -> Option<i64> {
         let tenants = self.tenants();
-        let mut failing: Vec<Option<String>> = Vec::new();
+        // A target failing in this pass, and when it is tried again.
+        let mut failing: HashMap<Option<String>, i64> = HashMap::new();
+        let mut due: Option<i64> = None;
         let files = self.pending().await;
         crate::metrics::get().events_pending.set(files.len() as i64);
         let now = Utc::now().timestamp_millis();
@@ -244,7 +253,13 @@ impl Outbox {
             let mut changed = false;
             let mut kept = Vec::new();
             for mut t in std::mem::take(&mut rec.targets) {
-                if t.next_ms > now || failing.contains(&t.url) {
+                if t.next_ms > now {
+                    due = Some(due.map_or(t.next_ms, |d| d.min(t.next_ms)));
+                    kept.push(t);
+                    continue;
+                }
+                if let Some(&again) = failing.get(&t.url) {
+                    due = Some(due.map_or(again, |d| d.min(again)));
                     kept.push(t);
                     continue;
                 }
@@ -257,12 +272,12 @@ impl Outbox {
                         }
                     }
                     Err(e) => {
-                        failing.push(t.url.clone());
                         t.attempts += 1;
                         let backoff = FIRST_BACKOFF
                             .saturating_mul(1u32 << t.attempts.min(16))
                             .min(MAX_BACKOFF);
                         t.next_ms = now + backoff.as_millis() as i64;
+                        failing.insert(t.url.clone(), t.next_ms);
                         t.last_error = Some(e.chars().take(300).collect());
                         let age = EventRef::time_of(&rec.event.id)
                             .map(|at| Utc::now() - at)
@@ -278,6 +293,7 @@ impl Outbox {
                             if t.url.is_some() {
                                 crate::metrics::webhook("failed");
                             }
+                            due = Some(due.map_or(t.next_ms, |d| d.min(t.next_ms)));
                             kept.push(t);
                         }
                     }
@@ -292,7 +308,7 @@ impl Outbox {
                 }
             }
         }
-        failing.len()
+        due
     }
 
     async fn dead_letter(&self, rec: &Record, t: &Target) {
@@ -385,16 +401,21 @@ pub async fn run(
     let delivery = {
         let (outbox, mut stop) = (outbox.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = outbox.wake.notified() => {}
+                // The outbox is read only when something is due, a record
+                // was added or the tenants changed (and at least every
+                // RESCAN, for records moved in from a node gone for good).
+                let due = tokio::select! {
+                    due = outbox.deliver_due() => due,
                     _ = async { drop(stop.wait_for(|s| *s).await) } => break,
-                }
+                };
+                let wait = due
+                    .map(|d| (d - Utc::now().timestamp_millis()).max(0) as u64)
+                    .map_or(RESCAN, Duration::from_millis)
+                    .min(RESCAN);
                 tokio::select! {
-                    _ = outbox.deliver_due() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = outbox.wake.notified() => {}
                     _ = async { drop(stop.wait_for(|s| *s).await) } => break,
                 }
             }
@@ -418,80 +439,6 @@ pub async fn run(
         outbox.record(ev).await;
     }
     let _ = delivery.await;
-}
-
-/// How long a stored event waits before the log lists it: a write under
-/// way on another node (and a little clock skew between nodes) lands
-/// before readers pass its place.
-pub const SETTLE: Duration = Duration::from_secs(5);
-
-/// The tenant's events stored after position `after` (or in the last 24
-/// hours), at most `limit`, in the order they were stored, and the
-/// position to ask after next (the last event's, or the end of the hours
-/// read when they held none). Reads one listing per hour (at most
-/// [`MAX_HOURS`]), never an event's object, and lists only events stored
-/// [`SETTLE`] ago or more.
-pub async fn list(
-    store: &SharedStore,
-    prefix: &str,
-    after: Option<&str>,
-    limit: usize,
-    now: DateTime<Utc>,
-) -> Result<(Vec<EventRef>, Option<String>), StoreError> {
-    let settled = now - chrono::Duration::from_std(SETTLE).unwrap_or_default();
-    let start = after
-        .and_then(EventRef::time_of)
-        .unwrap_or(now - chrono::Duration::hours(24));
-    let mut hour = start
-        .with_nanosecond(0)
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_minute(0))
-        .unwrap_or(start);
-    let mut out = Vec::new();
-    let mut hours = 0;
-    let mut read_to = None;
-    while hour <= settled && hours < MAX_HOURS && out.len() < limit {
-        let hp = crate::layout::events_hour(prefix, hour);
-        let mut next = None;
-        let mut found = Vec::new();
-        loop {
-            let page = store.list_page(&hp, None, next).await?;
-            found.extend(
-                page.objects
-                    .iter()
-                    .filter_map(|o| EventRef::of_key(&hp, &o.key)),
-            );
-            next = page.next;
-            if next.is_none() {
-                break;
-            }
-        }
-        found.sort_by_key(EventRef::position);
-        out.extend(found.into_iter().filter(|e| {
-            after.is_none_or(|a| e.position().as_str() > a)
-                && EventRef::time_of(&e.stored).is_some_and(|t| t <= settled)
-        }));
-        hour += chrono::Duration::hours(1);
-        hours += 1;
-        // A whole hour read, and settled: nothing more will land in it.
-        if hour <= settled {
-            read_to = Some(hour - chrono::Duration::microseconds(1));
-        }
-    }
-    out.truncate(limit);
-    let next = match out.last() {
-        Some(e) => Some(e.position()),
-        // Nothing in the hours read: go on from their end (an empty week
-        // is not read again), never past what has settled.
-        None => match read_to {
-            Some(t) if after.is_none_or(|a| EventRef::time_of(a).is_some_and(|at| at < t)) => {
-                let stamp = t.format(crate::layout::EVENT_STAMP).to_string();
-                Some(format!("{stamp}_{stamp}.end.999999"))
-            }
-            _ => after.map(str::to_string),
-        },
-    };
-    Ok((out, next))
 }
 
 /// Where each running tenant's events go, from the configuration: its
@@ -581,6 +528,79 @@ mod tests {
             assert!(!EventRef::is_id(bad), "{bad}");
         }
         assert!(Event::at_path("call.erased", "t", "/2026/11", json!({}), "n").is_none());
+    }
+
+    /// A delivery failing for more than a day is dead-lettered (and counted);
+    /// a younger one waits for its backoff, and the pass says when.
+    #[tokio::test]
+    async fn a_delivery_failing_for_a_day_is_dead_lettered_and_a_young_one_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox")).unwrap();
+        let store: SharedStore =
+            Arc::new(crate::store::local::LocalStore::open(&dir.path().join("store")).unwrap());
+        // A port nothing listens on: every attempt fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let hook = Hook {
+            url: url.clone(),
+            secret: b"s".to_vec(),
+            kinds: KINDS.iter().map(|k| k.to_string()).collect(),
+        };
+        let tenant = Tenant {
+            store,
+            prefix: "p/".into(),
+            hooks: vec![hook],
+        };
+        outbox.set_tenants(HashMap::from([("t".to_string(), tenant)]));
+        let mut old = Event::new("call.erased", "t", "s1", None, None, json!({}), "n");
+        let day_ago = Utc::now() - chrono::Duration::hours(25);
+        old.id = format!("{}.n.000001", day_ago.format(crate::layout::EVENT_STAMP));
+        let young = Event::new("call.erased", "t", "s2", None, None, json!({}), "n");
+        for event in [old.clone(), young.clone()] {
+            let target = Target {
+                url: Some(url.clone()),
+                attempts: 3,
+                next_ms: 0,
+                last_error: None,
+            };
+            outbox
+                .write(&Record {
+                    event,
+                    targets: vec![target],
+                })
+                .await
+                .unwrap();
+        }
+        let dead_before = crate::metrics::get()
+            .webhooks
+            .get_or_create(&crate::metrics::Outcome {
+                outcome: "dead".into(),
+            })
+            .get();
+        let before = Utc::now().timestamp_millis();
+        let due = outbox.deliver_due().await.expect("the young record waits");
+        let dead: Vec<String> = std::fs::read_dir(dir.path().join("outbox/dead"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert!(dead[0].starts_with(&old.id), "{dead:?}");
+        let waiting = outbox.pending().await;
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert!(waiting[0].ends_with(format!("{}.json", young.id)));
+        // Failed for the fourth time: 2 s doubled four times.
+        assert!(due >= before + 32_000 && due <= Utc::now().timestamp_millis() + 32_000);
+        let dead_after = crate::metrics::get()
+            .webhooks
+            .get_or_create(&crate::metrics::Outcome {
+                outcome: "dead".into(),
+            })
+            .get();
+        assert!(dead_after > dead_before);
     }
 
     #[test]

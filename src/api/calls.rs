@@ -373,17 +373,10 @@ pub async fn events(conn: &Conn, query: Option<&str>) -> Answer {
             }
         }
     }
-    let vfs = conn.vfs();
-    let tenant = vfs.tenant();
-    let (found, next) = crate::events::list(
-        &tenant.store,
-        &tenant.prefix,
-        after.as_deref(),
-        page,
-        Utc::now(),
-    )
-    .await
-    .map_err(VfsError::from)?;
+    let (found, next) = conn
+        .vfs()
+        .events(after.as_deref(), page, Utc::now())
+        .await?;
     Ok(boxed(json_reply(
         StatusCode::OK,
         &json!({

@@ -302,30 +302,30 @@ impl Api {
                 slot.authenticated();
                 media::serve(&conn, &path, head, req, Some(&one_use)).await
             }
-            route => {
-                let conn = self.authenticate(req, peer)?;
-                slot.authenticated();
-                match route {
-                    Route::Calls => calls::list(&conn, req.uri.query()).await,
-                    Route::Events => calls::events(&conn, req.uri.query()).await,
-                    Route::Call(id) => calls::show(&conn, id).await,
-                    Route::Erase(id) => calls::erase(&conn, id).await,
-                    Route::Media { id, name, head } => {
-                        let path = calls::entry_path(id, name)?;
-                        media::serve(&conn, &path, head, req, None).await
-                    }
-                    Route::MakeLink { id, name } => {
-                        let path = calls::entry_path(id, name)?;
-                        let body = read_body(body).await?;
-                        let base = self.base_url(req);
-                        self.links.make(&conn, id, name, &path, &body, &base).await
-                    }
-                    Route::Health | Route::OpenApi | Route::Link { .. } => {
-                        Err(ApiError::Internal("unrouted".into()))
-                    }
-                }
+            Route::Calls => calls::list(&self.key(req, peer, slot)?, req.uri.query()).await,
+            Route::Events => calls::events(&self.key(req, peer, slot)?, req.uri.query()).await,
+            Route::Call(id) => calls::show(&self.key(req, peer, slot)?, id).await,
+            Route::Erase(id) => calls::erase(&self.key(req, peer, slot)?, id).await,
+            Route::Media { id, name, head } => {
+                let conn = self.key(req, peer, slot)?;
+                let path = calls::entry_path(id, name)?;
+                media::serve(&conn, &path, head, req, None).await
+            }
+            Route::MakeLink { id, name } => {
+                let conn = self.key(req, peer, slot)?;
+                let path = calls::entry_path(id, name)?;
+                let body = read_body(body).await?;
+                let base = self.base_url(req);
+                self.links.make(&conn, id, name, &path, &body, &base).await
             }
         }
+    }
+
+    /// [`Api::authenticate`], and the connection's pre-auth slot given up.
+    fn key(&self, req: &Parts, peer: SocketAddr, slot: &PreAuthSlot) -> Result<Conn, ApiError> {
+        let conn = self.authenticate(req, peer)?;
+        slot.authenticated();
+        Ok(conn)
     }
 
     /// The key of the request. A wrong key is a failed login: audited and

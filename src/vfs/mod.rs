@@ -7,6 +7,7 @@
 //! rather than stored (derived media) plug in through [`Producer`].
 
 pub mod budget;
+mod events;
 mod listing;
 pub mod meta;
 pub mod reader;

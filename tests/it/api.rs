@@ -11,11 +11,11 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const KEY_READ: &str = "key-read-0123456789abcdef0123456789abcdef";
+pub(crate) const KEY_READ: &str = "key-read-0123456789abcdef0123456789abcdef";
 const KEY_ERASE: &str = "key-erase-0123456789abcdef0123456789abcd";
 const KEY_OTHER: &str = "key-other-tenant-0123456789abcdef0123456";
 
-fn api_toml(dir_hint: &str) -> String {
+pub(crate) fn api_toml(dir_hint: &str) -> String {
     format!(
         "\n[api]\nlisten = \"127.0.0.1:0\"\nlink_key_file = \"{}\"\n",
         std::env::temp_dir()
@@ -27,7 +27,7 @@ fn api_toml(dir_hint: &str) -> String {
     )
 }
 
-fn key_toml(name: &str, secret: &str, scopes: &[&str]) -> String {
+pub(crate) fn key_toml(name: &str, secret: &str, scopes: &[&str]) -> String {
     let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
         "\n[[tenants.api_keys]]\nname = \"{name}\"\nkey = \"sha256:{}\"\nscopes = [{}]\n",
@@ -124,10 +124,10 @@ async fn seed_one(prefix: &str, data: Vec<u8>) {
 }
 
 /// One answer: status, headers (lower-case names), body.
-struct Got {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Got {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Got {
@@ -138,14 +138,14 @@ impl Got {
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
 /// `curl` of the API with `key` (if any) and extra arguments.
-fn call(port: u16, method: &str, path: &str, key: Option<&str>, extra: &[&str]) -> Got {
+pub(crate) fn call(port: u16, method: &str, path: &str, key: Option<&str>, extra: &[&str]) -> Got {
     let dir = tempfile::tempdir().unwrap();
     let (head, body) = (dir.path().join("h"), dir.path().join("b"));
     let mut cmd = Command::new("curl");

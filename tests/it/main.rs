@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod attacks;
+mod browser;
 mod clients;
 mod crypto;
 mod faults;
