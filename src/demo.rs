@@ -53,6 +53,11 @@ private_key = {key:?}
 listen = "127.0.0.1:0"
 spool_dir = {spool:?}
 
+[api]
+listen = "127.0.0.1:0"
+link_key_file = {link_key:?}
+outbox_dir = {outbox:?}
+
 [[tenants]]
 id = "demo"
 prefix = "tenants/demo/"
@@ -68,6 +73,8 @@ permissions = ["list", "download"]
         cert = cert.display().to_string(),
         key = key.display().to_string(),
         spool = dir.join("spool").display().to_string(),
+        link_key = dir.join("keys/link.key").display().to_string(),
+        outbox = dir.join("outbox").display().to_string(),
     );
     let cfg = config::parse(&text, "embedded demo config").map_err(|e| e.to_string())?;
     let store: crate::store::SharedStore = crate::store::open(&cfg.storage, &cfg.limits).await?;
@@ -161,6 +168,9 @@ fn print_banner(
         bound.sftp.port(),
         bound.sftp.ip()
     );
+    if let Some(a) = bound.api {
+        println!("  web page    : http://{a}/   (user demo, the password above)");
+    }
     if let Some(i) = bound.ingest {
         let session = ready.map_or("SESSION_DIR".to_string(), |p| p.display().to_string());
         println!("  ingest      : {exe} push {session} --url http://{i} --token {token}");

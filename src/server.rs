@@ -108,6 +108,8 @@ pub struct Listening {
     pub ftps: Option<std::net::SocketAddr>,
     /// The ingest listener, when `[ingest]` is configured.
     pub ingest: Option<std::net::SocketAddr>,
+    /// The content API and web page, when `[api]` is configured.
+    pub api: Option<std::net::SocketAddr>,
 }
 
 /// Called once the listeners are bound.
@@ -269,7 +271,7 @@ pub async fn serve(
             let task = tokio::spawn(crate::api::run(l, state, tls, stop_rx.clone(), drain));
             eprintln!("recvault: api listening on {addr}");
             info!(%addr, "content API listening");
-            Some(task)
+            Some((task, addr))
         }
         None => None,
     };
@@ -318,6 +320,7 @@ pub async fn serve(
             sftp: bound,
             ftps: ftps.as_ref().and_then(|(_, _, a)| *a),
             ingest: ingest.as_ref().map(|(_, _, a)| *a),
+            api: api.as_ref().map(|(_, a)| *a),
         });
     }
 
@@ -385,7 +388,7 @@ pub async fn serve(
     if let Some((task, _, _)) = ingest {
         let _ = task.await;
     }
-    if let Some(task) = api {
+    if let Some((task, _)) = api {
         let _ = task.await;
     }
     if let Some((tasks, _, _)) = ftps {

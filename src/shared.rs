@@ -76,6 +76,17 @@ impl Shared {
         );
         self.defender.success(peer.ip());
         info!(user = %user.name, tenant = %user.tenant.id, method, "login");
+        self.resumed(protocol, peer, user)
+    }
+
+    /// The bookkeeping of a request in a login session that began earlier
+    /// (the web page's session cookie): its login was audited then.
+    pub fn resumed(
+        self: &Arc<Self>,
+        protocol: &'static str,
+        peer: SocketAddr,
+        user: Arc<User>,
+    ) -> Conn {
         Conn {
             read_budget: self
                 .read_ahead

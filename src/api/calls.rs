@@ -224,6 +224,13 @@ async fn days_of(
     (y, m): (i32, u32),
     (from, to): (NaiveDate, NaiveDate),
 ) -> Result<Vec<NaiveDate>, ApiError> {
+    // One day: its index says whether it has calls (no month listing).
+    if from == to {
+        return Ok(NaiveDate::from_ymd_opt(y, m, from.day())
+            .filter(|d| *d == from)
+            .into_iter()
+            .collect());
+    }
     let listing = match conn.vfs().list(&folder(&format!("/{y:04}/{m:02}"))?).await {
         Ok(l) => l.collect_all().await?,
         Err(VfsError::NotFound(_)) => return Ok(Vec::new()),
@@ -302,13 +309,18 @@ pub async fn list(conn: &Conn, query: Option<&str>) -> Answer {
             let index = vfs
                 .day(&folder(&format!("/{}", day.replace('-', "/")))?)
                 .await?;
-            let mut entries: Vec<(&String, &DayEntry)> = index.sessions.iter().collect();
-            entries.sort_by(|a, b| (start_ms(a.1), a.0).cmp(&(start_ms(b.1), b.0)));
+            // Each start time parsed once (not in every comparison).
+            let mut entries: Vec<(i64, &String, &DayEntry)> = index
+                .sessions
+                .iter()
+                .map(|(sid, e)| (start_ms(e), sid, e))
+                .collect();
+            entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             if !q.oldest_first {
                 entries.reverse();
             }
-            for (sid, e) in entries {
-                if !q.after_cursor(&day, start_ms(e), sid) || !q.matches(sid, e) {
+            for (started, sid, e) in entries {
+                if !q.after_cursor(&day, started, sid) || !q.matches(sid, e) {
                     continue;
                 }
                 if calls.len() == q.limit {
@@ -317,7 +329,7 @@ pub async fn list(conn: &Conn, query: Option<&str>) -> Answer {
                 }
                 let place = Cursor {
                     d: day.clone(),
-                    s: start_ms(e),
+                    s: started,
                     i: sid.clone(),
                     a: q.oldest_first,
                 };

@@ -21,7 +21,9 @@
 mod calls;
 mod link;
 mod media;
+pub mod page;
 pub mod route;
+mod session;
 
 /// The API's parsers of outside input, for `crate::fuzz`. Not an API.
 #[doc(hidden)]
@@ -106,6 +108,7 @@ pub async fn run(
 pub struct Api {
     shared: Arc<Shared>,
     links: link::Links,
+    sessions: session::Sessions,
     /// The base of the links it makes, when configured.
     public_url: Option<String>,
     tls: bool,
@@ -121,6 +124,7 @@ impl Api {
         Api {
             shared,
             links: link::Links::new(link_key),
+            sessions: session::Sessions::new(tls),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
             tls,
         }
@@ -152,9 +156,7 @@ impl From<VfsError> for ApiError {
                 ApiError::NotFound(format!("no such call or file: {p}"))
             }
             VfsError::InvalidPath(e) => ApiError::NotFound(format!("no such call or file: {e}")),
-            VfsError::PermissionDenied(m) => {
-                ApiError::Forbidden(format!("this key may not do that: {m}"))
-            }
+            VfsError::PermissionDenied(m) => ApiError::Forbidden(format!("not allowed: {m}")),
             VfsError::ReadOnly => ApiError::Forbidden(VfsError::ReadOnly.to_string()),
             VfsError::Storage(f) => {
                 // The fault's text (keys, bucket) is for the log only.
@@ -285,6 +287,31 @@ impl Api {
         slot: &PreAuthSlot,
     ) -> Answer {
         match route {
+            Route::Page(p) => {
+                slot.requested();
+                Ok(page::serve(p, false))
+            }
+            Route::Login => {
+                refuse_banned(&self.shared, peer)?;
+                let body = read_body(body).await?;
+                let r = self.sessions.login(&self.shared, req, &body, peer).await;
+                if r.is_ok() {
+                    slot.authenticated();
+                } else {
+                    slot.requested();
+                }
+                r
+            }
+            Route::Session => {
+                let (conn, csrf) = self.session(req, peer)?;
+                slot.authenticated();
+                Ok(session::whoami(&conn, &csrf, StatusCode::OK))
+            }
+            Route::Logout => {
+                self.session(req, peer)?;
+                slot.authenticated();
+                self.sessions.logout(req)
+            }
             Route::Health => {
                 slot.requested();
                 Ok(boxed(json_reply(StatusCode::OK, &json!({"ok": true}))))
@@ -328,7 +355,15 @@ impl Api {
         Ok(conn)
     }
 
-    /// The key of the request. A wrong key is a failed login: audited and
+    /// The request's web session (cookie), checked as [`session::Sessions::conn`] does.
+    fn session(&self, req: &Parts, peer: SocketAddr) -> Result<(Conn, String), ApiError> {
+        refuse_banned(&self.shared, peer)?;
+        self.sessions
+            .conn(&self.shared, req, peer, &self.base_url(req))
+    }
+
+    /// The key of the request, or its web session when it has no key but
+    /// the session cookie. A wrong key is a failed login: audited and
     /// counted by the defender like a bad password.
     fn authenticate(&self, req: &Parts, peer: SocketAddr) -> Result<Conn, ApiError> {
         refuse_banned(&self.shared, peer)?;
@@ -336,6 +371,9 @@ impl Api {
             .headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok());
+        if header.is_none() && session::Sessions::has_cookie(req) {
+            return self.session(req, peer).map(|(conn, _)| conn);
+        }
         let Some(secret) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return Err(ApiError::Unauthorized(
                 "missing `Authorization: Bearer <API key>`".into(),

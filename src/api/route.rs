@@ -21,9 +21,26 @@ pub const ROUTES: [(&str, &str); 11] = [
     ("GET", "/healthz"),
 ];
 
+/// The web page's routes (its files and its login session); not part of
+/// the API's document.
+pub const PAGE_ROUTES: [(&str, &str); 6] = [
+    ("GET", "/"),
+    ("GET", "/app.js"),
+    ("GET", "/app.css"),
+    ("GET", "/session"),
+    ("POST", "/session"),
+    ("DELETE", "/session"),
+];
+
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
+    /// A file of the web page (its path).
+    Page(&'static str),
+    /// Who the page's session is.
+    Session,
+    Login,
+    Logout,
     OpenApi,
     Health,
     Calls,
@@ -61,6 +78,21 @@ impl<'a> Route<'a> {
         let m = method.as_str();
         let head = method == Method::HEAD;
         let (route, allow) = match parts.as_slice() {
+            [_] if crate::api::page::asset(path).is_some() => (
+                crate::api::page::asset(path)
+                    .filter(|_| m == "GET")
+                    .map(Route::Page),
+                "GET",
+            ),
+            ["session"] => (
+                match m {
+                    "GET" => Some(Route::Session),
+                    "POST" => Some(Route::Login),
+                    "DELETE" => Some(Route::Logout),
+                    _ => None,
+                },
+                "GET, POST, DELETE",
+            ),
             ["healthz"] => (matches!(m, "GET").then_some(Route::Health), "GET"),
             ["v1", "openapi.json"] => (matches!(m, "GET").then_some(Route::OpenApi), "GET"),
             ["v1", "calls"] => (matches!(m, "GET").then_some(Route::Calls), "GET"),
@@ -93,6 +125,8 @@ impl<'a> Route<'a> {
     /// The route's pattern, as in [`ROUTES`].
     pub fn pattern(&self) -> &'static str {
         match self {
+            Route::Page(p) => p,
+            Route::Session | Route::Login | Route::Logout => "/session",
             Route::OpenApi => "/v1/openapi.json",
             Route::Health => "/healthz",
             Route::Calls => "/v1/calls",
@@ -169,7 +203,7 @@ mod tests {
 
     #[test]
     fn every_route_parses_to_its_own_pattern() {
-        for (m, pattern) in ROUTES {
+        for (m, pattern) in ROUTES.into_iter().chain(PAGE_ROUTES) {
             let path = pattern
                 .replace("{id}", "2026-11-23_c-1")
                 .replace("{name}", "c-1.mp4")

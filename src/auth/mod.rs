@@ -28,6 +28,14 @@ pub struct User {
 }
 
 impl User {
+    /// A short tag of the user's password hash: a login session made with
+    /// one password ends when the configuration gives the user another.
+    pub fn password_tag(&self) -> Option<String> {
+        self.password
+            .as_ref()
+            .map(|phc| hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(phc.as_bytes())[..8]))
+    }
+
     pub fn vfs(&self, producers: Arc<[Arc<dyn Producer>]>) -> Vfs {
         Vfs::new(
             self.tenant.clone(),
@@ -175,6 +183,11 @@ impl Users {
             Some(u) if ok => Ok(u),
             Some(_) => Err(Denied::WrongPassword),
         }
+    }
+
+    /// The user named `name`, as the configuration has it now.
+    pub fn named(&self, name: &str) -> Option<Arc<User>> {
+        self.by_name.get(name).cloned()
     }
 
     /// The user, if `key` is one of its authorized keys.

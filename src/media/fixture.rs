@@ -110,6 +110,17 @@ pub fn opus_file(src: &str, secs: &str, out: &str) -> Result<(), String> {
 
 /// Writes session `id` of `seconds` seconds into `root/id` and returns the folder.
 pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
+    session_late(root, id, seconds, 0)
+}
+
+/// [`session`] with the user's streams (camera and microphone) starting
+/// `user_late_ms` after the agent's, as when a user joins late.
+pub fn session_late(
+    root: &Path,
+    id: &str,
+    seconds: u32,
+    user_late_ms: u32,
+) -> Result<PathBuf, String> {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let work = dir.join(".work");
@@ -175,6 +186,7 @@ pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
         .single()
         .ok_or("bad date")?;
     let t0 = start.timestamp_micros();
+    let tu = t0 + i64::from(user_late_ms) * 1000;
     let files = [
         (
             "agent-video.mjr",
@@ -182,7 +194,7 @@ pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
         ),
         (
             "user-video.mjr",
-            write_mjr(Kind::Video, "h264", t0, t0, &video_rtp(&user_v, false, 8)),
+            write_mjr(Kind::Video, "h264", tu, tu, &video_rtp(&user_v, false, 8)),
         ),
         (
             "agent-audio.mjr",
@@ -190,7 +202,7 @@ pub fn session(root: &Path, id: &str, seconds: u32) -> Result<PathBuf, String> {
         ),
         (
             "user-audio.mjr",
-            write_mjr(Kind::Audio, "opus", t0, t0, &user_a),
+            write_mjr(Kind::Audio, "opus", tu, tu, &user_a),
         ),
     ];
     for (name, bytes) in files {

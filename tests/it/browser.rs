@@ -40,11 +40,22 @@ fn run_browser(script: &str, args: &[&str], limit_secs: u32) -> Value {
 const {{ chromium }} = require('playwright-core');
 const ARGS = process.argv.slice(2);
 const PROFILE = {profile:?};
+let profiles = 0;
+// The pages' console messages and errors, on standard error.
+const watch = p => {{
+  p.on('console', m => console.error('[page ' + m.type() + '] ' + m.text()));
+  p.on('pageerror', e => console.error('[page error] ' + e.message));
+}};
 async function launch() {{
-  return chromium.launchPersistentContext(PROFILE, {{
+  profiles += 1;
+  const ctx = await chromium.launchPersistentContext(PROFILE + profiles, {{
     executablePath: '/usr/bin/chromium', headless: true, args: {flags},
   }});
+  ctx.pages().forEach(watch);
+  ctx.on('page', watch);
+  return ctx;
 }}
+const launchFresh = launch;
 function out(v) {{ console.log('RESULT ' + JSON.stringify(v)); }}
 "#,
         profile = dir.path().join("profile").to_string_lossy(),
@@ -211,5 +222,258 @@ async fn browser_plays_and_seeks_an_mp4_that_was_never_rendered() {
         server.log().matches("render started").count(),
         1,
         "rendered once"
+    );
+}
+
+/// The page, end to end, as a QA analyst uses it: a wrong password, a
+/// login, the day's list, a call whose MP4 was never rendered playing and
+/// seeking in the page's player, the dual player's two videos on one
+/// clock, a download of the listed size; then erase refused without the
+/// `delete` permission and without the CSRF token, and another tenant's
+/// user kept out. Screenshots go to `target/screenshots/`.
+const PAGE_TOUR: &str = r##"
+const [base, callId, pw, shots] = ARGS;
+const ctx = await launch();
+const page = ctx.pages()[0] || await ctx.newPage();
+const result = {};
+const wait = async (fn, ms, arg) => {
+  try { await page.waitForFunction(fn, arg, { timeout: ms, polling: 100 }); return true; } catch (e) { return false; }
+};
+const logIn = async (p, user, password) => {
+  await p.goto(base + '/');
+  await p.fill('#user', user);
+  await p.fill('#password', password);
+  await p.click('#login-submit');
+};
+// A wrong password: an error on the form, still logged out.
+await logIn(page, 'qa', 'not-the-password');
+result.wrongPassword = await wait(() => document.getElementById('login-error').textContent.length > 0, 10000)
+  ? await page.textContent('#login-error') : null;
+result.loggedOutAfterWrong = await page.isHidden('#logout');
+await logIn(page, 'qa', pw);
+result.loggedIn = await wait(() => !document.getElementById('logout').hidden, 10000);
+result.who = await page.textContent('#who');
+// The day's list.
+await page.goto(base + '/#/day/2026-11-23');
+result.listed = await wait(id => !!document.querySelector('a[href="#/call/' + id + '"]'), 20000, callId);
+await page.screenshot({ path: shots + '/day.png', fullPage: true });
+await page.click('a[href="#/call/' + callId + '"]');
+result.callPage = await wait(() => !!document.getElementById('mp4-video'), 20000);
+result.renderedBefore = await page.evaluate(async id => {
+  const c = await (await fetch('/v1/calls/' + id)).json();
+  return c.media.find(m => m.name.endsWith('.mp4') && m.derived).rendered;
+}, callId);
+// The MP4: plays while it renders, then seeks to 80 %.
+await page.evaluate(() => { const v = document.getElementById('mp4-video'); v.muted = true; v.play(); });
+const mp4 = () => page.evaluate(async id => {
+  const v = document.getElementById('mp4-video');
+  const c = await (await fetch('/v1/calls/' + id)).json();
+  return { readyState: v.readyState, currentTime: v.currentTime, duration: v.duration,
+           error: v.error ? v.error.message : null, note: document.getElementById('mp4-note').textContent,
+           rendered: c.media.find(m => m.name.endsWith('.mp4') && m.derived).rendered };
+}, callId);
+result.mp4Playing = await wait(() => { const v = document.getElementById('mp4-video'); return v.readyState >= 3 && v.currentTime > 2; }, 120000);
+result.mp4AtPlay = await mp4();
+const seekTo = result.mp4AtPlay.duration * 0.8;
+await page.evaluate(t => { document.getElementById('mp4-video').currentTime = t; }, seekTo);
+result.mp4Seeked = await wait(t => { const v = document.getElementById('mp4-video'); return v.readyState >= 3 && v.currentTime > t + 1; }, 180000, seekTo);
+result.mp4AfterSeek = await mp4();
+result.seekTo = seekTo;
+await page.evaluate(() => document.getElementById('mp4-video').pause());
+await page.screenshot({ path: shots + '/call.png', fullPage: true });
+// The dual player: both advance, within 0.3 s of each other, for 5 s.
+await page.evaluate(() => { for (const v of document.querySelectorAll('.dual video')) v.muted = true; });
+await page.click('#dual-play');
+const pair = () => page.evaluate(() => {
+  const d = window.recvaultDual;
+  return d.sides.map(s => ({ party: s.party, at: s.video.currentTime + s.offset, paused: s.video.paused, ready: s.video.readyState }));
+});
+result.dualStarted = await wait(() => window.recvaultDual && window.recvaultDual.sides.every(s => s.video.currentTime > 0.5), 60000);
+result.dualOffsets = await page.evaluate(() => window.recvaultDual.sides.map(s => s.offset));
+const samples = [];
+for (let i = 0; i < 20; i++) { samples.push(await pair()); await page.waitForTimeout(250); }
+result.dualSamples = samples;
+await page.screenshot({ path: shots + '/dual.png', fullPage: true });
+await page.click('#dual-play');
+await page.waitForTimeout(500);
+const paused1 = await pair();
+await page.waitForTimeout(1000);
+result.dualPaused = [paused1, await pair()];
+await page.evaluate(() => { const s = document.getElementById('dual-seek'); s.value = '30'; s.dispatchEvent(new Event('input')); });
+await wait(() => window.recvaultDual.sides.every(s => !s.video.seeking && s.video.readyState >= 2), 30000);
+result.dualSeeked = await pair();
+// Downloads: the listed size.
+result.downloads = await page.evaluate(async () => {
+  const out = [];
+  for (const a of document.querySelectorAll('table.files a[download]')) {
+    if (!/\.(tar\.gz|webm)$/.test(a.textContent)) continue;
+    const r = await fetch(a.getAttribute('href'));
+    out.push({ name: a.textContent, listed: Number(a.dataset.size), got: (await r.arrayBuffer()).byteLength, status: r.status,
+               disposition: r.headers.get('content-disposition') });
+  }
+  return out;
+});
+// Erase: no button without `delete`, and refused by the server.
+result.eraseButtonForQa = await page.isVisible('#erase');
+result.eraseAsQa = await page.evaluate(async id => {
+  const me = await (await fetch('/session')).json();
+  const r = await fetch('/v1/calls/' + id, { method: 'DELETE', headers: { 'X-CSRF-Token': me.csrf } });
+  return { status: r.status, error: (await r.json()).error };
+}, callId);
+// A user with `delete`: refused without the CSRF token (and with a wrong one).
+const ctxLead = await launch();
+const lead = ctxLead.pages()[0] || await ctxLead.newPage();
+await logIn(lead, 'lead', pw);
+await lead.waitForFunction(() => !document.getElementById('logout').hidden, null, { timeout: 10000 });
+await lead.goto(base + '/#/call/' + callId);
+result.eraseButtonForLead = await lead.waitForSelector('#erase', { timeout: 20000 }).then(() => true, () => false);
+result.eraseWithoutCsrf = await lead.evaluate(async id => {
+  const a = await fetch('/v1/calls/' + id, { method: 'DELETE' });
+  const b = await fetch('/v1/calls/' + id, { method: 'DELETE', headers: { 'X-CSRF-Token': 'forged' } });
+  return [a.status, b.status, (await a.json()).error];
+}, callId);
+result.stillThere = await lead.evaluate(async id => (await fetch('/v1/calls/' + id)).status, callId);
+await ctxLead.close();
+await ctx.close();
+// Another tenant's user, on a fresh profile: the call's URL is not found.
+const ctx2 = await launchFresh();
+const other = ctx2.pages()[0] || await ctx2.newPage();
+await logIn(other, 'other', pw);
+await other.waitForFunction(() => !document.getElementById('logout').hidden, null, { timeout: 10000 });
+await other.goto(base + '/#/call/' + callId);
+result.otherTenant = await other.evaluate(async id => (await fetch('/v1/calls/' + id)).status, callId);
+result.otherTenantPage = await other.waitForSelector('.error', { timeout: 20000 }).then(e => e.textContent(), () => null);
+await ctx2.close();
+out(result);
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_page_plays_a_call_in_both_players_and_refuses_a_csrf_forged_erase_and_other_tenants(
+) {
+    let prefix = unique_prefix("browser-page");
+    let pw = crate::media::PW;
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| recvault::password::hash(pw).unwrap());
+    let config = format!(
+        "{}\n[[tenants.users]]\nname = \"lead\"\npassword = \"{hash}\"\npermissions = [\"list\", \"download\", \"delete\"]\n\n\
+         [[tenants]]\nid = \"beta\"\nprefix = \"{prefix}beta/\"\n\n[[tenants.users]]\nname = \"other\"\npassword = \"{hash}\"\n{}",
+        crate::media::media_config(&prefix),
+        api_toml("page"),
+    );
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    let id = "call-page";
+    // The user's camera and microphone start 2 s after the agent's.
+    let dir = recvault::media::fixture::session_late(work.path(), id, 60, 2000).unwrap();
+    crate::media::push_session(&server, &dir);
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let base = format!("http://127.0.0.1:{}", server.api_port);
+    let call_id = format!("2026-11-23_{id}");
+    let got = run_browser(
+        PAGE_TOUR,
+        &[&base, &call_id, pw, shots.to_str().unwrap()],
+        600,
+    );
+    eprintln!("browser saw: {got:#}");
+    eprintln!("screenshots: {}", shots.display());
+    // Login.
+    assert!(
+        got["wrongPassword"]
+            .as_str()
+            .is_some_and(|t| t.contains("wrong user name or password")),
+        "{got:#}"
+    );
+    assert_eq!(got["loggedOutAfterWrong"], true);
+    assert_eq!(got["loggedIn"], true, "{got:#}");
+    assert_eq!(got["who"], "qa (acme)");
+    assert!(
+        server
+            .audit()
+            .lines()
+            .any(|l| l.contains("\"protocol\":\"web\"") && l.contains("\"ok\":false")),
+        "the failed login is audited"
+    );
+    assert!(
+        server.log_shows("login failed"),
+        "and counted by the defender"
+    );
+    // The list and the MP4 player on a call never rendered.
+    assert_eq!(got["listed"], true, "{got:#}");
+    assert_eq!(got["callPage"], true);
+    assert_eq!(
+        got["renderedBefore"], false,
+        "the page's first view renders"
+    );
+    assert_eq!(got["mp4Playing"], true, "{got:#}");
+    assert_eq!(got["mp4Seeked"], true, "{got:#}");
+    let after = got["mp4AfterSeek"]["currentTime"].as_f64().unwrap();
+    assert!(after > got["seekTo"].as_f64().unwrap() + 1.0, "{got:#}");
+    // The dual player: the late user placed 2 s in; both advance, within
+    // 0.3 s of each other on the call's clock.
+    assert_eq!(got["dualStarted"], true, "{got:#}");
+    let offsets = &got["dualOffsets"];
+    assert_eq!(offsets[0].as_f64(), Some(0.0), "{got:#}");
+    assert!((offsets[1].as_f64().unwrap() - 2.0).abs() < 0.05, "{got:#}");
+    let samples = got["dualSamples"].as_array().unwrap();
+    let mut worst: f64 = 0.0;
+    for s in samples {
+        let (a, b) = (s[0]["at"].as_f64().unwrap(), s[1]["at"].as_f64().unwrap());
+        worst = worst.max((a - b).abs());
+    }
+    let first = samples.first().unwrap();
+    let last = samples.last().unwrap();
+    for side in 0..2 {
+        let advanced = last[side]["at"].as_f64().unwrap() - first[side]["at"].as_f64().unwrap();
+        assert!(
+            advanced > 3.0,
+            "side {side} advanced {advanced} s in 5 s: {got:#}"
+        );
+    }
+    assert!(
+        worst <= 0.3,
+        "the two sides drifted {worst} s apart: {got:#}"
+    );
+    let paused = &got["dualPaused"];
+    for side in 0..2 {
+        assert_eq!(paused[1][side]["paused"], true, "{got:#}");
+        assert_eq!(
+            paused[0][side]["at"], paused[1][side]["at"],
+            "a paused side stays put: {got:#}"
+        );
+        let at = got["dualSeeked"][side]["at"].as_f64().unwrap();
+        assert!((at - 30.0).abs() < 0.3, "a seek moves both: {got:#}");
+    }
+    // Downloads of the listed size.
+    let downloads = got["downloads"].as_array().unwrap();
+    assert!(downloads.len() >= 2, "{got:#}");
+    for d in downloads {
+        assert_eq!(d["status"], 200, "{d}");
+        assert_eq!(d["got"], d["listed"], "{d}");
+        assert!(
+            d["disposition"].as_str().unwrap().starts_with("attachment"),
+            "{d}"
+        );
+    }
+    // Erase guarded; the other tenant kept out.
+    assert_eq!(got["eraseButtonForQa"], false);
+    assert_eq!(got["eraseAsQa"]["status"], 403, "{got:#}");
+    assert_eq!(got["eraseButtonForLead"], true);
+    assert_eq!(got["eraseWithoutCsrf"][0], 403, "{got:#}");
+    assert_eq!(got["eraseWithoutCsrf"][1], 403, "{got:#}");
+    assert!(
+        got["eraseWithoutCsrf"][2]
+            .as_str()
+            .unwrap()
+            .contains("CSRF"),
+        "{got:#}"
+    );
+    assert_eq!(got["stillThere"], 200);
+    assert_eq!(got["otherTenant"], 404, "{got:#}");
+    assert!(
+        got["otherTenantPage"]
+            .as_str()
+            .is_some_and(|t| t.contains("no such call")),
+        "{got:#}"
     );
 }

@@ -27,9 +27,12 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut password, mut connect, mut ftps) = (String::new(), String::new(), String::new());
-    let (mut ingest, mut progress) = (String::new(), 0);
+    let (mut ingest, mut progress, mut web) = (String::new(), 0, String::new());
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(c) = line.trim().strip_prefix("web page    : ") {
+            web = c.split_whitespace().next().unwrap_or("").to_string();
+        }
         if line.starts_with("recvault demo: recording sample call") {
             progress += 1;
         }
@@ -70,6 +73,55 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
     for id in ["demo-call-0001", "demo-call-0002", "demo-call-0003"] {
         assert!(listing.contains(id), "{listing}");
     }
+    // The printed web page URL serves the page (under its CSP) and logs in
+    // with the printed password; its session then lists the day.
+    assert!(
+        web.starts_with("http://127.0.0.1:") && web.ends_with('/'),
+        "{web:?}"
+    );
+    let page = Command::new("curl")
+        .args(["-sS", "-i", &web])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&page.stdout).to_string();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
+    assert!(page.contains("/app.js"), "{page}");
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let login = Command::new("curl")
+        .args(["-sS", "-c"])
+        .arg(jar.path())
+        .args(["-H", "Content-Type: application/json", "--data"])
+        .arg(format!(r#"{{"user":"demo","password":"{password}"}}"#))
+        .arg(format!("{web}session"))
+        .output()
+        .unwrap();
+    let login = String::from_utf8_lossy(&login.stdout).to_string();
+    assert!(login.contains("\"user\":\"demo\""), "{login}");
+    let day = Command::new("curl")
+        .args(["-sS", "-b"])
+        .arg(jar.path())
+        .arg(format!("{web}v1/calls?from=2026-11-23&to=2026-11-23"))
+        .output()
+        .unwrap();
+    let day = String::from_utf8_lossy(&day.stdout).to_string();
+    assert!(day.contains("demo-call-0001"), "{day}");
+    let empty = Command::new("curl")
+        .args(["-sS", "-b"])
+        .arg(jar.path())
+        .arg(format!("{web}v1/calls?from=2026-11-24&to=2026-11-24"))
+        .output()
+        .unwrap();
+    let empty = String::from_utf8_lossy(&empty.stdout).to_string();
+    assert!(
+        empty.contains("\"calls\":[]"),
+        "a day without calls: {empty}"
+    );
+
     // The printed FTPS line works as printed (with the password added): the
     // certificate it names verifies the server.
     let words: Vec<&str> = ftps.split_whitespace().collect();
