@@ -131,7 +131,7 @@ pub(crate) struct Got {
 }
 
 impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -1295,4 +1295,90 @@ async fn api_over_tls_serves_the_same_answers_and_https_links() {
     // Plain HTTP to the TLS listener: no answer with data.
     let plain = call(port, "GET", "/v1/calls/2026-11-23_c-1", Some(KEY_READ), &[]);
     assert_ne!(plain.code, 200);
+}
+
+/// The web page's login over plain HTTP: the session cookie stands in for
+/// a key (as the user, with its permissions), dies at logout even when
+/// replayed, needs its CSRF token to log out; a login must be JSON (a
+/// cross-site form cannot log a victim in); and guessing passwords earns
+/// the address a ban like SFTP's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_login_brute_force_earns_a_ban_and_a_replayed_cookie_dies_at_logout() {
+    let prefix = unique_prefix("web-login");
+    seed_one(&prefix, pseudo_random(5000, 4)).await;
+    let server = Server::start(&config(
+        &prefix,
+        "[limits]\nban_after_failures = 3\nban_secs = 300\n",
+    ));
+    let port = server.api_port;
+    let json = ["-H", "Content-Type: application/json", "--data"];
+    let login = |user: &str, pw: &str| {
+        let body = serde_json::json!({"user": user, "password": pw}).to_string();
+        call(
+            port,
+            "POST",
+            "/session",
+            None,
+            &[json[0], json[1], json[2], &body],
+        )
+    };
+    let ok = login("qa", crate::ftps::PW);
+    assert_eq!(ok.code, 200, "{}", String::from_utf8_lossy(&ok.body));
+    let set = ok.header("set-cookie").unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"), "no TLS here: {set}");
+    let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
+    let csrf = ok.json()["csrf"].as_str().unwrap().to_string();
+    let with = |method: &str, path: &str, extra: &[&str]| {
+        let mut args = vec!["-H", cookie.as_str()];
+        args.extend_from_slice(extra);
+        call(port, method, path, None, &args)
+    };
+    assert_eq!(with("GET", "/v1/calls/2026-11-23_c-1", &[]).code, 200);
+    assert_eq!(with("GET", "/session", &[]).json()["user"], "qa");
+    // A forged cookie is nobody.
+    let forged = call(
+        port,
+        "GET",
+        "/v1/calls/2026-11-23_c-1",
+        None,
+        &["-H", "Cookie: rv_session=AAAA"],
+    );
+    assert_eq!(forged.code, 401);
+    // Logout needs the CSRF token; afterwards the same cookie is refused.
+    assert_eq!(with("DELETE", "/session", &[]).code, 403);
+    let token = format!("X-CSRF-Token: {csrf}");
+    assert_eq!(with("DELETE", "/session", &["-H", &token]).code, 200);
+    assert_eq!(
+        with("GET", "/v1/calls/2026-11-23_c-1", &[]).code,
+        401,
+        "replayed after logout"
+    );
+    // A login that is not JSON (what a cross-site form sends) is refused.
+    let form = call(
+        port,
+        "POST",
+        "/session",
+        None,
+        &["--data", "user=qa&password=x"],
+    );
+    assert_eq!(form.code, 400);
+    // Three wrong passwords: banned, even with the right one, and for keys too.
+    for _ in 0..3 {
+        let bad = login("qa", "guess");
+        assert_eq!(bad.code, 401);
+        assert_eq!(bad.json()["error"], "wrong user name or password");
+    }
+    // Banned: the connection is dropped, for the right password and keys too.
+    assert_eq!(login("qa", crate::ftps::PW).code, 0, "banned");
+    assert_eq!(call(port, "GET", "/v1/calls", Some(KEY_READ), &[]).code, 0);
+    assert!(server.log_shows("address banned"), "{}", server.log());
+    let audit = server.audit();
+    let failed = audit
+        .lines()
+        .filter(|l| l.contains("\"protocol\":\"web\"") && l.contains("\"ok\":false"))
+        .count();
+    assert!(failed >= 3, "{audit}");
 }

@@ -42,9 +42,14 @@ const ARGS = process.argv.slice(2);
 const PROFILE = {profile:?};
 let profiles = 0;
 // The pages' console messages and errors, on standard error.
+const CONSOLE_ERRORS = [];
+const SCRIPT_ERRORS = [];
 const watch = p => {{
-  p.on('console', m => console.error('[page ' + m.type() + '] ' + m.text()));
-  p.on('pageerror', e => console.error('[page error] ' + e.message));
+  p.on('console', m => {{
+    if (m.type() === 'error') CONSOLE_ERRORS.push(m.text());
+    console.error('[page ' + m.type() + '] ' + m.text());
+  }});
+  p.on('pageerror', e => {{ SCRIPT_ERRORS.push(e.message); console.error('[page error] ' + e.message); }});
 }};
 async function launch() {{
   profiles += 1;
@@ -333,7 +338,6 @@ result.eraseWithoutCsrf = await lead.evaluate(async id => {
   return [a.status, b.status, (await a.json()).error];
 }, callId);
 result.stillThere = await lead.evaluate(async id => (await fetch('/v1/calls/' + id)).status, callId);
-await ctxLead.close();
 await ctx.close();
 // Another tenant's user, on a fresh profile: the call's URL is not found.
 const ctx2 = await launchFresh();
@@ -344,6 +348,18 @@ await other.goto(base + '/#/call/' + callId);
 result.otherTenant = await other.evaluate(async id => (await fetch('/v1/calls/' + id)).status, callId);
 result.otherTenantPage = await other.waitForSelector('.error', { timeout: 20000 }).then(e => e.textContent(), () => null);
 await ctx2.close();
+// The lead erases it with the page's button (after the confirmation), then logs out.
+lead.on('dialog', d => { result.confirmation = d.message(); d.accept(); });
+await lead.click('#erase');
+result.erasedToDay = await lead.waitForFunction(() => location.hash === '#/day/2026-11-23', null, { timeout: 30000 })
+  .then(() => true, () => false);
+result.afterErase = await lead.evaluate(async id => (await fetch('/v1/calls/' + id)).status, callId);
+await lead.click('#logout');
+result.loggedOut = await lead.waitForSelector('#user', { timeout: 10000 }).then(() => true, () => false);
+result.afterLogout = await lead.evaluate(async () => (await fetch('/v1/calls')).status);
+await ctxLead.close();
+result.consoleErrors = CONSOLE_ERRORS;
+result.scriptErrors = SCRIPT_ERRORS;
 out(result);
 "##;
 
@@ -470,6 +486,39 @@ async fn browser_page_plays_a_call_in_both_players_and_refuses_a_csrf_forged_era
     );
     assert_eq!(got["stillThere"], 200);
     assert_eq!(got["otherTenant"], 404, "{got:#}");
+    assert!(
+        got["confirmation"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be undone")),
+        "{got:#}"
+    );
+    assert_eq!(got["erasedToDay"], true, "{got:#}");
+    assert_eq!(got["afterErase"], 404, "erased: {got:#}");
+    assert_eq!(
+        (got["loggedOut"].clone(), got["afterLogout"].clone()),
+        (Value::Bool(true), Value::from(401)),
+        "{got:#}"
+    );
+    // No script error, nothing the CSP refused.
+    assert_eq!(got["scriptErrors"], Value::Array(vec![]), "{got:#}");
+    for e in got["consoleErrors"].as_array().unwrap() {
+        let e = e.as_str().unwrap();
+        assert!(
+            e.starts_with("Failed to load resource"),
+            "console error: {e}"
+        );
+    }
+    // Views, downloads and the erase are audited like SFTP's, as `web`.
+    let audit = server.audit();
+    for event in ["download", "erase"] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains(&format!("\"event\":\"{event}\""))
+                    && l.contains("\"protocol\":\"web\"")),
+            "no web {event} in the audit trail:\n{audit}"
+        );
+    }
     assert!(
         got["otherTenantPage"]
             .as_str()
