@@ -283,6 +283,8 @@ const seekTo = result.mp4AtPlay.duration * 0.8;
 await page.evaluate(t => { document.getElementById('mp4-video').currentTime = t; }, seekTo);
 result.mp4Seeked = await wait(t => { const v = document.getElementById('mp4-video'); return v.readyState >= 3 && v.currentTime > t + 1; }, 180000, seekTo);
 result.mp4AfterSeek = await mp4();
+result.mp4Player = await page.evaluate(() => ({ jumps: window.recvaultPlayer.jumps, received: window.recvaultPlayer.received,
+                                                error: window.recvaultPlayer.error || null }));
 result.seekTo = seekTo;
 await page.evaluate(() => document.getElementById('mp4-video').pause());
 await page.screenshot({ path: shots + '/call.png', fullPage: true });
@@ -423,6 +425,10 @@ async fn browser_page_plays_a_call_in_both_players_and_refuses_a_csrf_forged_era
     );
     assert_eq!(got["mp4Playing"], true, "{got:#}");
     assert_eq!(got["mp4Seeked"], true, "{got:#}");
+    // Past what the player buffers ahead (30 s): a Range request from
+    // where 48 s should be, not a wait for the stream from the start.
+    assert!(got["mp4Player"]["jumps"].as_u64().unwrap() >= 1, "{got:#}");
+    assert_eq!(got["mp4Player"]["error"], Value::Null, "{got:#}");
     let after = got["mp4AfterSeek"]["currentTime"].as_f64().unwrap();
     assert!(after > got["seekTo"].as_f64().unwrap() + 1.0, "{got:#}");
     // The dual player: the late user placed 2 s in; both advance, within

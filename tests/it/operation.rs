@@ -102,21 +102,19 @@ fn demo_prints_a_login_that_works_and_stops_on_ctrl_c() {
         .unwrap();
     let login = String::from_utf8_lossy(&login.stdout).to_string();
     assert!(login.contains("\"user\":\"demo\""), "{login}");
-    let day = Command::new("curl")
-        .args(["-sS", "-b"])
-        .arg(jar.path())
-        .arg(format!("{web}v1/calls?from=2026-11-23&to=2026-11-23"))
-        .output()
-        .unwrap();
-    let day = String::from_utf8_lossy(&day.stdout).to_string();
+    // A day's calls in the session.
+    let calls_of = |day: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-b"])
+            .arg(jar.path())
+            .arg(format!("{web}v1/calls?from={day}&to={day}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let day = calls_of("2026-11-23");
     assert!(day.contains("demo-call-0001"), "{day}");
-    let empty = Command::new("curl")
-        .args(["-sS", "-b"])
-        .arg(jar.path())
-        .arg(format!("{web}v1/calls?from=2026-11-24&to=2026-11-24"))
-        .output()
-        .unwrap();
-    let empty = String::from_utf8_lossy(&empty.stdout).to_string();
+    let empty = calls_of("2026-11-24");
     assert!(
         empty.contains("\"calls\":[]"),
         "a day without calls: {empty}"

@@ -271,67 +271,141 @@ function moovEnd(buf) {
 
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 
+// Where the first `moof` box (a fragment) starts in `buf`, or -1: a box
+// header `moof` whose first child is `mfhd`.
+function moofAt(buf) {
+  for (let i = 0; i + 16 <= buf.length; i++) {
+    if (buf[i + 4] === 0x6d && buf[i + 5] === 0x6f && buf[i + 6] === 0x6f && buf[i + 7] === 0x66 &&
+        buf[i + 12] === 0x6d && buf[i + 13] === 0x66 && buf[i + 14] === 0x68 && buf[i + 15] === 0x64) return i;
+  }
+  return -1;
+}
+
+function joined(a, b) {
+  const j = new Uint8Array(a.length + b.length);
+  j.set(a); j.set(b, a.length);
+  return j;
+}
+
 // Plays a fragmented MP4 through Media Source: one streaming GET from the
 // start, each chunk appended as it arrives, so a call whose MP4 is still
-// rendering plays (and seeks within what arrived) at once. A <video src>
-// would first walk every fragment of the file, i.e. wait for the render.
-function mseMp4(video, url, duration) {
+// rendering plays at once (a <video src> would first walk every fragment
+// of the file, i.e. wait for the render). It keeps at most AHEAD seconds
+// buffered. A seek outside what is buffered (or about to be) is a Range
+// request from the byte where that time should be (the file's size spread
+// evenly over the call), resynchronised on the next fragment, and moved
+// earlier when it landed after the time sought.
+const AHEAD = 30;
+function mseMp4(video, url, duration, size) {
   const ms = new MediaSource();
   video.src = URL.createObjectURL(ms);
-  const player = { stopped: false, received: 0 };
-  ms.addEventListener('sourceopen', async () => {
-    let sb = null;
-    const idle = () => sb.updating ? new Promise(r => sb.addEventListener('updateend', r, { once: true })) : null;
-    const append = async chunk => {
-      for (;;) {
-        if (player.stopped || ms.readyState !== 'open') return;
+  const player = { stopped: false, received: 0, jumps: 0, gen: 0 };
+  let sb = null;
+  let initEnd = 0;
+  const idle = () => sb && sb.updating ? new Promise(r => sb.addEventListener('updateend', r, { once: true })) : null;
+  const live = gen => !player.stopped && gen === player.gen && ms.readyState !== 'closed';
+  // Appends one chunk; false when this stream was given up.
+  const append = async (chunk, gen) => {
+    for (;;) {
+      if (!live(gen)) return false;
+      await idle();
+      if (!live(gen)) return false;
+      const b = sb.buffered;
+      let end = null;
+      for (let i = 0; i < b.length; i++) if (b.start(i) <= video.currentTime + 1 && b.end(i) >= video.currentTime) end = b.end(i);
+      if (end !== null && end - video.currentTime > AHEAD) { await sleep(300); continue; }
+      try {
+        sb.appendBuffer(chunk);
         await idle();
-        // Keep at most two minutes ahead of the playhead.
-        const b = sb.buffered;
-        if (b.length && b.end(b.length - 1) - video.currentTime > 120) { await sleep(500); continue; }
-        try {
-          sb.appendBuffer(chunk);
-          await idle();
-          return;
-        } catch (e) {
-          if (e.name !== 'QuotaExceededError') throw e;
-          // Full: drop what was played more than 10 s ago, then try again.
-          const behind = video.currentTime - 10;
-          if (b.length && behind > b.start(0)) { sb.remove(b.start(0), behind); await idle(); } else await sleep(500);
-        }
+        return true;
+      } catch (e) {
+        if (e.name !== 'QuotaExceededError') throw e;
+        // Full: drop what was played more than 10 s ago, then try again.
+        const behind = video.currentTime - 10;
+        if (b.length && behind > b.start(0)) { sb.remove(b.start(0), behind); await idle(); } else await sleep(500);
       }
-    };
-    try {
-      const r = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
-      if (!r.ok) throw new HttpError(r.status, 'the MP4 could not be read (' + r.status + ')');
-      const reader = r.body.getReader();
-      let head = new Uint8Array(0);
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (player.stopped) { reader.cancel().catch(() => {}); break; }
-        player.received += value.length;
-        if (!sb) {
-          const joined = new Uint8Array(head.length + value.length);
-          joined.set(head); joined.set(value, head.length);
-          head = joined;
-          if (moovEnd(head) < 0) continue;
-          const type = 'video/mp4; codecs="' + mp4Codecs(head.subarray(0, moovEnd(head))) + '"';
+    }
+  };
+  const covered = t => {
+    const b = sb.buffered;
+    for (let i = 0; i < b.length; i++) if (t >= b.start(i) && t <= b.end(i)) return true;
+    return false;
+  };
+  const failed = e => {
+    player.error = e.message || String(e);
+    video.dispatchEvent(new CustomEvent('playerror', { detail: player.error }));
+  };
+  // Streams the file from byte `from` (0: the start, with its init segment).
+  async function pump(from, gen, target, backoff) {
+    const headers = from > 0 ? { Range: 'bytes=' + from + '-' } : {};
+    const r = await fetch(url, { credentials: 'same-origin', cache: 'no-store', headers });
+    if (!r.ok) throw new HttpError(r.status, 'the MP4 could not be read (' + r.status + ')');
+    const reader = r.body.getReader();
+    let head = new Uint8Array(0);
+    let deciding = from > 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (!live(gen)) { reader.cancel().catch(() => {}); return; }
+      player.received += value.length;
+      let chunk = value;
+      if (head !== null) {
+        head = joined(head, value);
+        if (from === 0) {
+          const end = moovEnd(head);
+          if (end < 0) continue;
+          const type = 'video/mp4; codecs="' + mp4Codecs(head.subarray(0, end)) + '"';
           if (!MediaSource.isTypeSupported(type)) throw new Error('this browser cannot play ' + type);
           sb = ms.addSourceBuffer(type);
           if (duration > 0) ms.duration = duration;
-          await append(head);
-          head = null;
-          continue;
+          initEnd = end;
+        } else {
+          const at = moofAt(head);
+          if (at < 0) { if (head.length > 16 << 20) throw new Error('no MP4 fragment found after byte ' + from); continue; }
+          head = head.subarray(at);
         }
-        await append(value);
+        chunk = head;
+        head = null;
       }
-      if (sb && ms.readyState === 'open') { await idle(); ms.endOfStream(); }
-    } catch (e) {
-      player.error = e.message || String(e);
-      video.dispatchEvent(new CustomEvent('playerror', { detail: player.error }));
+      if (!await append(chunk, gen)) { reader.cancel().catch(() => {}); return; }
+      if (deciding) {
+        // Until the time sought is buffered: a range that starts after it
+        // means the jump landed too late, so start earlier.
+        if (covered(target)) deciding = false;
+        else {
+          const b = sb.buffered;
+          let late = false;
+          for (let i = 0; i < b.length; i++) if (b.start(i) > target) late = true;
+          if (late && backoff < 4) {
+            reader.cancel().catch(() => {});
+            jump(target, backoff + 1);
+            return;
+          }
+          if (late) deciding = false;
+        }
+      }
     }
-  }, { once: true });
+    if (live(gen) && ms.readyState === 'open') { await idle(); ms.endOfStream(); }
+  }
+  async function jump(t, backoff) {
+    player.gen += 1;
+    player.jumps += 1;
+    const gen = player.gen;
+    await idle();
+    try { sb.abort(); } catch (e) { /* not open */ }
+    const perSecond = (size - initEnd) / Math.max(duration, 1);
+    const from = Math.max(initEnd, Math.floor(initEnd + perSecond * (t - 4 - 8 * backoff)));
+    pump(from, gen, t, backoff).catch(failed);
+  }
+  video.addEventListener('seeking', () => {
+    if (!sb || player.stopped) return;
+    const t = video.currentTime;
+    const b = sb.buffered;
+    // Buffered, or within what the stream in flight brings next.
+    for (let i = 0; i < b.length; i++) if (t >= b.start(i) && t <= b.end(i) + 10) return;
+    jump(t, 0);
+  });
+  ms.addEventListener('sourceopen', () => pump(0, 0, 0, 0).catch(failed), { once: true });
   return player;
 }
 
@@ -429,7 +503,8 @@ function mediaUrl(id, name, attachment) {
 function mp4Section(call, mp4) {
   const video = el('video', { id: 'mp4-video', controls: true, preload: 'auto', 'aria-label': 'the call, both parties' });
   const note = el('p', { class: 'muted', id: 'mp4-note', text: mp4.rendered ? '' : 'Rendering on first view: it plays as it is made.' });
-  const player = mseMp4(video, mediaUrl(call.id, mp4.name), call.duration_secs || 0);
+  const player = mseMp4(video, mediaUrl(call.id, mp4.name), call.duration_secs || 0, mp4.size);
+  window.recvaultPlayer = player;
   video.addEventListener('playerror', ev => note.replaceChildren(failed(new Error(ev.detail))));
   state.next.player = player;
   return el('section', { class: 'mp4' }, el('h2', { text: 'Both parties' }), video, note);
