@@ -6,8 +6,9 @@
 //! made it, call, file, expiry, uses, a nonce) as base64url JSON, and an
 //! HMAC-SHA256 of them under `[api] link_key_file`. Presigned S3 URLs would
 //! hand out ciphertext once recvault encrypts at rest, so recvault signs and
-//! serves. Each link acts with the key that made it: a key removed (or one
-//! that lost `media:read`) ends its links at the next reload.
+//! serves. Each link acts with the key (or the web page's user) that made
+//! it: a key removed (or one that lost `media:read`), a user removed or
+//! given a new password, ends its links at the next reload.
 //!
 //! Uses: every GET counts (HEAD does not); the count is kept by the node
 //! that serves the GET, in memory. Behind a balancer of N nodes sharing one
@@ -30,6 +31,18 @@ use crate::http::{boxed, json_reply};
 use crate::path::VPath;
 use crate::shared::{Conn, Shared};
 
+/// How a link names a maker that is a user (not an API key).
+const USER_TAG: &str = "user:";
+
+/// What a link records of its maker's credentials: an API key's
+/// fingerprint, or `user:` and the user's password tag.
+fn maker_tag(u: &crate::auth::User) -> String {
+    match &u.key_id {
+        Some(k) => k.clone(),
+        None => format!("{USER_TAG}{}", u.password_tag().unwrap_or_default()),
+    }
+}
+
 /// Longest life of a link.
 pub const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
 const DEFAULT_TTL_SECS: u64 = 3600;
@@ -46,8 +59,10 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 struct Claims {
     /// Tenant.
     t: String,
-    /// The key that made it (its user name, `apikey:<name>`) and its
-    /// fingerprint (a key given a new secret ends its links).
+    /// Who made it: an API key (its user name `apikey:<name>`, and its
+    /// fingerprint: a key given a new secret ends its links) or a web page
+    /// user (its name, and `user:` with its password's tag: a new
+    /// password ends its links).
     k: String,
     h: String,
     /// Call id and file name.
@@ -156,7 +171,7 @@ impl Links {
         let claims = Claims {
             t: conn.user().tenant.id.clone(),
             k: conn.user().name.clone(),
-            h: conn.user().key_id.clone().unwrap_or_default(),
+            h: maker_tag(conn.user()),
             c: id.to_string(),
             n: name.to_string(),
             e: expires,
@@ -197,13 +212,17 @@ impl Links {
         if now >= claims.e {
             return Err(ApiError::Gone("this link has expired".into()));
         }
-        let user = shared
-            .users()
-            .api_key_named(&claims.t, &claims.k)
-            .filter(|u| u.perms.download && u.key_id.as_deref() == Some(claims.h.as_str()))
+        let users = shared.users();
+        let maker = if claims.h.starts_with(USER_TAG) {
+            users.named(&claims.k).filter(|u| u.tenant.id == claims.t)
+        } else {
+            users.api_key_named(&claims.t, &claims.k)
+        };
+        let user = maker
+            .filter(|u| u.perms.download && maker_tag(u) == claims.h)
             .ok_or_else(|| {
                 ApiError::Gone(
-                    "the key that made this link no longer exists or may not download".into(),
+                    "the key or user that made this link no longer exists, has new credentials or may not download".into(),
                 )
             })?;
         let path = CallId::parse(&claims.c)

@@ -1347,9 +1347,30 @@ async fn web_login_brute_force_earns_a_ban_and_a_replayed_cookie_dies_at_logout(
         &["-H", "Cookie: rv_session=AAAA"],
     );
     assert_eq!(forged.code, 401);
+    // The page's user makes a signed link (with the CSRF token) that
+    // works without the cookie.
+    let token = format!("X-CSRF-Token: {csrf}");
+    let links = "/v1/calls/2026-11-23_c-1/media/c-1.tar.gz/links";
+    let body = ["-H", "Content-Type: application/json", "--data", "{}"];
+    assert_eq!(with("POST", links, &body).code, 403, "no CSRF token");
+    let mut args = vec!["-H", token.as_str()];
+    args.extend_from_slice(&body);
+    let made = with("POST", links, &args);
+    assert_eq!(made.code, 201, "{}", String::from_utf8_lossy(&made.body));
+    let url = made.json()["url"].as_str().unwrap().to_string();
+    let path = url
+        .split_once(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .1
+        .to_string();
+    let got = call(port, "GET", &path, None, &[]);
+    assert_eq!(
+        (got.code, got.body.len()),
+        (200, 5000),
+        "the user's link serves the file"
+    );
     // Logout needs the CSRF token; afterwards the same cookie is refused.
     assert_eq!(with("DELETE", "/session", &[]).code, 403);
-    let token = format!("X-CSRF-Token: {csrf}");
     assert_eq!(with("DELETE", "/session", &["-H", &token]).code, 200);
     assert_eq!(
         with("GET", "/v1/calls/2026-11-23_c-1", &[]).code,

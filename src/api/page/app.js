@@ -519,6 +519,13 @@ function dualSection(call, parties) {
   });
   const duration = call.duration_secs || Math.max(...sides.map(s => s.offset)) || 0;
   const dual = new Dual(sides, duration);
+  // A party may end after the call's recorded end (a late start): the
+  // clock runs to the later of the two.
+  for (const s of sides) {
+    s.video.addEventListener('loadedmetadata', () => {
+      if (isFinite(s.video.duration)) dual.duration = Math.max(dual.duration, s.offset + s.video.duration);
+    });
+  }
   state.dual = dual;
   window.recvaultDual = dual;
   const playBtn = el('button', { type: 'button', id: 'dual-play', text: 'Play' });
@@ -531,8 +538,9 @@ function dualSection(call, parties) {
   rate.addEventListener('change', () => dual.setRate(Number(rate.value)));
   dual.listeners.push(() => {
     playBtn.textContent = dual.playing ? 'Pause' : 'Play';
+    pos.max = String(dual.duration);
     if (document.activeElement !== pos) pos.value = String(dual.t);
-    time.textContent = clock(dual.t) + ' / ' + clock(duration) + (dual.stalled && dual.playing ? ' (loading)' : '');
+    time.textContent = clock(dual.t) + ' / ' + clock(dual.duration) + (dual.stalled && dual.playing ? ' (loading)' : '');
   });
   state.next.timers.push(() => dual.tick());
   return el('section', { class: 'dual' },
