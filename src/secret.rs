@@ -40,3 +40,9 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
         .map(|s| s.trim().to_string())
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
+
+/// How bearer secrets (ingest tokens, API keys, the web page's session
+/// cookies) are kept: the SHA-256 of the secret, in lower-case hex.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()))
+}

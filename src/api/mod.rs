@@ -305,7 +305,7 @@ impl Api {
             Route::Session => {
                 let (conn, csrf) = self.session(req, peer)?;
                 slot.authenticated();
-                Ok(session::whoami(&conn, &csrf, StatusCode::OK))
+                Ok(session::whoami(&conn, &csrf))
             }
             Route::Logout => {
                 self.session(req, peer)?;

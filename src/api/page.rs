@@ -20,25 +20,28 @@ const APP_CSS: &str = include_str!("page/app.css");
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 media-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The files of the page, by path.
-pub const ASSETS: [(&str, &str); 3] = [
-    ("/", "text/html; charset=utf-8"),
-    ("/app.js", "text/javascript; charset=utf-8"),
-    ("/app.css", "text/css; charset=utf-8"),
+/// The files of the page: path, content type, body.
+const ASSETS: [(&str, &str, &str); 3] = [
+    ("/", "text/html; charset=utf-8", INDEX),
+    ("/app.js", "text/javascript; charset=utf-8", APP_JS),
+    ("/app.css", "text/css; charset=utf-8", APP_CSS),
 ];
 
-/// The asset at `path`, if it is one.
+/// The asset at `path`, if it is one (its path, as [`serve`] takes it).
 pub fn asset(path: &str) -> Option<&'static str> {
-    ASSETS.iter().find(|(p, _)| *p == path).map(|(p, _)| *p)
+    ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(p, _, _)| *p)
 }
 
-/// Serves asset `path` (one of [`ASSETS`]).
+/// Serves asset `path` (one [`asset`] gave).
 pub fn serve(path: &str, head: bool) -> Response<Body> {
-    let (body, kind) = match path {
-        "/app.js" => (APP_JS, ASSETS[1].1),
-        "/app.css" => (APP_CSS, ASSETS[2].1),
-        _ => (INDEX, ASSETS[0].1),
-    };
+    let (_, kind, body) = ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .copied()
+        .unwrap_or(ASSETS[0]);
     let mut r = reply(StatusCode::OK, kind, if head { "" } else { body });
     let h = r.headers_mut();
     if head {

@@ -74,10 +74,6 @@ struct LoginForm {
     password: String,
 }
 
-fn hash(token: &str) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()))
-}
-
 fn random(n: usize) -> Result<Vec<u8>, ApiError> {
     let mut b = vec![0u8; n];
     getrandom::getrandom(&mut b).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
@@ -131,7 +127,7 @@ impl Sessions {
         let expired =
             || ApiError::Unauthorized("not logged in, or the session ended: log in again".into());
         let token = cookie(req, COOKIE).ok_or_else(expired)?;
-        let key = hash(token);
+        let key = crate::secret::token_hash(token);
         let now = Instant::now();
         let (user, csrf) = {
             let mut map = self.lock();
@@ -235,7 +231,7 @@ impl Sessions {
                 }
             }
             map.insert(
-                hash(&token),
+                crate::secret::token_hash(&token),
                 Session {
                     user: user.name.clone(),
                     tenant: user.tenant.id.clone(),
@@ -246,42 +242,40 @@ impl Sessions {
                 },
             );
         }
-        let mut r = whoami(&conn, &csrf, StatusCode::OK);
+        let mut r = whoami(&conn, &csrf);
+        self.set_cookie(&mut r, &token, ABSOLUTE.as_secs());
+        Ok(r)
+    }
+
+    /// Sets the session cookie to `value` for `max_age` seconds (0: gone).
+    fn set_cookie(&self, r: &mut hyper::Response<crate::http::Body>, value: &str, max_age: u64) {
         let cookie = format!(
-            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-            ABSOLUTE.as_secs(),
+            "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
             if self.secure { "; Secure" } else { "" }
         );
         if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
             r.headers_mut().insert(hyper::header::SET_COOKIE, v);
         }
-        Ok(r)
     }
 
     /// `DELETE /session`: logs out (the session is checked like any
     /// state-changing request first).
     pub fn logout(&self, req: &Parts) -> Answer {
         if let Some(token) = cookie(req, COOKIE) {
-            self.lock().remove(&hash(token));
+            self.lock().remove(&crate::secret::token_hash(token));
         }
         let mut r = boxed(json_reply(StatusCode::OK, &json!({"logged_out": true})));
-        let cookie = format!(
-            "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-            if self.secure { "; Secure" } else { "" }
-        );
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
-            r.headers_mut().insert(hyper::header::SET_COOKIE, v);
-        }
+        self.set_cookie(&mut r, "", 0);
         Ok(r)
     }
 }
 
 /// Who the session is: user, tenant, permissions and the CSRF token the
 /// page sends back on state-changing requests.
-pub fn whoami(conn: &Conn, csrf: &str, code: StatusCode) -> hyper::Response<crate::http::Body> {
+pub fn whoami(conn: &Conn, csrf: &str) -> hyper::Response<crate::http::Body> {
     let u = conn.user();
     boxed(json_reply(
-        code,
+        StatusCode::OK,
         &json!({
             "user": u.name,
             "tenant": u.tenant.id,

@@ -202,7 +202,7 @@ impl Users {
 
     /// The API key whose secret is `secret`.
     pub fn check_api_key(&self, secret: &str) -> Result<Arc<User>, Denied> {
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()));
+        let hash = crate::secret::token_hash(secret);
         self.api_keys.get(&hash).cloned().ok_or(Denied::BadApiKey)
     }
 

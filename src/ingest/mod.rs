@@ -45,7 +45,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::warn;
@@ -73,9 +72,7 @@ pub struct Ingest {
 }
 
 /// The hex SHA-256 of a bearer token, as configured in `ingest_tokens`.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
+pub use crate::secret::token_hash;
 
 impl Ingest {
     /// Opens the spool and starts the archiver (which resumes pending sessions).
