@@ -71,6 +71,11 @@ const SCAN_CONCURRENCY: usize = 16;
 const CACHED_KIB: u64 = 64 * 1024;
 /// Days whose newest call end is kept (by the ETags of their parts).
 const CACHED_TIMES: u64 = 100_000;
+/// How long a day last listed with its index alone (no shard) is checked
+/// with a HEAD of the index instead of a LIST, on a store that honours
+/// conditional writes: a shard can only come from a node that found the
+/// store ignoring them, and it is seen within this long.
+const RELIST_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A day's index, or its shards merged, as one tenant's tree reads it.
 pub struct Days {
@@ -87,6 +92,9 @@ pub struct Days {
     /// Each day's newest call end by its index prefix, with the ETags of
     /// the parts it was read from.
     times: moka::future::Cache<String, (String, Option<chrono::DateTime<Utc>>)>,
+    /// Days (by index prefix) whose last listing found the index alone,
+    /// in [`Mode::Shared`]; kept [`RELIST_AFTER`].
+    index_only: moka::future::Cache<String, ()>,
 }
 
 /// What a rebuild of one day found.
@@ -114,6 +122,10 @@ impl Days {
                 .build(),
             times: moka::future::Cache::builder()
                 .max_capacity(CACHED_TIMES)
+                .build(),
+            index_only: moka::future::Cache::builder()
+                .max_capacity(CACHED_TIMES)
+                .time_to_live(RELIST_AFTER)
                 .build(),
         }
     }
@@ -179,9 +191,29 @@ impl Days {
         l
     }
 
-    /// The day's stored parts (the index and its shards) with their ETags.
+    /// The day's stored parts (the index and its shards) with their ETags:
+    /// one LIST, or one HEAD of the index when the store honours
+    /// conditional writes and the day's last listing (within
+    /// [`RELIST_AFTER`]) found no shard. On S3 a HEAD costs what any GET
+    /// does, while a LIST is slower (and on some stores scans the bucket).
     async fn list_parts(&self, day: &Day) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
-        list_parts(self.store.as_ref(), &self.prefix, day).await
+        let shared = self.known_mode() == Some(Mode::Shared);
+        let prefix = day.index_prefix(&self.prefix);
+        if shared && self.index_only.contains_key(&prefix) {
+            if let Some(meta) = self.store.head(&day.index(&self.prefix)).await? {
+                if meta.etag.is_some() {
+                    return Ok(vec![meta]);
+                }
+            }
+        }
+        let listed = list_parts(self.store.as_ref(), &self.prefix, day).await?;
+        let index_only = listed.len() == 1 && listed[0].key == day.index(&self.prefix);
+        if shared && index_only {
+            self.index_only.insert(prefix, ()).await;
+        } else {
+            self.index_only.invalidate(&prefix).await;
+        }
+        Ok(listed)
     }
 
     /// The newest call end of a day (`None`: it lists no session). A day
@@ -792,8 +824,8 @@ mod tests {
     }
 
     /// Pauses after each read, so that two nodes' read-change-write
-    /// cycles overlap (as over a network).
-    struct Slow(SharedStore);
+    /// cycles overlap (as over a network); counts LISTs.
+    struct Slow(SharedStore, std::sync::atomic::AtomicUsize);
 
     #[async_trait::async_trait]
     impl ObjectStore for Slow {
@@ -816,6 +848,7 @@ mod tests {
             d: Option<&str>,
             c: Option<String>,
         ) -> Result<crate::store::ListPage, StoreError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.0.list_page(p, d, c).await
         }
         async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
@@ -861,7 +894,7 @@ mod tests {
     ) -> (tempfile::TempDir, SharedStore, [Arc<Days>; 2]) {
         let dir = tempfile::tempdir().unwrap();
         let local: SharedStore = Arc::new(LocalStore::open(dir.path()).unwrap());
-        let store: SharedStore = Arc::new(Slow(local));
+        let store: SharedStore = Arc::new(Slow(local, Default::default()));
         let make = |node: &str| {
             Arc::new(match mode {
                 Some(m) => Days::with_mode(store.clone(), P, node, m),
@@ -943,6 +976,55 @@ mod tests {
             !b.rebuild(&day()).await.unwrap().changed,
             "a second rebuild changes nothing"
         );
+    }
+
+    /// A repeated read of a day whose index has no shard costs a HEAD, not
+    /// a LIST, and still sees another node's change at once; with shards
+    /// (or a store that ignores conditions) every read lists.
+    #[tokio::test]
+    async fn a_repeated_read_of_a_day_without_shards_heads_the_index_instead_of_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: SharedStore = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let slow = Arc::new(Slow(local, Default::default()));
+        let store: SharedStore = slow.clone();
+        let lists = || slow.1.load(std::sync::atomic::Ordering::SeqCst);
+        let a = Days::with_mode(store.clone(), P, "a", Mode::Shared);
+        for i in 0..3 {
+            let ix = index(&format!("s-{i}"), i);
+            let len = archive(&store, &ix).await;
+            a.add(&ix, len).await.unwrap();
+        }
+        let before = lists();
+        assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 3);
+        assert_eq!(lists(), before + 1, "the first read lists the day's parts");
+        assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 3);
+        assert_eq!(
+            a.newest(&day()).await.unwrap().unwrap().to_rfc3339(),
+            "2026-11-23T10:02:30+00:00"
+        );
+        assert_eq!(lists(), before + 1, "repeated reads HEAD the index");
+        // Another node's erase: the index's ETag changed, so it is read again.
+        let b = Days::with_mode(store.clone(), P, "b", Mode::Shared);
+        b.remove(&day(), "s-1").await.unwrap();
+        let now = lists();
+        let d = a.day(&day()).await.unwrap();
+        assert_eq!(d.sessions.keys().collect::<Vec<_>>(), ["s-0", "s-2"]);
+        assert_eq!(lists(), now, "no LIST for that either");
+        // The index gone (a writer that forgot the day): listed again.
+        forget(store.as_ref(), P, &day()).await.unwrap();
+        let now = lists();
+        assert_eq!(
+            a.day(&day()).await.unwrap().sessions.len(),
+            3,
+            "rebuilt from the sessions"
+        );
+        assert!(lists() > now);
+        // Shards: every read lists.
+        let c = Days::with_mode(store.clone(), P, "c", Mode::Shards);
+        let now = lists();
+        c.day(&day()).await.unwrap();
+        c.day(&day()).await.unwrap();
+        assert_eq!(lists(), now + 2);
     }
 
     #[tokio::test]

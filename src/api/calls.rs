@@ -309,20 +309,20 @@ pub async fn list(conn: &Conn, query: Option<&str>) -> Answer {
             let index = vfs
                 .day(&folder(&format!("/{}", day.replace('-', "/")))?)
                 .await?;
-            // Each start time parsed once (not in every comparison).
+            // Filtered first, then only the matches sorted; each start time
+            // parsed once (not in every comparison).
             let mut entries: Vec<(i64, &String, &DayEntry)> = index
                 .sessions
                 .iter()
+                .filter(|(sid, e)| q.matches(sid, e))
                 .map(|(sid, e)| (start_ms(e), sid, e))
+                .filter(|(started, sid, _)| q.after_cursor(&day, *started, sid))
                 .collect();
             entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             if !q.oldest_first {
                 entries.reverse();
             }
             for (started, sid, e) in entries {
-                if !q.after_cursor(&day, started, sid) || !q.matches(sid, e) {
-                    continue;
-                }
                 if calls.len() == q.limit {
                     more = true;
                     break 'months;

@@ -97,7 +97,6 @@ pub async fn run(
                 continue;
             }
         };
-        let _ = sock.set_nodelay(true);
         let authed = Arc::new(AtomicBool::new(false));
         let handler = SshHandler {
             shared: shared.clone(),
