@@ -200,6 +200,8 @@ pub async fn serve(
         audit.send_events_to(tx);
         rx
     });
+    // Every listener's certificate, re-read on SIGHUP.
+    let mut certs: Vec<Arc<crate::tls::ServerTls>> = Vec::new();
     let ingest = match &cfg.ingest {
         Some(i) => {
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
@@ -210,7 +212,12 @@ pub async fn serve(
             let state =
                 crate::ingest::Ingest::start(&cfg, &stores, defender.clone(), audit.clone())?;
             let tls = match (&i.tls_certificate, &i.tls_private_key) {
-                (Some(c), Some(k)) => Some(crate::tls::http_acceptor(c, k, "ingest TLS")?),
+                (Some(c), Some(k)) => Some(Arc::new(crate::tls::ServerTls::load(
+                    c.clone(),
+                    k.clone(),
+                    &[b"http/1.1"],
+                    "ingest TLS",
+                )?)),
                 _ => None,
             };
             if tls.is_none() && !addr.ip().is_loopback() {
@@ -219,13 +226,14 @@ pub async fn serve(
             let task = tokio::spawn(crate::ingest::run(
                 l,
                 state.clone(),
-                tls,
+                tls.clone(),
                 stop_rx.clone(),
                 drain,
             ));
             // Fixed lines scripts and tests can wait for, whatever the log format.
             eprintln!("recvault: ingest listening on {addr}");
             info!(%addr, "ingest listening");
+            certs.extend(tls);
             Some((task, state, addr))
         }
         None => None,
@@ -234,6 +242,9 @@ pub async fn serve(
         Some(f) => Some(start_ftps(f, shared.clone(), &stop_rx, drain).await?),
         None => None,
     };
+    if let Some((_, f, _)) = &ftps {
+        certs.push(f.tls.clone());
+    }
     // Stopped after the drain and clean-up (like the admin listener), so
     // the events of the stop itself are recorded.
     let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
@@ -255,7 +266,12 @@ pub async fn serve(
         Some(a) => {
             let (l, addr) = crate::listener::bind(a.listen.get_ref(), "api").await?;
             let tls = match (&a.tls_certificate, &a.tls_private_key) {
-                (Some(c), Some(k)) => Some(crate::tls::http_acceptor(c, k, "API TLS")?),
+                (Some(c), Some(k)) => Some(Arc::new(crate::tls::ServerTls::load(
+                    c.clone(),
+                    k.clone(),
+                    crate::api::ALPN,
+                    "API TLS",
+                )?)),
                 _ => None,
             };
             if tls.is_none() && !addr.ip().is_loopback() {
@@ -268,7 +284,14 @@ pub async fn serve(
                 a.public_url.as_ref().map(|u| u.get_ref().clone()),
                 tls.is_some(),
             ));
-            let task = tokio::spawn(crate::api::run(l, state, tls, stop_rx.clone(), drain));
+            let task = tokio::spawn(crate::api::run(
+                l,
+                state,
+                tls.clone(),
+                stop_rx.clone(),
+                drain,
+            ));
+            certs.extend(tls);
             eprintln!("recvault: api listening on {addr}");
             info!(%addr, "content API listening");
             Some((task, addr))
@@ -345,10 +368,10 @@ pub async fn serve(
                                 if let Some((_, state, _)) = &ingest {
                                     state.reload_tokens(&new_cfg);
                                 }
-                                if let Some((_, f, _)) = &ftps {
-                                    match f.tls.reload() {
-                                        Ok(()) => info!("reloaded the FTPS certificate"),
-                                        Err(e) => error!(error = %e, "SIGHUP: FTPS certificate not reloaded, keeping the running one"),
+                                for tls in &certs {
+                                    match tls.reload() {
+                                        Ok(()) => info!("reloaded the {} certificate", tls.what()),
+                                        Err(e) => error!(error = %e, "SIGHUP: {} certificate not reloaded, keeping the running one", tls.what()),
                                     }
                                 }
                                 tenants = new_tenants;

@@ -1,12 +1,13 @@
-//! TLS server configuration shared by the ingest and FTPS listeners: rustls
-//! with ring, TLS 1.2 and 1.3 only, a PEM chain and a private key that other
-//! users may not read.
+//! TLS server configuration shared by the ingest, content API and FTPS
+//! listeners: rustls with ring, TLS 1.2 and 1.3 only, a PEM chain and a
+//! private key that other users may not read, reloadable on SIGHUP.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
 
 /// Builds a server configuration for `cert`/`key` offering `alpn`. `what`
 /// names the listener in errors ("ingest TLS", "FTPS").
@@ -53,13 +54,82 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, names: &[&str]) -> Result<(),
     Ok(())
 }
 
-/// A TLS acceptor for an HTTP/1.1 listener (ingest, the content API):
-/// TLS 1.2/1.3, ALPN http/1.1; `what` names it in errors.
-pub fn http_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
+/// A listener's certificate and key, re-read on SIGHUP ([`Self::reload`]);
+/// its TLS session cache and ticket keys survive a reload, so clients keep
+/// resuming (FTPS data connections must). Each connection takes the
+/// acceptor current when it arrives; open connections keep theirs.
+pub struct ServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    alpn: &'static [&'static [u8]],
+    what: &'static str,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    current: RwLock<TlsAcceptor>,
+}
+
+impl ServerTls {
+    /// Reads `cert`/`key` for a listener offering `alpn`; `what` names it
+    /// in errors and logs ("ingest TLS", "API TLS", "FTPS").
+    pub fn load(
+        cert: PathBuf,
+        key: PathBuf,
+        alpn: &'static [&'static [u8]],
+        what: &'static str,
+    ) -> Result<Self, String> {
+        let sessions: Arc<dyn rustls::server::StoresServerSessions> =
+            rustls::server::ServerSessionMemoryCache::new(4096);
+        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+        let tls = Self {
+            current: RwLock::new(build(&cert, &key, alpn, what, &sessions, &ticketer)?),
+            cert,
+            key,
+            alpn,
+            what,
+            sessions,
+            ticketer,
+        };
+        Ok(tls)
+    }
+
+    /// Re-reads the certificate and key; on error the running pair stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let acceptor = build(
+            &self.cert,
+            &self.key,
+            self.alpn,
+            self.what,
+            &self.sessions,
+            &self.ticketer,
+        )?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    /// The acceptor for a connection arriving now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The listener's name ("ingest TLS", "API TLS", "FTPS").
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+}
+
+fn build(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
     what: &str,
-) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let cfg = server_config(cert, key, &[b"http/1.1"], what)?;
-    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)))
+    sessions: &Arc<dyn rustls::server::StoresServerSessions>,
+    ticketer: &Arc<dyn rustls::server::ProducesTickets>,
+) -> Result<TlsAcceptor, String> {
+    let mut cfg = server_config(cert, key, alpn, what)?;
+    cfg.session_storage = sessions.clone();
+    cfg.ticketer = ticketer.clone();
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -87,11 +87,15 @@ pub fn link_key(path: &std::path::Path) -> Result<[u8; 32], String> {
     Ok(bytes)
 }
 
-/// Serves the API until `shutdown` turns true, then drains like ingest.
+/// What the API offers by ALPN over TLS: HTTP/2, then HTTP/1.1.
+pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Serves the API (HTTP/1.1 and HTTP/2) until `shutdown` turns true, then
+/// drains like ingest.
 pub async fn run(
     listener: tokio::net::TcpListener,
     api: Arc<Api>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     drain: std::time::Duration,
 ) {
@@ -100,6 +104,7 @@ pub async fn run(
         limits: api.shared.limits.clone(),
         defender: api.shared.defender.clone(),
         audit: api.shared.audit.clone(),
+        http2: true,
     });
     crate::http::serve::run(listener, api, tls, bounds, shutdown, drain).await;
 }
@@ -388,7 +393,8 @@ impl Api {
         }
     }
 
-    /// Where clients reach this API: `public_url`, or the request's `Host`.
+    /// Where clients reach this API: `public_url`, or the request's `Host`
+    /// (HTTP/2: its `:authority`).
     fn base_url(&self, req: &Parts) -> String {
         if let Some(u) = &self.public_url {
             return u.clone();
@@ -397,6 +403,7 @@ impl Api {
             .headers
             .get(hyper::header::HOST)
             .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .filter(|h| {
                 !h.is_empty()
                     && h.bytes()

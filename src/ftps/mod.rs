@@ -33,9 +33,8 @@ pub mod fuzzing {
 }
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,71 +42,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::FtpsConfig;
 use crate::listener::{Admitted, Gate};
 use crate::shared::Shared;
+use crate::tls::ServerTls;
 
 pub use data::PassivePorts;
-
-/// The FTPS certificate, reloadable; TLS session caches and ticket keys
-/// survive a reload so that clients keep resuming.
-pub struct Tls {
-    cert: PathBuf,
-    key: PathBuf,
-    sessions: Arc<dyn rustls::server::StoresServerSessions>,
-    ticketer: Arc<dyn rustls::server::ProducesTickets>,
-    current: RwLock<TlsAcceptor>,
-}
-
-impl Tls {
-    pub fn load(cert: PathBuf, key: PathBuf) -> Result<Self, String> {
-        let sessions: Arc<dyn rustls::server::StoresServerSessions> =
-            rustls::server::ServerSessionMemoryCache::new(4096);
-        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
-        let acceptor = Self::build(&cert, &key, &sessions, &ticketer)?;
-        Ok(Self {
-            cert,
-            key,
-            sessions,
-            ticketer,
-            current: RwLock::new(acceptor),
-        })
-    }
-
-    fn build(
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        sessions: &Arc<dyn rustls::server::StoresServerSessions>,
-        ticketer: &Arc<dyn rustls::server::ProducesTickets>,
-    ) -> Result<TlsAcceptor, String> {
-        let mut cfg = crate::tls::server_config(cert, key, &[b"ftp"], "FTPS")?;
-        cfg.session_storage = sessions.clone();
-        cfg.ticketer = ticketer.clone();
-        Ok(TlsAcceptor::from(Arc::new(cfg)))
-    }
-
-    /// Re-reads the certificate and key; on error the old pair stays.
-    pub fn reload(&self) -> Result<(), String> {
-        let acceptor = Self::build(&self.cert, &self.key, &self.sessions, &self.ticketer)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
-        Ok(())
-    }
-
-    pub fn acceptor(&self) -> TlsAcceptor {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
 
 /// What every FTPS connection of this server shares.
 pub struct Ftps {
     pub shared: Arc<Shared>,
-    pub tls: Arc<Tls>,
+    pub tls: Arc<ServerTls>,
     pub passive: Arc<PassivePorts>,
     pub passive_ip: Option<Ipv4Addr>,
     pub require_resumption: bool,
@@ -117,7 +64,12 @@ impl Ftps {
     pub fn from_config(cfg: &FtpsConfig, shared: Arc<Shared>) -> Result<Self, String> {
         Ok(Self {
             shared,
-            tls: Arc::new(Tls::load(cfg.certificate.clone(), cfg.private_key.clone())?),
+            tls: Arc::new(ServerTls::load(
+                cfg.certificate.clone(),
+                cfg.private_key.clone(),
+                &[b"ftp"],
+                "FTPS",
+            )?),
             passive: PassivePorts::new(cfg.passive_range()),
             passive_ip: cfg.passive_ip(),
             require_resumption: cfg.require_tls_resumption,
@@ -235,7 +187,6 @@ pub async fn run(
                 continue;
             }
         };
-        let _ = sock.set_nodelay(true);
         let local = match sock.local_addr() {
             Ok(a) => a,
             Err(_) => continue,

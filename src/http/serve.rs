@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -23,6 +25,7 @@ use crate::limits::Limits;
 use crate::listener::{Admitted, Gate, PreAuth, PreAuthSlot};
 
 use super::{busy_bytes, busy_reply, Body};
+use http_body_util::BodyExt as _;
 
 /// What an HTTP listener does with a request.
 #[async_trait]
@@ -48,7 +51,17 @@ pub struct Bounds {
     pub header_timeout: Duration,
     pub defender: Arc<Defender>,
     pub audit: Arc<Audit>,
+    /// Whether HTTP/2 is offered (by ALPN over TLS, by prior knowledge in
+    /// clear text) besides HTTP/1.1.
+    pub http2: bool,
 }
+
+/// Streams one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 32;
+/// Largest header block of an HTTP/2 request (as HTTP/1.1's 64 KiB buffer).
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// HTTP/2 pings: a peer that does not answer one within this long is gone.
+const H2_PING: Duration = Duration::from_secs(30);
 
 /// How long a refused connection over TLS may take to hear why.
 const REFUSED_TLS_DEADLINE: Duration = Duration::from_secs(5);
@@ -60,7 +73,7 @@ const REFUSED_TLS_DEADLINE: Duration = Duration::from_secs(5);
 pub async fn run<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     bounds: Arc<Bounds>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -79,9 +92,11 @@ pub async fn run<S: Service>(
         .accept(&listener, &bounds.defender, &mut shutdown)
         .await
     {
+        // The certificate current when the connection arrives (SIGHUP
+        // reloads it; open connections keep theirs).
         let (service, tls, stop, bounds) = (
             service.clone(),
-            tls.clone(),
+            tls.as_ref().map(|t| t.acceptor()),
             shutdown.clone(),
             bounds.clone(),
         );
@@ -169,11 +184,14 @@ impl<S: Service> Conn<S> {
     {
         let (service, peer, admission) = (self.service.clone(), self.peer, self.admission.clone());
         let protocol = service.protocol();
+        let activity = Arc::new(Activity::new());
+        let counted = activity.clone();
         // Each request runs in a task of its own: hyper drops the handler when
         // the client hangs up, and a state change (or the removal of a part
         // file) must not stop half-way for that.
         let handler = hyper::service::service_fn(move |req| {
             let service = service.clone();
+            let busy = counted.begin();
             let handling = match admission.clone() {
                 Ok(slot) => tokio::spawn(service.clone().handle(req, peer, slot)),
                 Err(reason) => tokio::spawn(async move { busy_reply(&reason) }),
@@ -183,22 +201,49 @@ impl<S: Service> Conn<S> {
                     warn!(protocol, %peer, error = %e, "request handler failed");
                     service.internal_error()
                 });
-                Ok::<_, std::convert::Infallible>(reply)
+                // In flight until its body is sent (or dropped).
+                Ok::<_, std::convert::Infallible>(
+                    reply.map(|body| Counted { body, _busy: busy }.boxed_unsync()),
+                )
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        if !self.bounds.http2 {
+            builder = builder.http1_only();
+        }
+        builder
+            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.bounds.header_timeout)
             .max_buf_size(64 * 1024)
-            .keep_alive(self.admission.is_ok())
-            .serve_connection(io, handler);
+            .keep_alive(self.admission.is_ok());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST)
+            .max_pending_accept_reset_streams(H2_MAX_STREAMS as usize)
+            .keep_alive_interval(H2_PING)
+            .keep_alive_timeout(H2_PING);
+        let conn = builder.serve_connection(io, handler);
         tokio::pin!(conn);
         let grace = tokio::time::sleep_until(self.deadline);
         tokio::pin!(grace);
         let mut graced = false;
+        // An idle connection (no request in flight) closes after the header
+        // timeout: HTTP/1.1 by hyper's header read timeout, HTTP/2 here.
+        let (idle_after, h2) = (self.bounds.header_timeout, self.bounds.http2);
         let result = loop {
+            let idle = tokio::time::sleep_until(activity.idle_since() + idle_after);
             tokio::select! {
                 r = conn.as_mut() => break r,
+                _ = idle, if h2 => {
+                    if activity.idle_for(idle_after) {
+                        debug!(protocol, %peer, "closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                }
                 _ = &mut grace, if !graced => {
                     graced = true;
                     match &self.admission {
@@ -222,5 +267,81 @@ impl<S: Service> Conn<S> {
         if let Err(e) = result {
             debug!(protocol, %peer, error = %e, "connection ended");
         }
+    }
+}
+
+/// Requests of one connection in flight, and since when none is.
+struct Activity {
+    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request begins; it ends when the guard is dropped.
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.lock().0 += 1;
+        Busy(self.clone())
+    }
+
+    /// When the connection last had nothing in flight (now, while busy).
+    fn idle_since(&self) -> tokio::time::Instant {
+        let s = self.lock();
+        if s.0 > 0 {
+            tokio::time::Instant::now()
+        } else {
+            s.1
+        }
+    }
+
+    /// Whether nothing has been in flight for `d`.
+    fn idle_for(&self, d: Duration) -> bool {
+        let s = self.lock();
+        s.0 == 0 && s.1.elapsed() >= d
+    }
+}
+
+/// One request in flight.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.0 = s.0.saturating_sub(1);
+        s.1 = tokio::time::Instant::now();
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct Counted {
+    body: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for Counted {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

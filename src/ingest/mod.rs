@@ -194,7 +194,7 @@ fn token_map(cfg: &Config) -> HashMap<String, String> {
 pub async fn run(
     listener: TcpListener,
     ingest: Arc<Ingest>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -203,6 +203,7 @@ pub async fn run(
         limits: ingest.limits.clone(),
         defender: ingest.defender.clone(),
         audit: ingest.audit.clone(),
+        http2: false,
     });
     crate::http::serve::run(listener, ingest, tls, bounds, shutdown, drain).await;
 }

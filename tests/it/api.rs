@@ -1297,6 +1297,266 @@ async fn api_over_tls_serves_the_same_answers_and_https_links() {
     assert_ne!(plain.code, 200);
 }
 
+/// A self-signed pair for localhost and 127.0.0.1 in `dir` (cert, key).
+fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    recvault::tls::ensure_self_signed(&cert, &key, &["localhost", "127.0.0.1"]).unwrap();
+    (cert, key)
+}
+
+/// The SHA-256 fingerprint of the certificate a TLS listener serves
+/// (`starttls`: `ftp` for explicit FTPS), or of a PEM file.
+fn served_fingerprint(port: u16, starttls: Option<&str>) -> String {
+    let starttls = starttls.map_or(String::new(), |p| format!("-starttls {p}"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost {starttls} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn file_fingerprint(cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A configuration with TLS on ingest, the API and FTPS (explicit and
+/// implicit), all from the pair `live` (cert, key).
+fn tls_everywhere(
+    prefix: &str,
+    dir: &Path,
+    live: &(std::path::PathBuf, std::path::PathBuf),
+) -> String {
+    let (cert, key) = (live.0.display(), live.1.display());
+    config(prefix, "").replace(
+        "\n[api]\n",
+        &format!("\n[api]\ntls_certificate = \"{cert}\"\ntls_private_key = \"{key}\"\n"),
+    ) + &format!(
+        "\n[ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\ntls_certificate = \"{cert}\"\ntls_private_key = \"{key}\"\n\n[ftps]\nlisten = \"127.0.0.1:0\"\nimplicit_listen = \"127.0.0.1:0\"\ncertificate = \"{cert}\"\nprivate_key = \"{key}\"\n",
+        dir.join("spool").display()
+    )
+}
+
+/// A renewed certificate (certbot's deploy hook, say) is picked up by every
+/// TLS listener on SIGHUP without a restart, and a broken renewal keeps the
+/// running certificate; fails if a listener keeps its first certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_ingest_the_api_and_ftps() {
+    let prefix = unique_prefix("api-tls-reload");
+    seed_one(&prefix, pseudo_random(1000, 9)).await;
+    let work = tempfile::tempdir().unwrap();
+    let old = self_signed(work.path(), "old");
+    let new = self_signed(work.path(), "new");
+    let live = (work.path().join("live.crt"), work.path().join("live.key"));
+    std::fs::copy(&old.0, &live.0).unwrap();
+    std::fs::copy(&old.1, &live.1).unwrap();
+    let server = Server::start(&tls_everywhere(&prefix, work.path(), &live));
+    let listeners = [
+        ("ingest", server.ingest_port, None),
+        ("api", server.api_port, None),
+        ("ftps", server.ftps_port, Some("ftp")),
+        ("ftps-implicit", server.ftps_implicit_port, None),
+    ];
+    let (old_fp, new_fp) = (file_fingerprint(&old.0), file_fingerprint(&new.0));
+    assert_ne!(old_fp, new_fp);
+    for (what, port, starttls) in listeners {
+        assert_eq!(
+            served_fingerprint(port, starttls),
+            old_fp,
+            "{what} at start"
+        );
+    }
+
+    // SIGHUP, then wait for `logged`; every listener serves `fp` after.
+    let hup = |logged: &str, fp: &str, when: &str| {
+        server.signal("HUP");
+        let seen = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            server.log_shows(logged)
+        });
+        assert!(seen, "{}", server.log());
+        for (what, port, starttls) in listeners {
+            assert_eq!(served_fingerprint(port, starttls), fp, "{what} {when}");
+        }
+    };
+    std::fs::copy(&new.0, &live.0).unwrap();
+    std::fs::copy(&new.1, &live.1).unwrap();
+    hup("reloaded the API TLS certificate", &new_fp, "after SIGHUP");
+    // The API still answers over the renewed certificate.
+    let ok = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "30", "--cacert"])
+        .arg(&new.0)
+        .args(["-H", &format!("Authorization: Bearer {KEY_READ}")])
+        .arg(format!(
+            "https://127.0.0.1:{}/v1/calls/2026-11-23_c-1",
+            server.api_port
+        ))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    // A broken renewal: refused with the reason; the running pair stays.
+    std::fs::write(&live.0, "not a certificate\n").unwrap();
+    hup(
+        "API TLS certificate not reloaded",
+        &new_fp,
+        "after a broken renewal",
+    );
+}
+
+/// The API speaks HTTP/2 (ALPN h2 over TLS, prior knowledge in clear
+/// text) with the same answers, Range included, and several downloads
+/// multiplexed on one connection; ingest stays HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_speaks_http2_with_ranges_and_ingest_stays_http1() {
+    let prefix = unique_prefix("api-h2");
+    let data = pseudo_random(300_000, 3);
+    seed_one(&prefix, data.clone()).await;
+    let work = tempfile::tempdir().unwrap();
+    let pair = self_signed(work.path(), "h2");
+    let server = Server::start(&tls_everywhere(&prefix, work.path(), &pair));
+    let media = "/v1/calls/2026-11-23_c-1/media/c-1.tar.gz";
+    let curl = |url: String, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--cacert"])
+            .arg(&pair.0)
+            .args(["-H", &format!("Authorization: Bearer {KEY_READ}")])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        out.stdout
+    };
+    let api = format!("https://127.0.0.1:{}", server.api_port);
+    // One connection, the whole file, a range and the call's index:
+    // `-w` prints each transfer's HTTP version and status.
+    let dir = work.path().join("got");
+    std::fs::create_dir(&dir).unwrap();
+    let (whole, part) = (dir.join("whole"), dir.join("part"));
+    let out = curl(
+        format!("{api}{media}"),
+        &[
+            "--http2",
+            "-w",
+            "%{http_version} %{http_code} %{num_connects}\\n",
+            "-o",
+            whole.to_str().unwrap(),
+            &format!("{api}{media}"),
+            "--next",
+            "--http2",
+            "--cacert",
+            pair.0.to_str().unwrap(),
+            "-H",
+            &format!("Authorization: Bearer {KEY_READ}"),
+            "-H",
+            "Range: bytes=1000-1999",
+            "-w",
+            "%{http_version} %{http_code} %{num_connects}\\n",
+            "-o",
+            part.to_str().unwrap(),
+        ],
+    );
+    let lines = String::from_utf8_lossy(&out).to_string();
+    assert_eq!(
+        lines, "2 200 1\n2 206 0\n",
+        "second transfer reuses the connection"
+    );
+    assert_eq!(std::fs::read(&whole).unwrap(), data);
+    assert_eq!(std::fs::read(&part).unwrap(), data[1000..2000]);
+
+    // Multiplexed: eight downloads at once over one HTTP/2 connection.
+    let mut args: Vec<String> = vec![
+        "--http2".into(),
+        "--parallel".into(),
+        "--parallel-immediate".into(),
+    ];
+    args.extend(["-w".into(), "%{http_version} %{http_code}\\n".into()]);
+    for i in 0..8 {
+        args.extend(["-o".into(), dir.join(format!("p{i}")).display().to_string()]);
+        args.push(format!("{api}{media}"));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (url, rest) = refs.split_last().unwrap();
+    let out = curl(url.to_string(), rest);
+    assert_eq!(String::from_utf8_lossy(&out).matches("2 200\n").count(), 8);
+    for i in 0..8 {
+        assert_eq!(
+            std::fs::read(dir.join(format!("p{i}"))).unwrap(),
+            data,
+            "download {i}"
+        );
+    }
+
+    // Ingest offers no h2: curl falls back to HTTP/1.1.
+    let out = curl(
+        format!("https://127.0.0.1:{}/healthz", server.ingest_port),
+        &[
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out), "1.1 200");
+}
+
+/// An HTTP/2 connection (clear text, prior knowledge) gets its answer and
+/// is closed once nothing has been in flight for `idle_timeout_secs`, as
+/// an idle HTTP/1.1 one is: an idle client cannot hold a connection slot
+/// for ever (hyper's HTTP/2 server has no idle limit of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let prefix = unique_prefix("api-h2-idle");
+    seed_one(&prefix, pseudo_random(1000, 5)).await;
+    let server = Server::start(&config(&prefix, "[limits]\nidle_timeout_secs = 2\n"));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.api_port))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!(
+        "http://127.0.0.1:{}/v1/calls/2026-11-23_c-1",
+        server.api_port
+    ))
+    .header("authorization", format!("Bearer {KEY_READ}"))
+    .body(http_body_util::Empty::<bytes::Bytes>::new())
+    .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["id"],
+        "2026-11-23_c-1"
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+    assert!(
+        matches!(closed, Ok(Ok(Ok(())))),
+        "the idle HTTP/2 connection was not closed cleanly: {closed:?}"
+    );
+}
+
 /// The web page's login over plain HTTP: the session cookie stands in for
 /// a key (as the user, with its permissions), dies at logout even when
 /// replayed, needs its CSRF token to log out; a login must be JSON (a
