@@ -92,8 +92,8 @@ pub struct Days {
     /// Each day's newest call end by its index prefix, with the ETags of
     /// the parts it was read from.
     times: moka::future::Cache<String, (String, Option<chrono::DateTime<Utc>>)>,
-    /// Days (by index prefix) whose last listing found the index alone,
-    /// in [`Mode::Shared`]; kept [`RELIST_AFTER`].
+    /// Days (by index prefix) whose last listing found the index alone;
+    /// kept [`RELIST_AFTER`], used in [`Mode::Shared`] only.
     index_only: moka::future::Cache<String, ()>,
 }
 
@@ -207,8 +207,10 @@ impl Days {
             }
         }
         let listed = list_parts(self.store.as_ref(), &self.prefix, day).await?;
+        // Noted whatever the mode: a read before the start's self-test has
+        // decided it can use what this listing found.
         let index_only = listed.len() == 1 && listed[0].key == day.index(&self.prefix);
-        if shared && index_only {
+        if index_only {
             self.index_only.insert(prefix, ()).await;
         } else {
             self.index_only.invalidate(&prefix).await;
