@@ -198,9 +198,9 @@ impl Days {
     /// does, while a LIST is slower (and on some stores scans the bucket).
     async fn list_parts(&self, day: &Day) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
         let shared = self.known_mode() == Some(Mode::Shared);
-        let prefix = day.index_prefix(&self.prefix);
+        let (prefix, index) = (day.index_prefix(&self.prefix), day.index(&self.prefix));
         if shared && self.index_only.contains_key(&prefix) {
-            if let Some(meta) = self.store.head(&day.index(&self.prefix)).await? {
+            if let Some(meta) = self.store.head(&index).await? {
                 if meta.etag.is_some() {
                     return Ok(vec![meta]);
                 }
@@ -209,7 +209,7 @@ impl Days {
         let listed = list_parts(self.store.as_ref(), &self.prefix, day).await?;
         // Noted whatever the mode: a read before the start's self-test has
         // decided it can use what this listing found.
-        let index_only = listed.len() == 1 && listed[0].key == day.index(&self.prefix);
+        let index_only = listed.len() == 1 && listed[0].key == index;
         if index_only {
             self.index_only.insert(prefix, ()).await;
         } else {

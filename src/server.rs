@@ -211,15 +211,12 @@ pub async fn serve(
                 .collect();
             let state =
                 crate::ingest::Ingest::start(&cfg, &stores, defender.clone(), audit.clone())?;
-            let tls = match (&i.tls_certificate, &i.tls_private_key) {
-                (Some(c), Some(k)) => Some(Arc::new(crate::tls::ServerTls::load(
-                    c.clone(),
-                    k.clone(),
-                    &[b"http/1.1"],
-                    "ingest TLS",
-                )?)),
-                _ => None,
-            };
+            let tls = https(
+                &i.tls_certificate,
+                &i.tls_private_key,
+                crate::ingest::ALPN,
+                "ingest TLS",
+            )?;
             if tls.is_none() && !addr.ip().is_loopback() {
                 warn!(%addr, "ingest listens without TLS on a non-loopback address: tokens travel in clear text");
             }
@@ -265,15 +262,12 @@ pub async fn serve(
     let api = match &cfg.api {
         Some(a) => {
             let (l, addr) = crate::listener::bind(a.listen.get_ref(), "api").await?;
-            let tls = match (&a.tls_certificate, &a.tls_private_key) {
-                (Some(c), Some(k)) => Some(Arc::new(crate::tls::ServerTls::load(
-                    c.clone(),
-                    k.clone(),
-                    crate::api::ALPN,
-                    "API TLS",
-                )?)),
-                _ => None,
-            };
+            let tls = https(
+                &a.tls_certificate,
+                &a.tls_private_key,
+                crate::api::ALPN,
+                "API TLS",
+            )?;
             if tls.is_none() && !addr.ip().is_loopback() {
                 warn!(%addr, "the content API listens without TLS on a non-loopback address: API keys and recordings travel in clear text");
             }
@@ -500,6 +494,25 @@ async fn start_ftps(
         info!(%bound, "{name} listening");
     }
     Ok((tasks, ftps, explicit))
+}
+
+/// The reloadable TLS of an HTTP listener when its certificate and key are
+/// both configured (the configuration check refuses one without the other).
+fn https(
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+    alpn: &'static [&'static [u8]],
+    what: &'static str,
+) -> Result<Option<Arc<crate::tls::ServerTls>>, String> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(Arc::new(crate::tls::ServerTls::load(
+            c.clone(),
+            k.clone(),
+            alpn,
+            what,
+        )?))),
+        _ => Ok(None),
+    }
 }
 
 /// The FTPS listener tasks, their shared state and the explicit address.

@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// Builds a server configuration for `cert`/`key` offering `alpn`. `what`
 /// names the listener in errors ("ingest TLS", "FTPS").
-pub fn server_config(
+fn server_config(
     cert: &Path,
     key: &Path,
     alpn: &[&[u8]],

@@ -186,6 +186,9 @@ fn token_map(cfg: &Config) -> HashMap<String, String> {
     tokens
 }
 
+/// What ingest offers by ALPN over TLS: HTTP/1.1 only.
+pub const ALPN: &[&[u8]] = &[b"http/1.1"];
+
 /// Serves the ingest API (over TLS when `tls` is set) until `shutdown`
 /// turns true, then drains: no new connections; requests in flight (an
 /// upload being received, a completion) finish and get their answer, idle

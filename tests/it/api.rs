@@ -1343,8 +1343,9 @@ fn tls_everywhere(
         "\n[api]\n",
         &format!("\n[api]\ntls_certificate = \"{cert}\"\ntls_private_key = \"{key}\"\n"),
     ) + &format!(
-        "\n[ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\ntls_certificate = \"{cert}\"\ntls_private_key = \"{key}\"\n\n[ftps]\nlisten = \"127.0.0.1:0\"\nimplicit_listen = \"127.0.0.1:0\"\ncertificate = \"{cert}\"\nprivate_key = \"{key}\"\n",
-        dir.join("spool").display()
+        "\n[ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\ntls_certificate = \"{cert}\"\ntls_private_key = \"{key}\"\n\n{}",
+        dir.join("spool").display(),
+        ftps_toml_with(&live.0, &live.1, "")
     )
 }
 

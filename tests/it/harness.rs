@@ -401,6 +401,11 @@ pub fn ftps_cert() -> &'static (PathBuf, PathBuf) {
 /// the test certificate and `extra` lines.
 pub fn ftps_toml(extra: &str) -> String {
     let (cert, key) = ftps_cert();
+    ftps_toml_with(cert, key, extra)
+}
+
+/// [`ftps_toml`] with the certificate pair `cert`/`key`.
+pub fn ftps_toml_with(cert: &Path, key: &Path, extra: &str) -> String {
     format!(
         "[ftps]\nlisten = \"127.0.0.1:0\"\nimplicit_listen = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n{extra}\n",
         cert.display(),
