@@ -4,9 +4,14 @@
 //! - `GET /metrics`: [`crate::metrics`] in the Prometheus text format.
 //! - `GET /healthz`: 200 while the process runs and answers.
 //! - `GET /readyz`: 200 when this node can serve: its listeners are bound
-//!   and not stopping, every tenant's storage answers a listing (within
-//!   5 s), and the ingest spool's disk has more than `[limits]
-//!   ingest_min_free_bytes` free; 503 otherwise. The JSON body says which
+//!   and not stopping, the storage of every tenant on the default profile
+//!   (`[storage]`, the operator's) answers a listing (within 5 s), and the
+//!   ingest spool's disk has more than `[limits] ingest_min_free_bytes`
+//!   free; 503 otherwise. A tenant on a storage profile or bucket of its
+//!   own (a customer's account) is checked and reported too, but does not
+//!   make the node unready: every node reaches that bucket alike, and a
+//!   balancer taking nodes out for one customer's bucket would stop every
+//!   other tenant. The JSON body says which
 //!   check failed, and each tenant's conditional-write self-test result
 //!   (how its day indexes are kept). Results are kept for 2 s, so a flood
 //!   of probes costs storage one listing per tenant every 2 s. The tenants
@@ -117,15 +122,18 @@ impl Readiness {
                 Some(crate::days::Mode::Shards) => "ignored (one index shard per node and day)",
                 None => "not tested yet",
             };
-            (t.id.clone(), storage, writes)
+            (t.id.clone(), storage, writes, t.on_default_storage)
         });
         let mut tenants = serde_json::Map::new();
-        for (id, storage, writes) in futures::future::join_all(checks).await {
+        for (id, storage, writes, counts) in futures::future::join_all(checks).await {
             let mut entry = json!({ "conditional_writes": writes });
+            if !counts {
+                entry["own_storage"] = json!(true);
+            }
             match storage {
                 Ok(()) => entry["storage"] = json!("ok"),
                 Err(e) => {
-                    ready = false;
+                    ready &= !counts;
                     entry["storage"] = json!(e);
                 }
             }

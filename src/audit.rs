@@ -526,6 +526,8 @@ impl Audit {
         let kind = match stage {
             "archived" => Some("call.archived"),
             "failed" => Some("call.failed"),
+            "delivered" => Some("call.delivered"),
+            "delivery_failed" => Some("delivery.failed"),
             _ => None,
         };
         if let Some(kind) = kind {

@@ -17,7 +17,12 @@ use crate::limits::Limits;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The default storage profile (the operator's; the audit anchors live there).
     pub storage: StorageConfig,
+    /// More storage profiles (`[[storages]]`, each with a `name`) a tenant
+    /// picks with `storage = "<name>"`: another region, another account.
+    #[serde(default)]
+    pub storages: Vec<StorageConfig>,
     #[serde(default)]
     pub sftp: SftpConfig,
     /// FTPS (explicit, and implicit when `implicit_listen` is set).
@@ -142,6 +147,8 @@ pub enum Backend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// `[[storages]]` only: the profile's name (`[a-z0-9_-]`, not "default").
+    pub name: Option<Spanned<String>>,
     pub backend: Spanned<Backend>,
     /// S3: bucket name.
     pub bucket: Option<Spanned<String>>,
@@ -160,7 +167,113 @@ pub struct StorageConfig {
     pub sse_kms_key_id: Option<String>,
     /// S3: file holding a 32-byte SSE-C key (raw or base64); sent on every request.
     pub sse_c_key_file: Option<Spanned<PathBuf>>,
+    /// S3: a file holding the access key id (with `secret_key_file`);
+    /// without both, credentials come from the standard AWS chain.
+    pub access_key_file: Option<Spanned<PathBuf>>,
+    /// S3: a file holding the secret access key (a secret file, mode 0600).
+    pub secret_key_file: Option<Spanned<PathBuf>>,
+    /// S3: a role to assume (STS AssumeRole) for every request, with the
+    /// chain's or the key files' credentials; refreshed before it expires.
+    pub role_arn: Option<Spanned<String>>,
+    /// S3: the external id the role's trust policy requires.
+    pub external_id: Option<Spanned<String>>,
+    /// S3: the STS endpoint AssumeRole is sent to (default: the region's).
+    pub sts_endpoint: Option<Spanned<String>>,
+    /// S3: the account id that must own the bucket, sent as
+    /// `x-amz-expected-bucket-owner` on every request (S3 refuses a request
+    /// to a bucket another account owns).
+    pub expected_bucket_owner: Option<Spanned<String>>,
 }
+
+/// Where a tenant's objects live: a profile's name, or a storage of its own.
+#[derive(Debug, Clone)]
+pub enum TenantStorage {
+    /// `storage = "eu"`: a `[[storages]]` profile, or "default".
+    Profile(String),
+    /// `[tenants.storage]`: the tenant's own bucket and credentials.
+    Own(Box<StorageConfig>),
+}
+
+impl<'de> Deserialize<'de> for TenantStorage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TenantStorage;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a storage profile's name or a [tenants.storage] table")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TenantStorage, E> {
+                Ok(TenantStorage::Profile(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TenantStorage, A::Error> {
+                StorageConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|s| TenantStorage::Own(Box::new(s)))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// A tenant's storage as the configuration resolves it.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageRef<'a> {
+    /// Names the store among those a process opens: "default", a
+    /// profile's name, or `tenant:<id>` for a tenant's own.
+    pub key: &'a str,
+    pub cfg: &'a StorageConfig,
+}
+
+impl StorageRef<'_> {
+    /// How logs and reports name it: the profile, the bucket (or folder)
+    /// and the role assumed, e.g. `storage profile "eu" (bucket calls-eu,
+    /// role arn:aws:iam::111122223333:role/recvault)`.
+    pub fn describe(&self) -> String {
+        let mut place = match (&self.cfg.bucket, &self.cfg.path) {
+            (Some(b), _) => format!("bucket {}", b.get_ref()),
+            (None, Some(p)) => format!("folder {}", p.get_ref().display()),
+            _ => String::new(),
+        };
+        if let Some(r) = &self.cfg.role_arn {
+            place.push_str(&format!(", role {}", r.get_ref()));
+        }
+        match self.key.strip_prefix("tenant:") {
+            Some(_) => format!("its own storage ({place})"),
+            None => format!("storage profile {:?} ({place})", self.key),
+        }
+    }
+}
+
+impl Config {
+    /// The storage tenant `t`'s objects live in (the validation made sure a
+    /// profile it names exists; an unknown one falls back to nothing: `None`).
+    pub fn storage_of<'a>(&'a self, t: &'a TenantConfig) -> Option<StorageRef<'a>> {
+        match t.storage.as_ref().map(|s| s.get_ref()) {
+            None => Some(StorageRef {
+                key: DEFAULT_STORAGE,
+                cfg: &self.storage,
+            }),
+            Some(TenantStorage::Profile(name)) if name == DEFAULT_STORAGE => Some(StorageRef {
+                key: DEFAULT_STORAGE,
+                cfg: &self.storage,
+            }),
+            Some(TenantStorage::Profile(name)) => self
+                .storages
+                .iter()
+                .find(|s| s.name.as_ref().is_some_and(|n| n.get_ref() == name))
+                .map(|cfg| StorageRef { key: name, cfg }),
+            Some(TenantStorage::Own(cfg)) => Some(StorageRef {
+                key: &t.own_storage_key,
+                cfg,
+            }),
+        }
+    }
+}
+
+/// The name of the `[storage]` profile.
+pub const DEFAULT_STORAGE: &str = "default";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,9 +465,45 @@ pub struct TenantConfig {
     /// `aws-kms://arn:aws:kms:<region>:<account>:key/<id>`); without it the
     /// keyset file is cleartext.
     pub keyset_kms_key: Option<Spanned<String>>,
+    /// Where the tenant's objects live: `storage = "<profile>"` or a
+    /// `[tenants.storage]` table of its own; default: `[storage]`.
+    pub storage: Option<Spanned<TenantStorage>>,
+    /// `tenant:<id>`, the key of a storage of its own (set at load).
+    #[serde(skip)]
+    pub own_storage_key: String,
+    /// `"direct"` (the default): sessions are archived into the tenant's
+    /// storage. `"customer"`: archived into `[storage]` (the operator's
+    /// backup) first, then copied to the tenant's storage (the customer's),
+    /// verified, and the backup deleted `backup_hours` after.
+    pub delivery: Option<Spanned<Delivery>>,
+    /// With `delivery = "customer"`: hours the operator's copy is kept after
+    /// a verified delivery (default 24; fractions allowed).
+    pub backup_hours: Option<Spanned<f64>>,
+}
+
+/// How a tenant's sessions reach its storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    #[default]
+    Direct,
+    Customer,
 }
 
 impl TenantConfig {
+    /// [`Self::delivery`] or its default.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+            .as_ref()
+            .map_or(Delivery::Direct, |d| *d.get_ref())
+    }
+
+    /// [`Self::backup_hours`] or its default, as a duration.
+    pub fn backup_keep(&self) -> std::time::Duration {
+        let h = self.backup_hours.as_ref().map_or(24.0, |h| *h.get_ref());
+        std::time::Duration::from_secs_f64((h * 3600.0).clamp(0.0, 10.0 * 365.0 * 86400.0))
+    }
+
     pub fn encryption(&self) -> Encryption {
         self.encryption
             .as_ref()
@@ -447,10 +596,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_string(),
         message: e.to_string().trim_end().to_string(),
     })?;
+    for t in &mut config.tenants {
+        t.own_storage_key = format!("tenant:{}", t.id.get_ref());
+    }
     Validator { text, origin }.validate(&config)?;
     Ok(config)
 }
@@ -482,7 +634,36 @@ impl Validator<'_> {
     }
 
     fn validate(&self, c: &Config) -> Result<(), ConfigError> {
-        self.storage(&c.storage)?;
+        self.storage(&c.storage, "[storage]")?;
+        if let Some(n) = &c.storage.name {
+            return self.err(
+                n.span(),
+                "[storage] is the profile \"default\" and takes no name; named profiles are [[storages]]",
+            );
+        }
+        let mut profiles = HashSet::new();
+        for s in &c.storages {
+            let Some(n) = &s.name else {
+                return self.err(
+                    s.backend.span(),
+                    "[[storages]] needs a `name` (tenants pick it with storage = \"<name>\")",
+                );
+            };
+            let name = n.get_ref();
+            if !is_tenant_id(name) || name == DEFAULT_STORAGE {
+                return self.err(
+                    n.span(),
+                    format!("storage profile name {name:?} must match [a-z0-9_-]{{1,64}} and not be \"default\" ([storage] is \"default\")"),
+                );
+            }
+            if !profiles.insert(name.clone()) {
+                return self.err(
+                    n.span(),
+                    format!("storage profile {name:?} is defined twice"),
+                );
+            }
+            self.storage(s, &format!("[[storages]] {name:?}"))?;
+        }
         if let Some(n) = &c.audit.node {
             if !crate::path::is_name(n) {
                 return self.err(
@@ -560,6 +741,46 @@ impl Validator<'_> {
         let mut key_hashes = HashSet::new();
         for t in &c.tenants {
             let id = t.id.get_ref();
+            if let Some(st) = &t.storage {
+                match st.get_ref() {
+                    TenantStorage::Profile(p) if p != DEFAULT_STORAGE && !profiles.contains(p) => {
+                        let mut known: Vec<&str> = profiles.iter().map(String::as_str).collect();
+                        known.sort();
+                        known.insert(0, DEFAULT_STORAGE);
+                        return self.err(
+                            st.span(),
+                            format!(
+                                "tenant {id:?}: no storage profile {p:?} (profiles: {})",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                    TenantStorage::Profile(_) => {}
+                    TenantStorage::Own(own) => {
+                        if let Some(n) = &own.name {
+                            return self.err(n.span(), format!("tenant {id:?}: [tenants.storage] takes no name (it is the tenant's own)"));
+                        }
+                        self.storage(own, &format!("tenant {id:?} [tenants.storage]"))?;
+                    }
+                }
+            }
+            if t.delivery() == Delivery::Customer
+                && c.storage_of(t).is_none_or(|p| p.key == DEFAULT_STORAGE)
+            {
+                let at = t.delivery.as_ref().map_or(t.id.span(), |d| d.span());
+                return self.err(at, format!("tenant {id:?}: delivery = \"customer\" needs the customer's storage: storage = \"<profile>\" or a [tenants.storage] table ([storage] keeps the backup copy)"));
+            }
+            if let Some(h) = &t.backup_hours {
+                if t.delivery() != Delivery::Customer {
+                    return self.err(
+                        h.span(),
+                        format!("tenant {id:?}: backup_hours is for delivery = \"customer\""),
+                    );
+                }
+                if !(h.get_ref().is_finite() && *h.get_ref() > 0.0 && *h.get_ref() <= 87_600.0) {
+                    return self.err(h.span(), format!("tenant {id:?}: backup_hours must be more than 0 and at most 87600 (ten years)"));
+                }
+            }
             if let Some(k) = &t.mp4_video_kbps {
                 if !(100..=20_000).contains(k.get_ref()) {
                     return self.err(k.span(), "mp4_video_kbps must be between 100 and 20000");
@@ -697,44 +918,105 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn storage(&self, s: &StorageConfig) -> Result<(), ConfigError> {
+    fn storage(&self, s: &StorageConfig, what: &str) -> Result<(), ConfigError> {
+        let at = s.backend.span();
         match s.backend.get_ref() {
             Backend::S3 => {
                 if s.bucket.as_ref().is_none_or(|b| b.get_ref().is_empty()) {
-                    return self.err(
-                        s.backend.span(),
-                        "[storage] backend = \"s3\" needs `bucket`",
-                    );
+                    return self.err(at, format!("{what} backend = \"s3\" needs `bucket`"));
                 }
-                if let Some(e) = &s.endpoint {
-                    let v = e.get_ref();
-                    if !(v.starts_with("http://") || v.starts_with("https://")) {
-                        return self.err(
-                            e.span(),
-                            "[storage] endpoint must start with http:// or https://",
-                        );
+                for (key, url) in [("endpoint", &s.endpoint), ("sts_endpoint", &s.sts_endpoint)] {
+                    if let Some(e) = url {
+                        let v = e.get_ref();
+                        if !(v.starts_with("http://") || v.starts_with("https://")) {
+                            return self.err(
+                                e.span(),
+                                format!("{what} {key} must start with http:// or https://"),
+                            );
+                        }
                     }
                 }
                 if let Some(sse) = &s.sse {
                     if !matches!(sse.get_ref().as_str(), "AES256" | "aws:kms") {
                         return self.err(
                             sse.span(),
-                            "[storage] sse must be \"AES256\" or \"aws:kms\"",
+                            format!("{what} sse must be \"AES256\" or \"aws:kms\""),
                         );
                     }
                 }
                 if s.sse.is_some() && s.sse_c_key_file.is_some() {
                     return self.err(
-                        s.backend.span(),
-                        "[storage] sse and sse_c_key_file exclude each other",
+                        at,
+                        format!("{what} sse and sse_c_key_file exclude each other"),
                     );
+                }
+                if s.access_key_file.is_some() != s.secret_key_file.is_some() {
+                    return self.err(
+                        at,
+                        format!("{what} access_key_file and secret_key_file go together"),
+                    );
+                }
+                if let Some(r) = &s.role_arn {
+                    if !is_role_arn(r.get_ref()) {
+                        return self.err(
+                            r.span(),
+                            format!("{what} role_arn must look like \"arn:aws:iam::111122223333:role/recvault-delivery\""),
+                        );
+                    }
+                }
+                for (key, v) in [
+                    ("external_id", &s.external_id),
+                    ("sts_endpoint", &s.sts_endpoint),
+                ] {
+                    if let (Some(v), None) = (v, &s.role_arn) {
+                        return self.err(v.span(), format!("{what} {key} needs role_arn"));
+                    }
+                }
+                if let Some(x) = &s.external_id {
+                    let v = x.get_ref();
+                    if !(2..=1224).contains(&v.len())
+                        || !v
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b))
+                    {
+                        return self.err(
+                            x.span(),
+                            format!("{what} external_id must be 2 to 1224 of [A-Za-z0-9+=,.@:/_-]"),
+                        );
+                    }
+                }
+                if let Some(o) = &s.expected_bucket_owner {
+                    let v = o.get_ref();
+                    if v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                        return self.err(
+                            o.span(),
+                            format!(
+                                "{what} expected_bucket_owner must be a 12-digit AWS account id"
+                            ),
+                        );
+                    }
                 }
             }
             Backend::Local => {
                 if s.path.is_none() {
+                    return self.err(at, format!("{what} backend = \"local\" needs `path`"));
+                }
+                let s3_only = [
+                    ("bucket", s.bucket.is_some()),
+                    ("endpoint", s.endpoint.is_some()),
+                    ("sse", s.sse.is_some()),
+                    ("sse_c_key_file", s.sse_c_key_file.is_some()),
+                    ("access_key_file", s.access_key_file.is_some()),
+                    ("secret_key_file", s.secret_key_file.is_some()),
+                    ("role_arn", s.role_arn.is_some()),
+                    ("external_id", s.external_id.is_some()),
+                    ("sts_endpoint", s.sts_endpoint.is_some()),
+                    ("expected_bucket_owner", s.expected_bucket_owner.is_some()),
+                ];
+                if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
                     return self.err(
-                        s.backend.span(),
-                        "[storage] backend = \"local\" needs `path`",
+                        at,
+                        format!("{what} {key} is for backend = \"s3\", not \"local\""),
                     );
                 }
             }
@@ -817,6 +1099,29 @@ pub fn is_tenant_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path and name>`.
+fn is_role_arn(s: &str) -> bool {
+    let mut parts = s.splitn(6, ':');
+    let (Some("arn"), Some(part), Some("iam"), Some(""), Some(account), Some(role)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    part.starts_with("aws")
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && role.strip_prefix("role/").is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+        })
 }
 
 /// `sha256:<64 hex digits>`: how tokens and API keys are configured.
@@ -936,6 +1241,159 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Oq7yFqFy9OhY6o
         let e = parse(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("t.toml:12"), "{e}");
         assert!(!e.contains("hunter2"), "secrets never echo: {e}");
+    }
+
+    #[test]
+    fn storage_profiles_resolve_per_tenant_and_bad_ones_are_refused_with_line() {
+        let profiles = r#"
+[[storages]]
+name = "eu"
+backend = "s3"
+bucket = "calls-eu"
+region = "eu-west-1"
+role_arn = "arn:aws:iam::111122223333:role/recvault-delivery"
+external_id = "acme-7f3c"
+expected_bucket_owner = "111122223333"
+
+[[tenants]]
+id = "bravo"
+prefix = "tenants/bravo/"
+storage = "eu"
+
+[[tenants]]
+id = "carol"
+prefix = "tenants/carol/"
+
+[tenants.storage]
+backend = "s3"
+bucket = "carol-own"
+access_key_file = "/etc/recvault/carol.access"
+secret_key_file = "/etc/recvault/carol.secret"
+"#;
+        let c = parse(&format!("{MINIMAL}{profiles}"), "t.toml").expect("valid");
+        let of = |i: usize| c.storage_of(&c.tenants[i]).expect("resolved");
+        assert_eq!(of(0).key, DEFAULT_STORAGE);
+        assert_eq!(
+            of(0).describe(),
+            "storage profile \"default\" (folder /tmp/x)"
+        );
+        assert_eq!(of(1).key, "eu");
+        assert_eq!(
+            of(1).describe(),
+            "storage profile \"eu\" (bucket calls-eu, role arn:aws:iam::111122223333:role/recvault-delivery)"
+        );
+        assert_eq!(of(2).key, "tenant:carol");
+        assert_eq!(of(2).describe(), "its own storage (bucket carol-own)");
+
+        let refused = |from: &str, to: &str| {
+            let text = format!("{MINIMAL}{}", profiles.replace(from, to));
+            assert_ne!(from, to);
+            parse(&text, "t.toml").unwrap_err().to_string()
+        };
+        let e = refused("storage = \"eu\"", "storage = \"us\"");
+        assert!(
+            e.contains("t.toml:26")
+                && e.contains("no storage profile \"us\"")
+                && e.contains("default, eu"),
+            "{e}"
+        );
+        let e = refused("name = \"eu\"", "name = \"default\"");
+        assert!(
+            e.contains("t.toml:15") && e.contains("not be \"default\""),
+            "{e}"
+        );
+        let e = refused("111122223333\"\n", "1111\"\n");
+        assert!(e.contains("12-digit"), "{e}");
+        let e = refused("role/recvault-delivery", "user/recvault");
+        assert!(e.contains("role_arn must look like"), "{e}");
+        let e = refused("secret_key_file = \"/etc/recvault/carol.secret\"\n", "");
+        assert!(
+            e.contains("access_key_file and secret_key_file go together")
+                && e.contains("[tenants.storage]"),
+            "{e}"
+        );
+        let e = refused(
+            "role_arn = \"arn:aws:iam::111122223333:role/recvault-delivery\"\n",
+            "",
+        );
+        assert!(e.contains("external_id needs role_arn"), "{e}");
+        let e = refused(
+            "[tenants.storage]\nbackend = \"s3\"\nbucket = \"carol-own\"",
+            "[tenants.storage]\nbackend = \"local\"\npath = \"/srv/carol\"",
+        );
+        assert!(e.contains("access_key_file is for backend = \"s3\""), "{e}");
+        let e = refused(
+            "[tenants.storage]\nbackend",
+            "[tenants.storage]\nbukket = 1\nbackend",
+        );
+        assert!(
+            e.contains("bukket"),
+            "unknown keys of a tenant's own storage are refused: {e}"
+        );
+        let e = parse(
+            &MINIMAL.replace("[storage]\n", "[storage]\nname = \"x\"\n"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("takes no name"), "{e}");
+    }
+
+    #[test]
+    fn delivery_to_the_customer_needs_a_storage_of_its_own_and_a_sane_backup_time() {
+        let profile = "\n[[storages]]\nname = \"eu\"\nbackend = \"s3\"\nbucket = \"calls-eu\"\n";
+        let tenant = |extra: &str| {
+            format!(
+                "{MINIMAL}{profile}\n[[tenants]]\nid = \"b\"\nprefix = \"tenants/b/\"\n{extra}\n"
+            )
+        };
+        let c = parse(
+            &tenant("storage = \"eu\"\ndelivery = \"customer\"\nbackup_hours = 0.5"),
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.tenants[1].delivery(), Delivery::Customer);
+        assert_eq!(
+            c.tenants[1].backup_keep(),
+            std::time::Duration::from_secs(1800)
+        );
+        let c = parse(
+            &tenant("storage = \"eu\"\ndelivery = \"customer\""),
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.tenants[1].backup_keep(),
+            std::time::Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(c.tenants[0].delivery(), Delivery::Direct);
+        for (extra, says) in [
+            ("delivery = \"customer\"", "needs the customer's storage"),
+            (
+                "storage = \"default\"\ndelivery = \"customer\"",
+                "needs the customer's storage",
+            ),
+            (
+                "storage = \"eu\"\nbackup_hours = 2.0",
+                "backup_hours is for delivery",
+            ),
+            (
+                "storage = \"eu\"\ndelivery = \"customer\"\nbackup_hours = 0.0",
+                "more than 0",
+            ),
+            (
+                "storage = \"eu\"\ndelivery = \"customer\"\nbackup_hours = -1.0",
+                "more than 0",
+            ),
+            (
+                "storage = \"eu\"\ndelivery = \"customer\"\nbackup_hours = nan",
+                "more than 0",
+            ),
+            ("storage = \"eu\"\ndelivery = \"later\"", "unknown variant"),
+        ] {
+            let e = parse(&tenant(extra), "t.toml").unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("t.toml:"), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -639,49 +639,56 @@ async fn update(
     )))
 }
 
-/// `recvault check-config`: one line per tenant saying whether its storage
-/// answers and honours conditional writes, and so how its day indexes are
-/// kept. Each tenant's check is bounded in time.
+/// `recvault check-config`: one line per tenant saying which storage it
+/// lives in, whether that answers and honours conditional writes, and so
+/// how its day indexes are kept. The tenants are checked side by side,
+/// each bounded in time, so one unreachable bucket delays no other line.
 pub async fn check_config(cfg: &crate::config::Config) -> Vec<String> {
-    let store = match tokio::time::timeout(
+    let stores = match tokio::time::timeout(
         Duration::from_secs(30),
-        crate::store::open(&cfg.storage, &cfg.limits),
+        crate::store::Stores::open(cfg),
     )
     .await
     {
-        Ok(Ok(s)) => s as SharedStore,
+        Ok(Ok(s)) => s,
         Ok(Err(e)) => return vec![format!("storage: cannot be opened: {e}")],
         Err(_) => return vec!["storage: did not answer within 30 s".into()],
     };
     let node = format!("{}-check", cfg.audit.node_name());
-    let mut out = Vec::new();
-    for t in &cfg.tenants {
-        let id = t.id.get_ref();
-        let line = async {
-            let sealed = crate::store::crypt::for_tenant(t, &store)
-                .await
-                .map_err(|e| format!("its keyset cannot be read: {e}"))?;
-            let days = Days::new(
-                crate::store::crypt::tenant_store(sealed.as_ref(), &store),
-                t.prefix.get_ref(),
-                &node,
-            );
-            let mode = tokio::time::timeout(Duration::from_secs(30), days.mode())
-                .await
-                .map_err(|_| "storage did not answer within 30 s".to_string())?
-                .map_err(|e| format!("storage does not answer: {e}"))?;
-            Ok::<_, String>(match mode {
-                Mode::Shared => format!("honours conditional writes; {}", mode.describe()),
-                Mode::Shards => format!("IGNORES conditional writes; {}", mode.describe()),
-            })
+    let lines = cfg.tenants.iter().map(|t| {
+        let (stores, node) = (&stores, &node);
+        async move {
+            let id = t.id.get_ref();
+            let place = cfg
+                .storage_of(t)
+                .map_or_else(|| "no storage".to_string(), |p| p.describe());
+            let line = async {
+                let store = stores.of_tenant(cfg, t).await?;
+                let sealed = crate::store::crypt::for_tenant(t, &store)
+                    .await
+                    .map_err(|e| format!("its keyset cannot be read: {e}"))?;
+                let days = Days::new(
+                    crate::store::crypt::tenant_store(sealed.as_ref(), &store),
+                    t.prefix.get_ref(),
+                    node,
+                );
+                let mode = tokio::time::timeout(Duration::from_secs(30), days.mode())
+                    .await
+                    .map_err(|_| "did not answer within 30 s".to_string())?
+                    .map_err(|e| format!("does not answer: {e}"))?;
+                Ok::<_, String>(match mode {
+                    Mode::Shared => format!("honours conditional writes; {}", mode.describe()),
+                    Mode::Shards => format!("IGNORES conditional writes; {}", mode.describe()),
+                })
+            }
+            .await;
+            match line {
+                Ok(l) => format!("tenant {id}: {place} {l}"),
+                Err(e) => format!("tenant {id}: {place}: {e}"),
+            }
         }
-        .await;
-        out.push(match line {
-            Ok(l) => format!("tenant {id}: storage {l}"),
-            Err(e) => format!("tenant {id}: {e}"),
-        });
-    }
-    out
+    });
+    futures::future::join_all(lines).await
 }
 
 /// How a part read at `etag` (`None`: absent) is written: on its ETag, or

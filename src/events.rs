@@ -1,5 +1,7 @@
 //! Events for integrations: `call.archived`, `call.failed`,
-//! `render.completed`, `render.failed` and `call.erased`, taken from the
+//! `render.completed`, `render.failed`, `call.erased`, and for tenants
+//! delivered to their own storage `call.delivered` and `delivery.failed`,
+//! taken from the
 //! audit funnel (the one place every protocol reports them), recorded in a
 //! durable local outbox, and from there
 //!
@@ -469,7 +471,10 @@ pub fn tenants_of(
         out.insert(
             run.id.clone(),
             Tenant {
-                store: run.store.clone(),
+                // Where its day indexes live: its storage, or for
+                // delivery = "customer" the operator's (so an event of a
+                // customer bucket that is down is still logged).
+                store: run.days.store().clone(),
                 prefix: run.prefix.clone(),
                 hooks,
             },

@@ -9,6 +9,7 @@ pub mod auth; // users, argon2id passwords, public keys, the brute-force defende
 pub mod config; // TOML → typed, validated configuration
 pub mod crypto; // encryption at rest: Tink streaming AEAD, Tink JSON keysets
 pub mod days; // the day index: updated safely on any store, read for listings
+pub mod delivery; // delivery = "customer": backup first, then the customer's storage, verified
 pub mod demo; // `recvault demo`: the embedded default
 pub mod events; // call/render events: durable outbox, the event log in storage, signed webhooks
 pub mod ftps; // FTP over TLS: accept loops, control channel, passive data connections

@@ -171,7 +171,7 @@ impl Metrics {
         );
         registry.register(
             "ingest_sessions",
-            "Ingested sessions reaching a stage (received, archived, failed)",
+            "Ingested sessions reaching a stage (received, archived, failed; delivered, delivery_failed, backup_deleted for tenants delivered to their own storage)",
             m.ingest.clone(),
         );
         registry.register(

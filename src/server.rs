@@ -18,24 +18,34 @@ use crate::shared::Shared;
 use crate::store::SharedStore;
 use crate::vfs::{Producer, Tenant};
 
-/// The tenants the configuration names, with their stores: the shared
-/// store, or for `encryption = "recvault"` the shared store under the
-/// tenant's keyset ([`crate::store::crypt::Crypt`]). A tenant whose keyset
-/// cannot be read is not started (logged as an error): its users cannot log
-/// in and its ingest is answered 503; it never falls back to writing clear
-/// objects. On a reload (`existing`), a tenant keeps its
-/// store and only its keyset is re-read (a rotation; an unreadable one
-/// keeps the keyset in use).
 /// A tenant with its day indexes, whose shards (on a store that ignores
 /// conditional writes) carry this node's name.
 fn with_days(t: Tenant, cfg: &Config) -> Tenant {
-    let days = crate::days::Days::new(t.store.clone(), &t.prefix, &cfg.audit.node_name());
-    t.with_days(Arc::new(days))
+    let days = days_over(t.store.clone(), &t.prefix, cfg);
+    t.with_days(days)
 }
 
+/// The day indexes of tenant prefix `prefix` in `store`.
+fn days_over(store: SharedStore, prefix: &str, cfg: &Config) -> Arc<crate::days::Days> {
+    Arc::new(crate::days::Days::new(
+        store,
+        prefix,
+        &cfg.audit.node_name(),
+    ))
+}
+
+/// The tenants the configuration names, with their stores: the store of
+/// the tenant's storage profile ([`crate::store::Stores`]), or for
+/// `encryption = "recvault"` that store under the tenant's keyset
+/// ([`crate::store::crypt::Crypt`]). A tenant whose keyset or storage
+/// credentials cannot be read is not started (logged as an error): its
+/// users cannot log in and its ingest is answered 503; it never falls back
+/// to writing clear objects or to another tenant's storage. On a reload
+/// (`existing`), a tenant keeps its store and only its keyset is re-read (a
+/// rotation; an unreadable one keeps the keyset in use).
 async fn build_tenants(
     cfg: &Config,
-    store: &SharedStore,
+    stores: &crate::store::Stores,
     existing: &HashMap<String, Arc<Tenant>>,
     audit: &Audit,
 ) -> HashMap<String, Arc<Tenant>> {
@@ -44,11 +54,19 @@ async fn build_tenants(
         let id = t.id.get_ref().clone();
         let prefix = t.prefix.get_ref().clone();
         let encrypted = t.encryption() == crate::config::Encryption::Recvault;
+        let Some(place) = cfg.storage_of(t) else {
+            continue;
+        };
         let old = existing.get(&id).filter(|old| old.prefix == prefix);
         if let Some(old) = old.filter(|old| old.sealed.is_some() != encrypted) {
             // Ingest writes with the stores of the start: a switch on a
             // reload would archive in the old mode.
             error!(tenant = %id, "SIGHUP: encryption of a tenant changes only at a restart; keeping it as it was");
+            out.insert(id, old.clone());
+            continue;
+        }
+        if let Some(old) = old.filter(|old| old.storage != place.describe()) {
+            error!(tenant = %id, "SIGHUP: the storage of a tenant changes only at a restart; keeping it as it was");
             out.insert(id, old.clone());
             continue;
         }
@@ -72,28 +90,58 @@ async fn build_tenants(
                 }
                 old.clone()
             }
-            None => match crate::store::crypt::for_tenant(t, store).await {
-                Ok(None) => Arc::new(with_days(
-                    Tenant::new(
+            None => {
+                let (tree, days_raw) = match stores.tree_of(cfg, t).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        error!(tenant = %id, error = %e, "tenant not started: its storage cannot be opened; its users cannot log in and its ingest is answered 503 (the gateway keeps its recordings) until the storage settings are fixed and recvault restarted");
+                        continue;
+                    }
+                };
+                if place.key != crate::config::DEFAULT_STORAGE {
+                    info!(tenant = %id, storage = %place.describe(), "the tenant's objects live in a storage of their own");
+                }
+                // Delivered to its own storage: one tree over it and the
+                // operator's backup (read there first, then the backup);
+                // archives and day indexes go to the backup.
+                let delivered = t.delivery() == crate::config::Delivery::Customer;
+                let built = async {
+                    let sealed = crate::store::crypt::for_tenant(t, &tree).await?;
+                    let days_store = match (delivered, &sealed) {
+                        (false, _) => None,
+                        (true, None) => Some(days_raw.clone()),
+                        (true, Some(_)) => crate::store::crypt::for_tenant(t, &days_raw)
+                            .await?
+                            .map(|c| c as SharedStore),
+                    };
+                    Ok::<_, String>((sealed, days_store))
+                }
+                .await;
+                let (sealed, days_store) = match built {
+                    Ok(b) => b,
+                    Err(e) => {
+                        error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and its ingest is answered 503 (the gateway keeps its recordings) until the keyset is fixed and recvault restarted");
+                        continue;
+                    }
+                };
+                let tenant = match sealed {
+                    None => Tenant::new(
                         id.clone(),
                         prefix,
-                        crate::store::crypt::tenant_store(None, store),
+                        crate::store::crypt::tenant_store(None, &tree),
                         &cfg.limits,
                     ),
-                    cfg,
-                )),
-                Ok(Some(sealed)) => {
-                    info!(tenant = %id, primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
-                    Arc::new(with_days(
-                        Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits),
-                        cfg,
-                    ))
+                    Some(sealed) => {
+                        info!(tenant = %id, primary = sealed.primary_id(), "objects of the tenant are encrypted (Tink AES-GCM-HKDF streaming, AES-256)");
+                        Tenant::sealed(id.clone(), prefix, sealed, &cfg.limits)
+                    }
                 }
-                Err(e) => {
-                    error!(tenant = %id, error = %e, "tenant not started: its keyset cannot be read, and its objects are never written unencrypted; its users cannot log in and its ingest is answered 503 (the gateway keeps its recordings) until the keyset is fixed and recvault restarted");
-                    continue;
-                }
-            },
+                .on_storage(&place);
+                Arc::new(match days_store {
+                    Some(d) => tenant.with_days(days_over(d, t.prefix.get_ref(), cfg)),
+                    None => with_days(tenant, cfg),
+                })
+            }
         };
         out.insert(id, tenant);
     }
@@ -128,17 +176,31 @@ pub async fn serve(
             "removed what renders of a stopped recvault left behind"
         );
     }
-    let inflight = crate::store::open(&cfg.storage, &cfg.limits).await?;
-    let store: SharedStore = inflight.clone();
+    let stores = crate::store::Stores::open(&cfg).await?;
+    let store: SharedStore = stores.default_store();
     let audit = Arc::new(match &cfg.audit.path {
         Some(p) => Audit::rotating(p, cfg.audit.node.as_deref(), Some(cfg.audit.max_bytes()))
             .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
         None => Audit::stdout(),
     });
-    let mut tenants = build_tenants(&cfg, &store, &HashMap::new(), &audit).await;
+    let mut tenants = build_tenants(&cfg, &stores, &HashMap::new(), &audit).await;
+    let mut places = Vec::new();
+    for t in cfg
+        .tenants
+        .iter()
+        .filter(|t| tenants.contains_key(t.id.get_ref()))
+    {
+        // Opened by build_tenants: the raw store, under any encryption.
+        if let Ok(s) = stores.of_tenant(&cfg, t).await {
+            places.push((s, t.prefix.get_ref().clone()));
+        }
+        // Its archives are uploaded into the operator's backup first.
+        if t.delivery() == crate::config::Delivery::Customer {
+            places.push((stores.default_store(), t.prefix.get_ref().clone()));
+        }
+    }
     tokio::spawn(sweep_orphan_uploads(
-        store.clone(),
-        tenants.values().map(|t| t.prefix.clone()).collect(),
+        places,
         Duration::from_secs(cfg.limits.orphan_upload_age_secs),
     ));
     // In the background: storage that does not answer must not keep the
@@ -202,15 +264,24 @@ pub async fn serve(
     });
     // Every listener's certificate, re-read on SIGHUP.
     let mut certs: Vec<Arc<crate::tls::ServerTls>> = Vec::new();
+    let delivery = deliverer(&cfg, &stores, &tenants, &audit).await;
+    if let Some(d) = &delivery {
+        tokio::spawn(d.clone().run());
+    }
     let ingest = match &cfg.ingest {
         Some(i) => {
             let (l, addr) = crate::listener::bind(i.listen.get_ref(), "ingest").await?;
-            let stores = tenants
+            let days = tenants
                 .iter()
                 .map(|(id, t)| (id.clone(), t.days.clone()))
                 .collect();
-            let state =
-                crate::ingest::Ingest::start(&cfg, &stores, defender.clone(), audit.clone())?;
+            let state = crate::ingest::Ingest::start(
+                &cfg,
+                &days,
+                delivery.clone(),
+                defender.clone(),
+                audit.clone(),
+            )?;
             let tls = https(
                 &i.tls_certificate,
                 &i.tls_private_key,
@@ -354,7 +425,7 @@ pub async fn serve(
                 };
                 match crate::config::load(path) {
                     Ok(new_cfg) => {
-                        let new_tenants = build_tenants(&new_cfg, &store, &tenants, &audit).await;
+                        let new_tenants = build_tenants(&new_cfg, &stores, &tenants, &audit).await;
                         match Users::from_config(&new_cfg, &new_tenants) {
                             Ok(users) => {
                                 let n = users.len();
@@ -433,7 +504,7 @@ pub async fn serve(
                 warn!(error = %e, "the last audit lines were not copied to the bucket");
             }
         }
-        inflight.close().await
+        stores.close().await
     };
     match tokio::time::timeout(CLEAN_UP, clean_up).await {
         Ok(0) => {}
@@ -522,30 +593,77 @@ type FtpsRunning = (
     Option<std::net::SocketAddr>,
 );
 
+/// The deliverer of the tenants with `delivery = "customer"` that were
+/// started, when there are any: each from the operator's backup (its day
+/// indexes' store) to its own storage, both as the tenant reads them
+/// (decrypted when it is encrypted). Tenants added by a SIGHUP are
+/// delivered after a restart (their ingest waits for it too).
+async fn deliverer(
+    cfg: &Config,
+    stores: &crate::store::Stores,
+    tenants: &HashMap<String, Arc<Tenant>>,
+    audit: &Arc<Audit>,
+) -> Option<Arc<crate::delivery::Deliverer>> {
+    let mut places = Vec::new();
+    for t in &cfg.tenants {
+        let id = t.id.get_ref();
+        let Some(tenant) = tenants.get(id) else {
+            continue;
+        };
+        if t.delivery() != crate::config::Delivery::Customer {
+            continue;
+        }
+        let home = match stores.of_tenant(cfg, t).await {
+            Ok(h) => h,
+            Err(e) => {
+                error!(tenant = %id, error = %e, "no delivery: the tenant's storage cannot be opened");
+                continue;
+            }
+        };
+        let home = match crate::store::crypt::for_tenant(t, &home).await {
+            Ok(sealed) => crate::store::crypt::tenant_store(sealed.as_ref(), &home),
+            Err(e) => {
+                error!(tenant = %id, error = %e, "no delivery: the tenant's keyset cannot be read");
+                continue;
+            }
+        };
+        places.push(crate::delivery::Place {
+            tenant: id.clone(),
+            prefix: t.prefix.get_ref().clone(),
+            backup: tenant.days.store().clone(),
+            home,
+            keep: t.backup_keep(),
+            describe: tenant.storage.clone(),
+        });
+        info!(tenant = %id, storage = %tenant.storage, backup_hours = t.backup_keep().as_secs_f64() / 3600.0, "sessions are archived into [storage] and delivered to the tenant's own storage");
+    }
+    (!places.is_empty()).then(|| crate::delivery::Deliverer::new(places, audit.clone()))
+}
+
 /// One listing per tenant at start, so that wrong credentials, a missing
-/// bucket or an unreachable endpoint show in the log at once, not at the
-/// first login. Not fatal: storage may come back while we run.
+/// bucket, a bucket of another owner or an unreachable endpoint show in
+/// the log at once, not at the first login. Not fatal: storage may come
+/// back while we run. The tenants are checked side by side, so one that
+/// does not answer delays no other's check.
 async fn probe_storage(tenants: HashMap<String, Arc<Tenant>>) {
-    for t in tenants.values() {
+    let checks = tenants.into_values().map(|t| async move {
         if let Err(e) = t.check_storage().await {
-            error!(tenant = %t.id, error = %e, "storage check failed: listings and downloads will fail until storage answers");
+            error!(tenant = %t.id, storage = %t.storage, error = %e, "storage check failed: listings and downloads will fail until storage answers");
         }
         // Logs what it finds (and how day indexes are kept there).
         if let Err(e) = t.days.mode().await {
             warn!(tenant = %t.id, error = %e, "conditional-write self-test could not run; it runs again at the first day index update");
         }
-    }
+    });
+    futures::future::join_all(checks).await;
 }
 
 /// At start and then daily: aborts the tenants' multipart uploads left
-/// unfinished for longer than `age` (see [`crate::store::abort_orphan_uploads`]).
-async fn sweep_orphan_uploads(
-    store: crate::store::SharedStore,
-    prefixes: Vec<String>,
-    age: Duration,
-) {
+/// unfinished for longer than `age` (see [`crate::store::abort_orphan_uploads`]),
+/// each in its tenant's store.
+async fn sweep_orphan_uploads(places: Vec<(SharedStore, String)>, age: Duration) {
     loop {
-        for p in &prefixes {
+        for (store, p) in &places {
             match crate::store::abort_orphan_uploads(store.as_ref(), p, age).await {
                 Ok(0) => {}
                 Ok(n) => info!(prefix = %p, uploads = n, "aborted unfinished multipart uploads"),

@@ -44,12 +44,16 @@ pub struct Target {
     pub mp4_video_bps: u64,
     /// Encoders of a new session's MP4 (`[limits] render_threads`).
     pub render_threads: u32,
+    /// For `delivery = "customer"`: the deliverer that takes the session
+    /// on from `store` (the operator's backup) to the customer's storage.
+    pub delivery: Option<Arc<crate::delivery::Deliverer>>,
 }
 
 pub struct Archiver {
     spool: Spool,
     targets: HashMap<String, Target>,
-    tx: mpsc::UnboundedSender<(String, String)>,
+    /// A session to archive, and how long to wait after this attempt fails.
+    tx: mpsc::UnboundedSender<(String, String, Duration)>,
     max_failures: u32,
     first_backoff: Duration,
     audit: Arc<crate::audit::Audit>,
@@ -88,8 +92,10 @@ impl Archiver {
             tokio::spawn(async move {
                 loop {
                     let job = rx.lock().await.recv().await;
-                    let Some((tenant, id)) = job else { break };
-                    a.archive_with_retry(&tenant, &id).await;
+                    let Some((tenant, id, delay)) = job else {
+                        break;
+                    };
+                    a.archive_with_retry(tenant, id, delay).await;
                 }
             });
         }
@@ -107,41 +113,48 @@ impl Archiver {
     }
 
     pub fn enqueue(&self, tenant: &str, id: &str) {
-        let _ = self.tx.send((tenant.to_string(), id.to_string()));
+        let _ = self
+            .tx
+            .send((tenant.to_string(), id.to_string(), self.first_backoff));
     }
 
-    async fn archive_with_retry(self: &Arc<Self>, tenant: &str, id: &str) {
-        let mut delay = self.first_backoff;
-        loop {
-            // In a task of its own, so that a panic (a parser bug, say) ends
-            // the attempt, not the worker.
-            let attempt = {
-                let (a, t, i) = (self.clone(), tenant.to_string(), id.to_string());
-                tokio::spawn(async move { a.archive_once(&t, &i).await }).await
-            };
-            match attempt {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => {
-                    warn!(tenant, session = id, error = %e, retry_in_ms = delay.as_millis() as u64, "archiving failed; will retry");
-                }
-                // Cancelled (the runtime is shutting down): not the session's fault.
-                Err(e) if !e.is_panic() => return,
-                Err(panic) => {
-                    let reason = format!("archiving panicked: {}", panic_text(panic));
-                    match self.count_failure(tenant, id, &reason).await {
-                        Ok(true) => return,
-                        Ok(false) => {
-                            error!(tenant, session = id, %reason, retry_in_ms = delay.as_millis() as u64, "archiving failed; will retry");
-                        }
-                        Err(e) => {
-                            error!(tenant, session = id, %reason, error = %e, "archiving failed and the spool cannot record it; will retry");
-                        }
+    /// One attempt; a session that must be tried again is queued again
+    /// after `delay` (doubling up to [`MAX_BACKOFF`]), so that the worker is
+    /// free meanwhile: sessions of a tenant whose storage does not answer
+    /// never hold up another tenant's.
+    async fn archive_with_retry(self: &Arc<Self>, tenant: String, id: String, delay: Duration) {
+        // In a task of its own, so that a panic (a parser bug, say) ends
+        // the attempt, not the worker.
+        let attempt = {
+            let (a, t, i) = (self.clone(), tenant.clone(), id.clone());
+            tokio::spawn(async move { a.archive_once(&t, &i).await }).await
+        };
+        let (t, i) = (tenant.as_str(), id.as_str());
+        match attempt {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                warn!(tenant = t, session = i, error = %e, retry_in_ms = delay.as_millis() as u64, "archiving failed; will retry");
+            }
+            // Cancelled (the runtime is shutting down): not the session's fault.
+            Err(e) if !e.is_panic() => return,
+            Err(panic) => {
+                let reason = format!("archiving panicked: {}", panic_text(panic));
+                match self.count_failure(t, i, &reason).await {
+                    Ok(true) => return,
+                    Ok(false) => {
+                        error!(tenant = t, session = i, %reason, retry_in_ms = delay.as_millis() as u64, "archiving failed; will retry");
+                    }
+                    Err(e) => {
+                        error!(tenant = t, session = i, %reason, error = %e, "archiving failed and the spool cannot record it; will retry");
                     }
                 }
             }
-            tokio::time::sleep(jittered(delay)).await;
-            delay = (delay * 2).min(MAX_BACKOFF);
         }
+        let (tx, next) = (self.tx.clone(), (delay * 2).min(MAX_BACKOFF));
+        tokio::spawn(async move {
+            tokio::time::sleep(jittered(delay)).await;
+            let _ = tx.send((tenant, id, next));
+        });
     }
 
     /// Records one failure a retry cannot mend; at the limit the session is
@@ -266,7 +279,7 @@ impl Archiver {
             ));
         }
         let written = index.to_bytes().len() as u64;
-        self.list_in_day(&st, &index, written).await?;
+        self.list_in_day(&st, &index, written, &index_key).await?;
         st.status = Status::Archived;
         st.index_key = Some(index_key);
         st.upload = None;
@@ -296,21 +309,24 @@ impl Archiver {
         index_key: &str,
     ) -> Result<(), String> {
         if same_files(&st, existing) {
-            self.list_in_day(&st, &existing.index, existing.len).await?;
+            self.list_in_day(&st, &existing.index, existing.len, index_key)
+                .await?;
         }
         self.settle_existing(st, existing, index_key)
             .await
             .map(drop)
     }
 
-    /// Adds an archived session to its day index: the last step before the
-    /// session counts as archived (a failure is retried like a storage
-    /// error, and the retry finds the index and lists it).
+    /// Adds an archived session to its day index (and, for a tenant
+    /// delivered to its own storage, to the delivery ledger): the last
+    /// steps before the session counts as archived (a failure is retried
+    /// like a storage error, and the retry finds the index and lists it).
     async fn list_in_day(
         &self,
         st: &SessionState,
         index: &SessionIndex,
         len: u64,
+        index_key: &str,
     ) -> Result<(), String> {
         let target = self
             .targets
@@ -320,7 +336,13 @@ impl Archiver {
             .days
             .add(index, len)
             .await
-            .map_err(|e| format!("day index: {e}"))
+            .map_err(|e| format!("day index: {e}"))?;
+        if let Some(d) = &target.delivery {
+            d.note_archived(&st.tenant, &st.id, index_key)
+                .await
+                .map_err(|e| format!("delivery ledger: {e}"))?;
+        }
+        Ok(())
     }
 
     async fn fail(&self, mut st: SessionState, reason: String) -> Result<SessionState, String> {
@@ -356,7 +378,10 @@ impl Archiver {
         match read_index(target, &index_key).await {
             Ok(Some(existing)) => {
                 if same_files(&st, &existing) {
-                    if let Err(e) = self.list_in_day(&st, &existing.index, existing.len).await {
+                    if let Err(e) = self
+                        .list_in_day(&st, &existing.index, existing.len, &index_key)
+                        .await
+                    {
                         warn!(tenant = %st.tenant, session = %st.id, error = %e, "an earlier delivery is stored but not listed yet; the archiver lists it");
                         return Ok(None);
                     }
@@ -721,6 +746,7 @@ mod tests {
 
         let store: SharedStore = Arc::new(store);
         let target = Target {
+            delivery: None,
             prefix: "acme/".into(),
             days: Arc::new(crate::days::Days::new(store.clone(), "acme/", "test")),
             store,

@@ -171,7 +171,18 @@ async fn route(
         Action::OneShot => one_shot(ingest, &tenant, id, req).await,
         Action::Status => {
             let st = session::status(ingest, &tenant, id).await?;
-            Ok(json_reply(StatusCode::OK, state_json(&st)))
+            let mut body = state_json(&st);
+            // Archived into the backup: where its delivery stands.
+            if let Some(d) = ingest
+                .delivery
+                .as_ref()
+                .filter(|_| st.status == super::spool::Status::Archived)
+            {
+                if let Some(state) = d.state(&tenant, id, st.index_key.as_deref()).await {
+                    body["delivery"] = state;
+                }
+            }
+            Ok(json_reply(StatusCode::OK, body))
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Ingest {
     tokens: std::sync::RwLock<HashMap<String, String>>,
     targets: HashMap<String, Target>,
     archiver: Arc<Archiver>,
+    /// The delivery state of a tenant delivered to its own storage.
+    delivery: Option<Arc<crate::delivery::Deliverer>>,
     limits: Limits,
     defender: Arc<Defender>,
     audit: Arc<Audit>,
@@ -79,6 +81,7 @@ impl Ingest {
     pub fn start(
         cfg: &Config,
         stores: &HashMap<String, Arc<crate::days::Days>>,
+        delivery: Option<Arc<crate::delivery::Deliverer>>,
         defender: Arc<Defender>,
         audit: Arc<Audit>,
     ) -> Result<Arc<Ingest>, String> {
@@ -116,6 +119,7 @@ impl Ingest {
                             *k.get_ref() as u64 * 1000
                         }),
                     render_threads: cfg.limits.render_threads(),
+                    delivery: delivery.clone().filter(|d| d.serves(t.id.get_ref())),
                 };
                 Some((t.id.get_ref().clone(), target))
             })
@@ -128,6 +132,7 @@ impl Ingest {
             tokens: std::sync::RwLock::new(tokens),
             targets,
             archiver,
+            delivery,
             uploads: Arc::new(Semaphore::new(limits.ingest_max_concurrent_uploads)),
             limits,
             defender,

@@ -559,7 +559,8 @@ pub async fn run_cli(
             known.join(", ")
         ));
     }
-    let store: crate::store::SharedStore = crate::store::open(&cfg.storage, &cfg.limits).await?;
+    let stores = crate::store::Stores::open(cfg).await?;
+    let store = stores.default_store();
     let audit = match &cfg.audit.path {
         Some(p) => Audit::rotating(p, cfg.audit.node.as_deref(), Some(cfg.audit.max_bytes()))
             .map_err(|e| format!("cannot open audit log {}: {e}", p.display()))?,
@@ -581,14 +582,25 @@ pub async fn run_cli(
     let mut total = 0;
     for t in tenants {
         let id = t.id.get_ref();
+        // Its sessions (for delivery = "customer", its storage over the
+        // operator's backup) and where its day indexes live.
+        let (store, days_raw) = stores.tree_of(cfg, t).await?;
         let sealed = crate::store::crypt::for_tenant(t, &store)
             .await
             .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
+        let days_store = if t.delivery() == crate::config::Delivery::Customer {
+            let sealed = crate::store::crypt::for_tenant(t, &days_raw)
+                .await
+                .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
+            crate::store::crypt::tenant_store(sealed.as_ref(), &days_raw)
+        } else {
+            crate::store::crypt::tenant_store(sealed.as_ref(), &store)
+        };
         let prefix = t.prefix.get_ref().clone();
         // Its own shard name (on a store that ignores conditional writes):
         // a server of the same node may be writing the node's shard.
         let days = Arc::new(crate::days::Days::new(
-            crate::store::crypt::tenant_store(sealed.as_ref(), &store),
+            days_store,
             &prefix,
             &format!("{}-{}", cfg.audit.node_name(), job.kind()),
         ));

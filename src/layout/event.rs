@@ -11,12 +11,14 @@ use serde_json::{json, Value};
 use super::EventRef;
 
 /// The event types.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 7] = [
     "call.archived",
     "call.failed",
     "render.completed",
     "render.failed",
     "call.erased",
+    "call.delivered",
+    "delivery.failed",
 ];
 
 /// One event.

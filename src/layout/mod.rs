@@ -15,6 +15,7 @@
 //! P/index/YYYY/MM/DD.json                       the day index (SPEC §16), see [`day`]
 //! P/index/YYYY/MM/DD/<node>.json                a node's shard of it (stores that ignore conditional writes)
 //! P/index/selftest-<node>-<random>              the conditional-write self-test's probe (removed after)
+//! P/delivery/<id>.json                         a session on its way to the customer's storage (delivery = "customer"; in the operator's backup only)
 //! P/events/YYYY/MM/DD/HH/<stored>_<id>/<type>/<session>/<day>/<name>  one event of the tenant's event log (see [`EventRef`])
 //! audit/<node>/anchors/<chain>/<ms>-<seq>-<hash>.json  a head of one audit chain of a node (the operator's, no tenant's)
 //! audit/<node>/YYYY/MM/DD/<chain>-<first>-<last>.jsonl  a copy of audit lines first..=last (seq), by the day copied
@@ -288,6 +289,29 @@ const INDEXES: &str = "index/";
 /// `P/index/selftest-<node>-<random>`, removed after the test.
 pub fn index_selftest_probe(tenant_prefix: &str, node: &str, random: &str) -> String {
     format!("{tenant_prefix}{INDEXES}selftest-{node}-{random}")
+}
+
+/// Where the delivery ledger lives below a tenant prefix (in the
+/// operator's backup storage of a tenant with `delivery = "customer"`).
+const DELIVERIES: &str = "delivery/";
+
+/// `P/delivery/`: every session not yet delivered, or whose backup copy is
+/// not yet deleted, has an entry below it.
+pub fn deliveries(tenant_prefix: &str) -> String {
+    format!("{tenant_prefix}{DELIVERIES}")
+}
+
+/// `P/delivery/<id>.json`: the delivery state of session `id`.
+pub fn delivery(tenant_prefix: &str, id: &str) -> String {
+    format!("{tenant_prefix}{DELIVERIES}{id}.json")
+}
+
+/// The session id of a ledger entry's key, when it is one.
+pub fn delivery_of<'a>(tenant_prefix: &str, key: &'a str) -> Option<&'a str> {
+    key.strip_prefix(tenant_prefix)?
+        .strip_prefix(DELIVERIES)?
+        .strip_suffix(".json")
+        .filter(|id| crate::path::is_name(id))
 }
 
 /// The name of a child folder from a delimited listing's common prefix

@@ -10,6 +10,7 @@ pub mod inflight;
 pub mod local;
 pub mod s3;
 pub mod timeout;
+pub mod union;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -518,6 +519,85 @@ pub async fn open(
         }
     };
     Ok(Arc::new(inflight::Inflight::new(bounded)))
+}
+
+/// Every store a process uses, each opened once: the default profile
+/// (`[storage]`, the operator's, where the audit anchors live) and, when a
+/// tenant first needs it, a `[[storages]]` profile or a tenant's own
+/// `[tenants.storage]`. Each has its own client, credentials, bounds
+/// ([`timeout::Timeouts`]) and uploads in flight, so one tenant's
+/// unreachable bucket holds no other tenant's requests.
+pub struct Stores {
+    limits: crate::limits::Limits,
+    default: Arc<inflight::Inflight>,
+    others: tokio::sync::Mutex<std::collections::HashMap<String, Arc<inflight::Inflight>>>,
+}
+
+impl Stores {
+    /// Opens the default profile; the others open on first use.
+    pub async fn open(cfg: &crate::config::Config) -> Result<Arc<Stores>, String> {
+        Ok(Arc::new(Stores {
+            limits: cfg.limits.clone(),
+            default: open(&cfg.storage, &cfg.limits).await?,
+            others: Default::default(),
+        }))
+    }
+
+    /// The default profile's store.
+    pub fn default_store(&self) -> SharedStore {
+        self.default.clone()
+    }
+
+    /// The store of tenant `t` (opened now if it is the first tenant on it);
+    /// an error names the tenant and its storage.
+    pub async fn of_tenant(
+        &self,
+        cfg: &crate::config::Config,
+        t: &crate::config::TenantConfig,
+    ) -> Result<SharedStore, String> {
+        let id = t.id.get_ref();
+        let place = cfg
+            .storage_of(t)
+            .ok_or_else(|| format!("tenant {id:?}: its storage profile is not configured"))?;
+        if place.key == crate::config::DEFAULT_STORAGE {
+            return Ok(self.default.clone());
+        }
+        let mut others = self.others.lock().await;
+        if let Some(s) = others.get(place.key) {
+            return Ok(s.clone());
+        }
+        let store = open(place.cfg, &self.limits)
+            .await
+            .map_err(|e| format!("tenant {id:?}: storage {}: {e}", place.describe()))?;
+        others.insert(place.key.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// The raw stores of tenant `t`'s tree: where its sessions are read
+    /// (its storage; for `delivery = "customer"` its storage over the
+    /// operator's backup, [`union::Union`]) and where its day indexes and
+    /// archives go (its storage; the backup for `delivery = "customer"`).
+    pub async fn tree_of(
+        &self,
+        cfg: &crate::config::Config,
+        t: &crate::config::TenantConfig,
+    ) -> Result<(SharedStore, SharedStore), String> {
+        let home = self.of_tenant(cfg, t).await?;
+        if t.delivery() != crate::config::Delivery::Customer {
+            return Ok((home.clone(), home));
+        }
+        let backup = self.default_store();
+        Ok((Arc::new(union::Union::new(home, backup.clone())), backup))
+    }
+
+    /// Aborts the uploads still under way in every store (all at once);
+    /// how many there were.
+    pub async fn close(&self) -> usize {
+        let others: Vec<_> = self.others.lock().await.values().cloned().collect();
+        let closing = others.iter().map(|s| s.close());
+        let (first, rest) = tokio::join!(self.default.close(), futures::future::join_all(closing));
+        first + rest.into_iter().sum::<usize>()
+    }
 }
 
 #[doc(hidden)]

@@ -1,6 +1,10 @@
 //! S3 (and S3-compatible stores) through aws-sdk-s3, over rustls with ring.
 //!
-//! Credentials come from the standard AWS chain. Server-side encryption
+//! Credentials come from the standard AWS chain, or from a profile's key
+//! files, and may be exchanged for a role's (STS AssumeRole with an
+//! external id, refreshed before they expire). With `expected_bucket_owner`
+//! every request carries `x-amz-expected-bucket-owner`, so a bucket name
+//! that another account holds is refused by S3. Server-side encryption
 //! settings (`sse`, `sse_kms_key_id`, `sse_c_key_file`) are passed through on
 //! every request that needs them. Errors are sorted once, here, into
 //! not-found / already-exists / transient / permanent.
@@ -105,7 +109,31 @@ impl S3Store {
         if let Some(region) = &cfg.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
-        let shared = loader.load().await;
+        let creds = match (creds, &cfg.access_key_file, &cfg.secret_key_file) {
+            (Some(c), _, _) => Some(c),
+            (None, Some(id), Some(secret)) => Some(aws_sdk_s3::config::Credentials::new(
+                crate::secret::read_secret_file(id.get_ref())?.trim(),
+                crate::secret::read_secret_file(secret.get_ref())?.trim(),
+                None,
+                None,
+                "recvault-key-files",
+            )),
+            _ => None,
+        };
+        if let Some(c) = &creds {
+            loader = loader.credentials_provider(c.clone());
+        }
+        let mut shared = loader.load().await;
+        if shared.region().is_none() {
+            shared = shared
+                .into_builder()
+                .region(aws_config::Region::new("us-east-1"))
+                .build();
+        }
+        let role = match &cfg.role_arn {
+            Some(arn) => Some(assume_role(&shared, cfg, arn.get_ref()).await),
+            None => None,
+        };
         // Objects uploaded in parts carry part-level checksums the SDK cannot
         // check on a whole-object GET (it would warn on every download);
         // integrity is checked against the SHA-256s in each session's index.
@@ -126,14 +154,14 @@ impl S3Store {
                     .operation_attempt_timeout(attempts.timeout)
                     .build(),
             );
-        if shared.region().is_none() {
-            b = b.region(aws_config::Region::new("us-east-1"));
-        }
         if let Some(ep) = &cfg.endpoint {
             b = b.endpoint_url(ep.get_ref());
         }
-        if let Some(c) = creds {
-            b = b.credentials_provider(c);
+        if let Some(r) = role {
+            b = b.credentials_provider(r);
+        }
+        if let Some(owner) = &cfg.expected_bucket_owner {
+            b = b.interceptor(ExpectedOwner(owner.get_ref().clone()));
         }
         let sse = cfg
             .sse
@@ -150,6 +178,57 @@ impl S3Store {
             kms_key: cfg.sse_kms_key_id.clone(),
             sse_c,
         })
+    }
+}
+
+/// The credentials of `arn`, assumed with `shared`'s (the chain's or the
+/// key files'), the configured external id and a session name that says
+/// who asks; the SDK's provider refreshes them before they expire.
+async fn assume_role(
+    shared: &aws_config::SdkConfig,
+    cfg: &StorageConfig,
+    arn: &str,
+) -> aws_config::sts::AssumeRoleProvider {
+    let mut sts = shared.clone().into_builder();
+    if let Some(ep) = &cfg.sts_endpoint {
+        sts = sts.endpoint_url(ep.get_ref());
+    }
+    let session = format!(
+        "recvault-{}",
+        cfg.name
+            .as_ref()
+            .map_or("default", |n| n.get_ref().as_str())
+    );
+    let mut builder = aws_config::sts::AssumeRoleProvider::builder(arn)
+        .session_name(session.chars().take(64).collect::<String>())
+        .configure(&sts.build());
+    if let Some(x) = &cfg.external_id {
+        builder = builder.external_id(x.get_ref());
+    }
+    builder.build().await
+}
+
+/// Adds `x-amz-expected-bucket-owner` to every request, before it is
+/// signed, so no operation can go without it.
+#[derive(Debug)]
+struct ExpectedOwner(String);
+
+impl aws_sdk_s3::config::Intercept for ExpectedOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Tenant {
     pub id: String,
     pub prefix: String,
     pub store: SharedStore,
+    /// Which configured storage `store` is ([`crate::config::StorageRef::describe`]).
+    pub storage: String,
+    /// Whether that is the default profile (`[storage]`, the operator's).
+    pub on_default_storage: bool,
     /// The encryption under `store`, for a tenant with `encryption = "recvault"`.
     pub sealed: Option<Arc<crate::store::crypt::Crypt>>,
     /// The tenant's day indexes (shared with the archiver of this process).
@@ -82,6 +86,8 @@ impl Tenant {
             id,
             prefix,
             store,
+            storage: format!("storage profile {:?}", crate::config::DEFAULT_STORAGE),
+            on_default_storage: true,
             sealed: None,
             sessions: cache(limits),
             dir_times: cache(limits),
@@ -100,6 +106,15 @@ impl Tenant {
         Self {
             sealed: Some(sealed.clone()),
             ..Self::new(id, prefix, sealed, limits)
+        }
+    }
+
+    /// The same tenant, noted as living in storage `place`.
+    pub fn on_storage(self, place: &crate::config::StorageRef) -> Self {
+        Self {
+            storage: place.describe(),
+            on_default_storage: place.key == crate::config::DEFAULT_STORAGE,
+            ..self
         }
     }
 

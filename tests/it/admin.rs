@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+pub(crate) const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
 
 /// `curl` of `http://127.0.0.1:port{path}`: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn get(port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
         .arg(format!("http://127.0.0.1:{port}{path}"))

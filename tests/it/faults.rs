@@ -42,6 +42,15 @@ pub enum Fault {
     /// Answer a refused conditional write (`412 Precondition Failed`) with
     /// `200 OK`, as a store that ignores `If-None-Match` / `If-Match` does.
     IgnoreConditions,
+    /// Refuse (`403 AccessDenied`) a request without this header value, as
+    /// S3 does `x-amz-expected-bucket-owner` naming another account (moto
+    /// ignores the header); pass the others through.
+    RequireHeader(&'static str, String),
+    /// Refuse (`403 AccessDenied`) a form-encoded request (an STS call)
+    /// whose parameter `.0` is not `.1`, as a role's trust policy does an
+    /// AssumeRole without its `sts:ExternalId` (moto checks no trust
+    /// policy); pass the others through.
+    RequireForm(&'static str, String),
 }
 
 /// A fault for requests whose method and path-and-query match.
@@ -86,6 +95,9 @@ impl Rule {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    pub headers: hyper::HeaderMap,
+    /// The body of a form-encoded request (an STS call).
+    pub form: Option<String>,
     pub fault: Option<Fault>,
 }
 
@@ -118,8 +130,7 @@ impl FaultProxy {
                 .expect("fault proxy runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let client: Client<_, Incoming> =
-                    Client::builder(TokioExecutor::new()).build_http();
+                let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
                 loop {
                     let Ok((conn, _)) = listener.accept().await else {
                         continue;
@@ -169,7 +180,7 @@ impl FaultProxy {
     }
 
     async fn respond(
-        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Incoming>,
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
         state: &Mutex<State>,
         upstream: &str,
         req: Request<Incoming>,
@@ -180,12 +191,42 @@ impl FaultProxy {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
+        let form_encoded = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let headers = req.headers().clone();
+        // A form (small: an STS call) is read here, so it can be seen and checked.
+        let (req, form) = if form_encoded {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await.map_err(|_| "body")?.to_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let body: Body = Full::new(bytes).map_err(|e| match e {}).boxed();
+            (Request::from_parts(parts, body), Some(text))
+        } else {
+            let (parts, body) = req.into_parts();
+            (
+                Request::from_parts(parts, body.map_err(|e| e.into()).boxed()),
+                None,
+            )
+        };
+        let refused = |fault: &Fault| match fault {
+            Fault::RequireHeader(name, value) => {
+                headers.get(*name).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+            }
+            Fault::RequireForm(key, value) => form.as_deref().is_some_and(|f| {
+                !form_urlencoded::parse(f.as_bytes()).any(|(k, v)| k == *key && v == *value)
+            }),
+            _ => true,
+        };
         let fault = {
             let mut st = state.lock().unwrap();
+            // A requirement that holds lets the request on to the next rules.
             let fault = st
                 .rules
                 .iter_mut()
-                .find(|r| r.matches(&method, &path))
+                .find(|r| r.matches(&method, &path) && refused(&r.fault))
                 .map(|r| {
                     if let Some(n) = r.times.as_mut() {
                         *n -= 1;
@@ -195,6 +236,8 @@ impl FaultProxy {
             st.seen.push(Seen {
                 method,
                 path: path.clone(),
+                headers: headers.clone(),
+                form: form.clone(),
                 fault: fault.clone(),
             });
             fault
@@ -206,6 +249,27 @@ impl FaultProxy {
                 let _ = req.into_body().collect().await;
                 futures::future::pending::<()>().await;
                 unreachable!()
+            }
+            Some(Fault::RequireHeader(name, _)) => {
+                let _ = req.into_body().collect().await;
+                let xml = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied ({name} does not match the bucket's owner)</Message><RequestId>fault</RequestId></Error>"
+                );
+                Response::builder()
+                    .status(403)
+                    .header("content-type", "application/xml")
+                    .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
+                    .expect("response")
+            }
+            Some(Fault::RequireForm(key, _)) => {
+                let xml = format!(
+                    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform: sts:AssumeRole ({key} does not match the trust policy)</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
+                );
+                Response::builder()
+                    .status(403)
+                    .header("content-type", "text/xml")
+                    .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
+                    .expect("response")
             }
             Some(Fault::Status(code, s3_code)) => {
                 let _ = req.into_body().collect().await;

@@ -18,6 +18,10 @@ pub struct S3 {
     pub access_key: String,
     pub secret_key: String,
     pub bucket: String,
+    /// The AWS account moto runs as.
+    pub account: String,
+    /// The role made with `--role` (see `tests/support/moto_s3.py`).
+    pub role_arn: Option<String>,
     _wrapper: Mutex<Child>,
 }
 
@@ -54,12 +58,31 @@ pub fn s3_single_threaded() -> &'static S3 {
     S3_SERVER.get_or_init(|| start_moto(&["--single-threaded"]))
 }
 
+/// The external id the customer's role asks for.
+pub const CUSTOMER_EXTERNAL_ID: &str = "recvault-acme-7f3c";
+
+/// Another AWS account (a moto server of its own, account 222233334444,
+/// with its own user and keys and bucket `customer`) and a role
+/// `recvault-delivery` the operator's recvault assumes there: a
+/// customer-owned bucket.
+pub fn s3_customer() -> &'static S3 {
+    static S3_SERVER: OnceLock<S3> = OnceLock::new();
+    S3_SERVER.get_or_init(|| {
+        start_moto(&[
+            "--account=222233334444",
+            "--role=recvault-delivery",
+            &format!("--external-id={CUSTOMER_EXTERNAL_ID}"),
+            "customer",
+        ])
+    })
+}
+
 fn start_moto(flags: &[&str]) -> S3 {
     {
         let mut child = Command::new(python())
             .arg(repo().join("tests/support/moto_s3.py"))
             .args(flags)
-            .arg("recordings")
+            .args((!flags.iter().any(|f| !f.starts_with("--"))).then_some("recordings"))
             .env_remove("AWS_CA_BUNDLE")
             .env_remove("AWS_PROFILE")
             .stdin(Stdio::piped())
@@ -80,6 +103,8 @@ fn start_moto(flags: &[&str]) -> S3 {
             access_key: s("access_key"),
             secret_key: s("secret_key"),
             bucket: s("bucket"),
+            account: s("account"),
+            role_arn: v["role_arn"].as_str().map(str::to_string),
             _wrapper: Mutex::new(child),
         }
     }

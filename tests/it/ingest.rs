@@ -70,7 +70,13 @@ pub(crate) fn make_session(root: &Path, id: &str, seed: u8, packets: u32) -> Pat
 }
 
 /// PUT one session file: (status, body).
-fn put_file(server: &Server, id: &str, name: &str, token: &str, file: &Path) -> (u16, String) {
+pub(crate) fn put_file(
+    server: &Server,
+    id: &str,
+    name: &str,
+    token: &str,
+    file: &Path,
+) -> (u16, String) {
     curl(
         "PUT",
         &format!("{}/v1/sessions/{id}/files/{name}", server.ingest_url()),
@@ -80,7 +86,7 @@ fn put_file(server: &Server, id: &str, name: &str, token: &str, file: &Path) -> 
 }
 
 /// POST complete: (status, body).
-fn complete(server: &Server, id: &str, token: &str) -> (u16, String) {
+pub(crate) fn complete(server: &Server, id: &str, token: &str) -> (u16, String) {
     curl(
         "POST",
         &format!("{}/v1/sessions/{id}/complete", server.ingest_url()),

@@ -8,6 +8,7 @@ mod attacks;
 mod browser;
 mod clients;
 mod crypto;
+mod customer;
 mod faults;
 mod ftps;
 mod harness;

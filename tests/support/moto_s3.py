@@ -9,9 +9,16 @@ takes its S3 server with it), or until it is killed.
 With --single-threaded, moto answers one request at a time (see
 moto_single_threaded.py): for tests of concurrent conditional writes.
 
-The first three requests run unauthenticated (INITIAL_NO_AUTH_ACTION_COUNT=3):
-they create an IAM user, give it an S3 policy and create its access key. Every
-later request must be signed with that key.
+With --account=ID moto runs as that AWS account (MOTO_ACCOUNT_ID), and with
+--role=NAME it also creates an IAM role NAME that may do everything in S3
+and whose trust policy asks for the external id --external-id=X (moto does not check trust
+policies: the tests' proxy enforces the external id); the ready line then
+carries "account" and "role_arn".
+
+The first three requests run unauthenticated (INITIAL_NO_AUTH_ACTION_COUNT=3;
+five with --role): they create an IAM user, give it an S3 policy (and the
+role), and create its access key. Every later request must be signed with
+that key (or the role's).
 """
 import json
 import os
@@ -26,6 +33,18 @@ SINGLE = "--single-threaded" in sys.argv[1:]
 BUCKETS = [a for a in sys.argv[1:] if not a.startswith("--")] or ["recordings"]
 
 
+def flag(name):
+    for a in sys.argv[1:]:
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None
+
+
+ACCOUNT = flag("account") or "123456789012"
+ROLE = flag("role")
+EXTERNAL_ID = flag("external-id") or "none"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +54,8 @@ def free_port():
 def main():
     port = free_port()
     env = dict(os.environ)
-    env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
+    env["INITIAL_NO_AUTH_ACTION_COUNT"] = "5" if ROLE else "3"
+    env["MOTO_ACCOUNT_ID"] = ACCOUNT
     for k in ("AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         env.pop(k, None)
     if SINGLE:
@@ -72,9 +92,31 @@ def main():
         PolicyName="s3",
         PolicyDocument=json.dumps({
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:*", "kms:*"], "Resource": "*"}],
+            "Statement": [{"Effect": "Allow", "Action": ["s3:*", "kms:*", "sts:AssumeRole"], "Resource": "*"}],
         }),
     )
+    role_arn = None
+    if ROLE:
+        role_arn = iam.create_role(
+            RoleName=ROLE,
+            AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID}},
+                }],
+            }),
+        )["Role"]["Arn"]
+        iam.put_role_policy(
+            RoleName=ROLE,
+            PolicyName="s3",
+            PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}],
+            }),
+        )
     key = iam.create_access_key(UserName="recvault")["AccessKey"]
     s3 = client("s3", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
     for b in BUCKETS:
@@ -85,6 +127,8 @@ def main():
         "access_key": key["AccessKeyId"],
         "secret_key": key["SecretAccessKey"],
         "bucket": BUCKETS[0],
+        "account": ACCOUNT,
+        "role_arn": role_arn,
         "pid": proc.pid,
     }), flush=True)
 

@@ -1,0 +1,557 @@
+//! Delivery to the customer's storage (`delivery = "customer"`, SPEC §11):
+//! a session is archived into the operator's storage first (the backup, so
+//! that "archived" means durable whatever the customer's bucket does), then
+//! copied here to the tenant's own storage, each object verified against
+//! the session index (size and SHA-256, read back from the customer's
+//! bucket), and the backup copy deleted `backup_hours` after the verified
+//! delivery, never before.
+//!
+//! The ledger is one small object per session in the backup,
+//! `P/delivery/<id>.json` ([`crate::layout::delivery`]): written by the
+//! archiver before a session counts as archived, so a session is never
+//! archived without one, and removed once the backup copy is deleted. Every
+//! node runs a deliverer over the ledger of its delivery tenants: a node
+//! that dies mid-copy leaves the entry, and the next pass (of any node)
+//! copies again what is not verified yet. Copies are idempotent (same key,
+//! same bytes), so two nodes delivering one session at once do no harm.
+//! An unreachable or refusing customer bucket keeps the backup and is
+//! retried with backoff (5 s doubling to 10 minutes) without limit; the state
+//! and its reason are in the ledger, the ingest status, the audit trail
+//! (`delivered`, `delivery_failed`, `backup_deleted` with what was
+//! verified), the metrics (`recvault_ingest_sessions_total{stage}`) and
+//! the `call.delivered` / `delivery.failed` events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::audit::Audit;
+use crate::layout::index::SessionIndex;
+use crate::layout::{self, SessionKeys};
+use crate::store::{PutOptions, SharedStore, StoreError};
+
+/// A session's delivery state, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The session index's key (the same in both storages).
+    pub index: String,
+    /// `delivering` (not verified yet), `delivery_failed` (the last try
+    /// failed: `reason`) or `delivered`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Tries that failed in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// Not tried again before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_try: Option<String>,
+    /// When the copy was verified (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    /// What was verified: (key, size, SHA-256) of every object copied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<Verified>,
+}
+
+/// One object as the customer's storage holds it, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Entry {
+    fn new(index: &str) -> Self {
+        Entry {
+            index: index.to_string(),
+            state: "delivering".into(),
+            reason: None,
+            failures: 0,
+            next_try: None,
+            delivered_at: None,
+            verified: Vec::new(),
+        }
+    }
+
+    fn due(&self, now: DateTime<Utc>) -> bool {
+        self.next_try
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_none_or(|t| t <= now)
+    }
+}
+
+/// One tenant delivered to its own storage.
+#[derive(Clone)]
+pub struct Place {
+    pub tenant: String,
+    pub prefix: String,
+    /// The operator's copy (as the tenant reads it: decrypted when the
+    /// tenant is encrypted).
+    pub backup: SharedStore,
+    /// The customer's storage (likewise).
+    pub home: SharedStore,
+    /// How long the backup is kept after a verified delivery.
+    pub keep: Duration,
+    /// Who the customer's storage is, for logs and the audit trail.
+    pub describe: String,
+}
+
+/// The deliverer of a node: one pass over every delivery tenant's ledger
+/// when woken (after an archive) and at least every [`PASS`].
+pub struct Deliverer {
+    places: HashMap<String, Place>,
+    audit: Arc<Audit>,
+    wake: tokio::sync::Notify,
+}
+
+/// The longest wait between two passes.
+const PASS: Duration = Duration::from_secs(10);
+/// The longest wait before a failed delivery is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Sessions of one tenant delivered at once.
+const AT_ONCE: usize = 4;
+
+impl Deliverer {
+    pub fn new(places: Vec<Place>, audit: Arc<Audit>) -> Arc<Self> {
+        Arc::new(Deliverer {
+            places: places.into_iter().map(|p| (p.tenant.clone(), p)).collect(),
+            audit,
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Whether `tenant` is delivered to its own storage.
+    pub fn serves(&self, tenant: &str) -> bool {
+        self.places.contains_key(tenant)
+    }
+
+    /// Records that session `id` (its index at `index_key`) is archived in
+    /// the backup and must be delivered: the archiver's last step before
+    /// the session counts as archived. An entry already there is kept.
+    pub async fn note_archived(
+        &self,
+        tenant: &str,
+        id: &str,
+        index_key: &str,
+    ) -> Result<(), StoreError> {
+        let Some(p) = self.places.get(tenant) else {
+            return Ok(());
+        };
+        let body = serde_json::to_vec(&Entry::new(index_key)).unwrap_or_default();
+        match p
+            .backup
+            .put(
+                &layout::delivery(&p.prefix, id),
+                Bytes::from(body),
+                PutOptions::if_absent(),
+            )
+            .await
+        {
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => {
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The delivery state of an archived session, for the ingest status:
+    /// `{"state", "reason", "delivered_at"}`; `delivered` once the ledger
+    /// is gone and the customer's storage has the index.
+    pub async fn state(
+        &self,
+        tenant: &str,
+        id: &str,
+        index_key: Option<&str>,
+    ) -> Option<serde_json::Value> {
+        let p = self.places.get(tenant)?;
+        match read_entry(p, id).await {
+            Ok(Some(e)) => Some(serde_json::json!({
+                "state": e.state,
+                "reason": e.reason,
+                "delivered_at": e.delivered_at,
+                "failures": e.failures,
+            })),
+            Ok(None) => {
+                let there = match index_key {
+                    Some(k) => p.home.head(k).await.ok().flatten().is_some(),
+                    None => false,
+                };
+                Some(serde_json::json!({
+                    "state": if there { "delivered" } else { "unknown" },
+                    "backup": "deleted",
+                }))
+            }
+            Err(e) => Some(serde_json::json!({"state": "unknown", "reason": e.to_string()})),
+        }
+    }
+
+    /// Runs passes until the process stops.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            for p in self.places.values() {
+                if let Err(e) = self.pass(p).await {
+                    warn!(tenant = %p.tenant, error = %e, "delivery pass: the backup's ledger cannot be read; next pass soon");
+                }
+            }
+            let _ = tokio::time::timeout(PASS, self.wake.notified()).await;
+        }
+    }
+
+    /// One pass over a tenant's ledger: delivers what is due, deletes the
+    /// backups whose time has come.
+    async fn pass(&self, p: &Place) -> Result<(), StoreError> {
+        use futures::StreamExt;
+        let prefix = layout::deliveries(&p.prefix);
+        let mut ids = Vec::new();
+        let mut next = None;
+        loop {
+            let page = p.backup.list_page(&prefix, None, next).await?;
+            ids.extend(
+                page.objects
+                    .iter()
+                    .filter_map(|o| layout::delivery_of(&p.prefix, &o.key).map(str::to_string)),
+            );
+            next = page.next;
+            if next.is_none() {
+                break;
+            }
+        }
+        futures::stream::iter(ids)
+            .for_each_concurrent(AT_ONCE, |id| async move {
+                if let Err(e) = self.one(p, &id).await {
+                    warn!(tenant = %p.tenant, session = %id, error = %e, "delivery ledger not updated; next pass tries again");
+                }
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Works on one ledger entry.
+    async fn one(&self, p: &Place, id: &str) -> Result<(), StoreError> {
+        let Some(mut e) = read_entry(p, id).await? else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        if e.state == "delivered" {
+            let at = e
+                .delivered_at
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let keep = chrono::Duration::from_std(p.keep).unwrap_or(chrono::Duration::MAX);
+            if at.is_some_and(|at| at + keep <= now) {
+                return self.delete_backup(p, id, &e).await;
+            }
+            return Ok(());
+        }
+        if !e.due(now) {
+            return Ok(());
+        }
+        match deliver(p, &e.index).await {
+            Ok(Delivered::Copied(verified)) => {
+                e.state = "delivered".into();
+                e.reason = None;
+                e.failures = 0;
+                e.next_try = None;
+                e.delivered_at = Some(Utc::now().to_rfc3339());
+                e.verified = verified;
+                write_entry(p, id, &e).await?;
+                info!(tenant = %p.tenant, session = id, objects = e.verified.len(), storage = %p.describe, "delivered to the customer's storage and verified");
+                self.audit.ingest(
+                    &p.tenant,
+                    id,
+                    "delivered",
+                    serde_json::json!({
+                        "storage": p.describe,
+                        "verified": e.verified,
+                        "day": day_of(&e.index),
+                        "backup_until": (Utc::now() + chrono::Duration::from_std(p.keep).unwrap_or(chrono::Duration::MAX)).to_rfc3339(),
+                    }),
+                );
+                if p.keep.is_zero() {
+                    return self.delete_backup(p, id, &e).await;
+                }
+                Ok(())
+            }
+            Ok(Delivered::Gone) => {
+                // Erased (neither place has its index): nothing to deliver.
+                info!(tenant = %p.tenant, session = id, "delivery dropped: the session is gone from both storages (erased)");
+                p.backup.delete(&layout::delivery(&p.prefix, id)).await
+            }
+            Err(reason) => {
+                e.failures = e.failures.saturating_add(1);
+                let wait = backoff(e.failures);
+                e.state = "delivery_failed".into();
+                e.reason = Some(reason.clone());
+                e.next_try = Some(
+                    (Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+                        .to_rfc3339(),
+                );
+                write_entry(p, id, &e).await?;
+                warn!(tenant = %p.tenant, session = id, storage = %p.describe, failures = e.failures, retry_in_s = wait.as_secs(), %reason, "delivery failed; the backup copy is kept and delivery tried again");
+                self.audit.ingest(
+                    &p.tenant,
+                    id,
+                    "delivery_failed",
+                    serde_json::json!({
+                        "storage": p.describe,
+                        "reason": reason,
+                        "failures": e.failures,
+                        "day": day_of(&e.index),
+                    }),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the backup copy of a delivered session, after checking once
+    /// more that the customer's storage has every verified object at its
+    /// size; audited with what was verified, then the ledger entry goes.
+    async fn delete_backup(&self, p: &Place, id: &str, e: &Entry) -> Result<(), StoreError> {
+        for v in &e.verified {
+            match p.home.head(&v.key).await? {
+                Some(m) if m.size == v.size => {}
+                other => {
+                    let reason = format!(
+                        "{} is {} in the customer's storage; the backup is kept",
+                        v.key,
+                        other.map_or("missing".to_string(), |m| format!("{} bytes", m.size))
+                    );
+                    let mut again = e.clone();
+                    again.state = "delivering".into();
+                    again.reason = Some(reason.clone());
+                    write_entry(p, id, &again).await?;
+                    warn!(tenant = %p.tenant, session = id, %reason, "delivered copy changed before the backup was deleted; delivering again");
+                    return Ok(());
+                }
+            }
+        }
+        // The index last: until it goes, the backup is a whole session.
+        let mut keys: Vec<&str> = e.verified.iter().map(|v| v.key.as_str()).collect();
+        keys.sort_by_key(|k| *k == e.index);
+        for k in keys {
+            p.backup.delete(k).await?;
+        }
+        info!(tenant = %p.tenant, session = id, "backup copy deleted after its delivery was verified");
+        self.audit.ingest(
+            &p.tenant,
+            id,
+            "backup_deleted",
+            serde_json::json!({
+                "storage": p.describe,
+                "delivered_at": e.delivered_at,
+                "verified": e.verified,
+                "day": day_of(&e.index),
+            }),
+        );
+        p.backup.delete(&layout::delivery(&p.prefix, id)).await
+    }
+}
+
+/// 5 s doubling per failure, to [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
+}
+
+/// `YYYY-MM-DD` of a session index key (`…/sessions/YYYY/MM/DD/<id>/info.json`).
+fn day_of(index_key: &str) -> Option<String> {
+    let parts: Vec<&str> = index_key.rsplit('/').skip(2).take(3).collect();
+    (parts.len() == 3).then(|| format!("{}-{}-{}", parts[2], parts[1], parts[0]))
+}
+
+async fn read_entry(p: &Place, id: &str) -> Result<Option<Entry>, StoreError> {
+    let key = layout::delivery(&p.prefix, id);
+    match crate::store::read_all(p.backup.as_ref(), &key, 1 << 20).await {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_entry(p: &Place, id: &str, e: &Entry) -> Result<(), StoreError> {
+    let body = serde_json::to_vec(e).unwrap_or_default();
+    p.backup
+        .put(
+            &layout::delivery(&p.prefix, id),
+            Bytes::from(body),
+            PutOptions::default(),
+        )
+        .await
+}
+
+enum Delivered {
+    Copied(Vec<Verified>),
+    Gone,
+}
+
+/// Copies the session of `index_key` from the backup to the customer's
+/// storage and verifies it; `Err(reason)` when it could not.
+async fn deliver(p: &Place, index_key: &str) -> Result<Delivered, String> {
+    let index_bytes = match crate::store::read_all(
+        p.backup.as_ref(),
+        index_key,
+        crate::layout::index::MAX_BYTES,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(StoreError::NotFound(_)) => {
+            return match p.home.head(index_key).await {
+                Ok(Some(_)) => Err(format!(
+                    "{index_key} is in the customer's storage but no longer in the backup: nothing left to verify it against"
+                )),
+                Ok(None) => Ok(Delivered::Gone),
+                Err(e) => Err(format!("customer's storage: {e}")),
+            };
+        }
+        Err(e) => return Err(format!("backup: {e}")),
+    };
+    let index = SessionIndex::parse(&index_bytes).map_err(|e| format!("{index_key}: {e}"))?;
+    let id = index.session_id.clone().unwrap_or_default();
+    let started = index
+        .started()
+        .ok_or_else(|| format!("{index_key}: no start time"))?;
+    let keys = SessionKeys::of_call(&p.prefix, started, &id);
+    if keys.index() != index_key {
+        return Err(format!(
+            "{index_key}: the index names another session ({id})"
+        ));
+    }
+    // Every object the index names, with the size and SHA-256 it records.
+    let mut wanted: Vec<(String, u64, Option<String>)> = Vec::new();
+    for (name, d) in &index.recvault.objects {
+        let key = keys
+            .object(name)
+            .ok_or_else(|| format!("{index_key}: bad object name {name:?}"))?;
+        wanted.push((key, d.size, d.sha256_hex()));
+    }
+    for (name, d) in index.recvault.derived.iter().filter(|(_, d)| d.stored) {
+        let key = keys
+            .derived_checked(name)
+            .ok_or_else(|| format!("{index_key}: bad derived name {name:?}"))?;
+        wanted.push((key, d.size, d.hashes.sha256.clone()));
+    }
+    let mut verified = Vec::new();
+    for (key, size, sha) in wanted {
+        let sha = sha.ok_or_else(|| {
+            format!("{key}: the index records no SHA-256 to verify a copy against")
+        })?;
+        if check(&p.home, &key, size, &sha).await.is_err() {
+            copy(p, &key, size, &sha).await?;
+            check(&p.home, &key, size, &sha)
+                .await
+                .map_err(|e| format!("verification of the copy: {e}"))?;
+        }
+        verified.push(Verified {
+            key,
+            size,
+            sha256: sha,
+        });
+    }
+    // The index last: once the customer's storage has it, the session is
+    // whole there.
+    let index_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&index_bytes));
+    match crate::store::read_all(p.home.as_ref(), index_key, crate::layout::index::MAX_BYTES).await
+    {
+        Ok(b) if b == index_bytes => {}
+        _ => {
+            p.home
+                .put(index_key, index_bytes.clone(), PutOptions::default())
+                .await
+                .map_err(|e| format!("customer's storage: {e}"))?;
+            let back =
+                crate::store::read_all(p.home.as_ref(), index_key, crate::layout::index::MAX_BYTES)
+                    .await
+                    .map_err(|e| format!("verification of the copy: {e}"))?;
+            if back != index_bytes {
+                return Err(format!(
+                    "verification of the copy: {index_key} reads back different bytes"
+                ));
+            }
+        }
+    }
+    verified.push(Verified {
+        key: index_key.to_string(),
+        size: index_bytes.len() as u64,
+        sha256: index_sha,
+    });
+    Ok(Delivered::Copied(verified))
+}
+
+/// Streams `key` from the backup to the customer's storage, checking the
+/// bytes read against the index (a backup that does not match it is not
+/// delivered).
+async fn copy(p: &Place, key: &str, size: u64, sha: &str) -> Result<(), String> {
+    use sha2::Digest as _;
+    let body = p
+        .backup
+        .get(key, 0, None)
+        .await
+        .map_err(|e| format!("backup: {e}"))?;
+    let mut hash = sha2::Sha256::new();
+    let n = crate::store::upload_stream(p.home.as_ref(), key, body, None, |b| hash.update(b))
+        .await
+        .map_err(|e| format!("customer's storage: {e}"))?;
+    let got = hex::encode(hash.finalize());
+    if n != size || got != sha {
+        return Err(format!(
+            "{key}: the backup holds {n} bytes with SHA-256 {got}, the index records {size} bytes with {sha}; not delivered"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `key` back from `store`: `Ok` when it has `size` bytes with
+/// SHA-256 `sha`.
+async fn check(store: &SharedStore, key: &str, size: u64, sha: &str) -> Result<(), String> {
+    use futures::StreamExt;
+    use sha2::Digest as _;
+    let mut body = store.get(key, 0, None).await.map_err(|e| e.to_string())?;
+    let (mut hash, mut n) = (sha2::Sha256::new(), 0u64);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        n += chunk.len() as u64;
+        hash.update(&chunk);
+    }
+    let got = hex::encode(hash.finalize());
+    if n == size && got == sha {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: {n} bytes with SHA-256 {got}, the index records {size} with {sha}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_ten_minutes_and_days_come_from_index_keys() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(8), Duration::from_secs(600));
+        assert_eq!(backoff(7), Duration::from_secs(320));
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+        assert_eq!(
+            day_of("t/acme/sessions/2026/11/23/call-1/info.json").as_deref(),
+            Some("2026-11-23")
+        );
+        assert_eq!(day_of("x"), None);
+    }
+}
