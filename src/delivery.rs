@@ -109,7 +109,8 @@ pub struct Place {
 pub struct Deliverer {
     places: HashMap<String, Place>,
     audit: Arc<Audit>,
-    wake: tokio::sync::Notify,
+    /// Wakes the tenant's loop (after an archive).
+    wake: HashMap<String, tokio::sync::Notify>,
 }
 
 /// The longest wait between two passes.
@@ -122,9 +123,12 @@ const AT_ONCE: usize = 4;
 impl Deliverer {
     pub fn new(places: Vec<Place>, audit: Arc<Audit>) -> Arc<Self> {
         Arc::new(Deliverer {
+            wake: places
+                .iter()
+                .map(|p| (p.tenant.clone(), tokio::sync::Notify::new()))
+                .collect(),
             places: places.into_iter().map(|p| (p.tenant.clone(), p)).collect(),
             audit,
-            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -156,7 +160,9 @@ impl Deliverer {
             .await
         {
             Ok(()) | Err(StoreError::AlreadyExists(_)) => {
-                self.wake.notify_one();
+                if let Some(w) = self.wake.get(tenant) {
+                    w.notify_one();
+                }
                 Ok(())
             }
             Err(e) => Err(e),
@@ -194,16 +200,25 @@ impl Deliverer {
         }
     }
 
-    /// Runs passes until the process stops.
+    /// Runs passes until the process stops: a loop per tenant, so a
+    /// customer bucket that does not answer (each wait bounded by
+    /// `[limits] storage_timeout_secs`) holds up no other tenant's
+    /// deliveries.
     pub async fn run(self: Arc<Self>) {
-        loop {
-            for p in self.places.values() {
-                if let Err(e) = self.pass(p).await {
-                    warn!(tenant = %p.tenant, error = %e, "delivery pass: the backup's ledger cannot be read; next pass soon");
+        let loops = self.places.values().map(|p| {
+            let me = self.clone();
+            async move {
+                loop {
+                    if let Err(e) = me.pass(p).await {
+                        warn!(tenant = %p.tenant, error = %e, "delivery pass: the backup's ledger cannot be read; next pass soon");
+                    }
+                    if let Some(w) = me.wake.get(&p.tenant) {
+                        let _ = tokio::time::timeout(PASS, w.notified()).await;
+                    }
                 }
             }
-            let _ = tokio::time::timeout(PASS, self.wake.notified()).await;
-        }
+        });
+        futures::future::join_all(loops).await;
     }
 
     /// One pass over a tenant's ledger: delivers what is due, deletes the

@@ -138,7 +138,12 @@ async fn build_tenants(
                 }
                 .on_storage(&place);
                 Arc::new(match days_store {
-                    Some(d) => tenant.with_days(days_over(d, t.prefix.get_ref(), cfg)),
+                    // Its storage is checked itself, not through the fallback.
+                    Some(d) => match stores.of_tenant(cfg, t).await {
+                        Ok(home) => tenant.checking(home),
+                        Err(_) => tenant,
+                    }
+                    .with_days(days_over(d, t.prefix.get_ref(), cfg)),
                     None => with_days(tenant, cfg),
                 })
             }

@@ -7,9 +7,11 @@
 //! there, or when `home` fails and `backup` has it (a customer bucket that
 //! is down does not hide what the backup still holds). Writes (renders,
 //! leases) go to `home`, where the session lives once delivered; deletes
-//! (an erase) go to both. Listings are `home`'s pages, then `backup`'s,
-//! so a key in both may be listed twice (erase deletes it twice; nothing
-//! else lists a session folder).
+//! (an erase) go to both. A listing is both places' merged into one page
+//! (`home`'s object where a key is in both, the backup's alone while
+//! `home` fails): only session folders and a tenant's top level are listed
+//! through here (day indexes and events are read from the backup itself),
+//! so a page stays small.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,9 +29,36 @@ impl Union {
     }
 }
 
-/// Continuation tokens of the two phases of a listing.
-const HOME: &str = "h:";
-const BACKUP: &str = "b:";
+/// The most keys one merged listing holds.
+const MAX_MERGED: usize = 100_000;
+
+/// Every page of a listing of `store`, as one page.
+async fn everything(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    delimiter: Option<&str>,
+) -> Result<ListPage, StoreError> {
+    let mut all = ListPage {
+        objects: Vec::new(),
+        common_prefixes: Vec::new(),
+        next: None,
+    };
+    let mut next = None;
+    loop {
+        let page = store.list_page(prefix, delimiter, next).await?;
+        all.objects.extend(page.objects);
+        all.common_prefixes.extend(page.common_prefixes);
+        if all.objects.len() + all.common_prefixes.len() > MAX_MERGED {
+            return Err(StoreError::Permanent(format!(
+                "{prefix}: more than {MAX_MERGED} keys to list across the customer's storage and the backup"
+            )));
+        }
+        next = page.next;
+        if next.is_none() {
+            return Ok(all);
+        }
+    }
+}
 
 #[async_trait]
 impl ObjectStore for Union {
@@ -64,36 +93,37 @@ impl ObjectStore for Union {
         &self,
         prefix: &str,
         delimiter: Option<&str>,
-        continuation: Option<String>,
+        _continuation: Option<String>,
     ) -> Result<ListPage, StoreError> {
-        let (from_backup, token) = match continuation.as_deref() {
-            None => (false, None),
-            Some(t) if t.starts_with(BACKUP) => (
-                true,
-                Some(t[BACKUP.len()..].to_string()).filter(|t| !t.is_empty()),
-            ),
-            Some(t) => (false, t.strip_prefix(HOME).map(str::to_string)),
+        let (home, backup) = tokio::join!(
+            everything(self.home.as_ref(), prefix, delimiter),
+            everything(self.backup.as_ref(), prefix, delimiter)
+        );
+        let backup = backup?;
+        let home = match home {
+            Ok(h) => h,
+            // What the backup still holds is served while home is down.
+            Err(e) if backup.objects.is_empty() && backup.common_prefixes.is_empty() => {
+                return Err(e)
+            }
+            Err(_) => ListPage {
+                objects: Vec::new(),
+                common_prefixes: Vec::new(),
+                next: None,
+            },
         };
-        if from_backup {
-            let mut page = self.backup.list_page(prefix, delimiter, token).await?;
-            page.next = page.next.map(|n| format!("{BACKUP}{n}"));
-            return Ok(page);
+        let mut objects = std::collections::BTreeMap::new();
+        for o in backup.objects.into_iter().chain(home.objects) {
+            objects.insert(o.key.clone(), o);
         }
-        let mut page = self.home.list_page(prefix, delimiter, token).await?;
-        page.next = Some(match page.next {
-            Some(n) => format!("{HOME}{n}"),
-            None => BACKUP.to_string(),
-        });
-        if page.next.as_deref() == Some(BACKUP) && page.objects.is_empty() {
-            // Nothing more at home: go straight on with the backup.
-            let mut rest = self.backup.list_page(prefix, delimiter, None).await?;
-            rest.common_prefixes
-                .retain(|p| !page.common_prefixes.contains(p));
-            page.common_prefixes.extend(rest.common_prefixes);
-            page.objects = rest.objects;
-            page.next = rest.next.map(|n| format!("{BACKUP}{n}"));
-        }
-        Ok(page)
+        let mut prefixes: std::collections::BTreeSet<String> =
+            backup.common_prefixes.into_iter().collect();
+        prefixes.extend(home.common_prefixes);
+        Ok(ListPage {
+            objects: objects.into_values().collect(),
+            common_prefixes: prefixes.into_iter().collect(),
+            next: None,
+        })
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
@@ -186,19 +216,19 @@ mod tests {
         assert!(home.head("p/d").await.unwrap().is_some());
         assert!(backup.head("p/d").await.unwrap().is_none());
 
-        let mut keys = Vec::new();
-        let mut next = None;
-        loop {
-            let page = u.list_page("p/", None, next).await.unwrap();
-            keys.extend(page.objects.into_iter().map(|o| o.key));
-            next = page.next;
-            if next.is_none() {
-                break;
-            }
-        }
-        keys.sort();
-        keys.dedup();
+        // One page holds both places (a reader of a session folder reads
+        // only the first page): mid-delivery, the archive at home and the
+        // index still only in the backup are listed together.
+        let page = u.list_page("p/", None, None).await.unwrap();
+        assert!(page.next.is_none());
+        let keys: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(keys, ["p/a", "p/b", "p/c", "p/d"]);
+        assert_eq!(page.objects[1].size, 6, "home's p/b wins");
+        put(&backup, "p/x/1", "1").await;
+        put(&home, "p/y/1", "1").await;
+        put(&home, "p/x/2", "2").await;
+        let page = u.list_page("p/", Some("/"), None).await.unwrap();
+        assert_eq!(page.common_prefixes, ["p/x/", "p/y/"]);
 
         u.delete("p/b").await.unwrap();
         assert!(home.head("p/b").await.unwrap().is_none());

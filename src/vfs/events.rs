@@ -24,7 +24,15 @@ impl Vfs {
         now: DateTime<Utc>,
     ) -> Result<(Vec<EventRef>, Option<String>), VfsError> {
         self.need_list()?;
-        Ok(list(&self.tenant.store, &self.tenant.prefix, after, limit, now).await?)
+        // Where the event log is written: beside the day indexes.
+        Ok(list(
+            self.tenant.days.store(),
+            &self.tenant.prefix,
+            after,
+            limit,
+            now,
+        )
+        .await?)
     }
 }
 

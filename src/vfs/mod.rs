@@ -48,6 +48,9 @@ pub struct Tenant {
     pub storage: String,
     /// Whether that is the default profile (`[storage]`, the operator's).
     pub on_default_storage: bool,
+    /// What [`Self::check_storage`] lists when not `store` (the customer's
+    /// storage under a tree that falls back to the backup).
+    check: Option<SharedStore>,
     /// The encryption under `store`, for a tenant with `encryption = "recvault"`.
     pub sealed: Option<Arc<crate::store::crypt::Crypt>>,
     /// The tenant's day indexes (shared with the archiver of this process).
@@ -88,6 +91,7 @@ impl Tenant {
             store,
             storage: format!("storage profile {:?}", crate::config::DEFAULT_STORAGE),
             on_default_storage: true,
+            check: None,
             sealed: None,
             sessions: cache(limits),
             dir_times: cache(limits),
@@ -114,6 +118,15 @@ impl Tenant {
         Self {
             storage: place.describe(),
             on_default_storage: place.key == crate::config::DEFAULT_STORAGE,
+            ..self
+        }
+    }
+
+    /// The same tenant, its storage checked by listing `store` (see
+    /// [`Self::check_storage`]).
+    pub fn checking(self, store: SharedStore) -> Self {
+        Self {
+            check: Some(store),
             ..self
         }
     }
@@ -148,7 +161,9 @@ impl Tenant {
 
     /// One delimited listing of the tenant's prefix: does storage answer?
     pub async fn check_storage(&self) -> Result<(), StoreError> {
-        self.store
+        self.check
+            .as_ref()
+            .unwrap_or(&self.store)
             .list_page(&self.prefix, Some("/"), None)
             .await
             .map(drop)

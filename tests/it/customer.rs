@@ -80,6 +80,17 @@ fn tenant(id: &str, prefix: &str, token: &str, storage: &str) -> String {
     )
 }
 
+/// Waits up to `limit` for session `id` to be archived, and fails the
+/// test (saying `what`) when it is not.
+fn assert_archived(server: &Server, id: &str, token: &str, limit: Duration, what: &str) {
+    let body = wait_status(server, id, token, "archived", limit);
+    assert!(
+        body.contains("\"status\":\"archived\""),
+        "{what}: {id}: {body}\n{}",
+        server.log()
+    );
+}
+
 /// Pushes a session over ingest (PUT every file, complete): 202 = durable in the spool.
 fn push_session(server: &Server, work: &Path, id: &str, token: &str, seed: u8) -> PathBuf {
     let dir = make_session(work, id, seed, 80);
@@ -141,11 +152,12 @@ async fn tenants_on_two_accounts_see_only_their_own_calls_and_a_black_holed_buck
     push_session(&server, work.path(), "call-ops-1", TOKEN_OPS, 1);
     push_session(&server, work.path(), "call-acme-1", TOKEN_ACME, 2);
     for (id, token) in [("call-ops-1", TOKEN_OPS), ("call-acme-1", TOKEN_ACME)] {
-        let body = wait_status(&server, id, token, "archived", Duration::from_secs(90));
-        assert!(
-            body.contains("\"status\":\"archived\""),
-            "{id}: {body}\n{}",
-            server.log()
+        assert_archived(
+            &server,
+            id,
+            token,
+            Duration::from_secs(90),
+            "each into its own bucket",
         );
     }
     // Each bucket holds its own tenant's objects and nothing of the other's.
@@ -218,17 +230,12 @@ async fn tenants_on_two_accounts_see_only_their_own_calls_and_a_black_holed_buck
     // Give acme's session the one archiving worker first.
     std::thread::sleep(Duration::from_millis(500));
     push_session(&server, work.path(), "call-ops-2", TOKEN_OPS, 4);
-    let body = wait_status(
+    assert_archived(
         &server,
         "call-ops-2",
         TOKEN_OPS,
-        "archived",
         Duration::from_secs(60),
-    );
-    assert!(
-        body.contains("\"status\":\"archived\""),
-        "ops archives while acme's bucket is a black hole: {body}\n{}",
-        server.log()
+        "ops archives while acme's bucket is a black hole",
     );
     let get = sftp_batch(
         server.port,
@@ -260,17 +267,12 @@ async fn tenants_on_two_accounts_see_only_their_own_calls_and_a_black_holed_buck
 
     proxy.clear();
     enforce(&proxy);
-    let body = wait_status(
+    assert_archived(
         &server,
         "call-acme-2",
         TOKEN_ACME,
-        "archived",
         Duration::from_secs(120),
-    );
-    assert!(
-        body.contains("\"status\":\"archived\""),
-        "archived once the bucket answers: {body}\n{}",
-        server.log()
+        "archived once the bucket answers",
     );
     let (ok, acme) = listing(&server, "qa-acme", work.path());
     assert!(ok && acme.contains("call-acme-2"), "{acme}");
@@ -584,17 +586,12 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
     let prefix = unique_prefix("customer-delivery");
     let server = Server::start_with(&delivery_config(&proxy, &keys, &prefix, "0.01"));
     push_session(&server, work.path(), "call-del-1", TOKEN_ACME, 5);
-    let body = wait_status(
+    assert_archived(
         &server,
         "call-del-1",
         TOKEN_ACME,
-        "archived",
         Duration::from_secs(90),
-    );
-    assert!(
-        body.contains("\"status\":\"archived\""),
-        "{body}\n{}",
-        server.log()
+        "archived into the backup",
     );
     let get = |name: &str| {
         let out = sftp_batch(
@@ -604,7 +601,7 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
             &format!("get /2026/11/23/call-del-1/call-del-1.tar.gz {name}\n"),
             work.path(),
         );
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}\n{}", text(&out), server.log());
         sha256_file(&work.path().join(name))
     };
     let first = get("first.tgz");
@@ -743,17 +740,12 @@ async fn a_refusing_customer_bucket_keeps_the_backup_and_delivery_completes_afte
     let config = delivery_config(&proxy, &keys, &prefix, "0.0005");
     let server = Server::start_with(&config);
     push_session(&server, work.path(), "call-ref-1", TOKEN_ACME, 6);
-    let body = wait_status(
+    assert_archived(
         &server,
         "call-ref-1",
         TOKEN_ACME,
-        "archived",
         Duration::from_secs(90),
-    );
-    assert!(
-        body.contains("\"status\":\"archived\""),
-        "archived into the backup: {body}\n{}",
-        server.log()
+        "archived into the backup",
     );
     let d = wait_delivery(
         &server,
@@ -826,4 +818,99 @@ async fn a_refusing_customer_bucket_keeps_the_backup_and_delivery_completes_afte
         server.log()
     );
     assert_eq!(get(&server, "delivered.tgz"), from_backup);
+}
+
+/// SIGKILL at three points of one delivery: while a party file is being
+/// written to the customer's bucket (the archive is there, verified),
+/// while its index is being written (every object is there), and just
+/// after a start. Each restart resumes from the ledger; the last one
+/// delivers the call with every object byte-identical to the index, leaves
+/// no unfinished upload in the customer's bucket, and only then deletes
+/// the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_each_step_of_a_delivery_loses_nothing_and_a_restart_finishes_it() {
+    let (cust, proxy) = customer_proxy();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_files(work.path(), cust);
+    let prefix = unique_prefix("customer-sigkill");
+    let config = delivery_config(&proxy, &keys, &prefix, "0.0005");
+    let index_key = format!("{prefix}acme/sessions/2026/11/23/call-kill-1/info.json");
+    let (operator, customer) = (s3().store().await, cust.store().await);
+    let mut dir = None;
+    for (step, hang) in [
+        ("a party file", "call-kill-1/derived/"),
+        ("the index", "call-kill-1/info.json"),
+    ] {
+        proxy.clear();
+        enforce(&proxy);
+        proxy.inject(Rule::new(Some("PUT"), hang, Fault::BlackHole));
+        let before = proxy.faulted();
+        let server = match dir.take() {
+            None => {
+                let s = Server::start_with(&config);
+                push_session(&s, work.path(), "call-kill-1", TOKEN_ACME, 11);
+                s
+            }
+            Some(d) => Server::start_in(d, &config),
+        };
+        let start = std::time::Instant::now();
+        while proxy.faulted() == before && start.elapsed() < Duration::from_secs(90) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            proxy.faulted() > before,
+            "{step}: the copy reached it\n{}",
+            server.log()
+        );
+        assert!(
+            customer.head(&index_key).await.unwrap().is_none(),
+            "{step}: not delivered yet"
+        );
+        assert!(
+            operator.head(&index_key).await.unwrap().is_some(),
+            "{step}: the backup is whole"
+        );
+        dir = Some(server.kill9());
+    }
+    // Killed just after a start, then started for good.
+    proxy.clear();
+    enforce(&proxy);
+    let server = Server::start_in(dir.take().unwrap(), &config);
+    let dir = server.kill9();
+    let server = Server::start_in(dir, &config);
+    let d = wait_delivery(
+        &server,
+        "call-kill-1",
+        TOKEN_ACME,
+        Duration::from_secs(90),
+        |d| d["state"] == "delivered" || d["backup"] == "deleted",
+    );
+    assert!(d["state"] == "delivered", "{d}\n{}", server.log());
+    let objects = indexed_objects(customer.as_ref(), &index_key).await;
+    assert!(objects.len() >= 2, "{objects:?}");
+    for (key, size, sha) in objects {
+        let bytes = recvault::store::read_all(customer.as_ref(), &key, 1 << 30)
+            .await
+            .unwrap();
+        assert_eq!((bytes.len() as u64, sha256(&bytes)), (size, sha), "{key}");
+    }
+    let start = std::time::Instant::now();
+    while operator.head(&index_key).await.unwrap().is_some()
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        operator.head(&index_key).await.unwrap().is_none(),
+        "{}",
+        server.log()
+    );
+    let open = customer
+        .multipart_list(&format!("{prefix}acme/"))
+        .await
+        .expect("list uploads");
+    assert!(
+        open.is_empty(),
+        "unfinished uploads left in the customer's bucket: {open:?}"
+    );
 }

@@ -252,40 +252,25 @@ impl FaultProxy {
             }
             Some(Fault::RequireHeader(name, _)) => {
                 let _ = req.into_body().collect().await;
-                let xml = format!(
+                answer(403, "application/xml", format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied ({name} does not match the bucket's owner)</Message><RequestId>fault</RequestId></Error>"
-                );
-                Response::builder()
-                    .status(403)
-                    .header("content-type", "application/xml")
-                    .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
-                    .expect("response")
+                ))
             }
             Some(Fault::RequireForm(key, _)) => {
-                let xml = format!(
+                answer(403, "text/xml", format!(
                     "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform: sts:AssumeRole ({key} does not match the trust policy)</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
-                );
-                Response::builder()
-                    .status(403)
-                    .header("content-type", "text/xml")
-                    .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
-                    .expect("response")
+                ))
             }
             Some(Fault::Status(code, s3_code)) => {
                 let _ = req.into_body().collect().await;
-                let xml = format!(
+                answer(code, "application/xml", format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{s3_code}</Code><Message>injected by the test fault proxy</Message><RequestId>fault</RequestId></Error>"
-                );
-                Response::builder()
-                    .status(code)
-                    .header("content-type", "application/xml")
-                    .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
-                    .expect("response")
+                ))
             }
             forward => {
                 let (mut parts, body) = req.into_parts();
                 parts.uri = format!("{upstream}{path}").parse().expect("upstream uri");
-                let answer = match client.request(Request::from_parts(parts, body)).await {
+                let upstream_answer = match client.request(Request::from_parts(parts, body)).await {
                     Ok(a) => a,
                     Err(e) => {
                         return Ok(Response::builder()
@@ -298,7 +283,7 @@ impl FaultProxy {
                             .expect("response"))
                     }
                 };
-                let (mut parts, body) = answer.into_parts();
+                let (mut parts, body) = upstream_answer.into_parts();
                 if matches!(forward, Some(Fault::IgnoreConditions)) && parts.status == 412 {
                     parts.status = hyper::StatusCode::OK;
                     parts.headers.remove("content-length");
@@ -332,4 +317,13 @@ impl FaultProxy {
             }
         })
     }
+}
+
+/// An error answer of the proxy's own: `status`, an XML body.
+fn answer(status: u16, content_type: &str, xml: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
+        .expect("response")
 }
