@@ -351,10 +351,19 @@ impl Deliverer {
                 }
             }
         }
-        // The index last: until it goes, the backup is a whole session.
-        let mut keys: Vec<&str> = e.verified.iter().map(|v| v.key.as_str()).collect();
+        // Everything in the backup's session folder (renders finished since
+        // the delivery too: they are made again on demand), the index last:
+        // until it goes, the backup is a whole session.
+        let mut keys: Vec<String> = e.verified.iter().map(|v| v.key.clone()).collect();
+        if let Some(folder) = layout::session_folder_of(&e.index) {
+            for k in keys_under(p.backup.as_ref(), folder).await? {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
         keys.sort_by_key(|k| *k == e.index);
-        for k in keys {
+        for k in &keys {
             p.backup.delete(k).await?;
         }
         info!(tenant = %p.tenant, session = id, "backup copy deleted after its delivery was verified");
@@ -477,6 +486,29 @@ async fn deliver(p: &Place, index_key: &str) -> Result<Delivered, String> {
             sha256: sha,
         });
     }
+    // What was rendered while only the backup had the session (renders go
+    // beside the index): taken along, each checked against its own bytes.
+    let listed = keys_under(p.backup.as_ref(), keys.prefix())
+        .await
+        .map_err(|e| format!("backup: {e}"))?;
+    for key in listed {
+        if key == index_key
+            || verified.iter().any(|v| v.key == key)
+            || layout::is_lease(&key)
+            || layout::is_staged(&key)
+        {
+            continue;
+        }
+        let (size, sha) = copy_as_is(p, &key).await?;
+        check(&p.home, &key, size, &sha)
+            .await
+            .map_err(|e| format!("verification of the copy: {e}"))?;
+        verified.push(Verified {
+            key,
+            size,
+            sha256: sha,
+        });
+    }
     // The index last: once the customer's storage has it, the session is
     // whole there.
     let index_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&index_bytes));
@@ -528,6 +560,38 @@ async fn copy(p: &Place, key: &str, size: u64, sha: &str) -> Result<(), String> 
         ));
     }
     Ok(())
+}
+
+/// Streams `key` from the backup to the customer's storage as it is (a
+/// rendered file the index does not hash): its size and SHA-256.
+async fn copy_as_is(p: &Place, key: &str) -> Result<(u64, String), String> {
+    use sha2::Digest as _;
+    let body = p
+        .backup
+        .get(key, 0, None)
+        .await
+        .map_err(|e| format!("backup: {e}"))?;
+    let mut hash = sha2::Sha256::new();
+    let n = crate::store::upload_stream(p.home.as_ref(), key, body, None, |b| hash.update(b))
+        .await
+        .map_err(|e| format!("customer's storage: {e}"))?;
+    Ok((n, hex::encode(hash.finalize())))
+}
+
+/// Every key under `prefix` (all pages).
+async fn keys_under(
+    store: &dyn crate::store::ObjectStore,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let (mut keys, mut next) = (Vec::new(), None);
+    loop {
+        let page = store.list_page(prefix, None, next).await?;
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        next = page.next;
+        if next.is_none() {
+            return Ok(keys);
+        }
+    }
 }
 
 /// Reads `key` back from `store`: `Ok` when it has `size` bytes with

@@ -291,6 +291,23 @@ pub fn index_selftest_probe(tenant_prefix: &str, node: &str, random: &str) -> St
     format!("{tenant_prefix}{INDEXES}selftest-{node}-{random}")
 }
 
+/// The session folder (`…sessions/YYYY/MM/DD/<id>/`) a key is in, when it
+/// is in one: the key's text up to and including the folder.
+pub fn session_folder_of(key: &str) -> Option<&str> {
+    let at = key.rfind("sessions/")? + "sessions/".len();
+    let mut end = at;
+    for n in 0..4 {
+        let len = key[end..].find('/')?;
+        let part = &key[end..end + len];
+        let date = n < 3 && !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if !(date || (n == 3 && crate::path::is_name(part))) {
+            return None;
+        }
+        end += len + 1;
+    }
+    Some(&key[..end])
+}
+
 /// Where the delivery ledger lives below a tenant prefix (in the
 /// operator's backup storage of a tenant with `delivery = "customer"`).
 const DELIVERIES: &str = "delivery/";
@@ -439,6 +456,21 @@ impl SessionKeys {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_session_folder_of_a_key() {
+        let k = SessionKeys::new("t/a/", "2026", "11", "23", "call-1");
+        let folder = k.prefix();
+        assert_eq!(session_folder_of(&k.index()), Some(folder));
+        assert_eq!(session_folder_of(&k.derived("call-1.mp4")), Some(folder));
+        assert_eq!(session_folder_of(&k.lease("call-1.mp4")), Some(folder));
+        assert_eq!(session_folder_of("t/a/sessions/2026/11/23/"), None);
+        assert_eq!(session_folder_of("t/a/index/2026/11/23.json"), None);
+        assert_eq!(
+            session_folder_of("t/a/sessions/2026/xx/23/c/info.json"),
+            None
+        );
+    }
 
     #[test]
     fn the_layout_contract() {

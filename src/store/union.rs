@@ -5,9 +5,11 @@
 //!
 //! Reads try `home` first and fall back to `backup` when the object is not
 //! there, or when `home` fails and `backup` has it (a customer bucket that
-//! is down does not hide what the backup still holds). Writes (renders,
-//! leases) go to `home`, where the session lives once delivered; deletes
-//! (an erase) go to both. A listing is both places' merged into one page
+//! is down does not hide what the backup still holds). Writes under a
+//! session folder (renders, their leases and sums) go beside the session's
+//! index: to the backup while only the backup has it (not delivered yet;
+//! the deliverer takes them along), else `home`; deletes (an erase) go to
+//! both. A listing is both places' merged into one page
 //! (`home`'s object where a key is in both, the backup's alone while
 //! `home` fails): only session folders and a tenant's top level are listed
 //! through here (day indexes and events are read from the backup itself),
@@ -16,16 +18,65 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use super::{Got, ListPage, ObjectMeta, ObjectStore, PutOptions, SharedStore, StoreError, Upload};
 
 pub struct Union {
     home: SharedStore,
     backup: SharedStore,
+    /// Multipart uploads started in the backup (by id); the others are home's.
+    in_backup: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Union {
     pub fn new(home: SharedStore, backup: SharedStore) -> Self {
-        Self { home, backup }
+        Self {
+            home,
+            backup,
+            in_backup: Default::default(),
+        }
+    }
+
+    /// Where a write of `key` goes: beside its session's index (the
+    /// backup while only the backup has it), else home.
+    async fn for_write(&self, key: &str) -> Result<&SharedStore, StoreError> {
+        let Some(folder) = crate::layout::session_folder_of(key) else {
+            return Ok(&self.home);
+        };
+        let index = format!("{folder}{}", crate::layout::INDEX);
+        match self.home.head(&index).await {
+            Ok(Some(_)) => Ok(&self.home),
+            Ok(None) => match self.backup.head(&index).await? {
+                Some(_) => Ok(&self.backup),
+                None => Ok(&self.home),
+            },
+            Err(e) => match self.backup.head(&index).await {
+                Ok(Some(_)) => Ok(&self.backup),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// The store upload `id` was started in.
+    fn upload_store(&self, id: &str) -> &SharedStore {
+        let backup = self
+            .in_backup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id);
+        if backup {
+            &self.backup
+        } else {
+            &self.home
+        }
+    }
+
+    fn upload_done(&self, id: &str) {
+        self.in_backup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 }
 
@@ -127,11 +178,19 @@ impl ObjectStore for Union {
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
-        self.home.put(key, body, opts).await
+        self.for_write(key).await?.put(key, body, opts).await
     }
 
     async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
-        self.home.multipart_start(key, mark).await
+        let store = self.for_write(key).await?;
+        let id = store.multipart_start(key, mark).await?;
+        if Arc::ptr_eq(store, &self.backup) {
+            self.in_backup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+        }
+        Ok(id)
     }
 
     async fn multipart_part(
@@ -141,7 +200,9 @@ impl ObjectStore for Union {
         number: u32,
         body: Bytes,
     ) -> Result<String, StoreError> {
-        self.home.multipart_part(key, upload, number, body).await
+        self.upload_store(upload)
+            .multipart_part(key, upload, number, body)
+            .await
     }
 
     async fn multipart_complete(
@@ -150,15 +211,29 @@ impl ObjectStore for Union {
         upload: &str,
         tags: Vec<String>,
     ) -> Result<(), StoreError> {
-        self.home.multipart_complete(key, upload, tags).await
+        let done = self
+            .upload_store(upload)
+            .multipart_complete(key, upload, tags)
+            .await;
+        self.upload_done(upload);
+        done
     }
 
     async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
-        self.home.multipart_abort(key, upload).await
+        let done = self.upload_store(upload).multipart_abort(key, upload).await;
+        self.upload_done(upload);
+        done
     }
 
     async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError> {
-        self.home.multipart_list(prefix).await
+        let (mut home, backup) = tokio::join!(
+            self.home.multipart_list(prefix),
+            self.backup.multipart_list(prefix)
+        );
+        if let Ok(h) = home.as_mut() {
+            h.extend(backup?);
+        }
+        home
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -171,7 +246,6 @@ impl ObjectStore for Union {
 mod tests {
     use super::*;
     use crate::store::local::LocalStore;
-    use std::sync::Arc;
 
     async fn text(s: &dyn ObjectStore, key: &str) -> String {
         String::from_utf8(
@@ -189,10 +263,10 @@ mod tests {
         let home: SharedStore = Arc::new(LocalStore::open(&dir.path().join("home")).unwrap());
         let backup: SharedStore = Arc::new(LocalStore::open(&dir.path().join("backup")).unwrap());
         let u = Union::new(home.clone(), backup.clone());
-        let put = |s: &SharedStore, k: &'static str, v: &'static str| {
-            let s = s.clone();
+        let put = |s: &SharedStore, k: &str, v: &'static str| {
+            let (s, k) = (s.clone(), k.to_string());
             async move {
-                s.put(k, Bytes::from_static(v.as_bytes()), PutOptions::default())
+                s.put(&k, Bytes::from_static(v.as_bytes()), PutOptions::default())
                     .await
                     .unwrap()
             }
@@ -215,6 +289,35 @@ mod tests {
             .unwrap();
         assert!(home.head("p/d").await.unwrap().is_some());
         assert!(backup.head("p/d").await.unwrap().is_none());
+        // Under a session folder: beside its index, in the backup before
+        // delivery and at home after.
+        let k = crate::layout::SessionKeys::new("t/", "2026", "11", "23", "c1");
+        put(&backup, &k.index(), "{}").await;
+        let render = k.derived("c1.mp3");
+        u.put(&render, Bytes::from_static(b"mp3"), PutOptions::default())
+            .await
+            .unwrap();
+        let up = u.multipart_start(&k.derived("c1.mp4"), None).await.unwrap();
+        let tag = u
+            .multipart_part(&k.derived("c1.mp4"), &up, 1, Bytes::from_static(b"mp4"))
+            .await
+            .unwrap();
+        u.multipart_complete(&k.derived("c1.mp4"), &up, vec![tag])
+            .await
+            .unwrap();
+        for key in [render.clone(), k.derived("c1.mp4")] {
+            assert!(backup.head(&key).await.unwrap().is_some(), "{key}");
+            assert!(home.head(&key).await.unwrap().is_none(), "{key}");
+        }
+        put(&home, &k.index(), "{}").await;
+        u.put(
+            &k.derived("c1.webm"),
+            Bytes::from_static(b"w"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert!(home.head(&k.derived("c1.webm")).await.unwrap().is_some());
 
         // One page holds both places (a reader of a session folder reads
         // only the first page): mid-delivery, the archive at home and the

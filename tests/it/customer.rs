@@ -721,10 +721,10 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
 
 /// The customer's bucket refuses writes: the call stays in the backup,
 /// the status says why (`delivery_failed` with the reason), SFTP serves it
-/// from the backup, and the backup outlives `backup_hours` (no verified
-/// delivery). Then the bucket swallows requests mid-copy and the server is
-/// SIGKILLed; restarted with the bucket well again, it delivers the call,
-/// every object verified, and only then deletes the backup.
+/// from the backup (its MP3 rendered there, beside the RAW), and the
+/// backup outlives `backup_hours` (no verified delivery). Then the bucket swallows requests mid-copy and the server is
+/// SIGKILLed; restarted with the bucket well again, it delivers the call
+/// and its render, every object verified, and only then deletes the backup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_customer_bucket_keeps_the_backup_and_delivery_completes_after_it_returns_and_a_sigkill(
 ) {
@@ -772,6 +772,20 @@ async fn a_refusing_customer_bucket_keeps_the_backup_and_delivery_completes_afte
         sha256_file(&work.path().join(name))
     };
     let from_backup = get(&server, "backup.tgz");
+    // A first read renders the MP3 beside the RAW, in the backup (the
+    // customer's bucket refuses writes), and it is delivered with the call.
+    let mp3 = |server: &Server, name: &str| {
+        let out = sftp_batch(
+            server.port,
+            "qa-acme",
+            client_key("qa"),
+            &format!("get /2026/11/23/call-ref-1/call-ref-1.mp3 {name}\n"),
+            work.path(),
+        );
+        assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+        sha256_file(&work.path().join(name))
+    };
+    let rendered = mp3(&server, "backup.mp3");
     // Past backup_hours (1.8 s) with no verified delivery: the backup stays.
     std::thread::sleep(Duration::from_secs(3));
     let index_key = format!("{prefix}acme/sessions/2026/11/23/call-ref-1/info.json");
@@ -818,6 +832,13 @@ async fn a_refusing_customer_bucket_keeps_the_backup_and_delivery_completes_afte
         server.log()
     );
     assert_eq!(get(&server, "delivered.tgz"), from_backup);
+    let folder = index_key.trim_end_matches("info.json");
+    let delivered_mp3 = format!("{folder}derived/call-ref-1.mp3");
+    let bytes = recvault::store::read_all(customer.as_ref(), &delivered_mp3, 1 << 30)
+        .await
+        .unwrap_or_else(|e| panic!("the render was delivered with the call: {e}"));
+    assert_eq!(sha256(&bytes), rendered);
+    assert_eq!(mp3(&server, "delivered.mp3"), rendered);
 }
 
 /// SIGKILL at three points of one delivery: while a party file is being
