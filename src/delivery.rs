@@ -3,8 +3,9 @@
 //! that "archived" means durable whatever the customer's bucket does), then
 //! copied here to the tenant's own storage, each object verified against
 //! the session index (size and SHA-256, read back from the customer's
-//! bucket), and the backup copy deleted `backup_hours` after the verified
-//! delivery, never before.
+//! bucket; a file rendered while the session was only in the backup
+//! against its own bytes), and the backup copy deleted `backup_hours`
+//! after the verified delivery, never before.
 //!
 //! The ledger is one small object per session in the backup,
 //! `P/delivery/<id>.json` ([`crate::layout::delivery`]): written by the

@@ -642,12 +642,26 @@ async fn connections_that_never_log_in_count_as_failed_logins_and_earn_a_ban() {
         );
     }
     assert!(server.log_shows("no login within the login grace time"));
+    // The server closes a connection before it logs the failed login and
+    // the ban: wait for the lines (bounded), then check them.
+    let banned = |log: &str, protocol: &str, source: &str| {
+        log.lines().any(|l| {
+            l.contains("address banned")
+                && l.contains(&format!("protocol=\"{protocol}\""))
+                && l.contains(&format!("peer={source}:"))
+        })
+    };
+    for _ in 0..100 {
+        let log = server.log();
+        if protocols.iter().all(|(p, _, s)| banned(&log, p, s)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let log = server.log();
     for (protocol, _, source) in protocols {
         assert!(
-            log.lines().any(|l| l.contains("address banned")
-                && l.contains(&format!("protocol=\"{protocol}\""))
-                && l.contains(&format!("peer={source}:"))),
+            banned(&log, protocol, source),
             "{protocol} from {source} was not banned:\n{log}"
         );
     }

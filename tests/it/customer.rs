@@ -584,7 +584,13 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
     let work = tempfile::tempdir().unwrap();
     let keys = key_files(work.path(), cust);
     let prefix = unique_prefix("customer-delivery");
-    let server = Server::start_with(&delivery_config(&proxy, &keys, &prefix, "0.01"));
+    let api_key = "key-delivery-0123456789abcdef0123456789ab";
+    let server = Server::start_with(&format!(
+        "{}{}{}",
+        delivery_config(&proxy, &keys, &prefix, "0.01"),
+        crate::api::api_toml("customer-delivery"),
+        crate::api::key_toml("crm", api_key, &["calls:read"]),
+    ));
     push_session(&server, work.path(), "call-del-1", TOKEN_ACME, 5);
     assert_archived(
         &server,
@@ -715,6 +721,18 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
     let d = delivery_of(&server, "call-del-1", TOKEN_ACME);
     assert_eq!(d["state"], "delivered", "{d}");
     assert_eq!(d["backup"], "deleted", "{d}");
+    // The event log (what webhooks are sent) has the delivery.
+    let page = crate::api::call(server.api_port, "GET", "/v1/events", Some(api_key), &[]);
+    assert_eq!(page.code, 200, "{}", String::from_utf8_lossy(&page.body));
+    let events = page.json();
+    let delivered: Vec<_> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "call.delivered")
+        .collect();
+    assert_eq!(delivered.len(), 1, "{events}");
+    assert_eq!(delivered[0]["session_id"], "call-del-1", "{events}");
     // Served from the customer's bucket now, byte for byte.
     assert_eq!(get("after.tgz"), first);
 }
@@ -934,4 +952,105 @@ async fn sigkill_at_each_step_of_a_delivery_loses_nothing_and_a_restart_finishes
         open.is_empty(),
         "unfinished uploads left in the customer's bucket: {open:?}"
     );
+}
+
+/// A call whose archive is larger than one part (12 MiB) is delivered as
+/// a multipart upload, every write to the customer's bucket carrying the
+/// customer's server-side encryption (`sse = "aws:kms"`), and it arrives
+/// byte-identical. The session is put into the backup with its ledger
+/// entry as the archiver leaves them, before the server starts: the first
+/// pass of the deliverer finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_call_is_delivered_in_parts_under_the_customers_encryption() {
+    let (cust, proxy) = customer_proxy();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_files(work.path(), cust);
+    let prefix = unique_prefix("customer-large");
+    let (operator, customer) = (s3().store().await, cust.store().await);
+    let tenant_prefix = format!("{prefix}acme/");
+    let archive = pseudo_random(12 << 20, 13);
+    let archive_key = recvault::sample::put_session(
+        operator.as_ref(),
+        &tenant_prefix,
+        "call-big-1",
+        t("2026-11-23T08:00:00Z"),
+        t("2026-11-23T08:30:00Z"),
+        bytes::Bytes::from(archive.clone()),
+    )
+    .await
+    .expect("seed the backup");
+    let index_key = archive_key.replace("call-big-1.tar.gz", "info.json");
+    let ledger = format!("{tenant_prefix}delivery/call-big-1.json");
+    operator
+        .put(
+            &ledger,
+            bytes::Bytes::from(format!(r#"{{"index":"{index_key}","state":"delivering"}}"#)),
+            recvault::store::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let config = delivery_config(&proxy, &keys, &prefix, "24").replace(
+        "[[storages]]\nname = \"eu\"\n",
+        "[[storages]]\nname = \"eu\"\nsse = \"aws:kms\"\n",
+    );
+    let server = Server::start_with(&config);
+    let start = std::time::Instant::now();
+    let state = loop {
+        let entry = recvault::store::read_all(operator.as_ref(), &ledger, 1 << 20)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .unwrap_or_default();
+        if entry["state"] == "delivered" || start.elapsed() > Duration::from_secs(120) {
+            break entry;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(state["state"], "delivered", "{state}\n{}", server.log());
+    let got = recvault::store::read_all(customer.as_ref(), &archive_key, 1 << 30)
+        .await
+        .unwrap();
+    assert_eq!((got.len(), sha256(&got)), (archive.len(), sha256(&archive)));
+    let seen = proxy.seen();
+    let writes: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path.contains("call-big-1") && (s.method == "PUT" || s.method == "POST"))
+        .collect();
+    let started: Vec<_> = writes
+        .iter()
+        .copied()
+        .filter(|s| s.method == "POST" && s.path.contains("?uploads"))
+        .collect();
+    let parts = writes
+        .iter()
+        .filter(|s| s.path.contains("partNumber="))
+        .count();
+    assert!(
+        !started.is_empty() && parts >= 2,
+        "a multipart upload of 2 parts or more: {writes:?}"
+    );
+    for s in started
+        .iter()
+        .chain(writes.iter().filter(|s| s.path.ends_with("info.json")))
+    {
+        assert_eq!(
+            s.headers
+                .get("x-amz-server-side-encryption")
+                .map(|v| v.to_str().unwrap()),
+            Some("aws:kms"),
+            "{} {}",
+            s.method,
+            s.path
+        );
+    }
+    // Served from there over SFTP, whole.
+    let out = sftp_batch(
+        server.port,
+        "qa-acme",
+        client_key("qa"),
+        "get /2026/11/23/call-big-1/call-big-1.tar.gz big.tgz\n",
+        work.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sha256_file(&work.path().join("big.tgz")), sha256(&archive));
 }
