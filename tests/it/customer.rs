@@ -551,6 +551,41 @@ async fn indexed_objects(
     out
 }
 
+/// Every object of `objects` (key, size, SHA-256) is in `store` with those bytes.
+async fn assert_identical(
+    store: &dyn recvault::store::ObjectStore,
+    objects: &[(String, u64, String)],
+) {
+    for (key, size, sha) in objects {
+        let bytes = recvault::store::read_all(store, key, 1 << 30)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(
+            (bytes.len() as u64, sha256(&bytes)),
+            (*size, sha.clone()),
+            "{key}"
+        );
+    }
+}
+
+/// Waits up to `limit` for the backup's copy of the index to go; fails the test when it stays.
+async fn backup_goes(
+    operator: &dyn recvault::store::ObjectStore,
+    index_key: &str,
+    limit: Duration,
+    server: &Server,
+) {
+    let start = std::time::Instant::now();
+    while operator.head(index_key).await.unwrap().is_some() && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        operator.head(index_key).await.unwrap().is_none(),
+        "the backup stays:\n{}",
+        server.log()
+    );
+}
+
 fn delivery_config(
     proxy: &FaultProxy,
     keys: &(PathBuf, PathBuf),
@@ -669,17 +704,13 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
     );
 
     // The backup goes once backup_hours have passed.
-    let start = std::time::Instant::now();
-    while operator.head(&index_key).await.unwrap().is_some()
-        && start.elapsed() < Duration::from_secs(90)
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        operator.head(&index_key).await.unwrap().is_none(),
-        "{}",
-        server.log()
-    );
+    backup_goes(
+        operator.as_ref(),
+        &index_key,
+        Duration::from_secs(90),
+        &server,
+    )
+    .await;
     assert!(
         chrono::Utc::now() - delivered_at >= chrono::Duration::seconds(36),
         "deleted no sooner than backup_hours after the delivery"
@@ -832,23 +863,18 @@ async fn a_refusing_customer_bucket_keeps_the_backup_and_delivery_completes_afte
         |d| d["state"] == "delivered",
     );
     assert_eq!(d["state"], "delivered", "{d}\n{}", server.log());
-    for (key, size, sha) in indexed_objects(customer.as_ref(), &index_key).await {
-        let bytes = recvault::store::read_all(customer.as_ref(), &key, 1 << 30)
-            .await
-            .unwrap();
-        assert_eq!((bytes.len() as u64, sha256(&bytes)), (size, sha), "{key}");
-    }
-    let start = std::time::Instant::now();
-    while operator.head(&index_key).await.unwrap().is_some()
-        && start.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        operator.head(&index_key).await.unwrap().is_none(),
-        "{}",
-        server.log()
-    );
+    assert_identical(
+        customer.as_ref(),
+        &indexed_objects(customer.as_ref(), &index_key).await,
+    )
+    .await;
+    backup_goes(
+        operator.as_ref(),
+        &index_key,
+        Duration::from_secs(60),
+        &server,
+    )
+    .await;
     assert_eq!(get(&server, "delivered.tgz"), from_backup);
     let folder = index_key.trim_end_matches("info.json");
     let delivered_mp3 = format!("{folder}derived/call-ref-1.mp3");
@@ -927,23 +953,14 @@ async fn sigkill_at_each_step_of_a_delivery_loses_nothing_and_a_restart_finishes
     assert!(d["state"] == "delivered", "{d}\n{}", server.log());
     let objects = indexed_objects(customer.as_ref(), &index_key).await;
     assert!(objects.len() >= 2, "{objects:?}");
-    for (key, size, sha) in objects {
-        let bytes = recvault::store::read_all(customer.as_ref(), &key, 1 << 30)
-            .await
-            .unwrap();
-        assert_eq!((bytes.len() as u64, sha256(&bytes)), (size, sha), "{key}");
-    }
-    let start = std::time::Instant::now();
-    while operator.head(&index_key).await.unwrap().is_some()
-        && start.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        operator.head(&index_key).await.unwrap().is_none(),
-        "{}",
-        server.log()
-    );
+    assert_identical(customer.as_ref(), &objects).await;
+    backup_goes(
+        operator.as_ref(),
+        &index_key,
+        Duration::from_secs(60),
+        &server,
+    )
+    .await;
     let open = customer
         .multipart_list(&format!("{prefix}acme/"))
         .await
