@@ -544,17 +544,7 @@ async fn deliver(p: &Place, index_key: &str) -> Result<Delivered, String> {
 /// bytes read against the index (a backup that does not match it is not
 /// delivered).
 async fn copy(p: &Place, key: &str, size: u64, sha: &str) -> Result<(), String> {
-    use sha2::Digest as _;
-    let body = p
-        .backup
-        .get(key, 0, None)
-        .await
-        .map_err(|e| format!("backup: {e}"))?;
-    let mut hash = sha2::Sha256::new();
-    let n = crate::store::upload_stream(p.home.as_ref(), key, body, None, |b| hash.update(b))
-        .await
-        .map_err(|e| format!("customer's storage: {e}"))?;
-    let got = hex::encode(hash.finalize());
+    let (n, got) = copy_as_is(p, key).await?;
     if n != size || got != sha {
         return Err(format!(
             "{key}: the backup holds {n} bytes with SHA-256 {got}, the index records {size} bytes with {sha}; not delivered"
