@@ -226,21 +226,11 @@ impl Deliverer {
     /// backups whose time has come.
     async fn pass(&self, p: &Place) -> Result<(), StoreError> {
         use futures::StreamExt;
-        let prefix = layout::deliveries(&p.prefix);
-        let mut ids = Vec::new();
-        let mut next = None;
-        loop {
-            let page = p.backup.list_page(&prefix, None, next).await?;
-            ids.extend(
-                page.objects
-                    .iter()
-                    .filter_map(|o| layout::delivery_of(&p.prefix, &o.key).map(str::to_string)),
-            );
-            next = page.next;
-            if next.is_none() {
-                break;
-            }
-        }
+        let ids: Vec<String> = keys_under(p.backup.as_ref(), &layout::deliveries(&p.prefix))
+            .await?
+            .iter()
+            .filter_map(|k| layout::delivery_of(&p.prefix, k).map(str::to_string))
+            .collect();
         futures::stream::iter(ids)
             .for_each_concurrent(AT_ONCE, |id| async move {
                 if let Err(e) = self.one(p, &id).await {
@@ -569,20 +559,13 @@ async fn copy_as_is(p: &Place, key: &str) -> Result<(u64, String), String> {
     Ok((n, hex::encode(hash.finalize())))
 }
 
-/// Every key under `prefix` (all pages).
+/// Every key under `prefix`.
 async fn keys_under(
     store: &dyn crate::store::ObjectStore,
     prefix: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let (mut keys, mut next) = (Vec::new(), None);
-    loop {
-        let page = store.list_page(prefix, None, next).await?;
-        keys.extend(page.objects.into_iter().map(|o| o.key));
-        next = page.next;
-        if next.is_none() {
-            return Ok(keys);
-        }
-    }
+    let all = crate::store::list_all(store, prefix, None).await?;
+    Ok(all.objects.into_iter().map(|o| o.key).collect())
 }
 
 /// Reads `key` back from `store`: `Ok` when it has `size` bytes with

@@ -279,7 +279,7 @@ impl Archiver {
             ));
         }
         let written = index.to_bytes().len() as u64;
-        self.list_in_day(&st, &index, written, &index_key).await?;
+        self.publish(&st, &index, written, &index_key).await?;
         st.status = Status::Archived;
         st.index_key = Some(index_key);
         st.upload = None;
@@ -309,7 +309,7 @@ impl Archiver {
         index_key: &str,
     ) -> Result<(), String> {
         if same_files(&st, existing) {
-            self.list_in_day(&st, &existing.index, existing.len, index_key)
+            self.publish(&st, &existing.index, existing.len, index_key)
                 .await?;
         }
         self.settle_existing(st, existing, index_key)
@@ -317,11 +317,11 @@ impl Archiver {
             .map(drop)
     }
 
-    /// Adds an archived session to its day index (and, for a tenant
+    /// Publishes an archived session: adds it to its day index (and, for a tenant
     /// delivered to its own storage, to the delivery ledger): the last
     /// steps before the session counts as archived (a failure is retried
     /// like a storage error, and the retry finds the index and lists it).
-    async fn list_in_day(
+    async fn publish(
         &self,
         st: &SessionState,
         index: &SessionIndex,
@@ -379,7 +379,7 @@ impl Archiver {
             Ok(Some(existing)) => {
                 if same_files(&st, &existing) {
                     if let Err(e) = self
-                        .list_in_day(&st, &existing.index, existing.len, &index_key)
+                        .publish(&st, &existing.index, existing.len, &index_key)
                         .await
                     {
                         warn!(tenant = %st.tenant, session = %st.id, error = %e, "an earlier delivery is stored but not listed yet; the archiver lists it");

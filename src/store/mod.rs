@@ -300,6 +300,29 @@ impl<'a> Multipart<'a> {
 /// Parts of [`upload_file`]'s multipart uploads (S3's minimum is 5 MiB).
 pub const UPLOAD_PART: usize = 8 * 1024 * 1024;
 
+/// Every page of a listing of `prefix` (rolled up at `delimiter`), as one page.
+pub async fn list_all(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    delimiter: Option<&str>,
+) -> Result<ListPage, StoreError> {
+    let mut all = ListPage {
+        objects: Vec::new(),
+        common_prefixes: Vec::new(),
+        next: None,
+    };
+    let mut next = None;
+    loop {
+        let page = store.list_page(prefix, delimiter, next).await?;
+        all.objects.extend(page.objects);
+        all.common_prefixes.extend(page.common_prefixes);
+        next = page.next;
+        if next.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
 /// Stores the `size` bytes of `file` at `key`, in 8 MiB parts when larger
 /// than one (never whole in memory), handing every byte to `seen` in order
 /// (to hash it) whether or not it is uploaded. With `if_absent`, an object

@@ -83,32 +83,20 @@ impl Union {
 /// The most keys one merged listing holds.
 const MAX_MERGED: usize = 100_000;
 
-/// Every page of a listing of `store`, as one page.
+/// Every page of a listing of `store`, as one page, refused past
+/// [`MAX_MERGED`] keys.
 async fn everything(
     store: &dyn ObjectStore,
     prefix: &str,
     delimiter: Option<&str>,
 ) -> Result<ListPage, StoreError> {
-    let mut all = ListPage {
-        objects: Vec::new(),
-        common_prefixes: Vec::new(),
-        next: None,
-    };
-    let mut next = None;
-    loop {
-        let page = store.list_page(prefix, delimiter, next).await?;
-        all.objects.extend(page.objects);
-        all.common_prefixes.extend(page.common_prefixes);
-        if all.objects.len() + all.common_prefixes.len() > MAX_MERGED {
-            return Err(StoreError::Permanent(format!(
-                "{prefix}: more than {MAX_MERGED} keys to list across the customer's storage and the backup"
-            )));
-        }
-        next = page.next;
-        if next.is_none() {
-            return Ok(all);
-        }
+    let all = super::list_all(store, prefix, delimiter).await?;
+    if all.objects.len() + all.common_prefixes.len() > MAX_MERGED {
+        return Err(StoreError::Permanent(format!(
+            "{prefix}: more than {MAX_MERGED} keys to list across the customer's storage and the backup"
+        )));
     }
+    Ok(all)
 }
 
 #[async_trait]
