@@ -44,6 +44,14 @@ pub struct Limits {
     pub read_ahead_connection_bytes: usize,
     /// Bytes read ahead for every connection together.
     pub read_ahead_total_bytes: usize,
+    /// Size of one ranged GET when a sequential read fetches ahead with
+    /// several (storage serves one stream slower than the client reads).
+    pub range_read_bytes: usize,
+    /// Ranged GETs one download keeps in flight at most (1: one stream,
+    /// never ranged reads).
+    pub range_reads_per_file: usize,
+    /// Ranged GETs in flight for the whole server.
+    pub range_reads_total: usize,
     /// SSH channels per connection.
     pub ssh_max_channels: usize,
     /// Longest FTP command line in bytes; a longer one closes the connection.
@@ -138,6 +146,9 @@ impl Default for Limits {
             read_ahead_bytes: 2 * 1024 * 1024,
             read_ahead_connection_bytes: 64 * 1024 * 1024,
             read_ahead_total_bytes: 512 * 1024 * 1024,
+            range_read_bytes: 4 * 1024 * 1024,
+            range_reads_per_file: 8,
+            range_reads_total: 128,
             ssh_max_channels: 8,
             ftp_max_line: 4096,
             ftp_data_connect_secs: 30,
@@ -243,6 +254,15 @@ impl Limits {
                 "read_ahead_bytes <= read_ahead_connection_bytes <= read_ahead_total_bytes must hold"
                     .into(),
             );
+        }
+        if !(256 * 1024..=64 * 1024 * 1024).contains(&self.range_read_bytes) {
+            return Err("range_read_bytes must be between 262144 and 67108864".into());
+        }
+        if !(1..=64).contains(&self.range_reads_per_file) {
+            return Err("range_reads_per_file must be between 1 (one stream) and 64".into());
+        }
+        if self.range_reads_total < self.range_reads_per_file {
+            return Err("range_reads_total must be at least range_reads_per_file".into());
         }
         Ok(())
     }

@@ -39,7 +39,8 @@ impl Shared {
         Self {
             users: RwLock::new(Arc::new(users)),
             defender,
-            read_ahead: crate::vfs::budget::ServerBudget::new(limits.read_ahead_total_bytes),
+            read_ahead: crate::vfs::budget::ServerBudget::new(limits.read_ahead_total_bytes)
+                .with_ranges(crate::vfs::budget::Ranges::of(&limits)),
             limits,
             audit,
             producers,

@@ -120,6 +120,17 @@ impl Layout {
         }
     }
 
+    /// The first segment start at or after plaintext offset `at`.
+    pub fn boundary_at_or_after(&self, at: u64) -> u64 {
+        let i = self.segment_of(at);
+        let start = self.plain_start(i);
+        if start == at {
+            at
+        } else {
+            self.plain_start(i + 1)
+        }
+    }
+
     /// The segment holding plaintext offset `offset` (the last one for an
     /// offset at or past the end).
     pub fn segment_of(&self, offset: u64) -> u64 {
@@ -333,6 +344,25 @@ mod tests {
 
     const MIB: Layout = Layout { segment: 1 << 20 };
     const SMALL: Layout = Layout { segment: 64 };
+
+    #[test]
+    fn segment_boundaries_in_plaintext() {
+        // 64-byte segments: 8 plaintext bytes in the first, 48 in the others.
+        let (p0, p1) = (SMALL.plain_in(0), SMALL.plain_in(1));
+        assert_eq!((p0, p1), (8, 48));
+        assert_eq!(SMALL.plain_start(0), 0);
+        assert_eq!(SMALL.plain_start(1), 8);
+        assert_eq!(SMALL.plain_start(3), 8 + 2 * 48);
+        for at in [0, 1, 7, 8, 9, 55, 56, 57, 1000] {
+            let b = SMALL.boundary_at_or_after(at);
+            assert!(b >= at && b < at + p1, "{at} -> {b}");
+            assert_eq!(SMALL.plain_start(SMALL.segment_of(b)), b, "{at} -> {b}");
+        }
+        // 1 MiB segments: starts at 1048520 + k × 1048560; 4 MiB falls
+        // just after the fourth (4194200).
+        assert_eq!(MIB.boundary_at_or_after(4 << 20), 1_048_520 + 4 * 1_048_560);
+        assert_eq!(MIB.boundary_at_or_after(4_194_200), 4_194_200);
+    }
 
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()

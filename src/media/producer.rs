@@ -253,6 +253,16 @@ impl Producer for MediaProducer {
         Ok(reader)
     }
 
+    async fn open_range(
+        &self,
+        s: &SessionHandle,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<ByteStream>, VfsError> {
+        Ok(cached_range(s.store.as_ref(), &s.keys.derived(name), offset, Some(len)).await?)
+    }
+
     async fn hashes(&self, s: &SessionHandle, name: &str) -> Result<Hashes, VfsError> {
         let Some(spec) = s.index.recvault.derived.get(name) else {
             return Ok(Hashes::default());
@@ -297,7 +307,16 @@ async fn cached(
     key: &str,
     offset: u64,
 ) -> Result<Option<ByteStream>, StoreError> {
-    match store.get(key, offset, None).await {
+    cached_range(store, key, offset, None).await
+}
+
+async fn cached_range(
+    store: &dyn ObjectStore,
+    key: &str,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<Option<ByteStream>, StoreError> {
+    match store.get(key, offset, len).await {
         Ok(body) => Ok(Some(body)),
         Err(StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),

@@ -449,6 +449,15 @@ async fn read_header(key: &str, mut body: ByteStream) -> Result<Vec<u8>, StoreEr
 
 #[async_trait]
 impl ObjectStore for Crypt {
+    /// The primary key's segments (objects sealed by an older key of
+    /// another size read an extra segment per range, nothing worse).
+    fn range_boundary(&self, at: u64) -> u64 {
+        match self.keyset().primary() {
+            Some(k) => k.layout.boundary_at_or_after(at),
+            None => at,
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let Some(mut meta) = self.inner.head(key).await? else {
             return Ok(None);

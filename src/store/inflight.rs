@@ -80,6 +80,10 @@ impl Inflight {
 
 #[async_trait]
 impl ObjectStore for Inflight {
+    fn range_boundary(&self, at: u64) -> u64 {
+        self.inner.range_boundary(at)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         self.inner.head(key).await
     }

@@ -138,6 +138,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get_object(&self, key: &str, offset: u64, len: Option<u64>)
         -> Result<Got, StoreError>;
 
+    /// The first offset at or after `at` where a ranged read should start
+    /// (and the one before it end) so that the store reads whole units: an
+    /// encryption segment's first plaintext byte; `at` itself for a store
+    /// that serves any byte range as cheaply.
+    fn range_boundary(&self, at: u64) -> u64 {
+        at
+    }
+
     /// [`Self::get_object`]'s body alone.
     async fn get(
         &self,

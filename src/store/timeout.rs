@@ -81,6 +81,10 @@ fn stall_bounded(body: ByteStream, stall: Duration, key: String) -> ByteStream {
 
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Timeouts<S> {
+    fn range_boundary(&self, at: u64) -> u64 {
+        self.inner.range_boundary(at)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         self.within("HEAD", key, self.inner.head(key)).await
     }

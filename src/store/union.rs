@@ -101,6 +101,10 @@ async fn everything(
 
 #[async_trait]
 impl ObjectStore for Union {
+    fn range_boundary(&self, at: u64) -> u64 {
+        self.home.range_boundary(at)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         match self.home.head(key).await {
             Ok(Some(m)) => Ok(Some(m)),

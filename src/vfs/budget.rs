@@ -22,6 +22,38 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct ServerBudget {
     sem: Arc<Semaphore>,
     bytes: usize,
+    ranges: Ranges,
+}
+
+/// How far a sequential reader may fetch ahead with ranged GETs when one
+/// stream from storage is slower than its client (see [`super::reader`]):
+/// the size of one range, how many one file keeps in flight, and the
+/// server's cap on all of them together.
+#[derive(Clone)]
+pub struct Ranges {
+    pub bytes: u64,
+    pub per_file: usize,
+    pub total: Arc<Semaphore>,
+}
+
+impl Ranges {
+    /// One stream per file, never ranged reads.
+    pub fn off() -> Self {
+        Self {
+            bytes: 4 * 1024 * 1024,
+            per_file: 1,
+            total: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// From `[limits]`.
+    pub fn of(limits: &crate::limits::Limits) -> Self {
+        Self {
+            bytes: limits.range_read_bytes as u64,
+            per_file: limits.range_reads_per_file,
+            total: Arc::new(Semaphore::new(limits.range_reads_total)),
+        }
+    }
 }
 
 impl ServerBudget {
@@ -29,7 +61,14 @@ impl ServerBudget {
         Self {
             sem: Arc::new(Semaphore::new(bytes)),
             bytes,
+            ranges: Ranges::off(),
         }
+    }
+
+    /// Lets its readers fetch ahead with ranged GETs.
+    pub fn with_ranges(mut self, ranges: Ranges) -> Self {
+        self.ranges = ranges;
+        self
     }
 
     /// A connection's budget of `bytes`, drawing on this one as well.
@@ -39,6 +78,7 @@ impl ServerBudget {
                 Level::new(Arc::new(Semaphore::new(bytes)), bytes),
                 Level::new(self.sem.clone(), self.bytes),
             ]),
+            ranges: self.ranges.clone(),
         }
     }
 
@@ -67,6 +107,7 @@ impl Level {
 pub struct ReadBudget {
     /// The connection's, then the server's.
     levels: Arc<[Level; 2]>,
+    ranges: Ranges,
 }
 
 /// Bytes held from budgets; dropping it gives them back.
@@ -92,6 +133,25 @@ impl ReadBudget {
             }
         }
         held
+    }
+}
+
+impl ReadBudget {
+    /// How this connection's readers may use ranged GETs.
+    pub fn ranges(&self) -> &Ranges {
+        &self.ranges
+    }
+
+    /// Holds `n` bytes (at most each budget's size) if both budgets have
+    /// them free now; never waits.
+    pub fn try_hold(&self, n: u32) -> Option<Held> {
+        let n = self.levels.iter().fold(n, |n, l| n.min(l.cap));
+        let mut held = Held::default();
+        for level in self.levels.iter() {
+            held.0
+                .push(level.sem.clone().try_acquire_many_owned(n).ok()?);
+        }
+        Some(held)
     }
 }
 

@@ -387,6 +387,17 @@ pub trait Producer: Send + Sync + 'static {
         name: &str,
         offset: u64,
     ) -> Result<crate::store::ByteStream, VfsError>;
+    /// Streams `[offset, offset + len)` of entry `name` when it is stored
+    /// (made and cached), `None` when only a render can serve it now.
+    async fn open_range(
+        &self,
+        _session: &SessionHandle,
+        _name: &str,
+        _offset: u64,
+        _len: u64,
+    ) -> Result<Option<crate::store::ByteStream>, VfsError> {
+        Ok(None)
+    }
     /// The hashes known of entry `name` (none before it was made); never
     /// makes or reads the entry to learn them.
     async fn hashes(&self, session: &SessionHandle, name: &str) -> Result<Hashes, VfsError>;
@@ -478,26 +489,59 @@ impl OpenFile {
             return Ok(Box::pin(futures::stream::empty()));
         }
         let body = match &self.source {
-            Source::Stored(key, m) => {
-                let got = self.tenant.store.get_object(key, offset, None).await?;
-                let recorded = m
-                    .index
-                    .object(&self.entry.name)
-                    .and_then(|d| d.sealed.clone());
-                if let (Some(mark), None) = (recorded, &got.meta.mark) {
-                    // Read as clear, it would serve ciphertext as the file.
-                    return Err(VfsError::from(crate::store::StoreError::Corrupt(format!(
-                        "{key} is stored without the encryption mark its index records ({mark}): its metadata was removed or the object replaced; not served"
-                    ))));
-                }
-                got.body
-            }
+            Source::Stored(key, m) => self.stored(key, m, offset, None).await?,
             Source::Produced(p, m) => {
                 p.open(&self.tenant.handle(m), &self.entry.name, offset)
                     .await?
             }
         };
         Ok(Box::pin(body.map(|c| c.map_err(VfsError::from))))
+    }
+
+    /// Streams `[offset, offset + len)` with one ranged read; `Ok(None)`
+    /// when the file cannot be read in ranges now (a derived file not made
+    /// yet streams only from its render).
+    pub async fn range(&self, offset: u64, len: u64) -> Result<Option<ByteStream>, VfsError> {
+        let body = match &self.source {
+            Source::Stored(key, m) => self.stored(key, m, offset, Some(len)).await?,
+            Source::Produced(p, m) => {
+                match p
+                    .open_range(&self.tenant.handle(m), &self.entry.name, offset, len)
+                    .await?
+                {
+                    Some(body) => body,
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(Box::pin(body.map(|c| c.map_err(VfsError::from)))))
+    }
+
+    /// Where a range ending at or after `at` should end, so that storage
+    /// reads whole units (the tenant's encryption segments).
+    pub fn range_boundary(&self, at: u64) -> u64 {
+        self.tenant.store.range_boundary(at).min(self.entry.size)
+    }
+
+    async fn stored(
+        &self,
+        key: &str,
+        m: &SessionMeta,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<crate::store::ByteStream, VfsError> {
+        let got = self.tenant.store.get_object(key, offset, len).await?;
+        let recorded = m
+            .index
+            .object(&self.entry.name)
+            .and_then(|d| d.sealed.clone());
+        if let (Some(mark), None) = (recorded, &got.meta.mark) {
+            // Read as clear, it would serve ciphertext as the file.
+            return Err(VfsError::from(crate::store::StoreError::Corrupt(format!(
+                "{key} is stored without the encryption mark its index records ({mark}): its metadata was removed or the object replaced; not served"
+            ))));
+        }
+        Ok(got.body)
     }
 }
 
@@ -805,5 +849,7 @@ impl Vfs {
     }
 }
 
+#[cfg(test)]
+mod ranged_tests;
 #[cfg(test)]
 mod tests;

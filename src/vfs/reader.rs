@@ -45,6 +45,8 @@ struct Demand {
     notify: Notify,
     /// Bytes taken without budget so far (for tests).
     unbudgeted: std::sync::atomic::AtomicU64,
+    /// Times a read found nothing buffered for it.
+    waits: std::sync::atomic::AtomicU64,
 }
 
 impl Demand {
@@ -52,6 +54,7 @@ impl Demand {
     /// or cancelled).
     fn waiting(&self) -> Waiting<'_> {
         self.waiting.store(true, Ordering::Release);
+        self.waits.fetch_add(1, Ordering::Relaxed);
         // Stored if the task is not listening yet: no lost wake-up.
         self.notify.notify_one();
         Waiting(self)
@@ -137,6 +140,7 @@ impl ReadAhead {
                 cap: u32::try_from(self.cap).unwrap_or(u32::MAX),
                 shared: self.budget.clone(),
                 demand: self.demand.clone(),
+                full: AtomicBool::new(false),
             },
         )));
         self.rx = Some(rx);
@@ -263,11 +267,20 @@ struct Budgets {
     cap: u32,
     shared: ReadBudget,
     demand: Arc<Demand>,
+    /// The task once waited for budget: its client reads slower than
+    /// storage streams.
+    full: AtomicBool,
 }
 
 impl Budgets {
     /// Budget for `n` bytes; nothing to hold when a read is waiting.
     async fn hold(&self, n: u32) -> Held {
+        if let Ok(p) = self.file.clone().try_acquire_many_owned(n.min(self.cap)) {
+            if let Some(held) = self.shared.try_hold(n) {
+                return held.with(p);
+            }
+        }
+        self.full.store(true, Ordering::Relaxed);
         let budgeted = async {
             let file = self.file.clone().acquire_many_owned(n.min(self.cap)).await;
             let held = self.shared.hold(n).await;
@@ -276,6 +289,11 @@ impl Budgets {
                 Err(_) => held,
             }
         };
+        self.or_demand(budgeted, n).await
+    }
+
+    /// `budgeted`, or nothing held as soon as a read waits.
+    async fn or_demand(&self, budgeted: impl std::future::Future<Output = Held>, n: u32) -> Held {
         tokio::select! {
             biased;
             held = budgeted => held,
@@ -289,34 +307,281 @@ impl Budgets {
     }
 }
 
-/// Streams the file from `offset` into `tx`, each chunk holding its budget.
+/// The storage requests one prefetch made, logged when it ends.
+struct Requests {
+    name: String,
+    from: u64,
+    streams: u32,
+    ranges: u32,
+    retries: u32,
+    bytes: u64,
+}
+
+impl Drop for Requests {
+    fn drop(&mut self) {
+        if self.ranges > 0 {
+            tracing::info!(
+                file = %self.name,
+                from = self.from,
+                bytes = self.bytes,
+                streams = self.streams,
+                ranges = self.ranges,
+                retries = self.retries,
+                "read from storage with ranged GETs"
+            );
+        } else {
+            tracing::debug!(
+                file = %self.name,
+                from = self.from,
+                bytes = self.bytes,
+                streams = self.streams,
+                "read from storage"
+            );
+        }
+    }
+}
+
+/// Reads the file from `offset` into `tx`, each chunk holding its budget.
+///
+/// It starts with one stream. When that stream has delivered the file's
+/// read-ahead and one range more, reads still waited for bytes after the
+/// read-ahead's worth, the reader never had to wait for its client to make
+/// room (the stream is what the client waits on) and two ranges or more of
+/// the file are left, it
+/// goes on with up to `range_reads_per_file` concurrent ranged GETs,
+/// reassembled in order; when the first `2 × range_reads_per_file` of
+/// those turn out no faster than the one stream was (a store that copies
+/// the object for each range), it goes back to one stream for the rest.
 async fn prefetch(
     file: Arc<OpenFile>,
     offset: u64,
     tx: mpsc::UnboundedSender<Result<Piece, VfsError>>,
     budgets: Budgets,
 ) {
+    let mut log = Requests {
+        name: file.entry.name.clone(),
+        from: offset,
+        streams: 0,
+        ranges: 0,
+        retries: 0,
+        bytes: 0,
+    };
+    let ranges = budgets.shared.ranges().clone();
+    let size = file.entry.size;
+    // Long enough for the buffer to fill once if the client is the slower end.
+    let probe_end = match ranges.per_file {
+        1 => size,
+        _ => file.range_boundary(offset.saturating_add(u64::from(budgets.cap) + ranges.bytes)),
+    };
+    let started = std::time::Instant::now();
+    let Some(at) = stream(&file, offset, probe_end, &tx, &budgets, &mut log).await else {
+        return;
+    };
+    let single = (at - offset) as f64 / started.elapsed().as_secs_f64().max(1e-6);
+    let Some(at) = ranged(&file, at, single, &tx, &budgets, &ranges, &mut log).await else {
+        return;
+    };
+    stream(&file, at, size, &tx, &budgets, &mut log).await;
+}
+
+/// Streams from `offset` with one GET; returns the offset it stopped at
+/// when ranged reads should take over at or after `probe_end`, `None` when
+/// it is done (the end, an error sent, the reader gone).
+async fn stream(
+    file: &OpenFile,
+    offset: u64,
+    probe_end: u64,
+    tx: &mpsc::UnboundedSender<Result<Piece, VfsError>>,
+    budgets: &Budgets,
+    log: &mut Requests,
+) -> Option<u64> {
+    log.streams += 1;
     let mut stream = match file.stream_from(offset).await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Err(e));
-            return;
+            return None;
         }
     };
+    let (size, min_left) = (file.entry.size, 2 * budgets.shared.ranges().bytes);
+    // Reads that waited after a slow client would have let the buffer fill.
+    let filled = offset.saturating_add(u64::from(budgets.cap));
+    let mut waits_then = None;
+    let mut at = offset;
     while let Some(chunk) = stream.next().await {
         let data = match chunk {
             Ok(c) if c.is_empty() => continue,
             Ok(c) => c,
             Err(e) => {
                 let _ = tx.send(Err(e));
-                return;
+                return None;
             }
         };
+        at += data.len() as u64;
+        log.bytes += data.len() as u64;
         let held = budgets
             .hold(u32::try_from(data.len()).unwrap_or(u32::MAX))
             .await;
         if tx.send(Ok(Piece { data, _held: held })).is_err() {
-            return;
+            return None;
         }
+        let waits = budgets.demand.waits.load(Ordering::Relaxed);
+        if at >= filled && waits_then.is_none() {
+            waits_then = Some(waits);
+        }
+        if at >= probe_end
+            && probe_end < size
+            && size - at >= min_left
+            && !budgets.full.load(Ordering::Relaxed)
+            && waits_then.is_some_and(|then| waits > then)
+        {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Attempts per range before its error reaches the reader.
+const RANGE_ATTEMPTS: u32 = 3;
+
+/// Reads from `offset` with concurrent ranged GETs, delivered in order;
+/// returns the offset to go on from with one stream (ranges no faster than
+/// `single` bytes/s, the server's cap on ranges reached, a derived file
+/// that cannot be read in ranges), `None` when done.
+async fn ranged(
+    file: &Arc<OpenFile>,
+    offset: u64,
+    single: f64,
+    tx: &mpsc::UnboundedSender<Result<Piece, VfsError>>,
+    budgets: &Budgets,
+    ranges: &super::budget::Ranges,
+    log: &mut Requests,
+) -> Option<u64> {
+    let size = file.entry.size;
+    let (mut next, mut done) = (offset, offset);
+    let mut inflight = futures::stream::FuturesOrdered::new();
+    let started = std::time::Instant::now();
+    let mut judged = false;
+    loop {
+        while inflight.len() < ranges.per_file && next < size {
+            let end = file
+                .range_boundary(next.saturating_add(ranges.bytes))
+                .max(next + 1)
+                .min(size);
+            let len = end - next;
+            let Ok(permit) = ranges.total.clone().try_acquire_owned() else {
+                break;
+            };
+            let n = u32::try_from(len).unwrap_or(u32::MAX);
+            let held = if inflight.is_empty() {
+                budgets.or_demand(budgets.shared.hold(n), n).await
+            } else {
+                match budgets.shared.try_hold(n) {
+                    Some(h) => h,
+                    None => break,
+                }
+            };
+            inflight.push_back(fetch_range(file.clone(), next, len, held, permit));
+            next = end;
+        }
+        let Some(got) = inflight.next().await else {
+            // Nothing in flight: the end, or no range could start.
+            return (done < size).then_some(done);
+        };
+        let (chunks, held, retries) = match got {
+            Ok(Some(r)) => r,
+            Ok(None) => return Some(done),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return None;
+            }
+        };
+        log.ranges += 1;
+        log.retries += retries;
+        let last = chunks.len().saturating_sub(1);
+        let mut held = Some(held);
+        for (i, data) in chunks.into_iter().enumerate() {
+            done += data.len() as u64;
+            log.bytes += data.len() as u64;
+            // The range's budget goes back when its last byte is read.
+            let held = if i == last { held.take() } else { None };
+            let piece = Piece {
+                data,
+                _held: held.unwrap_or_default(),
+            };
+            if tx.send(Ok(piece)).is_err() {
+                return None;
+            }
+        }
+        if !judged && log.ranges as usize >= 2 * ranges.per_file && done < size {
+            judged = true;
+            let rate = (done - offset) as f64 / started.elapsed().as_secs_f64().max(1e-6);
+            if rate < 1.2 * single {
+                tracing::debug!(
+                    file = %file.entry.name,
+                    ranged = rate,
+                    single,
+                    "ranged reads are no faster than one stream here"
+                );
+                return Some(done);
+            }
+        }
+    }
+}
+
+/// One ranged GET of `[at, at + len)`, whole, retried on a transient
+/// error or a short body; `None` when the file cannot be read in ranges.
+async fn fetch_range(
+    file: Arc<OpenFile>,
+    at: u64,
+    len: u64,
+    held: Held,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Option<(Vec<Bytes>, Held, u32)>, VfsError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let err = match file.range(at, len).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(mut body)) => {
+                let (mut chunks, mut got) = (Vec::new(), 0u64);
+                let mut failed = None;
+                while let Some(c) = body.next().await {
+                    match c {
+                        Ok(c) => {
+                            got += c.len() as u64;
+                            chunks.push(c);
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None if got == len => return Ok(Some((chunks, held, attempt - 1))),
+                    None if got > len => {
+                        return Err(VfsError::Producer(format!(
+                            "storage answered a range of {len} bytes with {got}"
+                        )))
+                    }
+                    None => truncated(),
+                    Some(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        if attempt >= RANGE_ATTEMPTS || !retryable(&err) {
+            return Err(err);
+        }
+    }
+}
+
+/// A range worth asking for again: storage's transient faults, a short body.
+fn retryable(e: &VfsError) -> bool {
+    match e {
+        VfsError::Storage(f) => f.is_transient(),
+        VfsError::Producer(_) => true,
+        _ => false,
     }
 }
