@@ -464,8 +464,10 @@ async fn ranged(
     let mut judged = false;
     loop {
         while inflight.len() < ranges.per_file && next < size {
+            // Ranges end on multiples of the range size (then on a unit
+            // of storage), so every download asks for the same ranges.
             let end = file
-                .range_boundary(next.saturating_add(ranges.bytes))
+                .range_boundary((next / ranges.bytes + 1).saturating_mul(ranges.bytes))
                 .max(next + 1)
                 .min(size);
             let len = end - next;

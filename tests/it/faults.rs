@@ -9,13 +9,14 @@
 //! command-line clients cannot starve it. Every request is recorded
 //! ([`FaultProxy::seen`]) so a test can count what reached storage.
 //!
-//! Built to be extended by the real-S3 speed work: a link model
-//! (bandwidth per connection, time to first byte) belongs in
-//! [`FaultProxy::respond`] beside the body cut, and header rewriting (a
-//! store that ignores conditional writes) beside the rule match; one proxy,
-//! not one per concern.
+//! It also models the link to real S3 ([`Link`]): each response waits a
+//! first-byte delay and its body flows at most at a per-connection rate
+//! (S3 serves ~90 MB/s per connection, tens of ms to first byte). One
+//! proxy for every concern: benchmarks run the same code as a program
+//! (`examples/link_proxy.rs`).
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,6 +27,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The S3 server a proxy stands in front of (the harness's moto).
+pub trait S3Endpoint {
+    fn endpoint(&self) -> &str;
+    /// Its `[storage]` section.
+    fn storage_toml(&self) -> String;
+}
 
 /// What a matching request gets instead of moto's answer.
 #[derive(Debug, Clone)]
@@ -46,6 +54,8 @@ pub enum Fault {
     /// S3 does `x-amz-expected-bucket-owner` naming another account (moto
     /// ignores the header); pass the others through.
     RequireHeader(&'static str, String),
+    /// Hold moto's answer this long before its first byte (a slow GET).
+    Delay(Duration),
     /// Refuse (`403 AccessDenied`) a form-encoded request (an STS call)
     /// whose parameter `.0` is not `.1`, as a role's trust policy does an
     /// AssumeRole without its `sts:ExternalId` (moto checks no trust
@@ -63,6 +73,8 @@ pub struct Rule {
     pub fault: Fault,
     /// How many matching requests get the fault; `None` for all of them.
     pub times: Option<usize>,
+    /// Only a ranged GET whose `Range: bytes=N-` starts at this offset.
+    pub range_from: Option<u64>,
 }
 
 impl Rule {
@@ -72,6 +84,7 @@ impl Rule {
             path_contains: (!path_contains.is_empty()).then(|| path_contains.to_string()),
             fault,
             times: None,
+            range_from: None,
         }
     }
 
@@ -80,8 +93,15 @@ impl Rule {
         self
     }
 
-    fn matches(&self, method: &str, path: &str) -> bool {
+    /// Only ranged GETs from `offset`.
+    pub fn range_from(mut self, offset: u64) -> Rule {
+        self.range_from = Some(offset);
+        self
+    }
+
+    fn matches(&self, method: &str, path: &str, range: Option<u64>) -> bool {
         self.times != Some(0)
+            && self.range_from.is_none_or(|r| range == Some(r))
             && self.method.is_none_or(|m| m == method)
             && self
                 .path_contains
@@ -101,10 +121,30 @@ pub struct Seen {
     pub fault: Option<Fault>,
 }
 
+/// The link to storage every response crosses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Link {
+    /// Most body bytes per second on one connection; `None`: no cap.
+    pub bytes_per_sec: Option<f64>,
+    /// Wait before the first byte of each response.
+    pub first_byte: Duration,
+}
+
+impl Link {
+    /// S3 as AWS describes one connection: ~90 MB/s, ~30 ms to first byte.
+    pub fn s3() -> Link {
+        Link {
+            bytes_per_sec: Some(90e6),
+            first_byte: Duration::from_millis(30),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     rules: Vec<Rule>,
     seen: Vec<Seen>,
+    link: Link,
 }
 
 pub struct FaultProxy {
@@ -116,9 +156,17 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// A proxy in front of `upstream` (moto's endpoint).
     pub fn start(upstream: &str) -> FaultProxy {
+        Self::start_on("127.0.0.1:0", upstream, Link::default())
+    }
+
+    /// A proxy on `listen` in front of `upstream`, across `link`.
+    pub fn start_on(listen: &str, upstream: &str, link: Link) -> FaultProxy {
         let upstream = upstream.trim_end_matches('/').to_string();
-        let state = Arc::new(Mutex::new(State::default()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
+        let state = Arc::new(Mutex::new(State {
+            link,
+            ..State::default()
+        }));
+        let listener = std::net::TcpListener::bind(listen).expect("bind the fault proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
         let shared = state.clone();
@@ -164,6 +212,11 @@ impl FaultProxy {
         self.state.lock().unwrap().rules.clear();
     }
 
+    /// How many requests were seen so far.
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().seen.len()
+    }
+
     /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
@@ -175,8 +228,8 @@ impl FaultProxy {
     }
 
     /// The `[storage]` section of a server that reaches moto through this proxy.
-    pub fn storage_toml(&self, s3: &crate::harness::S3) -> String {
-        s3.storage_toml().replace(&s3.endpoint, &self.endpoint)
+    pub fn storage_toml(&self, s3: &impl S3Endpoint) -> String {
+        s3.storage_toml().replace(s3.endpoint(), &self.endpoint)
     }
 
     async fn respond(
@@ -197,6 +250,12 @@ impl FaultProxy {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         let headers = req.headers().clone();
+        let range = headers
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok());
         // A form (small: an STS call) is read here, so it can be seen and checked.
         let (req, form) = if form_encoded {
             let (parts, body) = req.into_parts();
@@ -220,13 +279,13 @@ impl FaultProxy {
             }),
             _ => true,
         };
-        let fault = {
+        let (fault, link) = {
             let mut st = state.lock().unwrap();
             // A requirement that holds lets the request on to the next rules.
             let fault = st
                 .rules
                 .iter_mut()
-                .find(|r| r.matches(&method, &path) && refused(&r.fault))
+                .find(|r| r.matches(&method, &path, range) && refused(&r.fault))
                 .map(|r| {
                     if let Some(n) = r.times.as_mut() {
                         *n -= 1;
@@ -240,7 +299,7 @@ impl FaultProxy {
                 form: form.clone(),
                 fault: fault.clone(),
             });
-            fault
+            (fault, st.link)
         };
         Ok(match fault {
             Some(Fault::Reset) => return Err("fault proxy: connection dropped"),
@@ -284,6 +343,11 @@ impl FaultProxy {
                     }
                 };
                 let (mut parts, body) = upstream_answer.into_parts();
+                let delay = match forward {
+                    Some(Fault::Delay(d)) => d,
+                    _ => Duration::ZERO,
+                };
+                tokio::time::sleep(link.first_byte + delay).await;
                 if matches!(forward, Some(Fault::IgnoreConditions)) && parts.status == 412 {
                     parts.status = hyper::StatusCode::OK;
                     parts.headers.remove("content-length");
@@ -313,10 +377,31 @@ impl FaultProxy {
                     }
                     _ => body.map_err(|e| e.into()).boxed(),
                 };
+                let body = match link.bytes_per_sec {
+                    Some(rate) => paced(body, rate),
+                    None => body,
+                };
                 Response::from_parts(parts, body)
             }
         })
     }
+}
+
+/// `body` at most `rate` bytes per second: each chunk goes when the bytes
+/// before it would have crossed the link.
+fn paced(body: Body, rate: f64) -> Body {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let frames = body.into_data_stream().then(move |chunk| {
+        let due = chunk.as_ref().map_or(0, |c| c.len() as u64);
+        let at = start + Duration::from_secs_f64((sent + due) as f64 / rate);
+        sent += due;
+        async move {
+            tokio::time::sleep_until(at.into()).await;
+            chunk.map(Frame::data)
+        }
+    });
+    BodyExt::boxed(StreamBody::new(frames))
 }
 
 /// An error answer of the proxy's own: `status`, an XML body.

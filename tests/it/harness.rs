@@ -110,6 +110,16 @@ fn start_moto(flags: &[&str]) -> S3 {
     }
 }
 
+impl crate::faults::S3Endpoint for S3 {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn storage_toml(&self) -> String {
+        S3::storage_toml(self)
+    }
+}
+
 impl S3 {
     /// The `[storage]` section for this server.
     pub fn storage_toml(&self) -> String {
