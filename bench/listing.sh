@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Day listing benchmark (SPEC §16): one day of BENCH_SESSIONS sessions (each
 # an info.json and a RAW archive; one in BENCH_DERIVED_EVERY also has derived
-# files stored), listed through a model of an S3 link (bench/delay_proxy.py:
-# BENCH_DELAY_MS before the first byte of every response) by
+# files stored), listed through a model of an S3 link (examples/link_proxy.rs,
+# the tests' fault proxy: BENCH_DELAY_MS before the first byte of every
+# response) by
 #
 #   - recvault over SFTP (paramiko listdir_attr: OPENDIR, READDIR…, the same
 #     facts as `ls -l`) and over FTPS (ftplib MLSD), first and repeated, in
@@ -41,6 +42,8 @@ for v in BENCH_SESSIONS BENCH_DERIVED_EVERY; do
 done
 [[ $BENCH_DELAY_MS =~ ^[0-9]+$ ]] || die "BENCH_DELAY_MS must be a whole number of milliseconds"
 require_recvault_bin
+LINK_PROXY_BIN=${LINK_PROXY_BIN:-$(dirname "$RECVAULT_BIN")/examples/link_proxy}
+[[ -x $LINK_PROXY_BIN ]] || die "$LINK_PROXY_BIN not found (cargo build --release --examples)"
 require_tools openssl awk ssh-keygen xargs seq
 require_moto_python
 "$MOTO_PYTHON" -c 'import paramiko' 2>/dev/null || die "$MOTO_PYTHON cannot import paramiko"
@@ -93,8 +96,8 @@ log "seeded in $(secs_since "$t0" 1) s"
 # ---------------------------------------------------------------- the link
 PROXY_PORT=$(free_port)
 COUNT_FILE=$TMP/requests
-"$MOTO_PYTHON" bench/delay_proxy.py "$PROXY_PORT" "${MOTO_ENDPOINT#http://}" "$BENCH_DELAY_MS" "$COUNT_FILE" \
-    >"$TMP/proxy.out" 2>"$TMP/proxy.err" 3>&- 4>&- &
+"$LINK_PROXY_BIN" "$PROXY_PORT" "$MOTO_ENDPOINT" --rate-mbps 0 --first-byte-ms "$BENCH_DELAY_MS" \
+    --count-file "$COUNT_FILE" >"$TMP/proxy.out" 2>"$TMP/proxy.err" 3>&- 4>&- &
 PIDS+=("$!")
 wait_port "$PROXY_PORT" 30 "$!" || die "the delay proxy did not start: $(cat "$TMP/proxy.err")"
 PROXY=http://127.0.0.1:$PROXY_PORT

@@ -48,8 +48,23 @@ pub struct Config {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub defender: DefenderConfig,
+    /// What every listener shares (the load balancers in front).
+    #[serde(default)]
+    pub listeners: ListenersConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[listeners]`: settings of every listener (SFTP, FTPS and its data
+/// ports, ingest, the API).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersConfig {
+    /// Load balancers (networks or addresses) whose connections start with
+    /// a PROXY protocol v2 header naming the client; required from them,
+    /// never read from anyone else ([`crate::proxy`]).
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 /// The admin listener ([`crate::admin`]).
@@ -732,6 +747,14 @@ impl Validator<'_> {
                 return self.err(
                     net.span(),
                     "[defender] allow takes networks such as \"10.0.0.0/8\", \"2001:db8::/32\" or one address",
+                );
+            }
+        }
+        for net in &c.listeners.trusted_proxies {
+            if crate::net::Net::parse(net.get_ref()).is_none() {
+                return self.err(
+                    net.span(),
+                    "[listeners] trusted_proxies takes the balancers' networks such as \"10.0.0.0/24\" or one address",
                 );
             }
         }

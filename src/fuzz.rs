@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("api_request", api_request),
     ("info_json", info_json),
     ("tar", tar),
+    ("proxy_header", proxy_header),
 ];
 
 /// Client paths: what resolves is canonical and made of valid names.
@@ -215,6 +216,15 @@ pub fn tar(data: &[u8]) {
         crate::ingest::fuzzing::unpack(&body, &dir, 1 << 20);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A PROXY protocol header from a balancer: parsed or refused, its length
+/// never past the input, a claimed address only for the PROXY command.
+pub fn proxy_header(data: &[u8]) {
+    if let Ok((claimed, len)) = crate::proxy::parse(data) {
+        assert!((16..=data.len()).contains(&len));
+        assert_eq!(claimed.is_some(), data[12] & 0x0f == 1);
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod metrics; // the process's Prometheus metrics, fed by the audit funnel, g
 pub mod net; // canonical addresses, allow-list networks, per-source grouping
 pub mod password; // argon2id password hashes (PHC strings)
 pub mod path; // the one canonical path type and its parser
+pub mod proxy; // PROXY protocol v2 from trusted load balancers: the client's real address
 pub mod push; // `recvault push`: the gateway-side upload client
 pub mod sample; // writes sessions in the archived layout (demo, tests)
 pub mod secret; // secret files: created 0600, refused when others can read them

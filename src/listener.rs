@@ -32,6 +32,11 @@ pub struct Gate {
     refusal: Option<Arc<[u8]>>,
     /// Turns true when a stopping server's drain time ran out ([`Gate::finish`]).
     closing: watch::Sender<bool>,
+    /// Connections from trusted balancers, once their PROXY header named
+    /// the client (read by a task of their own, so a slow balancer holds
+    /// up no one).
+    proxied_tx: tokio::sync::mpsc::Sender<Admitted>,
+    proxied_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Admitted>>,
 }
 
 /// An admitted connection; dropping `permit` frees its slot.
@@ -43,12 +48,15 @@ pub struct Admitted {
 
 impl Gate {
     pub fn new(protocol: &'static str, max_connections: usize) -> Self {
+        let (proxied_tx, proxied_rx) = tokio::sync::mpsc::channel(64);
         Self {
             protocol,
             max: max_connections,
             conns: Arc::new(Semaphore::new(max_connections)),
             refusal: None,
             closing: watch::channel(false).0,
+            proxied_tx,
+            proxied_rx: tokio::sync::Mutex::new(proxied_rx),
         }
     }
 
@@ -109,8 +117,42 @@ impl Gate {
                         continue;
                     }
                 },
+                Some(a) = async { self.proxied_rx.lock().await.recv().await } => {
+                    // The client the balancer named faces the defender.
+                    if let Some(left) = defender.banned(a.peer.ip()) {
+                        debug!(protocol, peer = %a.peer, secs_left = left.as_secs(), "refused: address is banned (behind a balancer)");
+                        crate::metrics::connection(protocol, "banned");
+                        continue;
+                    }
+                    crate::metrics::connection(protocol, "admitted");
+                    return Some(a);
+                }
                 _ = shutdown.changed() => return None,
             };
+            if defender.is_proxy(peer.ip()) {
+                // Counted against the cap while its header is read.
+                let Ok(permit) = self.conns.clone().try_acquire_owned() else {
+                    warn!(protocol, balancer = %peer, max = self.max, "refused: connection limit reached");
+                    crate::metrics::connection(protocol, "over_limit");
+                    continue;
+                };
+                let _ = sock.set_nodelay(true);
+                let tx = self.proxied_tx.clone();
+                tokio::spawn(async move {
+                    let mut sock = sock;
+                    match crate::proxy::read(&mut sock).await {
+                        Ok(client) => {
+                            let peer = client.unwrap_or(peer);
+                            let _ = tx.send(Admitted { sock, peer, permit }).await;
+                        }
+                        Err(e) => {
+                            warn!(protocol, balancer = %peer, "refused a connection from a trusted balancer: {e}");
+                            crate::metrics::connection(protocol, "bad_proxy_header");
+                        }
+                    }
+                });
+                continue;
+            }
             if let Some(left) = defender.banned(peer.ip()) {
                 debug!(protocol, %peer, secs_left = left.as_secs(), "refused: address is banned");
                 crate::metrics::connection(protocol, "banned");

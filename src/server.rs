@@ -246,7 +246,13 @@ pub async fn serve(
         .iter()
         .filter_map(|n| crate::net::Net::parse(n.get_ref()))
         .collect();
-    let defender = Arc::new(Defender::with_allow(&cfg.limits, allow));
+    let proxies = cfg
+        .listeners
+        .trusted_proxies
+        .iter()
+        .filter_map(|n| crate::net::Net::parse(n.get_ref()))
+        .collect();
+    let defender = Arc::new(Defender::with_allow(&cfg.limits, allow).with_proxies(proxies));
     let producers: Arc<[Arc<dyn Producer>]> = Arc::from(vec![Arc::new(media) as Arc<dyn Producer>]);
     let shared = Arc::new(Shared::new(
         users,

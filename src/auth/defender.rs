@@ -28,6 +28,9 @@ struct Record {
 
 pub struct Defender {
     allow: Vec<Net>,
+    /// Load balancers whose connections carry the client's address in a
+    /// PROXY protocol header ([`crate::proxy`]).
+    proxies: Vec<Net>,
     after: u32,
     base: Duration,
     max: Duration,
@@ -40,10 +43,23 @@ impl Defender {
         Self::with_allow(limits, Vec::new())
     }
 
+    /// Trusts `proxies` to name their clients (`[listeners] trusted_proxies`).
+    pub fn with_proxies(mut self, proxies: Vec<Net>) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// Whether a connection from `ip` is a trusted balancer's, to be read
+    /// for the client's address.
+    pub fn is_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.proxies.iter().any(|n| n.contains(ip))
+    }
+
     /// A defender that never counts or bans addresses in `allow`.
     pub fn with_allow(limits: &Limits, allow: Vec<Net>) -> Self {
         Self {
             allow,
+            proxies: Vec::new(),
             after: limits.ban_after_failures,
             base: Duration::from_secs(limits.ban_secs),
             max: Duration::from_secs(limits.ban_max_secs.max(limits.ban_secs)),

@@ -115,12 +115,31 @@ fn same_host(a: IpAddr, b: IpAddr) -> bool {
 impl Pending {
     /// Waits for the client's data connection; connections from any other
     /// address are closed at once and the wait goes on.
-    pub async fn accept(&self, client: IpAddr, within: Duration) -> Result<TcpStream, DataError> {
+    ///
+    /// A connection from a trusted balancer (`defender.is_proxy`) is judged
+    /// by the client its PROXY header names.
+    pub async fn accept(
+        &self,
+        client: IpAddr,
+        within: Duration,
+        defender: &crate::auth::defender::Defender,
+    ) -> Result<TcpStream, DataError> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let (sock, from) = tokio::time::timeout_at(deadline, self.listener.accept())
+            let (mut sock, mut from) = tokio::time::timeout_at(deadline, self.listener.accept())
                 .await
                 .map_err(|_| DataError::Timeout(within.as_secs()))??;
+            if defender.is_proxy(from.ip()) {
+                let header = tokio::time::timeout_at(deadline, crate::proxy::read(&mut sock));
+                match header.await {
+                    Ok(Ok(claimed)) => from = claimed.unwrap_or(from),
+                    Ok(Err(e)) => {
+                        warn!(balancer = %from, port = self.port, "refused a data connection from a trusted balancer: {e}");
+                        continue;
+                    }
+                    Err(_) => return Err(DataError::Timeout(within.as_secs())),
+                }
+            }
             if same_host(from.ip(), client) {
                 let _ = sock.set_nodelay(true);
                 return Ok(sock);
@@ -221,8 +240,13 @@ mod tests {
             assert_eq!(stranger.read(&mut buf).await.unwrap_or(0), 0);
             TcpStream::connect(("127.0.0.1", port)).await.unwrap()
         };
+        let defender = crate::auth::defender::Defender::new(&crate::limits::Limits::default());
         let (got, mine) = tokio::join!(
-            p.accept("127.0.0.1".parse().unwrap(), Duration::from_secs(5)),
+            p.accept(
+                "127.0.0.1".parse().unwrap(),
+                Duration::from_secs(5),
+                &defender
+            ),
             clients
         );
         assert_eq!(

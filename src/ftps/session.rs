@@ -846,6 +846,7 @@ impl Session {
             require_resumption: self.ftps.require_resumption,
             token: self.token.clone(),
             connect_within: Duration::from_secs(limits.ftp_data_connect_secs),
+            defender: self.ftps.shared.defender.clone(),
             stall: Duration::from_secs(limits.ftp_stall_secs),
             sent: Arc::new(AtomicU64::new(0)),
             perms: vfs.perms(),

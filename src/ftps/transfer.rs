@@ -67,6 +67,8 @@ pub(super) struct Job {
     pub(super) require_resumption: bool,
     pub(super) token: data::ResumeToken,
     pub(super) connect_within: Duration,
+    /// Which data connections come through a trusted balancer.
+    pub(super) defender: Arc<crate::auth::defender::Defender>,
     /// How long one write may wait for the client to take data.
     pub(super) stall: Duration,
     pub(super) sent: Arc<AtomicU64>,
@@ -81,7 +83,7 @@ impl Job {
         let connect = async {
             let sock = self
                 .pending
-                .accept(self.client, self.connect_within)
+                .accept(self.client, self.connect_within, &self.defender)
                 .await?;
             data::secure(
                 sock,

@@ -18,6 +18,7 @@ mod media;
 mod operation;
 mod progressive;
 mod protocol;
+mod proxy;
 mod ranged;
 mod rawftp;
 mod rawsftp;

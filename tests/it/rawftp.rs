@@ -217,6 +217,20 @@ impl RawFtp {
     }
 }
 
+/// A TLS data connection to `port` from `source`, sending `prelude` (a
+/// PROXY protocol header) first.
+pub async fn open_data_via(
+    port: u16,
+    source: &str,
+    prelude: &[u8],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut sock = tcp_from(source, ([127, 0, 0, 1], port).into()).await?;
+    sock.write_all(prelude).await?;
+    connector()
+        .connect(ServerName::try_from("localhost").unwrap(), sock)
+        .await
+}
+
 /// A TLS data connection to `port`.
 pub async fn open_data(port: u16) -> std::io::Result<TlsStream<TcpStream>> {
     let sock = TcpStream::connect(("127.0.0.1", port)).await?;
