@@ -16,7 +16,10 @@
 # (which copies the whole object for every ranged GET: ranged figures are
 # then moto's, not the link's). Each run's SHA-256 is checked. For every
 # recvault run it prints the S3 requests it sent (the proxy's count), the
-# CPU-seconds the recvault process used, and the download's curve: seconds
+# CPU-seconds the serving process used and those of the S3 server and link
+# proxies together ("storage side": on this machine they share its cores
+# with the peer and the client; real S3 runs elsewhere), and the
+# download's curve: seconds
 # to 10/50/100 % and the longest time with no byte received (sampled every
 # 0.1 s).
 #
@@ -62,6 +65,7 @@ make_test_cert
 make_password
 
 # ---------------------------------------------------------------- the S3 server
+STORAGE_PIDS=()   # the S3 server and the link proxies: their CPU is "storage side"
 if [[ -n $S3S_FS_BIN ]]; then
     S3_KIND="s3s-fs ($("$S3S_FS_BIN" --version 2>/dev/null | head -n1 || echo "?"))"
     MOTO_KEY=benchkey MOTO_SECRET=benchsecret-0123456789 MOTO_BUCKET=recordings
@@ -73,6 +77,7 @@ if [[ -n $S3S_FS_BIN ]]; then
         "$TMP/s3root" </dev/null >"$TMP/s3s.log" 2>&1 3>&- 4>&- &
     S3_PID=$!
     PIDS+=("$S3_PID")
+    STORAGE_PIDS+=("$S3_PID")
     wait_port "$S3_PORT" 30 "$S3_PID" || { cat "$TMP/s3s.log" >&2; die "s3s-fs did not start"; }
     S3_ENDPOINT=http://127.0.0.1:$S3_PORT
     require_moto_python   # boto3, for the upload
@@ -83,6 +88,7 @@ else
     start_moto
     upload_bench_file
     S3_ENDPOINT=$MOTO_ENDPOINT
+    [[ -n $MOTO_SERVER_PID ]] && STORAGE_PIDS+=("$MOTO_SERVER_PID")
 fi
 log "S3 server: $S3_KIND at $S3_ENDPOINT"
 
@@ -95,6 +101,7 @@ start_link() {
     "$LINK_PROXY_BIN" "$port" "$S3_ENDPOINT" --rate-mbps "$2" --first-byte-ms "$3" --count-file "$LINK_COUNT" \
         </dev/null >"$TMP/$1.out" 2>&1 3>&- 4>&- &
     PIDS+=($!)
+    STORAGE_PIDS+=($!)
     wait_port "$port" 20 $! || { cat "$TMP/$1.out" >&2; die "link proxy $1 did not start"; }
     LINK_ENDPOINT=http://127.0.0.1:$port
 }
@@ -107,20 +114,26 @@ OPEN=$LINK_ENDPOINT OPEN_REQS=$LINK_COUNT
 declare -A BEST_MBS=() RUNS=() DETAIL=()
 SSH_OPTS=(-q -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -i "$TMP/client" -c "$CIPHER")
 
-cpu_secs() { # pid: user+system CPU seconds so far
-    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+cpu_secs() { # pid...: user+system CPU seconds so far, summed
+    local pid sum=0 one
+    for pid in "$@"; do
+        one=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        sum=$(awk -v a="$sum" -v b="$one" 'BEGIN {print a + b}')
+    done
+    echo "$sum"
 }
 
 # measure label pid reqfile command...: BENCH_RUNS runs of a command writing
 # $TMP/out.bin, sampled every 0.1 s; PID's CPU time and REQFILE's request
 # count (either may be "-") are read around each run.
 measure() {
-    local label=$1 pid=$2 reqs=$3 i t0 c0 r0 cmdpid got last_got t last_t stall t10 t50 secs mbs sum best=0 list= detail=
+    local label=$1 pid=$2 reqs=$3 i t0 c0 s0 r0 cmdpid got last_got t last_t stall t10 t50 secs mbs sum best=0 list= detail=
     shift 3
     for ((i = 1; i <= BENCH_RUNS; i++)); do
         rm -f "$TMP/out.bin"
         c0=0 r0=0
         [[ $pid != - ]] && c0=$(cpu_secs "$pid")
+        s0=$(cpu_secs "${STORAGE_PIDS[@]}")
         [[ $reqs != - ]] && r0=$(cat "$reqs")
         t0=$(now)
         "$@" >"$TMP/client.log" 2>&1 &
@@ -143,6 +156,7 @@ measure() {
         mbs=$(awk -v n="$SIZE_BYTES" -v s="$secs" 'BEGIN {printf "%.1f", n / 1e6 / s}')
         detail="10/50/100 % at ${t10:-?}/${t50:-?}/$secs s, longest stall $(printf '%.1f' "$stall") s"
         [[ $pid != - ]] && detail+=", $(awk -v a="$c0" -v b="$(cpu_secs "$pid")" 'BEGIN {printf "%.1f", b - a}') CPU-s"
+        detail+=", storage side $(awk -v a="$s0" -v b="$(cpu_secs "${STORAGE_PIDS[@]}")" 'BEGIN {printf "%.1f", b - a}') CPU-s"
         [[ $reqs != - ]] && { sleep 0.1; detail+=", $(($(cat "$reqs") - r0)) S3 requests"; }
         log "$label run $i: ${mbs} MB/s; $detail"
         list+="${list:+ }$mbs"
