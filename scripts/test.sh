@@ -28,6 +28,7 @@ command -v mkfifo >/dev/null 2>&1 || missing+=(coreutils)  # the MP4/WebM render
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v janus-pp-rec >/dev/null 2>&1 || missing+=(janus-tools)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # the admin listener's scrape test (prometheus, promtool)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)  # the three-node test (a TCP balancer with PROXY protocol v2)
 type -P kill >/dev/null 2>&1 || missing+=(procps)  # the binary: `command -v` finds the builtin
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the browser tests (Playwright drives it)

@@ -257,6 +257,12 @@ impl Server {
         Self::start_full(tempfile::tempdir().expect("tempdir"), &config, "info", s3)
     }
 
+    /// [`Server::start_in`] on moto server `s3` (its `[storage]` and
+    /// credentials), in `dir` (a killed node's folder, say).
+    pub fn start_on_in(s3: &S3, dir: tempfile::TempDir, rest: &str) -> Server {
+        Self::start_full(dir, &format!("{}\n{rest}", s3.storage_toml()), "info", s3)
+    }
+
     fn start_full(dir: tempfile::TempDir, config: &str, filter: &str, s3: &S3) -> Server {
         let path = write_config(dir.path(), config);
         let mut child = recvault_command_for(s3)

@@ -15,6 +15,7 @@ mod harness;
 mod ingest;
 mod listing;
 mod media;
+mod nodes;
 mod operation;
 mod progressive;
 mod protocol;

@@ -585,11 +585,11 @@ fn g722_decodes_like_ffmpeg_and_losses_become_silence_at_the_right_place() {
 
 // ------------------------------------------------------------ derived MP3 --
 
-const TOKEN: &str = "token-for-media-0123456789abcdef";
+pub(crate) const TOKEN: &str = "token-for-media-0123456789abcdef";
 
 /// A 6-second session: the agent speaks PCMU from 1 s, the user Opus from
 /// 2 s (both 3 s of tone); video streams are token frames.
-fn media_session(root: &Path, id: &str) -> std::path::PathBuf {
+pub(crate) fn media_session(root: &Path, id: &str) -> std::path::PathBuf {
     media_session_until(root, id, "2026-11-23T10:00:06Z")
 }
 
