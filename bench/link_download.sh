@@ -7,7 +7,7 @@
 #   recvault SFTP and FTPS through the link (ranged reads on, the default)
 #   recvault SFTP through the link with ranged reads off (range_reads_per_file = 1)
 #   recvault SFTP straight to the S3 server, and through the proxy with no
-#     cap and no delay (the proxy's own overhead)
+#     cap and no delay (the proxy's own overhead), and from local disk
 #   OpenSSH sshd (internal-sftp) and vsftpd serving the same file from local disk
 #   rclone serve sftp on the same bucket through the same link
 #
@@ -210,6 +210,11 @@ measure "recvault SFTP (proxy, no cap)" "$RV_PID" "$OPEN_REQS" sftp_get "$RV_POR
 stop_pid "$RV_PID"
 
 # ---------------------------------------------------------------- local-disk peers
+write_recvault_config "$TMP/rv-local.toml" local "" "authorized_keys = [\"$(cat "$TMP/client.pub")\"]"
+run_recvault rv-local "$TMP/rv-local.toml" sftp
+measure "recvault SFTP (local disk)" "$RV_PID" - sftp_get "$RV_PORT" bench "$BENCH_TREE_PATH"
+stop_pid "$RV_PID"
+
 start_sshd "$TMP/client.pub"
 measure "OpenSSH sshd (local)" "$SSHD_PID" - sftp_get "$SSHD_PORT" "$(id -un)" "$TMP/src.bin"
 stop_pid "$SSHD_PID"
@@ -239,7 +244,7 @@ wait_port "$RCLONE_PORT" 30 "$RCLONE_PID" || { cat "$TMP/rclone.log" >&2; die "r
 measure "rclone serve sftp (link)" "$RCLONE_PID" "$LINK_REQS" sftp_get "$RCLONE_PORT" bench "/$OBJ_KEY"
 stop_pid "$RCLONE_PID"
 
-show_server_logs '^recvault: .* listening on' rv-link rv-link-one rv-direct rv-open
+show_server_logs '^recvault: .* listening on' rv-link rv-link-one rv-direct rv-open rv-local
 
 # ---------------------------------------------------------------- report
 echo
@@ -249,7 +254,8 @@ printf 'link: %s MB/s per connection, %s ms to the first byte of each answer; SS
     "$BENCH_LINK_MBPS" "$BENCH_FIRST_BYTE_MS" "$CIPHER"
 printf '%-34s %9s  %-14s %s\n' peer "best MB/s" "runs" "best run"
 for label in "recvault SFTP (link)" "recvault FTPS (link)" "recvault SFTP (link, one stream)" \
-    "recvault SFTP (direct)" "recvault SFTP (proxy, no cap)" "OpenSSH sshd (local)" "vsftpd (local)" \
+    "recvault SFTP (direct)" "recvault SFTP (proxy, no cap)" "recvault SFTP (local disk)" \
+    "OpenSSH sshd (local)" "vsftpd (local)" \
     "rclone serve sftp (link)"; do
     printf '%-34s %9s  %-14s %s\n' "$label" "${BEST_MBS[$label]}" "${RUNS[$label]}" "${DETAIL[$label]:-}"
 done
@@ -258,5 +264,6 @@ b() { printf '%s' "${BEST_MBS[$1]}"; }
 printf '%-44s %6s   target >= 0.9\n' "recvault SFTP (link) / OpenSSH (local)" "$(ratio "$(b "recvault SFTP (link)")" "$(b "OpenSSH sshd (local)")")"
 printf '%-44s %6s   target >= 0.9\n' "recvault FTPS (link) / vsftpd (local)" "$(ratio "$(b "recvault FTPS (link)")" "$(b "vsftpd (local)")")"
 printf '%-44s %6s   target >= 3\n' "recvault SFTP (link) / rclone (link)" "$(ratio "$(b "recvault SFTP (link)")" "$(b "rclone serve sftp (link)")")"
+printf '%-44s %6s   (recvault without S3 in the way)\n' "recvault SFTP (local disk) / OpenSSH (local)" "$(ratio "$(b "recvault SFTP (local disk)")" "$(b "OpenSSH sshd (local)")")"
 printf '%-44s %6s\n' "ranged / one stream, through the link" "$(ratio "$(b "recvault SFTP (link)")" "$(b "recvault SFTP (link, one stream)")")"
 printf '%-44s %6s   (1.00: the proxy costs nothing)\n' "proxy with no cap / direct" "$(ratio "$(b "recvault SFTP (proxy, no cap)")" "$(b "recvault SFTP (direct)")")"
