@@ -641,79 +641,26 @@ fn write_tar_gz(
 mod tests {
     use super::*;
     use crate::media::mjr::{rtp_packet, write_mjr, Kind};
-    use crate::store::{Got, ListPage, ObjectMeta, ObjectStore, Upload};
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// A store that panics on every write of a session index, as a parser
-    /// bug would mid-attempt, and counts those writes.
-    struct PanicsOnIndex {
-        inner: crate::store::local::LocalStore,
-        writes: Arc<AtomicU32>,
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for PanicsOnIndex {
-        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-            self.inner.head(key).await
-        }
-        async fn get_object(&self, k: &str, o: u64, l: Option<u64>) -> Result<Got, StoreError> {
-            self.inner.get_object(k, o, l).await
-        }
-        async fn list_page(
-            &self,
-            p: &str,
-            d: Option<&str>,
-            c: Option<String>,
-        ) -> Result<ListPage, StoreError> {
-            self.inner.list_page(p, d, c).await
-        }
-        async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
-            if key.ends_with("info.json") {
-                self.writes.fetch_add(1, Ordering::SeqCst);
-                panic!("index writer bug");
-            }
-            self.inner.put(key, body, opts).await
-        }
-        async fn multipart_start(&self, key: &str, m: Option<&str>) -> Result<String, StoreError> {
-            self.inner.multipart_start(key, m).await
-        }
-        async fn multipart_part(
-            &self,
-            k: &str,
-            u: &str,
-            n: u32,
-            b: Bytes,
-        ) -> Result<String, StoreError> {
-            self.inner.multipart_part(k, u, n, b).await
-        }
-        async fn multipart_complete(
-            &self,
-            k: &str,
-            u: &str,
-            t: Vec<String>,
-        ) -> Result<(), StoreError> {
-            self.inner.multipart_complete(k, u, t).await
-        }
-        async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
-            self.inner.multipart_abort(key, upload).await
-        }
-        async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError> {
-            self.inner.multipart_list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key).await
-        }
-    }
 
     #[tokio::test]
     async fn a_session_whose_attempts_keep_panicking_is_quarantined_after_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(&dir.path().join("spool")).unwrap();
         let writes = Arc::new(AtomicU32::new(0));
-        let store = PanicsOnIndex {
-            inner: crate::store::local::LocalStore::open(&dir.path().join("store")).unwrap(),
-            writes: writes.clone(),
-        };
+        // A store that panics on every write of a session index, as a
+        // parser bug would mid-attempt, and counts those writes.
+        let counted = writes.clone();
+        let inner = crate::store::local::LocalStore::open(&dir.path().join("store")).unwrap();
+        let store = crate::store::tap::Tap::new(Arc::new(inner)).before(move |op| {
+            if let crate::store::tap::Op::Put { key } = op {
+                if key.ends_with("info.json") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    panic!("index writer bug");
+                }
+            }
+            std::time::Duration::ZERO
+        });
         // A queued session: one short audio stream and its info.json.
         let mut st = SessionState::new("acme", "call-p");
         let files = spool.files_dir("acme", "call-p");

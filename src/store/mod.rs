@@ -9,6 +9,8 @@ pub mod crypt;
 pub mod inflight;
 pub mod local;
 pub mod s3;
+#[cfg(test)]
+pub mod tap;
 pub mod timeout;
 pub mod union;
 

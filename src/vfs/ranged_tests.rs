@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -15,24 +14,20 @@ use super::reader::ReadAhead;
 use super::*;
 use crate::limits::Limits;
 use crate::store::local::LocalStore;
-use crate::store::{Got, ListPage, ObjectMeta, ObjectStore, PutOptions, StoreError, Upload};
+use crate::store::{Got, StoreError};
 
 const RANGE: u64 = 256 * 1024;
 const SIZE: usize = 6 << 20;
 const KEY_PART: &str = "call-big.tar.gz";
 
-/// A store whose GETs of the archive each stream at `rate` bytes/s, with
-/// the ranges a test makes slow or failing.
+/// What the link did: every GET of the archive, and the ranges a test
+/// makes slow or failing.
+#[derive(Default)]
 struct Link {
-    inner: LocalStore,
-    rate: f64,
     /// (offset, len) of every GET of the archive.
     gets: Mutex<Vec<(u64, Option<u64>)>>,
     /// A range starting here fails mid-body this many times.
     fail: Mutex<Option<(u64, u32)>>,
-    /// A range starting here (every range: `None`) waits this long
-    /// before its first byte.
-    slow: Option<(Option<u64>, Duration)>,
 }
 
 impl Link {
@@ -40,24 +35,18 @@ impl Link {
         let gets = self.gets.lock().unwrap();
         gets.iter().filter_map(|(o, l)| Some((*o, (*l)?))).collect()
     }
-}
 
-#[async_trait]
-impl ObjectStore for Link {
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        self.inner.head(key).await
-    }
-
-    async fn get_object(
+    /// A GET of the archive as it crosses the link: at `rate` bytes/s,
+    /// waiting `slow` first when its range is the slow one, cut when it is
+    /// the failing one.
+    fn cross(
         &self,
-        key: &str,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<Got, StoreError> {
-        let mut got = self.inner.get_object(key, offset, len).await?;
-        if !key.ends_with(KEY_PART) {
-            return Ok(got);
-        }
+        mut got: Got,
+        rate: f64,
+        slow: Option<(Option<u64>, Duration)>,
+    ) -> Got {
         self.gets.lock().unwrap().push((offset, len));
         let fail = {
             let mut f = self.fail.lock().unwrap();
@@ -69,11 +58,10 @@ impl ObjectStore for Link {
                 _ => false,
             }
         };
-        let delay = match self.slow {
+        let delay = match slow {
             Some((at, d)) if at.is_none_or(|a| a == offset) && len.is_some() => d,
             _ => Duration::ZERO,
         };
-        let rate = self.rate;
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let body = got.body.then(move |c| {
             let sent = sent.clone();
@@ -92,55 +80,7 @@ impl ObjectStore for Link {
             }
         });
         got.body = Box::pin(body);
-        Ok(got)
-    }
-
-    async fn list_page(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        continuation: Option<String>,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list_page(prefix, delimiter, continuation).await
-    }
-
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
-        self.inner.put(key, body, opts).await
-    }
-
-    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
-        self.inner.multipart_start(key, mark).await
-    }
-
-    async fn multipart_part(
-        &self,
-        key: &str,
-        upload: &str,
-        n: u32,
-        body: Bytes,
-    ) -> Result<String, StoreError> {
-        self.inner.multipart_part(key, upload, n, body).await
-    }
-
-    async fn multipart_complete(
-        &self,
-        key: &str,
-        upload: &str,
-        parts: Vec<String>,
-    ) -> Result<(), StoreError> {
-        self.inner.multipart_complete(key, upload, parts).await
-    }
-
-    async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
-        self.inner.multipart_abort(key, upload).await
-    }
-
-    async fn multipart_list(&self, prefix: &str) -> Result<Vec<Upload>, StoreError> {
-        self.inner.multipart_list(prefix).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
+        got
     }
 }
 
@@ -169,17 +109,20 @@ async fn setup(rate: f64, slow: Option<(Option<u64>, Duration)>) -> Setup {
     )
     .await
     .unwrap();
-    let link = Arc::new(Link {
-        inner,
-        rate,
-        gets: Mutex::default(),
-        fail: Mutex::default(),
-        slow,
-    });
+    let link = Arc::new(Link::default());
+    let seen = link.clone();
+    let store =
+        crate::store::tap::Tap::new(Arc::new(inner)).on_get(move |key, offset, len, got| {
+            if key.ends_with(KEY_PART) {
+                seen.cross(offset, len, got, rate, slow)
+            } else {
+                got
+            }
+        });
     let tenant = Arc::new(Tenant::new(
         "acme".into(),
         "tenants/acme/".into(),
-        link.clone(),
+        Arc::new(store),
         &Limits::default(),
     ));
     let vfs = Vfs::new(

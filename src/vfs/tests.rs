@@ -348,86 +348,27 @@ async fn empty_tenant_root_lists_empty_with_a_real_time() {
     assert!(root.mtime.timestamp() > 0);
 }
 
-/// Counts the GETs of each key the store under it serves.
-struct CountingGets {
-    inner: SharedStore,
-    gets: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-#[async_trait::async_trait]
-impl crate::store::ObjectStore for CountingGets {
-    async fn head(&self, key: &str) -> Result<Option<crate::store::ObjectMeta>, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn get_object(
-        &self,
-        key: &str,
-        offset: u64,
-        len: Option<u64>,
-    ) -> Result<crate::store::Got, StoreError> {
-        *self
-            .gets
-            .lock()
-            .unwrap()
-            .entry(key.to_string())
-            .or_default() += 1;
-        // Slow enough that concurrent callers overlap.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        self.inner.get_object(key, offset, len).await
-    }
-    async fn list_page(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        continuation: Option<String>,
-    ) -> Result<crate::store::ListPage, StoreError> {
-        self.inner.list_page(prefix, delimiter, continuation).await
-    }
-    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> Result<(), StoreError> {
-        self.inner.put(key, body, opts).await
-    }
-    async fn multipart_start(&self, key: &str, mark: Option<&str>) -> Result<String, StoreError> {
-        self.inner.multipart_start(key, mark).await
-    }
-    async fn multipart_part(
-        &self,
-        key: &str,
-        upload: &str,
-        number: u32,
-        body: Bytes,
-    ) -> Result<String, StoreError> {
-        self.inner.multipart_part(key, upload, number, body).await
-    }
-    async fn multipart_complete(
-        &self,
-        key: &str,
-        upload: &str,
-        tags: Vec<String>,
-    ) -> Result<(), StoreError> {
-        self.inner.multipart_complete(key, upload, tags).await
-    }
-    async fn multipart_abort(&self, key: &str, upload: &str) -> Result<(), StoreError> {
-        self.inner.multipart_abort(key, upload).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn multipart_list(&self, prefix: &str) -> Result<Vec<crate::store::Upload>, StoreError> {
-        self.inner.multipart_list(prefix).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_stats_of_one_session_share_one_index_read() {
     let f = fixture().await;
-    let counting = Arc::new(CountingGets {
-        inner: f.store.clone(),
-        gets: Default::default(),
+    // Counts the GETs of each key, each slow enough that concurrent
+    // callers overlap.
+    let counts = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        usize,
+    >::new()));
+    let seen = counts.clone();
+    let counting = crate::store::tap::Tap::new(f.store.clone()).before(move |op| match op {
+        crate::store::tap::Op::Get { key, .. } => {
+            *seen.lock().unwrap().entry(key.to_string()).or_default() += 1;
+            std::time::Duration::from_millis(50)
+        }
+        _ => std::time::Duration::ZERO,
     });
     let tenant = Arc::new(Tenant::new(
         "acme".into(),
         "tenants/acme/".into(),
-        counting.clone(),
+        Arc::new(counting),
         &Limits::default(),
     ));
     let v = Vfs::new(
@@ -443,7 +384,7 @@ async fn concurrent_stats_of_one_session_share_one_index_read() {
     for e in futures::future::join_all(stats).await {
         assert_eq!(e.unwrap().size, 1000);
     }
-    let gets = counting.gets.lock().unwrap().clone();
+    let gets = counts.lock().unwrap().clone();
     assert_eq!(
         gets.get("tenants/acme/sessions/2026/11/23/call-2/info.json"),
         Some(&1),
