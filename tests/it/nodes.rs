@@ -1,6 +1,7 @@
-//! Three recvault processes on one bucket behind HAProxy (TCP for SFTP,
-//! HTTP hashed by session for ingest, PROXY protocol v2 to every node, the
-//! balancer's source 127.0.0.2 the one trusted address). One node is
+//! Three recvault processes on one bucket behind HAProxy (TCP for SFTP and
+//! FTPS, each node's passive ports routed to it, HTTP hashed by session for
+//! ingest, PROXY protocol v2 to every node, the balancer's source 127.0.0.2
+//! the one trusted address). One node is
 //! killed with SIGKILL while a download and uploads run through the
 //! balancer: the download resumes through it to the same bytes, every
 //! upload the gateway saw acknowledged is archived (the killed node's once
@@ -15,13 +16,23 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 const BALANCER: &str = "127.0.0.2";
+/// Where clients reach the balancer's FTPS (control and passive ports):
+/// another loopback address than the nodes' 127.0.0.1, so its passive
+/// ports can be the nodes' own numbers.
+const FTPS_FRONT: &str = "127.0.0.5";
+/// Passive ports per node: node i has `PASV_BASE + 10 i` to `+ 9`.
+const PASV_BASE: u16 = 47300;
 
 struct Haproxy {
     child: Child,
     cfg: PathBuf,
     sftp: u16,
     ingest: u16,
+    ftps: u16,
 }
+
+/// A node's ports: SFTP, ingest, FTPS control.
+type Ports = (u16, u16, u16);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -32,8 +43,8 @@ fn free_port() -> u16 {
 }
 
 impl Haproxy {
-    fn config(&self, nodes: &[(u16, u16)]) -> String {
-        let servers = |pick: fn(&(u16, u16)) -> u16| {
+    fn config(&self, nodes: &[Ports]) -> String {
+        let servers = |pick: fn(&Ports) -> u16| {
             nodes
                 .iter()
                 .enumerate()
@@ -45,25 +56,42 @@ impl Haproxy {
                 })
                 .collect::<String>()
         };
+        // Each node's passive ports, routed to that node (the port the
+        // client connected to).
+        let passive: String = (0..nodes.len())
+            .map(|i| {
+                let lo = PASV_BASE + 10 * i as u16;
+                format!(
+                    "frontend pasv{i}\n  mode tcp\n  bind {FTPS_FRONT}:{lo}-{}\n  default_backend pasv{i}\n\
+                     backend pasv{i}\n  mode tcp\n  server n{i} 127.0.0.1 send-proxy-v2\n",
+                    lo + 9
+                )
+            })
+            .collect();
         format!(
             "global\n  maxconn 512\ndefaults\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch\n  source {BALANCER}\n\
              frontend sftp\n  mode tcp\n  bind 127.0.0.1:{}\n  default_backend sftp\n\
              backend sftp\n  mode tcp\n  balance roundrobin\n{}\
              frontend ingest\n  mode http\n  bind 127.0.0.1:{}\n  default_backend ingest\n\
-             backend ingest\n  mode http\n  balance uri depth 3\n  hash-type consistent\n{}",
+             backend ingest\n  mode http\n  balance uri depth 3\n  hash-type consistent\n{}\
+             frontend ftps\n  mode tcp\n  bind {FTPS_FRONT}:{}\n  default_backend ftps\n\
+             backend ftps\n  mode tcp\n  balance roundrobin\n{}{passive}",
             self.sftp,
             servers(|n| n.0),
             self.ingest,
             servers(|n| n.1),
+            self.ftps,
+            servers(|n| n.2),
         )
     }
 
-    fn start(dir: &Path, nodes: &[(u16, u16)]) -> Haproxy {
+    fn start(dir: &Path, nodes: &[Ports]) -> Haproxy {
         let mut h = Haproxy {
             child: Command::new("true").spawn().unwrap(),
             cfg: dir.join("haproxy.cfg"),
             sftp: free_port(),
             ingest: free_port(),
+            ftps: free_port(),
         };
         h.reload(nodes);
         h
@@ -71,7 +99,7 @@ impl Haproxy {
 
     /// Writes the configuration and starts a new process that takes over
     /// from the old one (`-sf`: connections through it finish there).
-    fn reload(&mut self, nodes: &[(u16, u16)]) {
+    fn reload(&mut self, nodes: &[Ports]) {
         std::fs::write(&self.cfg, self.config(nodes)).unwrap();
         let old = self.child.id().to_string();
         let child = Command::new("haproxy")
@@ -104,15 +132,33 @@ impl Drop for Haproxy {
     }
 }
 
-fn node_config(prefix: &str) -> String {
+fn node_config(prefix: &str, i: usize) -> String {
+    let lo = PASV_BASE + 10 * i as u16;
     format!(
-        "[listeners]\ntrusted_proxies = [\"{BALANCER}\"]\n{}",
+        "[listeners]\ntrusted_proxies = [\"{BALANCER}\"]\n{}\n{}",
+        ftps_toml(&format!("passive_ports = \"{lo}-{}\"", lo + 9)),
         crate::media::media_config(prefix)
     )
 }
 
-fn start_node(prefix: &str, dir: tempfile::TempDir) -> Server {
-    Server::start_on_in(s3_single_threaded(), dir, &node_config(prefix))
+fn start_node(prefix: &str, i: usize, dir: tempfile::TempDir) -> Server {
+    Server::start_on_in(s3_single_threaded(), dir, &node_config(prefix, i))
+}
+
+/// An FTPS download through the balancer (curl, EPSV: the data connection
+/// goes to the balancer's address too) into `out`.
+fn ftps_get(lb: &Haproxy, remote: &str, out: &Path) -> Output {
+    // The test certificate names localhost: resolve it to the balancer.
+    let resolve = format!("localhost:{}:{FTPS_FRONT}", lb.ftps);
+    Command::new("curl")
+        .args(["-sS", "--ssl-reqd", "--cacert"])
+        .arg(&ftps_cert().0)
+        .args(["--user", &format!("qa:{}", crate::media::PW)])
+        .args(["--resolve", &resolve, "-o"])
+        .arg(out)
+        .arg(format!("ftp://localhost:{}{remote}", lb.ftps))
+        .output()
+        .unwrap()
 }
 
 fn push(url: &str, dir: &Path) -> Output {
@@ -147,12 +193,15 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_render_o
     )
     .await;
     let mut nodes: Vec<Option<Server>> = (0..3)
-        .map(|_| Some(start_node(&prefix, tempfile::tempdir().unwrap())))
+        .map(|i| Some(start_node(&prefix, i, tempfile::tempdir().unwrap())))
         .collect();
-    let ports = |nodes: &[Option<Server>]| -> Vec<(u16, u16)> {
+    let ports = |nodes: &[Option<Server>]| -> Vec<Ports> {
         nodes
             .iter()
-            .map(|n| n.as_ref().map_or((1, 1), |n| (n.port, n.ingest_port)))
+            .map(|n| {
+                n.as_ref()
+                    .map_or((1, 1, 1), |n| (n.port, n.ingest_port, n.ftps_port))
+            })
             .collect()
     };
     let work = tempfile::tempdir().unwrap();
@@ -239,7 +288,7 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_render_o
     );
 
     // The killed node comes back on its spool; the balancer is told.
-    nodes[serving] = Some(start_node(&prefix, killed_dir));
+    nodes[serving] = Some(start_node(&prefix, serving, killed_dir));
     lb.reload(&ports(&nodes));
     // Every call is archived, and listed by every node.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -262,6 +311,32 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_render_o
         assert!(Instant::now() < deadline, "not every call was archived");
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // FTPS through the balancer: three downloads, one per node in turn
+    // (control and passive data both through it), each byte-exact.
+    for i in 0..3 {
+        let out = work.path().join(format!("ftps-{i}"));
+        let got = ftps_get(&lb, "/2026/11/23/big/big.tar.gz", &out);
+        assert!(
+            got.status.success(),
+            "FTPS through the balancer: {}",
+            text(&got)
+        );
+        assert!(std::fs::read(&out).unwrap() == big, "FTPS bytes differ");
+    }
+    let served_ftps = nodes
+        .iter()
+        .flatten()
+        .filter(|n| {
+            n.audit().lines().any(|l| {
+                l.contains("\"event\":\"download\"") && l.contains("\"protocol\":\"ftps\"")
+            })
+        })
+        .count();
+    assert!(
+        served_ftps >= 2,
+        "{served_ftps} nodes served the FTPS downloads"
+    );
 
     // Every node asked for one call's MP3 at once: one render.
     let remote = "/2026/11/23/node-call-0/node-call-0.mp3";
@@ -294,11 +369,11 @@ async fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed_and_render_o
     assert_eq!(renders, 1, "renders across the three nodes");
     // The balancer's connections were the clients' to every node.
     for n in nodes.iter().flatten() {
+        let log = n.log();
         assert!(
-            !n.log()
-                .contains("refused a connection from a trusted balancer"),
-            "{}",
-            n.log()
+            !log.contains("refused a connection from a trusted balancer")
+                && !log.contains("refused a data connection"),
+            "{log}"
         );
     }
 }
