@@ -14,7 +14,7 @@ use super::reader::ReadAhead;
 use super::*;
 use crate::limits::Limits;
 use crate::store::local::LocalStore;
-use crate::store::{Got, StoreError};
+use crate::store::{Got, SharedStore, StoreError};
 
 const RANGE: u64 = 256 * 1024;
 const SIZE: usize = 6 << 20;
@@ -93,14 +93,37 @@ struct Setup {
 
 /// A 6 MiB archive behind a link of `rate` bytes/s per request.
 async fn setup(rate: f64, slow: Option<(Option<u64>, Duration)>) -> Setup {
+    setup_with(rate, slow, false).await
+}
+
+/// [`setup`], encrypted at rest when `sealed` (the link then sees
+/// ciphertext offsets).
+async fn setup_with(rate: f64, slow: Option<(Option<u64>, Duration)>, sealed: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..SIZE as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let inner = LocalStore::open(dir.path()).unwrap();
+    let link = Arc::new(Link::default());
+    let seen = link.clone();
+    let tap: SharedStore = Arc::new(crate::store::tap::Tap::new(Arc::new(inner)).on_get(
+        move |key, offset, len, got| {
+            if key.ends_with(KEY_PART) {
+                seen.cross(offset, len, got, rate, slow)
+            } else {
+                got
+            }
+        },
+    ));
+    let store: SharedStore = if sealed {
+        let keys = crate::crypto::keyset::Keyset::generate().unwrap();
+        Arc::new(crate::store::crypt::Crypt::new(tap, "acme", "tenants/acme/", keys).unwrap())
+    } else {
+        tap
+    };
     let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
     crate::sample::put_session(
-        &inner,
+        store.as_ref(),
         "tenants/acme/",
         "call-big",
         at("2026-11-23T11:00:00Z"),
@@ -109,20 +132,11 @@ async fn setup(rate: f64, slow: Option<(Option<u64>, Duration)>) -> Setup {
     )
     .await
     .unwrap();
-    let link = Arc::new(Link::default());
-    let seen = link.clone();
-    let store =
-        crate::store::tap::Tap::new(Arc::new(inner)).on_get(move |key, offset, len, got| {
-            if key.ends_with(KEY_PART) {
-                seen.cross(offset, len, got, rate, slow)
-            } else {
-                got
-            }
-        });
+    link.gets.lock().unwrap().clear();
     let tenant = Arc::new(Tenant::new(
         "acme".into(),
         "tenants/acme/".into(),
-        Arc::new(store),
+        store,
         &Limits::default(),
     ));
     let vfs = Vfs::new(
@@ -275,4 +289,45 @@ async fn ranges_no_faster_than_one_stream_give_way_to_one_stream() {
     let streams: Vec<_> = gets.iter().filter(|(_, l)| l.is_none()).collect();
     assert_eq!(streams.len(), 2, "one stream, then one again: {gets:?}");
     assert!(streams[1].0 > 0 && streams[1].0 < SIZE as u64);
+}
+
+#[tokio::test]
+async fn ranges_of_an_encrypted_file_end_on_its_segments_and_fetch_each_segment_once() {
+    let s = setup_with(32e6, None, true).await;
+    for from in [0, 3 * RANGE + 11] {
+        s.link.gets.lock().unwrap().clear();
+        let got = read_from(&s, 4, from, Duration::ZERO).await.unwrap();
+        assert!(got == s.data[from as usize..], "bytes from {from} differ");
+        // Ranged GETs of segments: not the 40-byte headers before them,
+        // nor the stream's GET to the end of the object (cut short when
+        // the ranges took over).
+        let layout = crate::crypto::streaming::Layout { segment: 1 << 20 };
+        let whole = layout.ciphertext_len(SIZE as u64);
+        let header = crate::crypto::streaming::HEADER as u64;
+        let segments: Vec<(u64, u64)> = s
+            .link
+            .ranged()
+            .into_iter()
+            .filter(|(o, l)| !(*o == 0 && *l == header) && !(o + l == whole && *l > 2 << 20))
+            .collect();
+        assert!(segments.len() >= 2, "from {from}: {segments:?}");
+        let seg = 1u64 << 20;
+        assert!(
+            segments.iter().all(|(o, _)| o % seg == 0),
+            "each range starts on a segment: {segments:?}"
+        );
+        // Each range is whole segments, so no segment is fetched twice by
+        // ranges: together at most the ciphertext, and none overlaps another.
+        let mut sorted = segments.clone();
+        sorted.sort();
+        assert!(
+            sorted.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0),
+            "overlapping ranges: {sorted:?}"
+        );
+        let fetched: u64 = segments.iter().map(|(_, l)| l).sum();
+        assert!(
+            fetched <= whole,
+            "{fetched} bytes fetched in ranges, {whole} stored: {segments:?}"
+        );
+    }
 }

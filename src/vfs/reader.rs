@@ -140,7 +140,6 @@ impl ReadAhead {
                 cap: u32::try_from(self.cap).unwrap_or(u32::MAX),
                 shared: self.budget.clone(),
                 demand: self.demand.clone(),
-                full: AtomicBool::new(false),
             },
         )));
         self.rx = Some(rx);
@@ -267,20 +266,11 @@ struct Budgets {
     cap: u32,
     shared: ReadBudget,
     demand: Arc<Demand>,
-    /// The task once waited for budget: its client reads slower than
-    /// storage streams.
-    full: AtomicBool,
 }
 
 impl Budgets {
     /// Budget for `n` bytes; nothing to hold when a read is waiting.
     async fn hold(&self, n: u32) -> Held {
-        if let Ok(p) = self.file.clone().try_acquire_many_owned(n.min(self.cap)) {
-            if let Some(held) = self.shared.try_hold(n) {
-                return held.with(p);
-            }
-        }
-        self.full.store(true, Ordering::Relaxed);
         let budgeted = async {
             let file = self.file.clone().acquire_many_owned(n.min(self.cap)).await;
             let held = self.shared.hold(n).await;
@@ -344,11 +334,11 @@ impl Drop for Requests {
 /// Reads the file from `offset` into `tx`, each chunk holding its budget.
 ///
 /// It starts with one stream. When that stream has delivered the file's
-/// read-ahead and one range more, reads still waited for bytes after the
-/// read-ahead's worth, the reader never had to wait for its client to make
-/// room (the stream is what the client waits on) and two ranges or more of
-/// the file are left, it
-/// goes on with up to `range_reads_per_file` concurrent ranged GETs,
+/// read-ahead and one range more, a read still waited for bytes after the
+/// read-ahead's worth had arrived (a client slower than the stream would
+/// have found the buffer full: the stream is what this one waits on) and
+/// two ranges or more of the file are left, it goes on with up to
+/// `range_reads_per_file` concurrent ranged GETs,
 /// reassembled in order; when the first `2 × range_reads_per_file` of
 /// those turn out no faster than the one stream was (a store that copies
 /// the object for each range), it goes back to one stream for the rest.
@@ -432,7 +422,6 @@ async fn stream(
         if at >= probe_end
             && probe_end < size
             && size - at >= min_left
-            && !budgets.full.load(Ordering::Relaxed)
             && waits_then.is_some_and(|then| waits > then)
         {
             return Some(at);
