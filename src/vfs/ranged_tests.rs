@@ -308,7 +308,11 @@ async fn ranges_of_an_encrypted_file_end_on_its_segments_and_fetch_each_segment_
             .link
             .ranged()
             .into_iter()
-            .filter(|(o, l)| !(*o == 0 && *l == header) && !(o + l == whole && *l > 2 << 20))
+            .filter(|(o, l)| {
+                let is_header = *o == 0 && *l == header;
+                let is_stream = o + l == whole && *l > 2 << 20;
+                !(is_header || is_stream)
+            })
             .collect();
         assert!(segments.len() >= 2, "from {from}: {segments:?}");
         let seg = 1u64 << 20;
