@@ -519,6 +519,14 @@ impl Audit {
         }));
     }
 
+    /// Calls were searched (the API's `GET /v1/calls`; `query` as asked).
+    pub fn search(&self, protocol: &str, peer: SocketAddr, user: &str, tenant: &str, query: &str) {
+        self.emit(json!({
+            "event": "search", "protocol": protocol, "peer": peer.to_string(), "user": user,
+            "tenant": tenant, "query": query,
+        }));
+    }
+
     /// Ingest: a session's files were all received (`complete`), it was
     /// archived, or it failed for good (quarantined).
     pub fn ingest(&self, tenant: &str, session: &str, stage: &str, detail: serde_json::Value) {

@@ -95,6 +95,12 @@ pub struct Days {
     /// Days (by index prefix) whose last listing found the index alone;
     /// kept [`RELIST_AFTER`], used in [`Mode::Shared`] only.
     index_only: moka::future::Cache<String, ()>,
+    /// Each day's parts as last listed, answered again for
+    /// [`Self::fresh_for`] without asking storage (none when that is zero).
+    fresh: Option<moka::future::Cache<String, Vec<crate::store::ObjectMeta>>>,
+    /// Counts this process's writes of any day's parts: a listing made
+    /// while one ran is not kept as fresh (this node's writes show at once).
+    writes: std::sync::atomic::AtomicU64,
 }
 
 /// What a rebuild of one day found.
@@ -127,6 +133,34 @@ impl Days {
                 .max_capacity(CACHED_TIMES)
                 .time_to_live(RELIST_AFTER)
                 .build(),
+            fresh: None,
+            writes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Answers a day's listing again from what this process last read for
+    /// `window` (`[limits] listing_fresh_ms`): a repeated listing or search
+    /// within it asks storage nothing. This process's own writes show at
+    /// once; another node's show within `window`. Zero: every listing
+    /// asks storage.
+    pub fn fresh_for(mut self, window: std::time::Duration) -> Self {
+        self.fresh = (!window.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(CACHED_TIMES)
+                .time_to_live(window)
+                .build()
+        });
+        self
+    }
+
+    /// Marks the day's parts written by this process (called once the write
+    /// has ended, whatever its outcome): its next listing asks storage, and
+    /// a listing under way while the write ran is not kept.
+    async fn wrote(&self, day: &Day) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(fresh) = &self.fresh {
+            fresh.invalidate(&day.index_prefix(&self.prefix)).await;
         }
     }
 
@@ -197,6 +231,27 @@ impl Days {
     /// [`RELIST_AFTER`]) found no shard. On S3 a HEAD costs what any GET
     /// does, while a LIST is slower (and on some stores scans the bucket).
     async fn list_parts(&self, day: &Day) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
+        let Some(fresh) = &self.fresh else {
+            return self.ask_parts(day).await;
+        };
+        let prefix = day.index_prefix(&self.prefix);
+        if let Some(listed) = fresh.get(&prefix).await {
+            return Ok(listed);
+        }
+        let writes = self.writes.load(std::sync::atomic::Ordering::SeqCst);
+        let listed = self.ask_parts(day).await?;
+        if self.writes.load(std::sync::atomic::Ordering::SeqCst) == writes {
+            fresh.insert(prefix.clone(), listed.clone()).await;
+            // A write that ended between the check and the insert.
+            if self.writes.load(std::sync::atomic::Ordering::SeqCst) != writes {
+                fresh.invalidate(&prefix).await;
+            }
+        }
+        Ok(listed)
+    }
+
+    /// [`Self::list_parts`] from storage.
+    async fn ask_parts(&self, day: &Day) -> Result<Vec<crate::store::ObjectMeta>, StoreError> {
         let shared = self.known_mode() == Some(Mode::Shared);
         let (prefix, index) = (day.index_prefix(&self.prefix), day.index(&self.prefix));
         if shared && self.index_only.contains_key(&prefix) {
@@ -316,6 +371,13 @@ impl Days {
 
     /// Stores a day built from its sessions where nothing is stored yet.
     async fn store_built(&self, day: &Day, built: &DayIndex) -> Result<(), StoreError> {
+        let stored = self.put_built(day, built).await;
+        self.wrote(day).await;
+        stored
+    }
+
+    /// [`Self::store_built`]'s write.
+    async fn put_built(&self, day: &Day, built: &DayIndex) -> Result<(), StoreError> {
         let body = Bytes::from(built.to_bytes());
         match self.mode().await? {
             Mode::Shared => match self
@@ -350,7 +412,9 @@ impl Days {
         let key = self.key(day, mode);
         let lock = self.lock_of(&key);
         let _held = lock.lock().await;
-        update(self.store.as_ref(), &self.prefix, day, &key, mode, change).await
+        let updated = update(self.store.as_ref(), &self.prefix, day, &key, mode, change).await;
+        self.wrote(day).await;
+        updated
     }
 
     /// The part of the day's index this process writes.
@@ -415,6 +479,13 @@ impl Days {
     /// what the scan finds, plus sessions the stored index lists that were
     /// archived while the scan ran; rewritten only when it differs.
     pub async fn rebuild(&self, day: &Day) -> Result<Rebuilt, StoreError> {
+        let rebuilt = self.rewrite(day).await;
+        self.wrote(day).await;
+        rebuilt
+    }
+
+    /// [`Self::rebuild`]'s scan and write.
+    async fn rewrite(&self, day: &Day) -> Result<Rebuilt, StoreError> {
         let mode = self.mode().await?;
         let key = self.key(day, mode);
         let lock = self.lock_of(&key);
@@ -895,6 +966,79 @@ mod tests {
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.0.delete(key).await
         }
+    }
+
+    /// Within `fresh_for`, a repeated read asks storage nothing; this
+    /// node's own write shows at once (also one that ended while a listing
+    /// was under way); another node's shows once the window has passed.
+    #[tokio::test]
+    async fn a_repeated_read_within_the_fresh_window_asks_storage_nothing_but_sees_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: SharedStore = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let ops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = ops.clone();
+        let store: SharedStore = Arc::new(crate::store::tap::Tap::new(local).before(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Duration::ZERO
+        }));
+        let ops = move || ops.load(std::sync::atomic::Ordering::SeqCst);
+        let window = Duration::from_millis(400);
+        let a = Days::with_mode(store.clone(), P, "a", Mode::Shared).fresh_for(window);
+        let b = Days::with_mode(store.clone(), P, "b", Mode::Shared);
+        let ix = index("s-0", 0);
+        let len = archive(&store, &ix).await;
+        a.add(&ix, len).await.unwrap();
+        assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 1);
+        let before = ops();
+        for _ in 0..5 {
+            assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 1);
+            a.newest(&day()).await.unwrap();
+        }
+        assert_eq!(
+            ops(),
+            before,
+            "repeats within the window ask storage nothing"
+        );
+        // This node's own archive: seen by the very next read.
+        let ix = index("s-1", 1);
+        let len = archive(&store, &ix).await;
+        a.add(&ix, len).await.unwrap();
+        assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 2);
+        // Another node's erase: not seen within the window, seen after it.
+        let read = a.day(&day()).await.unwrap();
+        b.remove(&day(), "s-0").await.unwrap();
+        assert_eq!(
+            a.day(&day()).await.unwrap().sessions.len(),
+            read.sessions.len()
+        );
+        tokio::time::sleep(window + Duration::from_millis(200)).await;
+        let now = ops();
+        assert_eq!(
+            a.day(&day())
+                .await
+                .unwrap()
+                .sessions
+                .keys()
+                .collect::<Vec<_>>(),
+            ["s-1"]
+        );
+        assert!(ops() > now, "after the window storage is asked again");
+        // A listing under way while this node writes is not kept as fresh.
+        let today = day();
+        let (listing, writing) = tokio::join!(a.day(&today), async {
+            let ix = index("s-2", 2);
+            let len = archive(&store, &ix).await;
+            a.add(&ix, len).await
+        });
+        listing.unwrap();
+        writing.unwrap();
+        assert_eq!(a.day(&day()).await.unwrap().sessions.len(), 2);
+        // Zero: no window, every read asks.
+        let c = Days::with_mode(store.clone(), P, "c", Mode::Shared).fresh_for(Duration::ZERO);
+        c.day(&day()).await.unwrap();
+        let now = ops();
+        c.day(&day()).await.unwrap();
+        assert!(ops() > now);
     }
 
     /// Two nodes (two `Days` over one store) add 40 sessions each at once.

@@ -77,6 +77,11 @@ pub struct Limits {
     pub metadata_cache_secs: u64,
     /// Session indexes kept in the cache.
     pub metadata_cache_entries: usize,
+    /// Milliseconds a day's listing (a folder of sessions, an API search)
+    /// is answered again from what this node last read, without asking
+    /// storage; this node's own writes show at once, another node's within
+    /// this long. 0: every listing asks storage.
+    pub listing_fresh_ms: u64,
     /// Largest file one ingest upload may hold, in bytes.
     pub ingest_max_file_bytes: u64,
     /// Largest session (all its files), in bytes.
@@ -160,6 +165,7 @@ impl Default for Limits {
             defender_table_size: 65536,
             metadata_cache_secs: 60,
             metadata_cache_entries: 10_000,
+            listing_fresh_ms: 1000,
             ingest_max_file_bytes: 4 * 1024 * 1024 * 1024,
             ingest_max_session_bytes: 16 * 1024 * 1024 * 1024,
             ingest_max_concurrent_uploads: 32,
@@ -258,6 +264,11 @@ impl Limits {
         if !(256 * 1024..=64 * 1024 * 1024).contains(&self.range_read_bytes) {
             return Err("range_read_bytes must be between 262144 and 67108864".into());
         }
+        if self.listing_fresh_ms > 60_000 {
+            return Err(
+                "listing_fresh_ms must be between 0 (every listing asks storage) and 60000".into(),
+            );
+        }
         if !(1..=64).contains(&self.range_reads_per_file) {
             return Err("range_reads_per_file must be between 1 (one stream) and 64".into());
         }
@@ -288,5 +299,9 @@ impl Limits {
 
     pub fn metadata_ttl(&self) -> Duration {
         Duration::from_secs(self.metadata_cache_secs)
+    }
+
+    pub fn listing_fresh(&self) -> Duration {
+        Duration::from_millis(self.listing_fresh_ms)
     }
 }

@@ -245,6 +245,17 @@ impl Conn {
         );
     }
 
+    /// Calls were searched with `query`.
+    pub fn searched(&self, query: &str) {
+        self.shared.audit.search(
+            self.protocol,
+            self.peer,
+            &self.user.name,
+            &self.user.tenant.id,
+            query,
+        );
+    }
+
     /// A signed link to `path` was made, valid until `expires` (Unix
     /// seconds) for `uses` downloads.
     pub fn linked(&self, path: &str, expires: i64, uses: u32) {

@@ -289,6 +289,7 @@ fn call_json(day: &str, sid: &str, e: &DayEntry) -> Value {
 pub async fn list(conn: &Conn, query: Option<&str>) -> Answer {
     let q = Query::parse(query)?;
     let range = q.range(Utc::now().date_naive())?;
+    conn.searched(query.unwrap_or(""));
     let vfs = conn.vfs();
     // Each call found, with its place (the cursor after it).
     let mut calls: Vec<(Cursor, Value)> = Vec::new();

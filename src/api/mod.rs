@@ -6,7 +6,9 @@
 //!   (`[[tenants.api_keys]]`, stored as a SHA-256 hash). Its scopes are the
 //!   tree's permissions: `calls:read` = list, `media:read` = download,
 //!   `calls:erase` = delete. A wrong key is a failed login (audited, counted
-//!   by the shared defender); another tenant's call is not found (404).
+//!   by the shared defender); a right key's login is audited once per
+//!   address every 5 minutes (what each request does is audited always);
+//!   another tenant's call is not found (404).
 //! - `GET /v1/calls` (day index: date range, agent, queue, tag, session
 //!   filters; cursor pages), `GET /v1/calls/{id}`, `DELETE /v1/calls/{id}`
 //!   (erase), `GET|HEAD /v1/calls/{id}/media/{name}` (single Range, ETag,
@@ -23,7 +25,7 @@ mod link;
 mod media;
 pub mod page;
 pub mod route;
-mod session;
+pub mod session;
 
 /// The API's parsers of outside input, for `crate::fuzz`. Not an API.
 #[doc(hidden)]
@@ -42,8 +44,10 @@ pub mod fuzzing {
     }
 }
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hyper::body::Incoming;
@@ -117,7 +121,17 @@ pub struct Api {
     /// The base of the links it makes, when configured.
     public_url: Option<String>,
     tls: bool,
+    /// When each key last had its login audited, per address.
+    key_logins: Mutex<HashMap<(String, IpAddr), Instant>>,
 }
+
+/// A key's login is audited once per address this long: an integration
+/// polling every second would otherwise write a login line per request
+/// (what each request did is audited either way).
+const KEY_LOGIN_AUDIT: Duration = Duration::from_secs(300);
+
+/// Key logins remembered at most; beyond it the stale ones are forgotten.
+const KEY_LOGINS_KEPT: usize = 10_000;
 
 impl Api {
     pub fn new(
@@ -125,13 +139,15 @@ impl Api {
         link_key: [u8; 32],
         public_url: Option<String>,
         tls: bool,
+        timeouts: session::Timeouts,
     ) -> Api {
         Api {
             shared,
             links: link::Links::new(link_key),
-            sessions: session::Sessions::new(tls),
+            sessions: session::Sessions::new(tls, timeouts),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
             tls,
+            key_logins: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -310,7 +326,7 @@ impl Api {
             Route::Session => {
                 let (conn, csrf) = self.session(req, peer)?;
                 slot.authenticated();
-                Ok(session::whoami(&conn, &csrf))
+                Ok(session::whoami(&conn, &csrf, self.sessions.idle()))
             }
             Route::Logout => {
                 self.session(req, peer)?;
@@ -385,12 +401,40 @@ impl Api {
             ));
         };
         match self.shared.users().check_api_key(secret.trim()) {
-            Ok(user) => Ok(self.shared.login_ok("api", peer, user, "api-key")),
+            Ok(user) if self.key_login_is_new(&user, peer) => {
+                Ok(self.shared.login_ok("api", peer, user, "api-key"))
+            }
+            Ok(user) => Ok(self.shared.resumed("api", peer, user)),
             Err(why) => {
                 self.shared.login_failed("api", peer, "", "api-key", why);
                 Err(ApiError::Unauthorized("unknown API key".into()))
             }
         }
+    }
+
+    /// Whether `user`'s key logging in from `peer` is to be audited: not
+    /// when it was within [`KEY_LOGIN_AUDIT`].
+    fn key_login_is_new(&self, user: &crate::auth::User, peer: SocketAddr) -> bool {
+        let now = Instant::now();
+        let key = (
+            user.key_id.clone().unwrap_or_else(|| user.name.clone()),
+            peer.ip(),
+        );
+        let mut seen = self.key_logins.lock().unwrap_or_else(|e| e.into_inner());
+        if seen
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < KEY_LOGIN_AUDIT)
+        {
+            return false;
+        }
+        if seen.len() >= KEY_LOGINS_KEPT {
+            seen.retain(|_, at| now.duration_since(*at) < KEY_LOGIN_AUDIT);
+            if seen.len() >= KEY_LOGINS_KEPT {
+                seen.clear();
+            }
+        }
+        seen.insert(key, now);
+        true
     }
 
     /// Where clients reach this API: `public_url`, or the request's `Host`

@@ -642,6 +642,22 @@ async fn api_keys_and_tenants_are_kept_apart_and_wrong_keys_earn_a_ban() {
         "banned: the connection is dropped"
     );
     assert!(!server.audit().contains("guessed-key"));
+    // Each key's login is audited once from this address, not per request
+    // (KEY_READ alone made several).
+    let logins = server
+        .audit()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "login" && e["protocol"] == "api" && e["ok"] == true)
+        .count();
+    assert_eq!(logins, 3, "{}", server.audit());
+    // What it did is audited at each request: the search, with its query.
+    let searched = server
+        .audit()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|e| e["event"] == "search" && e["query"] == "from=2026-11-01&to=2026-11-30");
+    assert!(searched, "{}", server.audit());
     assert!(server.log_shows("address banned"), "{}", server.log());
 }
 
