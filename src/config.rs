@@ -102,6 +102,26 @@ pub struct ApiConfig {
     /// log's writes); must survive restarts.
     #[serde(default = "default_outbox_dir")]
     pub outbox_dir: PathBuf,
+    /// The web page's session ends after this many seconds without a
+    /// request (default 1800).
+    pub session_idle_secs: Option<Spanned<u64>>,
+    /// And this many seconds after its login, busy or not (default 43200).
+    pub session_max_secs: Option<Spanned<u64>>,
+}
+
+impl ApiConfig {
+    /// When the web page's sessions end.
+    pub fn session_timeouts(&self) -> crate::api::session::Timeouts {
+        let d = crate::api::session::Timeouts::default();
+        let secs = |v: &Option<Spanned<u64>>, or: std::time::Duration| {
+            v.as_ref()
+                .map_or(or, |s| std::time::Duration::from_secs(*s.get_ref()))
+        };
+        crate::api::session::Timeouts {
+            idle: secs(&self.session_idle_secs, d.idle),
+            absolute: secs(&self.session_max_secs, d.absolute),
+        }
+    }
 }
 
 fn default_outbox_dir() -> PathBuf {
@@ -735,6 +755,23 @@ impl Validator<'_> {
                     return self.err(
                         u.span(),
                         "[api] public_url must look like \"https://host:port\"",
+                    );
+                }
+            }
+            let t = a.session_timeouts();
+            if let Some(v) = &a.session_idle_secs {
+                if !(1..=86_400).contains(v.get_ref()) {
+                    return self.err(
+                        v.span(),
+                        "[api] session_idle_secs must be between 1 and 86400",
+                    );
+                }
+            }
+            if let Some(v) = &a.session_max_secs {
+                if !(1..=7 * 86_400).contains(v.get_ref()) || t.absolute < t.idle {
+                    return self.err(
+                        v.span(),
+                        "[api] session_max_secs must be between session_idle_secs and 604800",
                     );
                 }
             }

@@ -27,11 +27,10 @@ fn with_days(t: Tenant, cfg: &Config) -> Tenant {
 
 /// The day indexes of tenant prefix `prefix` in `store`.
 fn days_over(store: SharedStore, prefix: &str, cfg: &Config) -> Arc<crate::days::Days> {
-    Arc::new(crate::days::Days::new(
-        store,
-        prefix,
-        &cfg.audit.node_name(),
-    ))
+    Arc::new(
+        crate::days::Days::new(store, prefix, &cfg.audit.node_name())
+            .fresh_for(cfg.limits.listing_fresh()),
+    )
 }
 
 /// The tenants the configuration names, with their stores: the store of
@@ -359,6 +358,7 @@ pub async fn serve(
                 link_key,
                 a.public_url.as_ref().map(|u| u.get_ref().clone()),
                 tls.is_some(),
+                a.session_timeouts(),
             ));
             let task = tokio::spawn(crate::api::run(
                 l,

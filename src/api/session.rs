@@ -5,8 +5,9 @@
 //!
 //! - The cookie `rv_session` is 32 random bytes, `HttpOnly`,
 //!   `SameSite=Strict`, `Secure` over TLS; the server keeps only its SHA-256.
-//! - A session ends after [`IDLE`] without a request, [`ABSOLUTE`] after
-//!   its login, at `DELETE /session` (logout), and at a reload that removes
+//! - A session ends after `[api] session_idle_secs` without a request
+//!   ([`IDLE`] by default), `session_max_secs` ([`ABSOLUTE`]) after its
+//!   login, at `DELETE /session` (logout), and at a reload that removes
 //!   the user or gives it another password.
 //! - State-changing requests made with the cookie (erase, a link, logout)
 //!   must carry the session's CSRF token in `X-CSRF-Token`, and an `Origin`,
@@ -35,10 +36,26 @@ use crate::shared::{Conn, Shared};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "rv_session";
-/// A session ends after this long without a request.
+/// A session ends after this long without a request, by default.
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
-/// And this long after its login, whatever it did.
+/// And this long after its login, whatever it did, by default.
 pub const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+
+/// When sessions end: idle this long, or this long after their login.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            idle: IDLE,
+            absolute: ABSOLUTE,
+        }
+    }
+}
 /// Sessions one node keeps at once (ended ones are dropped first).
 const MAX_SESSIONS: usize = 10_000;
 
@@ -55,8 +72,8 @@ struct Session {
 }
 
 impl Session {
-    fn ended(&self, now: Instant) -> bool {
-        now.duration_since(self.last) > IDLE || now.duration_since(self.created) > ABSOLUTE
+    fn ended(&self, now: Instant, t: &Timeouts) -> bool {
+        now.duration_since(self.last) > t.idle || now.duration_since(self.created) > t.absolute
     }
 }
 
@@ -65,6 +82,7 @@ pub struct Sessions {
     by_hash: Mutex<HashMap<String, Session>>,
     /// Over TLS: the cookie is `Secure`.
     secure: bool,
+    timeouts: Timeouts,
 }
 
 #[derive(Deserialize)]
@@ -98,11 +116,17 @@ fn changes_state(m: &Method) -> bool {
 }
 
 impl Sessions {
-    pub fn new(secure: bool) -> Sessions {
+    pub fn new(secure: bool, timeouts: Timeouts) -> Sessions {
         Sessions {
             by_hash: Mutex::new(HashMap::new()),
             secure,
+            timeouts,
         }
+    }
+
+    /// How long a session may go without a request.
+    pub fn idle(&self) -> Duration {
+        self.timeouts.idle
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -134,7 +158,7 @@ impl Sessions {
             let Some(s) = map.get_mut(&key) else {
                 return Err(expired());
             };
-            if s.ended(now) {
+            if s.ended(now, &self.timeouts) {
                 map.remove(&key);
                 return Err(expired());
             }
@@ -218,7 +242,7 @@ impl Sessions {
         {
             let mut map = self.lock();
             if map.len() >= MAX_SESSIONS {
-                map.retain(|_, s| !s.ended(now));
+                map.retain(|_, s| !s.ended(now, &self.timeouts));
             }
             if map.len() >= MAX_SESSIONS {
                 // The least recently used goes.
@@ -242,8 +266,8 @@ impl Sessions {
                 },
             );
         }
-        let mut r = whoami(&conn, &csrf);
-        self.set_cookie(&mut r, &token, ABSOLUTE.as_secs());
+        let mut r = whoami(&conn, &csrf, self.timeouts.idle);
+        self.set_cookie(&mut r, &token, self.timeouts.absolute.as_secs());
         Ok(r)
     }
 
@@ -272,7 +296,7 @@ impl Sessions {
 
 /// Who the session is: user, tenant, permissions and the CSRF token the
 /// page sends back on state-changing requests.
-pub fn whoami(conn: &Conn, csrf: &str) -> hyper::Response<crate::http::Body> {
+pub fn whoami(conn: &Conn, csrf: &str, idle: Duration) -> hyper::Response<crate::http::Body> {
     let u = conn.user();
     boxed(json_reply(
         StatusCode::OK,
@@ -286,7 +310,7 @@ pub fn whoami(conn: &Conn, csrf: &str) -> hyper::Response<crate::http::Body> {
                 "delete": u.perms.delete,
             },
             "csrf": csrf,
-            "idle_timeout_secs": IDLE.as_secs(),
+            "idle_timeout_secs": idle.as_secs(),
         }),
     ))
 }
@@ -328,12 +352,20 @@ mod tests {
             created: t0,
             last: t0,
         };
-        assert!(!s.ended(t0 + Duration::from_secs(60)));
-        assert!(s.ended(t0 + IDLE + Duration::from_secs(1)));
+        let t = Timeouts::default();
+        assert!(!s.ended(t0 + Duration::from_secs(60), &t));
+        assert!(s.ended(t0 + IDLE + Duration::from_secs(1), &t));
         // Busy all along: the absolute limit still holds.
         s.last = t0 + ABSOLUTE;
-        assert!(!s.ended(t0 + ABSOLUTE));
-        assert!(s.ended(t0 + ABSOLUTE + Duration::from_secs(1)));
+        assert!(!s.ended(t0 + ABSOLUTE, &t));
+        assert!(s.ended(t0 + ABSOLUTE + Duration::from_secs(1), &t));
+        // Configured shorter.
+        let short = Timeouts {
+            idle: Duration::from_secs(2),
+            absolute: Duration::from_secs(10),
+        };
+        s.last = t0;
+        assert!(s.ended(t0 + Duration::from_secs(3), &short));
         assert!(
             constant_eq(b"abc", b"abc")
                 && !constant_eq(b"abc", b"abd")

@@ -532,3 +532,322 @@ async fn browser_page_plays_a_call_in_both_players_and_refuses_a_csrf_forged_era
         "{got:#}"
     );
 }
+
+/// The page by keyboard alone (login, the day's list, the dual player's
+/// play button), the dual player with the user's file held back (a stalled
+/// side holds the clock and pauses the other) and at 1.5× and 2×, the
+/// search form, the calendar's month buttons and a share link made on the
+/// page. ARGS: base URL, call id, password.
+const DUAL_AND_KEYS: &str = r##"
+const [base, callId, pw] = ARGS;
+const ctx = await launch();
+const page = ctx.pages()[0] || await ctx.newPage();
+const result = {};
+const wait = async (fn, ms, arg) => {
+  try { await page.waitForFunction(fn, arg, { timeout: ms, polling: 100 }); return true; } catch (e) { return false; }
+};
+const focused = () => page.evaluate(() => document.activeElement ? (document.activeElement.id || document.activeElement.getAttribute('href') || document.activeElement.tagName) : null);
+const tabTo = async want => {
+  for (let i = 0; i < 120; i++) {
+    if (await focused() === want) return i;
+    await page.keyboard.press('Tab');
+  }
+  return null;
+};
+// The user's own file (WebM, or MP4 for an H.264 party) is held back
+// until `release()`.
+let release;
+const gate = new Promise(r => { release = r; });
+let gated = 0;
+await ctx.route(/\/media\/user\.(webm|mp4)/, async route => { gated += 1; await gate; await route.continue(); });
+// Keyboard only: the login form has the focus; Tab, Enter.
+await page.goto(base + '/#/day/2026-11-23');
+await page.waitForSelector('#user');
+result.focusAtLogin = await focused();
+await page.keyboard.type('qa');
+await page.keyboard.press('Tab');
+await page.keyboard.type(pw);
+await page.keyboard.press('Enter');
+result.loggedIn = await wait(() => !document.getElementById('logout').hidden, 10000);
+result.listed = await wait(id => !!document.querySelector('a[href="#/call/' + id + '"]'), 20000, callId);
+result.tabsToCall = await tabTo('#/call/' + callId);
+await page.keyboard.press('Enter');
+result.callPage = await wait(() => !!document.getElementById('dual-play') && !!window.recvaultDual, 20000);
+await page.evaluate(() => { for (const v of document.querySelectorAll('video')) v.muted = true; });
+result.tabsToPlay = await tabTo('dual-play');
+await page.keyboard.press('Enter');
+// The agent plays to the user's start (2 s), then the held-back user holds the clock.
+const dual = () => page.evaluate(() => {
+  const d = window.recvaultDual;
+  return { t: d.t, playing: d.playing, stalled: d.stalled, wall: performance.now(),
+           sides: d.sides.map(s => ({ party: s.party, at: s.video.currentTime + s.offset, rate: s.video.playbackRate,
+                                       paused: s.video.paused, ready: s.video.readyState })) };
+});
+result.stalled = await wait(() => { const d = window.recvaultDual; return d.playing && d.stalled && d.t >= 1.9; }, 60000);
+await page.waitForTimeout(1000);
+const held1 = await dual();
+await page.waitForTimeout(2000);
+result.held = [held1, await dual()];
+result.gated = gated;
+release();
+result.resumed = await wait(() => { const d = window.recvaultDual; return !d.stalled && d.t > 4 && d.sides.every(s => !s.video.paused); }, 60000);
+// Faster: each rate for 3 s.
+result.rates = {};
+for (const r of ['1.5', '2']) {
+  await page.selectOption('#dual-rate', r);
+  await page.waitForTimeout(1000);
+  const samples = [];
+  for (let i = 0; i < 12; i++) { samples.push(await dual()); await page.waitForTimeout(250); }
+  result.rates[r] = samples;
+}
+await page.click('#dual-play');
+// A share link for agent.webm, one download.
+await page.selectOption('#link-file', 'agent.webm');
+await page.fill('#link-uses', '1');
+await page.click('#link-make');
+result.linkMade = await wait(() => !!document.getElementById('link-url'), 10000);
+result.link = result.linkMade ? await page.inputValue('#link-url') : null;
+result.linkNote = result.linkMade ? await page.textContent('#link-note') : null;
+result.agentSize = await page.evaluate(() => Number(document.querySelector('a[download="agent.webm"]').dataset.size));
+// A link that cannot be made: zero uses is refused with the server's reason.
+await page.evaluate(() => { document.getElementById('link-uses').min = '0'; });
+await page.fill('#link-uses', '0');
+await page.click('#link-make');
+result.linkRefused = await wait(() => { const e = document.querySelector('#link-result .error'); return e && e.textContent.length > 0; }, 10000)
+  ? await page.textContent('#link-result .error') : null;
+// Search: by agent, then an agent with no calls.
+await page.goto(base + '/#/search');
+await page.waitForSelector('#q-agent');
+await page.fill('#q-from', '2026-11-23');
+await page.fill('#q-to', '2026-11-23');
+await page.fill('#q-agent', 'agent-1');
+await page.click('form.search button[type=submit]');
+result.searchFound = await wait(id => !!document.querySelector('a[href="#/call/' + id + '"]'), 20000, callId);
+result.searchHash = await page.evaluate(() => location.hash);
+await page.fill('#q-agent', 'agent-9');
+await page.click('form.search button[type=submit]');
+result.searchNone = await wait(() => [...document.querySelectorAll('p.muted')].some(p => p.textContent === 'No calls.'), 20000);
+result.searchNoneLinks = await page.evaluate(() => document.querySelectorAll('table.calls a').length);
+// The calendar: a month back, two forward, then a day of it.
+await page.goto(base + '/#/month/2026-11');
+await page.waitForSelector('#month-prev');
+await page.click('#month-prev');
+result.prevMonth = await wait(() => location.hash === '#/month/2026-10' && !!document.querySelector('button[data-day="2026-10-31"]'), 5000);
+await page.click('#month-next');
+await page.click('#month-next');
+result.nextMonth = await wait(() => location.hash === '#/month/2026-12' && !!document.querySelector('button[data-day="2026-12-31"]'), 5000);
+await page.click('#month-prev');
+await page.waitForSelector('button[data-day="2026-11-23"]');
+await page.click('button[data-day="2026-11-23"]');
+result.dayFromCalendar = await wait(id => location.hash === '#/day/2026-11-23' && !!document.querySelector('a[href="#/call/' + id + '"]'), 20000, callId);
+await ctx.close();
+result.scriptErrors = SCRIPT_ERRORS;
+out(result);
+"##;
+
+/// The largest distance between the two sides on the call's clock, over
+/// `samples` (as DUAL_AND_KEYS reports them).
+fn worst_drift(samples: &[Value]) -> f64 {
+    samples
+        .iter()
+        .map(|s| {
+            let sides = &s["sides"];
+            (sides[0]["at"].as_f64().unwrap() - sides[1]["at"].as_f64().unwrap()).abs()
+        })
+        .fold(0.0, f64::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_dual_player_holds_for_a_stalled_side_keeps_step_at_speed_and_the_page_works_by_keyboard(
+) {
+    let prefix = unique_prefix("browser-dual");
+    let pw = crate::media::PW;
+    let config = format!(
+        "{}{}",
+        crate::media::media_config(&prefix),
+        api_toml("dual")
+    );
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    let id = "call-dual";
+    let dir = recvault::media::fixture::session_late(work.path(), id, 60, 2000).unwrap();
+    crate::media::push_session(&server, &dir);
+    let base = format!("http://127.0.0.1:{}", server.api_port);
+    let call_id = format!("2026-11-23_{id}");
+    let got = run_browser(DUAL_AND_KEYS, &[&base, &call_id, pw], 600);
+    eprintln!("browser saw: {got:#}");
+    // By keyboard: the form takes the focus, Tab and Enter do the rest.
+    assert_eq!(got["focusAtLogin"], "user", "{got:#}");
+    assert_eq!(got["loggedIn"], true, "{got:#}");
+    assert_eq!(got["listed"], true, "{got:#}");
+    assert!(
+        got["tabsToCall"].is_u64(),
+        "the call's link is reachable by Tab: {got:#}"
+    );
+    assert_eq!(got["callPage"], true, "{got:#}");
+    assert!(
+        got["tabsToPlay"].is_u64(),
+        "the play button is reachable by Tab: {got:#}"
+    );
+    // The held-back user: the clock stops at its start, the agent pauses there.
+    assert_eq!(got["stalled"], true, "{got:#}");
+    assert!(got["gated"].as_u64().unwrap() >= 1, "{got:#}");
+    let held = got["held"].as_array().unwrap();
+    for h in held {
+        assert_eq!(h["stalled"], true, "{got:#}");
+        assert_eq!(h["sides"][0]["paused"], true, "the agent waits: {got:#}");
+        let t = h["t"].as_f64().unwrap();
+        assert!(
+            (1.9..2.4).contains(&t),
+            "the clock holds at the user's start: {got:#}"
+        );
+    }
+    assert_eq!(
+        held[0]["t"], held[1]["t"],
+        "no time passes on a stalled clock: {got:#}"
+    );
+    assert_eq!(got["resumed"], true, "released, both play: {got:#}");
+    // At 1.5× and 2×: each side's rate is the chosen one (within the
+    // drift nudge), both advance, within 0.3 s of each other.
+    for (rate, want) in [("1.5", 1.5), ("2", 2.0)] {
+        let samples = got["rates"][rate].as_array().unwrap();
+        let drift = worst_drift(samples);
+        assert!(drift <= 0.3, "at {rate}×: drift {drift} s: {got:#}");
+        let (first, last) = (samples.first().unwrap(), samples.last().unwrap());
+        let wall = (last["wall"].as_f64().unwrap() - first["wall"].as_f64().unwrap()) / 1000.0;
+        for side in 0..2 {
+            for s in samples {
+                let r = s["sides"][side]["rate"].as_f64().unwrap();
+                assert!(
+                    (r - want).abs() <= want * 0.1 + 1e-9,
+                    "at {rate}×, side {side} plays at {r}: {got:#}"
+                );
+            }
+            let moved = last["sides"][side]["at"].as_f64().unwrap()
+                - first["sides"][side]["at"].as_f64().unwrap();
+            eprintln!("at {rate}×: side {side} moved {moved:.2} s in {wall:.2} s");
+            assert!(
+                moved > 0.5,
+                "at {rate}×, side {side} moved {moved} s: {got:#}"
+            );
+        }
+    }
+    // The share link: made on the page, works once without a login.
+    assert_eq!(got["linkMade"], true, "{got:#}");
+    assert!(
+        got["linkNote"]
+            .as_str()
+            .is_some_and(|t| t.contains("1 download") && t.contains("agent.webm")),
+        "{got:#}"
+    );
+    let link = got["link"].as_str().unwrap();
+    let path = link.strip_prefix(&base).unwrap_or_else(|| panic!("{link}"));
+    let first = call(server.api_port, "GET", path, None, &[]);
+    assert_eq!(first.code, 200, "{got:#}");
+    assert_eq!(first.body.len() as u64, got["agentSize"].as_u64().unwrap());
+    assert_eq!(
+        call(server.api_port, "GET", path, None, &[]).code,
+        410,
+        "used up"
+    );
+    assert!(
+        got["linkRefused"]
+            .as_str()
+            .is_some_and(|t| t.contains("max_uses")),
+        "{got:#}"
+    );
+    // Search and calendar.
+    assert_eq!(got["searchFound"], true, "{got:#}");
+    assert!(
+        got["searchHash"]
+            .as_str()
+            .unwrap()
+            .contains("agent=agent-1"),
+        "{got:#}"
+    );
+    assert_eq!(got["searchNone"], true, "{got:#}");
+    assert_eq!(got["searchNoneLinks"], 0, "{got:#}");
+    assert_eq!(got["prevMonth"], true, "{got:#}");
+    assert_eq!(got["nextMonth"], true, "{got:#}");
+    assert_eq!(got["dayFromCalendar"], true, "{got:#}");
+    assert_eq!(got["scriptErrors"], Value::Array(vec![]), "{got:#}");
+    // The page's link is audited as made by the user, over the web.
+    assert!(
+        server
+            .audit()
+            .lines()
+            .any(|l| l.contains("\"protocol\":\"web\"")
+                && l.contains("agent.webm")
+                && l.contains("link")),
+        "{}",
+        server.audit()
+    );
+}
+
+/// Logs in, does nothing past `[api] session_idle_secs` (2), then opens a
+/// day: the login form comes back with the reason. Logs in again and
+/// stays busy (a request every 0.5 s) for longer than that: still in.
+const IDLE: &str = r##"
+const [base, pw] = ARGS;
+const ctx = await launch();
+const page = ctx.pages()[0] || await ctx.newPage();
+const result = {};
+const logIn = async () => {
+  await page.waitForSelector('#user');
+  await page.fill('#user', 'qa');
+  await page.fill('#password', pw);
+  await page.click('#login-submit');
+  return page.waitForFunction(() => !document.getElementById('logout').hidden, null, { timeout: 10000 }).then(() => true, () => false);
+};
+await page.goto(base + '/');
+result.loggedIn = await logIn();
+result.idleTimeout = await page.evaluate(async () => (await (await fetch('/session')).json()).idle_timeout_secs);
+await page.waitForTimeout(3500);
+await page.evaluate(() => { location.hash = '#/day/2026-11-23'; });
+result.backToLogin = await page.waitForFunction(() => !!document.getElementById('user') && document.getElementById('logout').hidden
+  && document.getElementById('login-error').textContent.length > 0, null, { timeout: 10000 }).then(() => true, () => false);
+result.reason = await page.textContent('#login-error').catch(() => null);
+result.loggedInAgain = await logIn();
+const statuses = [];
+for (let i = 0; i < 10; i++) {
+  statuses.push(await page.evaluate(async () => (await fetch('/v1/calls?from=2026-11-23&to=2026-11-23')).status));
+  await page.waitForTimeout(500);
+}
+result.busyStatuses = statuses;
+await ctx.close();
+result.scriptErrors = SCRIPT_ERRORS;
+out(result);
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_session_ends_when_idle_and_the_page_asks_for_the_login_again() {
+    let prefix = unique_prefix("browser-idle");
+    let config = format!(
+        "{}{}session_idle_secs = 2\nsession_max_secs = 60\n",
+        crate::media::media_config(&prefix),
+        api_toml("idle")
+    );
+    let server = Server::start(&config);
+    let base = format!("http://127.0.0.1:{}", server.api_port);
+    let got = run_browser(IDLE, &[&base, crate::media::PW], 120);
+    eprintln!("browser saw: {got:#}");
+    assert_eq!(got["loggedIn"], true, "{got:#}");
+    assert_eq!(got["idleTimeout"], 2, "{got:#}");
+    assert_eq!(got["backToLogin"], true, "{got:#}");
+    assert!(
+        got["reason"]
+            .as_str()
+            .is_some_and(|t| t.contains("session ended")),
+        "{got:#}"
+    );
+    assert_eq!(got["loggedInAgain"], true, "{got:#}");
+    assert!(
+        got["busyStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s == 200),
+        "a busy session stays: {got:#}"
+    );
+    assert_eq!(got["scriptErrors"], Value::Array(vec![]), "{got:#}");
+}

@@ -163,9 +163,9 @@ function calendar(month, selected) {
   };
   return el('div', {},
     el('div', { class: 'monthbar' },
-      el('button', { type: 'button', 'aria-label': 'previous month', onclick: () => { location.hash = '#/month/' + shift(-1); } }, '‹'),
+      el('button', { type: 'button', id: 'month-prev', 'aria-label': 'previous month', onclick: () => { location.hash = '#/month/' + shift(-1); } }, '‹'),
       el('strong', { text: first.toLocaleString('en', { month: 'long', year: 'numeric', timeZone: 'UTC' }) }),
-      el('button', { type: 'button', 'aria-label': 'next month', onclick: () => { location.hash = '#/month/' + shift(1); } }, '›')),
+      el('button', { type: 'button', id: 'month-next', 'aria-label': 'next month', onclick: () => { location.hash = '#/month/' + shift(1); } }, '›')),
     grid);
 }
 
@@ -588,6 +588,42 @@ function fileTable(call) {
     el('tbody', {}, rows));
 }
 
+// A signed link to one of the call's files (POST …/links), for a ticket or
+// a colleague without a login: it acts with this user's rights.
+function linkSection(call) {
+  const file = el('select', { id: 'link-file', 'aria-label': 'file' },
+    ...call.media.map(m => el('option', { value: m.name, text: m.name })));
+  const ttl = el('select', { id: 'link-ttl', 'aria-label': 'valid for' },
+    ...[[3600, '1 hour'], [86400, '1 day'], [604800, '7 days']].map(([v, t]) => el('option', { value: String(v), text: t })));
+  const uses = el('input', { id: 'link-uses', type: 'number', min: '1', max: '1000', value: '1', required: true, 'aria-label': 'downloads allowed' });
+  const result = el('div', { id: 'link-result', role: 'status' });
+  const make = async ev => {
+    ev.preventDefault();
+    result.replaceChildren();
+    try {
+      const r = await api(mediaUrl(call.id, file.value) + '/links',
+        { method: 'POST', json: { ttl_secs: Number(ttl.value), max_uses: Number(uses.value) } });
+      const url = el('input', { id: 'link-url', readonly: true, value: r.url, size: '70', 'aria-label': 'the link' });
+      const copy = el('button', { type: 'button', id: 'link-copy', text: 'Copy' });
+      copy.addEventListener('click', async () => {
+        url.select();
+        try { await navigator.clipboard.writeText(r.url); copy.textContent = 'Copied'; } catch (e) { copy.textContent = 'Selected: copy it'; }
+      });
+      result.replaceChildren(url, copy, el('p', { class: 'muted', id: 'link-note',
+        text: 'Valid until ' + when(r.expires_at) + ' for ' + r.max_uses + (r.max_uses === 1 ? ' download' : ' downloads') +
+          '. Anyone holding it can download ' + r.name + '.' }));
+      url.select();
+    } catch (e) {
+      if (e.status !== 401) result.replaceChildren(failed(e));
+    }
+  };
+  return el('section', { class: 'links' }, el('h2', { text: 'Share a download link' }),
+    el('form', { class: 'controls', id: 'link-form', onsubmit: make },
+      el('label', {}, 'File ', file), el('label', {}, 'Valid for ', ttl), el('label', {}, 'Downloads ', uses),
+      el('button', { type: 'submit', id: 'link-make', text: 'Make link' })),
+    result);
+}
+
 async function callView(id) {
   show(el('p', { class: 'muted', text: 'Loading ' + id + '…' }));
   let call;
@@ -610,6 +646,7 @@ async function callView(id) {
   if (mp4) parts.push(mp4Section(call, mp4));
   if (parties.length === 2) parts.push(dualSection(call, parties));
   parts.push(el('section', {}, el('h2', { text: 'Files' }), fileTable(call)));
+  if (state.me && state.me.permissions.download) parts.push(linkSection(call));
   parts.push(el('section', {}, el('h2', { text: 'Streams' }), streamTable(call.streams)));
   if (state.me && state.me.permissions.delete) {
     const msg = el('p', { role: 'alert', id: 'erase-result' });
