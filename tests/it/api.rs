@@ -27,6 +27,15 @@ pub(crate) fn api_toml(dir_hint: &str) -> String {
     )
 }
 
+/// The server's audit trail, one JSON value per line.
+fn audit_events(server: &Server) -> Vec<Value> {
+    server
+        .audit()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 pub(crate) fn key_toml(name: &str, secret: &str, scopes: &[&str]) -> String {
     let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
@@ -625,10 +634,8 @@ async fn api_keys_and_tenants_are_kept_apart_and_wrong_keys_earn_a_ban() {
             401
         );
     }
-    let failed = server
-        .audit()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let failed = audit_events(&server)
+        .iter()
         .filter(|e| e["event"] == "login" && e["protocol"] == "api" && e["ok"] == false)
         .count();
     assert_eq!(failed, 2);
@@ -644,18 +651,14 @@ async fn api_keys_and_tenants_are_kept_apart_and_wrong_keys_earn_a_ban() {
     assert!(!server.audit().contains("guessed-key"));
     // Each key's login is audited once from this address, not per request
     // (KEY_READ alone made several).
-    let logins = server
-        .audit()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let logins = audit_events(&server)
+        .iter()
         .filter(|e| e["event"] == "login" && e["protocol"] == "api" && e["ok"] == true)
         .count();
     assert_eq!(logins, 3, "{}", server.audit());
     // What it did is audited at each request: the search, with its query.
-    let searched = server
-        .audit()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let searched = audit_events(&server)
+        .iter()
         .any(|e| e["event"] == "search" && e["query"] == "from=2026-11-01&to=2026-11-30");
     assert!(searched, "{}", server.audit());
     assert!(server.log_shows("address banned"), "{}", server.log());
