@@ -131,10 +131,13 @@ async fn a_day_with_10000_sessions_lists_completely_and_in_order_over_sftp_and_f
 const TOKEN: &str = "day-index-ingest-token-0123456789";
 
 /// A tenant both processes serve: ingest with [`TOKEN`], a user who may
-/// erase; jobs keep their state in `jobs`.
+/// erase; jobs keep their state in `jobs`. Each listing asks storage
+/// (`listing_fresh_ms = 0`): these tests check what the index holds after
+/// the other node's writes, not how long a node may answer from its last
+/// read (the day-index unit tests hold that window).
 fn shared_tenant(prefix: &str, node: &str, jobs: &std::path::Path) -> String {
     format!(
-        "# audit: node = \"{node}\"\n[jobs]\nstate_dir = \"{}\"\n[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\", \"delete\"]\n",
+        "# audit: node = \"{node}\"\n[limits]\nlisting_fresh_ms = 0\n[jobs]\nstate_dir = \"{}\"\n[[tenants]]\nid = \"acme\"\nprefix = \"{prefix}\"\ningest_tokens = [\"sha256:{}\"]\n\n[[tenants.users]]\nname = \"qa\"\nauthorized_keys = [\"{}\"]\npermissions = [\"list\", \"download\", \"delete\"]\n",
         jobs.display(),
         recvault::ingest::token_hash(TOKEN),
         client_key("qa").public

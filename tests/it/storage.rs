@@ -195,7 +195,7 @@ async fn behind_fault_proxy(
         recvault::password::hash(FAULT_PW).unwrap()
     );
     let server = Server::start_with(&format!(
-        "{}\n{}\n[limits]\nmetadata_cache_secs = 0\n{limits}\n{}",
+        "{}\n{}\n[limits]\nmetadata_cache_secs = 0\nlisting_fresh_ms = 0\n{limits}\n{}",
         proxy.storage_toml(s3()),
         ftps_toml(""),
         tenant_toml("acme", &prefix, &[("qa", client_key("qa"), &password)])
