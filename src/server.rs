@@ -104,18 +104,15 @@ async fn build_tenants(
                 // operator's backup (read there first, then the backup);
                 // archives and day indexes go to the backup.
                 let delivered = t.delivery() == crate::config::Delivery::Customer;
-                let built = async {
-                    let sealed = crate::store::crypt::for_tenant(t, &tree).await?;
-                    let days_store = match (delivered, &sealed) {
-                        (false, _) => None,
-                        (true, None) => Some(days_raw.clone()),
-                        (true, Some(_)) => crate::store::crypt::for_tenant(t, &days_raw)
-                            .await?
-                            .map(|c| c as SharedStore),
-                    };
-                    Ok::<_, String>((sealed, days_store))
-                }
-                .await;
+                // An encrypted one seals its backup under the same keyset
+                // as its tree (one rotation reaches both).
+                let built = crate::store::crypt::for_tenant(t, &tree)
+                    .await
+                    .map(|sealed| {
+                        let days_store = delivered
+                            .then(|| crate::store::crypt::view_over(sealed.as_ref(), &days_raw));
+                        (sealed, days_store)
+                    });
                 let (sealed, days_store) = match built {
                     Ok(b) => b,
                     Err(e) => {
@@ -631,13 +628,8 @@ async fn deliverer(
                 continue;
             }
         };
-        let home = match crate::store::crypt::for_tenant(t, &home).await {
-            Ok(sealed) => crate::store::crypt::tenant_store(sealed.as_ref(), &home),
-            Err(e) => {
-                error!(tenant = %id, error = %e, "no delivery: the tenant's keyset cannot be read");
-                continue;
-            }
-        };
+        // Sealed under the tenant's keyset in use (a rotation reaches it).
+        let home = crate::store::crypt::view_over(tenant.sealed.as_ref(), &home);
         places.push(crate::delivery::Place {
             tenant: id.clone(),
             prefix: t.prefix.get_ref().clone(),

@@ -589,10 +589,7 @@ pub async fn run_cli(
             .await
             .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
         let days_store = if t.delivery() == crate::config::Delivery::Customer {
-            let sealed = crate::store::crypt::for_tenant(t, &days_raw)
-                .await
-                .map_err(|e| format!("tenant {id:?} cannot be read: {e}"))?;
-            crate::store::crypt::tenant_store(sealed.as_ref(), &days_raw)
+            crate::store::crypt::view_over(sealed.as_ref(), &days_raw)
         } else {
             crate::store::crypt::tenant_store(sealed.as_ref(), &store)
         };

@@ -104,7 +104,9 @@ pub struct Crypt {
     inner: SharedStore,
     tenant: String,
     prefix: String,
-    keys: RwLock<Arc<Keyset>>,
+    /// The tenant's keyset, shared by every view of its objects
+    /// ([`Crypt::over`]): a rotation reaches them all at once.
+    keys: Arc<RwLock<Arc<Keyset>>>,
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Sealing>>>>,
     /// Staging keys that hold another key's object (re-encryption): sealed
     /// and opened with that key's associated data.
@@ -155,7 +157,22 @@ impl Crypt {
             inner,
             tenant: tenant.to_string(),
             prefix: prefix.to_string(),
-            keys: RwLock::new(Arc::new(keys)),
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+            uploads: Mutex::new(HashMap::new()),
+            aliases: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The same tenant's objects in another store (a delivery tenant's
+    /// backup or its own storage), under this keyset: a later
+    /// [`Self::replace_keyset`] on either reaches both, so every place a
+    /// tenant writes seals with the same primary key after a rotation.
+    pub fn over(&self, inner: SharedStore) -> Arc<Crypt> {
+        Arc::new(Self {
+            inner,
+            tenant: self.tenant.clone(),
+            prefix: self.prefix.clone(),
+            keys: self.keys.clone(),
             uploads: Mutex::new(HashMap::new()),
             aliases: Mutex::new(HashMap::new()),
         })
@@ -720,6 +737,13 @@ impl ObjectStore for Crypt {
 /// switched off for a tenant that has sealed objects).
 pub struct Unsealed {
     inner: SharedStore,
+}
+
+/// The tenant's view of another store than `sealed`'s own (a delivery
+/// tenant's backup or its own storage): under the same keyset
+/// ([`Crypt::over`]), or [`Unsealed`] when it is not encrypted.
+pub fn view_over(sealed: Option<&Arc<Crypt>>, other: &SharedStore) -> SharedStore {
+    tenant_store(sealed.map(|c| c.over(other.clone())).as_ref(), other)
 }
 
 /// A tenant's view of the shared store: through its encryption, or

@@ -1071,3 +1071,105 @@ async fn a_large_call_is_delivered_in_parts_under_the_customers_encryption() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sha256_file(&work.path().join("big.tgz")), sha256(&archive));
 }
+
+/// An encrypted delivery tenant after `recvault keys rotate` and a SIGHUP:
+/// a new call is sealed by the new primary key in every place the tenant
+/// writes — the operator's backup and the customer's bucket — while the
+/// call delivered before keeps the old key and still reads; both are
+/// delivered byte-identical to their indexes and served over SFTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_reaches_the_backup_and_the_customers_copies_of_an_encrypted_tenant() {
+    use recvault::store::crypt::{mark, Crypt};
+    let (cust, proxy) = customer_proxy();
+    let work = tempfile::tempdir().unwrap();
+    let keys = key_files(work.path(), cust);
+    let keyset = work.path().join("acme.keyset.json");
+    let keys_cmd = |verb: &str| {
+        let out = recvault_command()
+            .args(["keys", verb])
+            .arg(&keyset)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keys {verb}: {}", text(&out));
+    };
+    keys_cmd("new");
+    let primary = || recvault::crypto::read_keyset(&keyset).unwrap().primary;
+    let prefix = unique_prefix("customer-rotation");
+    let rest = format!(
+        "[[storages]]\nname = \"eu\"\n{}{}",
+        customer_keys(&proxy, &keys, CUSTOMER_ACCOUNT),
+        tenant(
+            "acme",
+            &prefix,
+            TOKEN_ACME,
+            &format!(
+                "storage = \"eu\"\ndelivery = \"customer\"\nbackup_hours = 1\nencryption = \"recvault\"\nkeyset = \"{}\"",
+                keyset.display()
+            ),
+        ),
+    );
+    let server = Server::start_with(&format!("{}\n{rest}", s3().storage_toml()));
+    let deliver = |id: &str, seed: u8| {
+        push_session(&server, work.path(), id, TOKEN_ACME, seed);
+        assert_archived(&server, id, TOKEN_ACME, Duration::from_secs(90), id);
+        let d = wait_delivery(&server, id, TOKEN_ACME, Duration::from_secs(60), |d| {
+            d["state"] == "delivered"
+        });
+        assert_eq!(d["state"], "delivered", "{id}: {d}\n{}", server.log());
+    };
+    deliver("call-rot-1", 11);
+    let first = primary();
+    keys_cmd("rotate");
+    let second = primary();
+    assert_ne!(first, second);
+    server.reload(&rest);
+    assert!(
+        server.log_shows("keyset rotated"),
+        "the reload rotated the keyset:\n{}",
+        server.log()
+    );
+    deliver("call-rot-2", 12);
+
+    let (operator, customer) = (s3().store().await, cust.store().await);
+    let tenant_prefix = format!("{prefix}acme/");
+    let opened = Crypt::new(
+        customer.clone(),
+        "acme",
+        &tenant_prefix,
+        recvault::crypto::read_keyset(&keyset).unwrap(),
+    )
+    .unwrap();
+    for (id, key_id) in [("call-rot-1", first), ("call-rot-2", second)] {
+        let folder = format!("{tenant_prefix}sessions/2026/11/23/{id}/");
+        let objects = indexed_objects(&opened, &format!("{folder}info.json")).await;
+        assert!(objects.len() >= 3, "{id}: the archive and party files: {objects:?}");
+        // Every delivered object decrypts to the bytes its index names.
+        assert_identical(&opened, &objects).await;
+        let archive = format!("{folder}{id}.tar.gz");
+        for (place, store) in [("customer's bucket", &customer), ("backup", &operator)] {
+            for key in [archive.clone(), format!("{folder}info.json")] {
+                let meta = store.head(&key).await.unwrap();
+                assert_eq!(
+                    meta.and_then(|m| m.mark),
+                    Some(mark(key_id)),
+                    "{id}: {key} in the {place} is sealed by key {key_id}"
+                );
+            }
+        }
+        let out = sftp_batch(
+            server.port,
+            "qa-acme",
+            client_key("qa"),
+            &format!("get /2026/11/23/{id}/{id}.tar.gz {id}.tgz\n"),
+            work.path(),
+        );
+        assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+        let (_, size, sha) = objects.iter().find(|o| o.0 == archive).unwrap();
+        let got = std::fs::read(work.path().join(format!("{id}.tgz"))).unwrap();
+        assert_eq!(
+            (got.len() as u64, sha256(&got)),
+            (*size, sha.clone()),
+            "{id}"
+        );
+    }
+}

@@ -324,6 +324,43 @@ async fn rotation_seals_new_objects_with_the_new_key_and_old_ones_still_read() {
 }
 
 #[tokio::test]
+async fn a_rotation_reaches_every_view_of_the_tenant_over_other_stores() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let other_raw: SharedStore = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let other = f.sealed.over(other_raw.clone());
+    let first = f.sealed.primary_id();
+    let mut rotated = Keyset::from_json(&f.sealed.keyset().to_json()).unwrap();
+    let second = rotated.add_primary().unwrap();
+    // Rotated through the tree's view; the other view seals with it too.
+    f.sealed.replace_keyset(rotated).unwrap();
+    assert_eq!(other.primary_id(), second);
+    other
+        .put("t/x", Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        other_raw.head("t/x").await.unwrap().unwrap().mark,
+        Some(mark(second))
+    );
+    // Same tenant and prefix: each view reads what the other sealed.
+    let moved = read(other_raw.as_ref(), "t/x", 0, None).await.unwrap();
+    f.raw
+        .put(
+            "t/x",
+            Bytes::from(moved),
+            PutOptions {
+                mark: Some(mark(second)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(read(&f.sealed, "t/x", 0, None).await.unwrap(), b"x");
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
 async fn objects_outside_the_tenant_are_refused_not_written_in_clear() {
     let f = fixture();
     let e = f
