@@ -14,19 +14,32 @@
 //! `home` fails): only session folders and a tenant's top level are listed
 //! through here (day indexes and events are read from the backup itself),
 //! so a page stays small.
+//!
+//! When `home` fails with a transient error (down, throttling, not
+//! answering within `storage_timeout_secs`), reads and the choice of where
+//! a write goes ask the backup first for [`HOME_DOWN_FOR`]: one request
+//! pays the wait on a customer bucket that is down, not every download of
+//! a session the backup still holds. Any answer from `home` ends it.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{Got, ListPage, ObjectMeta, ObjectStore, PutOptions, SharedStore, StoreError, Upload};
+
+/// How long after `home` failed transiently the backup is asked first.
+pub const HOME_DOWN_FOR: Duration = Duration::from_secs(30);
 
 pub struct Union {
     home: SharedStore,
     backup: SharedStore,
     /// Multipart uploads started in the backup (by id); the others are home's.
-    in_backup: std::sync::Mutex<std::collections::HashSet<String>>,
+    in_backup: Mutex<std::collections::HashSet<String>>,
+    /// When `home` last failed transiently, until it answers again.
+    home_failed: Mutex<Option<Instant>>,
 }
 
 impl Union {
@@ -35,7 +48,39 @@ impl Union {
             home,
             backup,
             in_backup: Default::default(),
+            home_failed: Mutex::new(None),
         }
+    }
+
+    /// Whether `home` failed transiently within [`HOME_DOWN_FOR`].
+    fn home_down(&self) -> bool {
+        self.home_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < HOME_DOWN_FOR)
+    }
+
+    /// Asks `home`, remembering whether it answered.
+    async fn ask_home<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let r = op.await;
+        let mut failed = self.home_failed.lock().unwrap_or_else(|e| e.into_inner());
+        match &r {
+            Err(e) if e.is_transient() => {
+                if failed.is_none() {
+                    tracing::warn!(error = %e, "the tenant's own storage failed; the backup is asked first for {} s", HOME_DOWN_FOR.as_secs());
+                }
+                *failed = Some(Instant::now());
+            }
+            _ => {
+                if failed.take().is_some() {
+                    tracing::info!("the tenant's own storage answers again");
+                }
+            }
+        }
+        r
     }
 
     /// Where a write of `key` goes: beside its session's index (the
@@ -45,7 +90,10 @@ impl Union {
             return Ok(&self.home);
         };
         let index = format!("{folder}{}", crate::layout::INDEX);
-        match self.home.head(&index).await {
+        if self.home_down() && matches!(self.backup.head(&index).await, Ok(Some(_))) {
+            return Ok(&self.backup);
+        }
+        match self.ask_home(self.home.head(&index)).await {
             Ok(Some(_)) => Ok(&self.home),
             Ok(None) => match self.backup.head(&index).await? {
                 Some(_) => Ok(&self.backup),
@@ -106,7 +154,12 @@ impl ObjectStore for Union {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        match self.home.head(key).await {
+        if self.home_down() {
+            if let Ok(Some(m)) = self.backup.head(key).await {
+                return Ok(Some(m));
+            }
+        }
+        match self.ask_home(self.home.head(key)).await {
             Ok(Some(m)) => Ok(Some(m)),
             Ok(None) => self.backup.head(key).await,
             Err(e) => match self.backup.head(key).await {
@@ -122,7 +175,12 @@ impl ObjectStore for Union {
         offset: u64,
         len: Option<u64>,
     ) -> Result<Got, StoreError> {
-        match self.home.get_object(key, offset, len).await {
+        if self.home_down() {
+            if let Ok(g) = self.backup.get_object(key, offset, len).await {
+                return Ok(g);
+            }
+        }
+        match self.ask_home(self.home.get_object(key, offset, len)).await {
             Ok(g) => Ok(g),
             Err(StoreError::NotFound(_)) => self.backup.get_object(key, offset, len).await,
             Err(e) => match self.backup.get_object(key, offset, len).await {
@@ -138,8 +196,14 @@ impl ObjectStore for Union {
         delimiter: Option<&str>,
         _continuation: Option<String>,
     ) -> Result<ListPage, StoreError> {
+        if self.home_down() {
+            match everything(self.backup.as_ref(), prefix, delimiter).await {
+                Ok(b) if !b.objects.is_empty() || !b.common_prefixes.is_empty() => return Ok(b),
+                _ => {}
+            }
+        }
         let (home, backup) = tokio::join!(
-            everything(self.home.as_ref(), prefix, delimiter),
+            self.ask_home(everything(self.home.as_ref(), prefix, delimiter)),
             everything(self.backup.as_ref(), prefix, delimiter)
         );
         let backup = backup?;
@@ -247,6 +311,77 @@ mod tests {
                 .to_vec(),
         )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_home_that_does_not_answer_is_waited_for_once_then_the_backup_is_asked_first() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let home_raw: SharedStore = Arc::new(LocalStore::open(&dir.path().join("home")).unwrap());
+        let backup: SharedStore = Arc::new(LocalStore::open(&dir.path().join("backup")).unwrap());
+        let (asked, down) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(true)),
+        );
+        let (a, d) = (asked.clone(), down.clone());
+        // The customer's bucket as the server has it: behind the timeout
+        // decorator, here a black hole answering nothing for 10 s.
+        let tap = crate::store::tap::Tap::new(home_raw.clone()).before(move |_| {
+            a.fetch_add(1, Ordering::SeqCst);
+            if d.load(Ordering::SeqCst) {
+                Duration::from_secs(10)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let step = Duration::from_millis(200);
+        let home: SharedStore = Arc::new(crate::store::timeout::Timeouts::new(tap, step, step));
+        let u = Union::new(home, backup.clone());
+        let k = crate::layout::SessionKeys::new("t/", "2026", "11", "23", "c1");
+        let archive = k.archive();
+        for (key, body) in [(k.index(), "{}"), (archive.clone(), "backup-tgz")] {
+            backup
+                .put(&key, Bytes::from(body), PutOptions::default())
+                .await
+                .unwrap();
+        }
+        // The first read waits for home's timeout, then reads the backup.
+        assert_eq!(text(&u, &archive).await, "backup-tgz");
+        let after_first = asked.load(Ordering::SeqCst);
+        assert!(after_first >= 1);
+        // Every read, listing and write of the session after it goes to
+        // the backup without asking home.
+        assert_eq!(text(&u, &archive).await, "backup-tgz");
+        assert_eq!(u.head(&archive).await.unwrap().unwrap().size, 10);
+        let page = u.list_page(k.prefix(), None, None).await.unwrap();
+        assert_eq!(page.objects.len(), 2);
+        u.put(
+            &k.derived("c1.mp3"),
+            Bytes::from_static(b"mp3"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert!(backup.head(&k.derived("c1.mp3")).await.unwrap().is_some());
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            after_first,
+            "home is not asked again while it is down"
+        );
+        // What only home can have is still asked of it; its answer ends
+        // the detour, and home is read first again.
+        down.store(false, Ordering::SeqCst);
+        home_raw
+            .put(
+                &archive,
+                Bytes::from_static(b"home-tgz"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(u.head("t/only-at-home").await.unwrap().is_none());
+        assert_eq!(text(&u, &archive).await, "home-tgz");
+        assert!(asked.load(Ordering::SeqCst) > after_first);
     }
 
     #[tokio::test]

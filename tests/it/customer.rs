@@ -1142,7 +1142,10 @@ async fn a_key_rotation_reaches_the_backup_and_the_customers_copies_of_an_encryp
     for (id, key_id) in [("call-rot-1", first), ("call-rot-2", second)] {
         let folder = format!("{tenant_prefix}sessions/2026/11/23/{id}/");
         let objects = indexed_objects(&opened, &format!("{folder}info.json")).await;
-        assert!(objects.len() >= 3, "{id}: the archive and party files: {objects:?}");
+        assert!(
+            objects.len() >= 3,
+            "{id}: the archive and party files: {objects:?}"
+        );
         // Every delivered object decrypts to the bytes its index names.
         assert_identical(&opened, &objects).await;
         let archive = format!("{folder}{id}.tar.gz");
