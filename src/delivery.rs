@@ -58,6 +58,10 @@ pub struct Entry {
     /// What was verified: (key, size, SHA-256) of every object copied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verified: Vec<Verified>,
+    /// A node is deleting the backup copy until this time (RFC 3339);
+    /// other nodes leave it alone until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting_until: Option<String>,
 }
 
 /// One object as the customer's storage holds it, checked.
@@ -78,15 +82,24 @@ impl Entry {
             next_try: None,
             delivered_at: None,
             verified: Vec::new(),
+            deleting_until: None,
         }
     }
 
     fn due(&self, now: DateTime<Utc>) -> bool {
-        self.next_try
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .is_none_or(|t| t <= now)
+        time(&self.next_try).is_none_or(|t| t <= now)
     }
+
+    /// Whether a node holds the deletion of the backup at `now`.
+    fn being_deleted(&self, now: DateTime<Utc>) -> bool {
+        time(&self.deleting_until).is_some_and(|t| t > now)
+    }
+}
+
+fn time(t: &Option<String>) -> Option<DateTime<Utc>> {
+    t.as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// One tenant delivered to its own storage.
@@ -118,6 +131,8 @@ pub struct Deliverer {
 const PASS: Duration = Duration::from_secs(10);
 /// The longest wait before a failed delivery is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// How long a node holds the deletion of a backup copy.
+const DELETION_CLAIM: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// Sessions of one tenant delivered at once.
 const AT_ONCE: usize = 4;
 
@@ -181,7 +196,7 @@ impl Deliverer {
     ) -> Option<serde_json::Value> {
         let p = self.places.get(tenant)?;
         match read_entry(p, id).await {
-            Ok(Some(e)) => Some(serde_json::json!({
+            Ok(Some((e, _))) => Some(serde_json::json!({
                 "state": e.state,
                 "reason": e.reason,
                 "delivered_at": e.delivered_at,
@@ -243,19 +258,19 @@ impl Deliverer {
 
     /// Works on one ledger entry.
     async fn one(&self, p: &Place, id: &str) -> Result<(), StoreError> {
-        let Some(mut e) = read_entry(p, id).await? else {
+        let Some((mut e, version)) = read_entry(p, id).await? else {
             return Ok(());
         };
+        let version = version.as_deref();
         let now = Utc::now();
         if e.state == "delivered" {
-            let at = e
-                .delivered_at
-                .as_deref()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
+            if e.being_deleted(now) {
+                return Ok(());
+            }
+            let at = time(&e.delivered_at);
             let keep = chrono::Duration::from_std(p.keep).unwrap_or(chrono::Duration::MAX);
             if at.is_some_and(|at| at + keep <= now) {
-                return self.delete_backup(p, id, &e).await;
+                return self.delete_backup(p, id, &e, version).await;
             }
             return Ok(());
         }
@@ -270,7 +285,10 @@ impl Deliverer {
                 e.next_try = None;
                 e.delivered_at = Some(Utc::now().to_rfc3339());
                 e.verified = verified;
-                write_entry(p, id, &e).await?;
+                if !write_entry(p, id, &e, version).await? {
+                    self.another_node(p, id);
+                    return Ok(());
+                }
                 info!(tenant = %p.tenant, session = id, objects = e.verified.len(), storage = %p.describe, "delivered to the customer's storage and verified");
                 self.audit.ingest(
                     &p.tenant,
@@ -284,7 +302,8 @@ impl Deliverer {
                     }),
                 );
                 if p.keep.is_zero() {
-                    return self.delete_backup(p, id, &e).await;
+                    // This node's own entry, just written.
+                    return self.delete_backup(p, id, &e, None).await;
                 }
                 Ok(())
             }
@@ -302,7 +321,10 @@ impl Deliverer {
                     (Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
                         .to_rfc3339(),
                 );
-                write_entry(p, id, &e).await?;
+                if !write_entry(p, id, &e, version).await? {
+                    self.another_node(p, id);
+                    return Ok(());
+                }
                 warn!(tenant = %p.tenant, session = id, storage = %p.describe, failures = e.failures, retry_in_s = wait.as_secs(), %reason, "delivery failed; the backup copy is kept and delivery tried again");
                 self.audit.ingest(
                     &p.tenant,
@@ -320,10 +342,31 @@ impl Deliverer {
         }
     }
 
+    /// Another node changed the session's entry while this one worked on
+    /// it: that node's outcome stands.
+    fn another_node(&self, p: &Place, id: &str) {
+        info!(tenant = %p.tenant, session = id, "another node changed this delivery first; its outcome stands");
+    }
+
     /// Deletes the backup copy of a delivered session, after checking once
     /// more that the customer's storage has every verified object at its
     /// size; audited with what was verified, then the ledger entry goes.
-    async fn delete_backup(&self, p: &Place, id: &str, e: &Entry) -> Result<(), StoreError> {
+    /// The entry is claimed first (over `version`) for [`DELETION_CLAIM`],
+    /// so two nodes' passes do not both delete and audit it; one that dies
+    /// holding the claim leaves the deletion to a pass after it.
+    async fn delete_backup(
+        &self,
+        p: &Place,
+        id: &str,
+        e: &Entry,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut e = e.clone();
+        e.deleting_until = Some((Utc::now() + DELETION_CLAIM).to_rfc3339());
+        if !write_entry(p, id, &e, version).await? {
+            self.another_node(p, id);
+            return Ok(());
+        }
         for v in &e.verified {
             match p.home.head(&v.key).await? {
                 Some(m) if m.size == v.size => {}
@@ -336,7 +379,9 @@ impl Deliverer {
                     let mut again = e.clone();
                     again.state = "delivering".into();
                     again.reason = Some(reason.clone());
-                    write_entry(p, id, &again).await?;
+                    again.deleting_until = None;
+                    // This node holds the entry (its claim).
+                    write_entry(p, id, &again, None).await?;
                     warn!(tenant = %p.tenant, session = id, %reason, "delivered copy changed before the backup was deleted; delivering again");
                     return Ok(());
                 }
@@ -386,26 +431,54 @@ fn day_of(index_key: &str) -> Option<String> {
     (parts.len() == 3).then(|| format!("{}-{}-{}", parts[2], parts[1], parts[0]))
 }
 
-async fn read_entry(p: &Place, id: &str) -> Result<Option<Entry>, StoreError> {
+/// A session's ledger entry and the version read (its ETag), which a
+/// change is written back over ([`write_entry`]).
+async fn read_entry(p: &Place, id: &str) -> Result<Option<(Entry, Option<String>)>, StoreError> {
+    use futures::StreamExt;
     let key = layout::delivery(&p.prefix, id);
-    match crate::store::read_all(p.backup.as_ref(), &key, 1 << 20).await {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
-        Err(StoreError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
+    let got = match p.backup.get_object(&key, 0, None).await {
+        Ok(g) => g,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut body = got.body;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() > 1 << 20 {
+            return Err(StoreError::Corrupt(format!("{key}: larger than 1 MiB")));
+        }
     }
+    serde_json::from_slice(&bytes)
+        .map(|e| Some((e, got.meta.etag)))
+        .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
 }
 
-async fn write_entry(p: &Place, id: &str, e: &Entry) -> Result<(), StoreError> {
+/// Writes a change of the entry over the `version` read. `false` when
+/// another node changed or removed it since (two nodes delivering one
+/// session at once): its outcome stands, and this one is dropped unsaid,
+/// so a delivery is audited and announced once. On a store that ignores
+/// conditional writes the last writer wins, as its copies are the same.
+async fn write_entry(
+    p: &Place,
+    id: &str,
+    e: &Entry,
+    version: Option<&str>,
+) -> Result<bool, StoreError> {
     let body = serde_json::to_vec(e).unwrap_or_default();
-    p.backup
-        .put(
-            &layout::delivery(&p.prefix, id),
-            Bytes::from(body),
-            PutOptions::default(),
-        )
+    let opts = PutOptions {
+        if_match: version.map(str::to_string),
+        ..PutOptions::default()
+    };
+    match p
+        .backup
+        .put(&layout::delivery(&p.prefix, id), Bytes::from(body), opts)
         .await
+    {
+        Ok(()) => Ok(true),
+        Err(StoreError::Changed(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 enum Delivered {
@@ -606,5 +679,74 @@ mod tests {
             Some("2026-11-23")
         );
         assert_eq!(day_of("x"), None);
+    }
+
+    /// Two nodes (two deliverers over the same storages) work on one
+    /// session at once, the customer's storage slowed so both are at it
+    /// together:
+    /// the session is delivered, and audited as delivered once; then both
+    /// delete the backup at once, and that is done and audited once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_delivering_one_session_at_once_deliver_and_delete_it_once() {
+        use crate::store::local::LocalStore;
+        let dir = tempfile::tempdir().unwrap();
+        let backup: SharedStore = Arc::new(LocalStore::open(&dir.path().join("b")).unwrap());
+        let home_raw: SharedStore = Arc::new(LocalStore::open(&dir.path().join("h")).unwrap());
+        let home: SharedStore = Arc::new(
+            crate::store::tap::Tap::new(home_raw.clone()).before(|_| Duration::from_millis(300)),
+        );
+        let keys = SessionKeys::new("t/", "2026", "11", "23", "c1");
+        let index = br#"{"session_id":"c1","started_at":"2026-11-23T10:00:00Z","ended_at":"2026-11-23T10:00:30Z","agent":{"id":"a"},"user":{"id":"u"},"recvault":{"v":1,"ingested_at":"2026-11-23T11:00:00Z"}}"#;
+        backup
+            .put(
+                &keys.index(),
+                Bytes::from_static(index),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let node = |name: &str, keep: Duration| {
+            let audit = Arc::new(Audit::file(&dir.path().join(format!("{name}.log"))).unwrap());
+            Deliverer::new(
+                vec![Place {
+                    tenant: "acme".into(),
+                    prefix: "t/".into(),
+                    backup: backup.clone(),
+                    home: home.clone(),
+                    keep,
+                    describe: "customer".into(),
+                }],
+                audit,
+            )
+        };
+        let lines = |stage: &str| {
+            ["a", "b"]
+                .iter()
+                .map(|n| {
+                    std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
+                })
+                .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+                .filter(|l| l.contains(&format!("\"stage\":\"{stage}\"")))
+                .count()
+        };
+        let keep = Duration::from_millis(500);
+        let (a, b) = (node("a", keep), node("b", keep));
+        a.note_archived("acme", "c1", &keys.index()).await.unwrap();
+        let (pa, pb) = (&a.places["acme"], &b.places["acme"]);
+        let (ra, rb) = tokio::join!(a.one(pa, "c1"), b.one(pb, "c1"));
+        ra.unwrap();
+        rb.unwrap();
+        assert!(home_raw.head(&keys.index()).await.unwrap().is_some());
+        let (e, _) = read_entry(pa, "c1").await.unwrap().unwrap();
+        assert_eq!(e.state, "delivered");
+        assert_eq!(lines("delivered"), 1, "one delivery, audited once");
+        // Past `keep`: both nodes' passes come for the backup at once.
+        tokio::time::sleep(keep + Duration::from_millis(100)).await;
+        let (ra, rb) = tokio::join!(a.one(pa, "c1"), b.one(pb, "c1"));
+        ra.unwrap();
+        rb.unwrap();
+        assert!(backup.head(&keys.index()).await.unwrap().is_none());
+        assert!(read_entry(pa, "c1").await.unwrap().is_none());
+        assert_eq!(lines("backup_deleted"), 1, "one deletion, audited once");
     }
 }
