@@ -1086,6 +1086,79 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
+/// A running [`RECEIVER`]: the `[[tenants.webhooks]]` lines that point a
+/// tenant at it, and the file of what it received (one JSON line per
+/// POST). Answers 503 while [`Self::set_down`]; killed when dropped.
+pub struct Receiver {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    pub received: std::path::PathBuf,
+    pub webhook_toml: String,
+}
+
+impl Receiver {
+    /// Starts one with its files under `work`.
+    pub fn start(work: &std::path::Path) -> Receiver {
+        let dir = work.join("hook");
+        std::fs::create_dir_all(&dir).unwrap();
+        let received = dir.join("received.jsonl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let secret = "whsec-0123456789abcdef";
+        let secret_file = work.join("hook.secret");
+        recvault::secret::write_secret_file(&secret_file, secret.as_bytes()).unwrap();
+        let child = Command::new(std::env::var("MOTO_PYTHON").unwrap_or("python3".into()))
+            .args(["-c", RECEIVER, &port.to_string(), secret])
+            .arg(&received)
+            .spawn()
+            .unwrap();
+        Receiver {
+            child,
+            dir,
+            received,
+            webhook_toml: format!(
+                "\n[[tenants.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"{}\"\n",
+                secret_file.display()
+            ),
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        let flag = self.dir.join("down");
+        if down {
+            std::fs::write(flag, b"").unwrap();
+        } else {
+            std::fs::remove_file(flag).unwrap();
+        }
+    }
+
+    /// What arrived so far, waiting up to `limit` for `n` deliveries.
+    pub fn wait_for(&self, n: usize, limit: std::time::Duration) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let lines: Vec<Value> = std::fs::read_to_string(&self.received)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Webhooks arrive signed, survive a receiver outage and a SIGKILL of
 /// recvault (the outbox is on disk), each event delivered once; the event
 /// log (`GET /v1/events`) lists the same events from storage.
@@ -1093,40 +1166,19 @@ http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 async fn api_webhooks_survive_a_receiver_outage_and_a_restart_and_the_event_log_agrees() {
     let prefix = unique_prefix("api-hooks");
     let work = tempfile::tempdir().unwrap();
-    let hook_dir = work.path().join("hook");
-    std::fs::create_dir_all(&hook_dir).unwrap();
-    std::fs::write(hook_dir.join("down"), b"").unwrap();
-    let received = hook_dir.join("received.jsonl");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let secret = "whsec-0123456789abcdef";
-    let secret_file = work.path().join("hook.secret");
-    recvault::secret::write_secret_file(&secret_file, secret.as_bytes()).unwrap();
-    let mut receiver = Command::new(std::env::var("MOTO_PYTHON").unwrap_or("python3".into()))
-        .args(["-c", RECEIVER, &port.to_string(), secret])
-        .arg(&received)
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(std::mem::replace(
-        &mut receiver,
-        Command::new("true").spawn().unwrap(),
-    ));
+    let hook = Receiver::start(work.path());
+    hook.set_down(true);
+    let received = hook.received.clone();
     let outbox = work.path().join("outbox");
     let config = format!(
-        "{}{}\n[[tenants.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"{}\"\n{}\noutbox_dir = \"{}\"\n",
+        "{}{}{}{}\noutbox_dir = \"{}\"\n",
         crate::media::media_config(&prefix),
-        key_toml("ops", KEY_ERASE, &["calls:read", "media:read", "calls:erase"]),
-        secret_file.display(),
+        key_toml(
+            "ops",
+            KEY_ERASE,
+            &["calls:read", "media:read", "calls:erase"]
+        ),
+        hook.webhook_toml,
         api_toml("hooks"),
         outbox.display(),
     );
@@ -1209,21 +1261,10 @@ async fn api_webhooks_survive_a_receiver_outage_and_a_restart_and_the_event_log_
         "records in the outbox"
     );
     let dir = server.kill9();
-    std::fs::remove_file(hook_dir.join("down")).unwrap();
+    hook.set_down(false);
     let server = Server::start_in(dir, &format!("{}\n{config}", s3().storage_toml()));
     // Delivered after the restart, each event once, signed.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let got: Vec<Value> = loop {
-        let lines: Vec<Value> = std::fs::read_to_string(&received)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.len() >= 3 || std::time::Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    };
+    let got = hook.wait_for(3, std::time::Duration::from_secs(120));
     let mut got_types: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
     got_types.sort();
     let mut want_sorted = wanted.to_vec();

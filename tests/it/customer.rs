@@ -620,10 +620,13 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
     let keys = key_files(work.path(), cust);
     let prefix = unique_prefix("customer-delivery");
     let api_key = "key-delivery-0123456789abcdef0123456789ab";
+    let hook = crate::api::Receiver::start(work.path());
     let server = Server::start_with(&format!(
-        "{}{}{}",
+        "{}{}{}outbox_dir = \"{}\"\n{}",
         delivery_config(&proxy, &keys, &prefix, "0.01"),
+        hook.webhook_toml,
         crate::api::api_toml("customer-delivery"),
+        work.path().join("outbox").display(),
         crate::api::key_toml("crm", api_key, &["calls:read"]),
     ));
     push_session(&server, work.path(), "call-del-1", TOKEN_ACME, 5);
@@ -764,6 +767,21 @@ async fn a_delivered_call_is_verified_in_the_customers_bucket_and_the_backup_goe
         .collect();
     assert_eq!(delivered.len(), 1, "{events}");
     assert_eq!(delivered[0]["session_id"], "call-del-1", "{events}");
+    // And POSTed to the tenant's webhook, signed, once.
+    let posted = hook.wait_for(2, Duration::from_secs(30));
+    let mut types: Vec<_> = posted
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect();
+    types.sort();
+    assert_eq!(types, ["call.archived", "call.delivered"], "{posted:?}");
+    assert!(posted.iter().all(|e| e["sig_ok"] == true), "{posted:?}");
+    let hooked = posted.iter().find(|e| e["type"] == "call.delivered");
+    assert_eq!(
+        hooked.map(|e| &e["id"]),
+        Some(&delivered[0]["id"]),
+        "the same event as the log"
+    );
     // Served from the customer's bucket now, byte for byte.
     assert_eq!(get("after.tgz"), first);
 }
