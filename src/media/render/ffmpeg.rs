@@ -343,6 +343,22 @@ pub fn pipe_input<'a>(pipe: &'a std::path::Path, format: &'a [&'a str]) -> Vec<&
     a
 }
 
+/// Bytes a frame pipe holds (a composed 1280x480 frame is 921,600): with
+/// Linux's default of 64 KiB each frame crossed a pipe in 15 writes, each
+/// waking the reader, and the context switches cost more CPU than the
+/// copies (perf, two-encoder render). 1 MiB is the most an unprivileged
+/// process may set by default (`/proc/sys/fs/pipe-max-size`).
+const FRAME_PIPE: usize = 1 << 20;
+
+/// Widens a pipe that carries raw frames to [`FRAME_PIPE`]. Only speed
+/// depends on it: when the system refuses (a user over its pipe-buffer
+/// quota), the pipe keeps its size.
+pub fn widen_frame_pipe(fd: impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(fd, FRAME_PIPE) {
+        tracing::debug!(error = %e, "frame pipe kept its size");
+    }
+}
+
 /// Opens a named pipe for writing (waits until ffmpeg opens it to read).
 pub async fn open_pipe(path: &std::path::Path) -> Result<tokio::net::unix::pipe::Sender, String> {
     // Opened without blocking: a FIFO has no writer end until ffmpeg opens

@@ -389,6 +389,7 @@ pub async fn render_mp4(
                 Ok(())
             }
             None => {
+                ffmpeg::widen_frame_pipe(&f);
                 video::compose(agent, user, frames, &mut f).await?;
                 f.flush().await.map_err(|e| e.to_string())
             }

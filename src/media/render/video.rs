@@ -164,6 +164,7 @@ fn decoder(party: Party) -> Result<(i64, Box<dyn AsyncRead + Unpin + Send>), Str
         "pipe:1",
     ])?
     .decode_file(party.ivf.reader()?)?;
+    super::ffmpeg::widen_frame_pipe(&stdout);
     Ok((party.start_frame, Box::new(stdout)))
 }
 

@@ -77,6 +77,7 @@ pub fn start(n: u32, rate: &str, buf: &str) -> Result<(Feeds, Outputs, Vec<Ffmpe
         args.extend(["-f", "h264", "pipe:1"].map(OsStr::new));
         let mut enc = Ffmpeg::spawn(args)?;
         let mut stdin = enc.stdin.take().ok_or("x264 has no stdin")?;
+        super::ffmpeg::widen_frame_pipe(&stdin);
         let mut stdout = enc.stdout.take().ok_or("x264 has no stdout")?;
         let (tx, mut rx) = mpsc::channel::<Bytes>(GOP as usize);
         tokio::spawn(async move {
