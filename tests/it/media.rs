@@ -1605,6 +1605,109 @@ async fn an_mp4_renders_to_the_same_bytes_in_another_process_and_a_different_enc
     );
 }
 
+/// The pids of the running children of `parent` whose command line holds
+/// every one of `words` (as separate arguments).
+fn children_running(parent: u32, words: &[&str]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis: state, ppid, ...
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let ppid = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if words.iter().all(|w| args.contains(&w.as_bytes())) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// One of a render's two x264 encoders is killed (SIGKILL) while a client
+/// reads the MP4: the read fails (never a short success or a hang), the
+/// server logs why and keeps serving, and the next read renders the whole
+/// file, whose start is byte for byte what the first read had received.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encoder_killed_mid_render_fails_the_read_and_the_next_read_renders_it_whole() {
+    use crate::harness::*;
+    let prefix = unique_prefix("media-x264-kill");
+    let config = format!("{}\n[limits]\nrender_threads = 2\n", media_config(&prefix));
+    let server = Server::start(&config);
+    let work = tempfile::tempdir().unwrap();
+    let (id, session) = ("call-enc", "/2026/11/23/call-enc");
+    // Ten minutes: its render takes seconds.
+    push_session(
+        &server,
+        &mp4_session_until(work.path(), id, "2026-11-23T10:10:00Z"),
+    );
+    let name = format!("{id}.mp4");
+    let want = listed_size(&server, work.path(), session, &name);
+    let mut get = sftp_get_in_background(
+        &server,
+        &format!("{session}/{name}"),
+        work.path(),
+        "part.mp4",
+    );
+    let part = work.path().join("part.mp4");
+    let mut encoders = Vec::new();
+    for _ in 0..1500 {
+        let got = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        encoders = children_running(server.pid(), &["libx264", "h264", "pipe:1"]);
+        if got >= 64 * 1024 && encoders.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(encoders.len(), 2, "two encoders running:\n{}", server.log());
+    let killed = Command::new("kill")
+        .args(["-KILL", &encoders[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = get.wait().unwrap();
+    let partial = std::fs::read(&part).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "the read of a render that lost an encoder failed ({} of {want} bytes)",
+        partial.len()
+    );
+    assert!((partial.len() as u64) < want, "{} of {want}", partial.len());
+    eprintln!(
+        "x264 {} killed; the read failed after {} of {want} bytes",
+        encoders[0],
+        partial.len()
+    );
+    assert!(
+        server.log_shows("render failed"),
+        "the server says why:\n{}",
+        server.log()
+    );
+    // The next read renders again, whole, and starts with what was read.
+    let full = get_mp4(&server, work.path(), session, id);
+    assert_eq!(full.len() as u64, want);
+    assert_eq!(&full[..partial.len()], &partial[..], "the same bytes again");
+    let check = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(work.path().join("got.mp4"))
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success() && check.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_mp4_archived_with_three_encoders_renders_the_same_bytes_in_a_process_set_to_one() {
     use crate::harness::*;
