@@ -109,15 +109,37 @@ pub struct ApiConfig {
     pub session_max_secs: Option<Spanned<u64>>,
 }
 
+/// A web page session ends after this long without a request, by default.
+pub const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// And this long after its login, whatever it did, by default.
+pub const SESSION_ABSOLUTE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// When the web page's sessions end: idle this long, or this long after
+/// their login.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTimeouts {
+    pub idle: std::time::Duration,
+    pub absolute: std::time::Duration,
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> SessionTimeouts {
+        SessionTimeouts {
+            idle: SESSION_IDLE,
+            absolute: SESSION_ABSOLUTE,
+        }
+    }
+}
+
 impl ApiConfig {
     /// When the web page's sessions end.
-    pub fn session_timeouts(&self) -> crate::api::session::Timeouts {
-        let d = crate::api::session::Timeouts::default();
+    pub fn session_timeouts(&self) -> SessionTimeouts {
+        let d = SessionTimeouts::default();
         let secs = |v: &Option<Spanned<u64>>, or: std::time::Duration| {
             v.as_ref()
                 .map_or(or, |s| std::time::Duration::from_secs(*s.get_ref()))
         };
-        crate::api::session::Timeouts {
+        SessionTimeouts {
             idle: secs(&self.session_idle_secs, d.idle),
             absolute: secs(&self.session_max_secs, d.absolute),
         }

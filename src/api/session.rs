@@ -36,26 +36,10 @@ use crate::shared::{Conn, Shared};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "rv_session";
-/// A session ends after this long without a request, by default.
-pub const IDLE: Duration = Duration::from_secs(30 * 60);
-/// And this long after its login, whatever it did, by default.
-pub const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+pub use crate::config::{
+    SessionTimeouts as Timeouts, SESSION_ABSOLUTE as ABSOLUTE, SESSION_IDLE as IDLE,
+};
 
-/// When sessions end: idle this long, or this long after their login.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub idle: Duration,
-    pub absolute: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Timeouts {
-        Timeouts {
-            idle: IDLE,
-            absolute: ABSOLUTE,
-        }
-    }
-}
 /// Sessions one node keeps at once (ended ones are dropped first).
 const MAX_SESSIONS: usize = 10_000;
 
