@@ -434,23 +434,14 @@ fn day_of(index_key: &str) -> Option<String> {
 /// A session's ledger entry and the version read (its ETag), which a
 /// change is written back over ([`write_entry`]).
 async fn read_entry(p: &Place, id: &str) -> Result<Option<(Entry, Option<String>)>, StoreError> {
-    use futures::StreamExt;
     let key = layout::delivery(&p.prefix, id);
-    let got = match p.backup.get_object(&key, 0, None).await {
-        Ok(g) => g,
-        Err(StoreError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some((bytes, meta)) =
+        crate::store::read_versioned(p.backup.as_ref(), &key, 1 << 20).await?
+    else {
+        return Ok(None);
     };
-    let mut body = got.body;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        bytes.extend_from_slice(&chunk?);
-        if bytes.len() > 1 << 20 {
-            return Err(StoreError::Corrupt(format!("{key}: larger than 1 MiB")));
-        }
-    }
     serde_json::from_slice(&bytes)
-        .map(|e| Some((e, got.meta.etag)))
+        .map(|e| Some((e, meta.etag)))
         .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
 }
 

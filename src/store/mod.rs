@@ -223,8 +223,28 @@ pub async fn abort_orphan_uploads(
 
 /// Reads a whole (small) object into memory, refusing ones above `max` bytes.
 pub async fn read_all(store: &dyn ObjectStore, key: &str, max: u64) -> Result<Bytes, StoreError> {
+    let body = store.get(key, 0, None).await?;
+    gather(body, key, max).await
+}
+
+/// An object whole with its metadata (its ETag, for a write back over the
+/// version read), refused past `max` bytes; `None` when there is none.
+pub async fn read_versioned(
+    store: &dyn ObjectStore,
+    key: &str,
+    max: u64,
+) -> Result<Option<(Bytes, ObjectMeta)>, StoreError> {
+    let got = match store.get_object(key, 0, None).await {
+        Ok(g) => g,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some((gather(got.body, key, max).await?, got.meta)))
+}
+
+/// A body's bytes, refused past `max`.
+async fn gather(mut body: ByteStream, key: &str, max: u64) -> Result<Bytes, StoreError> {
     use futures::StreamExt;
-    let mut body = store.get(key, 0, None).await?;
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;

@@ -155,8 +155,10 @@ impl ObjectStore for Union {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         if self.home_down() {
-            if let Ok(Some(m)) = self.backup.head(key).await {
-                return Ok(Some(m));
+            match self.backup.head(key).await {
+                Ok(Some(m)) => return Ok(Some(m)),
+                Ok(None) => return self.ask_home(self.home.head(key)).await,
+                Err(_) => {}
             }
         }
         match self.ask_home(self.home.head(key)).await {
@@ -176,8 +178,12 @@ impl ObjectStore for Union {
         len: Option<u64>,
     ) -> Result<Got, StoreError> {
         if self.home_down() {
-            if let Ok(g) = self.backup.get_object(key, offset, len).await {
-                return Ok(g);
+            match self.backup.get_object(key, offset, len).await {
+                Ok(g) => return Ok(g),
+                Err(StoreError::NotFound(_)) => {
+                    return self.ask_home(self.home.get_object(key, offset, len)).await
+                }
+                Err(_) => {}
             }
         }
         match self.ask_home(self.home.get_object(key, offset, len)).await {
